@@ -1,0 +1,111 @@
+# cfg -> [ { assertion = bool; message = str; } ]
+#
+# The cross-option checks of services.npcnix, as a PURE function (builtins
+# only) so ./check can evaluate them offline, including the cases that must
+# fail (./tests/reject). ./default.nix passes the list to NixOS `assertions`,
+# so a configuration that would leave a host unable to verify anything (or
+# able to accept releases it should not) fails at build time, before it is
+# ever signed and published.
+#
+# Per-value checks (URL scheme, absolute paths, positive integers, the enum)
+# are option types in ./options.nix.
+cfg:
+let
+  hostConfig = import ./host-config.nix cfg;
+  name = hostConfig.remote.name;
+
+  keys = cfg.trustedKeys;
+  publicKeys = map (k: k.publicKey) keys;
+
+  # minisign public key: base64 of "Ed" || key id (8) || ed25519 key (32) =
+  # 42 bytes = 56 base64 characters without padding; "Ed" encodes as "RW".
+  isMinisignKey = k: builtins.match "RW[A-Za-z0-9+/]{54}" k != null;
+  badKeys = builtins.filter (k: !isMinisignKey k) publicKeys;
+
+  countOf = x: xs: builtins.length (builtins.filter (y: y == x) xs);
+  duplicateKeys = builtins.filter (k: countOf k publicKeys > 1) publicKeys;
+
+  unscopedKeys = builtins.filter (k: k.remotes == [ ]) keys;
+
+  # Keys whose signatures count for the followed remote. Counted as distinct
+  # public keys: the agent counts distinct key IDs, so a key listed twice
+  # must not make an unreachable threshold look reachable.
+  scoped = builtins.filter
+    (k: builtins.elem name k.remotes || builtins.elem "*" k.remotes)
+    keys;
+  scopedDistinct = builtins.foldl'
+    (acc: k: if builtins.elem k.publicKey acc then acc else acc ++ [ k.publicKey ])
+    [ ]
+    scoped;
+  scopedCount = builtins.length scopedDistinct;
+
+  showList = xs: builtins.concatStringsSep ", " (map (x: "\"${x}\"") xs);
+
+  # Nix binary cache keys are "name:base64".
+  badCacheKeys = builtins.filter
+    (k: builtins.match "[^:[:space:]]+:[A-Za-z0-9+/]+=*" k == null)
+    cfg.extraTrustedPublicKeys;
+in
+[
+  {
+    assertion = name != null;
+    message = ''
+      services.npcnix: cannot derive the remote name from remote = "${cfg.remote}"
+      (no path segment); set services.npcnix.remoteName.'';
+  }
+  {
+    # Only meaningful once the name is known; the assertion above covers null.
+    assertion = name == null
+      || builtins.match "[A-Za-z0-9][A-Za-z0-9._-]*" name != null;
+    message = ''
+      services.npcnix: the remote name "${toString name}" (derived from remote) may only
+      contain letters, digits, ".", "_" and "-"; set services.npcnix.remoteName.'';
+  }
+  {
+    assertion = cfg.configuration != "";
+    message = ''
+      services.npcnix.configuration is empty (networking.hostName is unset?);
+      set it to the nixosConfigurations attribute this host activates.'';
+  }
+  {
+    assertion = badKeys == [ ];
+    message = ''
+      services.npcnix.trustedKeys: not a minisign public key ("RW" followed by
+      54 base64 characters): ${showList badKeys}'';
+  }
+  {
+    assertion = duplicateKeys == [ ];
+    message = ''
+      services.npcnix.trustedKeys: each public key may be listed once (merge
+      their remotes instead): ${showList duplicateKeys}'';
+  }
+  {
+    assertion = unscopedKeys == [ ];
+    message = ''
+      services.npcnix.trustedKeys: every key needs at least one remote in
+      `remotes` (a key with no remotes can never sign anything).'';
+  }
+  {
+    assertion = name == null || scopedCount >= 1;
+    message = ''
+      services.npcnix: no trusted key is scoped to the followed remote "${toString name}";
+      add "${toString name}" to the `remotes` of at least one of services.npcnix.trustedKeys.'';
+  }
+  {
+    assertion = name == null || scopedCount == 0 || cfg.threshold <= scopedCount;
+    message = ''
+      services.npcnix.threshold = ${toString cfg.threshold}, but only ${toString scopedCount}
+      distinct trusted key(s) are scoped to remote "${toString name}": no release could
+      ever be accepted.'';
+  }
+  {
+    assertion = cfg.healthCheck == null || cfg.healthCheck.command != [ ];
+    message = "services.npcnix.healthCheck.command must not be empty.";
+  }
+  {
+    assertion = badCacheKeys == [ ];
+    message = ''
+      services.npcnix.extraTrustedPublicKeys: not a Nix binary cache key
+      ("name:base64"): ${showList badCacheKeys}'';
+  }
+]

@@ -1,0 +1,179 @@
+# NixOS module for the npcnix agent: `services.npcnix`.
+#
+#   ./options.nix      option declarations
+#   ./host-config.nix  options -> /etc/npcnix/config.json (pure, tested offline)
+#   ./assertions.nix   cross-option checks (pure, tested offline)
+#   this file          wiring: config file, systemd unit, assertions
+#
+# The agent runs `nixos-rebuild`, so it runs as root and cannot be sandboxed
+# the way a network daemon can. The hardening below is restricted to settings
+# that cannot break an activation; the reasoning for every setting, including
+# the ones deliberately left out, is next to it.
+{ config, lib, pkgs, ... }:
+let
+  cfg = config.services.npcnix;
+
+  hostConfig = import ./host-config.nix cfg;
+  configFile = (pkgs.formats.json { }).generate "npcnix.json" hostConfig;
+
+  # StateDirectory= only manages directories below /var/lib.
+  stateDirUnderVarLib = lib.hasPrefix "/var/lib/" cfg.stateDir;
+in
+{
+  imports = [ ./options.nix ];
+
+  config = lib.mkIf cfg.enable {
+    # Set here rather than in options.nix because it reads another module's
+    # option; options.nix shows it as defaultText.
+    services.npcnix.configuration = lib.mkOptionDefault config.networking.hostName;
+
+    assertions = import ./assertions.nix cfg;
+
+    environment.systemPackages = [ cfg.package ];
+
+    # Public data only (URLs, public keys, policy): a store symlink is fine.
+    environment.etc."npcnix/config.json".source = configFile;
+
+    systemd.tmpfiles.rules = lib.optional (!stateDirUnderVarLib)
+      "d ${cfg.stateDir} 0700 root root - -";
+
+    systemd.services.npcnix = {
+      description = "npcnix: follow a signed remote and activate its releases";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" "nix-daemon.socket" ];
+
+      # The agent runs the activation itself. If switch-to-configuration
+      # restarted this unit, it would kill the process that is waiting for
+      # the activation to finish (and recording its outcome). So it is never
+      # restarted by an activation; instead the agent restarts itself
+      # (`systemctl restart --no-block npcnix.service`) after it has recorded
+      # a successful switch, which picks up a new binary and config.
+      restartIfChanged = false;
+      # Likewise, a release that removes or renames this unit must not stop
+      # it in the middle of its own activation (same as nixos-upgrade.service
+      # in nixpkgs). The old agent keeps running until it exits or the host
+      # reboots.
+      unitConfig.X-StopOnRemoval = false;
+
+      # What nixos-rebuild needs besides the unit's default PATH (coreutils,
+      # findutils, grep, sed, systemd): nix, the nixos-rebuild of this
+      # system, git and ssh (flake inputs of type git / git+ssh), as in
+      # nixpkgs' nixos-upgrade.service. systemd-run is on the default PATH;
+      # nixos-rebuild uses it to run switch-to-configuration in a transient
+      # unit of its own.
+      path = [
+        config.nix.package
+        config.system.build.nixos-rebuild
+        pkgs.gitMinimal
+        config.programs.ssh.package
+      ];
+
+      environment =
+        config.nix.envVars
+        // config.networking.proxy.envVars
+        // {
+          # Nix keeps caches under $HOME/.cache; system services have no HOME.
+          HOME = "/root";
+        }
+        // lib.optionalAttrs config.nix.enable {
+          # Builds and substitutions go through nix-daemon, so they run in the
+          # daemon's sandbox (build users, namespaces) and are not subject to
+          # this unit's seccomp filters below (LockPersonality would break
+          # i686 builds, for example).
+          NIX_REMOTE = "daemon";
+        };
+
+      serviceConfig = {
+        Type = "simple";
+        ExecStart = "${cfg.package}/bin/npcnix follow --config /etc/npcnix/config.json";
+
+        # A crash or a config error is retried, slowly. A clean exit (e.g.
+        # `npcnix pause`, if it ever exits) is not.
+        Restart = "on-failure";
+        RestartSec = "30s";
+
+        # Stopping the unit (shutdown, `systemctl stop`) sends SIGTERM to the
+        # agent only, not to a nixos-rebuild it is running: the agent stops
+        # polling and waits for the activation to finish. Only if it is still
+        # running after TimeoutStopSec does systemd SIGKILL what is left.
+        # (switch-to-configuration itself runs in its own transient unit and
+        # is not part of this cgroup when systemd-run works.)
+        KillMode = "mixed";
+        TimeoutStopSec = "15min";
+
+        # Private state: nobody else may read the audit log, the state file
+        # or extracted releases. The mode applies to StateDirectory= below;
+        # for a stateDir outside /var/lib the tmpfiles rule above sets 0700.
+        StateDirectory = lib.mkIf stateDirUnderVarLib (lib.removePrefix "/var/lib/" cfg.stateDir);
+        StateDirectoryMode = "0700";
+
+        # ---- Hardening ---------------------------------------------------
+        #
+        # What runs inside this unit: the agent (network, parsing untrusted
+        # bytes, extraction into stateDir), the nix client evaluating the
+        # released flake, and `nixos-rebuild`. nixos-rebuild runs
+        # switch-to-configuration in a transient unit of its own (systemd-run
+        # --unit=nixos-rebuild-switch-to-configuration), but it falls back to
+        # running it right here when systemd-run does not work, and older
+        # nixos-rebuild versions always do. Whatever is restricted here would
+        # then also restrict the activation script of *every future
+        # configuration*: user home creation, /etc, /boot and EFI variables,
+        # the hostname, mounts, setuid wrappers. The rule is therefore: only
+        # restrictions an activation can never need to break.
+        #
+        # Enabled:
+
+        # Root needs no setuid binary to gain privileges, and units that the
+        # activation (re)starts are spawned by PID 1, not by us, so they are
+        # not affected. Denies privilege gain through setuid/file caps for
+        # the agent and anything it spawns.
+        NoNewPrivileges = true;
+        # No realtime scheduling: an agent or health check spinning at RT
+        # priority could starve the host.
+        RestrictRealtime = true;
+        # No personality(2) changes (e.g. READ_IMPLIES_EXEC). Builds that need
+        # PER_LINUX32 (i686) run in nix-daemon, see NIX_REMOTE above.
+        LockPersonality = true;
+        # Only native syscalls: no 32-bit compat syscall ABI for an exploit to
+        # hide in. Same caveat (builds are in the daemon).
+        SystemCallArchitectures = "native";
+        # Network for the store (IPv4/6), local sockets for nix-daemon,
+        # D-Bus and systemd-run, netlink because glibc's getaddrinfo uses it
+        # (AI_ADDRCONFIG). Nothing else (no raw/packet sockets).
+        RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
+
+        # Deliberately NOT enabled (each would break some activation when it
+        # runs in this unit, see above):
+        #
+        # ProtectSystem=*: the activation writes /etc, /boot, /nix/var (the
+        #   system profile) and /usr/bin/env, /bin/sh.
+        # ProtectHome=*: creating users creates their home directories;
+        #   nix also writes /root/.cache.
+        # PrivateTmp, PrivateDevices, ProtectKernelTunables,
+        #   ProtectControlGroups, ProtectKernelLogs, ProtectProc,
+        #   ReadOnlyPaths...: all of these give the unit its own mount
+        #   namespace. Mounts the activation makes (the /etc overlay of
+        #   system.etc.overlay, special filesystems) would then exist only in
+        #   this namespace and not for the rest of the system.
+        #   ProtectKernelTunables also makes /sys read-only, which breaks
+        #   bootloader installation (EFI variables).
+        # ProtectHostname: the activation sets the hostname.
+        # ProtectClock: implies a device allow-list (DeviceAllow=char-rtc),
+        #   which cuts access to block devices (grub-install on BIOS hosts).
+        # ProtectKernelModules: the activation may load kernel modules.
+        # RestrictSUIDSGID: the activation creates setuid wrappers on older
+        #   NixOS releases (and in the fallback path).
+        # MemoryDenyWriteExecute: inherited by every activation script and
+        #   health check; breaks anything with a JIT.
+        # RestrictNamespaces, SystemCallFilter=@system-service: the
+        #   activation mounts, and tools it runs may use namespaces.
+        # CapabilityBoundingSet: activation needs all of root's capabilities.
+        # UMask=0077: inherited by the activation, which would create
+        #   directories other users cannot traverse. The agent creates its
+        #   own files with explicit modes, and the state directory is 0700,
+        #   so nothing under it is reachable by others anyway.
+      };
+    };
+  };
+}

@@ -1,0 +1,92 @@
+# cfg -> host config (format "npcnix-host-config/v1").
+#
+# A PURE function: it takes the evaluated `config.services.npcnix` attrset
+# and returns the attrset that ./default.nix renders to
+# /etc/npcnix/config.json with `pkgs.formats.json`. It needs neither pkgs nor
+# lib, so ./check can evaluate it offline with plain `nix-instantiate`.
+#
+# The Rust side parses this JSON with `deny_unknown_fields`: every key below
+# is always present (null when unset) and no other key may appear. Keep this
+# file, docs/nixos.md and the expected files in ./tests in step.
+#
+# Every field of cfg used here must be declared in ./options.nix (the offline
+# evaluator fails on a read of an undeclared option, like the module system).
+cfg:
+let
+  # The remote name: explicit, or the last path segment of the URL
+  # (trailing slashes ignored). null when the URL has no usable segment;
+  # ./assertions.nix reports that.
+  derivedName =
+    let
+      m = builtins.match "[a-z0-9+.-]+://(.*/)?([^/]+)/*" cfg.remote;
+    in
+    if m == null then null else builtins.elemAt m 1;
+
+  remoteName = if cfg.remoteName != null then cfg.remoteName else derivedName;
+
+  trustedKey = k: {
+    public_key = k.publicKey;
+    remotes = k.remotes;
+    not_after = k.notAfter;
+    comment = k.comment;
+  };
+in
+{
+  format = "npcnix-host-config/v1";
+
+  remote = {
+    url = cfg.remote;
+    name = remoteName;
+    threshold = cfg.threshold;
+    region = cfg.region;
+    endpoint = cfg.endpoint;
+    path_style = cfg.pathStyle;
+  };
+
+  configuration = cfg.configuration;
+
+  trusted_keys = map trustedKey cfg.trustedKeys;
+
+  policy = {
+    min_version = cfg.minVersion;
+    # An enum on the wire, not a bool: see docs/decisions.md (style: enums
+    # for security switches).
+    expiry = if cfg.requireExpiry then "required" else "optional";
+    max_version_jump = cfg.maxVersionJump;
+    require_chain = cfg.requireChain;
+  };
+
+  poll = {
+    interval_secs = cfg.interval;
+    jitter_secs = cfg.jitter;
+  };
+
+  activation = {
+    mode = cfg.activation;
+    extra_substituters = cfg.extraSubstituters;
+    extra_trusted_public_keys = cfg.extraTrustedPublicKeys;
+  };
+
+  health_check =
+    if cfg.healthCheck == null then
+      null
+    else
+      {
+        command = cfg.healthCheck.command;
+        timeout_secs = cfg.healthCheck.timeout;
+      };
+
+  metrics_path = cfg.metricsPath;
+
+  state_dir = cfg.stateDir;
+
+  limits = {
+    archive_bytes = cfg.limits.archiveBytes;
+    unpacked_bytes = cfg.limits.unpackedBytes;
+    entries = cfg.limits.entries;
+    depth = cfg.limits.depth;
+    path_bytes = cfg.limits.pathBytes;
+    file_bytes = cfg.limits.fileBytes;
+    zstd_window_log = cfg.limits.zstdWindowLog;
+  };
+}

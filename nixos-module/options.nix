@@ -1,0 +1,318 @@
+# Options of `services.npcnix`: declarations only, no implementation.
+#
+# The implementation (systemd unit, /etc/npcnix/config.json) lives in
+# ./default.nix; the translation of these options into the host config JSON
+# lives in ./host-config.nix (a pure function, so it can be tested without
+# nixpkgs); the cross-option checks live in ./assertions.nix (pure as well).
+#
+# This file only uses `lib.mkOption`, `lib.mkEnableOption`,
+# `lib.literalExpression` and the `lib.types` listed in ./offline/lib.nix:
+# the offline check (../nixos-module/check) evaluates it against that small
+# stand-in for nixpkgs' lib to get the defaults and type checks. Using another
+# `lib` function here needs a matching stand-in there.
+{ lib, pkgs, ... }:
+let
+  inherit (lib) mkOption types literalExpression;
+
+  # A remote name: the last path segment of a remote URL, and the scope a
+  # trusted key is valid for. Kept to a conservative character set because it
+  # is also part of the signed trusted comment (`remote=<name>`).
+  remoteNameType = types.strMatching "[A-Za-z0-9][A-Za-z0-9._-]*";
+
+  absolutePath = types.strMatching "/.+";
+
+  # Every resource limit is optional: null means "use npcnix's built-in
+  # default" (documented in docs/protocol.md), so the defaults have one home.
+  limit = description: mkOption {
+    type = types.nullOr types.ints.positive;
+    default = null;
+    inherit description;
+  };
+
+  trustedKeyModule = {
+    options = {
+      publicKey = mkOption {
+        type = types.str;
+        example = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3";
+        description = ''
+          A minisign public key: the base64 `RW...` string (56 characters)
+          printed by `npcnix keygen` or found on the second line of a
+          minisign `.pub` file.
+        '';
+      };
+      remotes = mkOption {
+        type = types.listOf (types.strMatching "[*]|[A-Za-z0-9][A-Za-z0-9._-]*");
+        example = [ "prod" ];
+        description = ''
+          Names of the remotes this key may sign for. A release for remote
+          `prod` only counts signatures by keys whose `remotes` contain
+          `"prod"` (or `"*"`, which means every remote: avoid it for
+          production keys). Scoping a CI key to `[ "dev" ]` means a leaked CI
+          key cannot ship anything to production hosts.
+        '';
+      };
+      notAfter = mkOption {
+        type = types.nullOr types.ints.unsigned;
+        default = null;
+        example = 1767225600;
+        description = ''
+          Unix time (seconds) after which signatures by this key are no longer
+          accepted. `null`: no expiry. Use it for keys that are being rotated
+          out.
+        '';
+      };
+      comment = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "offline release key, 2025";
+        description = "Free-form note shown in logs and `npcnix status`.";
+      };
+    };
+  };
+
+  healthCheckModule = {
+    options = {
+      command = mkOption {
+        type = types.listOf types.str;
+        example = literalExpression ''[ "''${pkgs.curl}/bin/curl" "-fsS" "http://127.0.0.1/health" ]'';
+        description = ''
+          Program and arguments (no shell) run after a successful switch. A
+          non-zero exit, or running longer than `timeout`, rolls the host back
+          to the previous generation and marks the release bad (it is never
+          retried in a loop).
+        '';
+      };
+      timeout = mkOption {
+        type = types.ints.positive;
+        default = 120;
+        description = "Seconds the health check may take.";
+      };
+    };
+  };
+
+  limitsModule = {
+    options = {
+      archiveBytes = limit "Maximum compressed archive size in bytes.";
+      unpackedBytes = limit "Maximum total size of the extracted files in bytes.";
+      entries = limit "Maximum number of entries in an archive.";
+      depth = limit "Maximum directory depth of an archive entry.";
+      pathBytes = limit "Maximum length of an archive entry path in bytes.";
+      fileBytes = limit "Maximum size of a single extracted file in bytes.";
+      zstdWindowLog = mkOption {
+        type = types.nullOr (types.ints.between 10 31);
+        default = null;
+        description = ''
+          Maximum zstd window (log2 of bytes) the decoder accepts; bounds the
+          decoder's memory use.
+        '';
+      };
+    };
+  };
+in
+{
+  options.services.npcnix = {
+    enable = lib.mkEnableOption "npcnix, the pull-based deployment agent (`npcnix follow`)";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.npcnix or (throw ''
+        services.npcnix.package is not set and pkgs.npcnix does not exist.
+        Use the npcnix flake's nixosModules.default (which sets it), add its
+        overlays.default, or set services.npcnix.package yourself.
+      '');
+      defaultText = literalExpression "pkgs.npcnix";
+      description = "The npcnix package to run.";
+    };
+
+    remote = mkOption {
+      type = types.strMatching "(s3|file|https?)://.+";
+      example = "s3://example-bucket/npcnix/remotes/prod";
+      description = ''
+        URL of the remote this host follows: `s3://bucket/prefix`,
+        `file:///path` or a read-only `https://` mirror. The store is not
+        trusted for integrity: everything fetched is verified against
+        `trustedKeys`.
+      '';
+    };
+
+    remoteName = mkOption {
+      type = types.nullOr remoteNameType;
+      default = null;
+      defaultText = literalExpression "last path segment of services.npcnix.remote";
+      example = "prod";
+      description = ''
+        Name of the remote, as signed into every release statement and its
+        signatures. A release signed for another remote (say `dev`) is
+        refused even if it is served from this remote's URL. `null`: the last
+        path segment of `remote` (`s3://b/npcnix/remotes/prod` gives `prod`).
+      '';
+    };
+
+    configuration = mkOption {
+      type = types.strMatching "[A-Za-z0-9_][A-Za-z0-9_.-]*";
+      defaultText = literalExpression "config.networking.hostName";
+      example = "web1";
+      description = ''
+        Name of the `nixosConfigurations` attribute of the released flake
+        that this host activates.
+      '';
+    };
+
+    trustedKeys = mkOption {
+      type = types.listOf (types.submodule trustedKeyModule);
+      example = literalExpression ''
+        [
+          { publicKey = "RWQ..."; remotes = [ "prod" "staging" ]; comment = "offline release key"; }
+          { publicKey = "RWT..."; remotes = [ "dev" ]; comment = "CI key"; }
+        ]
+      '';
+      description = ''
+        Pinned public keys and the remotes each may sign for. There is no
+        default: a host must pin at least one key for the remote it follows.
+        Rotating keys is a normal release: a configuration signed by the
+        current key that trusts the new key (and drops the old one). See
+        docs/nixos.md.
+      '';
+    };
+
+    threshold = mkOption {
+      type = types.ints.positive;
+      default = 1;
+      description = ''
+        Number of distinct trusted keys, scoped to this remote, that must
+        have signed a release (k-of-n).
+      '';
+    };
+
+    minVersion = mkOption {
+      type = types.ints.unsigned;
+      default = 0;
+      description = ''
+        Release versions below this are refused, even on a host with no
+        state (a pinned rollback floor, e.g. after a known-bad release).
+      '';
+    };
+
+    requireExpiry = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Refuse releases whose statement has no `expires` time. With it,
+        a store that keeps serving an old release (freeze attack) is
+        noticed once that release expires; releases must then be re-signed
+        periodically.
+      '';
+    };
+
+    maxVersionJump = mkOption {
+      type = types.nullOr types.ints.positive;
+      default = null;
+      description = ''
+        Refuse a release more than this many versions ahead of the highest
+        version the host has verified. `null`: no limit.
+      '';
+    };
+
+    requireChain = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        When skipping versions, fetch every intermediate release and check
+        the hash chain (`previous` links) before accepting the new one
+        (detects a forked version log).
+      '';
+    };
+
+    interval = mkOption {
+      type = types.ints.positive;
+      default = 300;
+      description = ''
+        Seconds between polls. An unchanged remote costs one small
+        conditional request.
+      '';
+    };
+
+    jitter = mkOption {
+      type = types.ints.unsigned;
+      default = 60;
+      description = "Random extra delay, up to this many seconds, added to each poll.";
+    };
+
+    activation = mkOption {
+      type = types.enum [ "switch" "boot" "test" "dry-activate" "toplevel" ];
+      default = "switch";
+      description = ''
+        What to do with a verified release: `nixos-rebuild <mode> --flake
+        <dir>#<configuration>` for `switch`, `boot`, `test` and
+        `dry-activate`; `toplevel` skips evaluation and switches to the
+        system store path signed into the release (refusing any other path).
+      '';
+    };
+
+    healthCheck = mkOption {
+      type = types.nullOr (types.submodule healthCheckModule);
+      default = null;
+      description = "Optional check run after switching; failure rolls back.";
+    };
+
+    extraSubstituters = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "https://cache.example.com" ];
+      description = "Substituters passed to the activation as `extra-substituters`.";
+    };
+
+    extraTrustedPublicKeys = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "cache.example.com-1:AbCd...=" ];
+      description = "Binary cache keys passed to the activation as `extra-trusted-public-keys`.";
+    };
+
+    region = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "eu-central-1";
+      description = "S3 region of the remote (`s3://` only). `null`: the SDK's default chain.";
+    };
+
+    endpoint = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "https://s3.example.com";
+      description = "Custom S3 endpoint (`s3://` only), e.g. for an S3-compatible store.";
+    };
+
+    pathStyle = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Use path-style S3 addressing (needed by some S3-compatible stores).";
+    };
+
+    metricsPath = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      example = "/var/lib/prometheus-node-exporter/textfile/npcnix.prom";
+      description = ''
+        If set, npcnix writes Prometheus text-format metrics to this file
+        (for the node exporter's textfile collector). Give it as a string:
+        a Nix path literal would be copied to the store.
+      '';
+    };
+
+    limits = mkOption {
+      type = types.submodule limitsModule;
+      default = { };
+      description = "Limits applied to downloaded archives; `null` fields use the built-in defaults.";
+    };
+
+    stateDir = mkOption {
+      type = absolutePath;
+      default = "/var/lib/npcnix";
+      description = ''
+        Where npcnix keeps its state (highest verified version per remote,
+        audit log, extracted releases). Created with mode 0700.
+      '';
+    };
+  };
+}

@@ -1,0 +1,8 @@
+# The URL has no path segment to derive the remote name from.
+{
+  remote = "s3:///";
+  configuration = "web1";
+  trustedKeys = [
+    { publicKey = "RWTNqXik1z85s9C7A3Z5N7gym8bWkYLApIm7QoBgm72vD2LU8PiGuoKX"; remotes = [ "*" ]; }
+  ];
+}

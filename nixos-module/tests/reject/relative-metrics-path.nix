@@ -1,0 +1,9 @@
+# Paths must be absolute strings.
+{
+  remote = "s3://example-bucket/npcnix/remotes/prod";
+  configuration = "web1";
+  metricsPath = "npcnix.prom";
+  trustedKeys = [
+    { publicKey = "RWTNqXik1z85s9C7A3Z5N7gym8bWkYLApIm7QoBgm72vD2LU8PiGuoKX"; remotes = [ "prod" ]; }
+  ];
+}

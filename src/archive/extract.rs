@@ -1,0 +1,428 @@
+//! The hardened extractor.
+//!
+//! Never a generic `unpack`: every entry is checked before anything touches
+//! the disk, and only three kinds of entry are accepted (regular files,
+//! directories, relative in-tree symlinks). The rules, each motivated by an
+//! attack (see `SECURITY.md`):
+//!
+//! * paths are [`EntryPath`]s: no absolute paths, `..`, `.`, empty
+//!   components, control characters; bounded length and depth;
+//! * no duplicates, and every entry's parent must be a directory this
+//!   extraction created — so nothing is ever written through a symlink, and a
+//!   symlink and a directory cannot share a name;
+//! * files are created with `O_CREAT|O_EXCL|O_NOFOLLOW`, directories and
+//!   symlinks fail if anything exists at their name;
+//! * modes are normalised to 0644/0755 (setuid, setgid and sticky bits are
+//!   dropped), owners are ignored;
+//! * hardlinks, devices, FIFOs, sparse files, global PAX headers and every
+//!   other entry type are refused;
+//! * total unpacked bytes, per-file size, entry count and zstd window size
+//!   are limited ([`Limits`]);
+//! * after the end-of-archive marker only zero padding may follow, and the
+//!   zstd stream must end cleanly (truncated or trailing-garbage archives are
+//!   refused).
+//!
+//! The caller hands in a fresh, private, empty directory and deletes it if
+//! extraction fails.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::path::{EntryPath, LinkTarget, PathError};
+use crate::limits::Limits;
+
+/// Zero padding tolerated after the tar end-of-archive marker (GNU tar pads
+/// to a 10 KiB record; anything much bigger is not padding).
+const MAX_TRAILING_PADDING: u64 = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    /// The archive breaks a rule; it is refused (exit code 3).
+    #[error("archive refused: {0}")]
+    Refused(String),
+    /// Writing to the destination failed (disk full, permissions, ...).
+    #[error("extraction failed writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ExtractError {
+    fn entry(path: &str, why: impl std::fmt::Display) -> ExtractError {
+        ExtractError::Refused(format!("entry {path:?}: {why}"))
+    }
+}
+
+/// What an extraction produced.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ExtractStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    /// Entries whose setuid/setgid/sticky bits were dropped.
+    pub modes_neutralised: u64,
+}
+
+fn refuse_read(e: io::Error) -> ExtractError {
+    ExtractError::Refused(format!("archive is not a valid tar.zst stream: {e}"))
+}
+
+fn join(root: &Path, p: &EntryPath) -> PathBuf {
+    let mut out = root.to_path_buf();
+    for c in p.components() {
+        out.push(c);
+    }
+    out
+}
+
+/// Extracts the `.tar.zst` stream `input` into `root`, which must be an
+/// existing, empty directory that only this process can write to.
+pub fn extract<R: Read>(
+    input: R,
+    root: &Path,
+    limits: &Limits,
+) -> Result<ExtractStats, ExtractError> {
+    let mut dec = zstd::stream::read::Decoder::new(input).map_err(refuse_read)?;
+    dec.window_log_max(limits.zstd_window_log)
+        .map_err(refuse_read)?;
+    let mut archive = tar::Archive::new(dec);
+    let mut stats = ExtractStats::default();
+    let mut seen: HashSet<EntryPath> = HashSet::new();
+    let mut dirs: HashSet<EntryPath> = HashSet::new();
+    let mut count = 0u64;
+
+    // Raw mode: the tar crate would read GNU long-name and PAX extension
+    // bodies into memory without a bound; we read them ourselves, bounded.
+    let entries = archive.entries().map_err(refuse_read)?.raw(true);
+    let mut ext = Extensions::default();
+    for entry in entries {
+        let mut entry = entry.map_err(refuse_read)?;
+        count += 1;
+        if count > limits.entries {
+            return Err(ExtractError::Refused(format!(
+                "more than {} entries (limits.entries)",
+                limits.entries
+            )));
+        }
+        let kind = entry.header().entry_type();
+        match kind {
+            tar::EntryType::GNULongName => {
+                let v =
+                    ext.read_long(ext.long_name.is_some(), &mut entry, limits, "GNU long name")?;
+                ext.long_name = Some(v);
+                continue;
+            }
+            tar::EntryType::GNULongLink => {
+                let v =
+                    ext.read_long(ext.long_link.is_some(), &mut entry, limits, "GNU long link")?;
+                ext.long_link = Some(v);
+                continue;
+            }
+            tar::EntryType::XHeader => {
+                ext.read_pax(&mut entry, limits)?;
+                continue;
+            }
+            _ => {}
+        }
+        let taken = std::mem::take(&mut ext);
+        let raw_path = match taken.long_name {
+            Some(p) => p,
+            None => entry.header().path_bytes().into_owned(),
+        };
+        let shown = String::from_utf8_lossy(&raw_path).into_owned();
+        let path = EntryPath::new(&raw_path, limits.path_bytes, limits.depth)
+            .map_err(|e| ExtractError::entry(&shown, e))?;
+        if !seen.insert(path.clone()) {
+            return Err(ExtractError::entry(&shown, "duplicate entry"));
+        }
+        if let Some(parent) = path.parent() {
+            if !dirs.contains(&parent) {
+                return Err(ExtractError::entry(
+                    &shown,
+                    "its parent is not a directory created earlier in this archive",
+                ));
+            }
+        }
+        let header_mode = entry.header().mode().unwrap_or(0);
+        let dest = join(root, &path);
+        match kind {
+            tar::EntryType::Directory => {
+                fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&dest)
+                    .map_err(|e| io_or_refuse(&shown, &dest, e))?;
+                dirs.insert(path);
+                stats.dirs += 1;
+            }
+            tar::EntryType::Regular => {
+                let size = entry.header().size().map_err(refuse_read)?;
+                if size > limits.file_bytes {
+                    return Err(ExtractError::entry(
+                        &shown,
+                        format!(
+                            "file is larger than {} bytes (limits.file_bytes)",
+                            limits.file_bytes
+                        ),
+                    ));
+                }
+                if stats.bytes.saturating_add(size) > limits.unpacked_bytes {
+                    return Err(ExtractError::Refused(format!(
+                        "archive unpacks to more than {} bytes (limits.unpacked_bytes)",
+                        limits.unpacked_bytes
+                    )));
+                }
+                let mode = if header_mode & 0o111 != 0 {
+                    0o755
+                } else {
+                    0o644
+                };
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(&dest)
+                    .map_err(|e| io_or_refuse(&shown, &dest, e))?;
+                // The tar entry reader yields exactly `size` bytes or fails.
+                let n = io::copy(&mut (&mut entry).take(size), &mut f).map_err(|e| {
+                    if e.kind() == io::ErrorKind::WriteZero
+                        || e.raw_os_error() == Some(libc::ENOSPC)
+                    {
+                        ExtractError::Io {
+                            path: dest.clone(),
+                            source: e,
+                        }
+                    } else {
+                        refuse_read(e)
+                    }
+                })?;
+                if n != size {
+                    return Err(ExtractError::entry(&shown, "archive ends inside this file"));
+                }
+                f.set_permissions(fs::Permissions::from_mode(mode))
+                    .map_err(|e| ExtractError::Io {
+                        path: dest.clone(),
+                        source: e,
+                    })?;
+                stats.bytes += size;
+                stats.files += 1;
+            }
+            tar::EntryType::Symlink => {
+                let target_raw = match taken.long_link {
+                    Some(t) => t,
+                    None => entry
+                        .header()
+                        .link_name_bytes()
+                        .ok_or_else(|| ExtractError::entry(&shown, "symlink without a target"))?
+                        .into_owned(),
+                };
+                let target = LinkTarget::new(&target_raw, &path, limits.path_bytes)
+                    .map_err(|e| ExtractError::entry(&shown, symlink_reason(e)))?;
+                std::os::unix::fs::symlink(target.as_str(), &dest)
+                    .map_err(|e| io_or_refuse(&shown, &dest, e))?;
+                stats.symlinks += 1;
+            }
+            other => {
+                return Err(ExtractError::entry(&shown, entry_type_reason(other)));
+            }
+        }
+        if header_mode & 0o7000 != 0 {
+            stats.modes_neutralised += 1;
+        }
+    }
+
+    if ext != Extensions::default() {
+        return Err(ExtractError::Refused(
+            "extension header at the end of the archive describes no entry".into(),
+        ));
+    }
+
+    // Everything after the end-of-archive marker must be zero padding, and
+    // the zstd stream must end cleanly.
+    let mut rest = archive.into_inner();
+    let mut buf = [0u8; 8192];
+    let mut trailing = 0u64;
+    loop {
+        let n = rest.read(&mut buf).map_err(refuse_read)?;
+        if n == 0 {
+            break;
+        }
+        trailing += n as u64;
+        if trailing > MAX_TRAILING_PADDING || buf[..n].iter().any(|b| *b != 0) {
+            return Err(ExtractError::Refused(
+                "data after the end of the tar archive".into(),
+            ));
+        }
+    }
+    Ok(stats)
+}
+
+fn symlink_reason(e: PathError) -> String {
+    match e {
+        PathError::Escapes => "symlink target escapes the archive root".into(),
+        PathError::Absolute => "symlink target is absolute".into(),
+        other => format!("bad symlink target: {other}"),
+    }
+}
+
+fn entry_type_reason(t: tar::EntryType) -> String {
+    let what = match t {
+        tar::EntryType::Link => "hardlinks are not allowed",
+        tar::EntryType::Char => "character devices are not allowed",
+        tar::EntryType::Block => "block devices are not allowed",
+        tar::EntryType::Fifo => "FIFOs are not allowed",
+        tar::EntryType::GNUSparse => "sparse files are not allowed",
+        tar::EntryType::XGlobalHeader => "global PAX headers are not allowed",
+        _ => "entry type is not allowed (only files, directories and symlinks)",
+    };
+    format!("{what} (type {:?})", t.as_byte() as char)
+}
+
+/// A name collision at creation time means the archive tried to create the
+/// same thing twice (or through something it made); anything else is a
+/// genuine I/O failure.
+fn io_or_refuse(shown: &str, dest: &Path, e: io::Error) -> ExtractError {
+    match e.kind() {
+        io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
+            ExtractError::entry(shown, "collides with an existing entry")
+        }
+        _ if e.raw_os_error() == Some(libc::ELOOP) => {
+            ExtractError::entry(shown, "would be written through a symlink")
+        }
+        _ => ExtractError::Io {
+            path: dest.to_owned(),
+            source: e,
+        },
+    }
+}
+
+/// Extension headers (GNU `L`/`K`, PAX `x`) waiting for the entry they
+/// describe.
+#[derive(Default, PartialEq, Eq)]
+struct Extensions {
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    pax_seen: bool,
+}
+
+/// PAX records larger than this are refused (a path plus a few times).
+const MAX_PAX_BYTES: u64 = 16 * 1024;
+
+fn read_bounded<R: Read>(
+    entry: &mut R,
+    size: u64,
+    max: u64,
+    what: &str,
+) -> Result<Vec<u8>, ExtractError> {
+    if size > max {
+        return Err(ExtractError::Refused(format!(
+            "{what} header of {size} bytes exceeds the {max}-byte limit"
+        )));
+    }
+    let mut v = Vec::with_capacity(size as usize);
+    entry.take(size).read_to_end(&mut v).map_err(refuse_read)?;
+    if v.len() as u64 != size {
+        return Err(ExtractError::Refused(format!(
+            "archive ends inside a {what} header"
+        )));
+    }
+    Ok(v)
+}
+
+impl Extensions {
+    fn read_long<R: Read>(
+        &self,
+        already: bool,
+        entry: &mut tar::Entry<'_, R>,
+        limits: &Limits,
+        what: &str,
+    ) -> Result<Vec<u8>, ExtractError> {
+        if already || self.pax_seen {
+            return Err(ExtractError::Refused(format!(
+                "two extension headers describe the same entry ({what})"
+            )));
+        }
+        let size = entry.header().size().map_err(refuse_read)?;
+        let mut v = read_bounded(entry, size, u64::from(limits.path_bytes) + 1, what)?;
+        // GNU writes a trailing NUL.
+        if v.last() == Some(&0) {
+            v.pop();
+        }
+        if v.contains(&0) {
+            return Err(ExtractError::Refused(format!("{what} contains a NUL byte")));
+        }
+        Ok(v)
+    }
+
+    /// Parses a PAX extended header (`"<len> <key>=<value>\n"` records).
+    /// Only `path` and `linkpath` are applied; metadata keys we ignore anyway
+    /// (times, owners) are accepted; anything that would change how the data
+    /// is read (`size`, sparse maps) or is unknown is refused, so no two
+    /// readers can disagree about where entries start.
+    fn read_pax<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        limits: &Limits,
+    ) -> Result<(), ExtractError> {
+        if self.pax_seen || self.long_name.is_some() || self.long_link.is_some() {
+            return Err(ExtractError::Refused(
+                "two extension headers describe the same entry (PAX)".into(),
+            ));
+        }
+        self.pax_seen = true;
+        let size = entry.header().size().map_err(refuse_read)?;
+        let body = read_bounded(entry, size, MAX_PAX_BYTES, "PAX")?;
+        let bad = |why: &str| ExtractError::Refused(format!("malformed PAX header: {why}"));
+        let mut rest = &body[..];
+        while !rest.is_empty() {
+            let sp = rest
+                .iter()
+                .position(|b| *b == b' ')
+                .ok_or_else(|| bad("no length"))?;
+            let len: usize = std::str::from_utf8(&rest[..sp])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad("bad length"))?;
+            if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {
+                return Err(bad("record length does not match"));
+            }
+            let record = &rest[sp + 1..len - 1];
+            rest = &rest[len..];
+            let eq = record
+                .iter()
+                .position(|b| *b == b'=')
+                .ok_or_else(|| bad("no `=`"))?;
+            let (key, value) = (&record[..eq], &record[eq + 1..]);
+            let max = u64::from(limits.path_bytes);
+            match key {
+                b"path" => {
+                    if value.len() as u64 > max || self.long_name.replace(value.to_vec()).is_some()
+                    {
+                        return Err(bad("path too long or repeated"));
+                    }
+                }
+                b"linkpath" => {
+                    if value.len() as u64 > max || self.long_link.replace(value.to_vec()).is_some()
+                    {
+                        return Err(bad("linkpath too long or repeated"));
+                    }
+                }
+                b"mtime" | b"atime" | b"ctime" | b"uid" | b"gid" | b"uname" | b"gname"
+                | b"comment" => {}
+                other => {
+                    return Err(ExtractError::Refused(format!(
+                        "PAX key {:?} is not supported",
+                        String::from_utf8_lossy(other)
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,399 @@
+//! Deterministic packing of a flake directory into a `.tar.zst`.
+//!
+//! The same tree gives byte-identical output on any machine running the same
+//! npcnix version: entries are sorted by path bytes, every header has
+//! mtime 1, uid/gid 0, empty owner names and a normalised mode (0644 or 0755
+//! for files, 0755 for directories), and nothing else from the file system
+//! (xattrs, ACLs, device numbers) is recorded. zstd runs single-threaded at a
+//! fixed level with the statically linked libzstd, so its output is fixed too.
+//!
+//! Collecting the file list (walking a directory or asking git) is done by the
+//! caller-facing [`collect_entries`]; [`write_archive`] turns a sorted list
+//! into bytes.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::path::{EntryPath, LinkTarget};
+use crate::statement::Digest;
+
+/// zstd level used for every archive (fixed so packing is reproducible).
+pub const ZSTD_LEVEL: i32 = 3;
+/// mtime written into every header.
+pub const FIXED_MTIME: u64 = 1;
+/// Packing limits: generous, but refuse trees nobody would deploy.
+const PACK_MAX_PATH_BYTES: u32 = 1024;
+const PACK_MAX_DEPTH: u32 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("{0} has no flake.nix: npcnix packs flakes only")]
+    NoFlake(PathBuf),
+    #[error("flake.nix in {0} is not tracked by git, so Nix would not see it (git add it, or pass --all-files)")]
+    FlakeUntracked(PathBuf),
+    #[error("{path}: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
+    #[error("{path}: file changed while it was being packed")]
+    Changed { path: PathBuf },
+    #[error("git ls-files failed in {dir}: {detail}")]
+    Git { dir: PathBuf, detail: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PackError + '_ {
+    move |source| PackError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// One thing to put in the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackEntry {
+    Dir,
+    File { executable: bool },
+    Symlink(LinkTarget),
+}
+
+/// Which files of the source directory to pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileSelection {
+    /// In a git work tree, the files git tracks (what Nix sees); elsewhere,
+    /// everything except `.git`.
+    GitTrackedIfRepo,
+    /// Every file below the directory except `.git`.
+    AllFiles,
+}
+
+/// The sorted entry list of a source tree.
+pub struct Tree {
+    pub root: PathBuf,
+    pub entries: BTreeMap<EntryPath, PackEntry>,
+    /// Whether the list came from git.
+    pub from_git: bool,
+}
+
+fn entry_path(root: &Path, rel: &Path) -> Result<EntryPath, PackError> {
+    let bytes = rel.as_os_str().as_encoded_bytes();
+    EntryPath::new(bytes, PACK_MAX_PATH_BYTES, PACK_MAX_DEPTH).map_err(|e| PackError::Unsupported {
+        path: root.join(rel),
+        reason: format!("cannot be packed: {e}"),
+    })
+}
+
+fn classify(root: &Path, rel: &Path, ep: &EntryPath) -> Result<PackEntry, PackError> {
+    let full = root.join(rel);
+    let md = fs::symlink_metadata(&full).map_err(io_err(&full))?;
+    let ft = md.file_type();
+    if ft.is_dir() {
+        Ok(PackEntry::Dir)
+    } else if ft.is_file() {
+        Ok(PackEntry::File {
+            executable: md.permissions().mode() & 0o100 != 0,
+        })
+    } else if ft.is_symlink() {
+        let target = fs::read_link(&full).map_err(io_err(&full))?;
+        let t = LinkTarget::new(
+            target.as_os_str().as_encoded_bytes(),
+            ep,
+            PACK_MAX_PATH_BYTES,
+        )
+        .map_err(|e| PackError::Unsupported {
+            path: full.clone(),
+            reason: format!(
+                "symlink to {} cannot be packed ({e}); only relative links that stay inside the tree, written as `../..`-prefix then names, are allowed",
+                target.display()
+            ),
+        })?;
+        Ok(PackEntry::Symlink(t))
+    } else {
+        Err(PackError::Unsupported {
+            path: full,
+            reason: "only regular files, directories and symlinks can be packed".into(),
+        })
+    }
+}
+
+fn walk(
+    root: &Path,
+    rel: &Path,
+    out: &mut BTreeMap<EntryPath, PackEntry>,
+) -> Result<(), PackError> {
+    let dir = root.join(rel);
+    let rd = fs::read_dir(&dir).map_err(io_err(&dir))?;
+    for ent in rd {
+        let ent = ent.map_err(io_err(&dir))?;
+        let name = ent.file_name();
+        if name == ".git" {
+            continue;
+        }
+        let child = rel.join(&name);
+        let ep = entry_path(root, &child)?;
+        let kind = classify(root, &child, &ep)?;
+        let is_dir = kind == PackEntry::Dir;
+        out.insert(ep, kind);
+        if is_dir {
+            walk(root, &child, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Asks git which files it tracks below `root`; `Ok(None)` if `root` is not
+/// inside a git work tree.
+fn git_tracked(root: &Path) -> Result<Option<Vec<PathBuf>>, PackError> {
+    let git_err = |detail: String| PackError::Git {
+        dir: root.to_owned(),
+        detail,
+    };
+    let inside = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "--is-inside-work-tree"])
+        .stderr(std::process::Stdio::null())
+        .output();
+    match inside {
+        Ok(o) if o.status.success() && o.stdout.trim_ascii() == b"true" => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // No git binary: refuse rather than silently pack untracked
+            // files of what might be a repository.
+            if root.ancestors().any(|a| a.join(".git").exists()) {
+                return Err(git_err(
+                    "git is not installed but this is a git work tree (install git or pass --all-files)".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(git_err(e.to_string())),
+    }
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["ls-files", "-z", "--cached", "--"])
+        .output()
+        .map_err(|e| git_err(e.to_string()))?;
+    if !out.status.success() {
+        return Err(git_err(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
+    }
+    let mut files = Vec::new();
+    for raw in out.stdout.split(|b| *b == 0).filter(|s| !s.is_empty()) {
+        let s = std::str::from_utf8(raw)
+            .map_err(|_| git_err("git listed a path that is not UTF-8".into()))?;
+        files.push(PathBuf::from(s));
+    }
+    Ok(Some(files))
+}
+
+/// Lists what to pack from `root`.
+pub fn collect_entries(root: &Path, selection: FileSelection) -> Result<Tree, PackError> {
+    let flake = root.join("flake.nix");
+    match fs::symlink_metadata(&flake) {
+        Ok(md) if md.is_file() => {}
+        _ => return Err(PackError::NoFlake(root.to_owned())),
+    }
+    let mut entries = BTreeMap::new();
+    let tracked = match selection {
+        FileSelection::AllFiles => None,
+        FileSelection::GitTrackedIfRepo => git_tracked(root)?,
+    };
+    let from_git = tracked.is_some();
+    match tracked {
+        None => walk(root, Path::new(""), &mut entries)?,
+        Some(files) => {
+            for rel in files {
+                let full = root.join(&rel);
+                // Tracked but deleted in the work tree: Nix would not see it.
+                if fs::symlink_metadata(&full).is_err() {
+                    continue;
+                }
+                let ep = entry_path(root, &rel)?;
+                let kind = classify(root, &rel, &ep)?;
+                if kind == PackEntry::Dir {
+                    // A gitlink (submodule); Nix leaves submodules out by
+                    // default, and so do we.
+                    continue;
+                }
+                let mut parent = ep.parent();
+                while let Some(p) = parent {
+                    parent = p.parent();
+                    entries.insert(p, PackEntry::Dir);
+                }
+                entries.insert(ep, kind);
+            }
+            let flake_ep = entry_path(root, Path::new("flake.nix"))?;
+            if !entries.contains_key(&flake_ep) {
+                return Err(PackError::FlakeUntracked(root.to_owned()));
+            }
+        }
+    }
+    Ok(Tree {
+        root: root.to_owned(),
+        entries,
+        from_git,
+    })
+}
+
+/// A writer that hashes and counts what passes through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: blake3::Hasher::new(),
+            count: 0,
+        }
+    }
+
+    pub fn finish(self) -> (W, Digest, u64) {
+        (self.inner, self.hasher.finalize().into(), self.count)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Result of packing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packed {
+    pub blake3: Digest,
+    pub size: u64,
+    pub entries: u64,
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(FIXED_MTIME);
+    h
+}
+
+/// Reads exactly `len` bytes, failing if the file is shorter or longer: a
+/// file that changes while packing must not produce a corrupt archive.
+struct Exact<R> {
+    inner: R,
+    left: u64,
+    path: PathBuf,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: file grew while packing", self.path.display()),
+                )),
+            };
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{}: file shrank while packing", self.path.display()),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Writes `tree` as a deterministic `.tar.zst` to `out`.
+pub fn write_archive<W: Write>(tree: &Tree, out: W) -> Result<(W, Packed), PackError> {
+    let out_err = |source: io::Error| PackError::Io {
+        path: PathBuf::from("<archive output>"),
+        source,
+    };
+    let hashing = HashingWriter::new(out);
+    let mut enc = zstd::stream::write::Encoder::new(hashing, ZSTD_LEVEL).map_err(out_err)?;
+    // No checksum in the frame: BLAKE3 over the whole archive is the integrity
+    // check, and a smaller, simpler frame is easier to reason about.
+    enc.include_checksum(false).map_err(out_err)?;
+    let mut tar = tar::Builder::new(enc);
+    for (ep, kind) in &tree.entries {
+        let name = ep.as_display();
+        match kind {
+            PackEntry::Dir => {
+                let mut h = header(tar::EntryType::Directory, 0o755, 0);
+                tar.append_data(&mut h, format!("{name}/"), io::empty())
+                    .map_err(out_err)?;
+            }
+            PackEntry::File { executable } => {
+                let full = tree.root.join(name);
+                let mut f = fs::File::open(&full).map_err(io_err(&full))?;
+                let len = f.metadata().map_err(io_err(&full))?.len();
+                let mode = if *executable { 0o755 } else { 0o644 };
+                let mut h = header(tar::EntryType::Regular, mode, len);
+                let exact = Exact {
+                    inner: &mut f,
+                    left: len,
+                    path: full.clone(),
+                };
+                tar.append_data(&mut h, name, exact).map_err(|e| {
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
+                    ) {
+                        PackError::Changed { path: full.clone() }
+                    } else {
+                        PackError::Io {
+                            path: full.clone(),
+                            source: e,
+                        }
+                    }
+                })?;
+            }
+            PackEntry::Symlink(target) => {
+                let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+                tar.append_link(&mut h, name, target.as_str())
+                    .map_err(out_err)?;
+            }
+        }
+    }
+    let enc = tar.into_inner().map_err(out_err)?;
+    let hashing = enc.finish().map_err(out_err)?;
+    let (out, blake3, size) = hashing.finish();
+    Ok((
+        out,
+        Packed {
+            blake3,
+            size,
+            entries: tree.entries.len() as u64,
+        },
+    ))
+}

@@ -1,0 +1,126 @@
+//! Helpers shared by subcommands: key loading, remote names, exit codes.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use zeroize::Zeroizing;
+
+use npcnix::keys::{PublicKey, SecretKey, KEY_FILE_MAX_BYTES};
+use npcnix::publish::PublishError;
+use npcnix::pull::PullError;
+use npcnix::statement::RemoteName;
+use npcnix::store;
+
+use super::ExitCodes;
+
+/// A verification failure outside the pull path (verify, log): exit 3.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(p) = cause.downcast_ref::<PullError>() {
+            if p.is_rejection() {
+                return ExitCodes::REJECTED;
+            }
+        }
+        if cause.downcast_ref::<Rejected>().is_some() {
+            return ExitCodes::REJECTED;
+        }
+        if let Some(p) = cause.downcast_ref::<PublishError>() {
+            if p.is_conflict() {
+                return ExitCodes::CONFLICT;
+            }
+        }
+    }
+    ExitCodes::ERROR
+}
+
+/// Reads a small text file with a size bound.
+pub fn read_small(path: &Path, max: usize, what: &str) -> Result<String> {
+    let f = fs::File::open(path).with_context(|| format!("opening {what} {}", path.display()))?;
+    let mut s = String::new();
+    f.take(max as u64 + 1)
+        .read_to_string(&mut s)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    if s.len() > max {
+        bail!("{what} {} is larger than {max} bytes", path.display());
+    }
+    Ok(s)
+}
+
+/// A `--trusted-key` value: a `.pub` file path, or the `RW...` key itself.
+pub fn load_public_key(arg: &str) -> Result<PublicKey> {
+    if let Ok(pk) = PublicKey::from_base64(arg) {
+        return Ok(pk);
+    }
+    let text = read_small(Path::new(arg), KEY_FILE_MAX_BYTES, "public key file")?;
+    PublicKey::parse(&text).with_context(|| format!("public key file {arg}"))
+}
+
+pub fn load_public_keys(args: &[String]) -> Result<Vec<PublicKey>> {
+    if args.is_empty() {
+        bail!("at least one --trusted-key is required");
+    }
+    args.iter().map(|a| load_public_key(a)).collect()
+}
+
+/// Loads a secret key, asking for a passphrase only if the file is
+/// encrypted: from `NPCNIX_PASSPHRASE`, else a terminal prompt.
+pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
+    let text = Zeroizing::new(read_small(path, KEY_FILE_MAX_BYTES, "secret key file")?);
+    let mut prompt_err = None;
+    let sk = SecretKey::parse_with(&text, |_| {
+        if let Ok(p) = std::env::var("NPCNIX_PASSPHRASE") {
+            return Some(Zeroizing::new(p.into_bytes()));
+        }
+        match rpassword::prompt_password(format!("Passphrase for {}: ", path.display())) {
+            Ok(p) => Some(Zeroizing::new(p.into_bytes())),
+            Err(e) => {
+                prompt_err = Some(e);
+                None
+            }
+        }
+    });
+    match sk {
+        Ok(sk) => Ok(sk),
+        Err(npcnix::keys::KeyError::PassphraseRequired) => Err(anyhow!(
+            "secret key {} is encrypted: set NPCNIX_PASSPHRASE or run from a terminal ({})",
+            path.display(),
+            prompt_err.map(|e| e.to_string()).unwrap_or_default()
+        )),
+        Err(e) => Err(e).with_context(|| format!("secret key {}", path.display())),
+    }
+}
+
+/// The remote name: explicit, or the URL's last path segment.
+pub fn remote_name(url: &str, explicit: Option<&str>) -> Result<RemoteName> {
+    let name = match explicit {
+        Some(n) => n,
+        None => store::default_remote_name(url).ok_or_else(|| {
+            anyhow!("cannot derive a remote name from {url:?}; pass --remote-name")
+        })?,
+    };
+    RemoteName::new(name)
+        .map_err(|e| anyhow!("{e} (derived from the URL; pass --remote-name to choose one)"))
+}
+
+/// The data directory: flag, else `NPCNIX_DATA_DIR` (clap env), else the
+/// system default.
+pub fn data_dir(arg: Option<PathBuf>) -> PathBuf {
+    arg.unwrap_or_else(|| PathBuf::from("/var/lib/npcnix"))
+}
+
+/// Parses a human duration ("30d", "12h", "90min").
+pub fn parse_duration(s: &str) -> Result<u64> {
+    humantime::parse_duration(s)
+        .map(|d| d.as_secs())
+        .map_err(|e| anyhow!("invalid duration {s:?}: {e} (examples: 30d, 12h, 90min)"))
+}
+
+pub fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}

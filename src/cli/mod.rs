@@ -1,0 +1,91 @@
+//! Command-line interface: one module per subcommand, each with `Args` and
+//! `run`. Exit codes are part of the interface (see [`ExitCodes`]).
+
+mod common;
+mod keygen;
+mod log;
+mod pack;
+mod publish;
+mod pull;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes scripts can rely on.
+pub struct ExitCodes;
+
+impl ExitCodes {
+    pub const OK: u8 = 0;
+    /// Any failure that is not one of the below (I/O, store, usage of files).
+    pub const ERROR: u8 = 1;
+    /// Command-line usage error (from clap).
+    pub const USAGE: u8 = 2;
+    /// A release (or archive, or log) failed verification: refused.
+    pub const REJECTED: u8 = 3;
+    /// A publish lost a race with a concurrent publisher: retry.
+    pub const CONFLICT: u8 = 4;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "npcnix",
+    version,
+    about = "Security-first, pull-based deployment of NixOS flakes from a signed store",
+    long_about = "npcnix moves NixOS configurations from a publisher to a fleet of hosts through an \
+untrusted store (a directory, S3, or an HTTP mirror). Publishers pack a flake deterministically and sign \
+a release statement; hosts verify it against pinned keys before downloading, extracting or activating \
+anything.\n\nTypical flow:\n  npcnix keygen --out ci-dev\n  npcnix publish --remote file:///srv/npcnix/dev --src ./flake --key ci-dev.key\n  npcnix pull --remote file:///srv/npcnix/dev --trusted-key ci-dev.pub --dst ./checkout\n\nExit codes: 0 ok, 1 error, 2 usage, 3 release rejected by verification, 4 publish lost a race (retry).",
+    after_help = "Formats and the verification order: docs/protocol.md. Threat model: SECURITY.md."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a minisign-compatible signing key pair (PATH.key, PATH.pub)
+    Keygen(keygen::Args),
+    /// Pack a flake directory into a deterministic .tar.zst
+    Pack(pack::Args),
+    /// Pack (or take an archive), sign and publish a release to a remote
+    Publish(publish::Args),
+    /// Fetch, verify and extract the latest release of a remote
+    Pull(pull::Args),
+    /// Verify a release bundle and its archive offline
+    Verify(verify::Args),
+    /// Print and verify a remote's whole version log
+    Log(log::Args),
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                ExitCodes::USAGE
+            } else {
+                ExitCodes::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Keygen(a) => keygen::run(a),
+        Command::Pack(a) => pack::run(a),
+        Command::Publish(a) => publish::run(a),
+        Command::Pull(a) => pull::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Log(a) => log::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::from(ExitCodes::OK),
+        Err(e) => {
+            eprintln!("npcnix: {e:#}");
+            ExitCode::from(common::exit_code(&e))
+        }
+    }
+}

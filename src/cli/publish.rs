@@ -1,0 +1,167 @@
+//! `npcnix publish`: pack (or take an archive), sign, upload.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use npcnix::bundle::Bundle;
+use npcnix::fsutil::{self, TempDir};
+use npcnix::publish::{self, StatementParams};
+use npcnix::statement::{Digest, Source};
+use npcnix::store;
+
+use super::common;
+
+#[derive(clap::Args)]
+#[command(
+    long_about = "Publish a release: pack the flake (or take an already packed archive as it is), build \
+the release statement (remote name, version, previous release's statement hash, archive BLAKE3 and size, \
+created, optional expiry), sign it, and store archive, then releases/<version> (create-only), then latest \
+(compare-and-swap).\n\nThe version defaults to the current latest + 1. If another publisher takes the \
+version first, this fails with exit code 4 and changes nothing visible to hosts; run it again."
+)]
+pub struct Args {
+    /// Remote URL, e.g. file:///srv/npcnix/remotes/dev
+    #[arg(long, value_name = "URL")]
+    remote: String,
+    /// Secret key file (minisign format; NPCNIX_PASSPHRASE for encrypted keys)
+    #[arg(long, value_name = "KEYFILE")]
+    key: PathBuf,
+    /// Flake directory to pack
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "archive",
+        required_unless_present = "archive"
+    )]
+    src: Option<PathBuf>,
+    /// Publish an already packed archive as it is
+    #[arg(long, value_name = "FILE")]
+    archive: Option<PathBuf>,
+    /// Version to publish (default: current latest + 1)
+    #[arg(long, value_name = "N")]
+    version: Option<u64>,
+    /// Hosts refuse the release after this long, e.g. 30d (freeze-attack defence)
+    #[arg(long, value_name = "DURATION")]
+    expires: Option<String>,
+    /// Remote name signed into the release (default: the URL's last path segment)
+    #[arg(long, value_name = "NAME")]
+    remote_name: Option<String>,
+    /// With --src: pack every file, not just those git tracks
+    #[arg(long)]
+    all_files: bool,
+    /// A one-line comment recorded in the statement (shown by `npcnix log`)
+    #[arg(long)]
+    comment: Option<String>,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// Informational provenance of a source tree.
+pub fn source_info(src: &Path, comment: Option<String>) -> Option<Source> {
+    let git_commit = Command::new("git")
+        .arg("-C")
+        .arg(src)
+        .args(["rev-parse", "--verify", "-q", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let flake_lock_blake3 = std::fs::read(src.join("flake.lock"))
+        .ok()
+        .map(|b| Digest::of(&b));
+    let s = Source {
+        git_commit,
+        flake_lock_blake3,
+        comment,
+    };
+    (s != Source::default()).then_some(s)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
+    let store = store::open_url(&a.remote)?;
+    let sk = common::load_secret_key(&a.key)?;
+    let expires_in = a
+        .expires
+        .as_deref()
+        .map(common::parse_duration)
+        .transpose()?;
+
+    let work = TempDir::new_in(&std::env::temp_dir(), "npcnix-publish-")
+        .context("creating a private temp dir")?;
+    let (archive_path, source) = match (&a.src, &a.archive) {
+        (Some(src), _) => {
+            let out = work.path().join("release.tar.zst");
+            super::pack::pack_to_file(src, &out, a.all_files)?;
+            (out, source_info(src, a.comment.clone()))
+        }
+        (None, Some(archive)) => (
+            archive.clone(),
+            a.comment.clone().map(|c| Source {
+                comment: Some(c),
+                ..Source::default()
+            }),
+        ),
+        (None, None) => anyhow::bail!("--src DIR or --archive FILE is required"),
+    };
+    let aref = publish::hash_file(&archive_path)?;
+    let head = publish::read_head(store.as_ref(), &remote)?;
+    let now = fsutil::now_unix();
+    let statement = publish::next_statement(
+        head.as_ref(),
+        aref.clone(),
+        StatementParams {
+            remote: remote.clone(),
+            version: a.version,
+            created: now,
+            expires: expires_in.map(|d| now + d),
+            source,
+        },
+    )?;
+    let statement_bytes = statement.to_bytes();
+    let sig = publish::sign_statement(&statement, &statement_bytes, &sk);
+    let bundle = Bundle {
+        statement: statement_bytes.clone(),
+        signatures: vec![sig],
+    }
+    .encode();
+    publish::upload(
+        store.as_ref(),
+        &archive_path,
+        &aref,
+        statement.version,
+        &bundle,
+        head.as_ref().and_then(|h| h.etag.as_ref()),
+    )?;
+    let statement_hash = Digest::of(&statement_bytes);
+    if a.json {
+        common::print_json(&serde_json::json!({
+            "remote": remote.as_str(),
+            "url": a.remote,
+            "version": statement.version,
+            "previous": statement.previous.map(|d| d.to_hex()),
+            "statement": statement_hash.to_hex(),
+            "archive": {"blake3": aref.blake3.to_hex(), "size": aref.size, "key": aref.object_key()},
+            "key_id": sk.key_id.to_string(),
+            "expires": statement.expires,
+        }));
+    } else {
+        println!(
+            "published {} version {} to {}",
+            remote, statement.version, a.remote
+        );
+        println!("  archive:   {} ({} bytes)", aref.blake3, aref.size);
+        println!("  statement: {}", statement_hash);
+        println!("  signed by: {}", sk.key_id);
+        if let Some(e) = statement.expires {
+            println!("  expires:   {}", fsutil::rfc3339(e));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! `npcnix pull`: the verified pull into a new directory.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use npcnix::fsutil;
+use npcnix::limits::Limits;
+use npcnix::pull;
+use npcnix::state::DataDir;
+use npcnix::store;
+use npcnix::verify::{ExpiryPolicy, Policy};
+
+use super::common;
+
+#[derive(clap::Args)]
+#[command(
+    long_about = "Fetch the remote's latest release bundle, verify it against the trusted keys \
+(signature, trusted-comment binding, remote name, expiry, future dating, rollback and equivocation \
+against what this data dir has verified before), download the archive no further than its signed size, \
+check its BLAKE3, extract it with the hardened extractor into a private temp dir, record the version, and \
+move the tree to DST.\n\nOn any rejection: exit code 3, one line on stderr naming the failed check, DST \
+not created, state unchanged. Rollback state is kept per remote name (the signed identity), so moving to \
+a mirror URL keeps the protection."
+)]
+pub struct Args {
+    /// Remote URL, e.g. file:///srv/npcnix/remotes/prod
+    #[arg(long, value_name = "URL")]
+    remote: String,
+    /// Trusted public key: a .pub file or an RW... string (repeatable)
+    #[arg(long = "trusted-key", value_name = "PUBKEY", required = true)]
+    trusted_keys: Vec<String>,
+    /// Where to put the extracted flake (must not exist)
+    #[arg(long, value_name = "DIR")]
+    dst: PathBuf,
+    /// State, audit log and private temp space
+    #[arg(long, value_name = "DIR", env = "NPCNIX_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The remote's signed name (default: the URL's last path segment)
+    #[arg(long, value_name = "NAME")]
+    remote_name: Option<String>,
+    /// Refuse releases that carry no expiry time
+    #[arg(long)]
+    require_expiry: bool,
+    /// Refuse versions below N
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    min_version: u64,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
+    let keys = common::load_public_keys(&a.trusted_keys)?;
+    let mut policy = Policy::manual(remote.clone(), keys);
+    if a.require_expiry {
+        policy.expiry = ExpiryPolicy::Required;
+    }
+    policy.min_version = a.min_version;
+    let store = store::open_url(&a.remote)?;
+    let data = DataDir::open(&common::data_dir(a.data_dir))?;
+    let now = fsutil::now_unix();
+    let pulled = pull::pull_to(
+        store.as_ref(),
+        &policy,
+        &Limits::default(),
+        &data,
+        &a.dst,
+        now,
+    )?;
+    let st = &pulled.release.statement;
+    if a.json {
+        common::print_json(&serde_json::json!({
+            "remote": remote.as_str(),
+            "version": st.version,
+            "new": pulled.new,
+            "statement": pulled.release.statement_hash.to_hex(),
+            "archive": {"blake3": st.archive.blake3.to_hex(), "size": st.archive.size},
+            "signers": pulled.release.signers.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+            "dst": pulled.dst,
+            "files": pulled.stats.files,
+            "dirs": pulled.stats.dirs,
+            "symlinks": pulled.stats.symlinks,
+            "bytes": pulled.stats.bytes,
+        }));
+    } else {
+        println!(
+            "verified {} version {} (signed by {}; created {})",
+            remote,
+            st.version,
+            pulled
+                .release
+                .signers
+                .iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            fsutil::rfc3339(st.created)
+        );
+        if !pulled.new {
+            println!("  (this host had already verified this release)");
+        }
+        println!(
+            "  archive:   {} ({} bytes, hash and size match)",
+            st.archive.blake3, st.archive.size
+        );
+        println!(
+            "  extracted: {} files, {} dirs, {} symlinks, {} bytes -> {}",
+            pulled.stats.files,
+            pulled.stats.dirs,
+            pulled.stats.symlinks,
+            pulled.stats.bytes,
+            pulled.dst.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! `npcnix verify`: check a release offline (bundle + archive files).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use npcnix::archive;
+use npcnix::bundle::{Bundle, BUNDLE_MAX_BYTES};
+use npcnix::fsutil::{self, TempDir};
+use npcnix::limits::Limits;
+use npcnix::publish;
+use npcnix::statement::Statement;
+use npcnix::verify::{self, Policy};
+
+use super::common::{self, Rejected};
+
+#[derive(clap::Args)]
+#[command(
+    long_about = "Verify a release offline: the bundle's signatures against the trusted keys, the \
+trusted-comment binding, the statement, expiry and future dating, then the archive's size and BLAKE3 \
+against the statement, and finally a trial extraction with the hardened extractor into a temp dir. \
+Exit code 3 if anything fails. No rollback check: there is no host state here."
+)]
+pub struct Args {
+    /// Release bundle file (a copy of latest or releases/<v>)
+    #[arg(long, value_name = "FILE")]
+    bundle: PathBuf,
+    /// The release's .tar.zst
+    #[arg(long, value_name = "FILE")]
+    archive: PathBuf,
+    /// Trusted public key: a .pub file or an RW... string (repeatable)
+    #[arg(long = "trusted-key", value_name = "PUBKEY", required = true)]
+    trusted_keys: Vec<String>,
+    /// Remote name the release must be for (default: the name the release claims, printed)
+    #[arg(long, value_name = "NAME")]
+    remote_name: Option<String>,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let bytes =
+        std::fs::read(&a.bundle).with_context(|| format!("reading {}", a.bundle.display()))?;
+    if bytes.len() > BUNDLE_MAX_BYTES {
+        return Err(Rejected(format!(
+            "rejected (bundle-size): bundle is larger than {BUNDLE_MAX_BYTES} bytes"
+        ))
+        .into());
+    }
+    let remote = match &a.remote_name {
+        Some(n) => common::remote_name("", Some(n))?,
+        // Only to pick the expected name; everything is verified below.
+        None => Bundle::decode(&bytes)
+            .ok()
+            .and_then(|b| Statement::parse(&b.statement).ok())
+            .map(|s| s.remote)
+            .ok_or_else(|| Rejected("rejected (bundle-format): cannot read the remote name from the bundle; pass --remote-name".into()))?,
+    };
+    let keys = common::load_public_keys(&a.trusted_keys)?;
+    let policy = Policy::manual(remote.clone(), keys);
+    let now = fsutil::now_unix();
+    let reject = |check: &str, msg: String| Rejected(format!("rejected ({check}): {msg}"));
+    let release = verify::verify_signatures(&policy, &bytes, now)
+        .map_err(|r| reject(r.check(), r.to_string()))?;
+    verify::check_policy(&policy, None, &release, now)
+        .map_err(|r| reject(r.check(), r.to_string()))?;
+    let st = &release.statement;
+    let aref = publish::hash_file(&a.archive)?;
+    if aref.size != st.archive.size {
+        return Err(reject(
+            "archive-size",
+            format!(
+                "archive is {} bytes, the release signed {}",
+                aref.size, st.archive.size
+            ),
+        )
+        .into());
+    }
+    if aref.blake3 != st.archive.blake3 {
+        return Err(reject(
+            "archive-hash",
+            format!(
+                "archive BLAKE3 is {}, the release signed {}",
+                aref.blake3, st.archive.blake3
+            ),
+        )
+        .into());
+    }
+    let tmp = TempDir::new_in(&std::env::temp_dir(), "npcnix-verify-")?;
+    let f = std::fs::File::open(&a.archive)?;
+    let stats = archive::extract(
+        std::io::BufReader::new(f),
+        &tmp.path().join("t").tap_mkdir()?,
+        &Limits::default(),
+    )
+    .map_err(|e| match e {
+        archive::ExtractError::Refused(m) => anyhow::Error::from(reject("archive-content", m)),
+        other => anyhow::Error::from(other),
+    })?;
+    if a.json {
+        common::print_json(&serde_json::json!({
+            "ok": true,
+            "remote": remote.as_str(),
+            "version": st.version,
+            "statement": release.statement_hash.to_hex(),
+            "previous": st.previous.map(|d| d.to_hex()),
+            "created": st.created,
+            "expires": st.expires,
+            "signers": release.signers.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+            "archive": {"blake3": st.archive.blake3.to_hex(), "size": st.archive.size},
+            "files": stats.files,
+        }));
+    } else {
+        println!(
+            "OK: {} version {} is validly signed by {}",
+            remote,
+            st.version,
+            release
+                .signers
+                .iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!("  statement: {}", release.statement_hash);
+        println!("  created:   {}", fsutil::rfc3339(st.created));
+        if let Some(e) = st.expires {
+            println!("  expires:   {}", fsutil::rfc3339(e));
+        }
+        println!(
+            "  archive:   {} ({} bytes), {} files extract cleanly",
+            st.archive.blake3, st.archive.size, stats.files
+        );
+    }
+    Ok(())
+}
+
+trait TapMkdir: Sized {
+    fn tap_mkdir(self) -> std::io::Result<Self>;
+}
+
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> std::io::Result<Self> {
+        std::fs::create_dir(&self)?;
+        Ok(self)
+    }
+}

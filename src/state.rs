@@ -1,0 +1,227 @@
+//! The host's mutable state and its data directory.
+//!
+//! The state remembers, per remote *name* (the signed identity, not the URL,
+//! so moving a host to a mirror keeps its rollback protection), the highest
+//! release it has verified. It is written atomically (temp, fsync, rename,
+//! fsync dir). A corrupt state file, or a missing one in a data directory that
+//! has been used, is an error with a recovery hint — never a silent reset to
+//! "nothing seen", which would re-open the door to rollbacks.
+//!
+//! Data directory layout (mode 0700):
+//!
+//! ```text
+//! <data>/state.json     this module
+//! <data>/audit.jsonl    append-only decisions (crate::audit)
+//! <data>/lock           flock held while verifying/applying a release
+//! <data>/tmp/           private temp space: downloads and extractions
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+use crate::statement::Digest;
+use crate::verify::Seen;
+
+pub const STATE_FORMAT: &str = "npcnix-state/v1";
+/// Refuse state files larger than this (they are tiny).
+const STATE_MAX_BYTES: u64 = 1 << 20;
+
+/// What the host remembers about one remote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteState {
+    /// Highest version verified, with its statement hash.
+    #[serde(default)]
+    pub highest: Option<Seen>,
+    /// When `highest` was recorded (Unix seconds).
+    #[serde(default)]
+    pub verified_at: Option<u64>,
+    /// Version currently activated (agent), if any.
+    #[serde(default)]
+    pub active: Option<Seen>,
+    /// ETag of `latest` when last fetched, for conditional polls.
+    #[serde(default)]
+    pub etag: Option<String>,
+    /// Releases that failed activation or health checks: never retried.
+    #[serde(default)]
+    pub bad: Vec<BadRelease>,
+    #[serde(default)]
+    pub last_check: Option<u64>,
+    #[serde(default)]
+    pub last_result: Option<String>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Consecutive failures, for backoff.
+    #[serde(default)]
+    pub failures: u32,
+    /// Paused until this time (Unix seconds); `u64::MAX` = until unpaused.
+    #[serde(default)]
+    pub paused_until: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BadRelease {
+    pub version: u64,
+    pub statement: Digest,
+    pub reason: String,
+    pub at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostState {
+    pub format: String,
+    #[serde(default)]
+    pub remotes: BTreeMap<String, RemoteState>,
+}
+
+impl Default for HostState {
+    fn default() -> Self {
+        HostState {
+            format: STATE_FORMAT.to_owned(),
+            remotes: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {path} is corrupt ({detail}); refusing to continue, since starting over would allow rollbacks. Recover with `npcnix state reset --remote NAME --min-version N` using the highest version you know this host ran")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("state file {path} is missing although the data directory {dir} has been used; refusing to continue, since starting over would allow rollbacks. Recover with `npcnix state reset --remote NAME --min-version N`")]
+    Missing { path: PathBuf, dir: PathBuf },
+    #[error("data directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("another npcnix process holds the lock on {0}")]
+    Locked(PathBuf),
+}
+
+impl HostState {
+    /// Strictly parses a state file's bytes.
+    pub fn parse(bytes: &[u8]) -> Result<HostState, String> {
+        let st: HostState = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if st.format != STATE_FORMAT {
+            return Err(format!("unknown state format {:?}", st.format));
+        }
+        Ok(st)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    pub fn remote(&self, name: &str) -> Option<&RemoteState> {
+        self.remotes.get(name)
+    }
+
+    pub fn remote_mut(&mut self, name: &str) -> &mut RemoteState {
+        self.remotes.entry(name.to_owned()).or_default()
+    }
+}
+
+/// A data directory: state, audit log, lock and private temp space.
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+/// Holds the data directory's exclusive lock until dropped.
+pub struct DataLock {
+    _file: fs::File,
+}
+
+impl DataDir {
+    /// Opens (creating if needed, mode 0700) a data directory.
+    pub fn open(root: &Path) -> Result<DataDir, StateError> {
+        fsutil::ensure_private_dir(root).map_err(|source| StateError::Io {
+            path: root.to_owned(),
+            source,
+        })?;
+        Ok(DataDir {
+            root: root.to_owned(),
+        })
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.root.join("audit.jsonl")
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Takes the data directory's lock, failing at once if it is held.
+    pub fn try_lock(&self) -> Result<DataLock, StateError> {
+        let p = self.root.join("lock");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|source| StateError::Io {
+                path: p.clone(),
+                source,
+            })?;
+        match f.try_lock() {
+            Ok(()) => Ok(DataLock { _file: f }),
+            Err(fs::TryLockError::WouldBlock) => Err(StateError::Locked(p)),
+            Err(fs::TryLockError::Error(source)) => Err(StateError::Io { path: p, source }),
+        }
+    }
+
+    /// Loads the state. A data directory that has an audit log but no state
+    /// file has lost its state: that is an error, not a fresh start.
+    pub fn load(&self) -> Result<HostState, StateError> {
+        let path = self.state_path();
+        match fs::metadata(&path) {
+            Ok(md) if md.len() > STATE_MAX_BYTES => {
+                return Err(StateError::Corrupt {
+                    path,
+                    detail: "file is implausibly large".into(),
+                })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if self.audit_path().exists() {
+                    return Err(StateError::Missing {
+                        path,
+                        dir: self.root.clone(),
+                    });
+                }
+                // First use: write the empty state now, so that from here on a
+                // missing file is detectable as loss rather than a fresh start.
+                let st = HostState::default();
+                self.save(&st)?;
+                return Ok(st);
+            }
+            Err(source) => return Err(StateError::Io { path, source }),
+        }
+        let bytes = fs::read(&path).map_err(|source| StateError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        HostState::parse(&bytes).map_err(|detail| StateError::Corrupt { path, detail })
+    }
+
+    /// Atomically writes the state.
+    pub fn save(&self, st: &HostState) -> Result<(), StateError> {
+        let path = self.state_path();
+        fsutil::write_atomic(&path, &st.to_bytes(), 0o600)
+            .map_err(|source| StateError::Io { path, source })
+    }
+}

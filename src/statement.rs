@@ -1,0 +1,434 @@
+//! The release statement: the small JSON document every signature covers.
+//!
+//! A statement binds an archive (BLAKE3 + size) to a remote name and a
+//! version, and links to the previous release by the BLAKE3 of its statement
+//! bytes, forming a hash chain. Signatures cover the statement's exact bytes;
+//! the verifier parses a statement only after a signature over those bytes
+//! verified, and then strictly: unknown fields, duplicate fields, wrong types
+//! or oversized input are errors.
+//!
+//! The exact format is specified in `docs/protocol.md`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Format tag of release statements this version understands.
+pub const STATEMENT_TYPE: &str = "npcnix-release/v1";
+/// Prefix of the trusted comment that binds a signature to a release.
+pub const TRUSTED_COMMENT_TAG: &str = "npcnix-release/v1";
+/// Hard limit on statement size; the whole bundle is limited too.
+pub const STATEMENT_MAX_BYTES: usize = 32 * 1024;
+
+/// Errors in the statement or trusted-comment format.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StatementError {
+    #[error("statement is larger than {STATEMENT_MAX_BYTES} bytes")]
+    TooLarge,
+    #[error("statement is not valid: {0}")]
+    Malformed(String),
+    #[error("unknown statement type {0:?} (this npcnix understands {STATEMENT_TYPE:?})")]
+    UnknownType(String),
+    #[error("trusted comment is not an npcnix release binding: {0}")]
+    TrustedComment(&'static str),
+}
+
+/// A BLAKE3 digest, shown and serialised as 64 lower-case hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest(*blake3::hash(bytes).as_bytes())
+    }
+
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            s.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+        }
+        s
+    }
+
+    /// Parses exactly 64 lower-case hex digits.
+    pub fn from_hex(s: &str) -> Option<Digest> {
+        let b = s.as_bytes();
+        if b.len() != 64 {
+            return None;
+        }
+        let nib = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; 32];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = nib(b[2 * i])? << 4 | nib(b[2 * i + 1])?;
+        }
+        Some(Digest(out))
+    }
+}
+
+impl From<blake3::Hash> for Digest {
+    fn from(h: blake3::Hash) -> Self {
+        Digest(*h.as_bytes())
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.to_hex())
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Digest::from_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom("expected 64 lower-case hex digits (BLAKE3)"))
+    }
+}
+
+/// The name of a remote: the identity a release is signed for.
+///
+/// 1 to 64 characters from `[a-z0-9._-]`, starting with a letter or digit,
+/// so it can appear unquoted in a trusted comment and as a path segment.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RemoteName(String);
+
+impl RemoteName {
+    pub fn new(s: &str) -> Result<RemoteName, String> {
+        let ok_first = s
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let ok_rest = s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-'
+        });
+        if s.len() > 64 || !ok_first || !ok_rest {
+            return Err(format!(
+                "invalid remote name {s:?}: use 1-64 characters from a-z 0-9 . _ -, starting with a letter or digit"
+            ));
+        }
+        Ok(RemoteName(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RemoteName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RemoteName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RemoteName({})", self.0)
+    }
+}
+
+impl Serialize for RemoteName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for RemoteName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        RemoteName::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What the archive of a release is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveRef {
+    /// BLAKE3 of the `.tar.zst` bytes.
+    pub blake3: Digest,
+    /// Exact size of the `.tar.zst` in bytes.
+    pub size: u64,
+}
+
+impl ArchiveRef {
+    /// Store key of the archive, derived from its hash (content addressing):
+    /// no separate, possibly inconsistent, key field is signed.
+    pub fn object_key(&self) -> String {
+        format!("archives/{}.tar.zst", self.blake3)
+    }
+}
+
+/// Informational provenance, shown in logs; never used for decisions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flake_lock_blake3: Option<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// A release statement. Field order here is the serialised order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Statement {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub remote: RemoteName,
+    pub version: u64,
+    /// BLAKE3 of the previous release's statement bytes; `null` for the first.
+    pub previous: Option<Digest>,
+    pub archive: ArchiveRef,
+    /// Unix seconds (UTC) when the statement was made.
+    pub created: u64,
+    /// Unix seconds after which hosts refuse the release (freeze defence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// NixOS configuration name -> expected system store path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toplevels: Option<BTreeMap<String, String>>,
+}
+
+impl Statement {
+    /// Strictly parses statement bytes. Call only on bytes whose signature
+    /// verified.
+    pub fn parse(bytes: &[u8]) -> Result<Statement, StatementError> {
+        if bytes.len() > STATEMENT_MAX_BYTES {
+            return Err(StatementError::TooLarge);
+        }
+        // Peek at the type first so a future format gets a clear message
+        // rather than "unknown field".
+        #[derive(Deserialize)]
+        struct TypeOnly {
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        let t: TypeOnly =
+            serde_json::from_slice(bytes).map_err(|e| StatementError::Malformed(e.to_string()))?;
+        if t.kind != STATEMENT_TYPE {
+            return Err(StatementError::UnknownType(t.kind));
+        }
+        let st: Statement =
+            serde_json::from_slice(bytes).map_err(|e| StatementError::Malformed(e.to_string()))?;
+        st.check()?;
+        Ok(st)
+    }
+
+    /// Semantic checks beyond the JSON shape.
+    fn check(&self) -> Result<(), StatementError> {
+        if self.version == 0 {
+            return Err(StatementError::Malformed(
+                "version must be at least 1".into(),
+            ));
+        }
+        if self.version == 1 && self.previous.is_some() {
+            return Err(StatementError::Malformed(
+                "version 1 cannot have a previous release".into(),
+            ));
+        }
+        if self.version > 1 && self.previous.is_none() {
+            return Err(StatementError::Malformed(format!(
+                "version {} must name its previous release",
+                self.version
+            )));
+        }
+        if let Some(exp) = self.expires {
+            if exp <= self.created {
+                return Err(StatementError::Malformed(
+                    "expires is not after created".into(),
+                ));
+            }
+        }
+        if let Some(src) = &self.source {
+            for s in [&src.git_commit, &src.comment].into_iter().flatten() {
+                if s.len() > 1024 || s.chars().any(char::is_control) {
+                    return Err(StatementError::Malformed(
+                        "source fields must be short single-line text".into(),
+                    ));
+                }
+            }
+        }
+        if let Some(t) = &self.toplevels {
+            for (name, path) in t {
+                if name.is_empty()
+                    || name.len() > 256
+                    || !path.starts_with("/nix/store/")
+                    || path.len() > 512
+                    || path.chars().any(char::is_control)
+                {
+                    return Err(StatementError::Malformed(format!(
+                        "toplevel {name:?} is not a plausible store path"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Canonical serialisation used by publishers: compact JSON in field
+    /// order, plus a newline so the file is friendly to `cat` and `minisign`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+}
+
+/// The parsed content of an npcnix trusted comment:
+/// `npcnix-release/v1 remote=<name> version=<n> statement=<blake3> key=<KEYID>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    pub remote: RemoteName,
+    pub version: u64,
+    pub statement: Digest,
+    pub key_id: crate::keys::KeyId,
+}
+
+impl Binding {
+    pub fn to_trusted_comment(&self) -> String {
+        format!(
+            "{TRUSTED_COMMENT_TAG} remote={} version={} statement={} key={}",
+            self.remote, self.version, self.statement, self.key_id
+        )
+    }
+
+    /// Parses a trusted comment. Exactly the canonical form is accepted:
+    /// re-serialising the result must give the input back.
+    pub fn parse(tc: &str) -> Result<Binding, StatementError> {
+        let mut it = tc.split(' ');
+        if it.next() != Some(TRUSTED_COMMENT_TAG) {
+            return Err(StatementError::TrustedComment(
+                "missing npcnix-release/v1 tag",
+            ));
+        }
+        let mut field = |name: &'static str| {
+            it.next()
+                .and_then(|kv| kv.strip_prefix(name))
+                .and_then(|v| v.strip_prefix('='))
+                .ok_or(StatementError::TrustedComment(
+                    "fields missing or out of order",
+                ))
+        };
+        let remote = RemoteName::new(field("remote")?)
+            .map_err(|_| StatementError::TrustedComment("invalid remote name"))?;
+        let version = field("version")?
+            .parse::<u64>()
+            .map_err(|_| StatementError::TrustedComment("invalid version"))?;
+        let statement = Digest::from_hex(field("statement")?)
+            .ok_or(StatementError::TrustedComment("invalid statement hash"))?;
+        let key_id = crate::keys::KeyId::parse(field("key")?)
+            .ok_or(StatementError::TrustedComment("invalid key id"))?;
+        if it.next().is_some() {
+            return Err(StatementError::TrustedComment("trailing fields"));
+        }
+        let b = Binding {
+            remote,
+            version,
+            statement,
+            key_id,
+        };
+        if b.to_trusted_comment() != tc {
+            return Err(StatementError::TrustedComment("not in canonical form"));
+        }
+        Ok(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Statement {
+        Statement {
+            kind: STATEMENT_TYPE.into(),
+            remote: RemoteName::new("prod").expect("name"),
+            version: 2,
+            previous: Some(Digest([7; 32])),
+            archive: ArchiveRef {
+                blake3: Digest([9; 32]),
+                size: 1234,
+            },
+            created: 1_700_000_000,
+            expires: Some(1_800_000_000),
+            source: None,
+            toplevels: None,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let s = sample();
+        assert_eq!(Statement::parse(&s.to_bytes()), Ok(s));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let b = br#"{"type":"npcnix-release/v1","remote":"prod","version":1,"previous":null,"archive":{"blake3":"0000000000000000000000000000000000000000000000000000000000000000","size":1},"created":1,"evil":true}"#;
+        assert!(matches!(
+            Statement::parse(b),
+            Err(StatementError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn duplicate_fields_are_refused() {
+        let b = br#"{"type":"npcnix-release/v1","remote":"prod","version":1,"version":9,"previous":null,"archive":{"blake3":"0000000000000000000000000000000000000000000000000000000000000000","size":1},"created":1}"#;
+        assert!(matches!(
+            Statement::parse(b),
+            Err(StatementError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn future_format_gets_a_clear_error() {
+        let b = br#"{"type":"npcnix-release/v9"}"#;
+        assert_eq!(
+            Statement::parse(b),
+            Err(StatementError::UnknownType("npcnix-release/v9".into()))
+        );
+    }
+
+    #[test]
+    fn trusted_comment_round_trip_and_strictness() {
+        let b = Binding {
+            remote: RemoteName::new("dev").expect("name"),
+            version: 42,
+            statement: Digest([1; 32]),
+            key_id: crate::keys::KeyId([1, 2, 3, 4, 5, 6, 7, 8]),
+        };
+        let tc = b.to_trusted_comment();
+        assert_eq!(Binding::parse(&tc), Ok(b));
+        assert!(Binding::parse(&format!("{tc} extra=1")).is_err());
+        assert!(Binding::parse(&tc.replace("version=42", "version=042")).is_err());
+        assert!(Binding::parse(&tc.replace(' ', "  ")).is_err());
+    }
+
+    #[test]
+    fn remote_names_cannot_smuggle_separators() {
+        for bad in ["", "Prod", "a b", "a=b", "../x", "-x", &"x".repeat(65)] {
+            assert!(RemoteName::new(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(RemoteName::new("prod-eu.1_a").is_ok());
+    }
+}

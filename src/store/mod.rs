@@ -1,0 +1,159 @@
+//! Stores: where releases live. The store is untrusted for integrity; every
+//! byte read from it is verified by the caller (signatures for bundles,
+//! BLAKE3 and size for archives).
+//!
+//! A [`Store`] is addressed per remote: keys are relative to the remote's
+//! prefix (`latest`, `releases/<v>`, `archives/<hash>.tar.zst`). Backends
+//! implement five operations with the semantics the protocol needs; limits
+//! and hashing are applied by the caller through [`crate::transfer`], in one
+//! place for all backends.
+
+pub mod file;
+
+use std::fmt;
+use std::io::Read;
+
+/// An opaque entity tag identifying one version of an object.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ETag(pub String);
+
+impl fmt::Debug for ETag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ETag({})", self.0)
+    }
+}
+
+/// What a store error means for the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The object does not exist.
+    NotFound,
+    /// A create-only or compare-and-swap precondition failed: someone else
+    /// wrote first.
+    PreconditionFailed,
+    /// The object is larger than the caller's limit.
+    TooLarge,
+    /// Credentials missing or refused.
+    Unauthorized,
+    /// Network trouble, throttling, server errors: retry later.
+    Transient,
+    /// Anything else (misconfiguration, local I/O).
+    Other,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{store}: {key}: {detail}")]
+pub struct StoreError {
+    pub kind: StoreErrorKind,
+    pub store: String,
+    pub key: String,
+    pub detail: String,
+}
+
+/// Result of a conditional small-object read.
+#[derive(Debug)]
+pub enum Fetched {
+    /// The object still has the ETag the caller presented.
+    NotModified,
+    Object {
+        bytes: Vec<u8>,
+        etag: Option<ETag>,
+    },
+}
+
+/// A release store for one remote.
+pub trait Store: Send + Sync {
+    /// Human-readable location (URL) for messages.
+    fn describe(&self) -> String;
+
+    /// Reads a small object whole. With `if_none_match`, an unchanged object
+    /// yields [`Fetched::NotModified`] (one cheap request on S3/HTTP). More
+    /// than `limit` bytes is [`StoreErrorKind::TooLarge`].
+    fn get(
+        &self,
+        key: &str,
+        if_none_match: Option<&ETag>,
+        limit: u64,
+    ) -> Result<Fetched, StoreError>;
+
+    /// Opens a possibly large object as a stream. `max_bytes` is a hint (a
+    /// backend may ask the server for no more); the caller enforces it.
+    fn open(&self, key: &str, max_bytes: u64) -> Result<Box<dyn Read + Send>, StoreError>;
+
+    /// Creates `key` with `len` bytes from `body`, only if it does not exist
+    /// (else [`StoreErrorKind::PreconditionFailed`]).
+    fn put_new(&self, key: &str, body: &mut dyn Read, len: u64) -> Result<(), StoreError>;
+
+    /// Replaces `key` only if its current ETag is `expected` (`None`: only if
+    /// it does not exist). Returns the new ETag.
+    fn put_swap(&self, key: &str, body: &[u8], expected: Option<&ETag>)
+        -> Result<ETag, StoreError>;
+
+    /// Lists keys starting with `prefix`, sorted.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// Key of the mutable head pointer.
+pub const LATEST: &str = "latest";
+
+/// Key of the immutable bundle of `version` (20 digits, so lexical order is
+/// numeric order).
+pub fn release_key(version: u64) -> String {
+    format!("releases/{version:020}")
+}
+
+/// Parses a `releases/<20 digits>` key.
+pub fn parse_release_key(key: &str) -> Option<u64> {
+    let digits = key.strip_prefix("releases/")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error("unsupported remote URL {0:?}: expected file:///path (s3:// and https:// come with their backends)")]
+    Scheme(String),
+    #[error("remote URL {0:?} has no path")]
+    Empty(String),
+}
+
+/// Opens the store a remote URL names.
+pub fn open_url(url: &str) -> Result<Box<dyn Store>, UrlError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err(UrlError::Empty(url.to_owned()));
+        }
+        return Ok(Box::new(file::FileStore::new(path.into(), url.to_owned())));
+    }
+    Err(UrlError::Scheme(url.to_owned()))
+}
+
+/// The default remote name: the URL's last non-empty path segment.
+pub fn default_remote_name(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').rev().find(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_keys_sort_numerically() {
+        assert_eq!(release_key(42), "releases/00000000000000000042");
+        assert_eq!(parse_release_key(&release_key(u64::MAX)), Some(u64::MAX));
+        assert!(release_key(9) < release_key(10));
+        assert_eq!(parse_release_key("releases/42"), None);
+    }
+
+    #[test]
+    fn remote_name_defaults_to_last_segment() {
+        assert_eq!(
+            default_remote_name("s3://b/npcnix/remotes/prod/"),
+            Some("prod")
+        );
+        assert_eq!(default_remote_name("file:///tmp/x/dev"), Some("dev"));
+    }
+}
