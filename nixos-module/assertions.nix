@@ -22,8 +22,9 @@ let
   isMinisignKey = k: builtins.match "RW[A-Za-z0-9+/]{54}" k != null;
   badKeys = builtins.filter (k: !isMinisignKey k) publicKeys;
 
+  unique = builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ];
   countOf = x: xs: builtins.length (builtins.filter (y: y == x) xs);
-  duplicateKeys = builtins.filter (k: countOf k publicKeys > 1) publicKeys;
+  duplicateKeys = unique (builtins.filter (k: countOf k publicKeys > 1) publicKeys);
 
   unscopedKeys = builtins.filter (k: k.remotes == [ ]) keys;
 
@@ -33,11 +34,7 @@ let
   scoped = builtins.filter
     (k: builtins.elem name k.remotes || builtins.elem "*" k.remotes)
     keys;
-  scopedDistinct = builtins.foldl'
-    (acc: k: if builtins.elem k.publicKey acc then acc else acc ++ [ k.publicKey ])
-    [ ]
-    scoped;
-  scopedCount = builtins.length scopedDistinct;
+  scopedCount = builtins.length (unique (map (k: k.publicKey) scoped));
 
   showList = xs: builtins.concatStringsSep ", " (map (x: "\"${x}\"") xs);
 
@@ -55,11 +52,13 @@ in
   }
   {
     # Only meaningful once the name is known; the assertion above covers null.
+    # Same rule as the agent's RemoteName and the remoteName option type.
     assertion = name == null
-      || builtins.match "[A-Za-z0-9][A-Za-z0-9._-]*" name != null;
+      || builtins.match "[a-z0-9][a-z0-9._-]{0,63}" name != null;
     message = ''
-      services.npcnix: the remote name "${toString name}" (derived from remote) may only
-      contain letters, digits, ".", "_" and "-"; set services.npcnix.remoteName.'';
+      services.npcnix: the remote name "${toString name}" (derived from remote) must be
+      1-64 characters from a-z 0-9 . _ -, starting with a letter or digit; set
+      services.npcnix.remoteName.'';
   }
   {
     assertion = cfg.configuration != "";

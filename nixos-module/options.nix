@@ -15,9 +15,11 @@ let
   inherit (lib) mkOption types literalExpression;
 
   # A remote name: the last path segment of a remote URL, and the scope a
-  # trusted key is valid for. Kept to a conservative character set because it
-  # is also part of the signed trusted comment (`remote=<name>`).
-  remoteNameType = types.strMatching "[A-Za-z0-9][A-Za-z0-9._-]*";
+  # trusted key is valid for. Same rule as the agent's RemoteName (1-64
+  # characters from a-z 0-9 . _ -, starting with a letter or digit), because
+  # it is part of the signed trusted comment (`remote=<name>`).
+  remoteNameRegex = "[a-z0-9][a-z0-9._-]{0,63}";
+  remoteNameType = types.strMatching remoteNameRegex;
 
   absolutePath = types.strMatching "/.+";
 
@@ -41,7 +43,7 @@ let
         '';
       };
       remotes = mkOption {
-        type = types.listOf (types.strMatching "[*]|[A-Za-z0-9][A-Za-z0-9._-]*");
+        type = types.listOf (types.strMatching "[*]|${remoteNameRegex}");
         example = [ "prod" ];
         description = ''
           Names of the remotes this key may sign for. A release for remote

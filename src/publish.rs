@@ -26,7 +26,7 @@ pub enum PublishError {
     VersionTaken { version: u64, store: String },
     #[error("`latest` on {store} changed while publishing version {version} (a concurrent publisher); releases/{version:020} exists but is not the head. Run again")]
     HeadMoved { version: u64, store: String },
-    #[error("version {version} is not newer than the current head {head}")]
+    #[error("version {version} is not newer than the current head {head} (published by someone else meanwhile?); omit --version to publish the next version")]
     NotNewer { version: u64, head: u64 },
     #[error("the store's `latest` is unreadable ({0}); refusing to guess the previous release")]
     HeadUnreadable(String),
@@ -47,7 +47,9 @@ impl PublishError {
     pub fn is_conflict(&self) -> bool {
         matches!(
             self,
-            PublishError::VersionTaken { .. } | PublishError::HeadMoved { .. }
+            PublishError::VersionTaken { .. }
+                | PublishError::HeadMoved { .. }
+                | PublishError::NotNewer { .. }
         )
     }
 }

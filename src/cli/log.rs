@@ -72,8 +72,8 @@ pub fn run(a: Args) -> Result<()> {
         }));
     } else {
         println!(
-            "{:>8}  {:<20}  {:<16}  {:<16}  {:>10}  {}",
-            "VERSION", "CREATED", "SIGNED BY", "ARCHIVE", "SIZE", "SOURCE"
+            "{:>8}  {:<20}  {:<16}  {:<16}  {:>10}  SOURCE",
+            "VERSION", "CREATED", "SIGNED BY", "ARCHIVE", "SIZE"
         );
         for e in &entries {
             if e.verified {

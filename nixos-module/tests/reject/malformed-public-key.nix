@@ -1,4 +1,4 @@
-# Not minisign public keys: truncated, a secret-key-looking line, and a
+# Not minisign public keys: truncated, the comment line of a .pub file, and a
 # key with its first characters missing.
 {
   remote = "s3://example-bucket/npcnix/remotes/prod";
