@@ -130,6 +130,13 @@ pub fn extract<R: Read>(
             }
             _ => {}
         }
+        if !matches!(
+            kind,
+            tar::EntryType::Regular | tar::EntryType::Directory | tar::EntryType::Symlink
+        ) {
+            let shown = String::from_utf8_lossy(&entry.header().path_bytes()).into_owned();
+            return Err(ExtractError::entry(&shown, entry_type_reason(kind)));
+        }
         let taken = std::mem::take(&mut ext);
         let raw_path = match taken.long_name {
             Some(p) => p,

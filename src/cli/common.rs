@@ -124,3 +124,30 @@ pub fn parse_duration(s: &str) -> Result<u64> {
 pub fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
+
+/// Parses repeated `--limit KEY=VALUE` options over the defaults.
+pub fn limits(args: &[String]) -> Result<npcnix::limits::Limits> {
+    let mut o = npcnix::limits::LimitOverrides::default();
+    for a in args {
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--limit expects KEY=VALUE, got {a:?}"))?;
+        let n: u64 = v
+            .parse()
+            .map_err(|_| anyhow!("--limit {k}: {v:?} is not a number"))?;
+        let small = || u32::try_from(n).map_err(|_| anyhow!("--limit {k}: {n} is too large"));
+        match k {
+            "archive_bytes" => o.archive_bytes = Some(n),
+            "unpacked_bytes" => o.unpacked_bytes = Some(n),
+            "entries" => o.entries = Some(n),
+            "depth" => o.depth = Some(small()?),
+            "path_bytes" => o.path_bytes = Some(small()?),
+            "file_bytes" => o.file_bytes = Some(n),
+            "zstd_window_log" => o.zstd_window_log = Some(small()?),
+            _ => bail!(
+                "unknown limit {k:?}; known: archive_bytes, unpacked_bytes, entries, depth, path_bytes, file_bytes, zstd_window_log"
+            ),
+        }
+    }
+    o.resolve().map_err(|e| anyhow!(e))
+}

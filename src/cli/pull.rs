@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use npcnix::fsutil;
-use npcnix::limits::Limits;
 use npcnix::pull;
 use npcnix::state::DataDir;
 use npcnix::store;
@@ -45,6 +44,9 @@ pub struct Args {
     /// Refuse versions below N
     #[arg(long, value_name = "N", default_value_t = 0)]
     min_version: u64,
+    /// Override a resource limit, e.g. entries=500000 (repeatable; see docs/protocol.md)
+    #[arg(long = "limit", value_name = "KEY=VALUE")]
+    limits: Vec<String>,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -64,7 +66,7 @@ pub fn run(a: Args) -> Result<()> {
     let pulled = pull::pull_to(
         store.as_ref(),
         &policy,
-        &Limits::default(),
+        &common::limits(&a.limits)?,
         &data,
         &a.dst,
         now,

@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 use npcnix::archive;
 use npcnix::bundle::{Bundle, BUNDLE_MAX_BYTES};
 use npcnix::fsutil::{self, TempDir};
-use npcnix::limits::Limits;
 use npcnix::publish;
 use npcnix::statement::Statement;
 use npcnix::verify::{self, Policy};
@@ -34,6 +33,9 @@ pub struct Args {
     /// Remote name the release must be for (default: the name the release claims, printed)
     #[arg(long, value_name = "NAME")]
     remote_name: Option<String>,
+    /// Override a resource limit, e.g. entries=500000 (repeatable; see docs/protocol.md)
+    #[arg(long = "limit", value_name = "KEY=VALUE")]
+    limits: Vec<String>,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -92,7 +94,7 @@ pub fn run(a: Args) -> Result<()> {
     let stats = archive::extract(
         std::io::BufReader::new(f),
         &tmp.path().join("t").tap_mkdir()?,
-        &Limits::default(),
+        &common::limits(&a.limits)?,
     )
     .map_err(|e| match e {
         archive::ExtractError::Refused(m) => anyhow::Error::from(reject("archive-content", m)),

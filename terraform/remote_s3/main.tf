@@ -1,0 +1,30 @@
+# One remote = one key prefix of the store, with its own read and write
+# policies. There is nothing to create in S3 itself: a remote exists once its
+# first release is published.
+
+data "aws_partition" "current" {}
+
+module "policy" {
+  source = "../s3_remote_policy"
+
+  bucket    = var.bucket
+  prefix    = var.prefix
+  remote    = var.name
+  partition = data.aws_partition.current.partition
+}
+
+resource "aws_iam_policy" "read" {
+  count       = var.create_policies ? 1 : 0
+  name        = "${var.policy_name_prefix}-${var.name}-read"
+  description = "npcnix hosts: follow ${module.policy.url}"
+  policy      = module.policy.read_policy_json
+  tags        = var.tags
+}
+
+resource "aws_iam_policy" "write" {
+  count       = var.create_policies ? 1 : 0
+  name        = "${var.policy_name_prefix}-${var.name}-publish"
+  description = "npcnix publishers: publish to ${module.policy.url} (create-only, no delete)"
+  policy      = module.policy.write_policy_json
+  tags        = var.tags
+}

@@ -1,0 +1,52 @@
+variable "bucket" {
+  description = "Name of the store bucket (store_s3's `bucket` output)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.bucket))
+    error_message = "The bucket must be a valid S3 bucket name (3-63 characters from a-z 0-9 . -)."
+  }
+}
+
+variable "prefix" {
+  description = "Key prefix of the store (store_s3's `prefix` output). The remote lives under <prefix>/remotes/<name>."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", var.prefix))
+    error_message = "The prefix must be non-empty, without leading/trailing slashes or empty segments, using A-Z a-z 0-9 _ . - and /."
+  }
+}
+
+variable "name" {
+  description = "Name of the remote, e.g. \"prod\" or \"dev\". It is signed into every release, and hosts pin keys per remote name."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9._-]{0,63}$", var.name))
+    error_message = "The remote name must be 1-64 characters from a-z 0-9 . _ -, starting with a letter or digit (the rule npcnix applies)."
+  }
+}
+
+variable "create_policies" {
+  description = "Create IAM policies (aws_iam_policy) from the read and write policy documents."
+  type        = bool
+  default     = true
+}
+
+variable "policy_name_prefix" {
+  description = "Prefix of the names of IAM policies this module creates."
+  type        = string
+  default     = "npcnix"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9+=,.@_-]{1,48}$", var.policy_name_prefix))
+    error_message = "The policy name prefix must be 1-48 characters valid in IAM names."
+  }
+}
+
+variable "tags" {
+  description = "Tags for the resources this module creates."
+  type        = map(string)
+  default     = {}
+}

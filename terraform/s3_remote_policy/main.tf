@@ -1,0 +1,99 @@
+locals {
+  key_prefix = "${var.prefix}/remotes/${var.remote}"
+  bucket_arn = "arn:${var.partition}:s3:::${var.bucket}"
+  remote_arn = "${local.bucket_arn}/${local.key_prefix}"
+
+  # Hosts: read this remote, nothing else.
+  read_policy = {
+    Version = "2012-10-17"
+    Statement = [
+      {
+        Sid      = "ReadRemote"
+        Effect   = "Allow"
+        Action   = ["s3:GetObject"]
+        Resource = ["${local.remote_arn}/*"]
+      },
+      {
+        # Listing is used for the version log (releases/) only.
+        Sid      = "ListRemote"
+        Effect   = "Allow"
+        Action   = ["s3:ListBucket"]
+        Resource = [local.bucket_arn]
+        Condition = {
+          StringLike = { "s3:prefix" = ["${local.key_prefix}/*"] }
+        }
+      },
+    ]
+  }
+
+  # Publishers of this remote: create archives and releases (create-only),
+  # replace `latest` (compare-and-swap). No DeleteObject, no other remote.
+  #
+  # The conditions make the protocol's preconditions mandatory at the
+  # storage layer, so even a buggy or hostile client holding these
+  # credentials cannot overwrite an existing release or archive:
+  #   archives/*, releases/*, latest: PutObject only with If-None-Match: *
+  #   latest:                         or with If-Match: <etag>
+  # Multipart uploads: CreateMultipartUpload and UploadPart cannot carry
+  # these headers (s3:ObjectCreationOperation is false for them); the
+  # CompleteMultipartUpload that creates the object must carry If-None-Match.
+  write_policy = {
+    Version = "2012-10-17"
+    Statement = [
+      {
+        Sid      = "ReadRemote"
+        Effect   = "Allow"
+        Action   = ["s3:GetObject"]
+        Resource = ["${local.remote_arn}/*"]
+      },
+      {
+        # Not restricted by s3:prefix on purpose: S3 answers a GET of a
+        # missing key with 404 only to callers allowed to list the bucket,
+        # otherwise with 403. The publisher must see "latest does not exist"
+        # (404) to publish the first release. Listing reveals key names
+        # only (versions, archive hashes), never contents.
+        Sid      = "ListBucket"
+        Effect   = "Allow"
+        Action   = ["s3:ListBucket"]
+        Resource = [local.bucket_arn]
+      },
+      {
+        Sid    = "CreateOnly"
+        Effect = "Allow"
+        Action = ["s3:PutObject"]
+        Resource = [
+          "${local.remote_arn}/archives/*",
+          "${local.remote_arn}/releases/*",
+          "${local.remote_arn}/latest",
+        ]
+        Condition = {
+          Null = { "s3:if-none-match" = "false" }
+        }
+      },
+      {
+        Sid      = "SwapLatest"
+        Effect   = "Allow"
+        Action   = ["s3:PutObject"]
+        Resource = ["${local.remote_arn}/latest"]
+        Condition = {
+          Null = { "s3:if-match" = "false" }
+        }
+      },
+      {
+        Sid      = "MultipartParts"
+        Effect   = "Allow"
+        Action   = ["s3:PutObject"]
+        Resource = ["${local.remote_arn}/archives/*"]
+        Condition = {
+          Bool = { "s3:ObjectCreationOperation" = "false" }
+        }
+      },
+      {
+        Sid      = "AbortOwnMultipart"
+        Effect   = "Allow"
+        Action   = ["s3:AbortMultipartUpload"]
+        Resource = ["${local.remote_arn}/archives/*"]
+      },
+    ]
+  }
+}

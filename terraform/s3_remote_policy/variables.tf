@@ -1,0 +1,40 @@
+variable "bucket" {
+  description = "Name of the S3 bucket holding the npcnix store."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.bucket))
+    error_message = "The bucket must be a valid S3 bucket name (3-63 characters from a-z 0-9 . -)."
+  }
+}
+
+variable "prefix" {
+  description = "Key prefix of the store inside the bucket, without leading or trailing slash (e.g. \"npcnix\"). Remotes live under <prefix>/remotes/<name>."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", var.prefix))
+    error_message = "The prefix must be non-empty, without leading/trailing slashes or empty segments, using A-Z a-z 0-9 _ . - and /."
+  }
+}
+
+variable "remote" {
+  description = "Name of the remote (1-64 characters from a-z 0-9 . _ -, starting with a letter or digit), as signed into its releases."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9._-]{0,63}$", var.remote))
+    error_message = "The remote name must be 1-64 characters from a-z 0-9 . _ -, starting with a letter or digit (the rule npcnix applies)."
+  }
+}
+
+variable "partition" {
+  description = "AWS partition for ARNs (\"aws\", \"aws-cn\", \"aws-us-gov\")."
+  type        = string
+  default     = "aws"
+
+  validation {
+    condition     = contains(["aws", "aws-cn", "aws-us-gov", "aws-iso", "aws-iso-b"], var.partition)
+    error_message = "Unknown AWS partition."
+  }
+}
