@@ -34,7 +34,7 @@ pub enum PublishError {
     HeadRemote { expected: String, found: String },
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

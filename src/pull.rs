@@ -39,7 +39,7 @@ pub enum PullError {
     Store(#[from] StoreError),
     #[error("{0}")]
     State(#[from] StateError),
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
@@ -167,10 +167,10 @@ pub fn fetch_and_extract(
                 message: msg,
             })
         }
-        Err(e @ ExtractError::Io { .. }) => {
+        Err(ExtractError::Io { path, source }) => {
             return Err(PullError::Io {
-                context: "extracting".into(),
-                source: io::Error::other(e.to_string()),
+                context: format!("extracting to {}", path.display()),
+                source,
             })
         }
     };
@@ -299,6 +299,9 @@ pub fn pull_to(
 /// system, else a copy into a hidden sibling of `dst` and a rename, so `dst`
 /// appears complete or not at all.
 pub fn move_into_place(tree: TempDir, dst: &Path) -> Result<(), PullError> {
+    if let Some(parent) = dst.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(PullError::io(format!("creating {}", parent.display())))?;
+    }
     match fs::rename(tree.path(), dst) {
         Ok(()) => {
             tree.keep();

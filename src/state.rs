@@ -96,7 +96,7 @@ pub enum StateError {
     Corrupt { path: PathBuf, detail: String },
     #[error("state file {path} is missing although the data directory {dir} has been used; refusing to continue, since starting over would allow rollbacks. Recover with `npcnix state reset --remote NAME --min-version N`")]
     Missing { path: PathBuf, dir: PathBuf },
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}")]
     Io {
         path: PathBuf,
         #[source]

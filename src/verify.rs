@@ -111,45 +111,45 @@ pub struct Seen {
 /// machine-readable way (audit log, `--json`, tests).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
-    #[error("bundle: {0}")]
+    #[error("{0}")]
     Bundle(BundleError),
-    #[error("signature: no signature by a trusted key (signed by: {})", list_ids(.0))]
+    #[error("no signature by a trusted key (signed by: {})", list_ids(.0))]
     UntrustedKey(Vec<KeyId>),
-    #[error("signature: signature by key {0} does not verify")]
+    #[error("signature by key {0} does not verify")]
     BadSignature(KeyId),
-    #[error("signature: a signature could not be decoded")]
+    #[error("a signature could not be decoded")]
     UndecodableSignature,
-    #[error("trusted comment: signature by key {key} is not bound to this statement ({reason})")]
+    #[error("the trusted comment of key {key}'s signature does not bind this statement ({reason})")]
     TrustedComment { key: KeyId, reason: String },
-    #[error("remote mismatch: release is for remote {found:?}, this host follows {expected:?}")]
+    #[error("release is for remote {found:?}, this host follows {expected:?}")]
     WrongRemote { expected: String, found: String },
-    #[error("key scope: key {0} is trusted, but not for this remote")]
+    #[error("key {0} is trusted, but not for this remote")]
     KeyNotScoped(KeyId),
-    #[error("key expiry: key {0} is past its not_after date")]
+    #[error("key {0} is past its not_after date")]
     KeyExpired(KeyId),
-    #[error("threshold: {got} valid signature(s) from distinct trusted keys, {need} required")]
+    #[error("{got} valid signature(s) from distinct trusted keys, {need} required")]
     Threshold { got: usize, need: usize },
-    #[error("statement: {0}")]
+    #[error("{0}")]
     Statement(StatementError),
-    #[error("expired: release expired at {expires} (now {now})")]
+    #[error("release expired at {} (now {})", crate::fsutil::rfc3339(*.expires), crate::fsutil::rfc3339(*.now))]
     Expired { expires: u64, now: u64 },
-    #[error("expiry required: release has no expiry time and policy requires one")]
+    #[error("release has no expiry time and policy requires one")]
     ExpiryRequired,
-    #[error("future-dated: release created at {created}, more than {skew}s after now ({now})")]
+    #[error("release created at {}, more than {skew}s after now ({})", crate::fsutil::rfc3339(*.created), crate::fsutil::rfc3339(*.now))]
     FutureDated { created: u64, now: u64, skew: u64 },
-    #[error("rollback: version {offered} is older than version {seen} already verified")]
+    #[error("version {offered} is older than version {seen} already verified")]
     Rollback { offered: u64, seen: u64 },
-    #[error("rollback: version {offered} is below the pinned minimum version {floor}")]
+    #[error("version {offered} is below the pinned minimum version {floor}")]
     BelowFloor { offered: u64, floor: u64 },
-    #[error("equivocation: version {version} was already verified with a different statement ({seen}, now {offered})")]
+    #[error("version {version} was already verified with a different statement ({seen}, now {offered})")]
     Equivocation {
         version: u64,
         seen: Digest,
         offered: Digest,
     },
-    #[error("fork: version {version} does not descend from version {parent} this host verified")]
+    #[error("version {version} does not descend from version {parent} this host verified")]
     Fork { version: u64, parent: u64 },
-    #[error("fast-forward: version {offered} jumps more than {max} versions past {seen}")]
+    #[error("version {offered} jumps more than {max} versions past {seen}")]
     FastForward { offered: u64, seen: u64, max: u64 },
 }
 

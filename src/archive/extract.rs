@@ -44,7 +44,7 @@ pub enum ExtractError {
     #[error("archive refused: {0}")]
     Refused(String),
     /// Writing to the destination failed (disk full, permissions, ...).
-    #[error("extraction failed writing {path}: {source}")]
+    #[error("extraction failed writing {path}")]
     Io {
         path: PathBuf,
         #[source]

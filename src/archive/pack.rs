@@ -41,7 +41,7 @@ pub enum PackError {
     Changed { path: PathBuf },
     #[error("git ls-files failed in {dir}: {detail}")]
     Git { dir: PathBuf, detail: String },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -1,0 +1,99 @@
+variable "remote_url" {
+  description = "URL of the remote the host follows (remote_s3's `url` output)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^(s3|file|https?)://[A-Za-z0-9._~:/?#@!$&()*+,;=%-]+$", var.remote_url))
+    error_message = "The remote URL must be s3://, file://, http:// or https:// followed by URL characters only."
+  }
+}
+
+variable "configuration" {
+  description = "The nixosConfigurations attribute of the released flake this host activates."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]*$", var.configuration))
+    error_message = "The configuration name must use A-Z a-z 0-9 _ . - (and not start with . or -)."
+  }
+}
+
+variable "trusted_keys" {
+  description = "minisign public keys (RW... strings) the host pins for this remote on first boot. Required and non-empty: a first boot without pinned keys would trust whatever the store serves. Later rotations happen through the host's own (signed) NixOS configuration."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.trusted_keys) > 0
+    error_message = "At least one trusted key is required: no unpinned first boot."
+  }
+
+  validation {
+    condition     = alltrue([for k in var.trusted_keys : can(regex("^RW[A-Za-z0-9+/]{54}$", k))])
+    error_message = "Every trusted key must be a minisign public key: \"RW\" followed by 54 base64 characters (the second line of a .pub file)."
+  }
+
+  validation {
+    condition     = length(distinct(var.trusted_keys)) == length(var.trusted_keys)
+    error_message = "Each trusted key may be listed once."
+  }
+}
+
+variable "remote_region" {
+  description = "S3 region of the remote (--remote-region). null: the SDK's default chain (on EC2: the instance's region)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.remote_region == null || can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]+$", var.remote_region))
+    error_message = "The region must look like eu-central-1."
+  }
+}
+
+variable "npcnix_url" {
+  description = "Where the first-boot script downloads a static npcnix binary (https only). Set together with npcnix_sha256; alternative to npcnix_flake."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.npcnix_url == null || can(regex("^https://[A-Za-z0-9._~:/?#@!$&()*+,;=%-]+$", var.npcnix_url))
+    error_message = "npcnix_url must be an https:// URL."
+  }
+}
+
+variable "npcnix_sha256" {
+  description = "SHA-256 (hex) of the binary at npcnix_url. The script refuses to run a binary with another hash."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.npcnix_sha256 == null || can(regex("^[0-9a-f]{64}$", var.npcnix_sha256))
+    error_message = "npcnix_sha256 must be 64 lowercase hex digits."
+  }
+}
+
+variable "npcnix_flake" {
+  description = "Flake reference the first-boot script builds npcnix from with `nix build` (for NixOS images), pinned to a commit, e.g. github:OWNER/npcnix/<40-hex commit> or ...?rev=<commit>. Alternative to npcnix_url."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.npcnix_flake == null || can(regex("^[A-Za-z0-9+.:/_?=&~#-]+$", var.npcnix_flake))
+    error_message = "npcnix_flake contains characters that do not belong in a flake reference."
+  }
+
+  validation {
+    condition     = var.npcnix_flake == null || can(regex("([/=][0-9a-f]{40}([#&?]|$))|narHash=sha256", var.npcnix_flake))
+    error_message = "npcnix_flake must be pinned: include a 40-hex commit (github:OWNER/REPO/<commit> or ?rev=<commit>) or a narHash, so every first boot runs the same, reviewed npcnix."
+  }
+}
+
+variable "install_attempts" {
+  description = "How many times the script retries `npcnix install` (30 s apart) while the network, the store or the first release is not there yet."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.install_attempts >= 1 && floor(var.install_attempts) == var.install_attempts
+    error_message = "install_attempts must be a whole number, at least 1."
+  }
+}
