@@ -300,7 +300,8 @@ pub fn pull_to(
 /// appears complete or not at all.
 pub fn move_into_place(tree: TempDir, dst: &Path) -> Result<(), PullError> {
     if let Some(parent) = dst.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(PullError::io(format!("creating {}", parent.display())))?;
+        fs::create_dir_all(parent)
+            .map_err(PullError::io(format!("creating {}", parent.display())))?;
     }
     match fs::rename(tree.path(), dst) {
         Ok(()) => {

@@ -119,7 +119,9 @@ pub enum Rejection {
     BadSignature(KeyId),
     #[error("a signature could not be decoded")]
     UndecodableSignature,
-    #[error("the trusted comment of key {key}'s signature does not bind this statement ({reason})")]
+    #[error(
+        "the trusted comment of key {key}'s signature does not bind this statement ({reason})"
+    )]
     TrustedComment { key: KeyId, reason: String },
     #[error("release is for remote {found:?}, this host follows {expected:?}")]
     WrongRemote { expected: String, found: String },
@@ -141,7 +143,9 @@ pub enum Rejection {
     Rollback { offered: u64, seen: u64 },
     #[error("version {offered} is below the pinned minimum version {floor}")]
     BelowFloor { offered: u64, floor: u64 },
-    #[error("version {version} was already verified with a different statement ({seen}, now {offered})")]
+    #[error(
+        "version {version} was already verified with a different statement ({seen}, now {offered})"
+    )]
     Equivocation {
         version: u64,
         seen: Digest,

@@ -11,8 +11,10 @@ use npcnix::verify::{self, Policy};
 #[test]
 fn protocol_worked_example_verifies() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let pk = PublicKey::parse(&fs::read_to_string(format!("{root}/keys/example-test-only.pub")).expect("pub"))
-        .expect("pk");
+    let pk = PublicKey::parse(
+        &fs::read_to_string(format!("{root}/keys/example-test-only.pub")).expect("pub"),
+    )
+    .expect("pk");
     let bundle = fs::read(format!("{root}/docs/example/bundle.json")).expect("bundle");
     let policy = Policy::manual(RemoteName::new("prod").expect("name"), vec![pk]);
     // Signatures only: the example's expiry is allowed to pass.
