@@ -61,12 +61,6 @@ in
       services.npcnix.remoteName.'';
   }
   {
-    assertion = cfg.configuration != "";
-    message = ''
-      services.npcnix.configuration is empty (networking.hostName is unset?);
-      set it to the nixosConfigurations attribute this host activates.'';
-  }
-  {
     assertion = badKeys == [ ];
     message = ''
       services.npcnix.trustedKeys: not a minisign public key ("RW" followed by
@@ -98,8 +92,9 @@ in
       ever be accepted.'';
   }
   {
-    assertion = cfg.healthCheck == null || cfg.healthCheck.command != [ ];
-    message = "services.npcnix.healthCheck.command must not be empty.";
+    assertion = cfg.healthCheck == null
+      || (cfg.healthCheck.command != [ ] && builtins.head cfg.healthCheck.command != "");
+    message = "services.npcnix.healthCheck.command must name a program (its first element).";
   }
   {
     assertion = badCacheKeys == [ ];

@@ -97,8 +97,16 @@ let
       archiveBytes = limit "Maximum compressed archive size in bytes.";
       unpackedBytes = limit "Maximum total size of the extracted files in bytes.";
       entries = limit "Maximum number of entries in an archive.";
-      depth = limit "Maximum directory depth of an archive entry.";
-      pathBytes = limit "Maximum length of an archive entry path in bytes.";
+      depth = mkOption {
+        type = types.nullOr (types.ints.between 1 4294967295);
+        default = null;
+        description = "Maximum number of path components of an archive entry.";
+      };
+      pathBytes = mkOption {
+        type = types.nullOr (types.ints.between 1 4096);
+        default = null;
+        description = "Maximum length of an archive entry path (and symlink target) in bytes.";
+      };
       fileBytes = limit "Maximum size of a single extracted file in bytes.";
       zstdWindowLog = mkOption {
         type = types.nullOr (types.ints.between 10 31);
@@ -151,7 +159,9 @@ in
     };
 
     configuration = mkOption {
-      type = types.strMatching "[A-Za-z0-9_][A-Za-z0-9_.-]*";
+      # The agent accepts 1-128 characters from A-Z a-z 0-9 - _ . (it is
+      # passed as `--flake <dir>#<configuration>`).
+      type = types.strMatching "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}";
       defaultText = literalExpression "config.networking.hostName";
       example = "web1";
       description = ''
@@ -241,13 +251,13 @@ in
     };
 
     activation = mkOption {
-      type = types.enum [ "switch" "boot" "test" "dry-activate" "toplevel" ];
+      # The modes the agent accepts (ActivationMode in src/config.rs).
+      type = types.enum [ "switch" "boot" "test" "dry-activate" ];
       default = "switch";
       description = ''
         What to do with a verified release: `nixos-rebuild <mode> --flake
-        <dir>#<configuration>` for `switch`, `boot`, `test` and
-        `dry-activate`; `toplevel` skips evaluation and switches to the
-        system store path signed into the release (refusing any other path).
+        <dir>#<configuration>`. `test` and `dry-activate` do not change the
+        boot default; `boot` does not change the running system.
       '';
     };
 

@@ -10,7 +10,7 @@
 #     applied and the state directory is private (0700);
 #   - the config the module renders passes `npcnix config check`;
 #   - a release signed by the pinned key is verified and activated
-#     (activation = "test", with a stand-in toplevel that records the call);
+#     (activation = "test", with a stand-in system toplevel that records the call);
 #   - a later release signed by an unknown key is refused and not activated;
 #   - a following, properly signed release is activated again.
 #

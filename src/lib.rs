@@ -18,9 +18,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod activate;
+pub mod agent;
 pub mod archive;
 pub mod audit;
 pub mod bundle;
+pub mod config;
 pub mod fsutil;
 pub mod history;
 pub mod keys;

@@ -50,18 +50,36 @@ pub struct RemoteState {
     /// Releases that failed activation or health checks: never retried.
     #[serde(default)]
     pub bad: Vec<BadRelease>,
-    #[serde(default)]
-    pub last_check: Option<u64>,
-    #[serde(default)]
-    pub last_result: Option<String>,
-    #[serde(default)]
-    pub last_error: Option<String>,
-    /// Consecutive failures, for backoff.
-    #[serde(default)]
-    pub failures: u32,
     /// Paused until this time (Unix seconds); `u64::MAX` = until unpaused.
     #[serde(default)]
     pub paused_until: Option<u64>,
+    /// Versions below this are refused (set by `npcnix state reset` when the
+    /// statement hash of the last known release is not available).
+    #[serde(default)]
+    pub floor: Option<u64>,
+    /// A failed activation waiting to be retried, with backoff.
+    #[serde(default)]
+    pub retry: Option<Retry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    pub version: u64,
+    pub attempts: u32,
+    pub next_at: u64,
+}
+
+impl RemoteState {
+    pub fn is_bad(&self, seen: &Seen) -> bool {
+        self.bad
+            .iter()
+            .any(|b| b.version == seen.version && b.statement == seen.statement)
+    }
+
+    pub fn is_paused(&self, now: u64) -> bool {
+        self.paused_until.is_some_and(|t| now < t)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,5 +241,63 @@ impl DataDir {
         let path = self.state_path();
         fsutil::write_atomic(&path, &st.to_bytes(), 0o600)
             .map_err(|source| StateError::Io { path, source })
+    }
+}
+
+/// The agent's latest poll, for `npcnix status` and metrics. Not security
+/// relevant, so it is replaced without fsync: an unchanged poll must stay
+/// cheap.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollStatus {
+    #[serde(default)]
+    pub last_check: Option<u64>,
+    #[serde(default)]
+    pub last_result: Option<String>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    #[serde(default)]
+    pub next_poll: Option<u64>,
+}
+
+impl DataDir {
+    pub fn status_path(&self) -> PathBuf {
+        self.root.join("status.json")
+    }
+
+    pub fn load_status(&self) -> PollStatus {
+        fs::read(self.status_path())
+            .ok()
+            .filter(|b| b.len() < 64 * 1024)
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save_status(&self, s: &PollStatus) -> io::Result<()> {
+        let path = self.status_path();
+        let tmp = self
+            .root
+            .join(format!(".status.json.tmp-{}", fsutil::random_suffix()));
+        fs::write(&tmp, serde_json::to_vec_pretty(s).unwrap_or_default())?;
+        fs::rename(&tmp, path)
+    }
+
+    /// Takes the lock, waiting for a holder to finish (manual commands).
+    pub fn lock_wait(&self) -> Result<DataLock, StateError> {
+        let p = self.root.join("lock");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|source| StateError::Io {
+                path: p.clone(),
+                source,
+            })?;
+        f.lock()
+            .map_err(|source| StateError::Io { path: p, source })?;
+        Ok(DataLock { _file: f })
     }
 }

@@ -10,7 +10,7 @@
       remotes = [ "*" ];
     }
   ];
-  activation = "toplevel";
+  activation = "dry-activate";
   healthCheck.command = [ "/run/current-system/sw/bin/true" ];
   limits.entries = 5000;
 }

@@ -151,3 +151,42 @@ pub fn limits(args: &[String]) -> Result<npcnix::limits::Limits> {
     }
     o.resolve().map_err(|e| anyhow!(e))
 }
+
+/// `--config` shared by the agent commands.
+#[derive(clap::Args, Clone)]
+pub struct ConfigArgs {
+    /// Host config file (written by the NixOS module or `npcnix install`)
+    #[arg(long, value_name = "FILE", env = "NPCNIX_CONFIG", default_value = npcnix::config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Data dir (state, audit log, temp space); overrides the config's state_dir
+    #[arg(long, value_name = "DIR", env = "NPCNIX_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// Loads and validates the config, explaining every problem.
+    pub fn load(&self) -> Result<npcnix::config::Validated> {
+        load_config(&self.config)
+    }
+
+    pub fn data(&self, v: &npcnix::config::Validated) -> Result<npcnix::state::DataDir> {
+        let dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| v.config.state_dir.clone());
+        Ok(npcnix::state::DataDir::open(&dir)?)
+    }
+}
+
+pub fn load_config(path: &Path) -> Result<npcnix::config::Validated> {
+    let text = read_small(path, 1 << 20, "host config")?;
+    let cfg = npcnix::config::HostConfig::parse(text.as_bytes())
+        .with_context(|| format!("host config {}", path.display()))?;
+    cfg.validate().map_err(|errs| {
+        let list = errs
+            .iter()
+            .map(|e| format!("\n  - {e}"))
+            .collect::<String>();
+        anyhow!("host config {} is invalid:{list}", path.display())
+    })
+}

@@ -1,12 +1,19 @@
 //! Command-line interface: one module per subcommand, each with `Args` and
 //! `run`. Exit codes are part of the interface (see [`ExitCodes`]).
 
+mod activate;
 mod common;
+mod config;
+mod follow;
+mod install;
 mod keygen;
 mod log;
 mod pack;
+mod pause;
 mod publish;
 mod pull;
+mod state;
+mod status;
 mod verify;
 
 use std::process::ExitCode;
@@ -58,6 +65,22 @@ enum Command {
     Verify(verify::Args),
     /// Print and verify a remote's whole version log
     Log(log::Args),
+    /// Host agent: poll, verify, activate, health-check, roll back
+    Follow(follow::Args),
+    /// Show this host's state: versions, last poll, errors, bad releases
+    Status(status::Args),
+    /// Show or check a host config
+    Config(config::Args),
+    /// Stop applying releases on this host (optionally for a while)
+    Pause(pause::PauseArgs),
+    /// Resume applying releases
+    Unpause(pause::UnpauseArgs),
+    /// Activate a local flake by hand (takes the agent's lock)
+    Activate(activate::Args),
+    /// First boot: write the host config with pinned keys, then activate
+    Install(install::Args),
+    /// Recover from a lost or corrupt state file
+    State(state::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -80,6 +103,14 @@ pub fn main() -> ExitCode {
         Command::Pull(a) => pull::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Log(a) => log::run(a),
+        Command::Follow(a) => follow::run(a),
+        Command::Status(a) => status::run(a),
+        Command::Config(a) => config::run(a),
+        Command::Pause(a) => pause::pause(a),
+        Command::Unpause(a) => pause::unpause(a),
+        Command::Activate(a) => activate::run(a),
+        Command::Install(a) => install::run(a),
+        Command::State(a) => state::run(a),
     };
     match result {
         Ok(()) => ExitCode::from(ExitCodes::OK),

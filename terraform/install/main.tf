@@ -29,6 +29,7 @@ locals {
     method           = local.method
     q                = local.q
     trusted_keys     = local.trusted_keys_quoted
+    threshold        = var.threshold
     has_region       = var.remote_region != null
     install_attempts = var.install_attempts
   })

@@ -10,6 +10,11 @@ output "user_data" {
   }
 
   precondition {
+    condition     = var.threshold <= length(var.trusted_keys)
+    error_message = "threshold is larger than the number of trusted keys: the first release could never be accepted."
+  }
+
+  precondition {
     condition     = (var.npcnix_url == null) == (var.npcnix_sha256 == null)
     error_message = "npcnix_url and npcnix_sha256 go together: a downloaded binary is always checked against a pinned hash."
   }

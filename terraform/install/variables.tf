@@ -13,8 +13,8 @@ variable "configuration" {
   type        = string
 
   validation {
-    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]*$", var.configuration))
-    error_message = "The configuration name must use A-Z a-z 0-9 _ . - (and not start with . or -)."
+    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.configuration))
+    error_message = "The configuration name must be 1-128 characters from A-Z a-z 0-9 _ . - (not starting with . or -)."
   }
 }
 
@@ -35,6 +35,17 @@ variable "trusted_keys" {
   validation {
     condition     = length(distinct(var.trusted_keys)) == length(var.trusted_keys)
     error_message = "Each trusted key may be listed once."
+  }
+}
+
+variable "threshold" {
+  description = "Distinct trusted keys that must have signed the first release (--threshold), e.g. 2 for a 2-of-3 prod setup."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.threshold >= 1 && floor(var.threshold) == var.threshold
+    error_message = "threshold must be a whole number, at least 1."
   }
 }
 

@@ -1,0 +1,66 @@
+//! `npcnix activate --src DIR`: manual activation of a local flake.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use npcnix::activate::Activator;
+use npcnix::audit::{self, AuditEvent};
+use npcnix::fsutil;
+use npcnix::state::StateError;
+
+use super::common;
+
+#[derive(clap::Args)]
+#[command(
+    long_about = "Activate a local flake directory by hand (break-glass), with the configured \
+activation program and mode. Takes the same lock as the agent, so it never runs while the agent \
+activates (and the agent waits for it). Nothing is verified: this is the operator acting directly. The \
+agent's verified state is left as it is; the action is recorded in the audit log."
+)]
+pub struct Args {
+    #[command(flatten)]
+    cfg: common::ConfigArgs,
+    /// Flake directory to activate
+    #[arg(long, value_name = "DIR")]
+    src: PathBuf,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let v = a.cfg.load()?;
+    let data = a.cfg.data(&v)?;
+    let _lock = match data.try_lock() {
+        Ok(l) => l,
+        Err(StateError::Locked(p)) => bail!(
+            "an activation is in progress (lock {} is held by another npcnix process); try again when it finishes",
+            p.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    if !a.src.join("flake.nix").is_file() {
+        bail!("{} has no flake.nix", a.src.display());
+    }
+    let act = Activator::from_config(&v.config.activation, &v.config.configuration);
+    let now = fsutil::now_unix();
+    let status = act.run(
+        &act.args(&a.src),
+        &[("NPCNIX_REMOTE", v.remote.to_string())],
+    )?;
+    let mut ev = AuditEvent::new(now, "manual-activation", v.remote.as_str());
+    ev.detail = Some(format!(
+        "{} from {}: {status}",
+        act.mode.as_arg(),
+        a.src.display()
+    ));
+    audit::append(&data.audit_path(), &ev)?;
+    if !status.success() {
+        bail!("{} exited with {status}", act.program);
+    }
+    println!(
+        "activated {} ({}) from {}",
+        v.config.configuration,
+        act.mode.as_arg(),
+        a.src.display()
+    );
+    Ok(())
+}

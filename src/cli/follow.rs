@@ -1,0 +1,174 @@
+//! `npcnix follow`: the agent loop.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use npcnix::activate::Activator;
+use npcnix::agent::{self, Agent, Outcome};
+use npcnix::fsutil;
+use npcnix::store;
+
+use super::common::{self, Rejected};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Once {
+    /// Poll once, whatever happens, and exit with its result
+    Any,
+    /// Keep polling until a release has been activated, then exit
+    Activate,
+}
+
+#[derive(clap::Args)]
+#[command(
+    long_about = "Follow the configured remote: poll with jitter (and exponential backoff after \
+errors), fetch latest conditionally on its last ETag (an unchanged remote costs one small request), \
+verify exactly like `pull`, record the version, activate with nixos-rebuild, run the health check, roll \
+back and mark the release bad if it fails.\n\nSIGTERM/SIGINT: exits promptly between polls; during an \
+activation it waits for the activation to finish. A lock on the data dir keeps two activations from \
+running at once.\n\n--once (=any) polls once and exits: 0 activated/unchanged/up to date, 3 rejected, 1 \
+error or failed activation. --once=activate polls until one release is activated (first boot)."
+)]
+pub struct Args {
+    #[command(flatten)]
+    cfg: common::ConfigArgs,
+    /// Poll once and exit (see above)
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "any", require_equals = true)]
+    once: Option<Once>,
+    /// Print each poll's result as a JSON line
+    #[arg(long)]
+    json: bool,
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::getrandom(&mut b);
+    u64::from_le_bytes(b)
+}
+
+pub fn build_agent(cfg: &common::ConfigArgs) -> Result<Agent> {
+    let v = cfg.load()?;
+    let data = cfg.data(&v)?;
+    let store = store::open_url(&v.config.remote.url)?;
+    let activator = Activator::from_config(&v.config.activation, &v.config.configuration);
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    Ok(Agent {
+        v,
+        store,
+        data,
+        activator,
+        stop,
+    })
+}
+
+struct LoopOpts {
+    once: Option<Once>,
+    json: bool,
+}
+
+fn report(json: bool, now: u64, res: &Result<Outcome, agent::AgentError>) {
+    match res {
+        Ok(o) if json => println!(
+            "{}",
+            serde_json::json!({"time": now, "result": o.label(), "detail": o.to_string()})
+        ),
+        Ok(o) => eprintln!("npcnix: {o}"),
+        Err(e) if json => println!(
+            "{}",
+            serde_json::json!({"time": now, "result": "error", "detail": format!("{e:#}")})
+        ),
+        Err(e) => eprintln!("npcnix: poll failed: {e:#}"),
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let agent = build_agent(&a.cfg)?;
+    follow_loop(&agent, a.once, a.json)
+}
+
+/// The poll loop shared by `follow` and `install`.
+pub fn follow_loop(agent: &Agent, once: Option<Once>, json: bool) -> Result<()> {
+    let a = LoopOpts { once, json };
+    let interval = agent.v.config.poll.interval_secs;
+    let jitter = agent.v.config.poll.jitter_secs;
+    if !a.json {
+        eprintln!(
+            "npcnix: following {} ({}) for configuration {}; every {interval}s + up to {jitter}s jitter",
+            agent.v.remote, agent.v.config.remote.url, agent.v.config.configuration
+        );
+    }
+    loop {
+        let now = fsutil::now_unix();
+        let res = agent.poll_once(now);
+        report(a.json, now, &res);
+        let failed = res.is_err() || res.as_ref().is_ok_and(Outcome::is_failure);
+        let failures = if failed {
+            agent.data.load_status().consecutive_failures + 1
+        } else {
+            0
+        };
+        let delay = agent::next_delay(interval, jitter, failures, random_u64());
+        agent.record_status(
+            now,
+            &res,
+            if a.once == Some(Once::Any) {
+                None
+            } else {
+                Some(now + delay)
+            },
+        );
+        if let Some(path) = &agent.v.config.metrics_path {
+            let st = agent.data.load().unwrap_or_default();
+            let rep = agent::status_report(&agent.v, &st, &agent.data.load_status(), now);
+            if let Err(e) = fsutil::write_atomic(path, agent::metrics_text(&rep).as_bytes(), 0o644)
+            {
+                eprintln!(
+                    "npcnix: warning: writing metrics to {}: {e}",
+                    path.display()
+                );
+            }
+        }
+        match a.once {
+            Some(Once::Any) => {
+                return match res {
+                    Ok(Outcome::Rejected { check, message }) => {
+                        Err(Rejected(format!("rejected ({check}): {message}")).into())
+                    }
+                    Ok(o @ (Outcome::ActivationFailed { .. } | Outcome::RolledBack { .. })) => {
+                        Err(anyhow::anyhow!("{o}"))
+                    }
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.into()),
+                };
+            }
+            Some(Once::Activate)
+                if matches!(
+                    res,
+                    Ok(Outcome::Activated { .. } | Outcome::UpToDate { .. })
+                ) =>
+            {
+                return Ok(());
+            }
+            _ => {}
+        }
+        // Sleep in small steps so SIGTERM between polls exits promptly.
+        let until = std::time::Instant::now() + Duration::from_secs(delay);
+        while std::time::Instant::now() < until {
+            if agent.should_stop() {
+                eprintln!("npcnix: stopping (signal)");
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if agent.should_stop() {
+            eprintln!("npcnix: stopping (signal)");
+            return Ok(());
+        }
+    }
+}

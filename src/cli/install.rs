@@ -1,0 +1,155 @@
+//! `npcnix install`: first boot. Writes the host config with pinned keys,
+//! then runs the first verified activation.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use npcnix::config::{
+    ActivationConfig, ActivationMode, HostConfig, PolicyConfig, PollConfig, RemoteConfig,
+    TrustedKeyConfig, CONFIG_FORMAT, DEFAULT_CONFIG_PATH,
+};
+use npcnix::fsutil;
+
+use super::common;
+use super::follow::{self, Once};
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    Switch,
+    Boot,
+    Test,
+    DryActivate,
+}
+
+#[derive(clap::Args)]
+#[command(
+    long_about = "First boot of a host: write a host config that pins the given public keys \
+(scoped to this remote) and then poll until the first verified release is activated. There is no \
+unpinned first boot: at least one --trusted-key is required.\n\nOn NixOS hosts managed by the npcnix \
+module, the module writes the config; use install only for the first boot (e.g. from cloud-init), before \
+the module takes over."
+)]
+pub struct Args {
+    /// Remote URL
+    #[arg(long, value_name = "URL")]
+    remote: String,
+    /// nixosConfigurations attribute to activate
+    #[arg(long, value_name = "NAME")]
+    configuration: String,
+    /// Trusted public key (RW... or a .pub file), scoped to this remote (repeatable)
+    #[arg(long = "trusted-key", value_name = "PUBKEY", required = true)]
+    trusted_keys: Vec<String>,
+    /// The remote's signed name (default: the URL's last path segment)
+    #[arg(long, value_name = "NAME")]
+    remote_name: Option<String>,
+    /// Signatures required from distinct trusted keys
+    #[arg(long, default_value_t = 1)]
+    threshold: usize,
+    /// S3 region of the remote
+    #[arg(long, value_name = "REGION")]
+    remote_region: Option<String>,
+    /// S3-compatible endpoint URL
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// Activation mode
+    #[arg(long, value_enum, default_value = "switch")]
+    activation: Mode,
+    /// Poll interval in seconds
+    #[arg(long, default_value_t = 300)]
+    interval: u64,
+    /// Where to write the host config
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
+    config_out: PathBuf,
+    /// Data dir (state, audit log, temp space)
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "NPCNIX_DATA_DIR",
+        default_value = "/var/lib/npcnix"
+    )]
+    data_dir: PathBuf,
+    /// Replace an existing config file
+    #[arg(long)]
+    force: bool,
+    /// Only write the config; do not activate
+    #[arg(long)]
+    no_activate: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
+    let keys = common::load_public_keys(&a.trusted_keys)?;
+    let cfg = HostConfig {
+        format: CONFIG_FORMAT.to_owned(),
+        remote: RemoteConfig {
+            url: a.remote.clone(),
+            name: Some(remote.to_string()),
+            threshold: a.threshold,
+            region: a.remote_region.clone(),
+            endpoint: a.endpoint.clone(),
+            path_style: false,
+        },
+        configuration: a.configuration.clone(),
+        trusted_keys: keys
+            .iter()
+            .map(|k| TrustedKeyConfig {
+                public_key: k.to_base64(),
+                remotes: vec![remote.to_string()],
+                not_after: None,
+                comment: Some("pinned by npcnix install".into()),
+            })
+            .collect(),
+        policy: PolicyConfig::default(),
+        poll: PollConfig {
+            interval_secs: a.interval,
+            ..PollConfig::default()
+        },
+        activation: ActivationConfig {
+            mode: match a.activation {
+                Mode::Switch => ActivationMode::Switch,
+                Mode::Boot => ActivationMode::Boot,
+                Mode::Test => ActivationMode::Test,
+                Mode::DryActivate => ActivationMode::DryActivate,
+            },
+            ..ActivationConfig::default()
+        },
+        health_check: None,
+        metrics_path: None,
+        state_dir: std::path::absolute(&a.data_dir).context("resolving --data-dir")?,
+        limits: Default::default(),
+    };
+    if let Err(errs) = cfg.validate() {
+        let list = errs
+            .iter()
+            .map(|e| format!("\n  - {e}"))
+            .collect::<String>();
+        bail!("the resulting config would be invalid:{list}");
+    }
+    if a.config_out.exists() && !a.force {
+        bail!(
+            "{} already exists; pass --force to replace it",
+            a.config_out.display()
+        );
+    }
+    if let Some(parent) = a.config_out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    fsutil::write_atomic(&a.config_out, &cfg.to_json(), 0o644)
+        .with_context(|| format!("writing {}", a.config_out.display()))?;
+    eprintln!(
+        "npcnix: wrote {} (remote {remote}, {} pinned key(s))",
+        a.config_out.display(),
+        keys.len()
+    );
+    if a.no_activate {
+        return Ok(());
+    }
+    let cargs = common::ConfigArgs {
+        config: a.config_out.clone(),
+        data_dir: Some(a.data_dir.clone()),
+    };
+    let agent = follow::build_agent(&cargs)?;
+    follow::follow_loop(&agent, Some(Once::Activate), false)
+}

