@@ -30,7 +30,6 @@
             "nixos-module"
             "terraform"
             ".ci"
-            ".ci-venv-tf"
             "flake.nix"
             "flake.lock"
           ]);

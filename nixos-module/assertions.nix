@@ -92,6 +92,16 @@ in
       ever be accepted.'';
   }
   {
+    # The state directory is created (or chmod'ed) 0700: it must be a
+    # directory of its own, never a system directory.
+    assertion = builtins.match
+      "/+(bin|boot|dev|etc|home|nix|nix/store|nix/var|opt|proc|root|run|srv|sys|tmp|usr|var|var/lib|var/log|var/cache)?/*"
+      cfg.stateDir == null;
+    message = ''
+      services.npcnix.stateDir = "${cfg.stateDir}" is a system directory; use a directory
+      of its own, e.g. "/var/lib/npcnix" (it is created with mode 0700).'';
+  }
+  {
     assertion = cfg.healthCheck == null
       || (cfg.healthCheck.command != [ ] && builtins.head cfg.healthCheck.command != "");
     message = "services.npcnix.healthCheck.command must name a program (its first element).";

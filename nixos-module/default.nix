@@ -46,9 +46,10 @@ in
       # The agent runs the activation itself. If switch-to-configuration
       # restarted this unit, it would kill the process that is waiting for
       # the activation to finish (and recording its outcome). So it is never
-      # restarted by an activation; instead the agent restarts itself
-      # (`systemctl restart --no-block npcnix.service`) after it has recorded
-      # a successful switch, which picks up a new binary and config.
+      # restarted by an activation; instead, once it has recorded a
+      # successful switch, the agent restarts itself (e.g. `systemctl
+      # restart --no-block npcnix.service`) to pick up its new binary and
+      # config.
       restartIfChanged = false;
       # Likewise, a release that removes or renames this unit must not stop
       # it in the middle of its own activation (same as nixos-upgrade.service

@@ -35,7 +35,7 @@ let
           system = "${pkgs.stdenv.hostPlatform.system}";
           builder = "/bin/sh";
           args = [ "-c" '''
-            PATH=/run/current-system/sw/bin
+            PATH=/run/current-system/sw/bin:/usr/bin:/bin
             mkdir -p $out/bin
             printf '#!/bin/sh\necho "$1 @RELEASE@" >> /run/npcnix-vmtest-activations\n' > $out/bin/switch-to-configuration
             chmod +x $out/bin/switch-to-configuration
@@ -78,6 +78,10 @@ pkgs.testers.runNixOSTest {
       sandbox = false;
     };
 
+    # An empty remote exists from boot on, so the agent's first polls find
+    # "nothing published yet" rather than a missing store.
+    systemd.tmpfiles.rules = [ "d ${remoteDir} 0755 root root - -" ];
+
     environment.etc."npcnix-test/snakeoil.key".source = ./tests/vm/snakeoil.key;
     environment.etc."npcnix-test/flake.nix".source = releasedFlake;
     environment.etc."npcnix-test/flake.lock".source = releasedLock;
@@ -113,7 +117,6 @@ pkgs.testers.runNixOSTest {
         assert machine.succeed("stat -c %a /var/lib/npcnix").strip() == "700"
 
     machine.succeed(
-        "mkdir -p ${remoteDir}",
         "install -m 0600 /etc/npcnix-test/snakeoil.key /root/snakeoil.key",
         "npcnix keygen --out /root/unknown --unencrypted",
     )

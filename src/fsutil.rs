@@ -152,6 +152,9 @@ pub fn now_unix() -> u64 {
 
 /// RFC 3339 rendering of Unix seconds, for humans.
 pub fn rfc3339(secs: u64) -> String {
+    if secs > crate::statement::MAX_TIME {
+        return format!("@{secs}");
+    }
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
         .to_string()
 }

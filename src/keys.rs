@@ -40,7 +40,7 @@ pub const SCRYPT_MEMLIMIT_DEFAULT: u64 = 1_073_741_824;
 /// Refuse key files asking for more scrypt memory than this: a key file is
 /// input, and a hostile one must not be able to make us allocate unbounded
 /// memory.
-pub const SCRYPT_MEMLIMIT_MAX: u64 = 4 * 1_073_741_824;
+pub const SCRYPT_MEMLIMIT_MAX: u64 = 2 * 1_073_741_824;
 /// Upper bound on key-file text we are willing to parse.
 pub const KEY_FILE_MAX_BYTES: usize = 4096;
 
@@ -230,7 +230,7 @@ impl ScryptLimits {
             (n_log2, max_rp / r)
         };
         // Bound the work a file can demand even below the memory limit.
-        if !(1..=24).contains(&n_log2) || !(1..=16).contains(&p) {
+        if !(1..=22).contains(&n_log2) || !(1..=4).contains(&p) {
             return Err(KeyError::KdfParams);
         }
         scrypt::Params::new(

@@ -12,13 +12,14 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::bundle::{Bundle, BUNDLE_MAX_BYTES};
+use crate::bundle::BUNDLE_MAX_BYTES;
 use crate::keys::SecretKey;
 use crate::sign::sign_minisign;
 use crate::statement::{
     ArchiveRef, Binding, Digest, RemoteName, Source, Statement, STATEMENT_TYPE,
 };
 use crate::store::{release_key, ETag, Fetched, Store, StoreError, StoreErrorKind, LATEST};
+use crate::verify::{self, Policy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -30,8 +31,10 @@ pub enum PublishError {
     NotNewer { version: u64, head: u64 },
     #[error("the store's `latest` is unreadable ({0}); refusing to guess the previous release")]
     HeadUnreadable(String),
-    #[error("the store's `latest` is for remote {found:?}, not {expected:?}")]
-    HeadRemote { expected: String, found: String },
+    #[error("refusing to extend the store's head: {0}")]
+    HeadUntrusted(String),
+    #[error("`latest` is missing but the log holds {releases} release(s): another publisher may be mid-publish (retry), or the store is damaged (restore `latest` from the newest releases/ object)")]
+    HeadMissing { releases: usize },
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("{path}")]
@@ -50,6 +53,7 @@ impl PublishError {
             PublishError::VersionTaken { .. }
                 | PublishError::HeadMoved { .. }
                 | PublishError::NotNewer { .. }
+                | PublishError::HeadMissing { .. }
         )
     }
 }
@@ -62,30 +66,58 @@ pub struct Head {
     pub etag: Option<ETag>,
 }
 
-/// Reads `latest`. The publisher does not need to trust it — hosts verify
-/// everything — but it must parse, and name this remote, so the chain the
-/// new release extends is well-formed.
-pub fn read_head(store: &dyn Store, remote: &RemoteName) -> Result<Option<Head>, PublishError> {
+/// Reads and verifies `latest`, the head the new release will extend.
+///
+/// The head must be signed by a key in `policy` (the publisher's own key and
+/// any `--trusted-key`s), and `releases/<v>` must hold the same bundle.
+/// Otherwise a store attacker without any key could plant a fake head (say,
+/// version 2^53) and have the real publisher sign a release that jumps every
+/// host far ahead — freezing them. Likewise a missing `latest` with releases
+/// present is a damaged store, not a fresh remote.
+pub fn read_head(
+    store: &dyn Store,
+    policy: &Policy,
+    now: u64,
+) -> Result<Option<Head>, PublishError> {
     let (bytes, etag) = match store.get(LATEST, None, BUNDLE_MAX_BYTES as u64) {
         Ok(Fetched::Object { bytes, etag }) => (bytes, etag),
         Ok(Fetched::NotModified) => {
             return Err(PublishError::HeadUnreadable("not modified".into()))
         }
-        Err(e) if e.kind == StoreErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind == StoreErrorKind::NotFound => {
+            let existing = store.list("releases/")?;
+            if !existing.is_empty() {
+                return Err(PublishError::HeadMissing {
+                    releases: existing.len(),
+                });
+            }
+            return Ok(None);
+        }
         Err(e) => return Err(e.into()),
     };
-    let bundle = Bundle::decode(&bytes).map_err(|e| PublishError::HeadUnreadable(e.to_string()))?;
-    let statement = Statement::parse(&bundle.statement)
-        .map_err(|e| PublishError::HeadUnreadable(e.to_string()))?;
-    if &statement.remote != remote {
-        return Err(PublishError::HeadRemote {
-            expected: remote.to_string(),
-            found: statement.remote.to_string(),
-        });
+    let release = verify::verify_signatures(policy, &bytes, now).map_err(|r| {
+        PublishError::HeadUntrusted(format!(
+            "`latest` does not verify with this publisher's keys ({r}); if another key signs this remote, pass it with --trusted-key"
+        ))
+    })?;
+    let v = release.statement.version;
+    match store.get(&release_key(v), None, BUNDLE_MAX_BYTES as u64) {
+        Ok(Fetched::Object { bytes: logged, .. }) if logged == bytes => {}
+        Ok(_) => {
+            return Err(PublishError::HeadUntrusted(format!(
+                "`latest` (version {v}) differs from releases/{v:020}"
+            )))
+        }
+        Err(e) if e.kind == StoreErrorKind::NotFound => {
+            return Err(PublishError::HeadUntrusted(format!(
+                "`latest` is version {v} but releases/{v:020} does not exist"
+            )))
+        }
+        Err(e) => return Err(e.into()),
     }
     Ok(Some(Head {
-        hash: Digest::of(&bundle.statement),
-        statement,
+        hash: release.statement_hash,
+        statement: release.statement,
         etag,
     }))
 }
@@ -131,7 +163,13 @@ pub fn next_statement(
     p: StatementParams,
 ) -> Result<Statement, PublishError> {
     let head_version = head.map_or(0, |h| h.statement.version);
-    let version = p.version.unwrap_or(head_version + 1);
+    let version = match p.version {
+        Some(v) => v,
+        None => head_version.checked_add(1).ok_or(PublishError::NotNewer {
+            version: head_version,
+            head: head_version,
+        })?,
+    };
     if version <= head_version || version == 0 {
         return Err(PublishError::NotNewer {
             version,
@@ -190,8 +228,26 @@ pub fn upload(
     match store.put_new(&archive.object_key(), &mut f, archive.size) {
         Ok(()) => {}
         // Content-addressed: an identical archive may already be there (a
-        // re-publish). Hosts check the hash, so an impostor does no harm.
-        Err(e) if e.kind == StoreErrorKind::PreconditionFailed => {}
+        // re-publish). Check it really is: garbage planted at the address
+        // would make the publish "succeed" while every host refuses it.
+        Err(e) if e.kind == StoreErrorKind::PreconditionFailed => {
+            let existing = store.open(&archive.object_key(), archive.size)?;
+            match crate::transfer::copy_verified(existing, &mut io::sink(), archive) {
+                Ok(Ok(())) => {}
+                Ok(Err(m)) => {
+                    return Err(PublishError::HeadUntrusted(format!(
+                        "the store already holds a different object at {} ({m}); delete it and publish again",
+                        archive.object_key()
+                    )))
+                }
+                Err(e) => {
+                    return Err(PublishError::Io {
+                        path: archive_path.to_owned(),
+                        source: e,
+                    })
+                }
+            }
+        }
         Err(e) => return Err(e.into()),
     }
     match store.put_new(&release_key(version), &mut &bundle[..], bundle.len() as u64) {

@@ -96,8 +96,14 @@ pub fn fetch_latest(
         Fetched::NotModified => return Ok(None),
         Fetched::Object { bytes, etag } => (bytes, etag),
     };
-    let seen = state.remote(policy.remote.as_str()).and_then(|r| r.highest);
-    let verdict = verify::verify_release(policy, seen, &bytes, now)?;
+    let remote_state = state.remote(policy.remote.as_str());
+    let seen = remote_state.and_then(|r| r.highest);
+    // A floor pinned by `npcnix state reset` applies to every path.
+    let mut policy = policy.clone();
+    policy.min_version = policy
+        .min_version
+        .max(remote_state.and_then(|r| r.floor).unwrap_or(0));
+    let verdict = verify::verify_release(&policy, seen, &bytes, now)?;
     Ok(Some((verdict, etag)))
 }
 

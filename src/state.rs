@@ -215,7 +215,10 @@ impl DataDir {
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if self.audit_path().exists() {
+                if self.audit_path().exists()
+                    || self.status_path().exists()
+                    || self.root.join("releases").exists()
+                {
                     return Err(StateError::Missing {
                         path,
                         dir: self.root.clone(),

@@ -18,6 +18,11 @@ use serde::{Deserialize, Serialize};
 pub const STATEMENT_TYPE: &str = "npcnix-release/v1";
 /// Prefix of the trusted comment that binds a signature to a release.
 pub const TRUSTED_COMMENT_TAG: &str = "npcnix-release/v1";
+/// Largest version accepted (2^53 - 1): far beyond any real history, and
+/// small enough that `version + 1` never overflows anywhere.
+pub const MAX_VERSION: u64 = (1 << 53) - 1;
+/// Largest timestamp accepted (9999-12-31T23:59:59Z).
+pub const MAX_TIME: u64 = 253_402_300_799;
 /// Hard limit on statement size; the whole bundle is limited too.
 pub const STATEMENT_MAX_BYTES: usize = 32 * 1024;
 
@@ -196,6 +201,8 @@ pub struct Statement {
     pub remote: RemoteName,
     pub version: u64,
     /// BLAKE3 of the previous release's statement bytes; `null` for the first.
+    /// Required (an absent field is an error, not `null`).
+    #[serde(deserialize_with = "Option::deserialize")]
     pub previous: Option<Digest>,
     pub archive: ArchiveRef,
     /// Unix seconds (UTC) when the statement was made.
@@ -206,7 +213,11 @@ pub struct Statement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
     /// NixOS configuration name -> expected system store path.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "unique_map"
+    )]
     pub toplevels: Option<BTreeMap<String, String>>,
 }
 
@@ -237,9 +248,14 @@ impl Statement {
 
     /// Semantic checks beyond the JSON shape.
     fn check(&self) -> Result<(), StatementError> {
-        if self.version == 0 {
+        if self.version == 0 || self.version > MAX_VERSION {
+            return Err(StatementError::Malformed(format!(
+                "version must be between 1 and {MAX_VERSION}"
+            )));
+        }
+        if self.created > MAX_TIME || self.expires.is_some_and(|e| e > MAX_TIME) {
             return Err(StatementError::Malformed(
-                "version must be at least 1".into(),
+                "time is after the year 9999".into(),
             ));
         }
         if self.version == 1 && self.previous.is_some() {
@@ -401,6 +417,30 @@ mod tests {
     }
 
     #[test]
+    fn missing_previous_and_duplicate_toplevels_are_refused() {
+        let no_prev = br#"{"type":"npcnix-release/v1","remote":"prod","version":1,"archive":{"blake3":"0000000000000000000000000000000000000000000000000000000000000000","size":1},"created":1}"#;
+        assert!(matches!(
+            Statement::parse(no_prev),
+            Err(StatementError::Malformed(_))
+        ));
+        let dup = br#"{"type":"npcnix-release/v1","remote":"prod","version":1,"previous":null,"archive":{"blake3":"0000000000000000000000000000000000000000000000000000000000000000","size":1},"created":1,"toplevels":{"a":"/nix/store/x","a":"/nix/store/y"}}"#;
+        assert!(matches!(
+            Statement::parse(dup),
+            Err(StatementError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn version_burn_to_u64_max_is_refused() {
+        let mut s = sample();
+        s.version = u64::MAX;
+        assert!(matches!(
+            Statement::parse(&s.to_bytes()),
+            Err(StatementError::Malformed(_))
+        ));
+    }
+
+    #[test]
     fn future_format_gets_a_clear_error() {
         let b = br#"{"type":"npcnix-release/v9"}"#;
         assert_eq!(
@@ -431,4 +471,33 @@ mod tests {
         }
         assert!(RemoteName::new("prod-eu.1_a").is_ok());
     }
+}
+
+/// Deserialises a JSON object into a map, refusing duplicate keys (serde's
+/// default for maps is "last one wins", which two parsers may disagree on).
+fn unique_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object of strings")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((k, v)) = m.next_entry::<String, String>()? {
+                if out.insert(k.clone(), v).is_some() {
+                    return Err(serde::de::Error::custom(format!(
+                        "duplicate toplevel {k:?}"
+                    )));
+                }
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(V).map(Some)
 }

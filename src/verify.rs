@@ -260,19 +260,28 @@ fn check_signature(
     let Some(key_id) = signature_key_id(text) else {
         return SigOutcome::Failed(Rejection::UndecodableSignature);
     };
-    let Some(trusted) = policy.keys.iter().find(|k| k.key.key_id == key_id) else {
+    // Key IDs are chosen by key holders, so two pinned keys may share one:
+    // try each, never just the first.
+    let candidates: Vec<&TrustedKey> = policy
+        .keys
+        .iter()
+        .filter(|k| k.key.key_id == key_id)
+        .collect();
+    if candidates.is_empty() {
         return SigOutcome::Ignored(Some(key_id));
-    };
+    }
     let Ok(sig) = minisign_verify::Signature::decode(text) else {
         return SigOutcome::Failed(Rejection::UndecodableSignature);
     };
-    let Ok(pk) = trusted.key.to_verifier() else {
+    // `allow_legacy = false`: only prehashed (ED) signatures.
+    let verified = candidates.into_iter().find(|k| {
+        k.key
+            .to_verifier()
+            .is_ok_and(|pk| pk.verify(statement_bytes, &sig, false).is_ok())
+    });
+    let Some(trusted) = verified else {
         return SigOutcome::Failed(Rejection::BadSignature(key_id));
     };
-    // `allow_legacy = false`: only prehashed (ED) signatures.
-    if pk.verify(statement_bytes, &sig, false).is_err() {
-        return SigOutcome::Failed(Rejection::BadSignature(key_id));
-    }
     // The trusted comment is covered by the global signature just checked.
     let binding = match Binding::parse(sig.trusted_comment()) {
         Ok(b) => b,

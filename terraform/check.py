@@ -159,10 +159,11 @@ class Module:
         raw = f.read_text()
         code = code_of(raw)
         lines = code.split("\n")
+        raw_lines = raw.split("\n")
         depth = 0
         block = None  # (kind, name) of the current top-level block
         for lineno, line in enumerate(lines, 1):
-            raw_line = raw.split("\n")[lineno - 1] if lineno - 1 < len(raw.split("\n")) else ""
+            raw_line = raw_lines[lineno - 1] if lineno - 1 < len(raw_lines) else ""
             if depth == 0:
                 m = re.match(r'\s*(variable|output|module|resource|data|locals)\b\s*((?:"[^"]*"\s*)*)\{', raw_line)
                 if m:
@@ -211,7 +212,7 @@ class Module:
                 block = None
 
 
-def check_references(name, mod):
+def check_references(mod):
     problems = []
     used_vars, used_locals = set(), set()
     child_cache = {}
@@ -250,7 +251,7 @@ def check_references(name, mod):
     return problems
 
 
-def check_conventions(name, mod):
+def check_conventions(mod):
     problems = []
     for f in REQUIRED_FILES:
         if not (mod.path / f).is_file():
@@ -484,9 +485,9 @@ def run(tmp):
     print("== conventions and references")
     for d in dirs:
         mod = Module(d)
-        problems = check_references(rel[d], mod)
+        problems = check_references(mod)
         if d in modules:
-            problems = check_conventions(rel[d], mod) + problems
+            problems = check_conventions(mod) + problems
         if problems:
             fail(f"{rel[d]}", "\n".join(problems))
         else:

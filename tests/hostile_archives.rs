@@ -533,3 +533,23 @@ fn the_baseline_archive_is_accepted() {
     run.ok();
     assert_eq!(fs::read_to_string(kit.path("dst/l2")).expect("read"), "ok");
 }
+
+#[test]
+fn directory_entry_with_hidden_data_is_refused() {
+    // A directory header with a size: the tar reader would decompress and
+    // skip the data unseen, a bomb outside every byte count.
+    let mut t = RawTar::flake();
+    t.header(b"d/", b'5', 4096, 0o755, b"");
+    t.data(&[0u8; 4096]);
+    assert_refused(&zstd(&t.finish()), &[], "only regular files may carry data");
+}
+
+#[test]
+fn overlong_path_component_is_refused_not_an_io_error() {
+    let long = "n".repeat(300);
+    let t = RawTar::flake()
+        .gnu_long(b'L', long.as_bytes())
+        .file("x", b"x", 0o644)
+        .finish();
+    assert_refused(&zstd(&t), &[], "longer than 255");
+}

@@ -223,3 +223,35 @@ fn long_paths_round_trip_through_gnu_long_names() {
         .join("c".repeat(120));
     assert_eq!(fs::read_to_string(got).expect("read"), "deep");
 }
+
+#[test]
+fn pack_refuses_tracked_file_below_symlinked_dir() {
+    if !require_tool("git") {
+        return;
+    }
+    let kit = Kit::new();
+    let src = kit.flake("repo", "x");
+    let secret_dir = kit.path("home-ssh");
+    fs::create_dir_all(&secret_dir).expect("mkdir");
+    fs::write(secret_dir.join("id"), "PRIVATE KEY").expect("write");
+    let git = |args: &[&str]| {
+        assert!(Command::new("git")
+            .arg("-C")
+            .arg(&src)
+            .args(args)
+            .output()
+            .expect("git")
+            .status
+            .success())
+    };
+    git(&["init", "-q"]);
+    fs::create_dir_all(src.join("foo")).expect("mkdir");
+    fs::write(src.join("foo/id"), "innocent").expect("write");
+    git(&["add", "."]);
+    // Now swap the tracked directory for a symlink to the secrets.
+    fs::remove_dir_all(src.join("foo")).expect("rm");
+    std::os::unix::fs::symlink(&secret_dir, src.join("foo")).expect("symlink");
+    let r = kit.run(&["pack", "--src", src.to_str().expect("utf8"), "--hash-only"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("not a real directory"), "{}", r.stderr);
+}

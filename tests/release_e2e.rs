@@ -384,7 +384,8 @@ fn racing_publishers_never_both_win_a_version() {
             [
                 "already published",
                 "changed while publishing",
-                "not newer than the current head"
+                "not newer than the current head",
+                "mid-publish"
             ]
             .iter()
             .any(|m| err.contains(m)),
@@ -407,7 +408,10 @@ fn publisher_that_read_a_stale_head_loses_cleanly() {
     let st = store::open_url(&kit.url("prod")).expect("store");
     let remote = RemoteName::new("prod").expect("name");
     // Two publishers read the same head (version 1)...
-    let head_a = publish::read_head(st.as_ref(), &remote)
+    let pk =
+        npcnix::keys::PublicKey::parse(&fs::read_to_string(&_pubkey).expect("pub")).expect("pk");
+    let policy = npcnix::verify::Policy::manual(remote.clone(), vec![pk]);
+    let head_a = publish::read_head(st.as_ref(), &policy, now())
         .expect("head")
         .expect("some");
     let head_b = head_a.clone();
@@ -592,4 +596,208 @@ fn base64_statement_survives_reencoding() {
         .decode(v["statement"].as_str().expect("str"))
         .expect("b64");
     assert!(st.ends_with(b"}\n"));
+}
+
+#[test]
+fn publish_refuses_unsigned_head_version_burn() {
+    // A store attacker without keys plants a head claiming a huge version;
+    // the real publisher must not sign version head+1 on top of it.
+    let (kit, key, pubkey) = published();
+    let (attacker, _) = kit.keygen("attacker");
+    let ask = kit.secret_key(&attacker);
+    let aref = kit.put_archive("prod", &kit.pack(&kit.flake("x", "x"), "x.tar.zst"));
+    let fake = statement("prod", (1 << 53) - 2, Some(Digest([0; 32])), aref, now());
+    kit.put_raw("prod", (1 << 53) - 2, &signed_bundle(&fake, &ask));
+    let r = kit.publish("prod", &key, &kit.flake("v2", "v2"), &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("refusing to extend the store's head"),
+        "{}",
+        r.stderr
+    );
+    // Hosts still hold version 1 and the log has no new release.
+    assert!(!kit
+        .store_path("prod", "releases/00000000000000000002")
+        .exists());
+    let _ = pubkey;
+}
+
+#[test]
+fn publish_refuses_restart_when_log_nonempty() {
+    let (kit, key, _pubkey) = published();
+    fs::remove_file(kit.store_path("prod", "latest")).expect("rm");
+    let r = kit.publish("prod", &key, &kit.flake("v2", "v2"), &[]);
+    assert_eq!(r.code, 4);
+    assert!(
+        r.stderr
+            .contains("`latest` is missing but the log holds 1 release"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn publish_extends_a_head_signed_by_another_trusted_key() {
+    let (kit, _key, pubkey) = published();
+    let (ci, _ci_pub) = kit.keygen("ci");
+    let r = kit.publish("prod", &ci, &kit.flake("v2", "v2"), &[]);
+    assert_eq!(r.code, 1, "unknown head signer must be refused");
+    kit.publish(
+        "prod",
+        &ci,
+        &kit.flake("v2", "v2"),
+        &["--trusted-key", &pubkey],
+    )
+    .ok();
+}
+
+#[test]
+fn publish_detects_impostor_archive_at_content_address() {
+    let kit = Kit::new();
+    let (key, _pubkey) = kit.keygen("k");
+    let src = kit.flake("f", "real");
+    let archive = kit.pack(&src, "real.tar.zst");
+    let aref = npcnix::publish::hash_file(&archive).expect("hash");
+    let planted = kit.store_path("prod", &aref.object_key());
+    fs::create_dir_all(planted.parent().expect("p")).expect("mkdir");
+    fs::write(&planted, b"garbage planted by the store").expect("write");
+    let r = kit.publish("prod", &key, &src, &[]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("already holds a different object"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn fifo_latest_in_file_store_does_not_hang() {
+    let (kit, _key, pubkey) = published();
+    let latest = kit.store_path("prod", "latest");
+    fs::remove_file(&latest).expect("rm");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&latest)
+        .status()
+        .expect("mkfifo")
+        .success());
+    let t = std::time::Instant::now();
+    let r = kit.pull("prod", &pubkey, "dst", &[]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn pull_honours_state_floor_after_reset() {
+    let (kit, key, pubkey) = published();
+    kit.publish("prod", &key, &kit.flake("v2", "v2"), &[]).ok();
+    let data = kit.data_dir();
+    kit.run(&[
+        "state",
+        "reset",
+        "--remote",
+        "prod",
+        "--min-version",
+        "2",
+        "--data-dir",
+        data.to_str().expect("utf8"),
+        "--force",
+    ])
+    .ok();
+    let v1 = fs::read(kit.store_path("prod", "releases/00000000000000000001")).expect("v1");
+    fs::write(kit.store_path("prod", "latest"), v1).expect("write");
+    kit.pull("prod", &pubkey, "dst", &[])
+        .rejected("min-version");
+}
+
+#[test]
+fn state_reset_keeps_other_remotes() {
+    let kit = Kit::new();
+    let (key, pubkey) = kit.keygen("k");
+    for r in ["dev", "prod"] {
+        kit.publish(r, &key, &kit.flake(&format!("f-{r}"), r), &[])
+            .ok();
+        let url = kit.url(r);
+        let dst = kit.path(&format!("dst-{r}"));
+        kit.run(&[
+            "pull",
+            "--remote",
+            &url,
+            "--trusted-key",
+            &pubkey,
+            "--dst",
+            dst.to_str().expect("utf8"),
+        ])
+        .ok();
+    }
+    let data = kit.data_dir();
+    let d = data.to_str().expect("utf8");
+    // A readable state is not reset without --force.
+    let r = kit.run(&[
+        "state",
+        "reset",
+        "--remote",
+        "prod",
+        "--min-version",
+        "5",
+        "--data-dir",
+        d,
+    ]);
+    assert_eq!(r.code, 1);
+    kit.run(&[
+        "state",
+        "reset",
+        "--remote",
+        "prod",
+        "--min-version",
+        "5",
+        "--data-dir",
+        d,
+        "--force",
+    ])
+    .ok();
+    let st: serde_json::Value = serde_json::from_slice(&kit.state_bytes()).expect("json");
+    assert_eq!(
+        st["remotes"]["dev"]["highest"]["version"], 1,
+        "dev's rollback state survives"
+    );
+    assert_eq!(st["remotes"]["prod"]["floor"], 5);
+}
+
+#[test]
+fn far_future_timestamp_is_refused_without_panicking() {
+    let (kit, key, pubkey) = published();
+    let sk = kit.secret_key(&key);
+    let aref = kit.put_archive("prod", &kit.pack(&kit.flake("f", "y10k"), "a.tar.zst"));
+    let st = statement("prod", 1, None, aref, 300_000_000_000);
+    kit.put_raw("prod", 1, &signed_bundle(&st, &sk));
+    let _ = pubkey;
+    assert_refused(&kit, &pubkey, "statement-format");
+}
+
+#[test]
+fn colliding_key_ids_still_verify() {
+    // A co-tenant's key shares the prod key's ID: prod's signatures must
+    // still count.
+    let (kit, key, pubkey) = published();
+    let (other, _) = kit.keygen("cotenant");
+    let real =
+        npcnix::keys::PublicKey::parse(&fs::read_to_string(&pubkey).expect("pub")).expect("pk");
+    let mut fake = kit.secret_key(&other).public_key();
+    fake.key_id = real.key_id;
+    let _ = key;
+    let url = kit.url("prod");
+    let dst = kit.path("dst");
+    kit.run(&[
+        "pull",
+        "--remote",
+        &url,
+        "--trusted-key",
+        &fake.to_base64(),
+        "--trusted-key",
+        &pubkey,
+        "--dst",
+        dst.to_str().expect("utf8"),
+    ])
+    .ok();
 }

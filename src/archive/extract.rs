@@ -37,6 +37,8 @@ use crate::limits::Limits;
 /// Zero padding tolerated after the tar end-of-archive marker (GNU tar pads
 /// to a 10 KiB record; anything much bigger is not padding).
 const MAX_TRAILING_PADDING: u64 = 64 * 1024;
+/// Memory bound for the duplicate/parent sets.
+const MAX_PATH_BYTES_HELD: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -91,11 +93,22 @@ pub fn extract<R: Read>(
     let mut dec = zstd::stream::read::Decoder::new(input).map_err(refuse_read)?;
     dec.window_log_max(limits.zstd_window_log)
         .map_err(refuse_read)?;
-    let mut archive = tar::Archive::new(dec);
+    // Every decompressed byte is either a header, file data (counted against
+    // unpacked_bytes), padding, or an extension record: cap the total so no
+    // path through the tar reader can decompress without bound.
+    let cap = limits
+        .unpacked_bytes
+        .saturating_add(limits.entries.saturating_mul(2048))
+        .saturating_add(MAX_TRAILING_PADDING + (1 << 20));
+    let mut archive = tar::Archive::new(Capped {
+        inner: dec,
+        left: cap,
+    });
     let mut stats = ExtractStats::default();
     let mut seen: HashSet<EntryPath> = HashSet::new();
     let mut dirs: HashSet<EntryPath> = HashSet::new();
     let mut count = 0u64;
+    let mut path_bytes_held = 0u64;
 
     // Raw mode: the tar crate would read GNU long-name and PAX extension
     // bodies into memory without a bound; we read them ourselves, bounded.
@@ -137,6 +150,16 @@ pub fn extract<R: Read>(
             let shown = String::from_utf8_lossy(&entry.header().path_bytes()).into_owned();
             return Err(ExtractError::entry(&shown, entry_type_reason(kind)));
         }
+        if kind != tar::EntryType::Regular && entry.header().entry_size().map_err(refuse_read)? != 0
+        {
+            // The tar reader would decompress and skip this data unseen: a
+            // bomb hidden in a directory or symlink entry.
+            let shown = String::from_utf8_lossy(&entry.header().path_bytes()).into_owned();
+            return Err(ExtractError::entry(
+                &shown,
+                "only regular files may carry data",
+            ));
+        }
         let taken = std::mem::take(&mut ext);
         let raw_path = match taken.long_name {
             Some(p) => p,
@@ -145,6 +168,12 @@ pub fn extract<R: Read>(
         let shown = String::from_utf8_lossy(&raw_path).into_owned();
         let path = EntryPath::new(&raw_path, limits.path_bytes, limits.depth)
             .map_err(|e| ExtractError::entry(&shown, e))?;
+        path_bytes_held += path.as_display().len() as u64;
+        if path_bytes_held > MAX_PATH_BYTES_HELD {
+            return Err(ExtractError::Refused(
+                "entry paths total more than 64 MiB".into(),
+            ));
+        }
         if !seen.insert(path.clone()) {
             return Err(ExtractError::entry(&shown, "duplicate entry"));
         }
@@ -302,6 +331,9 @@ fn io_or_refuse(shown: &str, dest: &Path, e: io::Error) -> ExtractError {
         _ if e.raw_os_error() == Some(libc::ELOOP) => {
             ExtractError::entry(shown, "would be written through a symlink")
         }
+        _ if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+            ExtractError::entry(shown, "name is too long for the file system")
+        }
         _ => ExtractError::Io {
             path: dest.to_owned(),
             source: e,
@@ -392,7 +424,11 @@ impl Extensions {
                 .iter()
                 .position(|b| *b == b' ')
                 .ok_or_else(|| bad("no length"))?;
-            let len: usize = std::str::from_utf8(&rest[..sp])
+            let digits = &rest[..sp];
+            if digits.is_empty() || digits.len() > 6 || !digits.iter().all(u8::is_ascii_digit) {
+                return Err(bad("bad length"));
+            }
+            let len: usize = std::str::from_utf8(digits)
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| bad("bad length"))?;
@@ -431,5 +467,32 @@ impl Extensions {
             }
         }
         Ok(())
+    }
+}
+
+/// Fails reads past a fixed number of bytes.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "archive decompresses to more than the limits allow",
+                )),
+            };
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
     }
 }

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -90,7 +90,34 @@ fn entry_path(root: &Path, rel: &Path) -> Result<EntryPath, PackError> {
     })
 }
 
+/// Refuses a path whose parent directories (below the root) are not real
+/// directories: `foo/id` tracked by git while `foo` is a symlink to
+/// `~/.ssh` must not pull a file from outside the tree into a release.
+fn check_ancestors(root: &Path, ep: &EntryPath) -> Result<(), PackError> {
+    let mut parent = ep.parent();
+    let mut chain = Vec::new();
+    while let Some(a) = parent {
+        parent = a.parent();
+        chain.push(a);
+    }
+    for a in chain.iter().rev() {
+        let p = root.join(a.as_display());
+        let md = fs::symlink_metadata(&p).map_err(io_err(&p))?;
+        if !md.file_type().is_dir() {
+            return Err(PackError::Unsupported {
+                path: root.join(ep.as_display()),
+                reason: format!(
+                    "{} is not a real directory (a symlink?); refusing to pack through it",
+                    p.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn classify(root: &Path, rel: &Path, ep: &EntryPath) -> Result<PackEntry, PackError> {
+    check_ancestors(root, ep)?;
     let full = root.join(rel);
     let md = fs::symlink_metadata(&full).map_err(io_err(&full))?;
     let ft = md.file_type();
@@ -156,6 +183,7 @@ fn git_tracked(root: &Path) -> Result<Option<Vec<PathBuf>>, PackError> {
         detail,
     };
     let inside = Command::new("git")
+        .env_remove("NPCNIX_PASSPHRASE")
         .arg("-C")
         .arg(root)
         .args(["rev-parse", "--is-inside-work-tree"])
@@ -177,6 +205,7 @@ fn git_tracked(root: &Path) -> Result<Option<Vec<PathBuf>>, PackError> {
         Err(e) => return Err(git_err(e.to_string())),
     }
     let out = Command::new("git")
+        .env_remove("NPCNIX_PASSPHRASE")
         .arg("-C")
         .arg(root)
         .args(["ls-files", "-z", "--cached", "--"])
@@ -355,8 +384,17 @@ pub fn write_archive<W: Write>(tree: &Tree, out: W) -> Result<(W, Packed), PackE
             }
             PackEntry::File { executable } => {
                 let full = tree.root.join(name);
-                let mut f = fs::File::open(&full).map_err(io_err(&full))?;
-                let len = f.metadata().map_err(io_err(&full))?.len();
+                check_ancestors(&tree.root, ep)?;
+                let mut f = fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                    .open(&full)
+                    .map_err(io_err(&full))?;
+                let md = f.metadata().map_err(io_err(&full))?;
+                if !md.is_file() {
+                    return Err(PackError::Changed { path: full });
+                }
+                let len = md.len();
                 let mode = if *executable { 0o755 } else { 0o644 };
                 let mut h = header(tar::EntryType::Regular, mode, len);
                 let exact = Exact {

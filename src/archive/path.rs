@@ -9,6 +9,9 @@
 
 use std::fmt;
 
+/// Longest single path component Linux file systems accept.
+pub const NAME_MAX: usize = 255;
+
 /// Why a path or link target was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -62,6 +65,7 @@ impl EntryPath {
             match c {
                 ".." => return Err(PathError::DotDot),
                 "" | "." => return Err(PathError::DotOrEmpty),
+                _ if c.len() > NAME_MAX => return Err(PathError::TooLong(NAME_MAX as u32)),
                 _ => depth += 1,
             }
         }
@@ -139,6 +143,7 @@ impl LinkTarget {
                 ".." if names == 0 => ups += 1,
                 ".." => return Err(PathError::Escapes),
                 "" | "." => return Err(PathError::DotOrEmpty),
+                _ if c.len() > NAME_MAX => return Err(PathError::TooLong(NAME_MAX as u32)),
                 _ => names += 1,
             }
         }

@@ -71,9 +71,24 @@ pub fn load_public_keys(args: &[String]) -> Result<Vec<PublicKey>> {
 /// Loads a secret key, asking for a passphrase only if the file is
 /// encrypted: from `NPCNIX_PASSPHRASE`, else a terminal prompt.
 pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
-    let text = Zeroizing::new(read_small(path, KEY_FILE_MAX_BYTES, "secret key file")?);
+    // Pre-sized so the buffer holding the key never reallocates (which would
+    // leave unwiped copies behind).
+    let mut raw = Zeroizing::new(Vec::with_capacity(KEY_FILE_MAX_BYTES + 1));
+    let f = fs::File::open(path)
+        .with_context(|| format!("opening secret key file {}", path.display()))?;
+    f.take(KEY_FILE_MAX_BYTES as u64 + 1)
+        .read_to_end(&mut raw)
+        .with_context(|| format!("reading secret key file {}", path.display()))?;
+    if raw.len() > KEY_FILE_MAX_BYTES {
+        bail!(
+            "secret key file {} is larger than {KEY_FILE_MAX_BYTES} bytes",
+            path.display()
+        );
+    }
+    let text = std::str::from_utf8(&raw)
+        .map_err(|_| anyhow!("secret key file {} is not text", path.display()))?;
     let mut prompt_err = None;
-    let sk = SecretKey::parse_with(&text, |_| {
+    let sk = SecretKey::parse_with(text, |_| {
         if let Ok(p) = std::env::var("NPCNIX_PASSPHRASE") {
             return Some(Zeroizing::new(p.into_bytes()));
         }

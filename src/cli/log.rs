@@ -86,8 +86,8 @@ pub fn run(a: Args) -> Result<()> {
                     e.archive_size.unwrap_or(0),
                     e.source_commit
                         .as_deref()
-                        .map(|c| &c[..c.len().min(12)])
-                        .unwrap_or("-"),
+                        .map(|c| c.chars().take(12).collect::<String>())
+                        .unwrap_or_else(|| "-".into()),
                 );
             } else {
                 println!(

@@ -54,6 +54,10 @@ pub struct Args {
     /// A one-line comment recorded in the statement (shown by `npcnix log`)
     #[arg(long)]
     comment: Option<String>,
+    /// Another key whose releases this publisher may extend (the head must be
+    /// signed by this publisher's key or one of these; repeatable)
+    #[arg(long = "trusted-key", value_name = "PUBKEY")]
+    trusted_keys: Vec<String>,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -62,6 +66,7 @@ pub struct Args {
 /// Informational provenance of a source tree.
 pub fn source_info(src: &Path, comment: Option<String>) -> Option<Source> {
     let git_commit = Command::new("git")
+        .env_remove("NPCNIX_PASSPHRASE")
         .arg("-C")
         .arg(src)
         .args(["rev-parse", "--verify", "-q", "HEAD"])
@@ -101,8 +106,15 @@ pub fn run(a: Args) -> Result<()> {
             super::pack::pack_to_file(src, &out, a.all_files)?;
             (out, source_info(src, a.comment.clone()))
         }
+        // Work on a private copy, so the bytes hashed are the bytes uploaded
+        // even if the original changes meanwhile.
         (None, Some(archive)) => (
-            archive.clone(),
+            {
+                let copy = work.path().join("release.tar.zst");
+                std::fs::copy(archive, &copy)
+                    .with_context(|| format!("reading {}", archive.display()))?;
+                copy
+            },
             a.comment.clone().map(|c| Source {
                 comment: Some(c),
                 ..Source::default()
@@ -111,8 +123,13 @@ pub fn run(a: Args) -> Result<()> {
         (None, None) => anyhow::bail!("--src DIR or --archive FILE is required"),
     };
     let aref = publish::hash_file(&archive_path)?;
-    let head = publish::read_head(store.as_ref(), &remote)?;
     let now = fsutil::now_unix();
+    let mut head_keys = vec![sk.public_key()];
+    for k in &a.trusted_keys {
+        head_keys.push(common::load_public_key(k)?);
+    }
+    let head_policy = npcnix::verify::Policy::manual(remote.clone(), head_keys);
+    let head = publish::read_head(store.as_ref(), &head_policy, now)?;
     let statement = publish::next_statement(
         head.as_ref(),
         aref.clone(),

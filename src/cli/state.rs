@@ -2,14 +2,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use npcnix::audit::{self, AuditEvent};
 use npcnix::fsutil;
 use npcnix::state::{DataDir, HostState};
 use npcnix::statement::RemoteName;
-
-use super::common;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,6 +39,9 @@ below --min-version. Use the highest version you know this host ran (see the aud
             default_value = "/var/lib/npcnix"
         )]
         data_dir: PathBuf,
+        /// Reset even though the state file is readable
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -50,26 +51,44 @@ pub fn run(a: Args) -> Result<()> {
             remote,
             min_version,
             data_dir,
+            force,
         } => {
             let remote = RemoteName::new(&remote).map_err(|e| anyhow::anyhow!(e))?;
             let data = DataDir::open(&data_dir)?;
             let _lock = data.lock_wait()?;
             let now = fsutil::now_unix();
             let path = data.state_path();
+            // A readable state keeps every other remote's protection; only the
+            // named remote gets the floor (and only with --force, since the
+            // state was fine).
+            let mut st = match data.load() {
+                Ok(_) if !force => bail!(
+                    "{} is readable; resetting it would discard this host's rollback state for {remote}. Pass --force if you really mean to",
+                    path.display()
+                ),
+                Ok(st) => st,
+                Err(e) => {
+                    eprintln!("npcnix: {e}");
+                    eprintln!("npcnix: starting a new state; rollback state of remotes other than {remote} is lost");
+                    HostState::default()
+                }
+            };
             if path.exists() {
                 let kept = data.root.join(format!("state.json.corrupt-{now}"));
-                std::fs::rename(&path, &kept)
+                std::fs::copy(&path, &kept)
                     .with_context(|| format!("keeping {}", kept.display()))?;
                 eprintln!("npcnix: kept the old state as {}", kept.display());
             }
-            let mut st = HostState::default();
-            st.remote_mut(remote.as_str()).floor = Some(min_version);
+            let r = st.remote_mut(remote.as_str());
+            r.highest = None;
+            r.active = None;
+            r.etag = None;
+            r.floor = Some(min_version);
             data.save(&st)?;
             let mut ev = AuditEvent::new(now, "state-reset", remote.as_str());
             ev.detail = Some(format!("floor set to version {min_version}"));
             audit::append(&data.audit_path(), &ev)?;
             println!("state reset: {remote} refuses versions below {min_version}");
-            let _ = common::print_json;
             Ok(())
         }
     }

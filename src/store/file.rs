@@ -73,8 +73,24 @@ impl FileStore {
         ETag(format!("\"{}\"", blake3::hash(bytes).to_hex()))
     }
 
+    /// Opens an object that must be a regular file. `O_NONBLOCK` keeps a
+    /// FIFO planted in the store from blocking the open forever (it has no
+    /// effect on reads from regular files); anything else is refused.
+    fn open_regular(&self, key: &str, path: &Path) -> Result<fs::File, StoreError> {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| self.err(key, &e))?;
+        let md = f.metadata().map_err(|e| self.err(key, &e))?;
+        if !md.is_file() {
+            return Err(self.fail(key, StoreErrorKind::Other, "not a regular file".into()));
+        }
+        Ok(f)
+    }
+
     fn read_limited(&self, key: &str, path: &Path, limit: u64) -> Result<Vec<u8>, StoreError> {
-        let f = fs::File::open(path).map_err(|e| self.err(key, &e))?;
+        let f = self.open_regular(key, path)?;
         let mut buf = Vec::new();
         f.take(limit.saturating_add(1))
             .read_to_end(&mut buf)
@@ -115,7 +131,7 @@ impl Store for FileStore {
 
     fn open(&self, key: &str, _max_bytes: u64) -> Result<Box<dyn Read + Send>, StoreError> {
         let path = self.path(key)?;
-        let f = fs::File::open(&path).map_err(|e| self.err(key, &e))?;
+        let f = self.open_regular(key, &path)?;
         Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f)))
     }
 
@@ -175,7 +191,7 @@ impl Store for FileStore {
         expected: Option<&ETag>,
     ) -> Result<ETag, StoreError> {
         let path = self.path(key)?;
-        let dir = self.parent_dir(key, &path)?;
+        self.parent_dir(key, &path)?;
         let lock_path = self.root.join(".npcnix-lock");
         let lock = fs::OpenOptions::new()
             .create(true)
@@ -185,11 +201,12 @@ impl Store for FileStore {
             .open(&lock_path)
             .map_err(|e| self.err(key, &e))?;
         lock.lock().map_err(|e| self.err(key, &e))?;
-        let current = match fs::read(&path) {
-            Ok(b) => Some(Self::etag_of(&b)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(self.err(key, &e)),
-        };
+        let current =
+            match self.read_limited(key, &path, crate::bundle::BUNDLE_MAX_BYTES as u64 * 4) {
+                Ok(b) => Some(Self::etag_of(&b)),
+                Err(e) if e.kind == StoreErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
         if current.as_ref() != expected {
             return Err(self.fail(
                 key,
@@ -198,7 +215,6 @@ impl Store for FileStore {
             ));
         }
         fsutil::write_atomic(&path, body, 0o644).map_err(|e| self.err(key, &e))?;
-        let _ = dir;
         drop(lock);
         Ok(Self::etag_of(body))
     }
