@@ -47,9 +47,8 @@ in
       # restarted this unit, it would kill the process that is waiting for
       # the activation to finish (and recording its outcome). So it is never
       # restarted by an activation; instead, once it has recorded a
-      # successful switch, the agent restarts itself (e.g. `systemctl
-      # restart --no-block npcnix.service`) to pick up its new binary and
-      # config.
+      # successful switch, the agent exits with code 75 and systemd restarts
+      # it (RestartForceExitStatus below) with its new binary and config.
       restartIfChanged = false;
       # Likewise, a release that removes or renames this unit must not stop
       # it in the middle of its own activation (same as nixos-upgrade.service
@@ -87,12 +86,16 @@ in
 
       serviceConfig = {
         Type = "simple";
-        ExecStart = "${cfg.package}/bin/npcnix follow --config /etc/npcnix/config.json";
+        ExecStart = "${cfg.package}/bin/npcnix follow --config /etc/npcnix/config.json --exit-after-switch";
 
         # A crash or a config error is retried, slowly. A clean exit (e.g.
         # `npcnix pause`, if it ever exits) is not.
         Restart = "on-failure";
         RestartSec = "30s";
+        # After recording a successful switch the agent exits with 75
+        # (--exit-after-switch) so that it is restarted with the new binary
+        # and the new config (e.g. rotated trusted keys).
+        RestartForceExitStatus = "75";
 
         # Stopping the unit (shutdown, `systemctl stop`) sends SIGTERM to the
         # agent only, not to a nixos-rebuild it is running: the agent stops

@@ -371,6 +371,35 @@ impl Binding {
     }
 }
 
+/// Deserialises a JSON object into a map, refusing duplicate keys (serde's
+/// default for maps is "last one wins", which two parsers may disagree on).
+fn unique_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object of strings")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((k, v)) = m.next_entry::<String, String>()? {
+                if out.insert(k.clone(), v).is_some() {
+                    return Err(serde::de::Error::custom(format!(
+                        "duplicate toplevel {k:?}"
+                    )));
+                }
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(V).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,33 +500,4 @@ mod tests {
         }
         assert!(RemoteName::new("prod-eu.1_a").is_ok());
     }
-}
-
-/// Deserialises a JSON object into a map, refusing duplicate keys (serde's
-/// default for maps is "last one wins", which two parsers may disagree on).
-fn unique_map<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<BTreeMap<String, String>>, D::Error> {
-    struct V;
-    impl<'de> serde::de::Visitor<'de> for V {
-        type Value = BTreeMap<String, String>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an object of strings")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut m: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut out = BTreeMap::new();
-            while let Some((k, v)) = m.next_entry::<String, String>()? {
-                if out.insert(k.clone(), v).is_some() {
-                    return Err(serde::de::Error::custom(format!(
-                        "duplicate toplevel {k:?}"
-                    )));
-                }
-            }
-            Ok(out)
-        }
-    }
-    d.deserialize_map(V).map(Some)
 }

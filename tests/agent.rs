@@ -628,3 +628,14 @@ fn install_writes_a_pinned_config_and_activates_the_first_release() {
     assert_eq!(again.status.code(), Some(1));
     let _ = PathBuf::new();
 }
+
+#[test]
+fn exit_after_switch_asks_the_service_manager_for_a_restart() {
+    // The NixOS unit restarts npcnix on exit code 75, so a switch that
+    // delivers a new binary or new trusted keys takes effect at once.
+    let h = Host::new();
+    h.publish("v1");
+    let r = h.run(&["follow", "--exit-after-switch"]);
+    assert_eq!(r.code, 75, "{}", r.stderr);
+    assert_eq!(h.status()["active_version"], 1);
+}

@@ -30,6 +30,12 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<Rejected>().is_some() {
             return ExitCodes::REJECTED;
         }
+        if cause
+            .downcast_ref::<super::follow::RestartRequested>()
+            .is_some()
+        {
+            return super::follow::EXIT_RESTART;
+        }
         if let Some(p) = cause.downcast_ref::<PublishError>() {
             if p.is_conflict() {
                 return ExitCodes::CONFLICT;

@@ -40,7 +40,21 @@ pub struct Args {
     /// Print each poll's result as a JSON line
     #[arg(long)]
     json: bool,
+    /// After a successful switch/test activation, exit with code 75 so the
+    /// service manager restarts the agent with its new binary and config
+    /// (the NixOS module sets RestartForceExitStatus=75)
+    #[arg(long)]
+    exit_after_switch: bool,
 }
+
+/// Exit code of `follow --exit-after-switch` after a successful switch
+/// (EX_TEMPFAIL).
+pub const EXIT_RESTART: u8 = 75;
+
+/// Asks `main` to exit with [`EXIT_RESTART`].
+#[derive(Debug, thiserror::Error)]
+#[error("activated a new configuration; exiting so the service manager restarts npcnix")]
+pub struct RestartRequested;
 
 fn random_u64() -> u64 {
     let mut b = [0u8; 8];
@@ -89,11 +103,16 @@ fn report(json: bool, now: u64, res: &Result<Outcome, agent::AgentError>) {
 
 pub fn run(a: Args) -> Result<()> {
     let agent = build_agent(&a.cfg)?;
-    follow_loop(&agent, a.once, a.json)
+    follow_loop(&agent, a.once, a.json, a.exit_after_switch)
 }
 
 /// The poll loop shared by `follow` and `install`.
-pub fn follow_loop(agent: &Agent, once: Option<Once>, json: bool) -> Result<()> {
+pub fn follow_loop(
+    agent: &Agent,
+    once: Option<Once>,
+    json: bool,
+    exit_after_switch: bool,
+) -> Result<()> {
     let a = LoopOpts { once, json };
     let interval = agent.v.config.poll.interval_secs;
     let jitter = agent.v.config.poll.jitter_secs;
@@ -156,6 +175,12 @@ pub fn follow_loop(agent: &Agent, once: Option<Once>, json: bool) -> Result<()> 
                 return Ok(());
             }
             _ => {}
+        }
+        if exit_after_switch
+            && agent.activator.mode.changes_running_system()
+            && matches!(res, Ok(Outcome::Activated { .. }))
+        {
+            return Err(RestartRequested.into());
         }
         // Sleep in small steps so SIGTERM between polls exits promptly.
         let until = std::time::Instant::now() + Duration::from_secs(delay);

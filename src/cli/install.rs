@@ -151,5 +151,5 @@ pub fn run(a: Args) -> Result<()> {
         data_dir: Some(a.data_dir.clone()),
     };
     let agent = follow::build_agent(&cargs)?;
-    follow::follow_loop(&agent, Some(Once::Activate), false)
+    follow::follow_loop(&agent, Some(Once::Activate), false, false)
 }
