@@ -35,7 +35,7 @@ pub enum PublishError {
     HeadUntrusted(String),
     #[error("`latest` is missing but the log holds {releases} release(s): another publisher may be mid-publish (retry), or the store is damaged (restore `latest` from the newest releases/ object)")]
     HeadMissing { releases: usize },
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{path}")]
     Io {

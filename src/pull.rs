@@ -35,9 +35,9 @@ pub enum PullError {
     /// Verification refused the release (exit code 3).
     #[error("rejected ({check}): {message}")]
     Rejected { check: String, message: String },
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
+    #[error(transparent)]
     State(#[from] StateError),
     #[error("{context}")]
     Io {

@@ -405,7 +405,7 @@ fn publisher_that_read_a_stale_head_loses_cleanly() {
     use npcnix::store;
     let (kit, key, _pubkey) = published();
     let sk = kit.secret_key(&key);
-    let st = store::open_url(&kit.url("prod")).expect("store");
+    let st = store::open_url(&kit.url("prod"), &Default::default()).expect("store");
     let remote = RemoteName::new("prod").expect("name");
     // Two publishers read the same head (version 1)...
     let pk =

@@ -173,6 +173,38 @@ pub fn limits(args: &[String]) -> Result<npcnix::limits::Limits> {
     o.resolve().map_err(|e| anyhow!(e))
 }
 
+/// How to reach a remote besides its URL (S3 settings).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct StoreArgs {
+    /// S3 region of the remote (default: the AWS chain, then us-east-1)
+    #[arg(long, value_name = "REGION")]
+    pub remote_region: Option<String>,
+    /// S3-compatible endpoint URL (default: AWS_ENDPOINT_URL, then AWS)
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Use path-style S3 addressing (endpoint/bucket/key)
+    #[arg(long)]
+    pub path_style: bool,
+}
+
+impl StoreArgs {
+    pub fn options(&self) -> npcnix::store::StoreOptions {
+        npcnix::store::StoreOptions {
+            region: self.remote_region.clone(),
+            endpoint: self.endpoint.clone(),
+            path_style: self.path_style,
+            read_timeout_secs: read_timeout_env(),
+        }
+    }
+}
+
+/// `NPCNIX_READ_TIMEOUT_SECS`: network read timeout (default 60).
+pub fn read_timeout_env() -> Option<u64> {
+    std::env::var("NPCNIX_READ_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
 /// `--config` shared by the agent commands.
 #[derive(clap::Args, Clone)]
 pub struct ConfigArgs {

@@ -65,7 +65,16 @@ fn random_u64() -> u64 {
 pub fn build_agent(cfg: &common::ConfigArgs) -> Result<Agent> {
     let v = cfg.load()?;
     let data = cfg.data(&v)?;
-    let store = store::open_url(&v.config.remote.url)?;
+    let r = &v.config.remote;
+    let store = store::open_url(
+        &r.url,
+        &store::StoreOptions {
+            region: r.region.clone(),
+            endpoint: r.endpoint.clone(),
+            path_style: r.path_style,
+            read_timeout_secs: common::read_timeout_env(),
+        },
+    )?;
     let activator = Activator::from_config(&v.config.activation, &v.config.configuration);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

@@ -52,6 +52,9 @@ pub struct Args {
     /// S3-compatible endpoint URL
     #[arg(long, value_name = "URL")]
     endpoint: Option<String>,
+    /// Use path-style S3 addressing
+    #[arg(long)]
+    path_style: bool,
     /// Activation mode
     #[arg(long, value_enum, default_value = "switch")]
     activation: Mode,
@@ -88,7 +91,7 @@ pub fn run(a: Args) -> Result<()> {
             threshold: a.threshold,
             region: a.remote_region.clone(),
             endpoint: a.endpoint.clone(),
-            path_style: false,
+            path_style: a.path_style,
         },
         configuration: a.configuration.clone(),
         trusted_keys: keys

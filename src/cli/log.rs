@@ -27,19 +27,48 @@ pub struct Args {
     /// The remote's signed name (default: the URL's last path segment)
     #[arg(long, value_name = "NAME")]
     remote_name: Option<String>,
-    /// Print the log as JSON
+    #[command(flatten)]
+    store: common::StoreArgs,
+    /// Print the result as JSON
     #[arg(long)]
     json: bool,
 }
 
+/// Most versions `log` will fetch one by one from a store that cannot list.
+const MAX_ENUMERATED: u64 = 100_000;
+
 pub fn run(a: Args) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
     let policy = Policy::manual(remote.clone(), common::load_public_keys(&a.trusted_keys)?);
-    let store = store::open_url(&a.remote)?;
+    let store = store::open_url(&a.remote, &a.store.options())?;
     let limit = BUNDLE_MAX_BYTES as u64;
+    let latest = match store.get(LATEST, None, limit) {
+        Ok(Fetched::Object { bytes, .. }) => Some(bytes),
+        Err(e) if e.kind == StoreErrorKind::NotFound => None,
+        Ok(Fetched::NotModified) => None,
+        Err(e) => return Err(e.into()),
+    };
+    // Stores that cannot list (HTTP mirrors): enumerate versions up to the
+    // verified head; missing ones show up as gaps in the chain.
+    let (keys, enumerated) = match store.list("releases/") {
+        Ok(k) => (k, false),
+        Err(e) if e.kind == StoreErrorKind::Other && a.remote.starts_with("http") => {
+            let head = latest
+                .as_deref()
+                .and_then(|b| {
+                    npcnix::verify::verify_signatures(&policy, b, fsutil::now_unix()).ok()
+                })
+                .map_or(0, |r| r.statement.version);
+            if head > MAX_ENUMERATED {
+                anyhow::bail!("the head is version {head}; too many releases to enumerate over HTTP (max {MAX_ENUMERATED}); run `npcnix log` against the origin store");
+            }
+            ((1..=head).map(store::release_key).collect(), true)
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut releases = Vec::new();
     let mut unreadable = Vec::new();
-    for key in store.list("releases/")? {
+    for key in keys {
         let Some(v) = store::parse_release_key(&key) else {
             unreadable.push(format!("unexpected object {key}"));
             continue;
@@ -50,15 +79,10 @@ pub fn run(a: Args) -> Result<()> {
             Err(e) if e.kind == StoreErrorKind::TooLarge => {
                 releases.push((v, vec![b' '; BUNDLE_MAX_BYTES + 1]))
             }
+            Err(e) if enumerated && e.kind == StoreErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
     }
-    let latest = match store.get(LATEST, None, limit) {
-        Ok(Fetched::Object { bytes, .. }) => Some(bytes),
-        Err(e) if e.kind == StoreErrorKind::NotFound => None,
-        Ok(Fetched::NotModified) => None,
-        Err(e) => return Err(e.into()),
-    };
     let (entries, problems) =
         history::check_history(&policy, &releases, latest.as_deref(), fsutil::now_unix());
     if a.json {

@@ -58,6 +58,8 @@ pub struct Args {
     /// signed by this publisher's key or one of these; repeatable)
     #[arg(long = "trusted-key", value_name = "PUBKEY")]
     trusted_keys: Vec<String>,
+    #[command(flatten)]
+    store: common::StoreArgs,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -90,7 +92,7 @@ pub fn source_info(src: &Path, comment: Option<String>) -> Option<Source> {
 
 pub fn run(a: Args) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
-    let store = store::open_url(&a.remote)?;
+    let store = store::open_url(&a.remote, &a.store.options())?;
     let sk = common::load_secret_key(&a.key)?;
     let expires_in = a
         .expires

@@ -47,6 +47,8 @@ pub struct Args {
     /// Override a resource limit, e.g. entries=500000 (repeatable; see docs/protocol.md)
     #[arg(long = "limit", value_name = "KEY=VALUE")]
     limits: Vec<String>,
+    #[command(flatten)]
+    store: common::StoreArgs,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -60,7 +62,7 @@ pub fn run(a: Args) -> Result<()> {
         policy.expiry = ExpiryPolicy::Required;
     }
     policy.min_version = a.min_version;
-    let store = store::open_url(&a.remote)?;
+    let store = store::open_url(&a.remote, &a.store.options())?;
     let data = DataDir::open(&common::data_dir(a.data_dir))?;
     let now = fsutil::now_unix();
     let pulled = pull::pull_to(

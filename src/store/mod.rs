@@ -9,6 +9,8 @@
 //! place for all backends.
 
 pub mod file;
+pub mod http;
+pub mod s3;
 
 use std::fmt;
 use std::io::Read;
@@ -113,19 +115,43 @@ pub fn parse_release_key(key: &str) -> Option<u64> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UrlError {
-    #[error("unsupported remote URL {0:?}: expected file:///path (s3:// and https:// come with their backends)")]
+    #[error("unsupported remote URL {0:?}: expected file:///path, s3://bucket/prefix/remote or https://mirror/path")]
     Scheme(String),
     #[error("remote URL {0:?} has no path")]
     Empty(String),
+    #[error("{0}")]
+    S3(String),
+}
+
+/// Backend settings that are not part of the URL.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// S3 region (else the standard AWS chain, else us-east-1).
+    pub region: Option<String>,
+    /// S3-compatible endpoint (else `AWS_ENDPOINT_URL` or AWS itself).
+    pub endpoint: Option<String>,
+    /// Path-style S3 addressing (`endpoint/bucket/key`), for S3-compatible
+    /// servers without virtual-host buckets.
+    pub path_style: bool,
+    /// Network read timeout in seconds (default 60).
+    pub read_timeout_secs: Option<u64>,
 }
 
 /// Opens the store a remote URL names.
-pub fn open_url(url: &str) -> Result<Box<dyn Store>, UrlError> {
+pub fn open_url(url: &str, opts: &StoreOptions) -> Result<Box<dyn Store>, UrlError> {
     if let Some(path) = url.strip_prefix("file://") {
         if path.is_empty() {
             return Err(UrlError::Empty(url.to_owned()));
         }
         return Ok(Box::new(file::FileStore::new(path.into(), url.to_owned())));
+    }
+    if url.starts_with("s3://") {
+        return s3::S3Store::new(url, opts)
+            .map(|s| Box::new(s) as Box<dyn Store>)
+            .map_err(UrlError::S3);
+    }
+    if url.starts_with("https://") || url.starts_with("http://") {
+        return Ok(Box::new(http::HttpStore::new(url, opts)));
     }
     Err(UrlError::Scheme(url.to_owned()))
 }

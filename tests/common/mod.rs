@@ -280,3 +280,5 @@ pub fn require_tool(name: &str) -> bool {
     }
     found
 }
+pub mod httpd;
+pub mod s3;

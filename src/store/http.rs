@@ -1,0 +1,179 @@
+//! Read-only HTTP(S) mirrors (`https://mirror.example.org/npcnix/prod`).
+//!
+//! Any static web server or CDN can serve a copy of a remote: everything in
+//! it is signed or content-addressed, so the mirror needs no trust. The same
+//! rules apply as for every store: conditional GET of `latest` on its ETag
+//! (a 304 is one cheap request), size limits before reading, and the
+//! caller's size/BLAKE3 adapter on archives. Writes are refused.
+
+use std::io::Read;
+use std::time::Duration;
+
+use super::{ETag, Fetched, Store, StoreError, StoreErrorKind, StoreOptions};
+
+pub struct HttpStore {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl HttpStore {
+    pub fn new(url: &str, opts: &StoreOptions) -> HttpStore {
+        let read = Duration::from_secs(opts.read_timeout_secs.unwrap_or(60));
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_response(Some(read))
+            .timeout_recv_body(Some(read.max(Duration::from_secs(3600))))
+            .build();
+        HttpStore {
+            base: url.trim_end_matches('/').to_owned(),
+            agent: ureq::Agent::new_with_config(config),
+        }
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("{}/{key}", self.base)
+    }
+
+    fn fail(&self, key: &str, kind: StoreErrorKind, detail: String) -> StoreError {
+        StoreError {
+            kind,
+            store: self.base.clone(),
+            key: key.to_owned(),
+            detail,
+        }
+    }
+
+    fn status_kind(status: u16) -> StoreErrorKind {
+        match status {
+            404 | 410 => StoreErrorKind::NotFound,
+            401 | 403 => StoreErrorKind::Unauthorized,
+            412 => StoreErrorKind::PreconditionFailed,
+            408 | 429 | 500..=599 => StoreErrorKind::Transient,
+            _ => StoreErrorKind::Other,
+        }
+    }
+
+    fn send(
+        &self,
+        key: &str,
+        req: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
+    ) -> Result<ureq::http::Response<ureq::Body>, StoreError> {
+        req.call().map_err(|e| {
+            self.fail(
+                key,
+                StoreErrorKind::Transient,
+                format!("request failed: {e}"),
+            )
+        })
+    }
+
+    fn read_only(&self, key: &str) -> StoreError {
+        self.fail(
+            key,
+            StoreErrorKind::Other,
+            "HTTP mirrors are read-only; publish to the origin store".into(),
+        )
+    }
+}
+
+impl Store for HttpStore {
+    fn describe(&self) -> String {
+        self.base.clone()
+    }
+
+    fn get(
+        &self,
+        key: &str,
+        if_none_match: Option<&ETag>,
+        limit: u64,
+    ) -> Result<Fetched, StoreError> {
+        let mut req = self.agent.get(&self.url(key));
+        if let Some(e) = if_none_match {
+            req = req.header("If-None-Match", &e.0);
+        }
+        let resp = self.send(key, req)?;
+        let status = resp.status().as_u16();
+        if status == 304 {
+            return Ok(Fetched::NotModified);
+        }
+        if status != 200 {
+            return Err(self.fail(key, Self::status_kind(status), format!("HTTP {status}")));
+        }
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(|s| ETag(s.to_owned()));
+        let declared = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(self.fail(
+                key,
+                StoreErrorKind::TooLarge,
+                format!("object is larger than {limit} bytes"),
+            ));
+        }
+        let mut bytes = Vec::new();
+        resp.into_body()
+            .into_reader()
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| {
+                self.fail(
+                    key,
+                    StoreErrorKind::Transient,
+                    format!("reading the body: {e}"),
+                )
+            })?;
+        if bytes.len() as u64 > limit {
+            return Err(self.fail(
+                key,
+                StoreErrorKind::TooLarge,
+                format!("object is larger than {limit} bytes"),
+            ));
+        }
+        Ok(Fetched::Object { bytes, etag })
+    }
+
+    fn open(&self, key: &str, max_bytes: u64) -> Result<Box<dyn Read + Send>, StoreError> {
+        let req = self
+            .agent
+            .get(&self.url(key))
+            .header("Range", &format!("bytes=0-{max_bytes}"));
+        let resp = self.send(key, req)?;
+        let status = resp.status().as_u16();
+        // 206 for the range, or 200 from servers that ignore ranges (the
+        // caller's adapter stops reading past the signed size either way).
+        if status != 200 && status != 206 {
+            return Err(self.fail(key, Self::status_kind(status), format!("HTTP {status}")));
+        }
+        Ok(Box::new(resp.into_body().into_reader()))
+    }
+
+    fn put_new(&self, key: &str, _body: &mut dyn Read, _len: u64) -> Result<(), StoreError> {
+        Err(self.read_only(key))
+    }
+
+    fn put_swap(
+        &self,
+        key: &str,
+        _body: &[u8],
+        _expected: Option<&ETag>,
+    ) -> Result<ETag, StoreError> {
+        Err(self.read_only(key))
+    }
+
+    /// Static servers cannot list; `npcnix log` enumerates versions instead
+    /// (see [`super::Store::list`] callers).
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Err(self.fail(
+            prefix,
+            StoreErrorKind::Other,
+            "HTTP mirrors cannot list objects".into(),
+        ))
+    }
+}
