@@ -334,6 +334,15 @@ impl HostConfig {
                     format!("key ID {} is listed twice", pk.key_id),
                 ));
             }
+            // Thresholds count distinct Ed25519 keys: the same key under
+            // another ID would let a config promise a threshold it can
+            // never reach.
+            if keys.iter().any(|t: &TrustedKey| t.key.bytes == pk.bytes) {
+                errs.push(invalid(
+                    format!("{field}.public_key"),
+                    "the same public key is listed twice (under another key ID)",
+                ));
+            }
             keys.push(TrustedKey {
                 key: pk,
                 scope,

@@ -9,7 +9,9 @@
 //! place for all backends.
 
 pub mod file;
+#[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "s3")]
 pub mod s3;
 
 use std::fmt;
@@ -145,14 +147,17 @@ pub fn open_url(url: &str, opts: &StoreOptions) -> Result<Box<dyn Store>, UrlErr
         }
         return Ok(Box::new(file::FileStore::new(path.into(), url.to_owned())));
     }
+    #[cfg(feature = "s3")]
     if url.starts_with("s3://") {
         return s3::S3Store::new(url, opts)
             .map(|s| Box::new(s) as Box<dyn Store>)
             .map_err(UrlError::S3);
     }
+    #[cfg(feature = "http")]
     if url.starts_with("https://") || url.starts_with("http://") {
         return Ok(Box::new(http::HttpStore::new(url, opts)));
     }
+    let _ = opts;
     Err(UrlError::Scheme(url.to_owned()))
 }
 
