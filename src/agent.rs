@@ -321,6 +321,15 @@ impl Agent {
             }
         }
 
+        if let (true, Some(seen), Verdict::New(_)) = (self.v.require_chain, r.highest, &verdict) {
+            match pull::verify_descent(self.store.as_ref(), &policy, seen, &release, now) {
+                Ok(()) => {}
+                Err(PullError::Rejected { check, message }) => {
+                    return self.rejected_parts(&mut st, check, message, new_etag, now)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         if self.should_stop() {
             return Ok(Outcome::Interrupted);
         }

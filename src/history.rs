@@ -21,7 +21,11 @@ pub struct LogEntry {
     pub archive_blake3: Option<String>,
     pub archive_size: Option<u64>,
     pub signers: Vec<String>,
+    /// Signatures that did not count: unknown keys or keys not trusted for
+    /// this remote.
+    pub untrusted_signers: Vec<String>,
     pub source_commit: Option<String>,
+    pub comment: Option<String>,
     pub verified: bool,
     pub error: Option<String>,
 }
@@ -62,7 +66,9 @@ pub fn check_history(
             archive_blake3: None,
             archive_size: None,
             signers: Vec::new(),
+            untrusted_signers: Vec::new(),
             source_commit: None,
+            comment: None,
             verified: false,
             error: None,
         };
@@ -82,7 +88,9 @@ pub fn check_history(
                 e.archive_blake3 = Some(st.archive.blake3.to_hex());
                 e.archive_size = Some(st.archive.size);
                 e.signers = rel.signers.iter().map(|k| k.to_string()).collect();
+                e.untrusted_signers = rel.ignored.iter().map(|k| k.to_string()).collect();
                 e.source_commit = st.source.as_ref().and_then(|s| s.git_commit.clone());
+                e.comment = st.source.as_ref().and_then(|s| s.comment.clone());
                 e.verified = true;
                 if st.version != *key_version {
                     problem(

@@ -107,6 +107,72 @@ pub fn fetch_latest(
     Ok(Some((verdict, etag)))
 }
 
+/// Most intermediate releases a chain check fetches.
+pub const MAX_CHAIN_FETCH: u64 = 10_000;
+
+/// Fork detection (policy `require_chain`): fetches `releases/v+1..w-1`
+/// between the highest release this host verified (`seen`, version v) and
+/// the offered one (version w), verifies each, and checks every `previous`
+/// link, so a release that does not descend from what the host runs is
+/// refused even when it skips versions.
+pub fn verify_descent(
+    store: &dyn Store,
+    policy: &Policy,
+    seen: verify::Seen,
+    release: &VerifiedRelease,
+    now: u64,
+) -> Result<(), PullError> {
+    let to = release.statement.version;
+    let broken = |at: u64, reason: String| -> PullError {
+        Rejection::Chain {
+            from: seen.version,
+            to,
+            at,
+            reason,
+        }
+        .into()
+    };
+    if to <= seen.version {
+        return Ok(());
+    }
+    if to - seen.version > MAX_CHAIN_FETCH {
+        return Err(broken(
+            to,
+            format!("more than {MAX_CHAIN_FETCH} intermediate releases to check"),
+        ));
+    }
+    let mut expected_prev = seen.statement;
+    for v in seen.version + 1..to {
+        let key = crate::store::release_key(v);
+        let bytes = match store.get(&key, None, BUNDLE_MAX_BYTES as u64) {
+            Ok(Fetched::Object { bytes, .. }) => bytes,
+            Ok(Fetched::NotModified) => {
+                return Err(broken(v, "store answered 'not modified'".into()))
+            }
+            Err(e) if e.kind == StoreErrorKind::NotFound => {
+                return Err(broken(v, "release is missing from the log".into()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mid = verify::verify_signatures(policy, &bytes, now)
+            .map_err(|r| broken(v, format!("intermediate release does not verify: {r}")))?;
+        if mid.statement.version != v {
+            return Err(broken(
+                v,
+                format!("releases/{v:020} holds version {}", mid.statement.version),
+            ));
+        }
+        if mid.statement.previous != Some(expected_prev) {
+            return Err(broken(v, "does not link to the release before it".into()));
+        }
+        expected_prev = mid.statement_hash;
+    }
+    if release.statement.previous != Some(expected_prev) {
+        return Err(broken(to, "does not link to the release before it".into()));
+    }
+    Ok(())
+}
+
 /// Downloads and checks the archive of `release`, then extracts it into a
 /// fresh private directory under the data dir's temp space.
 pub fn fetch_and_extract(
@@ -243,6 +309,7 @@ pub fn pull_to(
     limits: &Limits,
     data: &DataDir,
     dst: &Path,
+    require_chain: bool,
     now: u64,
 ) -> Result<Pulled, PullError> {
     if fs::symlink_metadata(dst).is_ok() {
@@ -259,6 +326,10 @@ pub fn pull_to(
                     "store answered 'not modified' to an unconditional request",
                 ),
             })?;
+        let seen = state.remote(policy.remote.as_str()).and_then(|r| r.highest);
+        if let (true, Some(seen), Verdict::New(r)) = (require_chain, seen, &verdict) {
+            verify_descent(store, policy, seen, r, now)?;
+        }
         let (tree, stats) = fetch_and_extract(store, verdict.release(), limits, data)?;
         Ok((verdict, tree, stats))
     })();

@@ -155,6 +155,13 @@ pub enum Rejection {
     Fork { version: u64, parent: u64 },
     #[error("version {offered} jumps more than {max} versions past {seen}")]
     FastForward { offered: u64, seen: u64, max: u64 },
+    #[error("the chain from version {from} to {to} is broken at version {at}: {reason}")]
+    Chain {
+        from: u64,
+        to: u64,
+        at: u64,
+        reason: String,
+    },
 }
 
 fn list_ids(ids: &[KeyId]) -> String {
@@ -191,6 +198,7 @@ impl Rejection {
             Rejection::Equivocation { .. } => "equivocation",
             Rejection::Fork { .. } => "fork",
             Rejection::FastForward { .. } => "fast-forward",
+            Rejection::Chain { .. } => "chain",
         }
     }
 }
@@ -203,6 +211,9 @@ pub struct VerifiedRelease {
     pub statement_hash: Digest,
     /// Distinct trusted keys whose signatures counted.
     pub signers: Vec<KeyId>,
+    /// Key IDs of signatures that did not count (unknown keys, or keys not
+    /// trusted for this remote): reported by `npcnix log`.
+    pub ignored: Vec<KeyId>,
 }
 
 impl VerifiedRelease {
@@ -389,11 +400,21 @@ pub fn verify_signatures(
     }
     let mut signers: Vec<KeyId> = counted.iter().map(|(b, _)| b.key_id).collect();
     signers.sort();
+    for f in &failures {
+        if let Rejection::KeyNotScoped(k) | Rejection::KeyExpired(k) | Rejection::BadSignature(k) =
+            f
+        {
+            ignored.push(*k);
+        }
+    }
+    ignored.sort();
+    ignored.dedup();
     Ok(VerifiedRelease {
         statement,
         statement_bytes: bundle.statement,
         statement_hash,
         signers,
+        ignored,
     })
 }
 

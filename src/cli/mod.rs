@@ -2,6 +2,7 @@
 //! `run`. Exit codes are part of the interface (see [`ExitCodes`]).
 
 mod activate;
+mod audit;
 mod common;
 mod config;
 mod follow;
@@ -12,6 +13,8 @@ mod pack;
 mod pause;
 mod publish;
 mod pull;
+mod release;
+mod sign;
 mod state;
 mod status;
 mod verify;
@@ -81,6 +84,12 @@ enum Command {
     Install(install::Args),
     /// Recover from a lost or corrupt state file
     State(state::Args),
+    /// Offline flow: prepare a release for signing, publish it, check a re-pack
+    Release(release::Args),
+    /// Offline flow: sign a prepared release (no network needed)
+    Sign(sign::Args),
+    /// Check this host's audit log against the store's signed version log
+    Audit(audit::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -111,6 +120,9 @@ pub fn main() -> ExitCode {
         Command::Activate(a) => activate::run(a),
         Command::Install(a) => install::run(a),
         Command::State(a) => state::run(a),
+        Command::Release(a) => release::run(a),
+        Command::Sign(a) => sign::run(a),
+        Command::Audit(a) => audit::run(a),
     };
     match result {
         Ok(()) => ExitCode::from(ExitCodes::OK),

@@ -41,6 +41,10 @@ pub struct Args {
     /// Refuse releases that carry no expiry time
     #[arg(long)]
     require_expiry: bool,
+    /// Fetch and verify every release between the last verified one and the
+    /// new one, refusing a release that does not descend from it (forks)
+    #[arg(long)]
+    require_chain: bool,
     /// Refuse versions below N
     #[arg(long, value_name = "N", default_value_t = 0)]
     min_version: u64,
@@ -71,6 +75,7 @@ pub fn run(a: Args) -> Result<()> {
         &common::limits(&a.limits)?,
         &data,
         &a.dst,
+        a.require_chain,
         now,
     )?;
     let st = &pulled.release.statement;

@@ -280,5 +280,6 @@ pub fn require_tool(name: &str) -> bool {
     }
     found
 }
+pub mod host;
 pub mod httpd;
 pub mod s3;

@@ -64,6 +64,7 @@ impl Moto {
         let port = free_port();
         let log = dir.join(format!("moto-{port}.log"));
         let child = Command::new(bin)
+            .env("PYTHONUNBUFFERED", "1")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
@@ -101,6 +102,18 @@ impl Moto {
             self.endpoint(),
             self.bucket
         )
+    }
+
+    /// The requests logged after the first `before`, waiting for the log
+    /// to catch up (moto writes its access line after answering).
+    pub fn requests_since(&self, before: usize, at_least: usize) -> Vec<String> {
+        let end = Instant::now() + Duration::from_secs(5);
+        while self.requests().len() < before + at_least && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Give any further (unexpected) request a moment to show up too.
+        std::thread::sleep(Duration::from_millis(500));
+        self.requests().split_off(before.min(self.requests().len()))
     }
 
     /// Access-log lines so far (one per request).

@@ -1,0 +1,118 @@
+//! `npcnix audit`: the host's audit log checked against the store's log.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+
+use npcnix::audit;
+use npcnix::bundle::BUNDLE_MAX_BYTES;
+use npcnix::fsutil;
+use npcnix::store::{self, Fetched, StoreErrorKind};
+use npcnix::verify;
+
+use super::common::{self, Rejected};
+
+#[derive(clap::Args)]
+#[command(
+    long_about = "Check this host's audit log against the store's version log: every release the \
+host verified or activated must be exactly the release recorded as releases/<version> in the store, \
+validly signed for this remote. A mismatch is evidence of a fork or equivocation (the host was shown a \
+release the public log does not contain) and exits 3."
+)]
+pub struct Args {
+    #[command(flatten)]
+    cfg: common::ConfigArgs,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let v = a.cfg.load()?;
+    let data = a.cfg.data(&v)?;
+    let r = &v.config.remote;
+    let store = store::open_url(
+        &r.url,
+        &store::StoreOptions {
+            region: r.region.clone(),
+            endpoint: r.endpoint.clone(),
+            path_style: r.path_style,
+            read_timeout_secs: common::read_timeout_env(),
+        },
+    )?;
+    // version -> statement hashes the host recorded for it.
+    let mut seen: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut malformed = Vec::new();
+    for line in audit::read(&data.audit_path())? {
+        match line {
+            Ok(ev)
+                if ev.remote == v.remote.as_str()
+                    && matches!(ev.event.as_str(), "verified" | "activated") =>
+            {
+                if let (Some(ver), Some(h)) = (ev.version, ev.statement) {
+                    let list = seen.entry(ver).or_default();
+                    if !list.contains(&h) {
+                        list.push(h);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => malformed.push(e),
+        }
+    }
+    let now = fsutil::now_unix();
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for (ver, hashes) in &seen {
+        let key = store::release_key(*ver);
+        let logged = match store.get(&key, None, BUNDLE_MAX_BYTES as u64) {
+            Ok(Fetched::Object { bytes, .. }) => {
+                match verify::verify_signatures(&v.policy, &bytes, now) {
+                    Ok(rel) => Some(rel.statement_hash.to_hex()),
+                    Err(rej) => {
+                        problems.push(format!(
+                            "version {ver}: the store's release does not verify ({rej})"
+                        ));
+                        continue;
+                    }
+                }
+            }
+            Err(e) if e.kind == StoreErrorKind::NotFound => None,
+            Ok(Fetched::NotModified) => None,
+            Err(e) => return Err(e.into()),
+        };
+        checked += 1;
+        for h in hashes {
+            match &logged {
+                Some(l) if l == h => {}
+                Some(l) => problems.push(format!(
+                    "version {ver}: this host verified statement {h}, but the store's log holds {l} (fork or equivocation)"
+                )),
+                None => problems.push(format!(
+                    "version {ver}: this host verified statement {h}, which is missing from the store's log"
+                )),
+            }
+        }
+    }
+    for m in &malformed {
+        problems.push(format!("audit log: {m}"));
+    }
+    if a.json {
+        common::print_json(&serde_json::json!({
+            "remote": v.remote.as_str(),
+            "versions_checked": checked,
+            "ok": problems.is_empty(),
+            "problems": problems,
+        }));
+    } else if problems.is_empty() {
+        println!("OK: all {checked} version(s) this host verified match the store's signed log");
+    } else {
+        for p in &problems {
+            println!("MISMATCH: {p}");
+        }
+    }
+    if let Some(p) = problems.first() {
+        return Err(Rejected(format!("audit failed: {p}")).into());
+    }
+    Ok(())
+}

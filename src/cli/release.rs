@@ -1,0 +1,440 @@
+//! The offline signing flow: `release prepare` (online), `sign` (offline),
+//! `release publish` (online), and `release check` (re-pack and compare).
+//!
+//! A prepared release is a directory (e.g. on a USB stick):
+//!
+//! ```text
+//! release.json            what was prepared: remote URL and name, version, head it extends
+//! statement.json          the exact bytes to sign
+//! archive.tar.zst         the archive the statement names
+//! *.minisig               signatures (npcnix sign writes statement.json.<KEYID>.minisig;
+//!                         stock minisign writes statement.json.minisig)
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use npcnix::bundle::Bundle;
+use npcnix::fsutil::{self, rfc3339};
+use npcnix::publish::{self, StatementParams};
+use npcnix::statement::{Digest, Statement};
+use npcnix::store;
+use npcnix::verify::{self, Policy};
+
+use super::common::{self, Rejected};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// Online: pack (or take an archive), read the head, write an unsigned release directory
+    Prepare(PrepareArgs),
+    /// Online: verify the signatures in a release directory and publish it
+    Publish(PublishArgs),
+    /// Re-pack a source tree and check it gives the archive the statement names
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+#[command(
+    long_about = "Prepare a release for offline signing: pack the flake (or take an archive), \
+read and verify the remote's current head, and write DIR with statement.json (the exact bytes to sign) \
+and archive.tar.zst. Prints what to run on the signing machine: `npcnix sign DIR --key KEY`, or the \
+stock `minisign -S -t '<trusted comment>'` command for each --signer."
+)]
+pub struct PrepareArgs {
+    /// Remote URL
+    #[arg(long, value_name = "URL")]
+    remote: String,
+    /// Directory to create
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Flake directory to pack
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "archive",
+        required_unless_present = "archive"
+    )]
+    src: Option<PathBuf>,
+    /// Use an already packed archive
+    #[arg(long, value_name = "FILE")]
+    archive: Option<PathBuf>,
+    /// Version (default: head + 1)
+    #[arg(long, value_name = "N")]
+    version: Option<u64>,
+    /// Hosts refuse the release after this long, e.g. 30d
+    #[arg(long, value_name = "DURATION")]
+    expires: Option<String>,
+    /// The remote's signed name (default: the URL's last path segment)
+    #[arg(long, value_name = "NAME")]
+    remote_name: Option<String>,
+    /// Keys whose signatures may sign the current head (repeatable; the head must verify)
+    #[arg(long = "trusted-key", value_name = "PUBKEY")]
+    trusted_keys: Vec<String>,
+    /// Public key of an expected signer: prints its exact minisign command (repeatable)
+    #[arg(long = "signer", value_name = "PUBKEY")]
+    signers: Vec<String>,
+    /// With --src: pack every file, not just those git tracks
+    #[arg(long)]
+    all_files: bool,
+    /// A one-line comment recorded in the statement
+    #[arg(long)]
+    comment: Option<String>,
+    #[command(flatten)]
+    store: common::StoreArgs,
+}
+
+#[derive(clap::Args)]
+#[command(
+    long_about = "Publish a prepared and signed release directory: every *.minisig in DIR is \
+checked against the trusted keys (signature and trusted-comment binding) and the threshold; the remote's \
+head must still be the one the release extends. Then archive, releases/<version> and latest are \
+uploaded in the usual order."
+)]
+pub struct PublishArgs {
+    /// The release directory
+    dir: PathBuf,
+    /// Remote URL (default: the one recorded by prepare)
+    #[arg(long, value_name = "URL")]
+    remote: Option<String>,
+    /// Keys the signatures must come from (repeatable)
+    #[arg(long = "trusted-key", value_name = "PUBKEY", required = true)]
+    trusted_keys: Vec<String>,
+    /// Signatures required from distinct trusted keys
+    #[arg(long, default_value_t = 1)]
+    threshold: usize,
+    #[command(flatten)]
+    store: common::StoreArgs,
+}
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// The release directory
+    dir: PathBuf,
+    /// Source tree to re-pack
+    #[arg(long, value_name = "DIR")]
+    src: PathBuf,
+    /// Pack every file, not just those git tracks
+    #[arg(long)]
+    all_files: bool,
+}
+
+/// `release.json`: what prepare recorded.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prepared {
+    pub url: String,
+    pub remote: String,
+    pub version: u64,
+    /// Statement hash of the head this release extends (null: first).
+    pub extends: Option<Digest>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    match a.cmd {
+        Cmd::Prepare(p) => prepare(p),
+        Cmd::Publish(p) => publish_dir(p),
+        Cmd::Check(c) => check(c),
+    }
+}
+
+pub fn read_statement(dir: &Path) -> Result<(Vec<u8>, Statement)> {
+    let path = dir.join("statement.json");
+    let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    // Not yet signed: parsed for display and checks only; hosts verify first.
+    let st = Statement::parse(&bytes).with_context(|| format!("{}", path.display()))?;
+    Ok((bytes, st))
+}
+
+fn prepare(a: PrepareArgs) -> Result<()> {
+    let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
+    let store = store::open_url(&a.remote, &a.store.options())?;
+    let expires_in = a
+        .expires
+        .as_deref()
+        .map(common::parse_duration)
+        .transpose()?;
+    let signers = a
+        .signers
+        .iter()
+        .map(|s| common::load_public_key(s))
+        .collect::<Result<Vec<_>>>()?;
+    if a.out.exists() {
+        bail!(
+            "{} already exists; prepare into a new directory",
+            a.out.display()
+        );
+    }
+    let mut head_keys = signers.clone();
+    for k in &a.trusted_keys {
+        head_keys.push(common::load_public_key(k)?);
+    }
+    if head_keys.is_empty() {
+        bail!("pass --signer and/or --trusted-key: the remote's head must be verified before a release extends it");
+    }
+    let now = fsutil::now_unix();
+    let head = publish::read_head(
+        store.as_ref(),
+        &Policy::manual(remote.clone(), head_keys),
+        now,
+    )?;
+    let tmp = a.out.with_file_name(format!(
+        ".{}.tmp-{}",
+        a.out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        fsutil::random_suffix()
+    ));
+    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let res = (|| -> Result<Statement> {
+        let archive_path = tmp.join("archive.tar.zst");
+        let source = match (&a.src, &a.archive) {
+            (Some(src), _) => {
+                super::pack::pack_to_file(src, &archive_path, a.all_files)?;
+                super::publish::source_info(src, a.comment.clone())
+            }
+            (None, Some(archive)) => {
+                fs::copy(archive, &archive_path)
+                    .with_context(|| format!("reading {}", archive.display()))?;
+                a.comment.clone().map(|c| npcnix::statement::Source {
+                    comment: Some(c),
+                    ..Default::default()
+                })
+            }
+            (None, None) => bail!("--src DIR or --archive FILE is required"),
+        };
+        let aref = publish::hash_file(&archive_path)?;
+        let st = publish::next_statement(
+            head.as_ref(),
+            aref,
+            StatementParams {
+                remote: remote.clone(),
+                version: a.version,
+                created: now,
+                expires: expires_in.map(|d| now + d),
+                source,
+            },
+        )?;
+        fs::write(tmp.join("statement.json"), st.to_bytes())?;
+        let prepared = Prepared {
+            url: a.remote.clone(),
+            remote: remote.to_string(),
+            version: st.version,
+            extends: head.as_ref().map(|h| h.hash),
+        };
+        fs::write(
+            tmp.join("release.json"),
+            serde_json::to_vec_pretty(&prepared)?,
+        )?;
+        Ok(st)
+    })();
+    let st = match res {
+        Ok(st) => st,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    fs::rename(&tmp, &a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let bytes = st.to_bytes();
+    println!(
+        "prepared {} version {} in {}",
+        remote,
+        st.version,
+        a.out.display()
+    );
+    println!(
+        "  statement: {} ({} bytes)",
+        Digest::of(&bytes),
+        bytes.len()
+    );
+    println!(
+        "  archive:   {} ({} bytes)",
+        st.archive.blake3, st.archive.size
+    );
+    println!("\nSign on the offline machine, either with npcnix:");
+    println!("  npcnix sign {} --key RELEASE.key", a.out.display());
+    if signers.is_empty() {
+        println!(
+            "or with stock minisign (pass --signer PUBKEY to prepare to get the exact command)."
+        );
+    }
+    for pk in &signers {
+        let tc = publish::trusted_comment(&st, &bytes, pk.key_id);
+        println!("or with stock minisign, for key {}:", pk.key_id);
+        println!(
+            "  minisign -S -s KEY -m {}/statement.json -x {}/statement.json.{}.minisig -t '{tc}'",
+            a.out.display(),
+            a.out.display(),
+            pk.key_id
+        );
+    }
+    println!(
+        "\nThen, online: npcnix release publish {} --trusted-key PUBKEY...",
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// Every `*.minisig` file in a release directory, sorted.
+pub fn signatures(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "minisig") {
+            let text = common::read_small(&p, npcnix::bundle::SIGNATURE_MAX_BYTES, "signature")?;
+            out.push((p, text));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn publish_dir(a: PublishArgs) -> Result<()> {
+    let prepared: Prepared = serde_json::from_slice(
+        &fs::read(a.dir.join("release.json"))
+            .with_context(|| format!("reading {}/release.json", a.dir.display()))?,
+    )
+    .context("release.json")?;
+    let url = a.remote.clone().unwrap_or_else(|| prepared.url.clone());
+    let remote = common::remote_name(&url, Some(&prepared.remote))?;
+    let (bytes, st) = read_statement(&a.dir)?;
+    let sigs = signatures(&a.dir)?;
+    if sigs.is_empty() {
+        bail!(
+            "{} has no *.minisig signatures yet; run `npcnix sign` (or minisign) first",
+            a.dir.display()
+        );
+    }
+    let bundle = Bundle {
+        statement: bytes.clone(),
+        signatures: sigs.into_iter().map(|(_, t)| t).collect(),
+    }
+    .encode();
+    let mut policy = Policy::manual(remote.clone(), common::load_public_keys(&a.trusted_keys)?);
+    policy.threshold = a.threshold;
+    let now = fsutil::now_unix();
+    let release = verify::verify_signatures(&policy, &bundle, now)
+        .map_err(|r| Rejected(format!("rejected ({}): {r}", r.check())))?;
+    verify::check_policy(&policy, None, &release, now)
+        .map_err(|r| Rejected(format!("rejected ({}): {r}", r.check())))?;
+    let archive = a.dir.join("archive.tar.zst");
+    let aref = publish::hash_file(&archive)?;
+    if aref != st.archive {
+        return Err(Rejected(format!(
+            "rejected (archive-hash): {} is {} ({} bytes), the statement names {} ({} bytes)",
+            archive.display(),
+            aref.blake3,
+            aref.size,
+            st.archive.blake3,
+            st.archive.size
+        ))
+        .into());
+    }
+    let store = store::open_url(&url, &a.store.options())?;
+    // The head must still be the one this release extends.
+    let mut head_policy = policy.clone();
+    head_policy.threshold = 1;
+    let head = publish::read_head(store.as_ref(), &head_policy, now)?;
+    let head_hash = head.as_ref().map(|h| h.hash);
+    if head_hash != st.previous {
+        return Err(npcnix::publish::PublishError::HeadMoved {
+            version: st.version,
+            store: store.describe(),
+        })
+        .context(
+            "the remote's head changed since this release was prepared; prepare and sign again",
+        );
+    }
+    publish::upload(
+        store.as_ref(),
+        &archive,
+        &aref,
+        st.version,
+        &bundle,
+        head.as_ref().and_then(|h| h.etag.as_ref()),
+    )?;
+    println!(
+        "published {} version {} to {} (signed by {})",
+        remote,
+        st.version,
+        url,
+        release
+            .signers
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn check(a: CheckArgs) -> Result<()> {
+    let (_, st) = read_statement(&a.dir)?;
+    let tree = npcnix::archive::collect_entries(&a.src, super::pack::selection(a.all_files))?;
+    let (_, packed) = npcnix::archive::write_archive(&tree, std::io::sink())?;
+    if packed.blake3 != st.archive.blake3 || packed.size != st.archive.size {
+        return Err(Rejected(format!(
+            "rejected (archive-hash): re-packing {} gives {} ({} bytes), the statement names {} ({} bytes)",
+            a.src.display(),
+            packed.blake3,
+            packed.size,
+            st.archive.blake3,
+            st.archive.size
+        ))
+        .into());
+    }
+    println!(
+        "OK: re-packing {} gives exactly the archive in the statement ({}, {} bytes)",
+        a.src.display(),
+        packed.blake3,
+        packed.size
+    );
+    Ok(())
+}
+
+/// Renders a statement for a human about to sign it.
+pub fn describe(st: &Statement, bytes: &[u8]) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("  remote:    {}\n", st.remote));
+    s.push_str(&format!("  version:   {}\n", st.version));
+    s.push_str(&format!(
+        "  previous:  {}\n",
+        st.previous
+            .map_or("(none: first release)".to_owned(), |d| d.to_hex())
+    ));
+    s.push_str(&format!(
+        "  archive:   {} ({} bytes)\n",
+        st.archive.blake3, st.archive.size
+    ));
+    s.push_str(&format!("  created:   {}\n", rfc3339(st.created)));
+    if let Some(e) = st.expires {
+        s.push_str(&format!("  expires:   {}\n", rfc3339(e)));
+    }
+    if let Some(src) = &st.source {
+        if let Some(c) = &src.git_commit {
+            s.push_str(&format!("  commit:    {c}\n"));
+        }
+        if let Some(c) = &src.comment {
+            s.push_str(&format!("  comment:   {c}\n"));
+        }
+    }
+    s.push_str(&format!("  statement: {}\n", Digest::of(bytes)));
+    s
+}
+
+pub fn err_no_dir(dir: &Path) -> anyhow::Error {
+    anyhow!(
+        "{} is not a prepared release (no statement.json)",
+        dir.display()
+    )
+}

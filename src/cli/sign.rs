@@ -1,0 +1,78 @@
+//! `npcnix sign DIR --key KEY`: the offline signing step.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use npcnix::fsutil;
+use npcnix::publish;
+
+use super::common;
+use super::release;
+
+#[derive(clap::Args)]
+#[command(
+    long_about = "Sign a prepared release on the offline machine. Shows what is about to be \
+signed (remote, version, previous release, archive hash and size, source commit), checks the archive \
+in DIR matches the statement, asks for confirmation (or --yes), and writes \
+DIR/statement.json.<KEYID>.minisig. Run it once per signer for a k-of-n remote. Needs no network."
+)]
+pub struct Args {
+    /// The prepared release directory
+    dir: PathBuf,
+    /// Secret key file (npcnix or minisign; NPCNIX_PASSPHRASE or a prompt for encrypted keys)
+    #[arg(long, value_name = "KEYFILE")]
+    key: PathBuf,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    yes: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if !a.dir.join("statement.json").exists() {
+        return Err(release::err_no_dir(&a.dir));
+    }
+    let (bytes, st) = release::read_statement(&a.dir)?;
+    eprintln!("About to sign:\n{}", release::describe(&st, &bytes));
+    let archive = a.dir.join("archive.tar.zst");
+    if archive.exists() {
+        let aref = publish::hash_file(&archive)?;
+        if aref != st.archive {
+            bail!(
+                "{} ({}, {} bytes) does not match the statement; refusing to sign",
+                archive.display(),
+                aref.blake3,
+                aref.size
+            );
+        }
+        eprintln!("  archive.tar.zst in the directory matches the statement.");
+    } else {
+        eprintln!("  (no archive.tar.zst here: check the hash against your own `npcnix pack`)");
+    }
+    if !a.yes {
+        if !std::io::stdin().is_terminal() {
+            bail!("not a terminal: review the release above and pass --yes to sign");
+        }
+        eprint!("Sign this release? [y/N] ");
+        std::io::stderr().flush().ok();
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        if !matches!(line.trim(), "y" | "Y" | "yes") {
+            bail!("not signed");
+        }
+    }
+    let sk = common::load_secret_key(&a.key)?;
+    let sig = publish::sign_statement(&st, &bytes, &sk);
+    let out = a.dir.join(format!("statement.json.{}.minisig", sk.key_id));
+    fsutil::write_new(&out, sig.as_bytes(), 0o644)
+        .with_context(|| format!("writing {} (already signed by this key?)", out.display()))?;
+    println!(
+        "signed {} version {} with key {} -> {}",
+        st.remote,
+        st.version,
+        sk.key_id,
+        out.display()
+    );
+    Ok(())
+}
