@@ -346,13 +346,21 @@ impl Agent {
             }
             Err(e) => return Err(e.into()),
         };
+        let mut ps = self.data.load_status();
+        ps.confinement = stats.confinement.clone();
+        let _ = self.data.save_status(&ps);
         // Rollback protection is durable before anything is activated.
         if matches!(verdict, Verdict::New(_)) {
             pull::record_verified(&self.data, &mut st, &release, now)?;
             self.audit_release(
                 "verified",
                 &release,
-                Some(format!("{} files, {} bytes", stats.files, stats.bytes)),
+                Some(format!(
+                    "{} files, {} bytes; {}",
+                    stats.files,
+                    stats.bytes,
+                    stats.confinement.as_deref().unwrap_or("")
+                )),
                 now,
             );
         }
@@ -610,6 +618,7 @@ pub struct StatusReport {
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
     pub next_poll: Option<u64>,
+    pub extraction_confinement: Option<String>,
     pub paused_until: Option<u64>,
     pub pending_retry: Option<Retry>,
     pub bad_releases: Vec<BadRelease>,
@@ -635,6 +644,7 @@ pub fn status_report(
         last_error: poll.last_error.clone(),
         consecutive_failures: poll.consecutive_failures,
         next_poll: poll.next_poll,
+        extraction_confinement: poll.confinement.clone(),
         paused_until: r.paused_until.filter(|t| *t > now),
         pending_retry: r.retry.clone(),
         bad_releases: r.bad.clone(),

@@ -24,6 +24,7 @@ pub mod archive;
 pub mod audit;
 pub mod bundle;
 pub mod config;
+pub mod confine;
 pub mod fsutil;
 pub mod history;
 pub mod keys;

@@ -227,12 +227,27 @@ pub fn fetch_and_extract(
     let tree = TempDir::new_in(&tmp_root, "tree-")
         .map_err(PullError::io("creating the extraction dir"))?;
     let f = fs::File::open(&archive_path).map_err(PullError::io("reopening the download"))?;
-    let stats = match archive::extract(
-        io::BufReader::with_capacity(256 * 1024, f),
-        tree.path(),
-        limits,
-    ) {
-        Ok(s) => s,
+    let root = tree.path().to_path_buf();
+    let limits_copy = *limits;
+    let (joined, confinement) = crate::confine::run_confined(root.clone(), move || {
+        archive::extract(
+            io::BufReader::with_capacity(256 * 1024, f),
+            &root,
+            &limits_copy,
+        )
+    });
+    if !matches!(confinement, crate::confine::Confinement::Enforced) {
+        eprintln!("npcnix: note: {confinement}");
+    }
+    let extracted = joined.map_err(|_| PullError::Io {
+        context: "extracting".into(),
+        source: io::Error::other("the extraction thread panicked"),
+    })?;
+    let stats = match extracted {
+        Ok(s) => ExtractStats {
+            confinement: Some(confinement.to_string()),
+            ..s
+        },
         Err(ExtractError::Refused(msg)) => {
             return Err(PullError::Rejected {
                 check: "archive-content".into(),
@@ -361,7 +376,11 @@ pub fn pull_to(
         data,
         "extracted",
         &release,
-        Some(dst.display().to_string()),
+        Some(format!(
+            "{}; {}",
+            dst.display(),
+            stats.confinement.as_deref().unwrap_or("")
+        )),
         now,
     );
     Ok(Pulled {

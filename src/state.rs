@@ -263,6 +263,9 @@ pub struct PollStatus {
     pub consecutive_failures: u32,
     #[serde(default)]
     pub next_poll: Option<u64>,
+    /// How the last extraction was confined (Landlock status).
+    #[serde(default)]
+    pub confinement: Option<String>,
 }
 
 impl DataDir {

@@ -42,6 +42,12 @@ fn follow_once_activates_v1_then_v2_with_the_right_arguments() {
     let s = h.status();
     assert_eq!(s["active_version"], 2);
     assert_eq!(s["highest_verified_version"], 2);
+    assert!(
+        s["extraction_confinement"]
+            .as_str()
+            .is_some_and(|c| c.contains("landlock")),
+        "{s}"
+    );
     let metrics = fs::read_to_string(h.kit.path("metrics.prom")).expect("metrics");
     assert!(
         metrics.contains("npcnix_active_version{remote=\"prod\"} 2"),

@@ -42,6 +42,12 @@ fn round_trip_publish_then_pull_gives_the_same_tree() {
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
     assert_eq!(v["version"], 1);
     assert_eq!(v["new"], true);
+    assert!(
+        v["confinement"]
+            .as_str()
+            .is_some_and(|c| c.contains("landlock")),
+        "the extraction's Landlock status is reported: {v}"
+    );
     let dst = kit.path("dst");
     assert_eq!(
         fs::read_to_string(dst.join("hosts/web.nix")).expect("file"),

@@ -61,7 +61,7 @@ impl ExtractError {
 }
 
 /// What an extraction produced.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ExtractStats {
     pub files: u64,
     pub dirs: u64,
@@ -69,6 +69,9 @@ pub struct ExtractStats {
     pub bytes: u64,
     /// Entries whose setuid/setgid/sticky bits were dropped.
     pub modes_neutralised: u64,
+    /// How the extraction was confined (set by the caller, see
+    /// [`crate::confine`]).
+    pub confinement: Option<String>,
 }
 
 fn refuse_read(e: io::Error) -> ExtractError {

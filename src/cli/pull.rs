@@ -92,6 +92,7 @@ pub fn run(a: Args) -> Result<()> {
             "dirs": pulled.stats.dirs,
             "symlinks": pulled.stats.symlinks,
             "bytes": pulled.stats.bytes,
+            "confinement": pulled.stats.confinement,
         }));
     } else {
         println!(

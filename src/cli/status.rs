@@ -56,6 +56,9 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(n) = rep.next_poll {
         println!("next poll:         {}", rfc3339(n));
     }
+    if let Some(c) = &rep.extraction_confinement {
+        println!("extraction:        {c}");
+    }
     match rep.paused_until {
         Some(u64::MAX) => println!("paused:            yes, until `npcnix unpause`"),
         Some(t) => println!("paused:            until {}", rfc3339(t)),
