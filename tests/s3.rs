@@ -438,3 +438,31 @@ fn http_mirror_serves_a_verified_pull_and_conditional_polls() {
     ])
     .rejected("rollback");
 }
+
+#[test]
+fn large_archive_goes_up_in_parts_and_comes_back_verified() {
+    // Above 16 MiB the archive is uploaded with a multipart upload whose
+    // completion is conditional (If-None-Match: *), like every create.
+    let kit = Kit::new();
+    let Some(moto) = Moto::start(&kit.path("")) else {
+        return;
+    };
+    let (key, pubkey) = kit.keygen("ci");
+    let src = big_flake(&kit, "big");
+    let mut blob = fs::read(src.join("blob.bin")).expect("blob");
+    for i in 0..20u8 {
+        blob.iter_mut()
+            .for_each(|b| *b = b.wrapping_add(i).rotate_left(3));
+        fs::write(src.join(format!("blob{i}.bin")), &blob).expect("write");
+    }
+    let url = moto.url("prod");
+    publish(&kit, &url, &moto.endpoint(), &key, &src).ok();
+    let uploads: Vec<String> = moto
+        .requests_since(0, 1)
+        .into_iter()
+        .filter(|r| r.contains("uploadId=") || r.contains("uploads"))
+        .collect();
+    assert!(!uploads.is_empty(), "expected a multipart upload");
+    pull(&kit, &url, &moto.endpoint(), &pubkey, "dst").ok();
+    assert_eq!(fs::read(kit.path("dst/blob19.bin")).expect("blob"), blob);
+}

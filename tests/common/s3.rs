@@ -116,10 +116,10 @@ impl Moto {
         self.requests().split_off(before.min(self.requests().len()))
     }
 
-    /// Access-log lines so far (one per request).
+    /// Access-log lines so far (one per request), with werkzeug's ANSI
+    /// colours (used for non-200 statuses) removed.
     pub fn requests(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
+        strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
             .lines()
             .filter(|l| {
                 l.contains("\"GET ")
@@ -130,6 +130,24 @@ impl Moto {
             .map(str::to_owned)
             .collect()
     }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // Skip "ESC [ ... letter".
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for Moto {
