@@ -12,7 +12,8 @@ use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use crate::config::{ActivationConfig, ActivationMode, HealthCheckConfig};
+use crate::config::{ActivationConfig, ActivationMode, HealthCheckConfig, ToplevelFallback};
+use crate::toplevel;
 
 /// Environment variable that overrides the activation program (tests point
 /// it at a recording script; operators may point it at a wrapper).
@@ -26,6 +27,20 @@ pub struct Activator {
     pub configuration: String,
     pub extra_substituters: Vec<String>,
     pub extra_trusted_public_keys: Vec<String>,
+    /// Mode `toplevel`: the switch-to-configuration action.
+    pub toplevel_action: ActivationMode,
+    /// Mode `toplevel`: the system profile.
+    pub profile: std::path::PathBuf,
+    pub toplevel_fallback: ToplevelFallback,
+}
+
+/// How a release is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Evaluate the flake with nixos-rebuild.
+    Flake,
+    /// Realise and switch to this signed store path.
+    Toplevel(String),
 }
 
 impl Activator {
@@ -41,6 +56,114 @@ impl Activator {
             configuration: configuration.to_owned(),
             extra_substituters: cfg.extra_substituters.clone(),
             extra_trusted_public_keys: cfg.extra_trusted_public_keys.clone(),
+            toplevel_action: cfg.toplevel_action.unwrap_or(ActivationMode::Switch),
+            profile: cfg
+                .profile
+                .clone()
+                .unwrap_or_else(|| toplevel::SYSTEM_PROFILE.into()),
+            toplevel_fallback: cfg.toplevel_fallback,
+        }
+    }
+
+    /// Decides how to apply a release, given the signed toplevels it
+    /// carries. `Err` names why a `toplevel` host refuses it.
+    pub fn plan(
+        &self,
+        toplevels: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<Plan, String> {
+        if self.mode != ActivationMode::Toplevel {
+            return Ok(Plan::Flake);
+        }
+        match toplevels.and_then(|t| t.get(&self.configuration)) {
+            Some(p) => Ok(Plan::Toplevel(p.clone())),
+            None if self.toplevel_fallback == ToplevelFallback::Evaluate => Ok(Plan::Flake),
+            None => Err(format!(
+                "the release signs no system path for configuration {:?}, and this host does not evaluate flakes (activation.toplevel_fallback = refuse)",
+                self.configuration
+            )),
+        }
+    }
+
+    /// The mode whose semantics apply (the action, for toplevel hosts).
+    pub fn effective_mode(&self) -> ActivationMode {
+        match self.mode {
+            ActivationMode::Toplevel => self.toplevel_action,
+            m => m,
+        }
+    }
+
+    /// Applies a release; `Err` is the failure message.
+    pub fn apply(
+        &self,
+        plan: &Plan,
+        flake_dir: &Path,
+        env: &[(&str, String)],
+    ) -> Result<(), String> {
+        match plan {
+            Plan::Flake => {
+                let mut flake_self = self.clone();
+                flake_self.mode = self.effective_mode();
+                let st = flake_self
+                    .run(&flake_self.args(flake_dir), env)
+                    .map_err(|e| e.to_string())?;
+                if st.success() {
+                    Ok(())
+                } else {
+                    Err(format!("{} exited with {st}", self.program))
+                }
+            }
+            Plan::Toplevel(path) => {
+                toplevel::realise(
+                    path,
+                    &self.extra_substituters,
+                    &self.extra_trusted_public_keys,
+                )
+                .map_err(|e| e.to_string())?;
+                if self.toplevel_action != ActivationMode::DryActivate {
+                    toplevel::set_profile(&self.profile, path).map_err(|e| e.to_string())?;
+                }
+                self.switch_to(Path::new(path), self.toplevel_action.as_arg(), env)
+            }
+        }
+    }
+
+    fn switch_to(&self, system: &Path, action: &str, env: &[(&str, String)]) -> Result<(), String> {
+        let script = system.join("bin/switch-to-configuration");
+        let st = Command::new(&script)
+            .arg(action)
+            .process_group(0)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .status()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(format!("{} {action} exited with {st}", script.display()))
+        }
+    }
+
+    /// Returns the system to the previous generation.
+    pub fn roll_back(&self, plan: &Plan, env: &[(&str, String)]) -> Result<(), String> {
+        match plan {
+            Plan::Flake => {
+                let st = self
+                    .run(&self.rollback_args(), env)
+                    .map_err(|e| e.to_string())?;
+                if st.success() {
+                    Ok(())
+                } else {
+                    Err(format!("{} exited with {st}", self.program))
+                }
+            }
+            Plan::Toplevel(_) => {
+                let previous =
+                    toplevel::rollback_profile(&self.profile).map_err(|e| e.to_string())?;
+                let action = match self.toplevel_action {
+                    ActivationMode::Test => "test",
+                    _ => "switch",
+                };
+                self.switch_to(&previous, action, env)
+            }
         }
     }
 
@@ -69,7 +192,7 @@ impl Activator {
 
     /// `nixos-rebuild <mode> --rollback`: back to the previous generation.
     pub fn rollback_args(&self) -> Vec<OsString> {
-        let mode = match self.mode {
+        let mode = match self.effective_mode() {
             ActivationMode::Test => "test",
             _ => "switch",
         };

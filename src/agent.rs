@@ -330,6 +330,12 @@ impl Agent {
                 Err(e) => return Err(e.into()),
             }
         }
+        let plan = match self.activator.plan(release.statement.toplevels.as_ref()) {
+            Ok(p) => p,
+            Err(msg) => {
+                return self.rejected_parts(&mut st, "toplevel-missing".into(), msg, new_etag, now)
+            }
+        };
         if self.should_stop() {
             return Ok(Outcome::Interrupted);
         }
@@ -372,7 +378,7 @@ impl Agent {
             // Recorded but not activated: the next start picks it up.
             return Ok(Outcome::Interrupted);
         }
-        self.activate(&mut st, &release, &dir, new_etag, now)
+        self.activate(&mut st, &release, &plan, &dir, new_etag, now)
     }
 
     fn release_dir(&self, r: &VerifiedRelease) -> PathBuf {
@@ -410,6 +416,7 @@ impl Agent {
         &self,
         st: &mut HostState,
         release: &VerifiedRelease,
+        plan: &activate::Plan,
         dir: &Path,
         etag: Option<ETag>,
         now: u64,
@@ -420,20 +427,21 @@ impl Agent {
         self.audit_release(
             "activating",
             release,
-            Some(format!(
-                "{} {}",
-                self.activator.program,
-                self.activator.mode.as_arg()
-            )),
+            Some(match plan {
+                activate::Plan::Flake => format!(
+                    "{} {}",
+                    self.activator.program,
+                    self.activator.effective_mode().as_arg()
+                ),
+                activate::Plan::Toplevel(p) => format!(
+                    "{p}/bin/switch-to-configuration {}",
+                    self.activator.toplevel_action.as_arg()
+                ),
+            }),
             now,
         );
-        let status = self.activator.run(&self.activator.args(dir), &env);
+        let failure = self.activator.apply(plan, dir, &env).err();
         fault("after-activate");
-        let failure = match status {
-            Ok(s) if s.success() => None,
-            Ok(s) => Some(format!("{} exited with {s}", self.activator.program)),
-            Err(e) => Some(e.to_string()),
-        };
         if let Some(message) = failure {
             let rs = st.remote_mut(self.remote());
             let attempts = rs
@@ -479,17 +487,12 @@ impl Agent {
 
         if let (Some(h), true) = (
             &self.v.config.health_check,
-            self.activator.mode.changes_running_system(),
+            self.activator.effective_mode().changes_running_system(),
         ) {
             if let Health::Unhealthy(reason) = activate::health_check(h, &env) {
                 self.audit_release("health-check-failed", release, Some(reason.clone()), now);
-                let rb = self.activator.run(&self.activator.rollback_args(), &env);
-                let rb_note = match rb {
-                    Ok(s) if s.success() => "rolled back to the previous generation".to_owned(),
-                    Ok(s) => format!(
-                        "ROLLBACK FAILED: {} exited with {s}",
-                        self.activator.program
-                    ),
+                let rb_note = match self.activator.roll_back(plan, &env) {
+                    Ok(()) => "rolled back to the previous generation".to_owned(),
                     Err(e) => format!("ROLLBACK FAILED: {e}"),
                 };
                 let rs = st.remote_mut(self.remote());
@@ -523,7 +526,7 @@ impl Agent {
         self.audit_release(
             "activated",
             release,
-            Some(self.activator.mode.as_arg().to_owned()),
+            Some(self.activator.effective_mode().as_arg().to_owned()),
             now,
         );
         self.prune_release_dirs(dir);

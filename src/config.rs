@@ -133,6 +133,10 @@ pub enum ActivationMode {
     Test,
     /// `nixos-rebuild dry-activate`: show what would change.
     DryActivate,
+    /// No evaluation on the host: realise the signed system path for this
+    /// configuration from the substituters and run its
+    /// `bin/switch-to-configuration <toplevel_action>`.
+    Toplevel,
 }
 
 impl ActivationMode {
@@ -142,6 +146,7 @@ impl ActivationMode {
             ActivationMode::Boot => "boot",
             ActivationMode::Test => "test",
             ActivationMode::DryActivate => "dry-activate",
+            ActivationMode::Toplevel => "toplevel",
         }
     }
 
@@ -164,6 +169,29 @@ pub struct ActivationConfig {
     pub extra_substituters: Vec<String>,
     #[serde(default)]
     pub extra_trusted_public_keys: Vec<String>,
+    /// Mode `toplevel`: what `switch-to-configuration` does (`switch`,
+    /// `boot`, `test`, `dry-activate`; default `switch`).
+    #[serde(default)]
+    pub toplevel_action: Option<ActivationMode>,
+    /// Mode `toplevel`: the system profile (default
+    /// `/nix/var/nix/profiles/system`).
+    #[serde(default)]
+    pub profile: Option<PathBuf>,
+    /// Mode `toplevel`: what to do with a release that carries no signed
+    /// path for this configuration.
+    #[serde(default)]
+    pub toplevel_fallback: ToplevelFallback,
+}
+
+/// What a `toplevel` host does when a release names no path for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ToplevelFallback {
+    /// Refuse the release (the default: the host never evaluates Nix).
+    #[default]
+    Refuse,
+    /// Evaluate the flake with `nixos-rebuild switch` instead.
+    Evaluate,
 }
 
 impl Default for ActivationConfig {
@@ -173,6 +201,9 @@ impl Default for ActivationConfig {
             program: None,
             extra_substituters: Vec::new(),
             extra_trusted_public_keys: Vec::new(),
+            toplevel_action: None,
+            profile: None,
+            toplevel_fallback: ToplevelFallback::Refuse,
         }
     }
 }
@@ -374,6 +405,12 @@ impl HostConfig {
                     ),
                 ));
             }
+        }
+        if self.activation.toplevel_action == Some(ActivationMode::Toplevel) {
+            errs.push(invalid(
+                "activation.toplevel_action",
+                "must be switch, boot, test or dry-activate",
+            ));
         }
         if self.poll.interval_secs == 0 {
             errs.push(invalid("poll.interval_secs", "must be at least 1"));

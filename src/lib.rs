@@ -35,5 +35,6 @@ pub mod sign;
 pub mod state;
 pub mod statement;
 pub mod store;
+pub mod toplevel;
 pub mod transfer;
 pub mod verify;

@@ -186,7 +186,7 @@ pub fn follow_loop(
             _ => {}
         }
         if exit_after_switch
-            && agent.activator.mode.changes_running_system()
+            && agent.activator.effective_mode().changes_running_system()
             && matches!(res, Ok(Outcome::Activated { .. }))
         {
             return Err(RestartRequested.into());

@@ -54,6 +54,8 @@ pub struct Args {
     /// A one-line comment recorded in the statement (shown by `npcnix log`)
     #[arg(long)]
     comment: Option<String>,
+    #[command(flatten)]
+    build: BuildArgs,
     /// Another key whose releases this publisher may extend (the head must be
     /// signed by this publisher's key or one of these; repeatable)
     #[arg(long = "trusted-key", value_name = "PUBKEY")]
@@ -63,6 +65,70 @@ pub struct Args {
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
+}
+
+/// `--build`: sign the NixOS system paths too (hosts in `toplevel` mode).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct BuildArgs {
+    /// Build each configuration's config.system.build.toplevel with nix and
+    /// sign configuration -> store path in the statement
+    #[arg(long)]
+    pub build: bool,
+    /// With --build: only these nixosConfigurations (repeatable; default all)
+    #[arg(long = "configuration", value_name = "NAME", requires = "build")]
+    pub configurations: Vec<String>,
+    /// With --build: push the closures to this binary cache (`nix copy --to`)
+    #[arg(long, value_name = "URL", requires = "build")]
+    pub copy_to: Option<String>,
+    /// With --build: an extra argument for every nix call (repeatable), e.g.
+    /// --nix-arg=--option --nix-arg=sandbox --nix-arg=false
+    #[arg(
+        long = "nix-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        requires = "build"
+    )]
+    pub nix_args: Vec<String>,
+}
+
+/// Builds the toplevels of the flake *as packed* (extracted from the archive
+/// with the hardened extractor), so the signed paths are exactly what the
+/// signed archive evaluates to.
+pub fn build_toplevels(
+    archive: &std::path::Path,
+    work: &std::path::Path,
+    b: &BuildArgs,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let tree = work.join("build-src");
+    std::fs::create_dir(&tree).context("creating the build dir")?;
+    let f = std::fs::File::open(archive)?;
+    npcnix::archive::extract(
+        std::io::BufReader::new(f),
+        &tree,
+        &npcnix::limits::Limits::default(),
+    )
+    .context("extracting the archive to build it")?;
+    let names = if b.configurations.is_empty() {
+        npcnix::toplevel::configurations(&tree, &b.nix_args)?
+    } else {
+        b.configurations.clone()
+    };
+    if names.is_empty() {
+        anyhow::bail!("the flake has no nixosConfigurations to build");
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for n in names {
+        eprintln!("npcnix: building nixosConfigurations.{n}.config.system.build.toplevel ...");
+        let path = npcnix::toplevel::build(&tree, &n, &b.nix_args)?;
+        eprintln!("npcnix:   {n} -> {path}");
+        out.insert(n, path);
+    }
+    if let Some(url) = &b.copy_to {
+        let paths: Vec<String> = out.values().cloned().collect();
+        eprintln!("npcnix: copying {} closure(s) to {url}", paths.len());
+        npcnix::toplevel::copy_to(url, &paths, &b.nix_args)?;
+    }
+    Ok(out)
 }
 
 /// Informational provenance of a source tree.
@@ -143,6 +209,10 @@ pub fn run(a: Args) -> Result<()> {
             source,
         },
     )?;
+    let mut statement = statement;
+    if a.build.build {
+        statement.toplevels = Some(build_toplevels(&archive_path, work.path(), &a.build)?);
+    }
     let statement_bytes = statement.to_bytes();
     let sig = publish::sign_statement(&statement, &statement_bytes, &sk);
     let bundle = Bundle {
@@ -169,6 +239,7 @@ pub fn run(a: Args) -> Result<()> {
             "archive": {"blake3": aref.blake3.to_hex(), "size": aref.size, "key": aref.object_key()},
             "key_id": sk.key_id.to_string(),
             "expires": statement.expires,
+            "toplevels": statement.toplevels,
         }));
     } else {
         println!(

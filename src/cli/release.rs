@@ -35,7 +35,7 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Cmd {
     /// Online: pack (or take an archive), read the head, write an unsigned release directory
-    Prepare(PrepareArgs),
+    Prepare(Box<PrepareArgs>),
     /// Online: verify the signatures in a release directory and publish it
     Publish(PublishArgs),
     /// Re-pack a source tree and check it gives the archive the statement names
@@ -89,6 +89,8 @@ pub struct PrepareArgs {
     #[arg(long)]
     comment: Option<String>,
     #[command(flatten)]
+    build: super::publish::BuildArgs,
+    #[command(flatten)]
     store: common::StoreArgs,
 }
 
@@ -140,7 +142,7 @@ pub struct Prepared {
 
 pub fn run(a: Args) -> Result<()> {
     match a.cmd {
-        Cmd::Prepare(p) => prepare(p),
+        Cmd::Prepare(p) => prepare(*p),
         Cmd::Publish(p) => publish_dir(p),
         Cmd::Check(c) => check(c),
     }
@@ -213,7 +215,7 @@ fn prepare(a: PrepareArgs) -> Result<()> {
             (None, None) => bail!("--src DIR or --archive FILE is required"),
         };
         let aref = publish::hash_file(&archive_path)?;
-        let st = publish::next_statement(
+        let mut st = publish::next_statement(
             head.as_ref(),
             aref,
             StatementParams {
@@ -224,6 +226,13 @@ fn prepare(a: PrepareArgs) -> Result<()> {
                 source,
             },
         )?;
+        if a.build.build {
+            let work = tmp.join(".build");
+            fs::create_dir(&work)?;
+            let built = super::publish::build_toplevels(&archive_path, &work, &a.build);
+            let _ = fs::remove_dir_all(&work);
+            st.toplevels = Some(built?);
+        }
         fs::write(tmp.join("statement.json"), st.to_bytes())?;
         let prepared = Prepared {
             url: a.remote.clone(),
@@ -419,6 +428,11 @@ pub fn describe(st: &Statement, bytes: &[u8]) -> String {
     s.push_str(&format!("  created:   {}\n", rfc3339(st.created)));
     if let Some(e) = st.expires {
         s.push_str(&format!("  expires:   {}\n", rfc3339(e)));
+    }
+    if let Some(t) = &st.toplevels {
+        for (name, path) in t {
+            s.push_str(&format!("  toplevel:  {name} -> {path}\n"));
+        }
     }
     if let Some(src) = &st.source {
         if let Some(c) = &src.git_commit {

@@ -142,8 +142,8 @@ impl S3Store {
             _ => StoreErrorKind::Other,
         };
         let detail = match (e.message(), status) {
-            (Some(m), Some(s)) => format!("{code} (HTTP {s}): {m}"),
-            (None, Some(s)) => format!("{code} (HTTP {s})"),
+            (Some(m), Some(s)) if !code.is_empty() => format!("{code} (HTTP {s}): {m}"),
+            (None, Some(s)) if !code.is_empty() => format!("{code} (HTTP {s})"),
             _ => format!(
                 "{}",
                 aws_smithy_types::error::display::DisplayErrorContext(e)

@@ -33,6 +33,13 @@ pub fn find_server(env_var: &str, name: &str) -> Option<PathBuf> {
     if let Ok(p) = std::env::var(env_var) {
         return Some(PathBuf::from(p));
     }
+    // The venv .ci/run creates (pinned versions) wins over whatever is on PATH.
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".ci-venv/bin")
+        .join(name);
+    if venv.exists() {
+        return Some(venv);
+    }
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {name}")])
         .output()
