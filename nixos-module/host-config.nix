@@ -65,6 +65,8 @@ in
     mode = cfg.activation;
     extra_substituters = cfg.extraSubstituters;
     extra_trusted_public_keys = cfg.extraTrustedPublicKeys;
+    toplevel_action = cfg.toplevelAction;
+    toplevel_fallback = cfg.toplevelFallback;
   };
 
   health_check =

@@ -252,12 +252,31 @@ in
 
     activation = mkOption {
       # The modes the agent accepts (ActivationMode in src/config.rs).
-      type = types.enum [ "switch" "boot" "test" "dry-activate" ];
+      type = types.enum [ "switch" "boot" "test" "dry-activate" "toplevel" ];
       default = "switch";
       description = ''
         What to do with a verified release: `nixos-rebuild <mode> --flake
         <dir>#<configuration>`. `test` and `dry-activate` do not change the
         boot default; `boot` does not change the running system.
+        `toplevel`: never evaluate Nix on the host; realise the system path
+        the release signs for this configuration from the substituters and
+        run its `switch-to-configuration` (see `toplevelAction`).
+      '';
+    };
+
+    toplevelAction = mkOption {
+      type = types.enum [ "switch" "boot" "test" "dry-activate" ];
+      default = "switch";
+      description = "With `activation = \"toplevel\"`: the `switch-to-configuration` action.";
+    };
+
+    toplevelFallback = mkOption {
+      type = types.enum [ "refuse" "evaluate" ];
+      default = "refuse";
+      description = ''
+        With `activation = "toplevel"`: what to do with a release that signs
+        no system path for this host: refuse it, or evaluate the flake with
+        nixos-rebuild.
       '';
     };
 

@@ -363,17 +363,106 @@ impl<R: Read> Read for Exact<R> {
 }
 
 /// Writes `tree` as a deterministic `.tar.zst` to `out`.
-pub fn write_archive<W: Write>(tree: &Tree, out: W) -> Result<(W, Packed), PackError> {
+///
+/// Reading files and formatting tar runs on the calling thread; zstd and
+/// BLAKE3 run on a second thread fed through a small bounded channel (the
+/// same division of labour as `tar | zstd`). zstd sees exactly the same byte
+/// stream either way, so the output does not depend on the threading.
+pub fn write_archive<W: Write + Send>(tree: &Tree, out: W) -> Result<(W, Packed), PackError> {
     let out_err = |source: io::Error| PackError::Io {
         path: PathBuf::from("<archive output>"),
         source,
     };
-    let hashing = HashingWriter::new(out);
-    let mut enc = zstd::stream::write::Encoder::new(hashing, ZSTD_LEVEL).map_err(out_err)?;
-    // No checksum in the frame: BLAKE3 over the whole archive is the integrity
-    // check, and a smaller, simpler frame is easier to reason about.
-    enc.include_checksum(false).map_err(out_err)?;
-    let mut tar = tar::Builder::new(enc);
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let compressor = scope.spawn(move || -> io::Result<(W, Digest, u64)> {
+            let hashing = HashingWriter::new(out);
+            let mut enc = zstd::stream::write::Encoder::new(hashing, ZSTD_LEVEL)?;
+            // No checksum in the frame: BLAKE3 over the whole archive is the
+            // integrity check, and a smaller frame is simpler to reason about.
+            enc.include_checksum(false)?;
+            for chunk in rx {
+                enc.write_all(&chunk)?;
+            }
+            Ok(enc.finish()?.finish())
+        });
+        let written = write_tar(
+            tree,
+            ChunkWriter {
+                tx: Some(tx),
+                buf: Vec::with_capacity(CHUNK),
+            },
+        );
+        let compressed = compressor
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the compression thread panicked")));
+        // A tar error explains more than the compressor's "channel closed".
+        written?;
+        let (out, blake3, size) = compressed.map_err(out_err)?;
+        Ok((
+            out,
+            Packed {
+                blake3,
+                size,
+                entries: tree.entries.len() as u64,
+            },
+        ))
+    })
+}
+
+const CHUNK: usize = 256 * 1024;
+
+/// Sends the tar stream to the compressor in fixed-size chunks.
+struct ChunkWriter {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        match &self.tx {
+            Some(tx) => tx
+                .send(chunk)
+                .map_err(|_| io::Error::other("the compression thread stopped")),
+            None => Err(io::Error::other("archive already finished")),
+        }
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for ChunkWriter {
+    fn drop(&mut self) {
+        // Best effort on error paths; the success path sends explicitly.
+        let _ = self.send();
+        self.tx.take();
+    }
+}
+
+/// Writes the tar stream of `tree` into `sink`.
+fn write_tar(tree: &Tree, sink: ChunkWriter) -> Result<(), PackError> {
+    let out_err = |source: io::Error| PackError::Io {
+        path: PathBuf::from("<archive output>"),
+        source,
+    };
+    let mut tar = tar::Builder::new(sink);
     for (ep, kind) in &tree.entries {
         let name = ep.as_display();
         match kind {
@@ -423,15 +512,7 @@ pub fn write_archive<W: Write>(tree: &Tree, out: W) -> Result<(W, Packed), PackE
             }
         }
     }
-    let enc = tar.into_inner().map_err(out_err)?;
-    let hashing = enc.finish().map_err(out_err)?;
-    let (out, blake3, size) = hashing.finish();
-    Ok((
-        out,
-        Packed {
-            blake3,
-            size,
-            entries: tree.entries.len() as u64,
-        },
-    ))
+    let mut sink = tar.into_inner().map_err(out_err)?;
+    sink.send().map_err(out_err)?;
+    Ok(())
 }
