@@ -18,7 +18,7 @@ use common::*;
 /// Nix settings for an offline machine: no default substituter, no sandbox
 /// (the stand-in builder uses /bin/sh), flakes on.
 const NIX_CONFIG: &str =
-    "substituters =\nsandbox = false\nexperimental-features = nix-command flakes\n";
+    "substituters =\nsandbox = false\nbuild-users-group =\nexperimental-features = nix-command flakes\n";
 
 fn nix(args: &[&str]) -> std::process::Output {
     let o = Command::new(args[0])

@@ -486,8 +486,13 @@ fn write_tar(tree: &Tree, sink: ChunkWriter) -> Result<(), PackError> {
                 let len = md.len();
                 let mode = if *executable { 0o755 } else { 0o644 };
                 let mut h = header(tar::EntryType::Regular, mode, len);
+                // Large reads: tar's copy loop would otherwise make one 8 KiB
+                // read(2) per step.
                 let exact = Exact {
-                    inner: &mut f,
+                    inner: io::BufReader::with_capacity(
+                        usize::try_from(len.clamp(8 << 10, 1 << 20)).unwrap_or(1 << 20),
+                        &mut f,
+                    ),
                     left: len,
                     path: full.clone(),
                 };
