@@ -240,6 +240,18 @@ pub struct HostConfig {
     pub limits: LimitOverrides,
 }
 
+impl RemoteConfig {
+    /// Backend settings for [`crate::store::open_url`].
+    pub fn store_options(&self, read_timeout_secs: Option<u64>) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            path_style: self.path_style,
+            read_timeout_secs,
+        }
+    }
+}
+
 /// A config problem, with the field it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {

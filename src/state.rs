@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -183,18 +184,21 @@ impl DataDir {
         self.root.join("tmp")
     }
 
-    /// Takes the data directory's lock, failing at once if it is held.
-    pub fn try_lock(&self) -> Result<DataLock, StateError> {
+    fn lock_file(&self) -> Result<(fs::File, PathBuf), StateError> {
         let p = self.root.join("lock");
-        let f = fs::OpenOptions::new()
+        fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&p)
-            .map_err(|source| StateError::Io {
-                path: p.clone(),
-                source,
-            })?;
+            .map(|f| (f, p.clone()))
+            .map_err(|source| StateError::Io { path: p, source })
+    }
+
+    /// Takes the data directory's lock, failing at once if it is held.
+    pub fn try_lock(&self) -> Result<DataLock, StateError> {
+        let (f, p) = self.lock_file()?;
         match f.try_lock() {
             Ok(()) => Ok(DataLock { _file: f }),
             Err(fs::TryLockError::WouldBlock) => Err(StateError::Locked(p)),
@@ -292,16 +296,7 @@ impl DataDir {
 
     /// Takes the lock, waiting for a holder to finish (manual commands).
     pub fn lock_wait(&self) -> Result<DataLock, StateError> {
-        let p = self.root.join("lock");
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(|source| StateError::Io {
-                path: p.clone(),
-                source,
-            })?;
+        let (f, p) = self.lock_file()?;
         f.lock()
             .map_err(|source| StateError::Io { path: p, source })?;
         Ok(DataLock { _file: f })

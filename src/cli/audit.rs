@@ -31,15 +31,7 @@ pub fn run(a: Args) -> Result<()> {
     let v = a.cfg.load()?;
     let data = a.cfg.data(&v)?;
     let r = &v.config.remote;
-    let store = store::open_url(
-        &r.url,
-        &store::StoreOptions {
-            region: r.region.clone(),
-            endpoint: r.endpoint.clone(),
-            path_style: r.path_style,
-            read_timeout_secs: common::read_timeout_env(),
-        },
-    )?;
+    let store = store::open_url(&r.url, &r.store_options(common::read_timeout_env()))?;
     // version -> statement hashes the host recorded for it.
     let mut seen: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     let mut malformed = Vec::new();

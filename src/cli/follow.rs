@@ -66,15 +66,7 @@ pub fn build_agent(cfg: &common::ConfigArgs) -> Result<Agent> {
     let v = cfg.load()?;
     let data = cfg.data(&v)?;
     let r = &v.config.remote;
-    let store = store::open_url(
-        &r.url,
-        &store::StoreOptions {
-            region: r.region.clone(),
-            endpoint: r.endpoint.clone(),
-            path_style: r.path_style,
-            read_timeout_secs: common::read_timeout_env(),
-        },
-    )?;
+    let store = store::open_url(&r.url, &r.store_options(common::read_timeout_env()))?;
     let activator = Activator::from_config(&v.config.activation, &v.config.configuration);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
