@@ -235,3 +235,39 @@ fn unsigned_or_tampered_cache_entries_are_refused() {
     assert_eq!(label, "activation-failed");
     assert!(!log.exists(), "nothing was switched to");
 }
+
+#[test]
+fn failed_health_check_rolls_the_profile_back_to_the_previous_system() {
+    let Some((h, copy_to, _)) = setup() else {
+        return;
+    };
+    let flag = h.kit.path("unhealthy");
+    let mut cfg = h.config();
+    cfg["health_check"] = serde_json::json!({"command": ["sh", "-c", format!("test ! -f {}", flag.display())], "timeout_secs": 10});
+    h.set_config(&cfg);
+    let log = h.kit.path("switch.log");
+    let v1 = publish_build(&h, &system_flake(&h, "v1", "rb-v1", &log), &copy_to);
+    assert_eq!(follow(&h).0, "activated");
+    fs::write(&flag, "").expect("flag");
+    let v2 = publish_build(&h, &system_flake(&h, "v2", "rb-v2", &log), &copy_to);
+    let (label, r) = follow(&h);
+    assert_eq!(label, "rolled-back", "{}{}", r.stdout, r.stderr);
+    let calls: Vec<String> = fs::read_to_string(&log)
+        .expect("log")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            format!("switch {v1}"),
+            format!("switch {v2}"),
+            format!("switch {v1}")
+        ]
+    );
+    assert_eq!(
+        fs::canonicalize(h.kit.path("profiles/system")).expect("profile"),
+        Path::new(&v1)
+    );
+    assert_eq!(h.status()["bad_releases"][0]["version"], 2);
+}
