@@ -62,8 +62,11 @@ pub fn pack_to_file(src: &Path, out: &Path, all_files: bool) -> Result<(Packed, 
             .with_context(|| format!("creating {}", tmp.display()))?;
         let (w, packed) =
             archive::write_archive(&tree, std::io::BufWriter::with_capacity(256 * 1024, f))?;
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
+        // Renamed into place so readers never see a partial archive. Not
+        // fsynced: a pack output is a build artifact, re-hashed by whatever
+        // uses it (publish), not state (D23); an fsync of hundreds of MB
+        // would double the time of a large pack.
+        w.into_inner().map_err(|e| e.into_error())?;
         std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
         Ok(packed)
     })();
