@@ -233,13 +233,12 @@ fn npcnix_encrypted_key_and_signatures_work_with_minisign() {
     );
 }
 
-#[test]
-fn statement_signed_offline_by_stock_minisign_is_accepted() {
-    if !require_tool("minisign") {
-        return;
-    }
-    let kit = Kit::new();
-    let (p, s) = (kit.path("offline.pub"), kit.path("offline.key"));
+/// A fresh unencrypted minisign key pair in the kit: (public, secret).
+fn minisign_keypair(kit: &Kit, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (p, s) = (
+        kit.path(&format!("{name}.pub")),
+        kit.path(&format!("{name}.key")),
+    );
     minisign(
         &[
             "-G",
@@ -251,65 +250,67 @@ fn statement_signed_offline_by_stock_minisign_is_accepted() {
         ],
         None,
     );
-    let pk = npcnix::keys::PublicKey::parse(&fs::read_to_string(&p).expect("pub")).expect("pk");
+    (p, s)
+}
 
-    // Online machine: pack, build the statement, and compute the comment.
-    let archive = kit.pack(&kit.flake("flake", "offline"), "release.tar.zst");
-    let aref = kit.put_archive("prod", &archive);
+/// Publishes version 1 of `prod` whose statement was signed by stock
+/// minisign with `sign_args` (plus `-t <npcnix's comment>` when `bind`).
+fn publish_minisigned(
+    kit: &Kit,
+    archive: &std::path::Path,
+    key: (&std::path::Path, &std::path::Path),
+    sign_args: &[&str],
+    bind: bool,
+) {
+    let (p, s) = key;
+    let pk = npcnix::keys::PublicKey::parse(&fs::read_to_string(p).expect("pub")).expect("pk");
+    // Online machine: the statement and the comment npcnix would print.
+    let aref = kit.put_archive("prod", archive);
     let st = statement("prod", 1, None, aref, now());
     let bytes = st.to_bytes();
     let tc = publish::trusted_comment(&st, &bytes, pk.key_id);
     let stf = kit.path("statement.json");
     fs::write(&stf, &bytes).expect("write");
-
-    // Offline machine: stock minisign with the printed trusted comment.
-    minisign(
-        &[
-            "-S",
-            "-s",
-            s.to_str().unwrap_or(""),
-            "-m",
-            stf.to_str().unwrap_or(""),
-            "-t",
-            &tc,
-        ],
-        None,
-    );
+    // Offline machine: stock minisign.
+    let mut args = vec!["-S"];
+    args.extend_from_slice(sign_args);
+    args.extend([
+        "-s",
+        s.to_str().unwrap_or(""),
+        "-m",
+        stf.to_str().unwrap_or(""),
+    ]);
+    if bind {
+        args.extend(["-t", &tc]);
+    }
+    minisign(&args, None);
     let sig = fs::read_to_string(kit.path("statement.json.minisig")).expect("sig");
-    let bundle = Bundle {
-        statement: bytes,
-        signatures: vec![sig.clone()],
-    };
-    kit.put_raw("prod", 1, &bundle.encode());
+    kit.put_raw(
+        "prod",
+        1,
+        &Bundle {
+            statement: bytes,
+            signatures: vec![sig],
+        }
+        .encode(),
+    );
+}
+
+#[test]
+fn statement_signed_offline_by_stock_minisign_is_accepted() {
+    if !require_tool("minisign") {
+        return;
+    }
+    let kit = Kit::new();
+    let (p, s) = minisign_keypair(&kit, "offline");
+    let archive = kit.pack(&kit.flake("flake", "offline"), "release.tar.zst");
+    publish_minisigned(&kit, &archive, (&p, &s), &[], true);
     kit.pull("prod", p.to_str().unwrap_or(""), "dst", &[]).ok();
 
     // minisign's default trusted comment (timestamp + file name) binds
     // nothing: such a signature is refused.
     let kit2 = Kit::new();
-    let aref = kit2.put_archive("prod", &archive);
-    let st = statement("prod", 1, None, aref, now());
-    let stf = kit2.path("statement.json");
-    fs::write(&stf, st.to_bytes()).expect("write");
-    minisign(
-        &[
-            "-S",
-            "-s",
-            s.to_str().unwrap_or(""),
-            "-m",
-            stf.to_str().unwrap_or(""),
-        ],
-        None,
-    );
-    let sig = fs::read_to_string(kit2.path("statement.json.minisig")).expect("sig");
-    kit2.put_raw(
-        "prod",
-        1,
-        &Bundle {
-            statement: st.to_bytes(),
-            signatures: vec![sig],
-        }
-        .encode(),
-    );
+    publish_minisigned(&kit2, &archive, (&p, &s), &[], false);
     kit2.pull("prod", p.to_str().unwrap_or(""), "dst", &[])
         .rejected("trusted-comment");
     kit2.assert_nothing_left("dst");
@@ -321,50 +322,10 @@ fn legacy_non_prehashed_minisign_signature_is_refused() {
         return;
     }
     let kit = Kit::new();
-    let (p, s) = (kit.path("l.pub"), kit.path("l.key"));
-    minisign(
-        &[
-            "-G",
-            "-W",
-            "-p",
-            p.to_str().unwrap_or(""),
-            "-s",
-            s.to_str().unwrap_or(""),
-        ],
-        None,
-    );
-    let pk = npcnix::keys::PublicKey::parse(&fs::read_to_string(&p).expect("pub")).expect("pk");
+    let (p, s) = minisign_keypair(&kit, "legacy");
     let archive = kit.pack(&kit.flake("flake", "legacy"), "release.tar.zst");
-    let aref = kit.put_archive("prod", &archive);
-    let st = statement("prod", 1, None, aref, now());
-    let bytes = st.to_bytes();
-    let tc = publish::trusted_comment(&st, &bytes, pk.key_id);
-    let stf = kit.path("statement.json");
-    fs::write(&stf, &bytes).expect("write");
     // -l: legacy, non-prehashed (Ed) signatures.
-    minisign(
-        &[
-            "-S",
-            "-l",
-            "-s",
-            s.to_str().unwrap_or(""),
-            "-m",
-            stf.to_str().unwrap_or(""),
-            "-t",
-            &tc,
-        ],
-        None,
-    );
-    let sig = fs::read_to_string(kit.path("statement.json.minisig")).expect("sig");
-    kit.put_raw(
-        "prod",
-        1,
-        &Bundle {
-            statement: bytes,
-            signatures: vec![sig],
-        }
-        .encode(),
-    );
+    publish_minisigned(&kit, &archive, (&p, &s), &["-l"], true);
     kit.pull("prod", p.to_str().unwrap_or(""), "dst", &[])
         .rejected("signature");
 }

@@ -21,6 +21,16 @@ fn published() -> (Kit, String, String) {
     (kit, key, pubkey)
 }
 
+/// The one archive of remote `prod`.
+fn the_archive(kit: &Kit) -> std::path::PathBuf {
+    fs::read_dir(kit.store_path("prod", "archives"))
+        .expect("dir")
+        .next()
+        .expect("one")
+        .expect("entry")
+        .path()
+}
+
 /// Runs a pull expected to be refused for `check`, and proves it changed
 /// nothing: no DST, same state bytes, clean temp space.
 #[track_caller]
@@ -109,13 +119,7 @@ fn existing_dst_is_never_written_into() {
 #[test]
 fn tampered_archive_is_refused() {
     let (kit, _key, pubkey) = published();
-    let archives = kit.store_path("prod", "archives");
-    let f = fs::read_dir(&archives)
-        .expect("dir")
-        .next()
-        .expect("one")
-        .expect("entry")
-        .path();
+    let f = the_archive(&kit);
     let mut bytes = fs::read(&f).expect("read");
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
@@ -126,13 +130,7 @@ fn tampered_archive_is_refused() {
 #[test]
 fn archive_longer_than_signed_is_refused() {
     let (kit, _key, pubkey) = published();
-    let archives = kit.store_path("prod", "archives");
-    let f = fs::read_dir(&archives)
-        .expect("dir")
-        .next()
-        .expect("one")
-        .expect("entry")
-        .path();
+    let f = the_archive(&kit);
     let mut bytes = fs::read(&f).expect("read");
     bytes.extend_from_slice(&[0u8; 4096]);
     fs::write(&f, bytes).expect("write");
@@ -142,13 +140,7 @@ fn archive_longer_than_signed_is_refused() {
 #[test]
 fn archive_shorter_than_signed_is_refused() {
     let (kit, _key, pubkey) = published();
-    let archives = kit.store_path("prod", "archives");
-    let f = fs::read_dir(&archives)
-        .expect("dir")
-        .next()
-        .expect("one")
-        .expect("entry")
-        .path();
+    let f = the_archive(&kit);
     let bytes = fs::read(&f).expect("read");
     fs::write(&f, &bytes[..bytes.len() - 10]).expect("write");
     assert_refused(&kit, &pubkey, "archive-size");
