@@ -102,6 +102,7 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
 
 /// A fresh, empty, mode-0700 directory under `parent`, removed on drop
 /// unless [`TempDir::keep`] is called.
+#[derive(Debug)]
 pub struct TempDir {
     path: Option<PathBuf>,
 }
@@ -148,13 +149,4 @@ pub fn now_unix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// RFC 3339 rendering of Unix seconds, for humans.
-pub fn rfc3339(secs: u64) -> String {
-    if secs > crate::statement::MAX_TIME {
-        return format!("@{secs}");
-    }
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
-        .to_string()
 }

@@ -8,33 +8,33 @@
 //! mismatched releases, download the archive only up to its signed size,
 //! check its hash, extract it with a hardened extractor, and activate it.
 //!
-//! Layout: a pure core ([`keys`], [`statement`], [`bundle`], [`verify`],
-//! [`history`], [`limits`], [`archive::path`], [`transfer`]) that never does
-//! I/O of its own, and thin shells around it ([`store`], [`pull`],
-//! [`publish`], [`state`], [`audit`]). The library never prints or exits;
-//! the `npcnix` binary does.
+//! The layers (`ARCHITECTURE.md` has the picture), each using only the ones
+//! below it:
+//!
+//! * [`format`] — pure: keys, signatures, statement, bundle, digests, names,
+//!   time;
+//! * [`verify`] — pure: policy, the one [`Refusal`] type, release and chain
+//!   verification;
+//! * [`store`] (untrusted transport, every read bounded and typed) and
+//!   [`archive`] (pack, hardened extract, limits, confinement);
+//! * [`publish`] (the editor side) and [`host`] (the client side: config,
+//!   state, audit journal, the pull pipeline, agent, status);
+//! * the `npcnix` binary (`src/cli/`), which parses, calls this library and
+//!   prints. The library never prints, exits or reads the environment.
 //!
 //! The formats are specified in `docs/protocol.md`.
 
 #![forbid(unsafe_code)]
 
-pub mod activate;
-pub mod agent;
 pub mod archive;
-pub mod audit;
-pub mod bundle;
-pub mod config;
-pub mod confine;
+pub mod format;
 pub mod fsutil;
-pub mod history;
-pub mod keys;
-pub mod limits;
+pub mod host;
+pub mod nix;
 pub mod publish;
-pub mod pull;
-pub mod sign;
-pub mod state;
-pub mod statement;
 pub mod store;
-pub mod toplevel;
-pub mod transfer;
 pub mod verify;
+
+pub use format::{Digest, RemoteName};
+pub use host::pipeline::PipelineError;
+pub use verify::{Check, Policy, Refusal, Verdict, VerifiedRelease};

@@ -33,7 +33,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use npcnix::archive::{extract, ExtractError};
-use npcnix::limits::Limits;
+use npcnix::archive::limits::Limits;
 
 /// Small limits: a run stays fast, and the limits themselves get hit.
 const LIMITS: Limits = Limits {

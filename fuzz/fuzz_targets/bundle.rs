@@ -10,8 +10,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use npcnix::bundle::{Bundle, BundleError, BUNDLE_MAX_BYTES, MAX_SIGNATURES, SIGNATURE_MAX_BYTES};
-use npcnix::statement::STATEMENT_MAX_BYTES;
+use npcnix::format::bundle::{Bundle, BundleError, BUNDLE_MAX_BYTES, MAX_SIGNATURES, SIGNATURE_MAX_BYTES};
+use npcnix::format::statement::STATEMENT_MAX_BYTES;
 
 fuzz_target!(|data: &[u8]| {
     let decoded = Bundle::decode(data);

@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 
 use libfuzzer_sys::fuzz_target;
-use npcnix::config::HostConfig;
+use npcnix::host::config::HostConfig;
 use npcnix::verify::{key_ids, KeyScope};
 
 /// `config.rs`'s private size limit on config files.

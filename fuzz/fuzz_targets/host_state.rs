@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use npcnix::state::{HostState, STATE_FORMAT};
+use npcnix::host::state::{HostState, STATE_FORMAT};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = HostState::parse(data) else {

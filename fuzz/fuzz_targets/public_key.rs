@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use npcnix::keys::{KeyId, PublicKey};
+use npcnix::format::keys::{KeyId, PublicKey};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -16,7 +16,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use npcnix::keys::{
+use npcnix::format::keys::{
     KeyError, KeyProtection, PublicKey, ScryptLimits, SecretKey, SCRYPT_MEMLIMIT_MAX,
 };
 

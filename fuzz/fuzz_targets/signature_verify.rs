@@ -20,10 +20,10 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use npcnix::bundle::Bundle;
-use npcnix::keys::SecretKey;
+use npcnix::format::bundle::Bundle;
+use npcnix::format::keys::SecretKey;
 use npcnix::publish::sign_statement;
-use npcnix::statement::{
+use npcnix::format::statement::{
     ArchiveRef, Digest, RemoteName, Statement, MAX_TIME, MAX_VERSION, STATEMENT_TYPE,
 };
 use npcnix::verify::{verify_signatures, Policy};
@@ -117,8 +117,8 @@ fn tampered(f: &Fixture, data: &[u8]) {
     }
     .encode();
     let ok = verify_signatures(&f.policy, &genuine, NOW).expect("a genuine bundle must verify");
-    assert_eq!(ok.statement, st);
-    assert_eq!(ok.signers, vec![f.sk.key_id]);
+    assert_eq!(ok.statement(), &st);
+    assert_eq!(ok.signers(), [f.sk.key_id]);
 
     let mut edited = genuine.clone();
     for op in inp.0.chunks_exact(4).take(MAX_EDITS) {
@@ -147,9 +147,9 @@ fn tampered(f: &Fixture, data: &[u8]) {
 
     match verify_signatures(&f.policy, &edited, NOW) {
         Ok(r) => {
-            assert_eq!(r.statement_bytes, st_bytes, "an edit changed signed bytes");
-            assert_eq!(r.statement_hash, Digest::of(&st_bytes));
-            assert_eq!(r.statement, st);
+            assert_eq!(r.statement_bytes(), st_bytes, "an edit changed signed bytes");
+            assert_eq!(r.statement_hash(), Digest::of(&st_bytes));
+            assert_eq!(r.statement(), &st);
         }
         Err(e) => assert_ne!(
             edited, genuine,

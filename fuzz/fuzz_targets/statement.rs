@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use npcnix::statement::{Statement, MAX_TIME, MAX_VERSION, STATEMENT_MAX_BYTES, STATEMENT_TYPE};
+use npcnix::format::statement::{Statement, MAX_TIME, MAX_VERSION, STATEMENT_MAX_BYTES, STATEMENT_TYPE};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = Statement::parse(data) else {

@@ -11,8 +11,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use npcnix::keys::KeyId;
-use npcnix::statement::{Binding, Digest, RemoteName};
+use npcnix::format::keys::KeyId;
+use npcnix::format::statement::{Binding, Digest, RemoteName};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

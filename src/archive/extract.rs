@@ -32,7 +32,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::path::{EntryPath, LinkTarget, PathError};
-use crate::limits::Limits;
+use crate::archive::limits::Limits;
 
 /// Zero padding tolerated after the tar end-of-archive marker (GNU tar pads
 /// to a 10 KiB record; anything much bigger is not padding).
@@ -70,7 +70,7 @@ pub struct ExtractStats {
     /// Entries whose setuid/setgid/sticky bits were dropped.
     pub modes_neutralised: u64,
     /// How the extraction was confined (set by the caller, see
-    /// [`crate::confine`]).
+    /// [`crate::archive::confine`]).
     pub confinement: Option<String>,
 }
 

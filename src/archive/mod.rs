@@ -1,8 +1,12 @@
-//! Release archives: deterministic packing and hardened extraction.
+//! Release archives: deterministic packing and hardened extraction, with the
+//! limits that bound them and the Landlock confinement of the extractor.
 
+pub mod confine;
 pub mod extract;
+pub mod limits;
 pub mod pack;
 pub mod path;
 
 pub use extract::{extract, ExtractError, ExtractStats};
+pub use limits::Limits;
 pub use pack::{collect_entries, write_archive, FileSelection, PackError, Packed};

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::path::{EntryPath, LinkTarget};
-use crate::statement::Digest;
+use crate::format::statement::Digest;
 
 /// zstd level used for every archive (fixed so packing is reproducible).
 pub const ZSTD_LEVEL: i32 = 3;

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use npcnix::activate::Activator;
-use npcnix::audit::{self, AuditEvent};
 use npcnix::fsutil;
-use npcnix::state::StateError;
+use npcnix::host::activate::Activator;
+use npcnix::host::journal::{self, AuditEvent};
+use npcnix::host::state::StateError;
 
 use super::common;
 
@@ -40,7 +40,12 @@ pub fn run(a: Args) -> Result<()> {
     if !a.src.join("flake.nix").is_file() {
         bail!("{} has no flake.nix", a.src.display());
     }
-    let act = Activator::from_config(&v.config.activation, &v.config.configuration);
+    let act = Activator::from_config(
+        &v.config.activation,
+        &v.config.configuration,
+        super::env::activation_program(),
+        super::env::nix(),
+    );
     let now = fsutil::now_unix();
     let status = act.run(
         &act.args(&a.src),
@@ -52,7 +57,7 @@ pub fn run(a: Args) -> Result<()> {
         act.mode.as_arg(),
         a.src.display()
     ));
-    audit::append(&data.audit_path(), &ev)?;
+    journal::append(&data.audit_path(), &ev)?;
     if !status.success() {
         bail!("{} exited with {status}", act.program);
     }

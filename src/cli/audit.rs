@@ -4,13 +4,15 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 
-use npcnix::audit;
-use npcnix::bundle::BUNDLE_MAX_BYTES;
+use npcnix::format::bundle::BUNDLE_MAX_BYTES;
 use npcnix::fsutil;
+use npcnix::host::journal;
 use npcnix::store::{self, Fetched, StoreErrorKind};
 use npcnix::verify;
 
-use super::common::{self, Rejected};
+use super::common;
+use super::env;
+use super::exit::Unverified;
 
 #[derive(clap::Args)]
 #[command(
@@ -31,11 +33,11 @@ pub fn run(a: Args) -> Result<()> {
     let v = a.cfg.load()?;
     let data = a.cfg.data(&v)?;
     let r = &v.config.remote;
-    let store = store::open_url(&r.url, &r.store_options(common::read_timeout_env()))?;
+    let store = store::open_url(&r.url, &r.store_options(env::read_timeout()))?;
     // version -> statement hashes the host recorded for it.
     let mut seen: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     let mut malformed = Vec::new();
-    for line in audit::read(&data.audit_path())? {
+    for line in journal::read(&data.audit_path())? {
         match line {
             Ok(ev)
                 if ev.remote == v.remote.as_str()
@@ -60,7 +62,7 @@ pub fn run(a: Args) -> Result<()> {
         let logged = match store.get(&key, None, BUNDLE_MAX_BYTES as u64) {
             Ok(Fetched::Object { bytes, .. }) => {
                 match verify::verify_signatures(&v.policy, &bytes, now) {
-                    Ok(rel) => Some(rel.statement_hash.to_hex()),
+                    Ok(rel) => Some(rel.statement_hash().to_hex()),
                     Err(rej) => {
                         problems.push(format!(
                             "version {ver}: the store's release does not verify ({rej})"
@@ -104,7 +106,7 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     if let Some(p) = problems.first() {
-        return Err(Rejected(format!("audit failed: {p}")).into());
+        return Err(Unverified(format!("audit failed: {p}")).into());
     }
     Ok(())
 }

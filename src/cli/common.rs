@@ -7,43 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use zeroize::Zeroizing;
 
-use npcnix::keys::{PublicKey, SecretKey, KEY_FILE_MAX_BYTES};
-use npcnix::publish::PublishError;
-use npcnix::pull::PullError;
-use npcnix::statement::RemoteName;
+use npcnix::format::keys::{PublicKey, SecretKey, KEY_FILE_MAX_BYTES};
+use npcnix::format::statement::RemoteName;
 use npcnix::store;
-
-use super::ExitCodes;
-
-/// A verification failure outside the pull path (verify, log): exit 3.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Rejected(pub String);
-
-pub fn exit_code(e: &anyhow::Error) -> u8 {
-    for cause in e.chain() {
-        if let Some(p) = cause.downcast_ref::<PullError>() {
-            if p.is_rejection() {
-                return ExitCodes::REJECTED;
-            }
-        }
-        if cause.downcast_ref::<Rejected>().is_some() {
-            return ExitCodes::REJECTED;
-        }
-        if cause
-            .downcast_ref::<super::follow::RestartRequested>()
-            .is_some()
-        {
-            return super::follow::EXIT_RESTART;
-        }
-        if let Some(p) = cause.downcast_ref::<PublishError>() {
-            if p.is_conflict() {
-                return ExitCodes::CONFLICT;
-            }
-        }
-    }
-    ExitCodes::ERROR
-}
 
 /// Reads a small text file with a size bound.
 pub fn read_small(path: &Path, max: usize, what: &str) -> Result<String> {
@@ -108,7 +74,7 @@ pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
     });
     match sk {
         Ok(sk) => Ok(sk),
-        Err(npcnix::keys::KeyError::PassphraseRequired) => Err(anyhow!(
+        Err(npcnix::format::keys::KeyError::PassphraseRequired) => Err(anyhow!(
             "secret key {} is encrypted: set NPCNIX_PASSPHRASE or run from a terminal ({})",
             path.display(),
             prompt_err.map(|e| e.to_string()).unwrap_or_default()
@@ -147,8 +113,8 @@ pub fn print_json(v: &serde_json::Value) {
 }
 
 /// Parses repeated `--limit KEY=VALUE` options over the defaults.
-pub fn limits(args: &[String]) -> Result<npcnix::limits::Limits> {
-    let mut o = npcnix::limits::LimitOverrides::default();
+pub fn limits(args: &[String]) -> Result<npcnix::archive::limits::Limits> {
+    let mut o = npcnix::archive::limits::LimitOverrides::default();
     for a in args {
         let (k, v) = a
             .split_once('=')
@@ -193,23 +159,16 @@ impl StoreArgs {
             region: self.remote_region.clone(),
             endpoint: self.endpoint.clone(),
             path_style: self.path_style,
-            read_timeout_secs: read_timeout_env(),
+            read_timeout_secs: super::env::read_timeout(),
         }
     }
-}
-
-/// `NPCNIX_READ_TIMEOUT_SECS`: network read timeout (default 60).
-pub fn read_timeout_env() -> Option<u64> {
-    std::env::var("NPCNIX_READ_TIMEOUT_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
 }
 
 /// `--config` shared by the agent commands.
 #[derive(clap::Args, Clone)]
 pub struct ConfigArgs {
     /// Host config file (written by the NixOS module or `npcnix install`)
-    #[arg(long, value_name = "FILE", env = "NPCNIX_CONFIG", default_value = npcnix::config::DEFAULT_CONFIG_PATH)]
+    #[arg(long, value_name = "FILE", env = "NPCNIX_CONFIG", default_value = npcnix::host::config::DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
     /// Data dir (state, audit log, temp space); overrides the config's state_dir
     #[arg(long, value_name = "DIR", env = "NPCNIX_DATA_DIR")]
@@ -218,22 +177,25 @@ pub struct ConfigArgs {
 
 impl ConfigArgs {
     /// Loads and validates the config, explaining every problem.
-    pub fn load(&self) -> Result<npcnix::config::Validated> {
+    pub fn load(&self) -> Result<npcnix::host::config::Validated> {
         load_config(&self.config)
     }
 
-    pub fn data(&self, v: &npcnix::config::Validated) -> Result<npcnix::state::DataDir> {
+    pub fn data(
+        &self,
+        v: &npcnix::host::config::Validated,
+    ) -> Result<npcnix::host::state::DataDir> {
         let dir = self
             .data_dir
             .clone()
             .unwrap_or_else(|| v.config.state_dir.clone());
-        Ok(npcnix::state::DataDir::open(&dir)?)
+        Ok(npcnix::host::state::DataDir::open(&dir)?)
     }
 }
 
-pub fn load_config(path: &Path) -> Result<npcnix::config::Validated> {
+pub fn load_config(path: &Path) -> Result<npcnix::host::config::Validated> {
     let text = read_small(path, 1 << 20, "host config")?;
-    let cfg = npcnix::config::HostConfig::parse(text.as_bytes())
+    let cfg = npcnix::host::config::HostConfig::parse(text.as_bytes())
         .with_context(|| format!("host config {}", path.display()))?;
     cfg.validate().map_err(|errs| {
         let list = errs

@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use npcnix::activate::Activator;
-use npcnix::agent::{self, Agent, Outcome};
 use npcnix::fsutil;
+use npcnix::host::activate::Activator;
+use npcnix::host::agent::{self, Agent, Outcome};
 use npcnix::store;
 
-use super::common::{self, Rejected};
+use super::common;
+use super::env;
+use super::exit::{Rejected, RestartRequested};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Once {
@@ -23,8 +25,8 @@ pub enum Once {
 
 #[derive(clap::Args)]
 #[command(
-    long_about = "Follow the configured remote: poll with jitter (and exponential backoff after \
-errors), fetch latest conditionally on its last ETag (an unchanged remote costs one small request), \
+    long_about = "Follow the configured remote: poll with jitter (and a bounded backoff, at most 4x the \
+interval, while the store fails), fetch latest conditionally on its last ETag (an unchanged remote costs one small request), \
 verify exactly like `pull`, record the version, activate with nixos-rebuild, run the health check, roll \
 back and mark the release bad if it fails.\n\nSIGTERM/SIGINT: exits promptly between polls; during an \
 activation it waits for the activation to finish. A lock on the data dir keeps two activations from \
@@ -47,15 +49,6 @@ pub struct Args {
     exit_after_switch: bool,
 }
 
-/// Exit code of `follow --exit-after-switch` after a successful switch
-/// (EX_TEMPFAIL).
-pub const EXIT_RESTART: u8 = 75;
-
-/// Asks `main` to exit with [`EXIT_RESTART`].
-#[derive(Debug, thiserror::Error)]
-#[error("activated a new configuration; exiting so the service manager restarts npcnix")]
-pub struct RestartRequested;
-
 fn random_u64() -> u64 {
     let mut b = [0u8; 8];
     let _ = getrandom::getrandom(&mut b);
@@ -66,8 +59,13 @@ pub fn build_agent(cfg: &common::ConfigArgs) -> Result<Agent> {
     let v = cfg.load()?;
     let data = cfg.data(&v)?;
     let r = &v.config.remote;
-    let store = store::open_url(&r.url, &r.store_options(common::read_timeout_env()))?;
-    let activator = Activator::from_config(&v.config.activation, &v.config.configuration);
+    let store = store::open_url(&r.url, &r.store_options(env::read_timeout()))?;
+    let activator = Activator::from_config(
+        &v.config.activation,
+        &v.config.configuration,
+        env::activation_program(),
+        env::nix(),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
@@ -79,6 +77,7 @@ pub fn build_agent(cfg: &common::ConfigArgs) -> Result<Agent> {
         data,
         activator,
         stop,
+        hooks: env::agent_hooks(),
     })
 }
 
@@ -89,6 +88,16 @@ struct LoopOpts {
 
 fn report(json: bool, now: u64, res: &Result<Outcome, agent::AgentError>) {
     match res {
+        Ok(Outcome::Refused(r)) if json => println!(
+            "{}",
+            serde_json::json!({
+                "time": now,
+                "result": "rejected",
+                "check": r.check(),
+                "cause": r.check().cause(),
+                "detail": Outcome::Refused(r.clone()).to_string(),
+            })
+        ),
         Ok(o) if json => println!(
             "{}",
             serde_json::json!({"time": now, "result": o.label(), "detail": o.to_string()})
@@ -127,13 +136,12 @@ pub fn follow_loop(
         let now = fsutil::now_unix();
         let res = agent.poll_once(now);
         report(a.json, now, &res);
-        let failed = res.is_err() || res.as_ref().is_ok_and(Outcome::is_failure);
-        let failures = if failed {
-            agent.data.load_status().consecutive_failures + 1
-        } else {
-            0
+        // Only a failing store backs off; refusals poll at the interval.
+        let store_errors = match &res {
+            Err(e) if e.is_transient() => agent.data.load_status().consecutive_store_errors + 1,
+            _ => 0,
         };
-        let delay = agent::next_delay(interval, jitter, failures, random_u64());
+        let delay = agent::next_delay(interval, jitter, store_errors, random_u64());
         agent.record_status(
             now,
             &res,
@@ -145,9 +153,13 @@ pub fn follow_loop(
         );
         if let Some(path) = &agent.v.config.metrics_path {
             let st = agent.data.load().unwrap_or_default();
-            let rep = agent::status_report(&agent.v, &st, &agent.data.load_status(), now);
-            if let Err(e) = fsutil::write_atomic(path, agent::metrics_text(&rep).as_bytes(), 0o644)
-            {
+            let rep =
+                npcnix::host::status::status_report(&agent.v, &st, &agent.data.load_status(), now);
+            if let Err(e) = fsutil::write_atomic(
+                path,
+                npcnix::host::status::metrics_text(&rep).as_bytes(),
+                0o644,
+            ) {
                 eprintln!(
                     "npcnix: warning: writing metrics to {}: {e}",
                     path.display()
@@ -157,9 +169,7 @@ pub fn follow_loop(
         match a.once {
             Some(Once::Any) => {
                 return match res {
-                    Ok(Outcome::Rejected { check, message }) => {
-                        Err(Rejected(format!("rejected ({check}): {message}")).into())
-                    }
+                    Ok(Outcome::Refused(r)) => Err(Rejected(r).into()),
                     Ok(o @ (Outcome::ActivationFailed { .. } | Outcome::RolledBack { .. })) => {
                         Err(anyhow::anyhow!("{o}"))
                     }

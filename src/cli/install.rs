@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use npcnix::config::{
+use npcnix::fsutil;
+use npcnix::host::config::{
     ActivationConfig, ActivationMode, HostConfig, PolicyConfig, PollConfig, RemoteConfig,
     TrustedKeyConfig, CONFIG_FORMAT, DEFAULT_CONFIG_PATH,
 };
-use npcnix::fsutil;
 
 use super::common;
 use super::follow::{self, Once};

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use zeroize::Zeroizing;
 
+use npcnix::format::keys::{KeyProtection, ScryptLimits, SecretKey};
 use npcnix::fsutil;
-use npcnix::keys::{KeyProtection, ScryptLimits, SecretKey};
 
 #[derive(clap::Args)]
 #[command(

@@ -2,13 +2,14 @@
 
 use anyhow::Result;
 
-use npcnix::bundle::BUNDLE_MAX_BYTES;
+use npcnix::format::bundle::BUNDLE_MAX_BYTES;
 use npcnix::fsutil;
-use npcnix::history;
 use npcnix::store::{self, Fetched, StoreErrorKind, LATEST};
+use npcnix::verify::history;
 use npcnix::verify::Policy;
 
-use super::common::{self, Rejected};
+use super::common;
+use super::exit::Unverified;
 
 #[derive(clap::Args)]
 #[command(
@@ -52,13 +53,13 @@ pub fn run(a: Args) -> Result<()> {
     // verified head; missing ones show up as gaps in the chain.
     let (keys, enumerated) = match store.list("releases/") {
         Ok(k) => (k, false),
-        Err(e) if e.kind == StoreErrorKind::Other && a.remote.starts_with("http") => {
+        Err(e) if e.kind == StoreErrorKind::Unsupported => {
             let head = latest
                 .as_deref()
                 .and_then(|b| {
                     npcnix::verify::verify_signatures(&policy, b, fsutil::now_unix()).ok()
                 })
-                .map_or(0, |r| r.statement.version);
+                .map_or(0, |r| r.version());
             if head > MAX_ENUMERATED {
                 anyhow::bail!("the head is version {head}; too many releases to enumerate over HTTP (max {MAX_ENUMERATED}); run `npcnix log` against the origin store");
             }
@@ -104,7 +105,9 @@ pub fn run(a: Args) -> Result<()> {
                 println!(
                     "{:>8}  {:<20}  {:<16}  {:<16}  {:>10}  {}",
                     e.version,
-                    e.created.map(fsutil::rfc3339).unwrap_or_default(),
+                    e.created
+                        .map(npcnix::format::time::rfc3339)
+                        .unwrap_or_default(),
                     e.signers.join(","),
                     e.archive_blake3.as_deref().map(|h| &h[..16]).unwrap_or(""),
                     e.archive_size.unwrap_or(0),
@@ -137,7 +140,7 @@ pub fn run(a: Args) -> Result<()> {
         } else {
             String::new()
         };
-        return Err(Rejected(format!(
+        return Err(Unverified(format!(
             "log breaks at version {} ({}): {}{more}",
             p.version, p.kind, p.detail
         ))

@@ -1,10 +1,12 @@
 //! Command-line interface: one module per subcommand, each with `Args` and
-//! `run`. Exit codes are part of the interface (see [`ExitCodes`]).
+//! `run`. Exit codes are part of the interface (see [`exit`]).
 
 mod activate;
 mod audit;
 mod common;
 mod config;
+mod env;
+mod exit;
 mod follow;
 mod install;
 mod keygen;
@@ -23,20 +25,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Exit codes scripts can rely on.
-pub struct ExitCodes;
-
-impl ExitCodes {
-    pub const OK: u8 = 0;
-    /// Any failure that is not one of the below (I/O, store, usage of files).
-    pub const ERROR: u8 = 1;
-    /// Command-line usage error (from clap).
-    pub const USAGE: u8 = 2;
-    /// A release (or archive, or log) failed verification: refused.
-    pub const REJECTED: u8 = 3;
-    /// A publish lost a race with a concurrent publisher: retry.
-    pub const CONFLICT: u8 = 4;
-}
+use exit::ExitCodes;
 
 #[derive(Parser)]
 #[command(
@@ -128,7 +117,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::from(ExitCodes::OK),
         Err(e) => {
             eprintln!("npcnix: {e:#}");
-            ExitCode::from(common::exit_code(&e))
+            ExitCode::from(exit::exit_code(&e))
         }
     }
 }

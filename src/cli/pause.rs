@@ -2,8 +2,9 @@
 
 use anyhow::Result;
 
-use npcnix::audit::{self, AuditEvent};
-use npcnix::fsutil::{self, rfc3339};
+use npcnix::format::time::rfc3339;
+use npcnix::fsutil;
+use npcnix::host::journal::{self, AuditEvent};
 
 use super::common;
 
@@ -50,7 +51,7 @@ fn set(cfg: &common::ConfigArgs, until: Option<u64>) -> Result<()> {
             format!("until {}", rfc3339(u))
         }
     });
-    audit::append(&data.audit_path(), &ev)?;
+    journal::append(&data.audit_path(), &ev)?;
     match until {
         Some(u64::MAX) => println!("paused until `npcnix unpause`"),
         Some(t) => println!("paused until {}", rfc3339(t)),

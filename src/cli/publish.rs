@@ -5,10 +5,10 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use npcnix::bundle::Bundle;
+use npcnix::format::bundle::Bundle;
+use npcnix::format::statement::{Digest, Source};
 use npcnix::fsutil::{self, TempDir};
 use npcnix::publish::{self, StatementParams};
-use npcnix::statement::{Digest, Source};
 use npcnix::store;
 
 use super::common;
@@ -99,17 +99,18 @@ pub fn build_toplevels(
     work: &std::path::Path,
     b: &BuildArgs,
 ) -> Result<std::collections::BTreeMap<String, String>> {
+    let nix = super::env::nix();
     let tree = work.join("build-src");
     std::fs::create_dir(&tree).context("creating the build dir")?;
     let f = std::fs::File::open(archive)?;
     npcnix::archive::extract(
         std::io::BufReader::new(f),
         &tree,
-        &npcnix::limits::Limits::default(),
+        &npcnix::archive::limits::Limits::default(),
     )
     .context("extracting the archive to build it")?;
     let names = if b.configurations.is_empty() {
-        npcnix::toplevel::configurations(&tree, &b.nix_args)?
+        nix.configurations(&tree, &b.nix_args)?
     } else {
         b.configurations.clone()
     };
@@ -119,14 +120,14 @@ pub fn build_toplevels(
     let mut out = std::collections::BTreeMap::new();
     for n in names {
         eprintln!("npcnix: building nixosConfigurations.{n}.config.system.build.toplevel ...");
-        let path = npcnix::toplevel::build(&tree, &n, &b.nix_args)?;
+        let path = nix.build(&tree, &n, &b.nix_args)?;
         eprintln!("npcnix:   {n} -> {path}");
         out.insert(n, path);
     }
     if let Some(url) = &b.copy_to {
         let paths: Vec<String> = out.values().cloned().collect();
         eprintln!("npcnix: copying {} closure(s) to {url}", paths.len());
-        npcnix::toplevel::copy_to(url, &paths, &b.nix_args)?;
+        nix.copy_to(url, &paths, &b.nix_args)?;
     }
     Ok(out)
 }
@@ -250,7 +251,7 @@ pub fn run(a: Args) -> Result<()> {
         println!("  statement: {}", statement_hash);
         println!("  signed by: {}", sk.key_id);
         if let Some(e) = statement.expires {
-            println!("  expires:   {}", fsutil::rfc3339(e));
+            println!("  expires:   {}", npcnix::format::time::rfc3339(e));
         }
     }
     Ok(())

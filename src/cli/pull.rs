@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use npcnix::fsutil;
-use npcnix::pull;
-use npcnix::state::DataDir;
+use npcnix::host::pull;
+use npcnix::host::state::DataDir;
 use npcnix::store;
 use npcnix::verify::{ExpiryPolicy, Policy};
 
@@ -69,24 +69,32 @@ pub fn run(a: Args) -> Result<()> {
     let store = store::open_url(&a.remote, &a.store.options())?;
     let data = DataDir::open(&common::data_dir(a.data_dir))?;
     let now = fsutil::now_unix();
-    let pulled = pull::pull_to(
-        store.as_ref(),
-        &policy,
-        &common::limits(&a.limits)?,
-        &data,
-        &a.dst,
-        a.require_chain,
-        now,
-    )?;
-    let st = &pulled.release.statement;
+    let limits = common::limits(&a.limits)?;
+    let req = pull::PullRequest {
+        policy: &policy,
+        limits: &limits,
+        require_chain: a.require_chain,
+        dst: &a.dst,
+    };
+    let pulled = pull::pull_to(store.as_ref(), &data, &req, now)?;
+    for w in &pulled.warnings {
+        eprintln!("npcnix: warning: {w}");
+    }
+    if !matches!(
+        pulled.confinement,
+        npcnix::archive::confine::Confinement::Enforced
+    ) {
+        eprintln!("npcnix: note: {}", pulled.confinement);
+    }
+    let st = pulled.release.statement();
     if a.json {
         common::print_json(&serde_json::json!({
             "remote": remote.as_str(),
             "version": st.version,
             "new": pulled.new,
-            "statement": pulled.release.statement_hash.to_hex(),
+            "statement": pulled.release.statement_hash().to_hex(),
             "archive": {"blake3": st.archive.blake3.to_hex(), "size": st.archive.size},
-            "signers": pulled.release.signers.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+            "signers": pulled.release.signers().iter().map(|k| k.to_string()).collect::<Vec<_>>(),
             "dst": pulled.dst,
             "files": pulled.stats.files,
             "dirs": pulled.stats.dirs,
@@ -101,12 +109,12 @@ pub fn run(a: Args) -> Result<()> {
             st.version,
             pulled
                 .release
-                .signers
+                .signers()
                 .iter()
                 .map(|k| k.to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            fsutil::rfc3339(st.created)
+            npcnix::format::time::rfc3339(st.created)
         );
         if !pulled.new {
             println!("  (this host had already verified this release)");

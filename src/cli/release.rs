@@ -17,14 +17,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use npcnix::bundle::Bundle;
-use npcnix::fsutil::{self, rfc3339};
+use npcnix::format::bundle::Bundle;
+use npcnix::format::statement::{Digest, Statement};
+use npcnix::format::time::rfc3339;
+use npcnix::fsutil;
 use npcnix::publish::{self, StatementParams};
-use npcnix::statement::{Digest, Statement};
 use npcnix::store;
 use npcnix::verify::{self, Policy};
 
-use super::common::{self, Rejected};
+use super::common;
+use super::exit::Rejected;
+use npcnix::verify::{ArchiveMismatch, Refusal};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -207,10 +210,12 @@ fn prepare(a: PrepareArgs) -> Result<()> {
             (None, Some(archive)) => {
                 fs::copy(archive, &archive_path)
                     .with_context(|| format!("reading {}", archive.display()))?;
-                a.comment.clone().map(|c| npcnix::statement::Source {
-                    comment: Some(c),
-                    ..Default::default()
-                })
+                a.comment
+                    .clone()
+                    .map(|c| npcnix::format::statement::Source {
+                        comment: Some(c),
+                        ..Default::default()
+                    })
             }
             (None, None) => bail!("--src DIR or --archive FILE is required"),
         };
@@ -300,7 +305,8 @@ pub fn signatures(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
     for e in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let p = e?.path();
         if p.extension().is_some_and(|x| x == "minisig") {
-            let text = common::read_small(&p, npcnix::bundle::SIGNATURE_MAX_BYTES, "signature")?;
+            let text =
+                common::read_small(&p, npcnix::format::bundle::SIGNATURE_MAX_BYTES, "signature")?;
             out.push((p, text));
         }
     }
@@ -332,22 +338,17 @@ fn publish_dir(a: PublishArgs) -> Result<()> {
     let mut policy = Policy::manual(remote.clone(), common::load_public_keys(&a.trusted_keys)?);
     policy.threshold = a.threshold;
     let now = fsutil::now_unix();
-    let release = verify::verify_signatures(&policy, &bundle, now)
-        .map_err(|r| Rejected(format!("rejected ({}): {r}", r.check())))?;
-    verify::check_policy(&policy, None, &release, now)
-        .map_err(|r| Rejected(format!("rejected ({}): {r}", r.check())))?;
+    let release = verify::verify_signatures(&policy, &bundle, now).map_err(Rejected)?;
+    verify::check_policy(&policy, None, &release, now).map_err(Rejected)?;
     let archive = a.dir.join("archive.tar.zst");
     let aref = publish::hash_file(&archive)?;
-    if aref != st.archive {
-        return Err(Rejected(format!(
-            "rejected (archive-hash): {} is {} ({} bytes), the statement names {} ({} bytes)",
-            archive.display(),
-            aref.blake3,
-            aref.size,
-            st.archive.blake3,
-            st.archive.size
-        ))
-        .into());
+    if let Some(m) = ArchiveMismatch::between(&aref, &st.archive) {
+        return Err(Rejected(Refusal::Archive(m))).with_context(|| {
+            format!(
+                "{} is not the archive the statement names",
+                archive.display()
+            )
+        });
     }
     let store = store::open_url(&url, &a.store.options())?;
     // The head must still be the one this release extends.
@@ -378,7 +379,7 @@ fn publish_dir(a: PublishArgs) -> Result<()> {
         st.version,
         url,
         release
-            .signers
+            .signers()
             .iter()
             .map(|k| k.to_string())
             .collect::<Vec<_>>()
@@ -392,15 +393,18 @@ fn check(a: CheckArgs) -> Result<()> {
     let tree = npcnix::archive::collect_entries(&a.src, super::pack::selection(a.all_files))?;
     let (_, packed) = npcnix::archive::write_archive(&tree, std::io::sink())?;
     if packed.blake3 != st.archive.blake3 || packed.size != st.archive.size {
-        return Err(Rejected(format!(
-            "rejected (archive-hash): re-packing {} gives {} ({} bytes), the statement names {} ({} bytes)",
-            a.src.display(),
-            packed.blake3,
-            packed.size,
-            st.archive.blake3,
-            st.archive.size
-        ))
-        .into());
+        let m = ArchiveMismatch::Hash {
+            got: packed.blake3,
+            signed: st.archive.blake3,
+        };
+        return Err(Rejected(Refusal::Archive(m))).with_context(|| {
+            format!(
+                "re-packing {} gives a different archive ({} bytes, the statement names {} bytes)",
+                a.src.display(),
+                packed.size,
+                st.archive.size
+            )
+        });
     }
     println!(
         "OK: re-packing {} gives exactly the archive in the statement ({}, {} bytes)",

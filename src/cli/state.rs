@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use npcnix::audit::{self, AuditEvent};
+use npcnix::format::statement::RemoteName;
 use npcnix::fsutil;
-use npcnix::state::{DataDir, HostState};
-use npcnix::statement::RemoteName;
+use npcnix::host::journal::{self, AuditEvent};
+use npcnix::host::state::{DataDir, HostState};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -87,7 +87,7 @@ pub fn run(a: Args) -> Result<()> {
             data.save(&st)?;
             let mut ev = AuditEvent::new(now, "state-reset", remote.as_str());
             ev.detail = Some(format!("floor set to version {min_version}"));
-            audit::append(&data.audit_path(), &ev)?;
+            journal::append(&data.audit_path(), &ev)?;
             println!("state reset: {remote} refuses versions below {min_version}");
             Ok(())
         }

@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 
-use npcnix::agent;
-use npcnix::fsutil::{self, rfc3339};
+use npcnix::format::time::rfc3339;
+use npcnix::fsutil;
 
 use super::common;
 
@@ -26,7 +26,7 @@ pub fn run(a: Args) -> Result<()> {
     let data = a.cfg.data(&v)?;
     let state = data.load()?;
     let now = fsutil::now_unix();
-    let rep = agent::status_report(&v, &state, &data.load_status(), now);
+    let rep = npcnix::host::status::status_report(&v, &state, &data.load_status(), now);
     if a.json {
         common::print_json(&serde_json::to_value(&rep)?);
         return Ok(());

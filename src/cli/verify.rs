@@ -5,13 +5,16 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use npcnix::archive;
-use npcnix::bundle::{Bundle, BUNDLE_MAX_BYTES};
+use npcnix::format::bundle::{Bundle, BUNDLE_MAX_BYTES};
+use npcnix::format::statement::Statement;
 use npcnix::fsutil::{self, TempDir};
 use npcnix::publish;
-use npcnix::statement::Statement;
 use npcnix::verify::{self, Policy};
 
-use super::common::{self, Rejected};
+use super::common;
+use super::exit::Rejected;
+use npcnix::format::bundle::BundleError;
+use npcnix::verify::{ArchiveMismatch, Refusal};
 
 #[derive(clap::Args)]
 #[command(
@@ -45,10 +48,7 @@ pub fn run(a: Args) -> Result<()> {
     let bytes =
         std::fs::read(&a.bundle).with_context(|| format!("reading {}", a.bundle.display()))?;
     if bytes.len() > BUNDLE_MAX_BYTES {
-        return Err(Rejected(format!(
-            "rejected (bundle-size): bundle is larger than {BUNDLE_MAX_BYTES} bytes"
-        ))
-        .into());
+        return Err(Rejected(Refusal::Bundle(BundleError::TooLarge)).into());
     }
     let remote = match &a.remote_name {
         Some(n) => common::remote_name("", Some(n))?,
@@ -57,37 +57,21 @@ pub fn run(a: Args) -> Result<()> {
             .ok()
             .and_then(|b| Statement::parse(&b.statement).ok())
             .map(|s| s.remote)
-            .ok_or_else(|| Rejected("rejected (bundle-format): cannot read the remote name from the bundle; pass --remote-name".into()))?,
+            .ok_or_else(|| {
+                Rejected(Refusal::Bundle(BundleError::Malformed(
+                    "cannot read the remote name from the bundle; pass --remote-name".into(),
+                )))
+            })?,
     };
     let keys = common::load_public_keys(&a.trusted_keys)?;
     let policy = Policy::manual(remote.clone(), keys);
     let now = fsutil::now_unix();
-    let reject = |check: &str, msg: String| Rejected(format!("rejected ({check}): {msg}"));
-    let release = verify::verify_signatures(&policy, &bytes, now)
-        .map_err(|r| reject(r.check(), r.to_string()))?;
-    verify::check_policy(&policy, None, &release, now)
-        .map_err(|r| reject(r.check(), r.to_string()))?;
-    let st = &release.statement;
+    let release = verify::verify_signatures(&policy, &bytes, now).map_err(Rejected)?;
+    verify::check_policy(&policy, None, &release, now).map_err(Rejected)?;
+    let st = release.statement();
     let aref = publish::hash_file(&a.archive)?;
-    if aref.size != st.archive.size {
-        return Err(reject(
-            "archive-size",
-            format!(
-                "archive is {} bytes, the release signed {}",
-                aref.size, st.archive.size
-            ),
-        )
-        .into());
-    }
-    if aref.blake3 != st.archive.blake3 {
-        return Err(reject(
-            "archive-hash",
-            format!(
-                "archive BLAKE3 is {}, the release signed {}",
-                aref.blake3, st.archive.blake3
-            ),
-        )
-        .into());
+    if let Some(m) = ArchiveMismatch::between(&aref, &st.archive) {
+        return Err(Rejected(Refusal::Archive(m)).into());
     }
     let tmp = TempDir::new_in(&std::env::temp_dir(), "npcnix-verify-")?;
     let f = std::fs::File::open(&a.archive)?;
@@ -97,7 +81,9 @@ pub fn run(a: Args) -> Result<()> {
         &common::limits(&a.limits)?,
     )
     .map_err(|e| match e {
-        archive::ExtractError::Refused(m) => anyhow::Error::from(reject("archive-content", m)),
+        archive::ExtractError::Refused(m) => {
+            anyhow::Error::from(Rejected(Refusal::ArchiveContent(m)))
+        }
         other => anyhow::Error::from(other),
     })?;
     if a.json {
@@ -105,11 +91,11 @@ pub fn run(a: Args) -> Result<()> {
             "ok": true,
             "remote": remote.as_str(),
             "version": st.version,
-            "statement": release.statement_hash.to_hex(),
+            "statement": release.statement_hash().to_hex(),
             "previous": st.previous.map(|d| d.to_hex()),
             "created": st.created,
             "expires": st.expires,
-            "signers": release.signers.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+            "signers": release.signers().iter().map(|k| k.to_string()).collect::<Vec<_>>(),
             "archive": {"blake3": st.archive.blake3.to_hex(), "size": st.archive.size},
             "files": stats.files,
         }));
@@ -119,16 +105,16 @@ pub fn run(a: Args) -> Result<()> {
             remote,
             st.version,
             release
-                .signers
+                .signers()
                 .iter()
                 .map(|k| k.to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        println!("  statement: {}", release.statement_hash);
-        println!("  created:   {}", fsutil::rfc3339(st.created));
+        println!("  statement: {}", release.statement_hash());
+        println!("  created:   {}", npcnix::format::time::rfc3339(st.created));
         if let Some(e) = st.expires {
-            println!("  expires:   {}", fsutil::rfc3339(e));
+            println!("  expires:   {}", npcnix::format::time::rfc3339(e));
         }
         println!(
             "  archive:   {} ({} bytes), {} files extract cleanly",

@@ -38,12 +38,7 @@ impl FileStore {
     }
 
     fn fail(&self, key: &str, kind: StoreErrorKind, detail: String) -> StoreError {
-        StoreError {
-            kind,
-            store: self.url.clone(),
-            key: key.to_owned(),
-            detail,
-        }
+        StoreError::new(kind, &self.url, key, detail)
     }
 
     /// Maps a store key to a path, refusing anything that is not a plain
@@ -201,12 +196,15 @@ impl Store for FileStore {
             .open(&lock_path)
             .map_err(|e| self.err(key, &e))?;
         lock.lock().map_err(|e| self.err(key, &e))?;
-        let current =
-            match self.read_limited(key, &path, crate::bundle::BUNDLE_MAX_BYTES as u64 * 4) {
-                Ok(b) => Some(Self::etag_of(&b)),
-                Err(e) if e.kind == StoreErrorKind::NotFound => None,
-                Err(e) => return Err(e),
-            };
+        let current = match self.read_limited(
+            key,
+            &path,
+            crate::format::bundle::BUNDLE_MAX_BYTES as u64 * 4,
+        ) {
+            Ok(b) => Some(Self::etag_of(&b)),
+            Err(e) if e.kind == StoreErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
         if current.as_ref() != expected {
             return Err(self.fail(
                 key,

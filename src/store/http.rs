@@ -36,12 +36,7 @@ impl HttpStore {
     }
 
     fn fail(&self, key: &str, kind: StoreErrorKind, detail: String) -> StoreError {
-        StoreError {
-            kind,
-            store: self.base.clone(),
-            key: key.to_owned(),
-            detail,
-        }
+        StoreError::new(kind, &self.base, key, detail)
     }
 
     fn status_kind(status: u16) -> StoreErrorKind {
@@ -60,18 +55,16 @@ impl HttpStore {
         req: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
     ) -> Result<ureq::http::Response<ureq::Body>, StoreError> {
         req.call().map_err(|e| {
-            self.fail(
-                key,
-                StoreErrorKind::Transient,
-                format!("request failed: {e}"),
-            )
+            let detail = format!("request failed: {e}");
+            self.fail(key, StoreErrorKind::Transient, detail)
+                .with_source(e)
         })
     }
 
     fn read_only(&self, key: &str) -> StoreError {
         self.fail(
             key,
-            StoreErrorKind::Other,
+            StoreErrorKind::Unsupported,
             "HTTP mirrors are read-only; publish to the origin store".into(),
         )
     }
@@ -95,6 +88,14 @@ impl Store for HttpStore {
         let resp = self.send(key, req)?;
         let status = resp.status().as_u16();
         if status == 304 {
+            if if_none_match.is_none() {
+                return Err(self.fail(
+                    key,
+                    StoreErrorKind::Protocol,
+                    "the mirror answered 304 Not Modified to a request without If-None-Match"
+                        .into(),
+                ));
+            }
             return Ok(Fetched::NotModified);
         }
         if status != 200 {
@@ -172,7 +173,7 @@ impl Store for HttpStore {
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         Err(self.fail(
             prefix,
-            StoreErrorKind::Other,
+            StoreErrorKind::Unsupported,
             "HTTP mirrors cannot list objects".into(),
         ))
     }

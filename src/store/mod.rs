@@ -5,14 +5,18 @@
 //! A [`Store`] is addressed per remote: keys are relative to the remote's
 //! prefix (`latest`, `releases/<v>`, `archives/<hash>.tar.zst`). Backends
 //! implement five operations with the semantics the protocol needs; limits
-//! and hashing are applied by the caller through [`crate::transfer`], in one
+//! and hashing are applied by the caller through [`crate::store::transfer`], in one
 //! place for all backends.
 
 pub mod file;
 #[cfg(feature = "http")]
 pub mod http;
+mod log;
 #[cfg(feature = "s3")]
 pub mod s3;
+pub mod transfer;
+
+pub use log::{Object, ReleaseLog};
 
 use std::fmt;
 use std::io::Read;
@@ -41,6 +45,12 @@ pub enum StoreErrorKind {
     Unauthorized,
     /// Network trouble, throttling, server errors: retry later.
     Transient,
+    /// The store answered against the protocol (e.g. "not modified" to a
+    /// request that carried no `If-None-Match`): its answer is not used.
+    Protocol,
+    /// This kind of store cannot do that (an HTTP mirror cannot list or
+    /// write).
+    Unsupported,
     /// Anything else (misconfiguration, local I/O).
     Other,
 }
@@ -52,6 +62,32 @@ pub struct StoreError {
     pub store: String,
     pub key: String,
     pub detail: String,
+    /// The underlying error, where there is one (kept for `{:#}` chains).
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    pub fn new(kind: StoreErrorKind, store: &str, key: &str, detail: String) -> StoreError {
+        StoreError {
+            kind,
+            store: store.to_owned(),
+            key: key.to_owned(),
+            detail,
+            source: None,
+        }
+    }
+
+    pub fn with_source(mut self, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(e));
+        self
+    }
+
+    /// A store that failed (connection, time-out, 5xx, throttling), as
+    /// opposed to one that answered: only failures back off.
+    pub fn is_transient(&self) -> bool {
+        self.kind == StoreErrorKind::Transient
+    }
 }
 
 /// Result of a conditional small-object read.
@@ -71,7 +107,8 @@ pub trait Store: Send + Sync {
     fn describe(&self) -> String;
 
     /// Reads a small object whole. With `if_none_match`, an unchanged object
-    /// yields [`Fetched::NotModified`] (one cheap request on S3/HTTP). More
+    /// yields [`Fetched::NotModified`] (one cheap request on S3/HTTP); without
+    /// it, a "not modified" answer is [`StoreErrorKind::Protocol`]. More
     /// than `limit` bytes is [`StoreErrorKind::TooLarge`].
     fn get(
         &self,
@@ -149,9 +186,7 @@ pub fn open_url(url: &str, opts: &StoreOptions) -> Result<Box<dyn Store>, UrlErr
     }
     #[cfg(feature = "s3")]
     if url.starts_with("s3://") {
-        return s3::S3Store::new(url, opts)
-            .map(|s| Box::new(s) as Box<dyn Store>)
-            .map_err(UrlError::S3);
+        return s3::S3Store::new(url, opts).map(|s| Box::new(s) as Box<dyn Store>);
     }
     #[cfg(feature = "http")]
     if url.starts_with("https://") || url.starts_with("http://") {

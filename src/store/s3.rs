@@ -50,13 +50,17 @@ pub fn parse_url(url: &str) -> Option<(String, String)> {
 }
 
 impl S3Store {
-    pub fn new(url: &str, opts: &StoreOptions) -> Result<S3Store, String> {
-        let (bucket, prefix) = parse_url(url)
-            .ok_or_else(|| format!("invalid S3 URL {url:?}: expected s3://bucket/prefix/remote"))?;
+    pub fn new(url: &str, opts: &StoreOptions) -> Result<S3Store, super::UrlError> {
+        use super::UrlError;
+        let (bucket, prefix) = parse_url(url).ok_or_else(|| {
+            UrlError::S3(format!(
+                "invalid S3 URL {url:?}: expected s3://bucket/prefix/remote"
+            ))
+        })?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| format!("starting the S3 runtime: {e}"))?;
+            .map_err(|e| UrlError::S3(format!("starting the S3 runtime: {e}")))?;
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
@@ -100,12 +104,7 @@ impl S3Store {
     }
 
     fn fail(&self, key: &str, kind: StoreErrorKind, detail: String) -> StoreError {
-        StoreError {
-            kind,
-            store: self.url.clone(),
-            key: key.to_owned(),
-            detail,
-        }
+        StoreError::new(kind, &self.url, key, detail)
     }
 
     /// Maps an SDK error to what the caller acts on.
@@ -248,11 +247,20 @@ impl Store for S3Store {
                 .bucket(&self.bucket)
                 .key(self.full_key(key))
                 .set_if_none_match(if_none_match.map(|e| e.0.clone()));
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) if is_not_modified(&e) => return Ok(Fetched::NotModified),
-                Err(e) => return Err(self.err(key, &e)),
-            };
+            let resp =
+                match req.send().await {
+                    Ok(r) => r,
+                    Err(e) if is_not_modified(&e) && if_none_match.is_some() => {
+                        return Ok(Fetched::NotModified)
+                    }
+                    Err(e) if is_not_modified(&e) => return Err(self.fail(
+                        key,
+                        StoreErrorKind::Protocol,
+                        "the server answered 304 Not Modified to a request without If-None-Match"
+                            .into(),
+                    )),
+                    Err(e) => return Err(self.err(key, &e)),
+                };
             if resp
                 .content_length()
                 .is_some_and(|n| n < 0 || n as u64 > limit)

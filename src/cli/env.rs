@@ -1,0 +1,45 @@
+//! The environment variables npcnix reads, all in one place: the library
+//! never reads the environment, the CLI passes these in.
+
+use std::path::PathBuf;
+
+use npcnix::host::activate::PROGRAM_ENV;
+use npcnix::host::agent::{FaultPoint, Hooks};
+use npcnix::nix::{Nix, NIX_BIN_DIR_ENV};
+
+/// Test-only fault injection: `NPCNIX_TEST_FAULT=<point>` aborts the process
+/// (like `kill -9`) at that point of a poll, to prove crash safety.
+pub const FAULT_ENV: &str = "NPCNIX_TEST_FAULT";
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// `NPCNIX_NIX_BIN_DIR`: where `nix`, `nix-store` and `nix-env` are.
+pub fn nix() -> Nix {
+    Nix::new(var(NIX_BIN_DIR_ENV).map(PathBuf::from))
+}
+
+/// `NPCNIX_NIXOS_REBUILD`: the activation program (tests, wrappers).
+pub fn activation_program() -> Option<String> {
+    var(PROGRAM_ENV)
+}
+
+/// `NPCNIX_READ_TIMEOUT_SECS`: network read timeout (default 60).
+pub fn read_timeout() -> Option<u64> {
+    var("NPCNIX_READ_TIMEOUT_SECS").and_then(|v| v.parse().ok())
+}
+
+/// The agent's hooks: warnings to stderr, and the fault-injection point.
+pub fn agent_hooks() -> Hooks {
+    let fault = var(FAULT_ENV);
+    Hooks {
+        warn: Box::new(|w| eprintln!("npcnix: warning: {w}")),
+        fault: Box::new(move |p: FaultPoint| {
+            if fault.as_deref() == Some(p.name()) {
+                eprintln!("npcnix: injected fault at {}", p.name());
+                std::process::abort();
+            }
+        }),
+    }
+}

@@ -1,0 +1,17 @@
+//! The wire formats, pure: keys and signatures (minisign), the release
+//! statement, the bundle that carries it, digests, remote names and time.
+//!
+//! Nothing here does I/O, prints, or reads the environment: every function
+//! takes bytes or values and returns values. Parsers are strict and bounded;
+//! `docs/protocol.md` specifies what they accept.
+
+pub mod bundle;
+pub mod digest;
+pub mod keys;
+pub mod remote;
+pub mod sign;
+pub mod statement;
+pub mod time;
+
+pub use digest::Digest;
+pub use remote::RemoteName;

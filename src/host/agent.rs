@@ -1,0 +1,589 @@
+//! The host agent: one poll runs the [`pipeline`] stages (fetch, judge,
+//! descend, download, extract, record), then the host's own decisions
+//! (paused, marked bad, up to date, activation retry backoff), then
+//! activates, health-checks, and rolls back or commits. `npcnix follow` runs
+//! polls in a loop with jitter; only a failing store backs off.
+//!
+//! Invariants (see SECURITY.md, "The host's own state"):
+//! * the highest verified version is recorded durably before activation
+//!   starts, so a crash or kill at any point never lets a lower version in;
+//! * a release that failed its health check is marked bad and never retried
+//!   until a newer version appears; a failed activation is retried with
+//!   exponential backoff, at most [`MAX_ACTIVATION_ATTEMPTS`] times;
+//! * one poll at a time holds the data dir lock, so two agents (or an agent
+//!   and a manual `npcnix activate`) never activate concurrently;
+//! * an unchanged remote costs one conditional request and no disk writes
+//!   besides the non-durable status file, and its cached bytes are judged
+//!   again on every poll (freshness, current keys and policy);
+//! * a refusal is never remembered: the next poll fetches and judges again,
+//!   and the failure counter grows until a release is accepted.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::host::activate::{self, Activator, Health};
+use crate::host::config::Validated;
+use crate::host::journal::{Journal, JournalError};
+use crate::host::pipeline::{self, PipelineError};
+use crate::host::state::{
+    BadRelease, DataDir, HostState, PollStatus, RemoteState, Retry, StateError,
+};
+use crate::store::{ReleaseLog, Store};
+use crate::verify::{Refusal, VerifiedRelease};
+
+/// Activation attempts before a release is marked bad.
+pub const MAX_ACTIVATION_ATTEMPTS: u32 = 3;
+
+/// Points in a poll where a test may kill the process (like `kill -9`) to
+/// prove crash safety; see [`Hooks::fault`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultPoint {
+    AfterRecord,
+    BeforeActivate,
+    AfterActivate,
+}
+
+impl FaultPoint {
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultPoint::AfterRecord => "after-record",
+            FaultPoint::BeforeActivate => "before-activate",
+            FaultPoint::AfterActivate => "after-activate",
+        }
+    }
+}
+
+/// How the agent reaches its caller without printing or exiting itself.
+pub struct Hooks {
+    /// Shows a warning that does not change a decision (the CLI prints it).
+    pub warn: Box<dyn Fn(&str) + Send + Sync>,
+    /// Called at each [`FaultPoint`]; the CLI's test hook aborts there.
+    pub fault: Box<dyn Fn(FaultPoint) + Send + Sync>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            warn: Box::new(|_| {}),
+            fault: Box::new(|_| {}),
+        }
+    }
+}
+
+/// What one poll did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The store said "not modified" (conditional request), and the cached
+    /// head, judged again now, is still the active release.
+    Unchanged,
+    /// The latest release is the one running.
+    UpToDate {
+        version: u64,
+    },
+    Paused {
+        until: u64,
+    },
+    /// Another npcnix process holds the lock (an activation is running).
+    Busy,
+    Activated {
+        version: u64,
+    },
+    /// Verification refused the release.
+    Refused(Refusal),
+    /// The release is marked bad (failed before); waiting for a newer one.
+    SkippedBad {
+        version: u64,
+    },
+    /// A failed activation is waiting for its backoff to expire.
+    Backoff {
+        version: u64,
+        until: u64,
+    },
+    ActivationFailed {
+        version: u64,
+        message: String,
+        marked_bad: bool,
+    },
+    RolledBack {
+        version: u64,
+        reason: String,
+    },
+    /// A stop signal arrived before the next step; nothing was activated.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Unchanged => "unchanged",
+            Outcome::UpToDate { .. } => "up-to-date",
+            Outcome::Paused { .. } => "paused",
+            Outcome::Busy => "busy",
+            Outcome::Activated { .. } => "activated",
+            Outcome::Refused(_) => "rejected",
+            Outcome::SkippedBad { .. } => "skipped-bad",
+            Outcome::Backoff { .. } => "backoff",
+            Outcome::ActivationFailed { .. } => "activation-failed",
+            Outcome::RolledBack { .. } => "rolled-back",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+
+    /// A problem the operator should see (counts as a failure for backoff).
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Refused(_) | Outcome::ActivationFailed { .. } | Outcome::RolledBack { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Unchanged => write!(f, "remote unchanged"),
+            Outcome::UpToDate { version } => write!(f, "up to date at version {version}"),
+            Outcome::Paused { until } if *until == u64::MAX => write!(f, "paused until unpaused"),
+            Outcome::Paused { until } => {
+                write!(f, "paused until {}", crate::format::time::rfc3339(*until))
+            }
+            Outcome::Busy => write!(f, "another npcnix process holds the lock"),
+            Outcome::Activated { version } => write!(f, "activated version {version}"),
+            Outcome::Refused(r) => write!(f, "rejected ({}): {r}", r.check()),
+            Outcome::SkippedBad { version } => {
+                write!(
+                    f,
+                    "version {version} is marked bad; waiting for a newer release"
+                )
+            }
+            Outcome::Backoff { version, until } => write!(
+                f,
+                "version {version} failed to activate; next attempt at {}",
+                crate::format::time::rfc3339(*until)
+            ),
+            Outcome::ActivationFailed {
+                version,
+                message,
+                marked_bad,
+            } => write!(
+                f,
+                "activation of version {version} failed: {message}{}",
+                if *marked_bad { " (marked bad)" } else { "" }
+            ),
+            Outcome::RolledBack { version, reason } => {
+                write!(f, "version {version} rolled back and marked bad: {reason}")
+            }
+            Outcome::Interrupted => write!(f, "interrupted by a stop signal"),
+        }
+    }
+}
+
+/// A poll that could not reach a verdict (store, state or local I/O).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct AgentError(#[from] PipelineError);
+
+impl From<StateError> for AgentError {
+    fn from(e: StateError) -> Self {
+        AgentError(e.into())
+    }
+}
+
+impl AgentError {
+    /// The store failed rather than answered: back off.
+    pub fn is_transient(&self) -> bool {
+        self.0.is_transient()
+    }
+}
+
+pub struct Agent {
+    pub v: Validated,
+    pub store: Box<dyn Store>,
+    pub data: DataDir,
+    pub activator: Activator,
+    /// Set by SIGTERM/SIGINT: finish the current step, then stop.
+    pub stop: Arc<AtomicBool>,
+    pub hooks: Hooks,
+}
+
+/// Exponential backoff for activation retries: 1, 2, 4, ... minutes, capped
+/// at an hour.
+fn retry_delay(attempts: u32) -> u64 {
+    (60u64 << attempts.saturating_sub(1).min(6)).min(3600)
+}
+
+impl Agent {
+    fn remote(&self) -> &str {
+        self.v.remote.as_str()
+    }
+
+    fn journal(&self) -> Journal<'_> {
+        Journal::new(&self.data, self.remote())
+    }
+
+    fn warn(&self, w: Result<(), JournalError>) {
+        if let Err(w) = w {
+            (self.hooks.warn)(&w.to_string());
+        }
+    }
+
+    fn audit_release(&self, event: &str, r: &VerifiedRelease, detail: Option<String>, now: u64) {
+        self.warn(self.journal().release(event, r, detail, now));
+    }
+
+    /// One poll. Holds the data dir lock throughout. Every refusal is
+    /// audited and returned as [`Outcome::Refused`]; nothing about it is
+    /// remembered, so the next poll fetches and judges `latest` again.
+    pub fn poll_once(&self, now: u64) -> Result<Outcome, AgentError> {
+        let _lock = match self.data.try_lock() {
+            Ok(l) => l,
+            Err(StateError::Locked(_)) => return Ok(Outcome::Busy),
+            Err(e) => return Err(e.into()),
+        };
+        let mut st = self.data.load()?;
+        match self.poll_locked(&mut st, now) {
+            Err(PipelineError::Refused(r)) => {
+                self.warn(self.journal().refusal(&r, now));
+                Ok(Outcome::Refused(r))
+            }
+            Err(e) => Err(e.into()),
+            Ok(o) => Ok(o),
+        }
+    }
+
+    fn poll_locked(&self, st: &mut HostState, now: u64) -> Result<Outcome, PipelineError> {
+        let r: RemoteState = st.remote(self.remote()).cloned().unwrap_or_default();
+        if r.is_paused(now) {
+            return Ok(Outcome::Paused {
+                until: r.paused_until.unwrap_or(u64::MAX),
+            });
+        }
+        let policy = &self.v.policy;
+        let log = ReleaseLog::new(self.store.as_ref());
+
+        let head = pipeline::fetch_head(&log, r.head.as_ref())?;
+        let judged = pipeline::judge(policy, Some(&r), head, now)?;
+        if !judged.revalidated() {
+            // Verified bytes only: a refused head never reaches the cache.
+            let rs = st.remote_mut(self.remote());
+            rs.head = judged.cache_entry();
+            rs.etag = None;
+            self.data.save(st)?;
+        }
+        let seen = judged.release().seen();
+        let version = seen.version;
+        if r.is_bad(&seen) {
+            return Ok(Outcome::SkippedBad { version });
+        }
+        if !judged.verdict.is_new() && r.active == Some(seen) {
+            // "Unchanged" only after the cached bytes passed judgement again.
+            return Ok(if judged.revalidated() {
+                Outcome::Unchanged
+            } else {
+                Outcome::UpToDate { version }
+            });
+        }
+        if let Some(retry) = r.retry.as_ref().filter(|t| t.version == version) {
+            if now < retry.next_at {
+                return Ok(Outcome::Backoff {
+                    version,
+                    until: retry.next_at,
+                });
+            }
+        }
+
+        let accepted =
+            pipeline::descend(&log, policy, Some(&r), judged, self.v.require_chain, now)?;
+        let plan = self
+            .activator
+            .plan(accepted.release.statement().toplevels.as_ref())?;
+        if self.should_stop() {
+            return Ok(Outcome::Interrupted);
+        }
+        let downloaded = pipeline::download(&log, accepted, &self.v.limits, &self.data)?;
+        let extracted = pipeline::extract(downloaded, &self.v.limits, &self.data)?;
+        let mut ps = self.data.load_status();
+        ps.confinement = Some(extracted.confinement.to_string());
+        let _ = self.data.save_status(&ps);
+        // Rollback protection is durable before anything is activated.
+        pipeline::record(&self.data, st, &extracted, now)?;
+        let release = extracted.release;
+        if extracted.new {
+            self.audit_release(
+                "verified",
+                &release,
+                Some(format!(
+                    "{} files, {} bytes; {}",
+                    extracted.stats.files, extracted.stats.bytes, extracted.confinement
+                )),
+                now,
+            );
+        }
+        (self.hooks.fault)(FaultPoint::AfterRecord);
+        let dir = self.release_dir(&release);
+        self.install_tree(extracted.tree, &dir)?;
+        (self.hooks.fault)(FaultPoint::BeforeActivate);
+        if self.should_stop() {
+            // Recorded but not activated: the next start picks it up.
+            return Ok(Outcome::Interrupted);
+        }
+        Ok(self.activate(st, &release, &plan, &dir, now)?)
+    }
+
+    fn release_dir(&self, r: &VerifiedRelease) -> PathBuf {
+        self.data.root.join("releases").join(format!(
+            "{:020}-{}",
+            r.version(),
+            &r.statement_hash().to_hex()[..16]
+        ))
+    }
+
+    /// Moves an extracted tree to its place under `<data>/releases/`.
+    fn install_tree(&self, tree: crate::fsutil::TempDir, dir: &Path) -> Result<(), PipelineError> {
+        let parent = self.data.root.join("releases");
+        crate::fsutil::ensure_private_dir(&parent)
+            .map_err(PipelineError::io(format!("creating {}", parent.display())))?;
+        if fs::symlink_metadata(dir).is_ok() {
+            // Left by an earlier attempt; it is ours, replace it.
+            fs::remove_dir_all(dir)
+                .map_err(PipelineError::io(format!("removing {}", dir.display())))?;
+        }
+        pipeline::place(tree, dir)
+    }
+
+    fn activation_env(&self, r: &VerifiedRelease, dir: &Path) -> Vec<(&'static str, String)> {
+        vec![
+            ("NPCNIX_REMOTE", self.remote().to_owned()),
+            ("NPCNIX_VERSION", r.version().to_string()),
+            ("NPCNIX_STATEMENT", r.statement_hash().to_hex()),
+            ("NPCNIX_FLAKE_DIR", dir.display().to_string()),
+            ("NPCNIX_CONFIGURATION", self.v.config.configuration.clone()),
+        ]
+    }
+
+    fn activate(
+        &self,
+        st: &mut HostState,
+        release: &VerifiedRelease,
+        plan: &activate::Plan,
+        dir: &Path,
+        now: u64,
+    ) -> Result<Outcome, StateError> {
+        let version = release.version();
+        let seen = release.seen();
+        let env = self.activation_env(release, dir);
+        self.audit_release(
+            "activating",
+            release,
+            Some(match plan {
+                activate::Plan::Flake => format!(
+                    "{} {}",
+                    self.activator.program,
+                    self.activator.effective_mode().as_arg()
+                ),
+                activate::Plan::Toplevel(p) => format!(
+                    "{p}/bin/switch-to-configuration {}",
+                    self.activator.toplevel_action.as_arg()
+                ),
+            }),
+            now,
+        );
+        let failure = self.activator.apply(plan, dir, &env).err().map(|e| e.0);
+        (self.hooks.fault)(FaultPoint::AfterActivate);
+        if let Some(message) = failure {
+            let rs = st.remote_mut(self.remote());
+            let attempts = rs
+                .retry
+                .as_ref()
+                .filter(|r| r.version == version)
+                .map_or(0, |r| r.attempts)
+                + 1;
+            let marked_bad = attempts >= MAX_ACTIVATION_ATTEMPTS;
+            if marked_bad {
+                rs.retry = None;
+                rs.bad.push(BadRelease {
+                    version,
+                    statement: seen.statement,
+                    reason: format!("activation failed {attempts} times: {message}"),
+                    at: now,
+                });
+            } else {
+                rs.retry = Some(Retry {
+                    version,
+                    attempts,
+                    next_at: now + retry_delay(attempts),
+                });
+            }
+            self.data.save(st)?;
+            self.audit_release(
+                if marked_bad {
+                    "marked-bad"
+                } else {
+                    "activation-failed"
+                },
+                release,
+                Some(format!("attempt {attempts}: {message}")),
+                now,
+            );
+            return Ok(Outcome::ActivationFailed {
+                version,
+                message,
+                marked_bad,
+            });
+        }
+
+        if let (Some(h), true) = (
+            &self.v.config.health_check,
+            self.activator.effective_mode().changes_running_system(),
+        ) {
+            if let Health::Unhealthy(reason) = activate::health_check(h, &env) {
+                self.audit_release("health-check-failed", release, Some(reason.clone()), now);
+                let rb_note = match self.activator.roll_back(plan, &env) {
+                    Ok(()) => "rolled back to the previous generation".to_owned(),
+                    Err(e) => format!("ROLLBACK FAILED: {e}"),
+                };
+                let rs = st.remote_mut(self.remote());
+                rs.retry = None;
+                rs.bad.push(BadRelease {
+                    version,
+                    statement: seen.statement,
+                    reason: format!("health check failed: {reason}"),
+                    at: now,
+                });
+                self.data.save(st)?;
+                self.audit_release(
+                    "rolled-back",
+                    release,
+                    Some(format!("{reason}; {rb_note}")),
+                    now,
+                );
+                return Ok(Outcome::RolledBack {
+                    version,
+                    reason: format!("{reason}; {rb_note}"),
+                });
+            }
+        }
+
+        let rs = st.remote_mut(self.remote());
+        rs.active = Some(seen);
+        rs.retry = None;
+        self.data.save(st)?;
+        self.audit_release(
+            "activated",
+            release,
+            Some(self.activator.effective_mode().as_arg().to_owned()),
+            now,
+        );
+        self.prune_release_dirs(dir);
+        Ok(Outcome::Activated { version })
+    }
+
+    /// Keeps the active release's tree and the one before it.
+    fn prune_release_dirs(&self, keep: &Path) {
+        let parent = self.data.root.join("releases");
+        let Ok(rd) = fs::read_dir(&parent) else {
+            return;
+        };
+        let mut dirs: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        dirs.sort();
+        let keep_from = dirs.len().saturating_sub(2);
+        for d in &dirs[..keep_from] {
+            if d != keep {
+                let _ = fs::remove_dir_all(d);
+            }
+        }
+    }
+
+    /// Records a poll's result in the status file (non-durable) and returns
+    /// it (the caller takes the backoff from it).
+    pub fn record_status(
+        &self,
+        now: u64,
+        result: &Result<Outcome, AgentError>,
+        next_poll: Option<u64>,
+    ) -> PollStatus {
+        let mut s = self.data.load_status();
+        s.last_check = Some(now);
+        s.next_poll = next_poll;
+        match result {
+            Ok(o) => {
+                s.last_result = Some(o.to_string());
+                s.consecutive_store_errors = 0;
+                s.last_refusal = match o {
+                    Outcome::Refused(r) => Some(r.check().name().to_owned()),
+                    _ => None,
+                };
+                if o.is_failure() {
+                    s.consecutive_failures += 1;
+                    s.last_error = Some(o.to_string());
+                } else if !matches!(o, Outcome::Busy) {
+                    s.consecutive_failures = 0;
+                }
+            }
+            Err(e) => {
+                s.consecutive_failures += 1;
+                s.last_result = Some("error".into());
+                s.last_error = Some(format!("{e:#}"));
+                s.last_refusal = None;
+                if e.is_transient() {
+                    s.consecutive_store_errors += 1;
+                } else {
+                    s.consecutive_store_errors = 0;
+                }
+            }
+        }
+        if let Err(e) = self.data.save_status(&s) {
+            (self.hooks.warn)(&format!(
+                "could not write {}: {e}",
+                self.data.status_path().display()
+            ));
+        }
+        s
+    }
+
+    pub fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// Most a failing store stretches the poll interval: 2, then 4 times it.
+pub const MAX_BACKOFF_FACTOR: u64 = 4;
+
+/// Delay before the next poll: the interval plus random jitter. Only a store
+/// that fails (connection errors, time-outs, 5xx: `store_errors` polls in a
+/// row) backs off, doubling up to [`MAX_BACKOFF_FACTOR`] times the interval.
+/// Refused answers never back off: a store serving garbage must not be able
+/// to hold hosts back from the next good release.
+pub fn next_delay(interval: u64, jitter: u64, store_errors: u32, random: u64) -> u64 {
+    let factor = (1u64 << store_errors.min(8)).min(MAX_BACKOFF_FACTOR);
+    interval.saturating_mul(factor)
+        + if jitter == 0 {
+            0
+        } else {
+            random % (jitter + 1)
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_failure_backoff_grows_and_stays_a_small_multiple_of_the_interval() {
+        assert_eq!(next_delay(300, 0, 0, 0), 300);
+        assert_eq!(next_delay(300, 0, 1, 0), 600);
+        assert_eq!(next_delay(300, 0, 2, 0), 1200);
+        assert_eq!(next_delay(300, 0, 20, 0), 1200);
+        assert_eq!(next_delay(1, 0, u32::MAX, 0), 4);
+        assert!(next_delay(300, 60, 0, 12345) <= 360);
+    }
+
+    #[test]
+    fn activation_retry_delay_is_exponential_and_capped() {
+        assert_eq!(retry_delay(1), 60);
+        assert_eq!(retry_delay(2), 120);
+        assert_eq!(retry_delay(30), 3600);
+    }
+}

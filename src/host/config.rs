@@ -1,0 +1,526 @@
+//! The host config: declarative, written by the NixOS module (or `npcnix
+//! install`), separate from the mutable state in the data dir.
+//!
+//! Parsing is strict (unknown fields are errors, so a typo never silently
+//! disables a check) and validation explains what is wrong and how to fix it.
+//! The JSON shape is documented in `docs/protocol.md` ("Host config") and
+//! produced by `nixos-module/host-config.nix`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::archive::limits::{LimitOverrides, Limits};
+use crate::format::keys::PublicKey;
+use crate::format::statement::RemoteName;
+use crate::verify::{ExpiryPolicy, KeyScope, Policy, TrustedKey, DEFAULT_MAX_FUTURE_SKEW_SECS};
+
+pub const CONFIG_FORMAT: &str = "npcnix-host-config/v1";
+/// Where the NixOS module puts the config.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/npcnix/config.json";
+const CONFIG_MAX_BYTES: usize = 1 << 20;
+
+fn default_threshold() -> usize {
+    1
+}
+fn default_interval() -> u64 {
+    300
+}
+fn default_jitter() -> u64 {
+    60
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/npcnix")
+}
+fn default_health_timeout() -> u64 {
+    120
+}
+fn default_skew() -> u64 {
+    DEFAULT_MAX_FUTURE_SKEW_SECS
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// `file:///...`, `s3://bucket/prefix/name`, `https://mirror/...`.
+    pub url: String,
+    /// The signed identity; defaults to the URL's last path segment.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Distinct trusted keys (scoped to this remote) that must sign.
+    #[serde(default = "default_threshold")]
+    pub threshold: usize,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub path_style: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKeyConfig {
+    /// The minisign public key (`RW...`).
+    pub public_key: String,
+    /// Remotes this key may sign for; `"*"` means any (discouraged).
+    pub remotes: Vec<String>,
+    /// Unix seconds after which the key's signatures no longer count.
+    #[serde(default)]
+    pub not_after: Option<u64>,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default)]
+    pub min_version: u64,
+    #[serde(default = "default_expiry")]
+    pub expiry: ExpiryPolicy,
+    #[serde(default)]
+    pub max_version_jump: Option<u64>,
+    #[serde(default)]
+    pub require_chain: bool,
+    #[serde(default = "default_skew")]
+    pub max_future_skew_secs: u64,
+}
+
+fn default_expiry() -> ExpiryPolicy {
+    ExpiryPolicy::Optional
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            min_version: 0,
+            expiry: ExpiryPolicy::Optional,
+            max_version_jump: None,
+            require_chain: false,
+            max_future_skew_secs: DEFAULT_MAX_FUTURE_SKEW_SECS,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollConfig {
+    #[serde(default = "default_interval")]
+    pub interval_secs: u64,
+    #[serde(default = "default_jitter")]
+    pub jitter_secs: u64,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig {
+            interval_secs: default_interval(),
+            jitter_secs: default_jitter(),
+        }
+    }
+}
+
+/// How a verified release is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActivationMode {
+    /// `nixos-rebuild switch`: activate now and make it the boot default.
+    Switch,
+    /// `nixos-rebuild boot`: make it the boot default only.
+    Boot,
+    /// `nixos-rebuild test`: activate now, not the boot default.
+    Test,
+    /// `nixos-rebuild dry-activate`: show what would change.
+    DryActivate,
+    /// No evaluation on the host: realise the signed system path for this
+    /// configuration from the substituters and run its
+    /// `bin/switch-to-configuration <toplevel_action>`.
+    Toplevel,
+}
+
+impl ActivationMode {
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            ActivationMode::Switch => "switch",
+            ActivationMode::Boot => "boot",
+            ActivationMode::Test => "test",
+            ActivationMode::DryActivate => "dry-activate",
+            ActivationMode::Toplevel => "toplevel",
+        }
+    }
+
+    /// Whether the running system changes (so a health check and rollback
+    /// make sense).
+    pub fn changes_running_system(self) -> bool {
+        matches!(self, ActivationMode::Switch | ActivationMode::Test)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationConfig {
+    pub mode: ActivationMode,
+    /// Program to run instead of `nixos-rebuild` (`NPCNIX_NIXOS_REBUILD`
+    /// overrides this).
+    #[serde(default)]
+    pub program: Option<String>,
+    #[serde(default)]
+    pub extra_substituters: Vec<String>,
+    #[serde(default)]
+    pub extra_trusted_public_keys: Vec<String>,
+    /// Mode `toplevel`: what `switch-to-configuration` does (`switch`,
+    /// `boot`, `test`, `dry-activate`; default `switch`).
+    #[serde(default)]
+    pub toplevel_action: Option<ActivationMode>,
+    /// Mode `toplevel`: the system profile (default
+    /// `/nix/var/nix/profiles/system`).
+    #[serde(default)]
+    pub profile: Option<PathBuf>,
+    /// Mode `toplevel`: what to do with a release that carries no signed
+    /// path for this configuration.
+    #[serde(default)]
+    pub toplevel_fallback: ToplevelFallback,
+}
+
+/// What a `toplevel` host does when a release names no path for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ToplevelFallback {
+    /// Refuse the release (the default: the host never evaluates Nix).
+    #[default]
+    Refuse,
+    /// Evaluate the flake with `nixos-rebuild switch` instead.
+    Evaluate,
+}
+
+impl Default for ActivationConfig {
+    fn default() -> Self {
+        ActivationConfig {
+            mode: ActivationMode::Switch,
+            program: None,
+            extra_substituters: Vec::new(),
+            extra_trusted_public_keys: Vec::new(),
+            toplevel_action: None,
+            profile: None,
+            toplevel_fallback: ToplevelFallback::Refuse,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// argv of the check; exit 0 = healthy.
+    pub command: Vec<String>,
+    #[serde(default = "default_health_timeout")]
+    pub timeout_secs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    pub format: String,
+    pub remote: RemoteConfig,
+    pub configuration: String,
+    pub trusted_keys: Vec<TrustedKeyConfig>,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub poll: PollConfig,
+    #[serde(default)]
+    pub activation: ActivationConfig,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    #[serde(default)]
+    pub metrics_path: Option<PathBuf>,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub limits: LimitOverrides,
+}
+
+impl RemoteConfig {
+    /// Backend settings for [`crate::store::open_url`].
+    pub fn store_options(&self, read_timeout_secs: Option<u64>) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            path_style: self.path_style,
+            read_timeout_secs,
+        }
+    }
+}
+
+/// A config problem, with the field it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config is not valid JSON for npcnix-host-config/v1: {0}")]
+    Parse(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A validated config, with derived values ready to use.
+#[derive(Clone, Debug)]
+pub struct Validated {
+    pub config: HostConfig,
+    pub remote: RemoteName,
+    pub policy: Policy,
+    pub limits: Limits,
+    pub require_chain: bool,
+}
+
+impl HostConfig {
+    pub fn parse(bytes: &[u8]) -> Result<HostConfig, ConfigError> {
+        if bytes.len() > CONFIG_MAX_BYTES {
+            return Err(ConfigError::Parse(
+                "config file is larger than 1 MiB".into(),
+            ));
+        }
+        serde_json::from_slice(bytes).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// Checks everything and derives the verification policy. Returns every
+    /// problem found, not just the first.
+    pub fn validate(&self) -> Result<Validated, Vec<ConfigError>> {
+        let mut errs = Vec::new();
+        if self.format != CONFIG_FORMAT {
+            errs.push(invalid(
+                "format",
+                format!("expected {CONFIG_FORMAT:?}, got {:?}", self.format),
+            ));
+        }
+        if !(self.remote.url.starts_with("file://")
+            || self.remote.url.starts_with("s3://")
+            || self.remote.url.starts_with("http://")
+            || self.remote.url.starts_with("https://"))
+        {
+            errs.push(invalid(
+                "remote.url",
+                "must start with file://, s3://, http:// or https://",
+            ));
+        }
+        let name = self
+            .remote
+            .name
+            .clone()
+            .or_else(|| crate::store::default_remote_name(&self.remote.url).map(str::to_owned))
+            .unwrap_or_default();
+        let remote = match RemoteName::new(&name) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                errs.push(invalid("remote.name", e));
+                None
+            }
+        };
+        if self.configuration.is_empty()
+            || self.configuration.len() > 128
+            || !self
+                .configuration
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            errs.push(invalid(
+                "configuration",
+                "must be a nixosConfigurations attribute name: 1-128 characters from A-Z a-z 0-9 - _ .",
+            ));
+        }
+        let mut keys = Vec::new();
+        for (i, k) in self.trusted_keys.iter().enumerate() {
+            let field = format!("trusted_keys[{i}]");
+            let pk = match PublicKey::from_base64(&k.public_key) {
+                Ok(pk) => pk,
+                Err(e) => {
+                    errs.push(invalid(
+                        format!("{field}.public_key"),
+                        format!("{e} (expected the RW... line of a minisign .pub file)"),
+                    ));
+                    continue;
+                }
+            };
+            if k.remotes.is_empty() {
+                errs.push(invalid(
+                    format!("{field}.remotes"),
+                    "list the remotes this key may sign for (\"*\" for any)",
+                ));
+                continue;
+            }
+            let scope = if k.remotes.iter().any(|r| r == "*") {
+                KeyScope::AnyRemote
+            } else {
+                let mut list = Vec::new();
+                for r in &k.remotes {
+                    match RemoteName::new(r) {
+                        Ok(n) => list.push(n),
+                        Err(e) => errs.push(invalid(format!("{field}.remotes"), e)),
+                    }
+                }
+                KeyScope::Remotes(list)
+            };
+            if keys.iter().any(|t: &TrustedKey| t.key.key_id == pk.key_id) {
+                errs.push(invalid(
+                    format!("{field}.public_key"),
+                    format!("key ID {} is listed twice", pk.key_id),
+                ));
+            }
+            // Thresholds count distinct Ed25519 keys: the same key under
+            // another ID would let a config promise a threshold it can
+            // never reach.
+            if keys.iter().any(|t: &TrustedKey| t.key.bytes == pk.bytes) {
+                errs.push(invalid(
+                    format!("{field}.public_key"),
+                    "the same public key is listed twice (under another key ID)",
+                ));
+            }
+            keys.push(TrustedKey {
+                key: pk,
+                scope,
+                not_after: k.not_after,
+            });
+        }
+        if let Some(remote) = &remote {
+            let scoped = keys
+                .iter()
+                .filter(|k| match &k.scope {
+                    KeyScope::AnyRemote => true,
+                    KeyScope::Remotes(l) => l.contains(remote),
+                })
+                .count();
+            if scoped == 0 {
+                errs.push(invalid(
+                    "trusted_keys",
+                    format!("no trusted key may sign for remote {remote:?}: this host could never accept a release"),
+                ));
+            }
+            if self.remote.threshold == 0 {
+                errs.push(invalid("remote.threshold", "must be at least 1"));
+            } else if self.remote.threshold > scoped && scoped > 0 {
+                errs.push(invalid(
+                    "remote.threshold",
+                    format!(
+                        "requires {} signatures but only {scoped} trusted key(s) are scoped to {remote:?}",
+                        self.remote.threshold
+                    ),
+                ));
+            }
+        }
+        if self.activation.toplevel_action == Some(ActivationMode::Toplevel) {
+            errs.push(invalid(
+                "activation.toplevel_action",
+                "must be switch, boot, test or dry-activate",
+            ));
+        }
+        if self.poll.interval_secs == 0 {
+            errs.push(invalid("poll.interval_secs", "must be at least 1"));
+        }
+        if let Some(h) = &self.health_check {
+            if h.command.is_empty() || h.command[0].is_empty() {
+                errs.push(invalid("health_check.command", "must name a program"));
+            }
+            if h.timeout_secs == 0 {
+                errs.push(invalid("health_check.timeout_secs", "must be at least 1"));
+            }
+        }
+        if !self.state_dir.is_absolute() {
+            errs.push(invalid("state_dir", "must be an absolute path"));
+        }
+        let limits = match self.limits.resolve() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                errs.push(invalid("limits", e));
+                None
+            }
+        };
+        match (remote, limits) {
+            (Some(remote), Some(limits)) if errs.is_empty() => Ok(Validated {
+                policy: Policy {
+                    remote: remote.clone(),
+                    keys,
+                    threshold: self.remote.threshold,
+                    expiry: self.policy.expiry,
+                    max_future_skew_secs: self.policy.max_future_skew_secs,
+                    min_version: self.policy.min_version,
+                    max_version_jump: self.policy.max_version_jump,
+                },
+                remote,
+                limits,
+                require_chain: self.policy.require_chain,
+                config: self.clone(),
+            }),
+            _ => Err(errs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> String {
+        crate::format::keys::SecretKey::generate()
+            .expect("key")
+            .public_key()
+            .to_base64()
+    }
+
+    fn minimal(k: &str) -> String {
+        format!(
+            r#"{{"format":"npcnix-host-config/v1","remote":{{"url":"file:///srv/remotes/prod"}},
+               "configuration":"web1","trusted_keys":[{{"public_key":"{k}","remotes":["prod"]}}]}}"#
+        )
+    }
+
+    #[test]
+    fn minimal_config_validates_with_defaults() {
+        let c = HostConfig::parse(minimal(&key()).as_bytes()).expect("parse");
+        let v = c.validate().expect("valid");
+        assert_eq!(v.remote.as_str(), "prod");
+        assert_eq!(v.policy.threshold, 1);
+        assert_eq!(c.poll.interval_secs, 300);
+    }
+
+    #[test]
+    fn typo_in_a_field_is_an_error_not_a_silent_default() {
+        let text = minimal(&key()).replace("\"configuration\"", "\"configuraton\"");
+        assert!(matches!(
+            HostConfig::parse(text.as_bytes()),
+            Err(ConfigError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn key_scoped_elsewhere_leaves_no_signer_and_is_explained() {
+        let text = minimal(&key()).replace("[\"prod\"]", "[\"dev\"]");
+        let errs = HostConfig::parse(text.as_bytes())
+            .expect("parse")
+            .validate()
+            .expect_err("invalid");
+        assert!(errs
+            .iter()
+            .any(|e| e.to_string().contains("no trusted key may sign")));
+    }
+
+    #[test]
+    fn threshold_above_scoped_keys_is_refused() {
+        let mut c = HostConfig::parse(minimal(&key()).as_bytes()).expect("parse");
+        c.remote.threshold = 2;
+        let errs = c.validate().expect_err("invalid");
+        assert!(errs
+            .iter()
+            .any(|e| e.to_string().contains("requires 2 signatures")));
+    }
+}

@@ -1,0 +1,20 @@
+//! The client side: everything a host does with what it fetched.
+//!
+//! * [`config`]: the host config (strict JSON) and the policy derived from it;
+//! * [`state`]: the durable per-remote state and the data directory;
+//! * [`journal`]: the append-only audit log;
+//! * [`pipeline`]: the pull pipeline as typed stages (fetch -> judge ->
+//!   descend -> download -> extract -> record -> place);
+//! * [`pull`]: `npcnix pull` on top of the pipeline;
+//! * [`agent`]: one poll of `npcnix follow` on top of the pipeline, plus
+//!   activation, health check and rollback ([`activate`]);
+//! * [`status`]: what `npcnix status` and the metrics file show.
+
+pub mod activate;
+pub mod agent;
+pub mod config;
+pub mod journal;
+pub mod pipeline;
+pub mod pull;
+pub mod state;
+pub mod status;

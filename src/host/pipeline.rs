@@ -1,0 +1,386 @@
+//! The pull pipeline as typed stages, shared by `npcnix pull` and the agent.
+//!
+//! Each stage takes the previous stage's output type and returns the next
+//! one, so a poll reads top to bottom and no stage can be skipped:
+//!
+//! ```text
+//! fetch_head  -> Head        latest's bytes: fresh, or the cached verified copy on "not modified"
+//! judge       -> Judged      signatures, binding, remote, freshness, rollback (pure verify)
+//! descend     -> Accepted    require_chain: intermediate releases link back to what the host holds
+//! download    -> Downloaded  at most the signed size, BLAKE3 checked, in the private temp dir
+//! extract     -> Extracted   hardened extractor on a confined thread, with its confinement status
+//! record      -> Recorded    the new highest version, durable before anything is handed on
+//! ```
+//!
+//! A "not modified" answer never short-cuts the pipeline: it only means the
+//! bytes of `latest` are the ones the host verified last time, and those
+//! bytes are judged again, now, under the current host config. So an expired
+//! head is refused on every poll, and a change of keys or policy re-judges it.
+//! Only verified bundles are cached; a refused `latest` is fetched in full
+//! again on the next poll.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::archive::confine::{self, Confinement};
+use crate::archive::{self, ExtractError, ExtractStats, Limits};
+use crate::format::bundle::BundleError;
+use crate::fsutil::{self, TempDir};
+use crate::host::state::{CachedHead, DataDir, HostState, RemoteState, StateError};
+use crate::store::{ETag, Fetched, ReleaseLog, StoreError, StoreErrorKind};
+use crate::verify::{self, chain::Descent, Policy, Refusal, Verdict, VerifiedRelease};
+
+/// Why a pipeline stage stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Verification refused the release (exit code 3).
+    #[error("{}", .0.line())]
+    Refused(Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl From<Refusal> for PipelineError {
+    fn from(r: Refusal) -> Self {
+        PipelineError::Refused(r)
+    }
+}
+
+impl PipelineError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> PipelineError {
+        let context = context.into();
+        move |source| PipelineError::Io { context, source }
+    }
+
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            PipelineError::Refused(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The store failed (network, time-out, 5xx) rather than answered:
+    /// the only kind of error that backs off.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, PipelineError::Store(e) if e.is_transient())
+    }
+}
+
+/// The bytes of `latest` to judge.
+#[derive(Debug)]
+pub struct Head {
+    bytes: Vec<u8>,
+    etag: Option<ETag>,
+    /// The store said "not modified": these are the cached bytes.
+    revalidated: bool,
+}
+
+impl Head {
+    /// Whether the store answered "not modified" (the bytes are the cached,
+    /// previously verified copy).
+    pub fn revalidated(&self) -> bool {
+        self.revalidated
+    }
+}
+
+/// Stage 1: reads `latest`, conditionally when the host holds a verified copy
+/// of it.
+pub fn fetch_head(
+    log: &ReleaseLog<'_>,
+    cached: Option<&CachedHead>,
+) -> Result<Head, PipelineError> {
+    let etag = cached.map(|c| ETag(c.etag.clone()));
+    match log.latest(etag.as_ref()) {
+        Ok(Fetched::Object { bytes, etag }) => Ok(Head {
+            bytes,
+            etag,
+            revalidated: false,
+        }),
+        Ok(Fetched::NotModified) => {
+            // `latest` checked that a condition was sent, so `cached` is set.
+            let c = cached.ok_or_else(|| {
+                StoreError::new(
+                    StoreErrorKind::Protocol,
+                    &log.store().describe(),
+                    "latest",
+                    "'not modified' without a cached copy".into(),
+                )
+            })?;
+            Ok(Head {
+                bytes: c.bundle.clone(),
+                etag: Some(ETag(c.etag.clone())),
+                revalidated: true,
+            })
+        }
+        Err(e) if e.kind == StoreErrorKind::TooLarge => {
+            Err(Refusal::Bundle(BundleError::TooLarge).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A verified head and what it means for this host.
+#[derive(Debug)]
+pub struct Judged {
+    pub verdict: Verdict,
+    head: Head,
+}
+
+impl Judged {
+    pub fn release(&self) -> &VerifiedRelease {
+        self.verdict.release()
+    }
+
+    /// The cache entry for this head, if the store gave it an ETag.
+    pub fn cache_entry(&self) -> Option<CachedHead> {
+        self.head.etag.as_ref().map(|e| CachedHead {
+            etag: e.0.clone(),
+            bundle: self.head.bytes.clone(),
+        })
+    }
+
+    pub fn revalidated(&self) -> bool {
+        self.head.revalidated
+    }
+}
+
+/// The host's policy with the floor pinned by `npcnix state reset` applied.
+pub fn effective_policy(policy: &Policy, remote: Option<&RemoteState>) -> Policy {
+    let mut p = policy.clone();
+    p.min_version = p.min_version.max(remote.and_then(|r| r.floor).unwrap_or(0));
+    p
+}
+
+/// Stage 2: verifies the head against the host's policy and history (pure).
+pub fn judge(
+    policy: &Policy,
+    remote: Option<&RemoteState>,
+    head: Head,
+    now: u64,
+) -> Result<Judged, Refusal> {
+    let policy = effective_policy(policy, remote);
+    let seen = remote.and_then(|r| r.highest);
+    let verdict = verify::verify_release(&policy, seen, &head.bytes, now)?;
+    Ok(Judged { verdict, head })
+}
+
+/// A release that may be downloaded.
+#[derive(Debug)]
+pub struct Accepted {
+    pub release: VerifiedRelease,
+    /// Newer than anything this host verified (recorded after extraction).
+    pub new: bool,
+}
+
+/// Stage 3: with `require_chain`, checks that a new release descends from the
+/// one this host holds through every intermediate release in the log.
+pub fn descend(
+    log: &ReleaseLog<'_>,
+    policy: &Policy,
+    remote: Option<&RemoteState>,
+    judged: Judged,
+    require_chain: bool,
+    now: u64,
+) -> Result<Accepted, PipelineError> {
+    let new = judged.verdict.is_new();
+    let release = judged.verdict.into_release();
+    let seen = remote.and_then(|r| r.highest);
+    if let (true, true, Some(seen)) = (require_chain, new, seen) {
+        let policy = effective_policy(policy, remote);
+        if let Some(mut walk) = Descent::start(seen, &release)? {
+            while let Some(v) = walk.next_version() {
+                let bytes = log.release(v)?.ok_or_else(|| walk.missing(v))?;
+                walk.step(&policy, &bytes, now)?;
+            }
+            walk.finish(&release)?;
+        }
+    }
+    Ok(Accepted { release, new })
+}
+
+/// An archive whose size and BLAKE3 match the signed statement, in the
+/// private temp dir.
+#[derive(Debug)]
+pub struct Downloaded {
+    pub release: VerifiedRelease,
+    pub new: bool,
+    work: TempDir,
+    archive: PathBuf,
+}
+
+/// Stage 4: downloads the archive, never past its signed size.
+pub fn download(
+    log: &ReleaseLog<'_>,
+    accepted: Accepted,
+    limits: &Limits,
+    data: &DataDir,
+) -> Result<Downloaded, PipelineError> {
+    let aref = &accepted.release.statement().archive;
+    if aref.size > limits.archive_bytes {
+        return Err(Refusal::ArchiveOverLimit {
+            declared: aref.size,
+            limit: limits.archive_bytes,
+        }
+        .into());
+    }
+    let work = TempDir::new_in(&data.tmp_dir(), "pull-")
+        .map_err(PipelineError::io("creating a private temp dir"))?;
+    let archive = work.path().join("archive.tar.zst");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&archive)
+        .map_err(PipelineError::io("creating the download file"))?;
+    log.download(aref, &mut f)?.map_err(Refusal::Archive)?;
+    Ok(Downloaded {
+        release: accepted.release,
+        new: accepted.new,
+        work,
+        archive,
+    })
+}
+
+/// A verified release's tree, extracted into the private temp dir.
+#[derive(Debug)]
+pub struct Extracted {
+    pub release: VerifiedRelease,
+    pub new: bool,
+    pub tree: TempDir,
+    pub stats: ExtractStats,
+    pub confinement: Confinement,
+}
+
+/// Stage 5: extracts with the hardened extractor on a thread whose writes
+/// are confined to the new directory (where the kernel allows).
+pub fn extract(
+    downloaded: Downloaded,
+    limits: &Limits,
+    data: &DataDir,
+) -> Result<Extracted, PipelineError> {
+    let tree = TempDir::new_in(&data.tmp_dir(), "tree-")
+        .map_err(PipelineError::io("creating the extraction dir"))?;
+    let f =
+        fs::File::open(&downloaded.archive).map_err(PipelineError::io("reopening the download"))?;
+    let root = tree.path().to_path_buf();
+    let limits = *limits;
+    let (joined, confinement) = confine::run_confined(root.clone(), move || {
+        archive::extract(io::BufReader::with_capacity(256 * 1024, f), &root, &limits)
+    });
+    let extracted = joined.map_err(|_| PipelineError::Io {
+        context: "extracting".into(),
+        source: io::Error::other("the extraction thread panicked"),
+    })?;
+    let stats = match extracted {
+        Ok(s) => ExtractStats {
+            confinement: Some(confinement.to_string()),
+            ..s
+        },
+        Err(ExtractError::Refused(msg)) => return Err(Refusal::ArchiveContent(msg).into()),
+        Err(ExtractError::Io { path, source }) => {
+            return Err(PipelineError::Io {
+                context: format!("extracting to {}", path.display()),
+                source,
+            })
+        }
+    };
+    drop(downloaded.work);
+    Ok(Extracted {
+        release: downloaded.release,
+        new: downloaded.new,
+        tree,
+        stats,
+        confinement,
+    })
+}
+
+/// Stage 6: records a new release as the highest verified version for its
+/// remote (atomically), before it is handed on or activated.
+pub fn record(
+    data: &DataDir,
+    state: &mut HostState,
+    extracted: &Extracted,
+    now: u64,
+) -> Result<(), StateError> {
+    if !extracted.new {
+        return Ok(());
+    }
+    let r = state.remote_mut(extracted.release.statement().remote.as_str());
+    r.highest = Some(extracted.release.seen());
+    r.verified_at = Some(now);
+    data.save(state)
+}
+
+/// Moves a verified, extracted tree to `dst`: a rename when on the same file
+/// system, else a copy into a hidden sibling of `dst` and a rename, so `dst`
+/// appears complete or not at all.
+pub fn place(tree: TempDir, dst: &Path) -> Result<(), PipelineError> {
+    if let Some(parent) = dst.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)
+            .map_err(PipelineError::io(format!("creating {}", parent.display())))?;
+    }
+    match fs::rename(tree.path(), dst) {
+        Ok(()) => {
+            tree.keep();
+            if let Some(parent) = dst.parent().filter(|p| !p.as_os_str().is_empty()) {
+                let _ = fsutil::sync_dir(parent);
+            }
+            return Ok(());
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {}
+        Err(e) => {
+            return Err(PipelineError::Io {
+                context: format!("moving the release to {}", dst.display()),
+                source: e,
+            })
+        }
+    }
+    let parent = dst
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = dst
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging = TempDir::new_in(parent, &format!(".{name}.npcnix-")).map_err(
+        PipelineError::io("creating a staging dir next to the destination"),
+    )?;
+    copy_tree(tree.path(), staging.path()).map_err(PipelineError::io(format!(
+        "copying the release to {}",
+        dst.display()
+    )))?;
+    fs::rename(staging.path(), dst).map_err(PipelineError::io(format!(
+        "moving the release to {}",
+        dst.display()
+    )))?;
+    staging.keep();
+    let _ = fsutil::sync_dir(parent);
+    Ok(())
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    for ent in fs::read_dir(src)? {
+        let ent = ent?;
+        let from = ent.path();
+        let to = dst.join(ent.file_name());
+        let ft = ent.file_type()?;
+        if ft.is_dir() {
+            fs::create_dir(&to)?;
+            copy_tree(&from, &to)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+        } else {
+            fs::copy(&from, &to)?;
+        }
+    }
+    Ok(())
+}

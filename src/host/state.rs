@@ -1,0 +1,358 @@
+//! The host's mutable state and its data directory.
+//!
+//! The state remembers, per remote *name* (the signed identity, not the URL,
+//! so moving a host to a mirror keeps its rollback protection), the highest
+//! release it has verified. It is written atomically (temp, fsync, rename,
+//! fsync dir). A corrupt state file, or a missing one in a data directory that
+//! has been used, is an error with a recovery hint — never a silent reset to
+//! "nothing seen", which would re-open the door to rollbacks.
+//!
+//! Data directory layout (mode 0700):
+//!
+//! ```text
+//! <data>/state.json     this module
+//! <data>/audit.jsonl    append-only decisions (crate::host::journal)
+//! <data>/lock           flock held while verifying/applying a release
+//! <data>/tmp/           private temp space: downloads and extractions
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::format::statement::Digest;
+use crate::fsutil;
+use crate::verify::Seen;
+
+pub const STATE_FORMAT: &str = "npcnix-state/v1";
+/// Refuse state files larger than this (a few KiB per remote; a cached head
+/// is at most a 64 KiB bundle).
+const STATE_MAX_BYTES: u64 = 4 << 20;
+
+/// What the host remembers about one remote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteState {
+    /// Highest version verified, with its statement hash.
+    #[serde(default)]
+    pub highest: Option<Seen>,
+    /// When `highest` was recorded (Unix seconds).
+    #[serde(default)]
+    pub verified_at: Option<u64>,
+    /// Version currently activated (agent), if any.
+    #[serde(default)]
+    pub active: Option<Seen>,
+    /// Written by npcnix before 0.2: the ETag of `latest` alone. Read and
+    /// dropped (a head without its bytes cannot be judged again).
+    #[serde(default, skip_serializing)]
+    pub etag: Option<String>,
+    /// The last `latest` bundle that verified, with its ETag: polls are
+    /// conditional on it, and a "not modified" answer re-judges these bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<CachedHead>,
+    /// Releases that failed activation or health checks: never retried.
+    #[serde(default)]
+    pub bad: Vec<BadRelease>,
+    /// Paused until this time (Unix seconds); `u64::MAX` = until unpaused.
+    #[serde(default)]
+    pub paused_until: Option<u64>,
+    /// Versions below this are refused (set by `npcnix state reset` when the
+    /// statement hash of the last known release is not available).
+    #[serde(default)]
+    pub floor: Option<u64>,
+    /// A failed activation waiting to be retried, with backoff.
+    #[serde(default)]
+    pub retry: Option<Retry>,
+}
+
+/// A verified copy of `latest` and the ETag the store gave it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachedHead {
+    pub etag: String,
+    #[serde(with = "base64_bytes")]
+    pub bundle: Vec<u8>,
+}
+
+impl std::fmt::Debug for CachedHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CachedHead({}, {} bytes)", self.etag, self.bundle.len())
+    }
+}
+
+mod base64_bytes {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        B64.decode(s.as_bytes()).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    pub version: u64,
+    pub attempts: u32,
+    pub next_at: u64,
+}
+
+impl RemoteState {
+    pub fn is_bad(&self, seen: &Seen) -> bool {
+        self.bad
+            .iter()
+            .any(|b| b.version == seen.version && b.statement == seen.statement)
+    }
+
+    pub fn is_paused(&self, now: u64) -> bool {
+        self.paused_until.is_some_and(|t| now < t)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BadRelease {
+    pub version: u64,
+    pub statement: Digest,
+    pub reason: String,
+    pub at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostState {
+    pub format: String,
+    #[serde(default)]
+    pub remotes: BTreeMap<String, RemoteState>,
+}
+
+impl Default for HostState {
+    fn default() -> Self {
+        HostState {
+            format: STATE_FORMAT.to_owned(),
+            remotes: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why state bytes do not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MalformedState(pub String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {path} is corrupt ({detail}); refusing to continue, since starting over would allow rollbacks. Recover with `npcnix state reset --remote NAME --min-version N` using the highest version you know this host ran")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("state file {path} is missing although the data directory {dir} has been used; refusing to continue, since starting over would allow rollbacks. Recover with `npcnix state reset --remote NAME --min-version N`")]
+    Missing { path: PathBuf, dir: PathBuf },
+    #[error("data directory {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("another npcnix process holds the lock on {0}")]
+    Locked(PathBuf),
+}
+
+impl HostState {
+    /// Strictly parses a state file's bytes.
+    pub fn parse(bytes: &[u8]) -> Result<HostState, MalformedState> {
+        let st: HostState =
+            serde_json::from_slice(bytes).map_err(|e| MalformedState(e.to_string()))?;
+        if st.format != STATE_FORMAT {
+            return Err(MalformedState(format!(
+                "unknown state format {:?}",
+                st.format
+            )));
+        }
+        Ok(st)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    pub fn remote(&self, name: &str) -> Option<&RemoteState> {
+        self.remotes.get(name)
+    }
+
+    pub fn remote_mut(&mut self, name: &str) -> &mut RemoteState {
+        self.remotes.entry(name.to_owned()).or_default()
+    }
+}
+
+/// A data directory: state, audit log, lock and private temp space.
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+/// Holds the data directory's exclusive lock until dropped.
+pub struct DataLock {
+    _file: fs::File,
+}
+
+impl DataDir {
+    /// Opens (creating if needed, mode 0700) a data directory.
+    pub fn open(root: &Path) -> Result<DataDir, StateError> {
+        fsutil::ensure_private_dir(root).map_err(|source| StateError::Io {
+            path: root.to_owned(),
+            source,
+        })?;
+        Ok(DataDir {
+            root: root.to_owned(),
+        })
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.root.join("audit.jsonl")
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn lock_file(&self) -> Result<(fs::File, PathBuf), StateError> {
+        let p = self.root.join("lock");
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&p)
+            .map(|f| (f, p.clone()))
+            .map_err(|source| StateError::Io { path: p, source })
+    }
+
+    /// Takes the data directory's lock, failing at once if it is held.
+    pub fn try_lock(&self) -> Result<DataLock, StateError> {
+        let (f, p) = self.lock_file()?;
+        match f.try_lock() {
+            Ok(()) => Ok(DataLock { _file: f }),
+            Err(fs::TryLockError::WouldBlock) => Err(StateError::Locked(p)),
+            Err(fs::TryLockError::Error(source)) => Err(StateError::Io { path: p, source }),
+        }
+    }
+
+    /// Loads the state. A data directory that has an audit log but no state
+    /// file has lost its state: that is an error, not a fresh start.
+    pub fn load(&self) -> Result<HostState, StateError> {
+        let path = self.state_path();
+        match fs::metadata(&path) {
+            Ok(md) if md.len() > STATE_MAX_BYTES => {
+                return Err(StateError::Corrupt {
+                    path,
+                    detail: "file is implausibly large".into(),
+                })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if self.audit_path().exists()
+                    || self.status_path().exists()
+                    || self.root.join("releases").exists()
+                {
+                    return Err(StateError::Missing {
+                        path,
+                        dir: self.root.clone(),
+                    });
+                }
+                // First use: write the empty state now, so that from here on a
+                // missing file is detectable as loss rather than a fresh start.
+                let st = HostState::default();
+                self.save(&st)?;
+                return Ok(st);
+            }
+            Err(source) => return Err(StateError::Io { path, source }),
+        }
+        let bytes = fs::read(&path).map_err(|source| StateError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        HostState::parse(&bytes).map_err(|e| StateError::Corrupt { path, detail: e.0 })
+    }
+
+    /// Atomically writes the state.
+    pub fn save(&self, st: &HostState) -> Result<(), StateError> {
+        let path = self.state_path();
+        fsutil::write_atomic(&path, &st.to_bytes(), 0o600)
+            .map_err(|source| StateError::Io { path, source })
+    }
+}
+
+/// The agent's latest poll, for `npcnix status` and metrics. Not security
+/// relevant, so it is replaced without fsync: an unchanged poll must stay
+/// cheap.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollStatus {
+    #[serde(default)]
+    pub last_check: Option<u64>,
+    #[serde(default)]
+    pub last_result: Option<String>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Polls in a row that did not end well: refusals, errors, failed
+    /// activations (status and metrics).
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// Polls in a row where the store failed (connection, time-out, 5xx):
+    /// the only thing that backs off.
+    #[serde(default)]
+    pub consecutive_store_errors: u32,
+    /// The check that refused the last poll's release, if any.
+    #[serde(default)]
+    pub last_refusal: Option<String>,
+    #[serde(default)]
+    pub next_poll: Option<u64>,
+    /// How the last extraction was confined (Landlock status).
+    #[serde(default)]
+    pub confinement: Option<String>,
+}
+
+impl DataDir {
+    pub fn status_path(&self) -> PathBuf {
+        self.root.join("status.json")
+    }
+
+    pub fn load_status(&self) -> PollStatus {
+        fs::read(self.status_path())
+            .ok()
+            .filter(|b| b.len() < 64 * 1024)
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save_status(&self, s: &PollStatus) -> io::Result<()> {
+        let path = self.status_path();
+        let tmp = self
+            .root
+            .join(format!(".status.json.tmp-{}", fsutil::random_suffix()));
+        fs::write(&tmp, serde_json::to_vec_pretty(s).unwrap_or_default())?;
+        fs::rename(&tmp, path)
+    }
+
+    /// Takes the lock, waiting for a holder to finish (manual commands).
+    pub fn lock_wait(&self) -> Result<DataLock, StateError> {
+        let (f, p) = self.lock_file()?;
+        f.lock()
+            .map_err(|source| StateError::Io { path: p, source })?;
+        Ok(DataLock { _file: f })
+    }
+}

@@ -1,0 +1,103 @@
+//! What `npcnix status` shows and what the Prometheus textfile exports,
+//! derived from the durable state and the last poll's status.
+
+use crate::host::config::Validated;
+use crate::host::state::{BadRelease, HostState, PollStatus, Retry};
+
+/// Status summary for `npcnix status`.
+#[derive(Debug, serde::Serialize)]
+pub struct StatusReport {
+    pub remote: String,
+    pub url: String,
+    pub configuration: String,
+    pub activation_mode: String,
+    pub active_version: Option<u64>,
+    pub active_statement: Option<String>,
+    pub highest_verified_version: Option<u64>,
+    pub last_check: Option<u64>,
+    pub last_result: Option<String>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    /// The check that refused the last poll's release, if any.
+    pub last_refusal: Option<String>,
+    pub next_poll: Option<u64>,
+    pub extraction_confinement: Option<String>,
+    pub paused_until: Option<u64>,
+    pub pending_retry: Option<Retry>,
+    pub bad_releases: Vec<BadRelease>,
+}
+
+pub fn status_report(
+    v: &Validated,
+    state: &HostState,
+    poll: &PollStatus,
+    now: u64,
+) -> StatusReport {
+    let r = state.remote(v.remote.as_str()).cloned().unwrap_or_default();
+    StatusReport {
+        remote: v.remote.to_string(),
+        url: v.config.remote.url.clone(),
+        configuration: v.config.configuration.clone(),
+        activation_mode: v.config.activation.mode.as_arg().to_owned(),
+        active_version: r.active.map(|s| s.version),
+        active_statement: r.active.map(|s| s.statement.to_hex()),
+        highest_verified_version: r.highest.map(|s| s.version),
+        last_check: poll.last_check,
+        last_result: poll.last_result.clone(),
+        last_error: poll.last_error.clone(),
+        consecutive_failures: poll.consecutive_failures,
+        last_refusal: poll.last_refusal.clone(),
+        next_poll: poll.next_poll,
+        extraction_confinement: poll.confinement.clone(),
+        paused_until: r.paused_until.filter(|t| *t > now),
+        pending_retry: r.retry.clone(),
+        bad_releases: r.bad.clone(),
+    }
+}
+
+/// Prometheus textfile metrics (node_exporter textfile collector).
+pub fn metrics_text(rep: &StatusReport) -> String {
+    let mut m = String::new();
+    let mut gauge = |name: &str, help: &str, value: String| {
+        m.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{remote=\"{}\"}} {value}\n",
+            rep.remote
+        ));
+    };
+    gauge(
+        "npcnix_active_version",
+        "Version currently activated.",
+        rep.active_version.unwrap_or(0).to_string(),
+    );
+    gauge(
+        "npcnix_highest_verified_version",
+        "Highest release version verified (rollback floor).",
+        rep.highest_verified_version.unwrap_or(0).to_string(),
+    );
+    gauge(
+        "npcnix_last_check_timestamp_seconds",
+        "Time of the last poll.",
+        rep.last_check.unwrap_or(0).to_string(),
+    );
+    gauge(
+        "npcnix_consecutive_failures",
+        "Polls in a row that failed or were rejected.",
+        rep.consecutive_failures.to_string(),
+    );
+    gauge(
+        "npcnix_refused",
+        "1 if the last poll refused the remote's release.",
+        u8::from(rep.last_refusal.is_some()).to_string(),
+    );
+    gauge(
+        "npcnix_paused",
+        "1 if updates are paused.",
+        u8::from(rep.paused_until.is_some()).to_string(),
+    );
+    gauge(
+        "npcnix_bad_releases",
+        "Releases marked bad.",
+        rep.bad_releases.len().to_string(),
+    );
+    m
+}

@@ -1,0 +1,212 @@
+//! Signed system closures: publishers build each NixOS configuration's
+//! `config.system.build.toplevel` and sign the resulting store paths in the
+//! statement (`toplevels`); hosts in `toplevel` mode never evaluate Nix —
+//! they realise exactly the signed path from their substituters, point the
+//! system profile at it and run its `bin/switch-to-configuration`.
+//!
+//! The store path is the identity: Nix itself checks that what a substituter
+//! serves for that path matches the narHash in a narinfo signed by a key in
+//! `trusted-public-keys`, so a cache serving a different closure is refused
+//! by Nix, and a statement can only name paths its signers chose.
+//!
+//! This module is a thin shell around the `nix`, `nix-store` and `nix-env`
+//! commands (found on PATH, or in `NPCNIX_NIX_BIN_DIR`).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Environment variable naming the directory holding `nix`, `nix-store` and
+/// `nix-env` (default: PATH).
+pub const NIX_BIN_DIR_ENV: &str = "NPCNIX_NIX_BIN_DIR";
+/// The NixOS system profile.
+pub const SYSTEM_PROFILE: &str = "/nix/var/nix/profiles/system";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NixError {
+    #[error("running {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what} failed ({status}): {stderr}")]
+    Failed {
+        what: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+/// Runs the Nix commands, from `bin_dir` if set (else from PATH).
+#[derive(Clone, Debug, Default)]
+pub struct Nix {
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl Nix {
+    pub fn new(bin_dir: Option<PathBuf>) -> Nix {
+        Nix { bin_dir }
+    }
+
+    fn program(&self, name: &str) -> String {
+        match &self.bin_dir {
+            Some(d) => d.join(name).display().to_string(),
+            None => name.to_owned(),
+        }
+    }
+
+    fn run(&self, name: &str, args: &[String], what: &str) -> Result<Output, NixError> {
+        let prog = self.program(name);
+        let out = Command::new(&prog)
+            .args(args)
+            .env_remove("NPCNIX_PASSPHRASE")
+            .output()
+            .map_err(|source| NixError::Spawn {
+                program: prog.clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+            return Err(NixError::Failed {
+                what: what.to_owned(),
+                status: out.status.to_string(),
+                stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            });
+        }
+        Ok(out)
+    }
+
+    fn flake_args() -> Vec<String> {
+        vec![
+            "--extra-experimental-features".into(),
+            "nix-command flakes".into(),
+        ]
+    }
+
+    /// The names of a flake's `nixosConfigurations`.
+    pub fn configurations(
+        &self,
+        flake_dir: &Path,
+        extra: &[String],
+    ) -> Result<Vec<String>, NixError> {
+        let mut a = Self::flake_args();
+        a.extend(extra.iter().cloned());
+        a.extend([
+            "eval".into(),
+            "--json".into(),
+            format!("path:{}#nixosConfigurations", flake_dir.display()),
+            "--apply".into(),
+            "builtins.attrNames".into(),
+        ]);
+        let out = self.run("nix", &a, "nix eval nixosConfigurations")?;
+        serde_json::from_slice(&out.stdout)
+            .map_err(|e| NixError::Unexpected(format!("nix eval output: {e}")))
+    }
+
+    /// Builds `nixosConfigurations.<name>.config.system.build.toplevel` and
+    /// returns its output path.
+    pub fn build(
+        &self,
+        flake_dir: &Path,
+        name: &str,
+        extra: &[String],
+    ) -> Result<String, NixError> {
+        let mut a = Self::flake_args();
+        a.extend(extra.iter().cloned());
+        a.extend([
+            "build".into(),
+            "--no-link".into(),
+            "--json".into(),
+            format!(
+                "path:{}#nixosConfigurations.\"{name}\".config.system.build.toplevel",
+                flake_dir.display()
+            ),
+        ]);
+        let out = self.run("nix", &a, &format!("nix build of configuration {name}"))?;
+        #[derive(serde::Deserialize)]
+        struct Built {
+            outputs: BTreeMap<String, String>,
+        }
+        let built: Vec<Built> = serde_json::from_slice(&out.stdout)
+            .map_err(|e| NixError::Unexpected(format!("nix build output: {e}")))?;
+        built
+            .into_iter()
+            .next()
+            .and_then(|b| b.outputs.get("out").cloned())
+            .filter(|p| p.starts_with("/nix/store/"))
+            .ok_or_else(|| {
+                NixError::Unexpected(format!("nix build of {name} reported no output path"))
+            })
+    }
+
+    /// `nix copy --to <url> <paths>`: push closures to a binary cache.
+    pub fn copy_to(&self, url: &str, paths: &[String], extra: &[String]) -> Result<(), NixError> {
+        let mut a = Self::flake_args();
+        a.extend(extra.iter().cloned());
+        a.extend(["copy".into(), "--to".into(), url.to_owned()]);
+        a.extend(paths.iter().cloned());
+        self.run("nix", &a, "nix copy").map(|_| ())
+    }
+
+    /// Realises exactly `path` from the configured substituters (Nix checks the
+    /// narinfo signatures and the NAR hash), returning once it is valid locally.
+    pub fn realise(
+        &self,
+        path: &str,
+        substituters: &[String],
+        trusted_keys: &[String],
+    ) -> Result<(), NixError> {
+        let mut a: Vec<String> = vec!["--realise".into(), path.to_owned()];
+        if !substituters.is_empty() {
+            a.extend([
+                "--option".into(),
+                "extra-substituters".into(),
+                substituters.join(" "),
+            ]);
+        }
+        if !trusted_keys.is_empty() {
+            a.extend([
+                "--option".into(),
+                "extra-trusted-public-keys".into(),
+                trusted_keys.join(" "),
+            ]);
+        }
+        self.run("nix-store", &a, &format!("realising {path}"))
+            .map(|_| ())
+    }
+
+    /// Points `profile` at `path` (a new generation).
+    pub fn set_profile(&self, profile: &Path, path: &str) -> Result<(), NixError> {
+        self.run(
+            "nix-env",
+            &[
+                "-p".into(),
+                profile.display().to_string(),
+                "--set".into(),
+                path.to_owned(),
+            ],
+            "setting the system profile",
+        )
+        .map(|_| ())
+    }
+
+    /// Rolls `profile` back one generation and returns the path it now points at.
+    pub fn rollback_profile(&self, profile: &Path) -> Result<PathBuf, NixError> {
+        self.run(
+            "nix-env",
+            &[
+                "-p".into(),
+                profile.display().to_string(),
+                "--rollback".into(),
+            ],
+            "rolling back the system profile",
+        )?;
+        std::fs::canonicalize(profile)
+            .map_err(|e| NixError::Unexpected(format!("reading {}: {e}", profile.display())))
+    }
+}

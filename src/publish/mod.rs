@@ -1,0 +1,272 @@
+//! Publishing: build a statement, sign it, and store archive, then
+//! `releases/<v>` (create-only), then `latest` (compare-and-swap).
+//!
+//! The ordering makes every intermediate state safe: an archive without a
+//! release is inert; a release bundle without `latest` pointing at it is in
+//! the log but not offered to hosts; `latest` only ever moves from the head
+//! the publisher read to a release that already exists. Two publishers racing
+//! for one version cannot both create `releases/<v>`: the loser gets
+//! [`PublishError::VersionTaken`].
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use crate::format::keys::SecretKey;
+use crate::format::sign::sign_minisign;
+use crate::format::statement::{
+    ArchiveRef, Binding, Digest, RemoteName, Source, Statement, STATEMENT_TYPE,
+};
+use crate::store::{
+    release_key, ETag, Fetched, ReleaseLog, Store, StoreError, StoreErrorKind, LATEST,
+};
+use crate::verify::{self, Policy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("version {version} is already published on {store} (another publisher won the race); run again to publish as the next version")]
+    VersionTaken { version: u64, store: String },
+    #[error("`latest` on {store} changed while publishing version {version} (a concurrent publisher); releases/{version:020} exists but is not the head. Run again")]
+    HeadMoved { version: u64, store: String },
+    #[error("version {version} is not newer than the current head {head} (published by someone else meanwhile?); omit --version to publish the next version")]
+    NotNewer { version: u64, head: u64 },
+    #[error("the store's `latest` is unreadable ({0}); refusing to guess the previous release")]
+    HeadUnreadable(String),
+    #[error("refusing to extend the store's head: {0}")]
+    HeadUntrusted(String),
+    #[error("`latest` is missing but the log holds {releases} release(s): another publisher may be mid-publish (retry), or the store is damaged (restore `latest` from the newest releases/ object)")]
+    HeadMissing { releases: usize },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl PublishError {
+    /// Lost a race: scripts may retry (exit code 4).
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            PublishError::VersionTaken { .. }
+                | PublishError::HeadMoved { .. }
+                | PublishError::NotNewer { .. }
+                | PublishError::HeadMissing { .. }
+        )
+    }
+}
+
+/// The remote's current head, as read by a publisher.
+#[derive(Clone, Debug)]
+pub struct Head {
+    pub statement: Statement,
+    pub hash: Digest,
+    pub etag: Option<ETag>,
+}
+
+/// Reads and verifies `latest`, the head the new release will extend.
+///
+/// The head must be signed by a key in `policy` (the publisher's own key and
+/// any `--trusted-key`s), and `releases/<v>` must hold the same bundle.
+/// Otherwise a store attacker without any key could plant a fake head (say,
+/// version 2^53) and have the real publisher sign a release that jumps every
+/// host far ahead — freezing them. Likewise a missing `latest` with releases
+/// present is a damaged store, not a fresh remote.
+pub fn read_head(
+    store: &dyn Store,
+    policy: &Policy,
+    now: u64,
+) -> Result<Option<Head>, PublishError> {
+    let log = ReleaseLog::new(store);
+    let (bytes, etag) = match log.latest(None) {
+        Ok(Fetched::Object { bytes, etag }) => (bytes, etag),
+        Ok(Fetched::NotModified) => {
+            return Err(PublishError::HeadUnreadable("not modified".into()))
+        }
+        Err(e) if e.kind == StoreErrorKind::NotFound => {
+            let existing = log.versions()?;
+            if !existing.is_empty() {
+                return Err(PublishError::HeadMissing {
+                    releases: existing.len(),
+                });
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let release = verify::verify_signatures(policy, &bytes, now).map_err(|r| {
+        PublishError::HeadUntrusted(format!(
+            "`latest` does not verify with this publisher's keys ({r}); if another key signs this remote, pass it with --trusted-key"
+        ))
+    })?;
+    let v = release.version();
+    match log.release(v)? {
+        Some(logged) if logged == bytes => {}
+        Some(_) => {
+            return Err(PublishError::HeadUntrusted(format!(
+                "`latest` (version {v}) differs from releases/{v:020}"
+            )))
+        }
+        None => {
+            return Err(PublishError::HeadUntrusted(format!(
+                "`latest` is version {v} but releases/{v:020} does not exist"
+            )))
+        }
+    }
+    Ok(Some(Head {
+        hash: release.statement_hash(),
+        statement: release.statement().clone(),
+        etag,
+    }))
+}
+
+/// BLAKE3 and size of an archive file, streamed.
+pub fn hash_file(path: &Path) -> Result<ArchiveRef, PublishError> {
+    let io_err = |source| PublishError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = fs::File::open(path).map_err(io_err)?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(ArchiveRef {
+        blake3: h.finalize().into(),
+        size,
+    })
+}
+
+/// What goes into a new statement besides the archive.
+#[derive(Clone, Debug)]
+pub struct StatementParams {
+    pub remote: RemoteName,
+    pub version: Option<u64>,
+    pub created: u64,
+    pub expires: Option<u64>,
+    pub source: Option<Source>,
+}
+
+/// Builds the next statement on top of `head`.
+pub fn next_statement(
+    head: Option<&Head>,
+    archive: ArchiveRef,
+    p: StatementParams,
+) -> Result<Statement, PublishError> {
+    let head_version = head.map_or(0, |h| h.statement.version);
+    let version = match p.version {
+        Some(v) => v,
+        None => head_version.checked_add(1).ok_or(PublishError::NotNewer {
+            version: head_version,
+            head: head_version,
+        })?,
+    };
+    if version <= head_version || version == 0 {
+        return Err(PublishError::NotNewer {
+            version,
+            head: head_version,
+        });
+    }
+    Ok(Statement {
+        kind: STATEMENT_TYPE.to_owned(),
+        remote: p.remote,
+        version,
+        previous: head.map(|h| h.hash),
+        archive,
+        created: p.created,
+        expires: p.expires,
+        source: p.source,
+        toplevels: None,
+    })
+}
+
+/// The trusted comment a signature by `key_id` over `statement_bytes` must
+/// carry. Printed for offline signers using stock `minisign -t`.
+pub fn trusted_comment(
+    statement: &Statement,
+    statement_bytes: &[u8],
+    key_id: crate::format::keys::KeyId,
+) -> String {
+    Binding {
+        remote: statement.remote.clone(),
+        version: statement.version,
+        statement: Digest::of(statement_bytes),
+        key_id,
+    }
+    .to_trusted_comment()
+}
+
+/// Signs statement bytes, returning the `.minisig` text.
+pub fn sign_statement(statement: &Statement, statement_bytes: &[u8], sk: &SecretKey) -> String {
+    let tc = trusted_comment(statement, statement_bytes, sk.key_id);
+    sign_minisign(sk, statement_bytes, &tc)
+}
+
+/// Uploads an archive and a signed bundle in the safe order.
+pub fn upload(
+    store: &dyn Store,
+    archive_path: &Path,
+    archive: &ArchiveRef,
+    version: u64,
+    bundle: &[u8],
+    head_etag: Option<&ETag>,
+) -> Result<(), PublishError> {
+    let io_err = |source| PublishError::Io {
+        path: archive_path.to_owned(),
+        source,
+    };
+    let mut f = fs::File::open(archive_path).map_err(io_err)?;
+    match store.put_new(&archive.object_key(), &mut f, archive.size) {
+        Ok(()) => {}
+        // Content-addressed: an identical archive may already be there (a
+        // re-publish). Check it really is: garbage planted at the address
+        // would make the publish "succeed" while every host refuses it.
+        Err(e) if e.kind == StoreErrorKind::PreconditionFailed => {
+            let existing = store.open(&archive.object_key(), archive.size)?;
+            match crate::store::transfer::copy_verified(existing, &mut io::sink(), archive) {
+                Ok(Ok(())) => {}
+                Ok(Err(m)) => {
+                    return Err(PublishError::HeadUntrusted(format!(
+                        "the store already holds a different object at {} ({m}); delete it and publish again",
+                        archive.object_key()
+                    )))
+                }
+                Err(e) => {
+                    return Err(PublishError::Io {
+                        path: archive_path.to_owned(),
+                        source: e,
+                    })
+                }
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    match store.put_new(&release_key(version), &mut &bundle[..], bundle.len() as u64) {
+        Ok(()) => {}
+        Err(e) if e.kind == StoreErrorKind::PreconditionFailed => {
+            return Err(PublishError::VersionTaken {
+                version,
+                store: store.describe(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    }
+    match store.put_swap(LATEST, bundle, head_etag) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind == StoreErrorKind::PreconditionFailed => Err(PublishError::HeadMoved {
+            version,
+            store: store.describe(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,127 @@
+//! The one read path into a remote's release log. Every object a host or a
+//! publisher reads goes through [`ReleaseLog`], which knows the object kinds
+//! and the limit of each: small bundles are read whole under
+//! [`BUNDLE_MAX_BYTES`], archives are streamed through the size and BLAKE3
+//! adapter ([`super::transfer`]) and never past their signed size.
+
+use std::io::Write;
+
+use crate::format::bundle::BUNDLE_MAX_BYTES;
+use crate::format::statement::ArchiveRef;
+use crate::verify::ArchiveMismatch;
+
+use super::{transfer, ETag, Fetched, Store, StoreError, StoreErrorKind};
+
+/// The objects of a remote.
+#[derive(Clone, Copy, Debug)]
+pub enum Object<'a> {
+    /// The mutable head pointer: a bundle.
+    Latest,
+    /// The immutable bundle of one version.
+    Release(u64),
+    /// A content-addressed archive.
+    Archive(&'a ArchiveRef),
+}
+
+impl Object<'_> {
+    /// The object's key under the remote's prefix.
+    pub fn key(&self) -> String {
+        match self {
+            Object::Latest => super::LATEST.to_owned(),
+            Object::Release(v) => super::release_key(*v),
+            Object::Archive(a) => a.object_key(),
+        }
+    }
+
+    /// Most bytes npcnix reads of this object.
+    pub fn limit(&self) -> u64 {
+        match self {
+            Object::Latest | Object::Release(_) => BUNDLE_MAX_BYTES as u64,
+            Object::Archive(a) => a.size,
+        }
+    }
+}
+
+/// Typed, bounded reads of one remote's log.
+pub struct ReleaseLog<'s> {
+    store: &'s dyn Store,
+}
+
+impl<'s> ReleaseLog<'s> {
+    pub fn new(store: &'s dyn Store) -> ReleaseLog<'s> {
+        ReleaseLog { store }
+    }
+
+    pub fn store(&self) -> &'s dyn Store {
+        self.store
+    }
+
+    /// Reads `latest`, conditionally on `if_none_match`. A "not modified"
+    /// answer to an unconditional request is a protocol error, whatever the
+    /// backend.
+    pub fn latest(&self, if_none_match: Option<&ETag>) -> Result<Fetched, StoreError> {
+        let obj = Object::Latest;
+        let fetched = self.store.get(&obj.key(), if_none_match, obj.limit())?;
+        if matches!(fetched, Fetched::NotModified) && if_none_match.is_none() {
+            return Err(StoreError::new(
+                StoreErrorKind::Protocol,
+                &self.store.describe(),
+                &obj.key(),
+                "the store answered 'not modified' to a request without If-None-Match".into(),
+            ));
+        }
+        Ok(fetched)
+    }
+
+    /// Reads the bundle of `version`; `Ok(None)` if the log has none.
+    pub fn release(&self, version: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let obj = Object::Release(version);
+        match self.store.get(&obj.key(), None, obj.limit()) {
+            Ok(Fetched::Object { bytes, .. }) => Ok(Some(bytes)),
+            Ok(Fetched::NotModified) => Err(StoreError::new(
+                StoreErrorKind::Protocol,
+                &self.store.describe(),
+                &obj.key(),
+                "the store answered 'not modified' to a request without If-None-Match".into(),
+            )),
+            Err(e) if e.kind == StoreErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The versions the log holds, ascending (keys that are not
+    /// `releases/<20 digits>` are ignored).
+    pub fn versions(&self) -> Result<Vec<u64>, StoreError> {
+        let mut v: Vec<u64> = self
+            .store
+            .list("releases/")?
+            .iter()
+            .filter_map(|k| super::parse_release_key(k))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        Ok(v)
+    }
+
+    /// Streams the archive into `to`, reading at most its signed size and
+    /// hashing as it goes. `Ok(Err(_))`: the bytes differ from what was
+    /// signed; `Err(_)`: the store or the local write failed.
+    pub fn download(
+        &self,
+        archive: &ArchiveRef,
+        to: &mut dyn Write,
+    ) -> Result<Result<(), ArchiveMismatch>, StoreError> {
+        let obj = Object::Archive(archive);
+        let src = self.store.open(&obj.key(), obj.limit())?;
+        transfer::copy_verified(src, to, archive).map_err(|e| {
+            let detail = format!("download failed: {e}");
+            StoreError::new(
+                StoreErrorKind::Transient,
+                &self.store.describe(),
+                &obj.key(),
+                detail,
+            )
+            .with_source(e)
+        })
+    }
+}

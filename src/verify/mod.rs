@@ -1,0 +1,377 @@
+//! Release verification: a pure function from (policy, what this host has
+//! seen, bundle bytes, now) to a verdict.
+//!
+//! The order is the security argument (see `docs/protocol.md`, "Verification
+//! order"): size limit, then signatures and their trusted-comment bindings,
+//! then — only once enough trusted keys have vouched for the exact bytes —
+//! the statement is parsed, and then remote, freshness and rollback policy
+//! are applied. No I/O happens here; the caller fetches bytes and records
+//! outcomes.
+
+pub mod chain;
+pub mod history;
+mod policy;
+mod refusal;
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+
+use crate::format::bundle::Bundle;
+use crate::format::keys::KeyId;
+use crate::format::statement::{Binding, Digest, Statement};
+
+pub use policy::{ExpiryPolicy, KeyScope, Policy, Seen, TrustedKey, DEFAULT_MAX_FUTURE_SKEW_SECS};
+pub use refusal::{ArchiveMismatch, Cause, Check, Refusal};
+
+/// A release whose signatures, binding and statement checked out. Only
+/// [`verify_signatures`] builds one: holding a `VerifiedRelease` means the
+/// checks ran (the fields are private and there is no other constructor).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedRelease {
+    statement: Statement,
+    statement_bytes: Vec<u8>,
+    statement_hash: Digest,
+    signers: Vec<KeyId>,
+    ignored: Vec<KeyId>,
+}
+
+impl VerifiedRelease {
+    pub fn statement(&self) -> &Statement {
+        &self.statement
+    }
+
+    /// The exact statement bytes the signatures cover.
+    pub fn statement_bytes(&self) -> &[u8] {
+        &self.statement_bytes
+    }
+
+    /// BLAKE3 of [`Self::statement_bytes`]: the release's identity in the
+    /// hash chain.
+    pub fn statement_hash(&self) -> Digest {
+        self.statement_hash
+    }
+
+    /// Distinct trusted keys whose signatures counted.
+    pub fn signers(&self) -> &[KeyId] {
+        &self.signers
+    }
+
+    /// Key IDs of signatures that did not count (unknown keys, or keys not
+    /// trusted for this remote): reported by `npcnix log`.
+    pub fn ignored(&self) -> &[KeyId] {
+        &self.ignored
+    }
+
+    pub fn version(&self) -> u64 {
+        self.statement.version
+    }
+
+    pub fn seen(&self) -> Seen {
+        Seen {
+            version: self.statement.version,
+            statement: self.statement_hash,
+        }
+    }
+}
+
+/// What verification concluded about an acceptable bundle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A release newer than anything this host has seen.
+    New(VerifiedRelease),
+    /// Exactly the release this host already verified (same version, same
+    /// statement): nothing new.
+    Current(VerifiedRelease),
+}
+
+impl Verdict {
+    pub fn release(&self) -> &VerifiedRelease {
+        match self {
+            Verdict::New(r) | Verdict::Current(r) => r,
+        }
+    }
+
+    pub fn into_release(self) -> VerifiedRelease {
+        match self {
+            Verdict::New(r) | Verdict::Current(r) => r,
+        }
+    }
+
+    pub fn is_new(&self) -> bool {
+        matches!(self, Verdict::New(_))
+    }
+}
+
+/// Reads the key ID from a `.minisig` text's signature line without trusting
+/// anything else in it (used to route to a pinned key and to report unknown
+/// signers).
+fn signature_key_id(text: &str) -> Option<KeyId> {
+    let line = text.lines().nth(1)?;
+    let raw = B64.decode(line.trim()).ok()?;
+    let mut id = [0u8; 8];
+    id.copy_from_slice(raw.get(2..10)?);
+    Some(KeyId(id))
+}
+
+/// Outcome of checking one signature, kept to explain a failure.
+enum SigOutcome {
+    Counted(Binding, [u8; 32]),
+    Ignored(Option<KeyId>),
+    Failed(Refusal),
+}
+
+fn check_signature(
+    policy: &Policy,
+    statement_bytes: &[u8],
+    statement_hash: &Digest,
+    text: &str,
+    now: u64,
+) -> SigOutcome {
+    let Some(key_id) = signature_key_id(text) else {
+        return SigOutcome::Failed(Refusal::UndecodableSignature);
+    };
+    // Key IDs are chosen by key holders, so two pinned keys may share one:
+    // try each, never just the first.
+    let candidates: Vec<&TrustedKey> = policy
+        .keys
+        .iter()
+        .filter(|k| k.key.key_id == key_id)
+        .collect();
+    if candidates.is_empty() {
+        return SigOutcome::Ignored(Some(key_id));
+    }
+    let Ok(sig) = minisign_verify::Signature::decode(text) else {
+        return SigOutcome::Failed(Refusal::UndecodableSignature);
+    };
+    // `allow_legacy = false`: only prehashed (ED) signatures.
+    let verified = candidates.into_iter().find(|k| {
+        k.key
+            .to_verifier()
+            .is_ok_and(|pk| pk.verify(statement_bytes, &sig, false).is_ok())
+    });
+    let Some(trusted) = verified else {
+        return SigOutcome::Failed(Refusal::BadSignature(key_id));
+    };
+    // The trusted comment is covered by the global signature just checked.
+    let binding = match Binding::parse(sig.trusted_comment()) {
+        Ok(b) => b,
+        Err(e) => {
+            return SigOutcome::Failed(Refusal::TrustedComment {
+                key: key_id,
+                reason: e.to_string(),
+            })
+        }
+    };
+    if binding.key_id != key_id {
+        return SigOutcome::Failed(Refusal::TrustedComment {
+            key: key_id,
+            reason: format!("comment names key {}", binding.key_id),
+        });
+    }
+    if binding.statement != *statement_hash {
+        return SigOutcome::Failed(Refusal::TrustedComment {
+            key: key_id,
+            reason: "statement hash differs".into(),
+        });
+    }
+    if binding.remote != policy.remote {
+        return SigOutcome::Failed(Refusal::WrongRemote {
+            expected: policy.remote.to_string(),
+            found: binding.remote.to_string(),
+        });
+    }
+    if !trusted.scope.allows(&policy.remote) {
+        return SigOutcome::Failed(Refusal::KeyNotScoped(key_id));
+    }
+    if trusted.not_after.is_some_and(|t| now > t) {
+        return SigOutcome::Failed(Refusal::KeyExpired(key_id));
+    }
+    SigOutcome::Counted(binding, trusted.key.bytes)
+}
+
+/// Checks signatures and thresholds, then parses the statement. Does not
+/// apply freshness or rollback rules (see [`verify_release`]); `npcnix log`
+/// uses this to audit history.
+pub fn verify_signatures(
+    policy: &Policy,
+    bundle_bytes: &[u8],
+    now: u64,
+) -> Result<VerifiedRelease, Refusal> {
+    let bundle = Bundle::decode(bundle_bytes).map_err(Refusal::Bundle)?;
+    let statement_hash = Digest::of(&bundle.statement);
+
+    let mut counted: Vec<(Binding, [u8; 32])> = Vec::new();
+    let mut ignored = Vec::new();
+    let mut failures = Vec::new();
+    for text in &bundle.signatures {
+        match check_signature(policy, &bundle.statement, &statement_hash, text, now) {
+            SigOutcome::Counted(b, pk) => {
+                // Distinct keys: the same Ed25519 key under two IDs or
+                // signing twice counts once.
+                if !counted.iter().any(|(_, k)| *k == pk) {
+                    counted.push((b, pk));
+                }
+            }
+            SigOutcome::Ignored(id) => ignored.extend(id),
+            SigOutcome::Failed(r) => failures.push(r),
+        }
+    }
+
+    let need = policy.threshold.max(1);
+    if counted.len() < need {
+        // Explain with the most specific failure: a trusted key's bad
+        // signature or binding says more than "not enough signatures".
+        if let Some(r) = failures.into_iter().next() {
+            return Err(r);
+        }
+        if counted.is_empty() {
+            return Err(Refusal::UntrustedKey(ignored));
+        }
+        return Err(Refusal::Threshold {
+            got: counted.len(),
+            need,
+        });
+    }
+
+    let version = counted[0].0.version;
+    if let Some((b, _)) = counted.iter().find(|(b, _)| b.version != version) {
+        return Err(Refusal::TrustedComment {
+            key: b.key_id,
+            reason: "signatures disagree on the version".into(),
+        });
+    }
+
+    let statement = Statement::parse(&bundle.statement).map_err(Refusal::Statement)?;
+    if statement.remote != policy.remote {
+        return Err(Refusal::WrongRemote {
+            expected: policy.remote.to_string(),
+            found: statement.remote.to_string(),
+        });
+    }
+    if statement.version != version {
+        return Err(Refusal::TrustedComment {
+            key: counted[0].0.key_id,
+            reason: format!(
+                "comment says version {version}, statement says {}",
+                statement.version
+            ),
+        });
+    }
+    let mut signers: Vec<KeyId> = counted.iter().map(|(b, _)| b.key_id).collect();
+    signers.sort();
+    for f in &failures {
+        if let Refusal::KeyNotScoped(k) | Refusal::KeyExpired(k) | Refusal::BadSignature(k) = f {
+            ignored.push(*k);
+        }
+    }
+    ignored.sort();
+    ignored.dedup();
+    Ok(VerifiedRelease {
+        statement,
+        statement_bytes: bundle.statement,
+        statement_hash,
+        signers,
+        ignored,
+    })
+}
+
+/// The freshness and rollback rules applied to a statement whose signatures
+/// verified.
+pub fn check_policy(
+    policy: &Policy,
+    seen: Option<Seen>,
+    release: &VerifiedRelease,
+    now: u64,
+) -> Result<bool, Refusal> {
+    let st = &release.statement;
+    match st.expires {
+        Some(expires) if now >= expires => return Err(Refusal::Expired { expires, now }),
+        None if policy.expiry == ExpiryPolicy::Required => return Err(Refusal::ExpiryRequired),
+        _ => {}
+    }
+    if st.created > now.saturating_add(policy.max_future_skew_secs) {
+        return Err(Refusal::FutureDated {
+            created: st.created,
+            now,
+            skew: policy.max_future_skew_secs,
+        });
+    }
+    if st.version < policy.min_version {
+        return Err(Refusal::BelowFloor {
+            offered: st.version,
+            floor: policy.min_version,
+        });
+    }
+    let Some(seen) = seen else {
+        return Ok(true);
+    };
+    if st.version < seen.version {
+        return Err(Refusal::Rollback {
+            offered: st.version,
+            seen: seen.version,
+        });
+    }
+    if st.version == seen.version {
+        if release.statement_hash == seen.statement {
+            return Ok(false);
+        }
+        return Err(Refusal::Equivocation {
+            version: st.version,
+            seen: seen.statement,
+            offered: release.statement_hash,
+        });
+    }
+    // The direct successor of what we hold must link to it: a cheap fork
+    // check that needs no extra requests.
+    if st.version == seen.version + 1 && st.previous != Some(seen.statement) {
+        return Err(Refusal::Fork {
+            version: st.version,
+            parent: seen.version,
+        });
+    }
+    if let Some(max) = policy.max_version_jump {
+        if st.version - seen.version > max {
+            return Err(Refusal::FastForward {
+                offered: st.version,
+                seen: seen.version,
+                max,
+            });
+        }
+    }
+    Ok(true)
+}
+
+/// Full verification of a bundle for this host (brief section 4, steps 2-5).
+pub fn verify_release(
+    policy: &Policy,
+    seen: Option<Seen>,
+    bundle_bytes: &[u8],
+    now: u64,
+) -> Result<Verdict, Refusal> {
+    let release = verify_signatures(policy, bundle_bytes, now)?;
+    if check_policy(policy, seen, &release, now)? {
+        Ok(Verdict::New(release))
+    } else {
+        Ok(Verdict::Current(release))
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::New(r) => write!(f, "new release {}", r.statement.version),
+            Verdict::Current(r) => write!(f, "release {} (already verified)", r.statement.version),
+        }
+    }
+}
+
+/// Distinct key IDs, for reports.
+pub fn key_ids(keys: &[TrustedKey]) -> BTreeSet<KeyId> {
+    keys.iter().map(|k| k.key.key_id).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,337 @@
+//! One refusal type for every "no" the host pipeline says, from the bundle's
+//! size to the extracted archive's content.
+//!
+//! A [`Refusal`] carries the typed reason; [`Refusal::check`] names it with a
+//! [`Check`], whose stable names (audit log, `--json`, tests, exit code 3)
+//! are defined here and nowhere else. Decisions branch on properties
+//! ([`Check::cause`]), never on names.
+
+use std::fmt;
+
+use crate::format::bundle::BundleError;
+use crate::format::digest::Digest;
+use crate::format::keys::KeyId;
+use crate::format::statement::{ArchiveRef, StatementError};
+use crate::format::time::rfc3339;
+
+/// Why a release was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    Bundle(BundleError),
+    #[error("no signature by a trusted key (signed by: {})", list_ids(.0))]
+    UntrustedKey(Vec<KeyId>),
+    #[error("signature by key {0} does not verify")]
+    BadSignature(KeyId),
+    #[error("a signature could not be decoded")]
+    UndecodableSignature,
+    #[error(
+        "the trusted comment of key {key}'s signature does not bind this statement ({reason})"
+    )]
+    TrustedComment { key: KeyId, reason: String },
+    #[error("release is for remote {found:?}, this host follows {expected:?}")]
+    WrongRemote { expected: String, found: String },
+    #[error("key {0} is trusted, but not for this remote")]
+    KeyNotScoped(KeyId),
+    #[error("key {0} is past its not_after date")]
+    KeyExpired(KeyId),
+    #[error("{got} valid signature(s) from distinct trusted keys, {need} required")]
+    Threshold { got: usize, need: usize },
+    #[error("{0}")]
+    Statement(StatementError),
+    #[error("release expired at {} (now {})", rfc3339(*.expires), rfc3339(*.now))]
+    Expired { expires: u64, now: u64 },
+    #[error("release has no expiry time and policy requires one")]
+    ExpiryRequired,
+    #[error("release created at {}, more than {skew}s after now ({})", rfc3339(*.created), rfc3339(*.now))]
+    FutureDated { created: u64, now: u64, skew: u64 },
+    #[error("version {offered} is older than version {seen} already verified")]
+    Rollback { offered: u64, seen: u64 },
+    #[error("version {offered} is below the pinned minimum version {floor}")]
+    BelowFloor { offered: u64, floor: u64 },
+    #[error(
+        "version {version} was already verified with a different statement ({seen}, now {offered})"
+    )]
+    Equivocation {
+        version: u64,
+        seen: Digest,
+        offered: Digest,
+    },
+    #[error("version {version} does not descend from version {parent} this host verified")]
+    Fork { version: u64, parent: u64 },
+    #[error("version {offered} jumps more than {max} versions past {seen}")]
+    FastForward { offered: u64, seen: u64, max: u64 },
+    #[error("the chain from version {from} to {to} is broken at version {at}: {reason}")]
+    Chain {
+        from: u64,
+        to: u64,
+        at: u64,
+        reason: String,
+    },
+    #[error("release declares a {declared}-byte archive, above limits.archive_bytes ({limit})")]
+    ArchiveOverLimit { declared: u64, limit: u64 },
+    #[error("{0}")]
+    Archive(ArchiveMismatch),
+    #[error("{0}")]
+    ArchiveContent(String),
+    #[error("{0}")]
+    ToplevelMissing(String),
+}
+
+fn list_ids(ids: &[KeyId]) -> String {
+    if ids.is_empty() {
+        return "no readable key id".into();
+    }
+    ids.iter()
+        .map(|k| k.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Refusal {
+    /// The failed check.
+    pub fn check(&self) -> Check {
+        match self {
+            Refusal::Bundle(BundleError::TooLarge) => Check::BundleSize,
+            Refusal::Bundle(BundleError::NoSignatures) => Check::NoSignatures,
+            Refusal::Bundle(_) => Check::BundleFormat,
+            Refusal::UntrustedKey(_) => Check::UntrustedKey,
+            Refusal::BadSignature(_) | Refusal::UndecodableSignature => Check::Signature,
+            Refusal::TrustedComment { .. } => Check::TrustedComment,
+            Refusal::WrongRemote { .. } => Check::RemoteMismatch,
+            Refusal::KeyNotScoped(_) => Check::KeyScope,
+            Refusal::KeyExpired(_) => Check::KeyExpired,
+            Refusal::Threshold { .. } => Check::Threshold,
+            Refusal::Statement(StatementError::UnknownType(_)) => Check::StatementType,
+            Refusal::Statement(_) => Check::StatementFormat,
+            Refusal::Expired { .. } => Check::Expired,
+            Refusal::ExpiryRequired => Check::ExpiryRequired,
+            Refusal::FutureDated { .. } => Check::FutureDated,
+            Refusal::Rollback { .. } => Check::Rollback,
+            Refusal::BelowFloor { .. } => Check::MinVersion,
+            Refusal::Equivocation { .. } => Check::Equivocation,
+            Refusal::Fork { .. } => Check::Fork,
+            Refusal::FastForward { .. } => Check::FastForward,
+            Refusal::Chain { .. } => Check::Chain,
+            Refusal::ArchiveOverLimit { .. } => Check::ArchiveSize,
+            Refusal::Archive(ArchiveMismatch::Hash { .. }) => Check::ArchiveHash,
+            Refusal::Archive(_) => Check::ArchiveSize,
+            Refusal::ArchiveContent(_) => Check::ArchiveContent,
+            Refusal::ToplevelMissing(_) => Check::ToplevelMissing,
+        }
+    }
+
+    /// The one-line form every surface prints: `rejected (CHECK): MESSAGE`.
+    pub fn line(&self) -> String {
+        format!("rejected ({}): {self}", self.check())
+    }
+}
+
+/// How a downloaded archive differs from what was signed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArchiveMismatch {
+    #[error("archive is longer than the signed size of {signed} bytes")]
+    Longer { signed: u64 },
+    #[error("archive is {got} bytes, shorter than the signed size of {signed} bytes")]
+    Shorter { got: u64, signed: u64 },
+    #[error("archive BLAKE3 is {got}, the release signed {signed}")]
+    Hash { got: Digest, signed: Digest },
+}
+
+impl ArchiveMismatch {
+    /// Compares a whole archive's size and hash with the signed ones.
+    pub fn between(got: &ArchiveRef, signed: &ArchiveRef) -> Option<ArchiveMismatch> {
+        if got.size > signed.size {
+            Some(ArchiveMismatch::Longer {
+                signed: signed.size,
+            })
+        } else if got.size < signed.size {
+            Some(ArchiveMismatch::Shorter {
+                got: got.size,
+                signed: signed.size,
+            })
+        } else if got.blake3 != signed.blake3 {
+            Some(ArchiveMismatch::Hash {
+                got: got.blake3,
+                signed: signed.blake3,
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// What can turn a refusal into an acceptance without a new signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// The signed bytes themselves: only a new release changes the verdict.
+    Release,
+    /// What this host has verified before (rollback, equivocation, fork,
+    /// jumps): only a new release, or an operator's `state reset`.
+    History,
+    /// The host's own configuration (keys, threshold, scopes, floors, limits,
+    /// expiry policy): editing it re-judges the same bytes.
+    HostConfig,
+    /// The store or a binary cache, which can repair it under the same
+    /// signature (a missing or damaged archive, a missing intermediate
+    /// release or system path).
+    Store,
+    /// The clock: a release dated in the future becomes acceptable, an
+    /// expired one never does.
+    Time,
+}
+
+/// A named verification check. The names are part of the interface (audit
+/// log, `--json`, docs/protocol.md section 6) and are defined only here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Check {
+    BundleSize,
+    NoSignatures,
+    BundleFormat,
+    UntrustedKey,
+    Signature,
+    TrustedComment,
+    RemoteMismatch,
+    KeyScope,
+    KeyExpired,
+    Threshold,
+    StatementType,
+    StatementFormat,
+    Expired,
+    ExpiryRequired,
+    FutureDated,
+    Rollback,
+    MinVersion,
+    Equivocation,
+    Fork,
+    FastForward,
+    Chain,
+    ArchiveSize,
+    ArchiveHash,
+    ArchiveContent,
+    ToplevelMissing,
+}
+
+impl Check {
+    /// Every check, in verification order.
+    pub const ALL: [Check; 25] = [
+        Check::BundleSize,
+        Check::NoSignatures,
+        Check::BundleFormat,
+        Check::UntrustedKey,
+        Check::Signature,
+        Check::TrustedComment,
+        Check::RemoteMismatch,
+        Check::KeyScope,
+        Check::KeyExpired,
+        Check::Threshold,
+        Check::StatementType,
+        Check::StatementFormat,
+        Check::Expired,
+        Check::ExpiryRequired,
+        Check::FutureDated,
+        Check::Rollback,
+        Check::MinVersion,
+        Check::Equivocation,
+        Check::Fork,
+        Check::FastForward,
+        Check::Chain,
+        Check::ArchiveSize,
+        Check::ArchiveHash,
+        Check::ArchiveContent,
+        Check::ToplevelMissing,
+    ];
+
+    /// The stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::BundleSize => "bundle-size",
+            Check::NoSignatures => "no-signatures",
+            Check::BundleFormat => "bundle-format",
+            Check::UntrustedKey => "untrusted-key",
+            Check::Signature => "signature",
+            Check::TrustedComment => "trusted-comment",
+            Check::RemoteMismatch => "remote-mismatch",
+            Check::KeyScope => "key-scope",
+            Check::KeyExpired => "key-expired",
+            Check::Threshold => "threshold",
+            Check::StatementType => "statement-type",
+            Check::StatementFormat => "statement-format",
+            Check::Expired => "expired",
+            Check::ExpiryRequired => "expiry-required",
+            Check::FutureDated => "future-dated",
+            Check::Rollback => "rollback",
+            Check::MinVersion => "min-version",
+            Check::Equivocation => "equivocation",
+            Check::Fork => "fork",
+            Check::FastForward => "fast-forward",
+            Check::Chain => "chain",
+            Check::ArchiveSize => "archive-size",
+            Check::ArchiveHash => "archive-hash",
+            Check::ArchiveContent => "archive-content",
+            Check::ToplevelMissing => "toplevel-missing",
+        }
+    }
+
+    /// Looks a check up by its stable name.
+    pub fn from_name(name: &str) -> Option<Check> {
+        Check::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// What can change this check's verdict for the same signed bytes.
+    pub fn cause(self) -> Cause {
+        match self {
+            Check::BundleSize
+            | Check::NoSignatures
+            | Check::BundleFormat
+            | Check::Signature
+            | Check::TrustedComment
+            | Check::RemoteMismatch
+            | Check::StatementType
+            | Check::StatementFormat
+            | Check::ArchiveContent => Cause::Release,
+            Check::UntrustedKey
+            | Check::KeyScope
+            | Check::Threshold
+            | Check::ExpiryRequired
+            | Check::MinVersion => Cause::HostConfig,
+            Check::Expired | Check::KeyExpired | Check::FutureDated => Cause::Time,
+            Check::Rollback | Check::Equivocation | Check::Fork | Check::FastForward => {
+                Cause::History
+            }
+            Check::Chain | Check::ArchiveSize | Check::ArchiveHash | Check::ToplevelMissing => {
+                Cause::Store
+            }
+        }
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl serde::Serialize for Check {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_names_are_unique_and_round_trip() {
+        let mut names: Vec<&str> = Check::ALL.iter().map(|c| c.name()).collect();
+        for c in Check::ALL {
+            assert_eq!(Check::from_name(c.name()), Some(c));
+        }
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Check::ALL.len());
+        assert_eq!(Check::from_name("no-such-check"), None);
+    }
+}

@@ -1,0 +1,107 @@
+//! A minimal static HTTP server over a directory, standing in for any web
+//! server or CDN mirroring a remote: GET with ETag / If-None-Match (304) and
+//! `Range: bytes=0-N` (206), 404 for missing files. Counts requests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub struct Httpd {
+    pub port: u16,
+    pub requests: Arc<AtomicUsize>,
+    /// When set, every request is answered "304 Not Modified", whether or
+    /// not it carried If-None-Match (a broken or hostile mirror).
+    pub always_not_modified: Arc<AtomicBool>,
+}
+
+impl Httpd {
+    pub fn serve(root: PathBuf) -> Httpd {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&requests);
+        let always_not_modified = Arc::new(AtomicBool::new(false));
+        let nm = Arc::clone(&always_not_modified);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let root = root.clone();
+                let count = Arc::clone(&count);
+                let nm = Arc::clone(&nm);
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                    let mut out = stream;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                        let (mut inm, mut range) = (None, None);
+                        loop {
+                            let mut h = String::new();
+                            if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                                break;
+                            }
+                            let lower = h.to_ascii_lowercase();
+                            if let Some(v) = lower.strip_prefix("if-none-match:") {
+                                inm = Some(v.trim().to_owned());
+                            }
+                            if let Some(v) = lower.strip_prefix("range: bytes=0-") {
+                                range = v.trim().parse::<usize>().ok();
+                            }
+                        }
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let file = root.join(path.trim_start_matches('/'));
+                        let resp = match std::fs::read(&file) {
+                            _ if nm.load(Ordering::SeqCst) => {
+                                b"HTTP/1.1 304 Not Modified\r\ncontent-length: 0\r\n\r\n".to_vec()
+                            }
+                            Err(_) => {
+                                b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_vec()
+                            }
+                            Ok(body) => {
+                                let etag = format!("\"{}\"", blake3::hash(&body).to_hex());
+                                if inm.as_deref() == Some(etag.as_str()) {
+                                    format!("HTTP/1.1 304 Not Modified\r\netag: {etag}\r\ncontent-length: 0\r\n\r\n").into_bytes()
+                                } else {
+                                    let (status, body) = match range {
+                                        Some(last) if last + 1 < body.len() => {
+                                            ("206 Partial Content", body[..=last].to_vec())
+                                        }
+                                        _ => ("200 OK", body),
+                                    };
+                                    let mut r = format!(
+                                        "HTTP/1.1 {status}\r\netag: {etag}\r\ncontent-length: {}\r\n\r\n",
+                                        body.len()
+                                    )
+                                    .into_bytes();
+                                    r.extend_from_slice(&body);
+                                    r
+                                }
+                            }
+                        };
+                        if out.write_all(&resp).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Httpd {
+            port,
+            requests,
+            always_not_modified,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}

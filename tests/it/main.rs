@@ -1,0 +1,20 @@
+//! The integration tests, in one test binary so the suite links once.
+//!
+//! Each module is the contract of one area, run against the real `npcnix`
+//! binary and real components (directory, moto and s3s-fs stores, the stock
+//! `minisign`, real Nix where the machine has it). Tests that need a missing
+//! component are reported by `common::skip` and counted, never passed.
+
+mod common;
+
+mod agent;
+mod confine;
+mod docs_example;
+mod freshness;
+mod hostile_archives;
+mod interop_minisign;
+mod pack;
+mod release_e2e;
+mod s3;
+mod toplevel;
+mod trust;
