@@ -132,6 +132,33 @@ pub fn build_toplevels(
     Ok(out)
 }
 
+/// Puts the release's archive at `out` (a private path): packs `src`, or
+/// copies `archive` so the bytes hashed are the bytes uploaded even if the
+/// original changes meanwhile. Returns the provenance to record.
+pub fn stage_archive(
+    src: Option<&Path>,
+    archive: Option<&Path>,
+    all_files: bool,
+    comment: Option<String>,
+    out: &Path,
+) -> Result<Option<Source>> {
+    match (src, archive) {
+        (Some(src), _) => {
+            super::pack::pack_to_file(src, out, all_files)?;
+            Ok(source_info(src, comment))
+        }
+        (None, Some(archive)) => {
+            std::fs::copy(archive, out)
+                .with_context(|| format!("reading {}", archive.display()))?;
+            Ok(comment.map(|c| Source {
+                comment: Some(c),
+                ..Source::default()
+            }))
+        }
+        (None, None) => anyhow::bail!("--src DIR or --archive FILE is required"),
+    }
+}
+
 /// Informational provenance of a source tree.
 pub fn source_info(src: &Path, comment: Option<String>) -> Option<Source> {
     let git_commit = Command::new("git")
@@ -169,28 +196,14 @@ pub fn run(a: Args) -> Result<()> {
 
     let work = TempDir::new_in(&std::env::temp_dir(), "npcnix-publish-")
         .context("creating a private temp dir")?;
-    let (archive_path, source) = match (&a.src, &a.archive) {
-        (Some(src), _) => {
-            let out = work.path().join("release.tar.zst");
-            super::pack::pack_to_file(src, &out, a.all_files)?;
-            (out, source_info(src, a.comment.clone()))
-        }
-        // Work on a private copy, so the bytes hashed are the bytes uploaded
-        // even if the original changes meanwhile.
-        (None, Some(archive)) => (
-            {
-                let copy = work.path().join("release.tar.zst");
-                std::fs::copy(archive, &copy)
-                    .with_context(|| format!("reading {}", archive.display()))?;
-                copy
-            },
-            a.comment.clone().map(|c| Source {
-                comment: Some(c),
-                ..Source::default()
-            }),
-        ),
-        (None, None) => anyhow::bail!("--src DIR or --archive FILE is required"),
-    };
+    let archive_path = work.path().join("release.tar.zst");
+    let source = stage_archive(
+        a.src.as_deref(),
+        a.archive.as_deref(),
+        a.all_files,
+        a.comment.clone(),
+        &archive_path,
+    )?;
     let aref = publish::hash_file(&archive_path)?;
     let now = fsutil::now_unix();
     let mut head_keys = vec![sk.public_key()];
@@ -198,9 +211,9 @@ pub fn run(a: Args) -> Result<()> {
         head_keys.push(common::load_public_key(k)?);
     }
     let head_policy = npcnix::verify::Policy::manual(remote.clone(), head_keys);
-    let head = publish::read_head(store.as_ref(), &head_policy, now)?;
-    let statement = publish::next_statement(
-        head.as_ref(),
+    let mut draft = publish::draft(
+        store.as_ref(),
+        &head_policy,
         aref.clone(),
         StatementParams {
             remote: remote.clone(),
@@ -209,26 +222,26 @@ pub fn run(a: Args) -> Result<()> {
             expires: expires_in.map(|d| now + d),
             source,
         },
+        now,
     )?;
-    let mut statement = statement;
     if a.build.build {
-        statement.toplevels = Some(build_toplevels(&archive_path, work.path(), &a.build)?);
+        draft.statement.toplevels = Some(build_toplevels(&archive_path, work.path(), &a.build)?);
     }
-    let statement_bytes = statement.to_bytes();
-    let sig = publish::sign_statement(&statement, &statement_bytes, &sk);
     let bundle = Bundle {
-        statement: statement_bytes.clone(),
-        signatures: vec![sig],
+        statement: draft.statement_bytes(),
+        signatures: vec![draft.sign(&sk)],
     }
     .encode();
     publish::upload(
         store.as_ref(),
         &archive_path,
         &aref,
-        statement.version,
+        draft.statement.version,
         &bundle,
-        head.as_ref().and_then(|h| h.etag.as_ref()),
+        draft.head_etag(),
     )?;
+    let statement = draft.statement;
+    let statement_bytes = statement.to_bytes();
     let statement_hash = Digest::of(&statement_bytes);
     if a.json {
         common::print_json(&serde_json::json!({

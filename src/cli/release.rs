@@ -186,11 +186,7 @@ fn prepare(a: PrepareArgs) -> Result<()> {
         bail!("pass --signer and/or --trusted-key: the remote's head must be verified before a release extends it");
     }
     let now = fsutil::now_unix();
-    let head = publish::read_head(
-        store.as_ref(),
-        &Policy::manual(remote.clone(), head_keys),
-        now,
-    )?;
+    let head_policy = Policy::manual(remote.clone(), head_keys);
     let tmp = a.out.with_file_name(format!(
         ".{}.tmp-{}",
         a.out
@@ -202,26 +198,17 @@ fn prepare(a: PrepareArgs) -> Result<()> {
     fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let res = (|| -> Result<Statement> {
         let archive_path = tmp.join("archive.tar.zst");
-        let source = match (&a.src, &a.archive) {
-            (Some(src), _) => {
-                super::pack::pack_to_file(src, &archive_path, a.all_files)?;
-                super::publish::source_info(src, a.comment.clone())
-            }
-            (None, Some(archive)) => {
-                fs::copy(archive, &archive_path)
-                    .with_context(|| format!("reading {}", archive.display()))?;
-                a.comment
-                    .clone()
-                    .map(|c| npcnix::format::statement::Source {
-                        comment: Some(c),
-                        ..Default::default()
-                    })
-            }
-            (None, None) => bail!("--src DIR or --archive FILE is required"),
-        };
+        let source = super::publish::stage_archive(
+            a.src.as_deref(),
+            a.archive.as_deref(),
+            a.all_files,
+            a.comment.clone(),
+            &archive_path,
+        )?;
         let aref = publish::hash_file(&archive_path)?;
-        let mut st = publish::next_statement(
-            head.as_ref(),
+        let mut draft = publish::draft(
+            store.as_ref(),
+            &head_policy,
             aref,
             StatementParams {
                 remote: remote.clone(),
@@ -230,21 +217,23 @@ fn prepare(a: PrepareArgs) -> Result<()> {
                 expires: expires_in.map(|d| now + d),
                 source,
             },
+            now,
         )?;
         if a.build.build {
             let work = tmp.join(".build");
             fs::create_dir(&work)?;
             let built = super::publish::build_toplevels(&archive_path, &work, &a.build);
             let _ = fs::remove_dir_all(&work);
-            st.toplevels = Some(built?);
+            draft.statement.toplevels = Some(built?);
         }
-        fs::write(tmp.join("statement.json"), st.to_bytes())?;
+        fs::write(tmp.join("statement.json"), draft.statement_bytes())?;
         let prepared = Prepared {
             url: a.remote.clone(),
             remote: remote.to_string(),
-            version: st.version,
-            extends: head.as_ref().map(|h| h.hash),
+            version: draft.statement.version,
+            extends: draft.head.as_ref().map(|h| h.hash),
         };
+        let st = draft.statement;
         fs::write(
             tmp.join("release.json"),
             serde_json::to_vec_pretty(&prepared)?,

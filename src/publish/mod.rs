@@ -1,5 +1,14 @@
-//! Publishing: build a statement, sign it, and store archive, then
-//! `releases/<v>` (create-only), then `latest` (compare-and-swap).
+//! The editor side: one flow for every way of publishing a release.
+//!
+//! ```text
+//! draft   -> Draft      read and verify the head, hash the archive, build the next statement
+//! sign    -> signature  (here for `publish`; offline with `npcnix sign` or stock minisign)
+//! upload                archive, then `releases/<v>` (create-only), then `latest` (compare-and-swap)
+//! ```
+//!
+//! `npcnix publish` runs all three at once; `release prepare` stops after
+//! [`draft`] and writes the draft to a directory, `release publish` verifies
+//! the collected signatures and calls [`upload`] with the head it re-read.
 //!
 //! The ordering makes every intermediate state safe: an archive without a
 //! release is inert; a release bundle without `latest` pointing at it is in
@@ -145,6 +154,45 @@ pub fn hash_file(path: &Path) -> Result<ArchiveRef, PublishError> {
         blake3: h.finalize().into(),
         size,
     })
+}
+
+/// An unsigned release: the head it extends and the statement naming the
+/// archive. Sign [`Draft::statement_bytes`].
+#[derive(Clone, Debug)]
+pub struct Draft {
+    pub head: Option<Head>,
+    pub statement: Statement,
+}
+
+impl Draft {
+    /// The exact bytes every signature covers.
+    pub fn statement_bytes(&self) -> Vec<u8> {
+        self.statement.to_bytes()
+    }
+
+    /// Signs the draft with `sk`, returning the `.minisig` text.
+    pub fn sign(&self, sk: &SecretKey) -> String {
+        sign_statement(&self.statement, &self.statement_bytes(), sk)
+    }
+
+    /// The ETag of the head this draft extends (for the compare-and-swap).
+    pub fn head_etag(&self) -> Option<&ETag> {
+        self.head.as_ref().and_then(|h| h.etag.as_ref())
+    }
+}
+
+/// Step 1 of every publish: reads and verifies the remote's head with
+/// `head_policy`, and builds the next statement for `archive` on top of it.
+pub fn draft(
+    store: &dyn Store,
+    head_policy: &Policy,
+    archive: ArchiveRef,
+    params: StatementParams,
+    now: u64,
+) -> Result<Draft, PublishError> {
+    let head = read_head(store, head_policy, now)?;
+    let statement = next_statement(head.as_ref(), archive, params)?;
+    Ok(Draft { head, statement })
 }
 
 /// What goes into a new statement besides the archive.
