@@ -251,7 +251,7 @@ in
     };
 
     activation = mkOption {
-      # The modes the agent accepts (ActivationMode in src/config.rs).
+      # The modes the agent accepts (ActivationMode in src/host/config.rs).
       type = types.enum [ "switch" "boot" "test" "dry-activate" "toplevel" ];
       default = "switch";
       description = ''

@@ -344,7 +344,8 @@ pub fn check_policy(
     Ok(true)
 }
 
-/// Full verification of a bundle for this host (brief section 4, steps 2-5).
+/// Full verification of a bundle for this host (`docs/protocol.md`, section
+/// 6, steps 1-5).
 pub fn verify_release(
     policy: &Policy,
     seen: Option<Seen>,
