@@ -4,10 +4,9 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 
-use npcnix::format::bundle::BUNDLE_MAX_BYTES;
 use npcnix::fsutil;
 use npcnix::host::journal;
-use npcnix::store::{self, Fetched, StoreErrorKind};
+use npcnix::store::{self, ReleaseLog};
 use npcnix::verify;
 
 use super::common;
@@ -34,6 +33,7 @@ pub fn run(a: Args) -> Result<()> {
     let data = a.cfg.data(&v)?;
     let r = &v.config.remote;
     let store = store::open_url(&r.url, &r.store_options(env::read_timeout()))?;
+    let log = ReleaseLog::new(store.as_ref());
     // version -> statement hashes the host recorded for it.
     let mut seen: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     let mut malformed = Vec::new();
@@ -58,21 +58,17 @@ pub fn run(a: Args) -> Result<()> {
     let mut problems = Vec::new();
     let mut checked = 0;
     for (ver, hashes) in &seen {
-        let key = store::release_key(*ver);
-        let logged = match store.get(&key, None, BUNDLE_MAX_BYTES as u64) {
-            Ok(Fetched::Object { bytes, .. }) => {
-                match verify::verify_signatures(&v.policy, &bytes, now) {
-                    Ok(rel) => Some(rel.statement_hash().to_hex()),
-                    Err(rej) => {
-                        problems.push(format!(
-                            "version {ver}: the store's release does not verify ({rej})"
-                        ));
-                        continue;
-                    }
+        let logged = match log.release(*ver) {
+            Ok(Some(bytes)) => match verify::verify_signatures(&v.policy, &bytes, now) {
+                Ok(rel) => Some(rel.statement_hash().to_hex()),
+                Err(rej) => {
+                    problems.push(format!(
+                        "version {ver}: the store's release does not verify ({rej})"
+                    ));
+                    continue;
                 }
-            }
-            Err(e) if e.kind == StoreErrorKind::NotFound => None,
-            Ok(Fetched::NotModified) => None,
+            },
+            Ok(None) => None,
             Err(e) => return Err(e.into()),
         };
         checked += 1;

@@ -94,7 +94,7 @@ fn report(json: bool, now: u64, res: &Result<Outcome, agent::AgentError>) {
                 "time": now,
                 "result": "rejected",
                 "check": r.check(),
-                "cause": r.check().cause(),
+                "cause": r.cause(),
                 "detail": Outcome::Refused(r.clone()).to_string(),
             })
         ),
@@ -180,7 +180,7 @@ pub fn follow_loop(
             Some(Once::Activate)
                 if matches!(
                     res,
-                    Ok(Outcome::Activated { .. } | Outcome::UpToDate { .. })
+                    Ok(Outcome::Activated { .. } | Outcome::UpToDate { .. } | Outcome::Unchanged)
                 ) =>
             {
                 return Ok(());

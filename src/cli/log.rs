@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use npcnix::format::bundle::BUNDLE_MAX_BYTES;
 use npcnix::fsutil;
-use npcnix::store::{self, Fetched, StoreErrorKind, LATEST};
+use npcnix::store::{self, Fetched, ReleaseLog, StoreErrorKind};
 use npcnix::verify::history;
 use npcnix::verify::Policy;
 
@@ -42,17 +42,19 @@ pub fn run(a: Args) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
     let policy = Policy::manual(remote.clone(), common::load_public_keys(&a.trusted_keys)?);
     let store = store::open_url(&a.remote, &a.store.options())?;
-    let limit = BUNDLE_MAX_BYTES as u64;
-    let latest = match store.get(LATEST, None, limit) {
+    let log = ReleaseLog::new(store.as_ref());
+    let latest = match log.latest(None) {
         Ok(Fetched::Object { bytes, .. }) => Some(bytes),
         Err(e) if e.kind == StoreErrorKind::NotFound => None,
-        Ok(Fetched::NotModified) => None,
+        Ok(Fetched::NotModified) => {
+            anyhow::bail!("the store answered 'not modified' to an unconditional request")
+        }
         Err(e) => return Err(e.into()),
     };
     // Stores that cannot list (HTTP mirrors): enumerate versions up to the
     // verified head; missing ones show up as gaps in the chain.
-    let (keys, enumerated) = match store.list("releases/") {
-        Ok(k) => (k, false),
+    let keys = match store.list("releases/") {
+        Ok(k) => k,
         Err(e) if e.kind == StoreErrorKind::Unsupported => {
             let head = latest
                 .as_deref()
@@ -63,7 +65,7 @@ pub fn run(a: Args) -> Result<()> {
             if head > MAX_ENUMERATED {
                 anyhow::bail!("the head is version {head}; too many releases to enumerate over HTTP (max {MAX_ENUMERATED}); run `npcnix log` against the origin store");
             }
-            ((1..=head).map(store::release_key).collect(), true)
+            (1..=head).map(store::release_key).collect()
         }
         Err(e) => return Err(e.into()),
     };
@@ -74,13 +76,16 @@ pub fn run(a: Args) -> Result<()> {
             unreadable.push(format!("unexpected object {key}"));
             continue;
         };
-        match store.get(&key, None, limit) {
-            Ok(Fetched::Object { bytes, .. }) => releases.push((v, bytes)),
-            Ok(Fetched::NotModified) => unreadable.push(format!("{key}: not modified?")),
+        match log.release(v) {
+            Ok(Some(bytes)) => releases.push((v, bytes)),
+            // Listed but gone: the log shows the gap.
+            Ok(None) => {}
             Err(e) if e.kind == StoreErrorKind::TooLarge => {
                 releases.push((v, vec![b' '; BUNDLE_MAX_BYTES + 1]))
             }
-            Err(e) if enumerated && e.kind == StoreErrorKind::NotFound => {}
+            Err(e) if e.kind == StoreErrorKind::Protocol => {
+                unreadable.push(format!("{key}: {}", e.detail))
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -85,6 +85,8 @@ pub fn run(a: Args) -> Result<()> {
             r.etag = None;
             r.floor = Some(min_version);
             data.save(&st)?;
+            data.save_head(remote.as_str(), None)
+                .context("dropping the cached head")?;
             let mut ev = AuditEvent::new(now, "state-reset", remote.as_str());
             ev.detail = Some(format!("floor set to version {min_version}"));
             journal::append(&data.audit_path(), &ev)?;

@@ -23,9 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::archive::confine::Confinement;
 use crate::host::activate::{self, Activator, Health};
 use crate::host::config::Validated;
-use crate::host::journal::{Journal, JournalError};
+use crate::host::journal::{self, Journal, JournalError};
 use crate::host::pipeline::{self, PipelineError};
 use crate::host::state::{
     BadRelease, DataDir, HostState, PollStatus, RemoteState, Retry, StateError,
@@ -245,11 +246,27 @@ impl Agent {
         let mut st = self.data.load()?;
         match self.poll_locked(&mut st, now) {
             Err(PipelineError::Refused(r)) => {
+                // A refused head is never remembered: the next poll fetches
+                // `latest` in full and judges it again.
+                self.forget_head();
                 self.warn(self.journal().refusal(&r, now));
                 Ok(Outcome::Refused(r))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                // A store that fails our condition (or answers it against
+                // the protocol) gets an unconditional request next time.
+                if !e.is_transient() {
+                    self.forget_head();
+                }
+                Err(e.into())
+            }
             Ok(o) => Ok(o),
+        }
+    }
+
+    fn forget_head(&self) {
+        if let Err(e) = self.data.save_head(self.remote(), None) {
+            (self.hooks.warn)(&format!("could not drop the cached head: {e}"));
         }
     }
 
@@ -263,14 +280,18 @@ impl Agent {
         let policy = &self.v.policy;
         let log = ReleaseLog::new(self.store.as_ref());
 
-        let head = pipeline::fetch_head(&log, r.head.as_ref())?;
+        let cached = self.data.load_head(self.remote());
+        let head = pipeline::fetch_head(&log, cached.as_ref())?;
         let judged = pipeline::judge(policy, Some(&r), head, now)?;
         if !judged.revalidated() {
-            // Verified bytes only: a refused head never reaches the cache.
-            let rs = st.remote_mut(self.remote());
-            rs.head = judged.cache_entry();
-            rs.etag = None;
-            self.data.save(st)?;
+            // Verified bytes only (and dropped again if a later stage
+            // refuses the release).
+            if let Err(e) = self
+                .data
+                .save_head(self.remote(), judged.cache_entry().as_ref())
+            {
+                (self.hooks.warn)(&format!("could not cache the verified head: {e}"));
+            }
         }
         let seen = judged.release().seen();
         let version = seen.version;
@@ -307,6 +328,9 @@ impl Agent {
         let mut ps = self.data.load_status();
         ps.confinement = Some(extracted.confinement.to_string());
         let _ = self.data.save_status(&ps);
+        if extracted.confinement != Confinement::Enforced {
+            (self.hooks.warn)(&extracted.confinement.to_string());
+        }
         // Rollback protection is durable before anything is activated.
         pipeline::record(&self.data, st, &extracted, now)?;
         let release = extracted.release;
@@ -504,12 +528,13 @@ impl Agent {
         result: &Result<Outcome, AgentError>,
         next_poll: Option<u64>,
     ) -> PollStatus {
+        let clip = |s: String| journal::clip(&s, journal::DETAIL_MAX_CHARS);
         let mut s = self.data.load_status();
         s.last_check = Some(now);
         s.next_poll = next_poll;
         match result {
             Ok(o) => {
-                s.last_result = Some(o.to_string());
+                s.last_result = Some(clip(o.to_string()));
                 s.consecutive_store_errors = 0;
                 s.last_refusal = match o {
                     Outcome::Refused(r) => Some(r.check().name().to_owned()),
@@ -517,7 +542,7 @@ impl Agent {
                 };
                 if o.is_failure() {
                     s.consecutive_failures += 1;
-                    s.last_error = Some(o.to_string());
+                    s.last_error = Some(clip(o.to_string()));
                 } else if !matches!(o, Outcome::Busy) {
                     s.consecutive_failures = 0;
                 }
@@ -525,7 +550,7 @@ impl Agent {
             Err(e) => {
                 s.consecutive_failures += 1;
                 s.last_result = Some("error".into());
-                s.last_error = Some(format!("{e:#}"));
+                s.last_error = Some(clip(format!("{e:#}")));
                 s.last_refusal = None;
                 if e.is_transient() {
                     s.consecutive_store_errors += 1;

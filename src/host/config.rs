@@ -427,6 +427,19 @@ impl HostConfig {
         if self.poll.interval_secs == 0 {
             errs.push(invalid("poll.interval_secs", "must be at least 1"));
         }
+        // A week bounds every delay the agent computes (no overflow).
+        if self.poll.interval_secs > 7 * 86_400 {
+            errs.push(invalid(
+                "poll.interval_secs",
+                "must be at most 604800 (a week)",
+            ));
+        }
+        if self.poll.jitter_secs > 7 * 86_400 {
+            errs.push(invalid(
+                "poll.jitter_secs",
+                "must be at most 604800 (a week)",
+            ));
+        }
         if let Some(h) = &self.health_check {
             if h.command.is_empty() || h.command[0].is_empty() {
                 errs.push(invalid("health_check.command", "must name a program"));

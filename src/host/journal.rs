@@ -52,9 +52,23 @@ impl AuditEvent {
     }
 }
 
+/// Longest `detail` kept in an audit line (or a status field): messages can
+/// quote store-controlled text, which must not bloat every line of the log.
+pub const DETAIL_MAX_CHARS: usize = 1024;
+
+/// `s` cut to at most `max` characters, marked when cut.
+pub fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_owned(),
+        Some((i, _)) => format!("{}... (cut)", &s[..i]),
+    }
+}
+
 /// Appends `event` to the log at `path` (created 0600 if missing).
 pub fn append(path: &Path, event: &AuditEvent) -> io::Result<()> {
-    let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
+    let mut event = event.clone();
+    event.detail = event.detail.map(|d| clip(&d, DETAIL_MAX_CHARS));
+    let mut line = serde_json::to_vec(&event).map_err(io::Error::other)?;
     line.push(b'\n');
     let mut f = fs::OpenOptions::new()
         .append(true)

@@ -173,8 +173,9 @@ pub fn judge(
     Ok(Judged { verdict, head })
 }
 
-/// A release that may be downloaded.
+/// A release that may be downloaded. Only [`descend`] builds one.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Accepted {
     pub release: VerifiedRelease,
     /// Newer than anything this host verified (recorded after extraction).
@@ -198,7 +199,19 @@ pub fn descend(
         let policy = effective_policy(policy, remote);
         if let Some(mut walk) = Descent::start(seen, &release)? {
             while let Some(v) = walk.next_version() {
-                let bytes = log.release(v)?.ok_or_else(|| walk.missing(v))?;
+                let bytes = match log.release(v) {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return Err(walk.missing(v).into()),
+                    Err(e)
+                        if matches!(
+                            e.kind,
+                            StoreErrorKind::TooLarge | StoreErrorKind::Protocol
+                        ) =>
+                    {
+                        return Err(walk.unreadable(v, &e.detail).into())
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 walk.step(&policy, &bytes, now)?;
             }
             walk.finish(&release)?;
@@ -249,8 +262,10 @@ pub fn download(
     })
 }
 
-/// A verified release's tree, extracted into the private temp dir.
+/// A verified release's tree, extracted into the private temp dir. Only
+/// [`extract`] builds one.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Extracted {
     pub release: VerifiedRelease,
     pub new: bool,

@@ -29,9 +29,10 @@ use crate::fsutil;
 use crate::verify::Seen;
 
 pub const STATE_FORMAT: &str = "npcnix-state/v1";
-/// Refuse state files larger than this (a few KiB per remote; a cached head
-/// is at most a 64 KiB bundle).
-const STATE_MAX_BYTES: u64 = 4 << 20;
+/// Refuse state files larger than this (they are tiny).
+const STATE_MAX_BYTES: u64 = 1 << 20;
+/// A cached head is at most a 64 KiB bundle, in base64, with its ETag.
+const HEAD_MAX_BYTES: u64 = 128 * 1024;
 
 /// What the host remembers about one remote.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,14 +47,11 @@ pub struct RemoteState {
     /// Version currently activated (agent), if any.
     #[serde(default)]
     pub active: Option<Seen>,
-    /// Written by npcnix before 0.2: the ETag of `latest` alone. Read and
-    /// dropped (a head without its bytes cannot be judged again).
+    /// Written by earlier versions: the ETag of `latest` alone. Read and
+    /// dropped (a head without its bytes cannot be judged again; the agent
+    /// now keeps its cached head in `heads/<remote>.json`).
     #[serde(default, skip_serializing)]
     pub etag: Option<String>,
-    /// The last `latest` bundle that verified, with its ETag: polls are
-    /// conditional on it, and a "not modified" answer re-judges these bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub head: Option<CachedHead>,
     /// Releases that failed activation or health checks: never retried.
     #[serde(default)]
     pub bad: Vec<BadRelease>,
@@ -69,7 +67,11 @@ pub struct RemoteState {
     pub retry: Option<Retry>,
 }
 
-/// A verified copy of `latest` and the ETag the store gave it.
+/// A verified copy of `latest` and the ETag the store gave it: polls are
+/// conditional on the ETag, and a "not modified" answer re-judges the bytes.
+/// A cache, not state: kept in `heads/<remote>.json` (so `state.json` stays
+/// readable by earlier versions after a rollback of the system), replaced
+/// without fsync, and a lost or unreadable entry only costs one full fetch.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CachedHead {
@@ -345,6 +347,42 @@ impl DataDir {
             .root
             .join(format!(".status.json.tmp-{}", fsutil::random_suffix()));
         fs::write(&tmp, serde_json::to_vec_pretty(s).unwrap_or_default())?;
+        fs::rename(&tmp, path)
+    }
+
+    fn head_path(&self, remote: &str) -> PathBuf {
+        self.root.join("heads").join(format!("{remote}.json"))
+    }
+
+    /// The cached verified head of `remote`, if any. Unreadable entries are
+    /// treated as absent (the next poll fetches in full and judges anyway).
+    pub fn load_head(&self, remote: &str) -> Option<CachedHead> {
+        let f = fs::File::open(self.head_path(remote)).ok()?;
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut io::Read::take(f, HEAD_MAX_BYTES + 1), &mut bytes).ok()?;
+        if bytes.len() as u64 > HEAD_MAX_BYTES {
+            return None;
+        }
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Replaces (or with `None` removes) the cached head of `remote`, only if
+    /// it changes: an unchanged poll writes nothing.
+    pub fn save_head(&self, remote: &str, head: Option<&CachedHead>) -> io::Result<()> {
+        let path = self.head_path(remote);
+        if self.load_head(remote).as_ref() == head {
+            return Ok(());
+        }
+        let Some(head) = head else {
+            return match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        };
+        let dir = self.root.join("heads");
+        fsutil::ensure_private_dir(&dir)?;
+        let tmp = dir.join(format!(".{remote}.json.tmp-{}", fsutil::random_suffix()));
+        fs::write(&tmp, serde_json::to_vec(head).map_err(io::Error::other)?)?;
         fs::rename(&tmp, path)
     }
 

@@ -58,10 +58,18 @@ impl<'s> ReleaseLog<'s> {
 
     /// Reads `latest`, conditionally on `if_none_match`. A "not modified"
     /// answer to an unconditional request is a protocol error, whatever the
-    /// backend.
+    /// backend. An ETag that is not safe to send back is dropped
+    /// ([`ETag::is_sendable`]).
     pub fn latest(&self, if_none_match: Option<&ETag>) -> Result<Fetched, StoreError> {
         let obj = Object::Latest;
-        let fetched = self.store.get(&obj.key(), if_none_match, obj.limit())?;
+        let if_none_match = if_none_match.filter(|e| e.is_sendable());
+        let fetched = match self.store.get(&obj.key(), if_none_match, obj.limit())? {
+            Fetched::Object { bytes, etag } => Fetched::Object {
+                bytes,
+                etag: etag.filter(ETag::is_sendable),
+            },
+            Fetched::NotModified => Fetched::NotModified,
+        };
         if matches!(fetched, Fetched::NotModified) && if_none_match.is_none() {
             return Err(StoreError::new(
                 StoreErrorKind::Protocol,

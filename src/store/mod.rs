@@ -31,6 +31,28 @@ impl fmt::Debug for ETag {
     }
 }
 
+impl ETag {
+    /// Longest ETag npcnix keeps and sends back.
+    pub const MAX_LEN: usize = 256;
+
+    /// Whether this is one RFC 9110 entity-tag (`"opaque"` or `W/"opaque"`)
+    /// that is safe to send back in `If-None-Match`. A `*`, a list, or an
+    /// oversized value from a hostile or broken store would make every later
+    /// conditional request answer "not modified" (or fail): such ETags are
+    /// never kept.
+    pub fn is_sendable(&self) -> bool {
+        let s = self.0.as_bytes();
+        let opaque = s.strip_prefix(b"W/").unwrap_or(s);
+        s.len() <= Self::MAX_LEN
+            && opaque.len() >= 2
+            && opaque[0] == b'"'
+            && opaque[opaque.len() - 1] == b'"'
+            && opaque[1..opaque.len() - 1]
+                .iter()
+                .all(|&c| c == 0x21 || (0x23..=0x7e).contains(&c))
+    }
+}
+
 /// What a store error means for the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreErrorKind {
@@ -212,6 +234,26 @@ mod tests {
         assert_eq!(parse_release_key(&release_key(u64::MAX)), Some(u64::MAX));
         assert!(release_key(9) < release_key(10));
         assert_eq!(parse_release_key("releases/42"), None);
+    }
+
+    #[test]
+    fn only_single_bounded_entity_tags_are_sent_back() {
+        for ok in ["\"abc\"", "W/\"abc\"", "\"\"", "\"0123456789abcdef\""] {
+            assert!(ETag(ok.into()).is_sendable(), "{ok}");
+        }
+        let long = format!("\"{}\"", "a".repeat(ETag::MAX_LEN));
+        for bad in [
+            "*",
+            "abc",
+            "\"a\", \"b\"",
+            "\"a b\"",
+            "\"",
+            "W/",
+            "\"a\"\r\nx: y",
+            long.as_str(),
+        ] {
+            assert!(!ETag(bad.into()).is_sendable(), "{bad}");
+        }
     }
 
     #[test]

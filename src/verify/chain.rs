@@ -55,6 +55,12 @@ impl Descent {
         self.broken(version, "release is missing from the log".into())
     }
 
+    /// The refusal for an intermediate release the store will not serve as
+    /// a bundle (oversized, or answered against the protocol).
+    pub fn unreadable(&self, version: u64, why: &str) -> Refusal {
+        self.broken(version, format!("release is unreadable: {why}"))
+    }
+
     /// Checks the bundle of [`Self::next_version`].
     pub fn step(&mut self, policy: &Policy, bundle: &[u8], now: u64) -> Result<(), Refusal> {
         let v = self.next;

@@ -121,6 +121,15 @@ impl Refusal {
         }
     }
 
+    /// What can change this verdict for the same signed bytes (the check's
+    /// cause, refined where one check has several).
+    pub fn cause(&self) -> Cause {
+        match self {
+            Refusal::ArchiveOverLimit { .. } => Cause::HostConfig,
+            r => r.check().cause(),
+        }
+    }
+
     /// The one-line form every surface prints: `rejected (CHECK): MESSAGE`.
     pub fn line(&self) -> String {
         format!("rejected ({}): {self}", self.check())

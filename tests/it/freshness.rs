@@ -30,13 +30,17 @@ fn kill(mut child: Child) {
 fn freeze_attack_expired_head_served_not_modified_is_refused_on_every_poll() {
     let h = Host::with(|c| c["policy"]["expiry"] = "required".into());
     let src = h.kit.flake("src-v1", "v1");
+    let published = now();
     h.kit
-        .publish("prod", &h.key, &src, &["--expires", "2s"])
+        .publish("prod", &h.key, &src, &["--expires", "3s"])
         .ok();
     assert_eq!(h.once().0, "activated");
+    assert_eq!(h.once().0, "unchanged", "a conditional poll, answered 304");
     // The store keeps serving the same (now expired) head: every poll is a
     // conditional request answered "not modified".
-    std::thread::sleep(Duration::from_millis(2500));
+    wait_for("the release to expire", Duration::from_secs(10), || {
+        now() > published + 3
+    });
     for polls in 1..=3u64 {
         let (label, r) = h.once();
         assert_eq!(label, "rejected", "poll {polls}: {}", r.stdout);
@@ -106,6 +110,76 @@ fn missing_archive_is_retried_every_poll_until_the_store_has_it() {
     }
     fs::rename(&moved, &archives).expect("restore archives");
     assert_eq!(h.once().0, "activated");
+}
+
+#[test]
+fn refused_head_is_evicted_so_the_next_poll_is_unconditional() {
+    let h = Host::new();
+    h.publish("v1");
+    assert_eq!(h.once().0, "activated");
+    let cache = h.kit.data_dir().join("heads/prod.json");
+    assert!(cache.exists(), "the verified head is cached");
+    let latest = h.kit.store_path("prod", "latest");
+    let good = fs::read(&latest).expect("latest");
+    fs::write(&latest, b"garbage").expect("garbage");
+    assert_eq!(h.once().0, "rejected");
+    assert!(!cache.exists(), "a refusal drops the cached head");
+    // The good head again: fetched in full (not "unchanged"), then cached.
+    fs::write(&latest, &good).expect("restore");
+    assert_eq!(h.once().0, "up-to-date");
+    assert!(cache.exists());
+    assert_eq!(h.once().0, "unchanged");
+}
+
+#[test]
+fn agent_on_an_http_mirror_revalidates_with_304_and_never_keeps_a_poisoned_etag() {
+    let h = Host::new();
+    h.publish("v1");
+    let httpd = Httpd::serve(h.kit.path("store"));
+    let mut cfg = h.config();
+    cfg["remote"]["url"] = httpd.url("prod").into();
+    h.set_config(&cfg);
+    assert_eq!(h.once().0, "activated");
+    assert_eq!(httpd.conditional_count(), 0);
+    assert_eq!(h.once().0, "unchanged");
+    assert_eq!(httpd.conditional_count(), 1, "one conditional request");
+    // One poisoned answer: `ETag: *` would make every later conditional
+    // request "not modified" on a real web server. It is never kept.
+    *httpd.etag_override.lock().expect("lock") = Some("*".into());
+    h.publish("v2");
+    assert_eq!(h.once().0, "activated");
+    assert_eq!(
+        httpd.conditional_count(),
+        2,
+        "asked on v1's ETag, got v2 with `*`"
+    );
+    assert_eq!(h.once().0, "up-to-date", "fetched unconditionally");
+    assert_eq!(httpd.conditional_count(), 2, "no If-None-Match: *");
+    *httpd.etag_override.lock().expect("lock") = None;
+    assert_eq!(h.once().0, "up-to-date");
+    assert_eq!(h.once().0, "unchanged");
+    assert_eq!(httpd.conditional_count(), 3);
+}
+
+#[test]
+fn agent_takes_no_unasked_not_modified_as_unchanged() {
+    // A fresh host (nothing cached) asks unconditionally; a mirror that
+    // answers "not modified" anyway is a failing store, not an idle remote.
+    let h = Host::new();
+    h.publish("v1");
+    let httpd = Httpd::serve(h.kit.path("store"));
+    httpd
+        .always_not_modified
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut cfg = h.config();
+    cfg["remote"]["url"] = httpd.url("prod").into();
+    h.set_config(&cfg);
+    let (label, r) = h.once();
+    assert_eq!(label, "error", "{}", r.stdout);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("If-None-Match"), "{}", r.stdout);
+    assert_eq!(h.status()["consecutive_failures"], 1);
+    assert!(h.activations().is_empty());
 }
 
 #[test]

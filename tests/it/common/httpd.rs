@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub struct Httpd {
     pub port: u16,
@@ -15,6 +15,11 @@ pub struct Httpd {
     /// When set, every request is answered "304 Not Modified", whether or
     /// not it carried If-None-Match (a broken or hostile mirror).
     pub always_not_modified: Arc<AtomicBool>,
+    /// When set, 200 answers carry this ETag instead of the real one (a
+    /// poisoned response, e.g. `*`).
+    pub etag_override: Arc<Mutex<Option<String>>>,
+    /// Requests that carried If-None-Match.
+    pub conditional: Arc<AtomicUsize>,
 }
 
 impl Httpd {
@@ -25,11 +30,15 @@ impl Httpd {
         let count = Arc::clone(&requests);
         let always_not_modified = Arc::new(AtomicBool::new(false));
         let nm = Arc::clone(&always_not_modified);
+        let etag_override: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let conditional = Arc::new(AtomicUsize::new(0));
+        let (eo, cond) = (Arc::clone(&etag_override), Arc::clone(&conditional));
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let root = root.clone();
                 let count = Arc::clone(&count);
                 let nm = Arc::clone(&nm);
+                let (eo, cond) = (Arc::clone(&eo), Arc::clone(&cond));
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
                     let mut out = stream;
@@ -54,6 +63,9 @@ impl Httpd {
                             }
                         }
                         count.fetch_add(1, Ordering::SeqCst);
+                        if inm.is_some() {
+                            cond.fetch_add(1, Ordering::SeqCst);
+                        }
                         let file = root.join(path.trim_start_matches('/'));
                         let resp = match std::fs::read(&file) {
                             _ if nm.load(Ordering::SeqCst) => {
@@ -67,6 +79,7 @@ impl Httpd {
                                 if inm.as_deref() == Some(etag.as_str()) {
                                     format!("HTTP/1.1 304 Not Modified\r\netag: {etag}\r\ncontent-length: 0\r\n\r\n").into_bytes()
                                 } else {
+                                    let etag = eo.lock().expect("lock").clone().unwrap_or(etag);
                                     let (status, body) = match range {
                                         Some(last) if last + 1 < body.len() => {
                                             ("206 Partial Content", body[..=last].to_vec())
@@ -94,11 +107,17 @@ impl Httpd {
             port,
             requests,
             always_not_modified,
+            etag_override,
+            conditional,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+
+    pub fn conditional_count(&self) -> usize {
+        self.conditional.load(Ordering::SeqCst)
     }
 
     pub fn count(&self) -> usize {
