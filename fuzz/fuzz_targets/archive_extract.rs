@@ -18,6 +18,8 @@
 //! * every symlink is relative: leading `..` components, then plain names,
 //!   with fewer `..` than the link's depth, so it resolves inside the tree;
 //! and, when extraction succeeded:
+//! * the input is exactly one zstd frame: it starts with the frame magic
+//!   and a single-frame decoder consumes it to the last byte;
 //! * files have mode 0644 or 0755 exactly;
 //! * the tree matches the returned stats (files, dirs, symlinks, bytes) and
 //!   the stats respect the limits.
@@ -162,6 +164,17 @@ fuzz_target!(|data: &[u8]| {
         "extraction wrote outside its directory"
     );
     assert!(fs::symlink_metadata(&run).expect("lstat run dir").is_dir());
+
+    if result.is_ok() {
+        assert_eq!(input.get(..4), Some(&[0x28, 0xb5, 0x2f, 0xfd][..]), "accepted a non-frame start");
+        let mut cursor = std::io::Cursor::new(input);
+        let mut dec = zstd::stream::read::Decoder::with_buffer(&mut cursor)
+            .expect("decoder")
+            .single_frame();
+        std::io::copy(&mut dec, &mut std::io::sink()).expect("one valid frame");
+        drop(dec);
+        assert_eq!(cursor.position() as usize, input.len(), "accepted data after the frame");
+    }
 
     let mut tally = Tally::default();
     walk(&run, 0, result.is_ok(), &mut tally);

@@ -62,9 +62,39 @@ fn restrict_writes_to(dir: &PathBuf) -> Confinement {
     }
 }
 
+/// Whether extraction may run without Landlock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfinementPolicy {
+    /// Confine where the kernel can; report the status either way.
+    #[default]
+    BestEffort,
+    /// Refuse to extract unless Landlock is fully enforced.
+    Required,
+}
+
 /// Runs `f` on a new thread whose file-system writes are confined to
 /// `writable` (where Landlock is available), and reports whether they were.
-pub fn run_confined<T, F>(writable: PathBuf, f: F) -> (std::thread::Result<T>, Confinement)
+/// Under [`ConfinementPolicy::Required`], `f` does not run unless the
+/// confinement is fully enforced (`Ok(None)`).
+pub fn run_confined<T, F>(
+    writable: PathBuf,
+    policy: ConfinementPolicy,
+    f: F,
+) -> (std::thread::Result<Option<T>>, Confinement)
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    run_confined_with(writable, policy, restrict_writes_to, f)
+}
+
+fn run_confined_with<T, F>(
+    writable: PathBuf,
+    policy: ConfinementPolicy,
+    restrict: fn(&PathBuf) -> Confinement,
+    f: F,
+) -> (std::thread::Result<Option<T>>, Confinement)
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
@@ -72,8 +102,11 @@ where
     let handle = std::thread::Builder::new()
         .name("npcnix-extract".into())
         .spawn(move || {
-            let c = restrict_writes_to(&writable);
-            (f(), c)
+            let c = restrict(&writable);
+            if policy == ConfinementPolicy::Required && c != Confinement::Enforced {
+                return (None, c);
+            }
+            (Some(f()), c)
         });
     match handle {
         Ok(h) => match h.join() {
@@ -87,5 +120,38 @@ where
             Err(Box::new(e.to_string())),
             Confinement::Unavailable("could not start the extraction thread".into()),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unavailable(_: &PathBuf) -> Confinement {
+        Confinement::Unavailable("test kernel".into())
+    }
+
+    fn partial(_: &PathBuf) -> Confinement {
+        Confinement::Partial
+    }
+
+    #[test]
+    fn required_confinement_runs_nothing_on_a_kernel_without_landlock() {
+        for restrict in [unavailable as fn(&PathBuf) -> Confinement, partial] {
+            let (r, c) = run_confined_with(
+                PathBuf::from("/nonexistent"),
+                ConfinementPolicy::Required,
+                restrict,
+                || panic!("must not run"),
+            );
+            assert!(matches!(r, Ok(None::<()>)), "{c}");
+        }
+        let (r, c) = run_confined_with(
+            PathBuf::from("/nonexistent"),
+            ConfinementPolicy::BestEffort,
+            unavailable,
+            || 7,
+        );
+        assert_eq!(r.ok().flatten(), Some(7), "best effort still runs: {c}");
     }
 }

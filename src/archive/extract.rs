@@ -18,8 +18,10 @@
 //!   other entry type are refused;
 //! * total unpacked bytes, per-file size, entry count and zstd window size
 //!   are limited ([`Limits`]);
+//! * the archive is exactly one zstd frame: no skippable frame before or
+//!   after it, no second frame, nothing after it;
 //! * after the end-of-archive marker only zero padding may follow, and the
-//!   zstd stream must end cleanly (truncated or trailing-garbage archives are
+//!   zstd frame must end cleanly (truncated or trailing-garbage archives are
 //!   refused).
 //!
 //! The caller hands in a fresh, private, empty directory and deletes it if
@@ -33,6 +35,9 @@ use std::path::{Path, PathBuf};
 
 use super::path::{EntryPath, LinkTarget, PathError};
 use crate::archive::limits::Limits;
+
+/// The magic number that starts a zstd data frame (0xFD2FB528, little-endian).
+const ZSTD_FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// Zero padding tolerated after the tar end-of-archive marker (GNU tar pads
 /// to a 10 KiB record; anything much bigger is not padding).
@@ -89,11 +94,28 @@ fn join(root: &Path, p: &EntryPath) -> PathBuf {
 /// Extracts the `.tar.zst` stream `input` into `root`, which must be an
 /// existing, empty directory that only this process can write to.
 pub fn extract<R: Read>(
-    input: R,
+    mut input: R,
     root: &Path,
     limits: &Limits,
 ) -> Result<ExtractStats, ExtractError> {
-    let mut dec = zstd::stream::read::Decoder::new(input).map_err(refuse_read)?;
+    // Exactly one zstd frame: it must start at byte 0 (a skippable frame,
+    // opaque bytes the protocol says cannot be there, is refused), the
+    // decoder stops at its end, and nothing may follow it (checked below).
+    let mut magic = [0u8; 4];
+    input
+        .read_exact(&mut magic)
+        .map_err(|_| ExtractError::Refused("archive is shorter than a zstd frame header".into()))?;
+    if magic != ZSTD_FRAME_MAGIC {
+        let what = if magic[1..] == [0x2a, 0x4d, 0x18] && magic[0] & 0xf0 == 0x50 {
+            "archive starts with a zstd skippable frame; archives are exactly one zstd frame"
+        } else {
+            "archive is not a zstd frame"
+        };
+        return Err(ExtractError::Refused(what.into()));
+    }
+    let mut dec = zstd::stream::read::Decoder::new(io::Cursor::new(magic).chain(input))
+        .map_err(refuse_read)?
+        .single_frame();
     dec.window_log_max(limits.zstd_window_log)
         .map_err(refuse_read)?;
     // Every decompressed byte is either a header, file data (counted against
@@ -283,7 +305,7 @@ pub fn extract<R: Read>(
     }
 
     // Everything after the end-of-archive marker must be zero padding, and
-    // the zstd stream must end cleanly.
+    // the zstd frame must end cleanly.
     let mut rest = archive.into_inner();
     let mut buf = [0u8; 8192];
     let mut trailing = 0u64;
@@ -298,6 +320,14 @@ pub fn extract<R: Read>(
                 "data after the end of the tar archive".into(),
             ));
         }
+    }
+    // Nothing after the one frame: no second frame, no skippable frame, no
+    // garbage.
+    let mut after = rest.inner.finish();
+    if after.read(&mut buf[..1]).map_err(refuse_read)? != 0 {
+        return Err(ExtractError::Refused(
+            "data after the zstd frame (a second or skippable frame, or garbage); archives are exactly one zstd frame".into(),
+        ));
     }
     Ok(stats)
 }

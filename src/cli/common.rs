@@ -48,6 +48,13 @@ pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
     let mut raw = Zeroizing::new(Vec::with_capacity(KEY_FILE_MAX_BYTES + 1));
     let f = fs::File::open(path)
         .with_context(|| format!("opening secret key file {}", path.display()))?;
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        f.metadata()
+            .with_context(|| format!("secret key file {}", path.display()))?
+            .permissions()
+            .mode()
+    };
     f.take(KEY_FILE_MAX_BYTES as u64 + 1)
         .read_to_end(&mut raw)
         .with_context(|| format!("reading secret key file {}", path.display()))?;
@@ -60,7 +67,9 @@ pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
     let text = std::str::from_utf8(&raw)
         .map_err(|_| anyhow!("secret key file {} is not text", path.display()))?;
     let mut prompt_err = None;
+    let mut encrypted = false;
     let sk = SecretKey::parse_with(text, |_| {
+        encrypted = true;
         if let Ok(p) = std::env::var("NPCNIX_PASSPHRASE") {
             return Some(Zeroizing::new(p.into_bytes()));
         }
@@ -72,6 +81,16 @@ pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
             }
         }
     });
+    // Like ssh: an unencrypted key others can read is not used.
+    if mode & 0o077 != 0 && !encrypted && sk.is_ok() {
+        bail!(
+            "secret key file {} is not encrypted and is accessible by group or others (mode {:04o}); \
+             run `chmod 600 {}` (or encrypt the key) and try again",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        );
+    }
     match sk {
         Ok(sk) => Ok(sk),
         Err(npcnix::format::keys::KeyError::PassphraseRequired) => Err(anyhow!(

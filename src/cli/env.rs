@@ -8,7 +8,9 @@ use npcnix::host::agent::{FaultPoint, Hooks};
 use npcnix::nix::{Nix, NIX_BIN_DIR_ENV};
 
 /// Test-only fault injection: `NPCNIX_TEST_FAULT=<point>` aborts the process
-/// (like `kill -9`) at that point of a poll, to prove crash safety.
+/// (like `kill -9`) at that point of a poll, to prove crash safety. Read only
+/// in builds with the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
 pub const FAULT_ENV: &str = "NPCNIX_TEST_FAULT";
 
 fn var(name: &str) -> Option<String> {
@@ -30,16 +32,27 @@ pub fn read_timeout() -> Option<u64> {
     var("NPCNIX_READ_TIMEOUT_SECS").and_then(|v| v.parse().ok())
 }
 
-/// The agent's hooks: warnings to stderr, and the fault-injection point.
+/// The agent's hooks: warnings to stderr, and (test builds only, feature
+/// `test-hooks`) the fault-injection points.
 pub fn agent_hooks() -> Hooks {
-    let fault = var(FAULT_ENV);
     Hooks {
         warn: Box::new(|w| eprintln!("npcnix: warning: {w}")),
-        fault: Box::new(move |p: FaultPoint| {
-            if fault.as_deref() == Some(p.name()) {
-                eprintln!("npcnix: injected fault at {}", p.name());
-                std::process::abort();
-            }
-        }),
+        fault: fault_hook(),
     }
+}
+
+#[cfg(feature = "test-hooks")]
+fn fault_hook() -> Box<dyn Fn(FaultPoint) + Send + Sync> {
+    let fault = var(FAULT_ENV);
+    Box::new(move |p: FaultPoint| {
+        if fault.as_deref() == Some(p.name()) {
+            eprintln!("npcnix: injected fault at {}", p.name());
+            std::process::abort();
+        }
+    })
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn fault_hook() -> Box<dyn Fn(FaultPoint) + Send + Sync> {
+    Box::new(|_| {})
 }

@@ -10,6 +10,7 @@ use npcnix::host::config::{
     ActivationConfig, ActivationMode, HostConfig, PolicyConfig, PollConfig, RemoteConfig,
     TrustedKeyConfig, CONFIG_FORMAT, DEFAULT_CONFIG_PATH,
 };
+use npcnix::verify::ExpiryPolicy;
 
 use super::common;
 use super::follow::{self, Once};
@@ -55,6 +56,18 @@ pub struct Args {
     /// Use path-style S3 addressing
     #[arg(long)]
     path_style: bool,
+    /// Refuse versions below N. Default: the version of the remote's head,
+    /// verified with the pinned keys at install time, so a store writer
+    /// cannot replay an older release to this new host (pass 0 to pin none)
+    #[arg(long, value_name = "N")]
+    min_version: Option<u64>,
+    /// Refuse releases that carry no expiry time (freeze-attack defence)
+    #[arg(long)]
+    require_expiry: bool,
+    /// Refuse a release more than N versions past the highest one seen (on
+    /// first contact: past --min-version)
+    #[arg(long, value_name = "N")]
+    max_version_jump: Option<u64>,
     /// Activation mode
     #[arg(long, value_enum, default_value = "switch")]
     activation: Mode,
@@ -80,6 +93,32 @@ pub struct Args {
     no_activate: bool,
 }
 
+/// The version of the remote's head, verified with the config's keys and
+/// threshold (0 for an empty remote): the first-contact floor.
+fn pinned_head(v: &npcnix::host::config::Validated) -> Result<u64> {
+    let r = &v.config.remote;
+    let store = npcnix::store::open_url(&r.url, &r.store_options(super::env::read_timeout()))?;
+    let log = npcnix::store::ReleaseLog::new(store.as_ref());
+    let bytes = match log.latest(None) {
+        Ok(npcnix::store::Fetched::Object { bytes, .. }) => bytes,
+        Err(e) if e.kind == npcnix::store::StoreErrorKind::NotFound => return Ok(0),
+        Ok(npcnix::store::Fetched::NotModified) => {
+            bail!("the store answered 'not modified' to an unconditional request")
+        }
+        Err(e) => {
+            return Err(e).context("reading the remote's head to pin it (or pass --min-version)")
+        }
+    };
+    let rel = npcnix::verify::verify_signatures(&v.policy, &bytes, fsutil::now_unix())
+        .map_err(super::exit::Rejected)
+        .context("the remote's head does not verify with the pinned keys (pass --min-version to install anyway)")?;
+    eprintln!(
+        "npcnix: pinning version {} (the remote's verified head) as the minimum version",
+        rel.version()
+    );
+    Ok(rel.version())
+}
+
 pub fn run(a: Args) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
     let keys = common::load_public_keys(&a.trusted_keys)?;
@@ -103,7 +142,16 @@ pub fn run(a: Args) -> Result<()> {
                 comment: Some("pinned by npcnix install".into()),
             })
             .collect(),
-        policy: PolicyConfig::default(),
+        policy: PolicyConfig {
+            min_version: 0,
+            expiry: if a.require_expiry {
+                ExpiryPolicy::Required
+            } else {
+                ExpiryPolicy::Optional
+            },
+            max_version_jump: a.max_version_jump,
+            ..PolicyConfig::default()
+        },
         poll: PollConfig {
             interval_secs: a.interval,
             ..PollConfig::default()
@@ -122,13 +170,21 @@ pub fn run(a: Args) -> Result<()> {
         state_dir: std::path::absolute(&a.data_dir).context("resolving --data-dir")?,
         limits: Default::default(),
     };
-    if let Err(errs) = cfg.validate() {
-        let list = errs
-            .iter()
-            .map(|e| format!("\n  - {e}"))
-            .collect::<String>();
-        bail!("the resulting config would be invalid:{list}");
-    }
+    let mut cfg = cfg;
+    let v = match cfg.validate() {
+        Ok(v) => v,
+        Err(errs) => {
+            let list = errs
+                .iter()
+                .map(|e| format!("\n  - {e}"))
+                .collect::<String>();
+            bail!("the resulting config would be invalid:{list}");
+        }
+    };
+    cfg.policy.min_version = match a.min_version {
+        Some(n) => n,
+        None => pinned_head(&v)?,
+    };
     if a.config_out.exists() && !a.force {
         bail!(
             "{} already exists; pass --force to replace it",

@@ -45,6 +45,9 @@ pub struct Args {
     /// new one, refusing a release that does not descend from it (forks)
     #[arg(long)]
     require_chain: bool,
+    /// Refuse to extract unless Landlock confines the extraction's writes
+    #[arg(long)]
+    require_confinement: bool,
     /// Refuse versions below N
     #[arg(long, value_name = "N", default_value_t = 0)]
     min_version: u64,
@@ -74,6 +77,11 @@ pub fn run(a: Args) -> Result<()> {
         policy: &policy,
         limits: &limits,
         require_chain: a.require_chain,
+        confinement: if a.require_confinement {
+            npcnix::archive::confine::ConfinementPolicy::Required
+        } else {
+            npcnix::archive::confine::ConfinementPolicy::BestEffort
+        },
         dst: &a.dst,
     };
     let pulled = pull::pull_to(store.as_ref(), &data, &req, now)?;

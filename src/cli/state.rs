@@ -42,6 +42,10 @@ below --min-version. Use the highest version you know this host ran (see the aud
         /// Reset even though the state file is readable
         #[arg(long)]
         force: bool,
+        /// Why a floor below the highest version the audit log shows this
+        /// host verified is right (recorded in the audit log)
+        #[arg(long, value_name = "TEXT")]
+        lower_floor_because: Option<String>,
     },
 }
 
@@ -52,10 +56,30 @@ pub fn run(a: Args) -> Result<()> {
             min_version,
             data_dir,
             force,
+            lower_floor_because,
         } => {
             let remote = RemoteName::new(&remote).map_err(|e| anyhow::anyhow!(e))?;
             let data = DataDir::open(&data_dir)?;
             let _lock = data.lock_wait()?;
+            // The audit log outlives a lost state file: a floor below what it
+            // shows this host verified would re-open rollbacks.
+            let audited = journal::read(&data.audit_path())
+                .unwrap_or_default()
+                .into_iter()
+                .flatten()
+                .filter(|e| {
+                    e.remote == remote.as_str()
+                        && matches!(e.event.as_str(), "verified" | "activated" | "up-to-date")
+                })
+                .filter_map(|e| e.version)
+                .max();
+            if let Some(high) = audited.filter(|h| min_version < *h) {
+                if lower_floor_because.is_none() {
+                    bail!(
+                        "the audit log shows this host verified {remote} version {high}; a floor of {min_version} would re-open rollbacks to older releases. Use --min-version {high}, or pass --lower-floor-because TEXT to record why a lower floor is right"
+                    );
+                }
+            }
             let now = fsutil::now_unix();
             let path = data.state_path();
             // A readable state keeps every other remote's protection; only the
@@ -88,7 +112,12 @@ pub fn run(a: Args) -> Result<()> {
             data.save_head(remote.as_str(), None)
                 .context("dropping the cached head")?;
             let mut ev = AuditEvent::new(now, "state-reset", remote.as_str());
-            ev.detail = Some(format!("floor set to version {min_version}"));
+            ev.detail = Some(match &lower_floor_because {
+                Some(why) => {
+                    format!("floor set to version {min_version}, below the audited version: {why}")
+                }
+                None => format!("floor set to version {min_version}"),
+            });
             journal::append(&data.audit_path(), &ev)?;
             println!("state reset: {remote} refuses versions below {min_version}");
             Ok(())

@@ -167,14 +167,14 @@ impl Statement {
         }
         if let Some(t) = &self.toplevels {
             for (name, path) in t {
-                if name.is_empty()
-                    || name.len() > 256
-                    || !path.starts_with("/nix/store/")
-                    || path.len() > 512
-                    || path.chars().any(char::is_control)
-                {
+                if !is_configuration_name(name) {
+                    return Err(StatementError::Malformed(
+                        "a toplevel is named by something that is not a nixosConfigurations attribute name (1-128 characters from A-Z a-z 0-9 - _ .)".into(),
+                    ));
+                }
+                if !is_store_path(path) {
                     return Err(StatementError::Malformed(format!(
-                        "toplevel {name:?} is not a plausible store path"
+                        "toplevel {name:?} is not a store path /nix/store/<32 base32 characters>-<name> (no sub-path)"
                     )));
                 }
             }
@@ -249,6 +249,40 @@ impl Binding {
         }
         Ok(b)
     }
+}
+
+/// A `nixosConfigurations` attribute name as npcnix accepts it: 1-128
+/// characters from `A-Z a-z 0-9 - _ .` (no quoting, nothing a terminal
+/// interprets).
+pub fn is_configuration_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// A top-level Nix store path: `/nix/store/`, 32 characters of Nix's base32
+/// alphabet, `-`, and a name of 1-211 characters from `A-Z a-z 0-9 + - . _ ? =`
+/// that does not start with `.`; nothing after it (no sub-path).
+pub fn is_store_path(s: &str) -> bool {
+    const NIX_BASE32: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
+    let Some(rest) = s.strip_prefix("/nix/store/") else {
+        return false;
+    };
+    let (hash, name) = match (rest.get(..32), rest.get(32..)) {
+        (Some(h), Some(n)) => (h, n),
+        _ => return false,
+    };
+    let Some(name) = name.strip_prefix('-') else {
+        return false;
+    };
+    hash.bytes().all(|b| NIX_BASE32.contains(&b))
+        && !name.is_empty()
+        && name.len() <= 211
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b))
 }
 
 /// Deserialises a JSON object into a map, refusing duplicate keys (serde's
@@ -379,5 +413,49 @@ mod tests {
             assert!(RemoteName::new(bad).is_err(), "{bad:?} accepted");
         }
         assert!(RemoteName::new("prod-eu.1_a").is_ok());
+    }
+
+    #[test]
+    fn toplevels_must_be_plain_store_paths_named_by_configuration_names() {
+        let good = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-web-24.05";
+        assert!(is_store_path(good));
+        for (attack, bad) in [
+            ("sub-path", format!("{good}/bin")),
+            (
+                "dot-dot",
+                "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-x/../../etc".into(),
+            ),
+            ("short hash", "/nix/store/0123456789-x".into()),
+            (
+                "not base32 (e)",
+                "/nix/store/e123456789abcdfghijklmnpqrsvwxyz-x".into(),
+            ),
+            (
+                "odd characters",
+                "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-a b".into(),
+            ),
+            (
+                "escape",
+                "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-a\u{1b}[2K".into(),
+            ),
+            (
+                "dot name",
+                "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-.x".into(),
+            ),
+            (
+                "no name",
+                "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-".into(),
+            ),
+            (
+                "outside the store",
+                "/tmp/0123456789abcdfghijklmnpqrsvwxyz-x".into(),
+            ),
+        ] {
+            assert!(!is_store_path(&bad), "{attack}: {bad}");
+        }
+        assert!(is_configuration_name("web-1.prod_eu"));
+        for bad in ["", "a b", "web\u{1b}[2K", "a/b", "\u{202e}web"] {
+            assert!(!is_configuration_name(bad), "{bad:?}");
+        }
     }
 }

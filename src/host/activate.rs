@@ -32,6 +32,31 @@ impl ActivationError {
     }
 }
 
+/// Checks a realised toplevel before anything runs from it: it must be a
+/// directory in place (not a symlink leading elsewhere, inside or outside the
+/// store), and its resolved path must be the signed path itself. Returns the
+/// path to run `bin/switch-to-configuration` from.
+pub fn realised_system(signed: &Path) -> Result<std::path::PathBuf, ActivationError> {
+    let md = std::fs::symlink_metadata(signed)
+        .map_err(|e| ActivationError(format!("{}: {e}", signed.display())))?;
+    if md.file_type().is_symlink() || !md.is_dir() {
+        return Err(ActivationError(format!(
+            "{} is not a directory in the store (a symlink or a file); refusing to run anything from it",
+            signed.display()
+        )));
+    }
+    let resolved = std::fs::canonicalize(signed)
+        .map_err(|e| ActivationError(format!("{}: {e}", signed.display())))?;
+    if resolved != signed {
+        return Err(ActivationError(format!(
+            "{} resolves to {}; refusing to run anything from outside the signed path",
+            signed.display(),
+            resolved.display()
+        )));
+    }
+    Ok(resolved)
+}
+
 /// What to run to activate a flake.
 #[derive(Clone, Debug)]
 pub struct Activator {
@@ -141,12 +166,13 @@ impl Activator {
                         &self.extra_trusted_public_keys,
                     )
                     .map_err(ActivationError::from_error)?;
+                let system = realised_system(Path::new(path))?;
                 if self.toplevel_action != ActivationMode::DryActivate {
                     self.nix
                         .set_profile(&self.profile, path)
                         .map_err(ActivationError::from_error)?;
                 }
-                self.switch_to(Path::new(path), self.toplevel_action.as_arg(), env)
+                self.switch_to(&system, self.toplevel_action.as_arg(), env)
             }
         }
     }
@@ -292,5 +318,29 @@ pub fn health_check(h: &HealthCheckConfig, env: &[(&str, String)]) -> Health {
             Ok(None) => std::thread::sleep(Duration::from_millis(100)),
             Err(e) => return Health::Unhealthy(format!("waiting for the health check: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_realised_toplevel_that_is_a_symlink_or_resolves_elsewhere_is_refused() {
+        let tmp =
+            crate::fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-test-").expect("tmp");
+        let real = tmp.path().join("system");
+        std::fs::create_dir(&real).expect("mkdir");
+        let real = std::fs::canonicalize(&real).expect("canon");
+        assert_eq!(realised_system(&real).expect("a plain directory"), real);
+        let link = real.with_file_name("link");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        assert!(realised_system(&link).is_err(), "symlinked store path");
+        let file = real.with_file_name("file");
+        std::fs::write(&file, b"x").expect("write");
+        assert!(realised_system(&file).is_err(), "a file");
+        // A path through a symlinked parent resolves elsewhere.
+        let via = link.join(".");
+        assert!(realised_system(&via).is_err(), "resolves elsewhere");
     }
 }

@@ -324,7 +324,12 @@ impl Agent {
             return Ok(Outcome::Interrupted);
         }
         let downloaded = pipeline::download(&log, accepted, &self.v.limits, &self.data)?;
-        let extracted = pipeline::extract(downloaded, &self.v.limits, &self.data)?;
+        let extracted = pipeline::extract(
+            downloaded,
+            &self.v.limits,
+            self.v.config.policy.confinement,
+            &self.data,
+        )?;
         let mut ps = self.data.load_status();
         ps.confinement = Some(extracted.confinement.to_string());
         let _ = self.data.save_status(&ps);

@@ -83,6 +83,9 @@ pub struct PolicyConfig {
     pub max_version_jump: Option<u64>,
     #[serde(default)]
     pub require_chain: bool,
+    /// `required`: refuse to extract unless Landlock confines the extraction.
+    #[serde(default)]
+    pub confinement: crate::archive::confine::ConfinementPolicy,
     #[serde(default = "default_skew")]
     pub max_future_skew_secs: u64,
 }
@@ -98,6 +101,7 @@ impl Default for PolicyConfig {
             expiry: ExpiryPolicy::Optional,
             max_version_jump: None,
             require_chain: false,
+            confinement: Default::default(),
             max_future_skew_secs: DEFAULT_MAX_FUTURE_SKEW_SECS,
         }
     }
@@ -327,13 +331,7 @@ impl HostConfig {
                 None
             }
         };
-        if self.configuration.is_empty()
-            || self.configuration.len() > 128
-            || !self
-                .configuration
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
+        if !crate::format::statement::is_configuration_name(&self.configuration) {
             errs.push(invalid(
                 "configuration",
                 "must be a nixosConfigurations attribute name: 1-128 characters from A-Z a-z 0-9 - _ .",

@@ -23,7 +23,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::archive::confine::{self, Confinement};
+use crate::archive::confine::{self, Confinement, ConfinementPolicy};
 use crate::archive::{self, ExtractError, ExtractStats, Limits};
 use crate::format::bundle::BundleError;
 use crate::fsutil::{self, TempDir};
@@ -47,6 +47,10 @@ pub enum PipelineError {
         #[source]
         source: io::Error,
     },
+    /// `policy.confinement = "required"` and the kernel could not confine
+    /// the extraction: nothing was extracted.
+    #[error("refusing to extract: policy.confinement is \"required\" but {0}")]
+    Unconfined(Confinement),
 }
 
 impl From<Refusal> for PipelineError {
@@ -279,6 +283,7 @@ pub struct Extracted {
 pub fn extract(
     downloaded: Downloaded,
     limits: &Limits,
+    confinement: ConfinementPolicy,
     data: &DataDir,
 ) -> Result<Extracted, PipelineError> {
     let tree = TempDir::new_in(&data.tmp_dir(), "tree-")
@@ -287,13 +292,16 @@ pub fn extract(
         fs::File::open(&downloaded.archive).map_err(PipelineError::io("reopening the download"))?;
     let root = tree.path().to_path_buf();
     let limits = *limits;
-    let (joined, confinement) = confine::run_confined(root.clone(), move || {
+    let required = confinement;
+    let (joined, confinement) = confine::run_confined(root.clone(), required, move || {
         archive::extract(io::BufReader::with_capacity(256 * 1024, f), &root, &limits)
     });
-    let extracted = joined.map_err(|_| PipelineError::Io {
-        context: "extracting".into(),
-        source: io::Error::other("the extraction thread panicked"),
-    })?;
+    let extracted = joined
+        .map_err(|_| PipelineError::Io {
+            context: "extracting".into(),
+            source: io::Error::other("the extraction thread panicked"),
+        })?
+        .ok_or(PipelineError::Unconfined(confinement.clone()))?;
     let stats = match extracted {
         Ok(s) => ExtractStats {
             confinement: Some(confinement.to_string()),

@@ -49,6 +49,7 @@ pub struct PullRequest<'a> {
     pub policy: &'a Policy,
     pub limits: &'a Limits,
     pub require_chain: bool,
+    pub confinement: crate::archive::confine::ConfinementPolicy,
     pub dst: &'a Path,
 }
 
@@ -80,7 +81,7 @@ pub fn pull_to(
             now,
         )?;
         let downloaded = pipeline::download(&log, accepted, req.limits, data)?;
-        pipeline::extract(downloaded, req.limits, data)
+        pipeline::extract(downloaded, req.limits, req.confinement, data)
     };
     let extracted = match stages() {
         Ok(x) => x,

@@ -68,24 +68,82 @@ impl FileStore {
         ETag(format!("\"{}\"", blake3::hash(bytes).to_hex()))
     }
 
-    /// Opens an object that must be a regular file. `O_NONBLOCK` keeps a
-    /// FIFO planted in the store from blocking the open forever (it has no
-    /// effect on reads from regular files); anything else is refused.
-    fn open_regular(&self, key: &str, path: &Path) -> Result<fs::File, StoreError> {
+    /// Opens an object that must be a regular file, without following a
+    /// symlink anywhere below the remote's root and without opening anything
+    /// else for reading (opening a device node can have effects of its own).
+    ///
+    /// The object's directory (`releases/`, `archives/`) and then the object
+    /// are opened with `O_PATH | O_NOFOLLOW`, which neither follows a final
+    /// symlink nor opens the file's contents; `fstat` on that handle must
+    /// show a regular file; only then is the same inode opened for reading,
+    /// through `/proc/self/fd` (no second lookup of the name, so no race),
+    /// with `O_NONBLOCK` as a last guard against a FIFO. The root itself is
+    /// the operator's configured path and may be a symlink.
+    fn open_regular(&self, key: &str) -> Result<fs::File, StoreError> {
+        // Validates the key (no `..`, no absolute path, no empty component).
+        self.path(key)?;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let path_only = |p: &Path, extra: i32| {
+            fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC | extra)
+                .open(p)
+        };
+        let (dir, name) = match key.rsplit_once('/') {
+            Some((d, n)) => (
+                path_only(&self.root.join(d), libc::O_DIRECTORY).map_err(|e| {
+                    self.fail(
+                        key,
+                        if e.kind() == io::ErrorKind::NotFound {
+                            StoreErrorKind::NotFound
+                        } else {
+                            StoreErrorKind::Other
+                        },
+                        format!("{d}/ must be a directory, not a symlink ({e})"),
+                    )
+                })?,
+                n,
+            ),
+            None => (
+                fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+                    .open(&self.root)
+                    .map_err(|e| self.err(key, &e))?,
+                key,
+            ),
+        };
+        let handle = path_only(
+            Path::new(&format!("/proc/self/fd/{}/{name}", dir.as_raw_fd())),
+            0,
+        )
+        .map_err(|e| self.err(key, &e))?;
+        let md = handle.metadata().map_err(|e| self.err(key, &e))?;
+        if md.file_type().is_symlink() {
+            return Err(self.fail(
+                key,
+                StoreErrorKind::Other,
+                "is a symlink; store objects must be regular files".into(),
+            ));
+        }
+        if !md.is_file() {
+            return Err(self.fail(key, StoreErrorKind::Other, "not a regular file".into()));
+        }
         let f = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)
+            .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
             .map_err(|e| self.err(key, &e))?;
-        let md = f.metadata().map_err(|e| self.err(key, &e))?;
-        if !md.is_file() {
-            return Err(self.fail(key, StoreErrorKind::Other, "not a regular file".into()));
+        let opened = f.metadata().map_err(|e| self.err(key, &e))?;
+        if !opened.is_file() || opened.dev() != md.dev() || opened.ino() != md.ino() {
+            return Err(self.fail(key, StoreErrorKind::Other, "changed while opening".into()));
         }
         Ok(f)
     }
 
-    fn read_limited(&self, key: &str, path: &Path, limit: u64) -> Result<Vec<u8>, StoreError> {
-        let f = self.open_regular(key, path)?;
+    fn read_limited(&self, key: &str, limit: u64) -> Result<Vec<u8>, StoreError> {
+        let f = self.open_regular(key)?;
         let mut buf = Vec::new();
         f.take(limit.saturating_add(1))
             .read_to_end(&mut buf)
@@ -112,8 +170,7 @@ impl Store for FileStore {
         if_none_match: Option<&ETag>,
         limit: u64,
     ) -> Result<Fetched, StoreError> {
-        let path = self.path(key)?;
-        let bytes = self.read_limited(key, &path, limit)?;
+        let bytes = self.read_limited(key, limit)?;
         let etag = Self::etag_of(&bytes);
         if if_none_match == Some(&etag) {
             return Ok(Fetched::NotModified);
@@ -125,8 +182,7 @@ impl Store for FileStore {
     }
 
     fn open(&self, key: &str, _max_bytes: u64) -> Result<Box<dyn Read + Send>, StoreError> {
-        let path = self.path(key)?;
-        let f = self.open_regular(key, &path)?;
+        let f = self.open_regular(key)?;
         Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f)))
     }
 
@@ -196,15 +252,12 @@ impl Store for FileStore {
             .open(&lock_path)
             .map_err(|e| self.err(key, &e))?;
         lock.lock().map_err(|e| self.err(key, &e))?;
-        let current = match self.read_limited(
-            key,
-            &path,
-            crate::format::bundle::BUNDLE_MAX_BYTES as u64 * 4,
-        ) {
-            Ok(b) => Some(Self::etag_of(&b)),
-            Err(e) if e.kind == StoreErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
+        let current =
+            match self.read_limited(key, crate::format::bundle::BUNDLE_MAX_BYTES as u64 * 4) {
+                Ok(b) => Some(Self::etag_of(&b)),
+                Err(e) if e.kind == StoreErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
         if current.as_ref() != expected {
             return Err(self.fail(
                 key,

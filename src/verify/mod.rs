@@ -306,6 +306,18 @@ pub fn check_policy(
         });
     }
     let Some(seen) = seen else {
+        // First contact: no history yet, so a jump cap counts from the floor
+        // the host was given (`npcnix install` pins the head it verified):
+        // a key holder cannot move a fresh host straight to 2^53-1.
+        if let Some(max) = policy.max_version_jump {
+            if st.version - policy.min_version > max {
+                return Err(Refusal::FastForward {
+                    offered: st.version,
+                    seen: policy.min_version,
+                    max,
+                });
+            }
+        }
         return Ok(true);
     };
     if st.version < seen.version {

@@ -288,6 +288,18 @@ fn cases(w: &World) -> Vec<Case> {
         swapped.encode(),
         Check::Signature,
     );
+    let mut capped_fresh = policy(w);
+    capped_fresh.min_version = 1;
+    push(
+        "fast-forward-fresh-host-to-2^53-1",
+        None,
+        capped_fresh,
+        bundle(
+            &statement("prod", crate::format::statement::MAX_VERSION, Some(w.v1)),
+            &[&w.k1],
+        ),
+        Check::FastForward,
+    );
     push(
         "bundle-size-oversized",
         seen_v1,

@@ -234,7 +234,7 @@ fn crash_at_any_step_never_lets_a_lower_version_in() {
             .expect("run");
         assert!(
             !r.status.success(),
-            "{point}: the fault must kill the agent"
+            "{point}: the fault must kill the agent (is the binary built with --features test-hooks? run bash scripts/test)"
         );
         // The state survived the crash and already holds version 2...
         let state: serde_json::Value =

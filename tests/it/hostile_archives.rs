@@ -542,7 +542,7 @@ fn truncated_archive_is_refused() {
 fn trailing_garbage_after_the_zstd_frame_is_refused() {
     let mut z = zstd(&RawTar::flake().finish());
     z.extend_from_slice(b"GARBAGE AFTER THE FRAME");
-    assert_refused(&z, &[], "not a valid tar.zst");
+    assert_refused(&z, &[], "exactly one zstd frame");
 }
 
 #[test]
@@ -553,7 +553,7 @@ fn data_after_the_tar_end_marker_is_refused() {
 
 #[test]
 fn not_zstd_at_all_is_refused() {
-    assert_refused(&RawTar::flake().finish(), &[], "not a valid tar.zst");
+    assert_refused(&RawTar::flake().finish(), &[], "not a zstd frame");
 }
 
 #[test]
@@ -595,4 +595,35 @@ fn overlong_path_component_is_refused_not_an_io_error() {
         .file("x", b"x", 0o644)
         .finish();
     assert_refused(&zstd(&t), &[], "longer than 255");
+}
+
+/// A zstd skippable frame (magic 0x184D2A50) carrying `payload`.
+fn skippable(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x50, 0x2a, 0x4d, 0x18];
+    f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn smuggled_payload_in_a_skippable_frame_before_the_data_is_refused() {
+    let mut a = skippable(&[0xaa; 4096]);
+    a.extend(zstd(&RawTar::flake().finish()));
+    assert_refused_e2e(&a, &[], "skippable frame");
+}
+
+#[test]
+fn smuggled_payload_in_a_skippable_frame_after_the_data_is_refused() {
+    let mut a = zstd(&RawTar::flake().finish());
+    a.extend(skippable(&[0xaa; 4096]));
+    assert_refused(&a, &[], "exactly one zstd frame");
+}
+
+#[test]
+fn second_zstd_frame_after_the_archive_is_refused() {
+    // Even a frame of zeros, which a multi-frame decoder would read as tar
+    // padding.
+    let mut a = zstd(&RawTar::flake().finish());
+    a.extend(zstd(&[0u8; 1024]));
+    assert_refused(&a, &[], "exactly one zstd frame");
 }

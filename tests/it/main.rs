@@ -11,6 +11,7 @@ mod agent;
 mod confine;
 mod docs_example;
 mod freshness;
+mod hardening;
 mod hostile_archives;
 mod interop_minisign;
 mod pack;

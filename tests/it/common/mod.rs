@@ -283,3 +283,12 @@ pub fn require_tool(name: &str) -> bool {
 pub mod host;
 pub mod httpd;
 pub mod s3;
+
+/// Skips a test that cannot run on this machine: in CI (`CI=true`) that is a
+/// failure, elsewhere a loud skip.
+pub fn skip(reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("cannot run in CI: {reason}");
+    }
+    eprintln!("\n!!!!! SKIPPING: {reason}; this test did NOT run !!!!!\n");
+}
