@@ -62,6 +62,28 @@ fn restrict_writes_to(dir: &PathBuf) -> Confinement {
     }
 }
 
+/// Restricts the calling thread (and what it spawns) so that it can write
+/// nowhere in the file system; also sets `no_new_privs`. Used by the fetch
+/// worker before it touches the network. Call it before starting threads
+/// that must be covered.
+pub fn deny_all_writes() -> Confinement {
+    let abi = ABI::V3;
+    let result = Ruleset::default()
+        .handle_access(AccessFs::from_write(abi))
+        .and_then(|r| r.create())
+        .and_then(|r| r.restrict_self());
+    match result {
+        Ok(s) => match s.ruleset {
+            RulesetStatus::FullyEnforced => Confinement::Enforced,
+            RulesetStatus::PartiallyEnforced => Confinement::Partial,
+            RulesetStatus::NotEnforced => {
+                Confinement::Unavailable("not supported by this kernel".into())
+            }
+        },
+        Err(e) => Confinement::Unavailable(e.to_string()),
+    }
+}
+
 /// Whether extraction may run without Landlock.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

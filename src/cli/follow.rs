@@ -58,8 +58,7 @@ fn random_u64() -> u64 {
 pub fn build_agent(cfg: &common::ConfigArgs) -> Result<Agent> {
     let v = cfg.load()?;
     let data = cfg.data(&v)?;
-    let r = &v.config.remote;
-    let store = store::open_url(&r.url, &r.store_options(env::read_timeout()))?;
+    let (store, fetcher) = fetch_side(&v)?;
     let activator = Activator::from_config(
         &v.config.activation,
         &v.config.configuration,
@@ -78,7 +77,54 @@ pub fn build_agent(cfg: &common::ConfigArgs) -> Result<Agent> {
         activator,
         stop,
         hooks: env::agent_hooks(),
+        fetcher,
     })
+}
+
+/// The store the agent reads through: the unprivileged fetch worker where
+/// the host can run it (root, and the fetch user exists), else in-process.
+/// Returns it with a description for `status` and the audit log.
+fn fetch_side(v: &npcnix::host::config::Validated) -> Result<(Box<dyn store::Store>, String)> {
+    use npcnix::host::fetcher::{FetchUser, FetcherStore, Isolation, WorkerCommand};
+    let r = &v.config.remote;
+    let opts = r.store_options(env::read_timeout());
+    let f = &v.config.fetcher;
+    let in_process = |why: String| -> Result<(Box<dyn store::Store>, String)> {
+        if f.isolation == Isolation::Required {
+            anyhow::bail!(
+                "fetcher.isolation is \"required\" but the fetch side cannot be separated: {why}"
+            );
+        }
+        Ok((
+            store::open_url(&r.url, &opts)?,
+            format!("in-process ({why})"),
+        ))
+    };
+    if f.isolation == Isolation::Off {
+        return in_process("fetcher.isolation = off".into());
+    }
+    let is_root = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    };
+    if !is_root {
+        return in_process("npcnix does not run as root".into());
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let Some(user) = FetchUser::from_passwd(&passwd, &f.user) else {
+        return in_process(format!("no unprivileged user {:?}", f.user));
+    };
+    let program = std::env::current_exe().context("locating the npcnix binary")?;
+    let fetch = FetcherStore::new(WorkerCommand {
+        program,
+        url: r.url.clone(),
+        options: opts,
+        user,
+    });
+    Ok((
+        Box::new(fetch),
+        format!("separate: user {} (uid {})", f.user, user.uid),
+    ))
 }
 
 struct LoopOpts {
@@ -128,9 +174,20 @@ pub fn follow_loop(
     let jitter = agent.v.config.poll.jitter_secs;
     if !a.json {
         eprintln!(
-            "npcnix: following {} ({}) for configuration {}; every {interval}s + up to {jitter}s jitter",
-            agent.v.remote, agent.v.config.remote.url, agent.v.config.configuration
+            "npcnix: following {} ({}) for configuration {}; every {interval}s + up to {jitter}s jitter; fetching {}",
+            agent.v.remote, agent.v.config.remote.url, agent.v.config.configuration, agent.fetcher
         );
+    }
+    // Only once the state exists (first use creates it): an audit log next
+    // to no state file reads as a lost state.
+    let journal = npcnix::host::journal::Journal::new(&agent.data, agent.v.remote.as_str());
+    let state_ok = agent.data.load().is_ok();
+    let mut ev = journal.event(fsutil::now_unix(), "agent-start");
+    ev.detail = Some(format!("fetching {}", agent.fetcher));
+    if state_ok {
+        if let Err(e) = journal.append(&ev) {
+            eprintln!("npcnix: warning: {e}");
+        }
     }
     loop {
         let now = fsutil::now_unix();

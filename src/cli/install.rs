@@ -169,6 +169,7 @@ pub fn run(a: Args) -> Result<()> {
         metrics_path: None,
         state_dir: std::path::absolute(&a.data_dir).context("resolving --data-dir")?,
         limits: Default::default(),
+        fetcher: Default::default(),
     };
     let mut cfg = cfg;
     let v = match cfg.validate() {

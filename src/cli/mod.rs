@@ -7,6 +7,7 @@ mod common;
 mod config;
 mod env;
 mod exit;
+mod fetch_worker;
 mod follow;
 mod install;
 mod keygen;
@@ -79,6 +80,9 @@ enum Command {
     Sign(sign::Args),
     /// Check this host's audit log against the store's signed version log
     Audit(audit::Args),
+    /// Internal: the agent's unprivileged network side (started by `follow`)
+    #[command(hide = true)]
+    FetchWorker(fetch_worker::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -112,6 +116,7 @@ pub fn main() -> ExitCode {
         Command::Release(a) => release::run(a),
         Command::Sign(a) => sign::run(a),
         Command::Audit(a) => audit::run(a),
+        Command::FetchWorker(a) => fetch_worker::run(a),
     };
     match result {
         Ok(()) => ExitCode::from(ExitCodes::OK),

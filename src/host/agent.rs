@@ -207,6 +207,8 @@ pub struct Agent {
     /// Set by SIGTERM/SIGINT: finish the current step, then stop.
     pub stop: Arc<AtomicBool>,
     pub hooks: Hooks,
+    /// Where the network side runs, for `status` (e.g. "separate: uid 991").
+    pub fetcher: String,
 }
 
 /// Exponential backoff for activation retries: 1, 2, 4, ... minutes, capped
@@ -537,6 +539,7 @@ impl Agent {
         let mut s = self.data.load_status();
         s.last_check = Some(now);
         s.next_poll = next_poll;
+        s.fetcher = Some(self.fetcher.clone());
         match result {
             Ok(o) => {
                 s.last_result = Some(clip(o.to_string()));

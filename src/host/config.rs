@@ -242,6 +242,32 @@ pub struct HostConfig {
     pub state_dir: PathBuf,
     #[serde(default)]
     pub limits: LimitOverrides,
+    #[serde(default)]
+    pub fetcher: FetcherConfig,
+}
+
+/// Where the network side of a poll runs (see [`crate::host::fetcher`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetcherConfig {
+    /// The unprivileged user the fetch worker runs as.
+    #[serde(default = "default_fetch_user")]
+    pub user: String,
+    #[serde(default)]
+    pub isolation: crate::host::fetcher::Isolation,
+}
+
+fn default_fetch_user() -> String {
+    "npcnix-fetch".into()
+}
+
+impl Default for FetcherConfig {
+    fn default() -> Self {
+        FetcherConfig {
+            user: default_fetch_user(),
+            isolation: Default::default(),
+        }
+    }
 }
 
 impl RemoteConfig {

@@ -8,11 +8,13 @@
 //! * [`pull`]: `npcnix pull` on top of the pipeline;
 //! * [`agent`]: one poll of `npcnix follow` on top of the pipeline, plus
 //!   activation, health check and rollback ([`activate`]);
+//! * [`fetcher`]: the network side in an unprivileged child process;
 //! * [`status`]: what `npcnix status` and the metrics file show.
 
 pub mod activate;
 pub mod agent;
 pub mod config;
+pub mod fetcher;
 pub mod journal;
 pub mod pipeline;
 pub mod pull;

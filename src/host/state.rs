@@ -326,6 +326,9 @@ pub struct PollStatus {
     /// How the last extraction was confined (Landlock status).
     #[serde(default)]
     pub confinement: Option<String>,
+    /// Where the network side of the polls runs (privilege separation).
+    #[serde(default)]
+    pub fetcher: Option<String>,
 }
 
 impl DataDir {

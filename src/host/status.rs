@@ -22,6 +22,8 @@ pub struct StatusReport {
     pub last_refusal: Option<String>,
     pub next_poll: Option<u64>,
     pub extraction_confinement: Option<String>,
+    /// Where the network side of the polls runs (privilege separation).
+    pub fetcher: Option<String>,
     pub paused_until: Option<u64>,
     pub pending_retry: Option<Retry>,
     pub bad_releases: Vec<BadRelease>,
@@ -49,6 +51,7 @@ pub fn status_report(
         last_refusal: poll.last_refusal.clone(),
         next_poll: poll.next_poll,
         extraction_confinement: poll.confinement.clone(),
+        fetcher: poll.fetcher.clone(),
         paused_until: r.paused_until.filter(|t| *t > now),
         pending_retry: r.retry.clone(),
         bad_releases: r.bad.clone(),

@@ -193,3 +193,145 @@ fn state_reset_below_the_audited_version_needs_a_recorded_reason() {
     let audit = fs::read_to_string(kit.data_dir().join("audit.jsonl")).expect("audit");
     assert!(audit.contains("v2 was pulled for a test only"), "{audit}");
 }
+
+/// A copy of the npcnix binary in a world-readable directory, so that the
+/// unprivileged fetch worker can execute it (the build tree may sit below a
+/// directory only root can enter).
+fn public_binary() -> std::path::PathBuf {
+    // One copy per test process: copying while other test threads fork is
+    // what makes exec fail with "text file busy", so it happens once.
+    static BIN_COPY: std::sync::OnceLock<(npcnix::fsutil::TempDir, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
+    BIN_COPY
+        .get_or_init(|| {
+            let dir =
+                npcnix::fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-pub-").expect("tmp");
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+            let bin = dir.path().join("npcnix");
+            fs::copy(BIN, &bin).expect("copy binary");
+            fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod");
+            (dir, bin)
+        })
+        .1
+        .clone()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
+}
+
+/// A host polling an HTTP mirror of its store through a fetch worker that
+/// runs as `nobody`; returns the host, the mirror and the public binary.
+fn separated_host() -> Option<(
+    crate::common::host::Host,
+    crate::common::httpd::Httpd,
+    std::path::PathBuf,
+)> {
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    if !is_root() || !passwd.lines().any(|l| l.starts_with("nobody:")) {
+        skip("privilege separation needs root and the user nobody");
+        return None;
+    }
+    let h = crate::common::host::Host::new();
+    h.publish("v1");
+    let httpd = crate::common::httpd::Httpd::serve(h.kit.path("store"));
+    let mut cfg = h.config();
+    cfg["remote"]["url"] = httpd.url("prod").into();
+    cfg["fetcher"] = serde_json::json!({"user": "nobody", "isolation": "required"});
+    h.set_config(&cfg);
+    Some((h, httpd, public_binary()))
+}
+
+fn once_with(h: &crate::common::host::Host, bin: &std::path::Path, tamper: Option<&str>) -> Run {
+    let mut c = h.agent_cmd(&["follow", "--once", "--json"]);
+    let mut c2 = Command::new(bin);
+    c2.args(c.get_args());
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => c2.env(k, v),
+            None => c2.env_remove(k),
+        };
+    }
+    if let Some(d) = c.get_current_dir() {
+        c2.current_dir(d);
+    }
+    if let Some(t) = tamper {
+        c2.env("NPCNIX_TEST_FETCHER_TAMPER", t);
+    }
+    let _ = &mut c;
+    // A concurrent fork in another test thread can briefly hold the copy
+    // open for writing (ETXTBSY); that passes.
+    for _ in 0..100 {
+        match c2.output() {
+            Err(e) if e.raw_os_error() == Some(26) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return Run::from(other.expect("run")),
+        }
+    }
+    panic!("the binary copy stayed busy")
+}
+
+#[test]
+fn network_side_runs_as_the_unprivileged_fetch_user() {
+    let Some((h, httpd, bin)) = separated_host() else {
+        return;
+    };
+    let r = once_with(&h, &bin, None);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("\"activated\""), "{}", r.stdout);
+    // Reported from inside the worker process itself.
+    assert!(
+        r.stderr.contains("fetch worker running as uid 65534"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        httpd.count() >= 2,
+        "the bundle and the archive went through the mirror"
+    );
+    let s = h.status();
+    assert_eq!(s["fetcher"], "separate: user nobody (uid 65534)", "{s}");
+    assert!(h.audit().iter().any(|e| e["event"] == "agent-start"
+        && e["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("uid 65534"))));
+}
+
+#[test]
+fn compromised_fetcher_swapping_the_archive_is_caught_by_the_root_side() {
+    let Some((h, _httpd, bin)) = separated_host() else {
+        return;
+    };
+    let r = once_with(&h, &bin, Some("archive"));
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("archive-hash"), "{}", r.stdout);
+    assert!(h.activations().is_empty());
+}
+
+#[test]
+fn compromised_fetcher_swapping_the_bundle_is_caught_by_the_root_side() {
+    let Some((h, _httpd, bin)) = separated_host() else {
+        return;
+    };
+    let r = once_with(&h, &bin, Some("bundle"));
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("\"rejected\""), "{}", r.stdout);
+    assert!(h.activations().is_empty());
+}
+
+#[test]
+fn required_isolation_without_the_fetch_user_refuses_to_poll() {
+    let h = crate::common::host::Host::with(|c| {
+        c["fetcher"] = serde_json::json!({"user": "no-such-user", "isolation": "required"});
+    });
+    h.publish("v1");
+    let r = h.run(&["follow", "--once"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot be separated"), "{}", r.stderr);
+    assert!(h.activations().is_empty());
+}

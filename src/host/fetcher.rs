@@ -1,0 +1,461 @@
+//! Privilege separation: the network side of a poll runs in a child process
+//! under its own unprivileged user.
+//!
+//! The agent runs as root because activation must. Everything that talks to
+//! the network and parses what comes back below the bundle — TLS, HTTP, the
+//! S3 XML, the store's error bodies — is the largest attack surface, so it
+//! runs in `npcnix fetch-worker`: started with the fetch user's uid and gid
+//! (`std`'s `CommandExt`, no `unsafe`), `no_new_privs`, and Landlock denying
+//! it every file-system write. It has no access to the data dir (0700 root),
+//! the state or the audit log.
+//!
+//! The worker is only a transport. [`FetcherStore`] is a [`Store`] whose
+//! reads are requests to the worker; the root side runs the same pipeline as
+//! before on what comes back — the bundle is verified (signatures, policy),
+//! the archive hashed and size-checked through the same bounded adapter —
+//! so a compromised worker can at most withhold or corrupt, which the root
+//! side refuses like any hostile store.
+//!
+//! Wire format on the worker's stdin/stdout (all sizes bounded by the root):
+//! * request: one JSON line, `{"op":"get","key":K,"if_none_match":E|null,"limit":N}`
+//!   or `{"op":"open","key":K,"max":N}`;
+//! * response: one JSON header line (at most 4 KiB), then for `object`
+//!   exactly `len` bytes, for `stream` chunks of `u32` big-endian length and
+//!   bytes, ended by a zero-length chunk (a length of `u32::MAX` announces an
+//!   error header line instead).
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{ETag, Fetched, Store, StoreError, StoreErrorKind, StoreOptions};
+
+/// Longest response header line.
+const HEADER_MAX: u64 = 4096;
+/// Chunk length announcing an error header instead of data.
+pub const CHUNK_ERROR: u32 = u32::MAX;
+
+/// Whether the network side must run unprivileged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// Separate when running as root and the fetch user exists; otherwise
+    /// fetch in-process and say so (status, audit log).
+    #[default]
+    Auto,
+    /// Refuse to poll unless the fetch side can run as the fetch user.
+    Required,
+    /// Always fetch in-process.
+    Off,
+}
+
+/// A request to the worker.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    Get {
+        key: String,
+        if_none_match: Option<String>,
+        limit: u64,
+    },
+    Open {
+        key: String,
+        max: u64,
+    },
+}
+
+/// A response header from the worker.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Response {
+    Object { len: u64, etag: Option<String> },
+    NotModified,
+    Stream,
+    Error { kind: String, detail: String },
+}
+
+/// The names of store error kinds on the wire.
+pub fn kind_name(k: StoreErrorKind) -> &'static str {
+    match k {
+        StoreErrorKind::NotFound => "not-found",
+        StoreErrorKind::PreconditionFailed => "precondition-failed",
+        StoreErrorKind::TooLarge => "too-large",
+        StoreErrorKind::Unauthorized => "unauthorized",
+        StoreErrorKind::Transient => "transient",
+        StoreErrorKind::Protocol => "protocol",
+        StoreErrorKind::Unsupported => "unsupported",
+        StoreErrorKind::Other => "other",
+    }
+}
+
+fn kind_from_name(s: &str) -> StoreErrorKind {
+    match s {
+        "not-found" => StoreErrorKind::NotFound,
+        "precondition-failed" => StoreErrorKind::PreconditionFailed,
+        "too-large" => StoreErrorKind::TooLarge,
+        "unauthorized" => StoreErrorKind::Unauthorized,
+        "transient" => StoreErrorKind::Transient,
+        "protocol" => StoreErrorKind::Protocol,
+        "unsupported" => StoreErrorKind::Unsupported,
+        _ => StoreErrorKind::Other,
+    }
+}
+
+/// The unprivileged account the worker runs as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FetchUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl FetchUser {
+    /// Looks `name` up in passwd-format text (`/etc/passwd`). Root (uid 0)
+    /// is never a fetch user.
+    pub fn from_passwd(passwd: &str, name: &str) -> Option<FetchUser> {
+        passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 4 || f[0] != name {
+                return None;
+            }
+            let (uid, gid) = (f[2].parse().ok()?, f[3].parse().ok()?);
+            (uid != 0 && gid != 0).then_some(FetchUser { uid, gid })
+        })
+    }
+}
+
+/// How to start the worker.
+#[derive(Clone, Debug)]
+pub struct WorkerCommand {
+    /// The npcnix binary (the running one).
+    pub program: PathBuf,
+    pub url: String,
+    pub options: StoreOptions,
+    pub user: FetchUser,
+}
+
+impl WorkerCommand {
+    fn command(&self) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new(&self.program);
+        c.arg("fetch-worker").arg("--url").arg(&self.url);
+        if let Some(r) = &self.options.region {
+            c.arg("--remote-region").arg(r);
+        }
+        if let Some(e) = &self.options.endpoint {
+            c.arg("--endpoint").arg(e);
+        }
+        if self.options.path_style {
+            c.arg("--path-style");
+        }
+        if let Some(t) = self.options.read_timeout_secs {
+            c.arg("--read-timeout").arg(t.to_string());
+        }
+        c.uid(self.user.uid)
+            .gid(self.user.gid)
+            .env_remove("NPCNIX_PASSPHRASE")
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        c
+    }
+}
+
+struct Worker {
+    child: Child,
+    to: ChildStdin,
+    from: BufReader<ChildStdout>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A [`Store`] whose reads run in the unprivileged worker. Writes are not
+/// offered (the agent never writes to the store).
+pub struct FetcherStore {
+    cmd: WorkerCommand,
+    describe: String,
+    worker: Arc<Mutex<Option<Worker>>>,
+}
+
+impl FetcherStore {
+    pub fn new(cmd: WorkerCommand) -> FetcherStore {
+        let describe = cmd.url.clone();
+        FetcherStore {
+            cmd,
+            describe,
+            worker: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub fn user(&self) -> FetchUser {
+        self.cmd.user
+    }
+
+    fn fail(&self, key: &str, kind: StoreErrorKind, detail: String) -> StoreError {
+        StoreError::new(kind, &self.describe, key, detail)
+    }
+
+    fn broken(&self, key: &str, e: impl std::fmt::Display) -> StoreError {
+        self.fail(
+            key,
+            StoreErrorKind::Transient,
+            format!("the fetch worker failed: {e}"),
+        )
+    }
+
+    /// Sends `req` and reads the response header, starting the worker if it
+    /// is not running. On any transport problem the worker is dropped (and
+    /// killed), so the next request starts a fresh one.
+    fn exchange(
+        &self,
+        key: &str,
+        req: &Request,
+    ) -> Result<(Response, std::sync::MutexGuard<'_, Option<Worker>>), StoreError> {
+        let mut guard = self
+            .worker
+            .lock()
+            .map_err(|_| self.broken(key, "lock poisoned"))?;
+        if guard.is_none() {
+            let mut child = self
+                .cmd
+                .command()
+                .spawn()
+                .map_err(|e| self.broken(key, format!("starting it: {e}")))?;
+            let (Some(to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
+                return Err(self.broken(key, "no pipes"));
+            };
+            *guard = Some(Worker {
+                child,
+                to,
+                from: BufReader::new(from),
+            });
+        }
+        let result = (|| -> io::Result<Response> {
+            let w = guard
+                .as_mut()
+                .ok_or_else(|| io::Error::other("no worker"))?;
+            let mut line = serde_json::to_vec(req).map_err(io::Error::other)?;
+            line.push(b'\n');
+            w.to.write_all(&line)?;
+            w.to.flush()?;
+            read_header(&mut w.from)
+        })();
+        match result {
+            Ok(r) => Ok((r, guard)),
+            Err(e) => {
+                *guard = None;
+                Err(self.broken(key, e))
+            }
+        }
+    }
+}
+
+/// Reads one bounded JSON header line.
+pub fn read_header<R: BufRead, T: for<'de> Deserialize<'de>>(r: &mut R) -> io::Result<T> {
+    let mut line = Vec::new();
+    r.take(HEADER_MAX).read_until(b'\n', &mut line)?;
+    if line.last() != Some(&b'\n') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "header line missing or too long",
+        ));
+    }
+    serde_json::from_slice(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+impl Store for FetcherStore {
+    fn describe(&self) -> String {
+        format!("{} (via the unprivileged fetch worker)", self.describe)
+    }
+
+    fn get(
+        &self,
+        key: &str,
+        if_none_match: Option<&ETag>,
+        limit: u64,
+    ) -> Result<Fetched, StoreError> {
+        let req = Request::Get {
+            key: key.to_owned(),
+            if_none_match: if_none_match.map(|e| e.0.clone()),
+            limit,
+        };
+        let (resp, mut guard) = self.exchange(key, &req)?;
+        match resp {
+            Response::Object { len, etag } => {
+                if len > limit {
+                    *guard = None;
+                    return Err(self.fail(
+                        key,
+                        StoreErrorKind::TooLarge,
+                        format!("object is larger than {limit} bytes"),
+                    ));
+                }
+                let w = guard.as_mut().ok_or_else(|| self.broken(key, "gone"))?;
+                let mut bytes = vec![0u8; len as usize];
+                if let Err(e) = w.from.read_exact(&mut bytes) {
+                    *guard = None;
+                    return Err(self.broken(key, e));
+                }
+                Ok(Fetched::Object {
+                    bytes,
+                    etag: etag.map(ETag),
+                })
+            }
+            Response::NotModified => Ok(Fetched::NotModified),
+            Response::Error { kind, detail } => Err(self.fail(key, kind_from_name(&kind), detail)),
+            Response::Stream => {
+                *guard = None;
+                Err(self.broken(key, "answered a read with a stream"))
+            }
+        }
+    }
+
+    fn open(&self, key: &str, max_bytes: u64) -> Result<Box<dyn Read + Send>, StoreError> {
+        let req = Request::Open {
+            key: key.to_owned(),
+            max: max_bytes,
+        };
+        let (resp, guard) = self.exchange(key, &req)?;
+        match resp {
+            Response::Stream => {
+                drop(guard);
+                Ok(Box::new(ChunkReader {
+                    worker: Arc::clone(&self.worker),
+                    left_in_chunk: 0,
+                    done: false,
+                }))
+            }
+            Response::Error { kind, detail } => Err(self.fail(key, kind_from_name(&kind), detail)),
+            _ => {
+                let mut guard = guard;
+                *guard = None;
+                Err(self.broken(key, "answered an open with an object"))
+            }
+        }
+    }
+
+    fn put_new(&self, key: &str, _body: &mut dyn Read, _len: u64) -> Result<(), StoreError> {
+        Err(self.fail(
+            key,
+            StoreErrorKind::Unsupported,
+            "the fetch worker only reads".into(),
+        ))
+    }
+
+    fn put_swap(
+        &self,
+        key: &str,
+        _body: &[u8],
+        _expected: Option<&ETag>,
+    ) -> Result<ETag, StoreError> {
+        Err(self.fail(
+            key,
+            StoreErrorKind::Unsupported,
+            "the fetch worker only reads".into(),
+        ))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Err(self.fail(
+            prefix,
+            StoreErrorKind::Unsupported,
+            "the fetch worker does not list".into(),
+        ))
+    }
+}
+
+/// Reads a streamed object's chunks from the worker. The caller's bounded
+/// hashing adapter decides how much is acceptable; a transport problem drops
+/// the worker.
+struct ChunkReader {
+    worker: Arc<Mutex<Option<Worker>>>,
+    left_in_chunk: u32,
+    done: bool,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        let mut guard = self
+            .worker
+            .lock()
+            .map_err(|_| io::Error::other("fetch worker lock poisoned"))?;
+        let result = (|| -> io::Result<usize> {
+            let w = guard
+                .as_mut()
+                .ok_or_else(|| io::Error::other("the fetch worker is gone"))?;
+            if self.left_in_chunk == 0 {
+                let mut len = [0u8; 4];
+                w.from.read_exact(&mut len)?;
+                match u32::from_be_bytes(len) {
+                    0 => {
+                        self.done = true;
+                        return Ok(0);
+                    }
+                    CHUNK_ERROR => {
+                        let e: Response = read_header(&mut w.from)?;
+                        self.done = true;
+                        let detail = match e {
+                            Response::Error { kind, detail } => format!("{kind}: {detail}"),
+                            _ => "malformed error".into(),
+                        };
+                        return Err(io::Error::other(detail));
+                    }
+                    n => self.left_in_chunk = n,
+                }
+            }
+            let want = buf.len().min(self.left_in_chunk as usize);
+            let n = w.from.read(&mut buf[..want])?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the fetch worker ended a chunk early",
+                ));
+            }
+            self.left_in_chunk -= n as u32;
+            Ok(n)
+        })();
+        if result.is_err() && !self.done {
+            *guard = None;
+        }
+        result
+    }
+}
+
+impl Drop for ChunkReader {
+    fn drop(&mut self) {
+        // A stream abandoned half-way leaves bytes in the pipe: start over.
+        if !self.done {
+            if let Ok(mut g) = self.worker.lock() {
+                *g = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_user_is_looked_up_and_root_is_never_one() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nnpcnix-fetch:x:991:990::/var/empty:/bin/false\nevil:x:0:5::/:/bin/sh\n";
+        assert_eq!(
+            FetchUser::from_passwd(passwd, "npcnix-fetch"),
+            Some(FetchUser { uid: 991, gid: 990 })
+        );
+        assert_eq!(FetchUser::from_passwd(passwd, "root"), None);
+        assert_eq!(FetchUser::from_passwd(passwd, "evil"), None);
+        assert_eq!(FetchUser::from_passwd(passwd, "nobody"), None);
+    }
+}
