@@ -31,6 +31,16 @@ in
 
     environment.systemPackages = [ cfg.package ];
 
+    # The agent's network side (TLS, HTTP, S3 XML: every byte from the
+    # store) runs as this user in `npcnix fetch-worker`, never as root; the
+    # root side re-verifies what it hands over. See docs/decisions.md D29.
+    users.users.npcnix-fetch = {
+      isSystemUser = true;
+      group = "npcnix-fetch";
+      description = "npcnix unprivileged fetch worker";
+    };
+    users.groups.npcnix-fetch = { };
+
     # Public data only (URLs, public keys, policy): a store symlink is fine.
     environment.etc."npcnix/config.json".source = configFile;
 
