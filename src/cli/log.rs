@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use npcnix::format::bundle::BUNDLE_MAX_BYTES;
+use npcnix::format::text::visible;
 use npcnix::fsutil;
 use npcnix::store::{self, Fetched, ReleaseLog, StoreErrorKind};
 use npcnix::verify::history;
@@ -25,6 +26,12 @@ pub struct Args {
     /// Trusted public key: a .pub file or an RW... string (repeatable)
     #[arg(long = "trusted-key", value_name = "PUBKEY", required = true)]
     trusted_keys: Vec<String>,
+    /// Signatures from distinct trusted keys the remote's head (and, for
+    /// `log`, every release) must carry: the remote's threshold, as its
+    /// hosts have it
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threshold: usize,
+
     /// The remote's signed name (default: the URL's last path segment)
     #[arg(long, value_name = "NAME")]
     remote_name: Option<String>,
@@ -40,7 +47,8 @@ const MAX_ENUMERATED: u64 = 100_000;
 
 pub fn run(a: Args) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
-    let policy = Policy::manual(remote.clone(), common::load_public_keys(&a.trusted_keys)?);
+    let mut policy = Policy::manual(remote.clone(), common::load_public_keys(&a.trusted_keys)?);
+    policy.threshold = a.threshold;
     let store = store::open_url(&a.remote, &a.store.options())?;
     let log = ReleaseLog::new(store.as_ref());
     let latest = match log.latest(None) {
@@ -118,19 +126,19 @@ pub fn run(a: Args) -> Result<()> {
                     e.archive_size.unwrap_or(0),
                     e.source_commit
                         .as_deref()
-                        .map(|c| c.chars().take(12).collect::<String>())
+                        .map(|c| visible(&c.chars().take(12).collect::<String>()))
                         .unwrap_or_else(|| "-".into()),
                 );
             } else {
                 println!(
                     "{:>8}  UNVERIFIED: {}",
                     e.version,
-                    e.error.as_deref().unwrap_or("")
+                    visible(e.error.as_deref().unwrap_or(""))
                 );
             }
         }
         for u in &unreadable {
-            println!("warning: {u}");
+            println!("warning: {}", visible(u));
         }
         if problems.is_empty() {
             println!(
@@ -147,7 +155,9 @@ pub fn run(a: Args) -> Result<()> {
         };
         return Err(Unverified(format!(
             "log breaks at version {} ({}): {}{more}",
-            p.version, p.kind, p.detail
+            p.version,
+            p.kind,
+            visible(&p.detail)
         ))
         .into());
     }

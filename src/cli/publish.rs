@@ -60,6 +60,11 @@ pub struct Args {
     /// signed by this publisher's key or one of these; repeatable)
     #[arg(long = "trusted-key", value_name = "PUBKEY")]
     trusted_keys: Vec<String>,
+    /// Signatures from distinct trusted keys the remote's head (and, for
+    /// `log`, every release) must carry: the remote's threshold, as its
+    /// hosts have it
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threshold: usize,
     #[command(flatten)]
     store: common::StoreArgs,
     /// Print the result as JSON
@@ -210,7 +215,8 @@ pub fn run(a: Args) -> Result<()> {
     for k in &a.trusted_keys {
         head_keys.push(common::load_public_key(k)?);
     }
-    let head_policy = npcnix::verify::Policy::manual(remote.clone(), head_keys);
+    let mut head_policy = npcnix::verify::Policy::manual(remote.clone(), head_keys);
+    head_policy.threshold = a.threshold;
     let mut draft = publish::draft(
         store.as_ref(),
         &head_policy,

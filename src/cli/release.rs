@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use npcnix::format::bundle::Bundle;
 use npcnix::format::statement::{Digest, Statement};
+use npcnix::format::text::visible;
 use npcnix::format::time::rfc3339;
 use npcnix::fsutil;
 use npcnix::publish::{self, StatementParams};
@@ -26,7 +27,7 @@ use npcnix::store;
 use npcnix::verify::{self, Policy};
 
 use super::common;
-use super::exit::Rejected;
+use super::exit::{Rejected, Unverified};
 use npcnix::verify::{ArchiveMismatch, Refusal};
 
 #[derive(clap::Args)]
@@ -82,6 +83,12 @@ pub struct PrepareArgs {
     /// Keys whose signatures may sign the current head (repeatable; the head must verify)
     #[arg(long = "trusted-key", value_name = "PUBKEY")]
     trusted_keys: Vec<String>,
+    /// Signatures from distinct trusted keys the remote's head (and, for
+    /// `log`, every release) must carry: the remote's threshold, as its
+    /// hosts have it
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threshold: usize,
+
     /// Public key of an expected signer: prints its exact minisign command (repeatable)
     #[arg(long = "signer", value_name = "PUBKEY")]
     signers: Vec<String>,
@@ -130,6 +137,19 @@ pub struct CheckArgs {
     /// Pack every file, not just those git tracks
     #[arg(long)]
     all_files: bool,
+    /// Also rebuild the signed system paths (toplevels) from the re-packed
+    /// archive and compare them (needs Nix); without it they are reported
+    /// as not verified
+    #[arg(long)]
+    build: bool,
+    /// With --build: an extra argument for every nix call (repeatable)
+    #[arg(
+        long = "nix-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        requires = "build"
+    )]
+    nix_args: Vec<String>,
 }
 
 /// `release.json`: what prepare recorded.
@@ -186,7 +206,8 @@ fn prepare(a: PrepareArgs) -> Result<()> {
         bail!("pass --signer and/or --trusted-key: the remote's head must be verified before a release extends it");
     }
     let now = fsutil::now_unix();
-    let head_policy = Policy::manual(remote.clone(), head_keys);
+    let mut head_policy = Policy::manual(remote.clone(), head_keys);
+    head_policy.threshold = a.threshold;
     let tmp = a.out.with_file_name(format!(
         ".{}.tmp-{}",
         a.out
@@ -329,21 +350,26 @@ fn publish_dir(a: PublishArgs) -> Result<()> {
     let now = fsutil::now_unix();
     let release = verify::verify_signatures(&policy, &bundle, now).map_err(Rejected)?;
     verify::check_policy(&policy, None, &release, now).map_err(Rejected)?;
-    let archive = a.dir.join("archive.tar.zst");
-    let aref = publish::hash_file(&archive)?;
+    // Work on a private copy: the bytes checked here are the bytes uploaded,
+    // whatever happens to the directory (a USB stick, a shared folder) now.
+    let source = a.dir.join("archive.tar.zst");
+    let work = fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-publish-")
+        .context("creating a private temp dir")?;
+    let archive = work.path().join("archive.tar.zst");
+    let aref = publish::private_copy(&source, &archive)?;
     if let Some(m) = ArchiveMismatch::between(&aref, &st.archive) {
         return Err(Rejected(Refusal::Archive(m))).with_context(|| {
             format!(
                 "{} is not the archive the statement names",
-                archive.display()
+                source.display()
             )
         });
     }
     let store = store::open_url(&url, &a.store.options())?;
     // The head must still be the one this release extends.
-    let mut head_policy = policy.clone();
-    head_policy.threshold = 1;
-    let head = publish::read_head(store.as_ref(), &head_policy, now)?;
+    // At the remote's threshold: a head planted with one stolen key is not
+    // extended.
+    let head = publish::read_head(store.as_ref(), &policy, now)?;
     let head_hash = head.as_ref().map(|h| h.hash);
     if head_hash != st.previous {
         return Err(npcnix::publish::PublishError::HeadMoved {
@@ -380,7 +406,11 @@ fn publish_dir(a: PublishArgs) -> Result<()> {
 fn check(a: CheckArgs) -> Result<()> {
     let (_, st) = read_statement(&a.dir)?;
     let tree = npcnix::archive::collect_entries(&a.src, super::pack::selection(a.all_files))?;
-    let (_, packed) = npcnix::archive::write_archive(&tree, std::io::sink())?;
+    let work = fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-check-")
+        .context("creating a private temp dir")?;
+    let repacked = work.path().join("archive.tar.zst");
+    let out = fs::File::create(&repacked).context("writing the re-packed archive")?;
+    let (_, packed) = npcnix::archive::write_archive(&tree, out)?;
     if packed.blake3 != st.archive.blake3 || packed.size != st.archive.size {
         let m = ArchiveMismatch::Hash {
             got: packed.blake3,
@@ -400,6 +430,46 @@ fn check(a: CheckArgs) -> Result<()> {
         a.src.display(),
         packed.blake3,
         packed.size
+    );
+    let Some(signed) = st.toplevels.as_ref().filter(|t| !t.is_empty()) else {
+        return Ok(());
+    };
+    if !a.build {
+        eprintln!(
+            "npcnix: WARNING: NOT VERIFIED: the statement also signs {} system path(s) (toplevels), which is all a toplevel-mode host runs; only a build shows they match this archive. Run again with --build.",
+            signed.len()
+        );
+        return Ok(());
+    }
+    let build = super::publish::BuildArgs {
+        build: true,
+        configurations: signed.keys().cloned().collect(),
+        copy_to: None,
+        nix_args: a.nix_args.clone(),
+    };
+    let built = super::publish::build_toplevels(&repacked, work.path(), &build)?;
+    if &built != signed {
+        let diff = signed
+            .iter()
+            .filter(|(n, p)| built.get(*n) != Some(*p))
+            .map(|(n, p)| {
+                format!(
+                    "{}: signed {}, built {}",
+                    visible(n),
+                    visible(p),
+                    built.get(n).map_or("nothing".into(), |b| visible(b))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(Unverified(format!(
+            "the signed toplevels are not what the archive builds: {diff}"
+        ))
+        .into());
+    }
+    println!(
+        "OK: building the archive gives exactly the {} signed system path(s)",
+        signed.len()
     );
     Ok(())
 }
@@ -424,15 +494,19 @@ pub fn describe(st: &Statement, bytes: &[u8]) -> String {
     }
     if let Some(t) = &st.toplevels {
         for (name, path) in t {
-            s.push_str(&format!("  toplevel:  {name} -> {path}\n"));
+            s.push_str(&format!(
+                "  toplevel:  {} -> {}\n",
+                visible(name),
+                visible(path)
+            ));
         }
     }
     if let Some(src) = &st.source {
         if let Some(c) = &src.git_commit {
-            s.push_str(&format!("  commit:    {c}\n"));
+            s.push_str(&format!("  commit:    {}\n", visible(c)));
         }
         if let Some(c) = &src.comment {
-            s.push_str(&format!("  comment:   {c}\n"));
+            s.push_str(&format!("  comment:   {}\n", visible(c)));
         }
     }
     s.push_str(&format!("  statement: {}\n", Digest::of(bytes)));

@@ -50,6 +50,17 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         eprintln!("  (no archive.tar.zst here: check the hash against your own `npcnix pack`)");
     }
+    eprintln!(
+        "\nWhat this machine can check: the archive hash (above; `npcnix release check {d} --src CHECKOUT` \
+re-packs your own checkout), and remote, version, dates and comment as shown.\n\
+What it cannot: `previous` (the store's head; `release publish` re-checks it online){}.",
+        if st.toplevels.as_ref().is_some_and(|t| !t.is_empty()) {
+            ", and that the toplevel paths are what the archive builds (`npcnix release check --build` on a machine with Nix)"
+        } else {
+            ""
+        },
+        d = a.dir.display()
+    );
     if !a.yes {
         if !std::io::stdin().is_terminal() {
             bail!("not a terminal: review the release above and pass --yes to sign");

@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 
+use npcnix::format::text::visible;
 use npcnix::format::time::rfc3339;
 use npcnix::fsutil;
 
@@ -44,12 +45,13 @@ pub fn run(a: Args) -> Result<()> {
         rep.last_check.map_or("never".to_owned(), rfc3339),
         rep.last_result
             .as_deref()
-            .map(|r| format!(" — {r}"))
+            .map(|r| format!(" — {}", visible(r)))
             .unwrap_or_default()
     );
     if let Some(e) = &rep.last_error {
         println!(
-            "last error:        {e} ({} failure(s) in a row)",
+            "last error:        {} ({} failure(s) in a row)",
+            visible(e),
             rep.consecutive_failures
         );
     }
@@ -58,6 +60,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     if let Some(c) = &rep.extraction_confinement {
         println!("extraction:        {c}");
+    }
+    if let Some(f) = &rep.fetcher {
+        println!("fetching:          {f}");
     }
     match rep.paused_until {
         Some(u64::MAX) => println!("paused:            yes, until `npcnix unpause`"),
@@ -77,7 +82,7 @@ pub fn run(a: Args) -> Result<()> {
             "bad release:       version {} ({}): {}",
             b.version,
             rfc3339(b.at),
-            b.reason
+            visible(&b.reason)
         );
     }
     Ok(())

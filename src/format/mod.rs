@@ -11,6 +11,7 @@ pub mod keys;
 pub mod remote;
 pub mod sign;
 pub mod statement;
+pub mod text;
 pub mod time;
 
 pub use digest::Digest;

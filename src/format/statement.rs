@@ -158,7 +158,7 @@ impl Statement {
         }
         if let Some(src) = &self.source {
             for s in [&src.git_commit, &src.comment].into_iter().flatten() {
-                if s.len() > 1024 || s.chars().any(char::is_control) {
+                if s.len() > 1024 || !super::text::is_plain(s) {
                     return Err(StatementError::Malformed(
                         "source fields must be short single-line text".into(),
                     ));

@@ -107,6 +107,24 @@ pub fn read_head(
         Err(e) => return Err(e.into()),
     };
     let release = verify::verify_signatures(policy, &bytes, now).map_err(|r| {
+        if let verify::Refusal::Threshold { got, need } = r {
+            // Name the keys that did sign: one stolen key plus store write
+            // access must not get its head extended by the honest signers.
+            let mut one = policy.clone();
+            one.threshold = 1;
+            let signers = verify::verify_signatures(&one, &bytes, now)
+                .map(|rel| {
+                    rel.signers()
+                        .iter()
+                        .map(|k| k.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            return PublishError::HeadUntrusted(format!(
+                "`latest` is signed by {got} trusted key(s) ({signers}), the remote requires {need}; refusing to extend a head below the threshold (a stolen key with store access can plant one)"
+            ));
+        }
         PublishError::HeadUntrusted(format!(
             "`latest` does not verify with this publisher's keys ({r}); if another key signs this remote, pass it with --trusted-key"
         ))
@@ -132,13 +150,72 @@ pub fn read_head(
     }))
 }
 
-/// BLAKE3 and size of an archive file, streamed.
+/// Opens a file that must be a regular file (not a FIFO, device or
+/// symlink): a two-faced file could give the hasher and the uploader
+/// different bytes.
+fn open_regular(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, device or directory cannot be an archive)",
+        ));
+    }
+    Ok(f)
+}
+
+/// Copies the archive at `src` (a regular file) to `dst` (created new, 0600,
+/// in a private directory) and returns the hash of the bytes written, so
+/// what is checked and uploaded afterwards cannot change under the caller.
+pub fn private_copy(src: &Path, dst: &Path) -> Result<ArchiveRef, PublishError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let src_err = |source| PublishError::Io {
+        path: src.to_owned(),
+        source,
+    };
+    let dst_err = |source| PublishError::Io {
+        path: dst.to_owned(),
+        source,
+    };
+    let mut from = open_regular(src).map_err(src_err)?;
+    let mut to = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dst)
+        .map_err(dst_err)?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(src_err(e)),
+        };
+        h.update(&buf[..n]);
+        to.write_all(&buf[..n]).map_err(dst_err)?;
+        size += n as u64;
+    }
+    Ok(ArchiveRef {
+        blake3: h.finalize().into(),
+        size,
+    })
+}
+
+/// BLAKE3 and size of an archive file (a regular file), streamed.
 pub fn hash_file(path: &Path) -> Result<ArchiveRef, PublishError> {
     let io_err = |source| PublishError::Io {
         path: path.to_owned(),
         source,
     };
-    let mut f = fs::File::open(path).map_err(io_err)?;
+    let mut f = open_regular(path).map_err(io_err)?;
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
@@ -273,31 +350,44 @@ pub fn upload(
         path: archive_path.to_owned(),
         source,
     };
-    let mut f = fs::File::open(archive_path).map_err(io_err)?;
-    match store.put_new(&archive.object_key(), &mut f, archive.size) {
-        Ok(()) => {}
+    let f = open_regular(archive_path).map_err(io_err)?;
+    // The bytes sent are hashed as they go: what is uploaded is what was
+    // signed, or the publish stops before `releases/<v>` exists.
+    let mut sent = crate::store::transfer::BoundedHashReader::new(f, archive.clone());
+    let fresh = match store.put_new(&archive.object_key(), &mut sent, archive.size) {
+        Ok(()) => true,
         // Content-addressed: an identical archive may already be there (a
-        // re-publish). Check it really is: garbage planted at the address
-        // would make the publish "succeed" while every host refuses it.
-        Err(e) if e.kind == StoreErrorKind::PreconditionFailed => {
-            let existing = store.open(&archive.object_key(), archive.size)?;
-            match crate::store::transfer::copy_verified(existing, &mut io::sink(), archive) {
-                Ok(Ok(())) => {}
-                Ok(Err(m)) => {
-                    return Err(PublishError::HeadUntrusted(format!(
-                        "the store already holds a different object at {} ({m}); delete it and publish again",
-                        archive.object_key()
-                    )))
-                }
-                Err(e) => {
-                    return Err(PublishError::Io {
-                        path: archive_path.to_owned(),
-                        source: e,
-                    })
-                }
-            }
-        }
+        // re-publish); it is checked below like a fresh upload.
+        Err(e) if e.kind == StoreErrorKind::PreconditionFailed => false,
         Err(e) => return Err(e.into()),
+    };
+    if fresh {
+        sent.finish().map_err(|m| {
+            PublishError::HeadUntrusted(format!(
+                "{} changed while it was uploaded ({m}); nothing was published beyond the archive object",
+                archive_path.display()
+            ))
+        })?;
+    }
+    // Read the object back: garbage planted at the address (or bytes the
+    // store mangled) would make the publish "succeed" while every host
+    // refuses it.
+    let stored = store.open(&archive.object_key(), archive.size)?;
+    match crate::store::transfer::copy_verified(stored, &mut io::sink(), archive) {
+        Ok(Ok(())) => {}
+        Ok(Err(m)) => {
+            return Err(PublishError::HeadUntrusted(format!(
+                "the store {} a different object at {} ({m}); delete it and publish again",
+                if fresh { "now holds" } else { "already holds" },
+                archive.object_key()
+            )))
+        }
+        Err(e) => {
+            return Err(PublishError::Io {
+                path: archive_path.to_owned(),
+                source: e,
+            })
+        }
     }
     match store.put_new(&release_key(version), &mut &bundle[..], bundle.len() as u64) {
         Ok(()) => {}

@@ -15,6 +15,7 @@ mod hardening;
 mod hostile_archives;
 mod interop_minisign;
 mod pack;
+mod publisher;
 mod release_e2e;
 mod s3;
 mod toplevel;

@@ -163,9 +163,28 @@ fn two_of_three_remote_refuses_one_signature_and_accepts_two() {
     ]);
     h.set_config(&cfg);
 
+    let args = [
+        "--trusted-key",
+        h.pubkey.as_str(),
+        "--trusted-key",
+        b_pub.as_str(),
+        "--threshold",
+        "2",
+    ];
+
+    // Two signatures from distinct trusted keys: accepted.
     prepare(&h, "one", "v1", &["--signer", &h.pubkey]).ok();
     sign(&h, "one", &h.key).ok();
-    publish_dir(&h, "one", &["--trusted-key", &h.pubkey]).ok();
+    sign(&h, "one", &b_key).ok();
+    publish_dir(&h, "one", &args).ok();
+    assert_eq!(h.once().0, "activated");
+    assert_eq!(h.status()["active_version"], 1);
+
+    // One stolen key with store access plants v2 signed by it alone: the
+    // host refuses it.
+    prepare(&h, "two", "v2", &["--trusted-key", &h.pubkey]).ok();
+    sign(&h, "two", &h.key).ok();
+    publish_dir(&h, "two", &["--trusted-key", &h.pubkey]).ok();
     let (label, r) = h.once();
     assert_eq!(label, "rejected");
     assert!(
@@ -176,39 +195,31 @@ fn two_of_three_remote_refuses_one_signature_and_accepts_two() {
     );
 
     // The same key signing twice is still one key.
-    prepare(&h, "two", "v2", &["--trusted-key", &h.pubkey]).ok();
-    sign(&h, "two", &h.key).ok();
+    prepare(&h, "three", "v3", &["--trusted-key", &h.pubkey]).ok();
+    sign(&h, "three", &h.key).ok();
     fs::copy(
-        fs::read_dir(h.kit.path("two"))
+        fs::read_dir(h.kit.path("three"))
             .expect("dir")
             .flatten()
             .find(|e| e.file_name().to_string_lossy().ends_with(".minisig"))
             .expect("sig")
             .path(),
-        h.kit.path("two/copy.minisig"),
+        h.kit.path("three/copy.minisig"),
     )
     .expect("copy");
-    publish_dir(&h, "two", &["--trusted-key", &h.pubkey]).ok();
+    publish_dir(&h, "three", &["--trusted-key", &h.pubkey]).ok();
     assert_eq!(h.once().0, "rejected");
 
-    prepare(&h, "three", "v3", &["--trusted-key", &h.pubkey]).ok();
-    sign(&h, "three", &h.key).ok();
-    sign(&h, "three", &b_key).ok();
-    publish_dir(
-        &h,
-        "three",
-        &[
-            "--trusted-key",
-            &h.pubkey,
-            "--trusted-key",
-            &b_pub,
-            "--threshold",
-            "2",
-        ],
-    )
-    .ok();
-    assert_eq!(h.once().0, "activated");
-    assert_eq!(h.status()["active_version"], 3);
+    // The honest 2-of-3 signers, checking the head at the remote's
+    // threshold, refuse to extend the planted head and name its signer.
+    let r = prepare(&h, "four", "v4", &args);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("signed by 1 trusted key(s)") && r.stderr.contains("requires 2"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(h.status()["active_version"], 1);
 }
 
 #[test]

@@ -1,0 +1,117 @@
+//! Publisher and offline-signing hardening: sign what you see, upload what
+//! you hashed, heads at the remote's threshold.
+
+use std::fs;
+use std::process::Command;
+
+use crate::common::*;
+
+fn prepare(kit: &Kit, key_pub: &str, out: &str) -> Run {
+    let src = kit.flake(&format!("src-{out}"), out);
+    kit.run(&[
+        "release",
+        "prepare",
+        "--remote",
+        &kit.url("prod"),
+        "--out",
+        kit.path(out).to_str().expect("utf8"),
+        "--src",
+        src.to_str().expect("utf8"),
+        "--signer",
+        key_pub,
+    ])
+}
+
+#[test]
+fn two_faced_archive_fifo_in_the_release_directory_is_refused_before_upload() {
+    let kit = Kit::new();
+    let (key, pubkey) = kit.keygen("release");
+    prepare(&kit, &pubkey, "rel").ok();
+    let dir = kit.path("rel");
+    kit.run(&["sign", dir.to_str().expect("utf8"), "--key", &key, "--yes"])
+        .ok();
+    // A FIFO (or a hostile device) could hand the hasher one set of bytes
+    // and the uploader another.
+    let archive = dir.join("archive.tar.zst");
+    fs::remove_file(&archive).expect("rm");
+    assert!(Command::new("mkfifo")
+        .arg(&archive)
+        .status()
+        .expect("mkfifo")
+        .success());
+    let r = kit.run(&[
+        "release",
+        "publish",
+        dir.to_str().expect("utf8"),
+        "--trusted-key",
+        &pubkey,
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+    assert!(
+        !kit.store_path("prod", "releases").exists()
+            || fs::read_dir(kit.store_path("prod", "releases"))
+                .expect("dir")
+                .next()
+                .is_none(),
+        "no release was published"
+    );
+    assert!(!kit.store_path("prod", "latest").exists());
+}
+
+#[test]
+fn release_check_says_loudly_that_toplevels_were_not_verified() {
+    let kit = Kit::new();
+    let (_key, pubkey) = kit.keygen("release");
+    prepare(&kit, &pubkey, "rel").ok();
+    // A statement prepared on a compromised online machine may sign system
+    // paths that have nothing to do with the archive.
+    let st_path = kit.path("rel/statement.json");
+    let mut st: serde_json::Value =
+        serde_json::from_slice(&fs::read(&st_path).expect("statement")).expect("json");
+    st["toplevels"] =
+        serde_json::json!({"web": "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-evil"});
+    let mut bytes = serde_json::to_vec(&st).expect("json");
+    bytes.push(b'\n');
+    fs::write(&st_path, bytes).expect("write");
+    let r = kit
+        .run(&[
+            "release",
+            "check",
+            kit.path("rel").to_str().expect("utf8"),
+            "--src",
+            kit.path("src-rel").to_str().expect("utf8"),
+        ])
+        .ok();
+    assert!(r.stdout.contains("OK: re-packing"), "{}", r.stdout);
+    assert!(r.stderr.contains("NOT VERIFIED"), "{}", r.stderr);
+    assert!(r.stderr.contains("--build"), "{}", r.stderr);
+}
+
+#[test]
+fn sign_shows_terminal_escapes_instead_of_obeying_them() {
+    // The statement parser refuses hidden characters in every text field a
+    // signer sees; the signer's view escapes whatever it prints.
+    let kit = Kit::new();
+    let (key, pubkey) = kit.keygen("release");
+    prepare(&kit, &pubkey, "rel").ok();
+    let st_path = kit.path("rel/statement.json");
+    let mut st: serde_json::Value =
+        serde_json::from_slice(&fs::read(&st_path).expect("statement")).expect("json");
+    st["source"] = serde_json::json!({"comment": "ok\u{1b}[2K\u{202e}evil"});
+    fs::write(&st_path, serde_json::to_vec(&st).expect("json")).expect("write");
+    let r = kit.run(&[
+        "sign",
+        kit.path("rel").to_str().expect("utf8"),
+        "--key",
+        &key,
+        "--yes",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        !r.stderr.contains('\u{1b}'),
+        "raw escape printed: {:?}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("single-line text"), "{}", r.stderr);
+}
