@@ -1,5 +1,7 @@
 //! `npcnix log`: the version log, verified end to end.
 
+use std::io::Write;
+
 use anyhow::Result;
 
 use npcnix::format::bundle::BUNDLE_MAX_BYTES;
@@ -61,7 +63,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     // Stores that cannot list (HTTP mirrors): enumerate versions up to the
     // verified head; missing ones show up as gaps in the chain.
-    let keys = match store.list("releases/") {
+    let keys = match store.list("releases/", store::MAX_LISTED) {
         Ok(k) => k,
         Err(e) if e.kind == StoreErrorKind::Unsupported => {
             let head = latest
@@ -75,81 +77,131 @@ pub fn run(a: Args) -> Result<()> {
             }
             (1..=head).map(store::release_key).collect()
         }
+        Err(e) if e.kind == StoreErrorKind::TooLarge => {
+            anyhow::bail!(
+                "{}: more than {} objects under releases/; refusing to list them all (clean up junk objects, or audit with the store's own tools)",
+                store.describe(),
+                store::MAX_LISTED
+            )
+        }
         Err(e) => return Err(e.into()),
     };
-    let mut releases = Vec::new();
-    let mut unreadable = Vec::new();
-    for key in keys {
-        let Some(v) = store::parse_release_key(&key) else {
-            unreadable.push(format!("unexpected object {key}"));
-            continue;
-        };
-        match log.release(v) {
-            Ok(Some(bytes)) => releases.push((v, bytes)),
-            // Listed but gone: the log shows the gap.
-            Ok(None) => {}
-            Err(e) if e.kind == StoreErrorKind::TooLarge => {
-                releases.push((v, vec![b' '; BUNDLE_MAX_BYTES + 1]))
-            }
-            Err(e) if e.kind == StoreErrorKind::Protocol => {
-                unreadable.push(format!("{key}: {}", e.detail))
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let (entries, problems) =
-        history::check_history(&policy, &releases, latest.as_deref(), fsutil::now_unix());
+    // One release at a time: fetched, checked, printed, dropped. Memory
+    // stays constant whatever the store holds.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut check = history::HistoryCheck::new(&policy, fsutil::now_unix());
+    let mut unreadable: Vec<String> = Vec::new();
+    let mut more_unreadable = 0u64;
+    let mut count = 0u64;
     if a.json {
-        common::print_json(&serde_json::json!({
-            "remote": remote.as_str(),
-            "url": a.remote,
-            "ok": problems.is_empty() && unreadable.is_empty(),
-            "releases": entries,
-            "problems": problems,
-            "unexpected_objects": unreadable,
-        }));
+        write!(
+            out,
+            "{{\"remote\":{},\"url\":{},\"releases\":[",
+            serde_json::to_string(remote.as_str())?,
+            serde_json::to_string(&a.remote)?
+        )?;
     } else {
-        println!(
+        writeln!(
+            out,
             "{:>8}  {:<20}  {:<16}  {:<16}  {:>10}  SOURCE",
             "VERSION", "CREATED", "SIGNED BY", "ARCHIVE", "SIZE"
-        );
-        for e in &entries {
-            if e.verified {
-                println!(
-                    "{:>8}  {:<20}  {:<16}  {:<16}  {:>10}  {}",
-                    e.version,
-                    e.created
-                        .map(npcnix::format::time::rfc3339)
-                        .unwrap_or_default(),
-                    e.signers.join(","),
-                    e.archive_blake3.as_deref().map(|h| &h[..16]).unwrap_or(""),
-                    e.archive_size.unwrap_or(0),
-                    e.source_commit
-                        .as_deref()
-                        .map(|c| visible(&c.chars().take(12).collect::<String>()))
-                        .unwrap_or_else(|| "-".into()),
-                );
-            } else {
-                println!(
-                    "{:>8}  UNVERIFIED: {}",
-                    e.version,
-                    visible(e.error.as_deref().unwrap_or(""))
-                );
-            }
+        )?;
+    }
+    let mut note = |u: String, list: &mut Vec<String>| {
+        if list.len() < history::MAX_PROBLEMS {
+            list.push(u);
+        } else {
+            more_unreadable += 1;
         }
+    };
+    for key in keys {
+        let Some(v) = store::parse_release_key(&key) else {
+            note(format!("unexpected object {key}"), &mut unreadable);
+            continue;
+        };
+        let entry = match log.release(v) {
+            Ok(Some(bytes)) => check.push(v, &bytes),
+            // Listed but gone: the log shows the gap.
+            Ok(None) => continue,
+            Err(e) if e.kind == StoreErrorKind::TooLarge => {
+                check.push(v, &vec![b' '; BUNDLE_MAX_BYTES + 1])
+            }
+            Err(e) if e.kind == StoreErrorKind::Protocol => {
+                note(format!("{key}: {}", e.detail), &mut unreadable);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if a.json {
+            if count > 0 {
+                write!(out, ",")?;
+            }
+            serde_json::to_writer(&mut out, &entry)?;
+        } else if entry.verified {
+            writeln!(
+                out,
+                "{:>8}  {:<20}  {:<16}  {:<16}  {:>10}  {}",
+                entry.version,
+                entry
+                    .created
+                    .map(npcnix::format::time::rfc3339)
+                    .unwrap_or_default(),
+                entry.signers.join(","),
+                entry
+                    .archive_blake3
+                    .as_deref()
+                    .map(|h| &h[..16])
+                    .unwrap_or(""),
+                entry.archive_size.unwrap_or(0),
+                entry
+                    .source_commit
+                    .as_deref()
+                    .map(|c| visible(&c.chars().take(12).collect::<String>()))
+                    .unwrap_or_else(|| "-".into()),
+            )?;
+        } else {
+            writeln!(
+                out,
+                "{:>8}  UNVERIFIED: {}",
+                entry.version,
+                visible(entry.error.as_deref().unwrap_or(""))
+            )?;
+        }
+        count += 1;
+    }
+    let (problems, more_problems) = check.finish(latest.as_deref());
+    if a.json {
+        write!(
+            out,
+            "],\"problems\":{},\"more_problems\":{more_problems},\"unexpected_objects\":{},\"more_unexpected_objects\":{more_unreadable},\"ok\":{}}}",
+            serde_json::to_string(&problems)?,
+            serde_json::to_string(&unreadable)?,
+            problems.is_empty() && unreadable.is_empty()
+        )?;
+        writeln!(out)?;
+    } else {
         for u in &unreadable {
-            println!("warning: {}", visible(u));
+            writeln!(out, "warning: {}", visible(u))?;
+        }
+        if more_unreadable > 0 {
+            writeln!(
+                out,
+                "warning: and {more_unreadable} more unexpected objects"
+            )?;
         }
         if problems.is_empty() {
-            println!(
-                "{} releases; signatures, versions and hash chain verified",
-                entries.len()
-            );
+            writeln!(
+                out,
+                "{count} releases; signatures, versions and hash chain verified"
+            )?;
         }
     }
+    out.flush()?;
+    drop(out);
     if let Some(p) = problems.first() {
-        let more = if problems.len() > 1 {
-            format!(" (and {} more problems)", problems.len() - 1)
+        let total = problems.len() as u64 + more_problems;
+        let more = if total > 1 {
+            format!(" (and {} more problems)", total - 1)
         } else {
             String::new()
         };

@@ -363,7 +363,7 @@ impl Store for FetcherStore {
         ))
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    fn list(&self, prefix: &str, _max: usize) -> Result<Vec<String>, StoreError> {
         Err(self.fail(
             prefix,
             StoreErrorKind::Unsupported,

@@ -270,7 +270,7 @@ impl Store for FileStore {
         Ok(Self::etag_of(body))
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    fn list(&self, prefix: &str, max: usize) -> Result<Vec<String>, StoreError> {
         // Keys are "dir/name"; list the directory part of the prefix.
         let (dir_part, name_prefix) = prefix.rsplit_once('/').unwrap_or(("", prefix));
         let dir = if dir_part.is_empty() {
@@ -289,6 +289,13 @@ impl Store for FileStore {
             let name = ent.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') || !name.starts_with(name_prefix) {
                 continue;
+            }
+            if out.len() == max {
+                return Err(self.fail(
+                    prefix,
+                    StoreErrorKind::TooLarge,
+                    format!("more than {max} objects"),
+                ));
             }
             out.push(if dir_part.is_empty() {
                 name

@@ -170,7 +170,7 @@ impl Store for HttpStore {
 
     /// Static servers cannot list; `npcnix log` enumerates versions instead
     /// (see [`super::Store::list`] callers).
-    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    fn list(&self, prefix: &str, _max: usize) -> Result<Vec<String>, StoreError> {
         Err(self.fail(
             prefix,
             StoreErrorKind::Unsupported,

@@ -102,7 +102,7 @@ impl<'s> ReleaseLog<'s> {
     pub fn versions(&self) -> Result<Vec<u64>, StoreError> {
         let mut v: Vec<u64> = self
             .store
-            .list("releases/")?
+            .list("releases/", super::MAX_LISTED)?
             .iter()
             .filter_map(|k| super::parse_release_key(k))
             .collect();

@@ -152,9 +152,14 @@ pub trait Store: Send + Sync {
     fn put_swap(&self, key: &str, body: &[u8], expected: Option<&ETag>)
         -> Result<ETag, StoreError>;
 
-    /// Lists keys starting with `prefix`, sorted.
-    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Lists keys starting with `prefix`, sorted; more than `max` keys is
+    /// [`StoreErrorKind::TooLarge`] (a store full of junk must not exhaust
+    /// memory).
+    fn list(&self, prefix: &str, max: usize) -> Result<Vec<String>, StoreError>;
 }
+
+/// Most keys a listing returns ([`Store::list`]).
+pub const MAX_LISTED: usize = 1_000_000;
 
 /// Key of the mutable head pointer.
 pub const LATEST: &str = "latest";

@@ -428,7 +428,7 @@ impl Store for S3Store {
         })
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    fn list(&self, prefix: &str, max: usize) -> Result<Vec<String>, StoreError> {
         self.rt.block_on(async {
             let full = self.full_key(prefix);
             let strip = self.full_key("");
@@ -446,6 +446,13 @@ impl Store for S3Store {
                     .map_err(|e| self.err(prefix, &e))?;
                 for o in resp.contents() {
                     if let Some(k) = o.key().and_then(|k| k.strip_prefix(&strip)) {
+                        if out.len() == max {
+                            return Err(self.fail(
+                                prefix,
+                                StoreErrorKind::TooLarge,
+                                format!("more than {max} objects"),
+                            ));
+                        }
                         out.push(k.to_owned());
                     }
                 }

@@ -2,8 +2,9 @@
 //! versions strictly increasing, and each `previous` link matching the
 //! statement hash of the release before it.
 //!
-//! [`check_history`] is pure: it takes what was read from the store and
-//! returns the entries and every problem found; `npcnix log` does the I/O.
+//! [`HistoryCheck`] is pure: it is fed what was read from the store, one
+//! release at a time, and returns each entry and every problem found;
+//! `npcnix log` does the I/O.
 
 use serde::Serialize;
 
@@ -38,27 +39,54 @@ pub struct Problem {
     pub detail: String,
 }
 
-/// Verifies a remote's history. `releases` are `(version from the key,
-/// bundle bytes)` in key order; `latest` is the head bundle if any.
-pub fn check_history(
-    policy: &Policy,
-    releases: &[(u64, Vec<u8>)],
-    latest: Option<&[u8]>,
+/// Most problems kept in full; past it only a count (a store full of junk
+/// must not grow the report without bound).
+pub const MAX_PROBLEMS: usize = 1000;
+
+/// Verifies a remote's history one release at a time, in key order, keeping
+/// only what the next link needs: memory stays constant however long the
+/// log (`npcnix log` prints each entry as it goes).
+pub struct HistoryCheck<'p> {
+    policy: &'p Policy,
     now: u64,
-) -> (Vec<LogEntry>, Vec<Problem>) {
-    let mut entries = Vec::new();
-    let mut problems = Vec::new();
-    let mut prev: Option<(u64, Digest)> = None;
-    let mut problem = |version: u64, kind: &str, detail: String| {
-        problems.push(Problem {
-            version,
-            kind: kind.to_owned(),
-            detail,
-        })
-    };
-    for (key_version, bytes) in releases {
+    prev: Option<(u64, Digest)>,
+    seen_any: bool,
+    /// Version and BLAKE3 of the bundle bytes of the last release pushed.
+    last: Option<(u64, Digest)>,
+    problems: Vec<Problem>,
+    /// Problems past [`MAX_PROBLEMS`], counted only.
+    pub more_problems: u64,
+}
+
+impl<'p> HistoryCheck<'p> {
+    pub fn new(policy: &'p Policy, now: u64) -> HistoryCheck<'p> {
+        HistoryCheck {
+            policy,
+            now,
+            prev: None,
+            seen_any: false,
+            last: None,
+            problems: Vec::new(),
+            more_problems: 0,
+        }
+    }
+
+    fn problem(&mut self, version: u64, kind: &str, detail: String) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(Problem {
+                version,
+                kind: kind.to_owned(),
+                detail,
+            });
+        } else {
+            self.more_problems += 1;
+        }
+    }
+
+    /// Checks the bundle stored as `releases/<key_version>`.
+    pub fn push(&mut self, key_version: u64, bytes: &[u8]) -> LogEntry {
         let mut e = LogEntry {
-            version: *key_version,
+            version: key_version,
             created: None,
             expires: None,
             statement: None,
@@ -72,78 +100,89 @@ pub fn check_history(
             verified: false,
             error: None,
         };
-        match verify::verify_signatures(policy, bytes, now) {
+        self.last = Some((key_version, Digest::of(bytes)));
+        match verify::verify_signatures(self.policy, bytes, self.now) {
             Err(r) => {
-                problem(*key_version, r.check().name(), r.to_string());
+                self.problem(key_version, r.check().name(), r.to_string());
                 e.error = Some(r.to_string());
                 // The chain cannot be followed through an unverifiable entry.
-                prev = None;
+                self.prev = None;
             }
             Ok(rel) => {
-                let st = &rel.statement;
+                let st = rel.statement();
                 e.created = Some(st.created);
                 e.expires = st.expires;
-                e.statement = Some(rel.statement_hash.to_hex());
+                e.statement = Some(rel.statement_hash().to_hex());
                 e.previous = st.previous.map(|d| d.to_hex());
                 e.archive_blake3 = Some(st.archive.blake3.to_hex());
                 e.archive_size = Some(st.archive.size);
-                e.signers = rel.signers.iter().map(|k| k.to_string()).collect();
-                e.untrusted_signers = rel.ignored.iter().map(|k| k.to_string()).collect();
+                e.signers = rel.signers().iter().map(|k| k.to_string()).collect();
+                e.untrusted_signers = rel.ignored().iter().map(|k| k.to_string()).collect();
                 e.source_commit = st.source.as_ref().and_then(|s| s.git_commit.clone());
                 e.comment = st.source.as_ref().and_then(|s| s.comment.clone());
                 e.verified = true;
-                if st.version != *key_version {
-                    problem(
-                        *key_version,
+                let (version, previous) = (st.version, st.previous);
+                if version != key_version {
+                    self.problem(
+                        key_version,
                         "misfiled",
-                        format!("releases/{key_version:020} holds version {}", st.version),
+                        format!("releases/{key_version:020} holds version {version}"),
                     );
                 }
-                match prev {
+                match self.prev {
                     Some((pv, ph)) => {
-                        if st.version != pv + 1 {
-                            problem(
-                                st.version,
+                        if version != pv + 1 {
+                            self.problem(
+                                version,
                                 "gap",
-                                format!("versions {} to {} are missing", pv + 1, st.version - 1),
+                                format!("versions {} to {} are missing", pv + 1, version - 1),
                             );
                         }
-                        if st.previous != Some(ph) {
-                            problem(
-                                st.version,
+                        if previous != Some(ph) {
+                            self.problem(
+                                version,
                                 "fork",
                                 format!("previous does not match the statement of version {pv}"),
                             );
                         }
                     }
-                    None if entries.is_empty() && st.previous.is_some() && st.version != 1 => {
-                        problem(
-                            st.version,
+                    None if !self.seen_any && previous.is_some() && version != 1 => {
+                        self.problem(
+                            version,
                             "gap",
                             format!(
-                                "the log starts at version {} (earlier releases missing)",
-                                st.version
+                                "the log starts at version {version} (earlier releases missing)"
                             ),
                         );
                     }
                     None => {}
                 }
-                prev = Some((st.version, rel.statement_hash));
+                self.prev = Some((version, rel.statement_hash()));
             }
         }
-        entries.push(e);
+        self.seen_any = true;
+        e
     }
-    match (latest, releases.last()) {
-        (Some(head), Some((v, last))) if head != last.as_slice() => {
-            problem(
-                *v,
-                "head",
-                "`latest` is not the newest release bundle".into(),
-            );
+
+    /// Checks `latest` (if any) against the newest release and returns every
+    /// problem found (at most [`MAX_PROBLEMS`]; see `more_problems`).
+    pub fn finish(mut self, latest: Option<&[u8]>) -> (Vec<Problem>, u64) {
+        match (latest, self.last) {
+            (Some(head), Some((v, last))) if Digest::of(head) != last => {
+                self.problem(
+                    v,
+                    "head",
+                    "`latest` is not the newest release bundle".into(),
+                );
+            }
+            (Some(_), None) => {
+                self.problem(0, "head", "`latest` exists but the log is empty".into())
+            }
+            (None, Some((v, _))) => {
+                self.problem(v, "head", "the log has releases but no `latest`".into())
+            }
+            _ => {}
         }
-        (Some(_), None) => problem(0, "head", "`latest` exists but the log is empty".into()),
-        (None, Some((v, _))) => problem(*v, "head", "the log has releases but no `latest`".into()),
-        _ => {}
+        (self.problems, self.more_problems)
     }
-    (entries, problems)
 }

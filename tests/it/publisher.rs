@@ -115,3 +115,43 @@ fn sign_shows_terminal_escapes_instead_of_obeying_them() {
     );
     assert!(r.stderr.contains("single-line text"), "{}", r.stderr);
 }
+
+#[test]
+fn log_over_thousands_of_junk_releases_stays_in_constant_memory() {
+    if !require_tool("/usr/bin/time") {
+        return;
+    }
+    let kit = Kit::new();
+    let (key, pubkey) = kit.keygen("release");
+    kit.publish("prod", &key, &kit.flake("v1", "v1"), &[]).ok();
+    // A store writer fills the log with 2,000 near-limit junk "releases"
+    // (about 120 MB): a log that kept them all would hold them in memory.
+    let junk = vec![b'j'; 60 * 1024];
+    for v in 10..2010u64 {
+        fs::write(kit.store_path("prod", &format!("releases/{v:020}")), &junk).expect("junk");
+    }
+    let o = Command::new("/usr/bin/time")
+        .args([
+            "-f",
+            "maxrss_kib=%M",
+            BIN,
+            "log",
+            "--remote",
+            &kit.url("prod"),
+        ])
+        .args(["--trusted-key", &pubkey])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("more problems"), "{stderr}");
+    let rss: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("rss");
+    assert!(
+        rss < 48 * 1024,
+        "peak RSS {rss} KiB: the log is not streamed"
+    );
+}
