@@ -364,12 +364,35 @@ def check_install_script(script, keys, threshold, region, method):
     return p
 
 
+def check_deny_conditions(text):
+    """A Deny whose condition tests a key with a plain operator (Bool,
+    StringEquals, ...) does not fire when a request omits the key; for keys
+    that some requests lack (s3:ObjectCreationOperation), the operator must
+    be the ...IfExists form. aws:SecureTransport is always present."""
+    problems = []
+    for m in re.finditer(r'Effect\s*=\s*"Deny".*?(?=\n    \},|\Z)', text, re.S):
+        block = m.group(0)
+        for op in re.findall(r'\b(Bool|StringEquals|StringLike|NumericEquals)\s*=\s*\{\s*"s3:ObjectCreationOperation"', block):
+            problems.append(f"a Deny tests s3:ObjectCreationOperation with {op}: use {op}IfExists")
+    if "s3:ObjectCreationOperation" in text and "BoolIfExists" not in text:
+        problems.append("no BoolIfExists condition found")
+    return problems
+
+
 def check_install_url(out):
-    return check_install_script(out["user_data"], [K1, K2], 2, "eu-central-1", "url")
+    p = check_install_script(out["user_data"], [K1, K2], 2, "eu-central-1", "url")
+    for flag in ("--min-version 5\n", "--require-expiry\n", "--max-version-jump 10\n"):
+        if flag not in out["user_data"]:
+            p.append(f"first-contact policy: {flag.strip()} not passed")
+    return p
 
 
 def check_install_flake(out):
-    return check_install_script(out["user_data"], [K2], 1, None, "flake")
+    p = check_install_script(out["user_data"], [K2], 1, None, "flake")
+    for flag in ("--min-version", "--require-expiry", "--max-version-jump"):
+        if flag in out["user_data"]:
+            p.append(f"{flag} passed although not set (install pins the verified head)")
+    return p
 
 
 def check_remote_policy(out):
@@ -493,6 +516,13 @@ def run(tmp):
         else:
             what = "files, descriptions, validation, references" if d in modules else "references"
             ok(f"{rel[d]}: {what}")
+
+    print("== deny statements cannot be skipped by omitting a condition key")
+    problems = check_deny_conditions((work / "store_s3" / "main.tf").read_text())
+    if problems:
+        fail("store_s3: deny conditions", "\n".join(problems))
+    else:
+        ok("store_s3: every Deny on s3:ObjectCreationOperation uses BoolIfExists")
 
     print("== offline evaluation (tests/)")
     for d in roots:

@@ -32,5 +32,8 @@ locals {
     threshold        = var.threshold
     has_region       = var.remote_region != null
     install_attempts = var.install_attempts
+    min_version      = var.min_version == null ? "" : tostring(var.min_version)
+    require_expiry   = var.require_expiry
+    max_version_jump = var.max_version_jump == null ? "" : tostring(var.max_version_jump)
   })
 }

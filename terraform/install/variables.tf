@@ -93,8 +93,16 @@ variable "npcnix_flake" {
   }
 
   validation {
-    condition     = var.npcnix_flake == null || can(regex("([/=][0-9a-f]{40}([#&?]|$))|narHash=sha256", var.npcnix_flake))
-    error_message = "npcnix_flake must be pinned: include a 40-hex commit (github:OWNER/REPO/<commit> or ?rev=<commit>) or a narHash, so every first boot runs the same, reviewed npcnix."
+    # Immutable forms only: a github: reference whose third path segment is
+    # the commit, a `rev=` query parameter, or a narHash. A 40-hex string
+    # elsewhere (`?ref=<hex>`, a tarball URL ending in hex) names something
+    # the server may serve differently tomorrow.
+    condition = var.npcnix_flake == null || (
+      can(regex("^github:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[0-9a-f]{40}(#[A-Za-z0-9_.-]+)?$", var.npcnix_flake)) ||
+      can(regex("[?&]rev=[0-9a-f]{40}([&#]|$)", var.npcnix_flake)) ||
+      can(regex("[?&]narHash=sha256-[A-Za-z0-9+/]{43}=", var.npcnix_flake))
+    )
+    error_message = "npcnix_flake must be pinned by an immutable form: github:OWNER/REPO/<40-hex commit>, ...?rev=<40-hex commit>, or a narHash, so every first boot runs the same, reviewed npcnix."
   }
 }
 
@@ -106,5 +114,33 @@ variable "install_attempts" {
   validation {
     condition     = var.install_attempts >= 1 && floor(var.install_attempts) == var.install_attempts
     error_message = "install_attempts must be a whole number, at least 1."
+  }
+}
+
+variable "min_version" {
+  description = "Refuse releases below this version on first contact. null: pin the version of the remote's head, verified with the trusted keys at install time, so a store writer cannot replay an old release to a new host."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.min_version == null || (var.min_version >= 0 && floor(var.min_version) == var.min_version)
+    error_message = "min_version must be a non-negative integer."
+  }
+}
+
+variable "require_expiry" {
+  description = "Refuse releases that carry no expiry time (freeze-attack defence)."
+  type        = bool
+  default     = false
+}
+
+variable "max_version_jump" {
+  description = "Refuse a release more than this many versions past the highest one seen (on first contact: past min_version). null: no cap."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.max_version_jump == null || (var.max_version_jump >= 1 && floor(var.max_version_jump) == var.max_version_jump)
+    error_message = "max_version_jump must be a positive integer."
   }
 }

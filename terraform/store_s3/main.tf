@@ -42,7 +42,9 @@ locals {
         Null = { "s3:if-none-match" = "true" }
         # Exempts CreateMultipartUpload/UploadPart, which cannot carry the
         # header; CompleteMultipartUpload (which creates the object) must.
-        Bool = { "s3:ObjectCreationOperation" = "true" }
+        # IfExists: a request that omits the key is denied too (plain Bool
+        # would not match, and the Deny would be skipped).
+        BoolIfExists = { "s3:ObjectCreationOperation" = "true" }
       }
     },
     {
@@ -56,7 +58,7 @@ locals {
           "s3:if-none-match" = "true"
           "s3:if-match"      = "true"
         }
-        Bool = { "s3:ObjectCreationOperation" = "true" }
+        BoolIfExists = { "s3:ObjectCreationOperation" = "true" }
       }
     },
   ]

@@ -11,6 +11,11 @@ module "install" {
   remote_region = "eu-central-1"
   npcnix_url    = "https://downloads.example.com/npcnix/0.1.0/npcnix-x86_64-linux-musl"
   npcnix_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+
+  # First-contact policy: a floor, expiry required, jumps capped.
+  min_version      = 5
+  require_expiry   = true
+  max_version_jump = 10
 }
 
 output "user_data" {
