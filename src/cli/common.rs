@@ -179,6 +179,7 @@ impl StoreArgs {
             endpoint: self.endpoint.clone(),
             path_style: self.path_style,
             read_timeout_secs: super::env::read_timeout(),
+            min_rate_bytes_per_sec: None,
         }
     }
 }

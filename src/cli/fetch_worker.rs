@@ -25,6 +25,8 @@ pub struct Args {
     path_style: bool,
     #[arg(long, value_name = "SECS")]
     read_timeout: Option<u64>,
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    min_rate: Option<u64>,
 }
 
 fn header(out: &mut impl Write, r: &Response) -> io::Result<()> {
@@ -81,6 +83,7 @@ pub fn run(a: Args) -> Result<()> {
         endpoint: a.endpoint,
         path_style: a.path_style,
         read_timeout_secs: a.read_timeout,
+        min_rate_bytes_per_sec: a.min_rate,
     };
     let store = store::open_url(&a.url, &opts)?;
     let mut input = BufReader::new(io::stdin().lock());

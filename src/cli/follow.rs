@@ -58,14 +58,14 @@ fn random_u64() -> u64 {
 pub fn build_agent(cfg: &common::ConfigArgs) -> Result<Agent> {
     let v = cfg.load()?;
     let data = cfg.data(&v)?;
-    let (store, fetcher) = fetch_side(&v)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (store, fetcher) = fetch_side(&v, &stop)?;
     let activator = Activator::from_config(
         &v.config.activation,
         &v.config.configuration,
         env::activation_program(),
         env::nix(),
     );
-    let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
@@ -84,7 +84,10 @@ pub fn build_agent(cfg: &common::ConfigArgs) -> Result<Agent> {
 /// The store the agent reads through: the unprivileged fetch worker where
 /// the host can run it (root, and the fetch user exists), else in-process.
 /// Returns it with a description for `status` and the audit log.
-fn fetch_side(v: &npcnix::host::config::Validated) -> Result<(Box<dyn store::Store>, String)> {
+fn fetch_side(
+    v: &npcnix::host::config::Validated,
+    stop: &Arc<AtomicBool>,
+) -> Result<(Box<dyn store::Store>, String)> {
     use npcnix::host::fetcher::{FetchUser, FetcherStore, Isolation, WorkerCommand};
     let r = &v.config.remote;
     let opts = r.store_options(env::read_timeout());
@@ -115,12 +118,15 @@ fn fetch_side(v: &npcnix::host::config::Validated) -> Result<(Box<dyn store::Sto
         return in_process(format!("no unprivileged user {:?}", f.user));
     };
     let program = std::env::current_exe().context("locating the npcnix binary")?;
-    let fetch = FetcherStore::new(WorkerCommand {
-        program,
-        url: r.url.clone(),
-        options: opts,
-        user,
-    });
+    let fetch = FetcherStore::new(
+        WorkerCommand {
+            program,
+            url: r.url.clone(),
+            options: opts,
+            user,
+        },
+        Arc::clone(stop),
+    );
     Ok((
         Box::new(fetch),
         format!("separate: user {} (uid {})", f.user, user.uid),

@@ -131,6 +131,7 @@ pub fn run(a: Args) -> Result<()> {
             region: a.remote_region.clone(),
             endpoint: a.endpoint.clone(),
             path_style: a.path_style,
+            min_rate_bytes_per_sec: None,
         },
         configuration: a.configuration.clone(),
         trusted_keys: keys

@@ -181,6 +181,15 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// Where the network side of a poll ended.
+enum FetchStep {
+    /// Nothing to apply.
+    Done(Outcome),
+    /// A verified archive, and how to apply it (boxed: it is much larger
+    /// than an outcome).
+    Apply(Box<(pipeline::Downloaded, activate::Plan)>),
+}
+
 /// A poll that could not reach a verdict (store, state or local I/O).
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
@@ -236,17 +245,15 @@ impl Agent {
         self.warn(self.journal().release(event, r, detail, now));
     }
 
-    /// One poll. Holds the data dir lock throughout. Every refusal is
-    /// audited and returned as [`Outcome::Refused`]; nothing about it is
-    /// remembered, so the next poll fetches and judges `latest` again.
+    /// One poll. The network side (fetch, judge, chain, download) runs
+    /// without the data dir lock, so a store that stalls never keeps
+    /// `npcnix activate` or another agent out; the lock is taken to judge
+    /// the release again against the state as it is then, extract, record
+    /// and activate. Every refusal is audited and returned as
+    /// [`Outcome::Refused`]; nothing about it is remembered, so the next
+    /// poll fetches and judges `latest` again.
     pub fn poll_once(&self, now: u64) -> Result<Outcome, AgentError> {
-        let _lock = match self.data.try_lock() {
-            Ok(l) => l,
-            Err(StateError::Locked(_)) => return Ok(Outcome::Busy),
-            Err(e) => return Err(e.into()),
-        };
-        let mut st = self.data.load()?;
-        match self.poll_locked(&mut st, now) {
+        match self.poll_steps(now) {
             Err(PipelineError::Refused(r)) => {
                 // A refused head is never remembered: the next poll fetches
                 // `latest` in full and judges it again.
@@ -272,19 +279,42 @@ impl Agent {
         }
     }
 
-    fn poll_locked(&self, st: &mut HostState, now: u64) -> Result<Outcome, PipelineError> {
+    fn poll_steps(&self, now: u64) -> Result<Outcome, PipelineError> {
+        let st = self.data.load()?;
         let r: RemoteState = st.remote(self.remote()).cloned().unwrap_or_default();
+        let (downloaded, plan) = match self.fetch_side(&r, now)? {
+            FetchStep::Done(o) => return Ok(o),
+            FetchStep::Apply(b) => *b,
+        };
+        let _lock = match self.data.try_lock() {
+            Ok(l) => l,
+            Err(StateError::Locked(_)) => return Ok(Outcome::Busy),
+            Err(e) => return Err(e.into()),
+        };
+        let mut st = self.data.load()?;
+        self.apply_side(&mut st, downloaded, plan, now)
+    }
+
+    /// Everything that talks to the store, without the lock: up to a
+    /// downloaded, verified archive (or an outcome that needs nothing more).
+    fn fetch_side(&self, r: &RemoteState, now: u64) -> Result<FetchStep, PipelineError> {
         if r.is_paused(now) {
-            return Ok(Outcome::Paused {
+            return Ok(FetchStep::Done(Outcome::Paused {
                 until: r.paused_until.unwrap_or(u64::MAX),
-            });
+            }));
         }
         let policy = &self.v.policy;
-        let log = ReleaseLog::new(self.store.as_ref());
+        let log = ReleaseLog::new(self.store.as_ref()).with_min_rate(
+            self.v
+                .config
+                .remote
+                .min_rate_bytes_per_sec
+                .unwrap_or(crate::store::transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC),
+        );
 
         let cached = self.data.load_head(self.remote());
         let head = pipeline::fetch_head(&log, cached.as_ref())?;
-        let judged = pipeline::judge(policy, Some(&r), head, now)?;
+        let judged = pipeline::judge(policy, Some(r), head, now)?;
         if !judged.revalidated() {
             // Verified bytes only (and dropped again if a later stage
             // refuses the release).
@@ -298,34 +328,61 @@ impl Agent {
         let seen = judged.release().seen();
         let version = seen.version;
         if r.is_bad(&seen) {
-            return Ok(Outcome::SkippedBad { version });
+            return Ok(FetchStep::Done(Outcome::SkippedBad { version }));
         }
         if !judged.verdict.is_new() && r.active == Some(seen) {
             // "Unchanged" only after the cached bytes passed judgement again.
-            return Ok(if judged.revalidated() {
+            return Ok(FetchStep::Done(if judged.revalidated() {
                 Outcome::Unchanged
             } else {
                 Outcome::UpToDate { version }
-            });
+            }));
         }
         if let Some(retry) = r.retry.as_ref().filter(|t| t.version == version) {
             if now < retry.next_at {
-                return Ok(Outcome::Backoff {
+                return Ok(FetchStep::Done(Outcome::Backoff {
                     version,
                     until: retry.next_at,
-                });
+                }));
             }
         }
 
-        let accepted =
-            pipeline::descend(&log, policy, Some(&r), judged, self.v.require_chain, now)?;
+        let accepted = pipeline::descend(&log, policy, Some(r), judged, self.v.require_chain, now)?;
         let plan = self
             .activator
             .plan(accepted.release.statement().toplevels.as_ref())?;
         if self.should_stop() {
-            return Ok(Outcome::Interrupted);
+            return Ok(FetchStep::Done(Outcome::Interrupted));
         }
         let downloaded = pipeline::download(&log, accepted, &self.v.limits, &self.data)?;
+        Ok(FetchStep::Apply(Box::new((downloaded, plan))))
+    }
+
+    /// Under the lock: the release judged again against the state as it is
+    /// now (another process may have recorded, activated or marked something
+    /// meanwhile), then extract, record, activate.
+    fn apply_side(
+        &self,
+        st: &mut HostState,
+        mut downloaded: pipeline::Downloaded,
+        plan: activate::Plan,
+        now: u64,
+    ) -> Result<Outcome, PipelineError> {
+        let r: RemoteState = st.remote(self.remote()).cloned().unwrap_or_default();
+        if r.is_paused(now) {
+            return Ok(Outcome::Paused {
+                until: r.paused_until.unwrap_or(u64::MAX),
+            });
+        }
+        pipeline::rejudge(&self.v.policy, Some(&r), &mut downloaded, now)?;
+        let seen = downloaded.release.seen();
+        let version = seen.version;
+        if r.is_bad(&seen) {
+            return Ok(Outcome::SkippedBad { version });
+        }
+        if !downloaded.new && r.active == Some(seen) {
+            return Ok(Outcome::UpToDate { version });
+        }
         let extracted = pipeline::extract(
             downloaded,
             &self.v.limits,

@@ -56,6 +56,11 @@ pub struct RemoteConfig {
     pub endpoint: Option<String>,
     #[serde(default)]
     pub path_style: bool,
+    /// Slowest transfer rate waited for, in bytes per second: every object
+    /// read has an overall deadline of a minute plus its size at this rate
+    /// (default 32 KiB/s), besides the per-read time-out.
+    #[serde(default)]
+    pub min_rate_bytes_per_sec: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,6 +283,7 @@ impl RemoteConfig {
             endpoint: self.endpoint.clone(),
             path_style: self.path_style,
             read_timeout_secs,
+            min_rate_bytes_per_sec: self.min_rate_bytes_per_sec,
         }
     }
 }

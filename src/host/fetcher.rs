@@ -27,6 +27,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -153,6 +154,9 @@ impl WorkerCommand {
         if let Some(t) = self.options.read_timeout_secs {
             c.arg("--read-timeout").arg(t.to_string());
         }
+        if let Some(r) = self.options.min_rate_bytes_per_sec {
+            c.arg("--min-rate").arg(r.to_string());
+        }
         c.uid(self.user.uid)
             .gid(self.user.gid)
             .env_remove("NPCNIX_PASSPHRASE")
@@ -168,13 +172,39 @@ struct Worker {
     child: Child,
     to: ChildStdin,
     from: BufReader<ChildStdout>,
+    /// Cleared when this worker is dropped; ends its stop watcher.
+    alive: Arc<AtomicBool>,
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        self.alive.store(false, Ordering::SeqCst);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Kills the worker as soon as `stop` is set (SIGTERM/SIGINT), so a read
+/// blocked on a stalling store ends at once: the root side's pipe read
+/// returns, the poll fails, and the agent exits.
+fn watch_stop(pid: u32, stop: Arc<AtomicBool>, alive: Arc<AtomicBool>) {
+    let _ = std::thread::Builder::new()
+        .name("npcnix-fetch-watch".into())
+        .spawn(move || {
+            while alive.load(Ordering::SeqCst) {
+                if stop.load(Ordering::SeqCst) {
+                    // `kill(2)` without `unsafe`: the kill command.
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
 }
 
 /// A [`Store`] whose reads run in the unprivileged worker. Writes are not
@@ -183,15 +213,19 @@ pub struct FetcherStore {
     cmd: WorkerCommand,
     describe: String,
     worker: Arc<Mutex<Option<Worker>>>,
+    stop: Arc<AtomicBool>,
 }
 
 impl FetcherStore {
-    pub fn new(cmd: WorkerCommand) -> FetcherStore {
+    /// `stop` (the agent's SIGTERM flag) kills a running worker, which ends
+    /// any read in progress.
+    pub fn new(cmd: WorkerCommand, stop: Arc<AtomicBool>) -> FetcherStore {
         let describe = cmd.url.clone();
         FetcherStore {
             cmd,
             describe,
             worker: Arc::new(Mutex::new(None)),
+            stop,
         }
     }
 
@@ -232,10 +266,13 @@ impl FetcherStore {
             let (Some(to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
                 return Err(self.broken(key, "no pipes"));
             };
+            let alive = Arc::new(AtomicBool::new(true));
+            watch_stop(child.id(), Arc::clone(&self.stop), Arc::clone(&alive));
             *guard = Some(Worker {
                 child,
                 to,
                 from: BufReader::new(from),
+                alive,
             });
         }
         let result = (|| -> io::Result<Response> {

@@ -266,6 +266,21 @@ pub fn download(
     })
 }
 
+/// Stage 4b (the agent, once it holds the data dir lock): the downloaded
+/// release judged again against the host's state as it is now, since the
+/// network side ran without the lock.
+pub fn rejudge(
+    policy: &Policy,
+    remote: Option<&RemoteState>,
+    downloaded: &mut Downloaded,
+    now: u64,
+) -> Result<(), Refusal> {
+    let p = effective_policy(policy, remote);
+    downloaded.new =
+        verify::check_policy(&p, remote.and_then(|r| r.highest), &downloaded.release, now)?;
+    Ok(())
+}
+
 /// A verified release's tree, extracted into the private temp dir. Only
 /// [`extract`] builds one.
 #[derive(Debug)]

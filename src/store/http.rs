@@ -14,6 +14,7 @@ use super::{ETag, Fetched, Store, StoreError, StoreErrorKind, StoreOptions};
 pub struct HttpStore {
     base: String,
     agent: ureq::Agent,
+    min_rate: u64,
 }
 
 impl HttpStore {
@@ -23,11 +24,15 @@ impl HttpStore {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
             .timeout_recv_response(Some(read))
-            .timeout_recv_body(Some(read.max(Duration::from_secs(3600))))
+            // Per read; each request also gets an overall deadline below.
+            .timeout_recv_body(Some(read))
             .build();
         HttpStore {
             base: url.trim_end_matches('/').to_owned(),
             agent: ureq::Agent::new_with_config(config),
+            min_rate: opts
+                .min_rate_bytes_per_sec
+                .unwrap_or(super::transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC),
         }
     }
 
@@ -81,7 +86,13 @@ impl Store for HttpStore {
         if_none_match: Option<&ETag>,
         limit: u64,
     ) -> Result<Fetched, StoreError> {
-        let mut req = self.agent.get(&self.url(key));
+        let deadline = super::transfer::deadline_for(limit, self.min_rate);
+        let mut req = self
+            .agent
+            .get(&self.url(key))
+            .config()
+            .timeout_global(Some(deadline))
+            .build();
         if let Some(e) = if_none_match {
             req = req.header("If-None-Match", &e.0);
         }
@@ -144,6 +155,12 @@ impl Store for HttpStore {
         let req = self
             .agent
             .get(&self.url(key))
+            .config()
+            .timeout_global(Some(super::transfer::deadline_for(
+                max_bytes,
+                self.min_rate,
+            )))
+            .build()
             .header("Range", &format!("bytes=0-{max_bytes}"));
         let resp = self.send(key, req)?;
         let status = resp.status().as_u16();

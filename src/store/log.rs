@@ -45,11 +45,22 @@ impl Object<'_> {
 /// Typed, bounded reads of one remote's log.
 pub struct ReleaseLog<'s> {
     store: &'s dyn Store,
+    min_rate: u64,
 }
 
 impl<'s> ReleaseLog<'s> {
     pub fn new(store: &'s dyn Store) -> ReleaseLog<'s> {
-        ReleaseLog { store }
+        ReleaseLog {
+            store,
+            min_rate: transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC,
+        }
+    }
+
+    /// Sets the slowest download rate waited for (see
+    /// [`transfer::deadline_for`]).
+    pub fn with_min_rate(mut self, bytes_per_sec: u64) -> Self {
+        self.min_rate = bytes_per_sec.max(1);
+        self
     }
 
     pub fn store(&self) -> &'s dyn Store {
@@ -121,6 +132,8 @@ impl<'s> ReleaseLog<'s> {
     ) -> Result<Result<(), ArchiveMismatch>, StoreError> {
         let obj = Object::Archive(archive);
         let src = self.store.open(&obj.key(), obj.limit())?;
+        let src =
+            transfer::DeadlineReader::new(src, transfer::deadline_for(archive.size, self.min_rate));
         transfer::copy_verified(src, to, archive).map_err(|e| {
             let detail = format!("download failed: {e}");
             StoreError::new(

@@ -199,8 +199,12 @@ pub struct StoreOptions {
     /// Path-style S3 addressing (`endpoint/bucket/key`), for S3-compatible
     /// servers without virtual-host buckets.
     pub path_style: bool,
-    /// Network read timeout in seconds (default 60).
+    /// Network read timeout in seconds (default 60), per read.
     pub read_timeout_secs: Option<u64>,
+    /// Slowest transfer rate waited for: every object read has an overall
+    /// deadline of a minute plus its size at this rate (default
+    /// [`transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC`]).
+    pub min_rate_bytes_per_sec: Option<u64>,
 }
 
 /// Opens the store a remote URL names.

@@ -36,6 +36,7 @@ pub struct S3Store {
     bucket: String,
     prefix: String,
     url: String,
+    min_rate: u64,
 }
 
 /// Splits `s3://bucket/prefix/remote` into bucket and prefix.
@@ -92,6 +93,9 @@ impl S3Store {
             bucket,
             prefix,
             url: url.to_owned(),
+            min_rate: opts
+                .min_rate_bytes_per_sec
+                .unwrap_or(super::transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC),
         })
     }
 
@@ -158,6 +162,26 @@ impl S3Store {
     }
 
     async fn collect_limited(
+        &self,
+        key: &str,
+        body: ByteStream,
+        limit: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let deadline = super::transfer::deadline_for(limit, self.min_rate);
+        match tokio::time::timeout(deadline, self.collect_inner(key, body, limit)).await {
+            Ok(r) => r,
+            Err(_) => Err(self.fail(
+                key,
+                StoreErrorKind::Transient,
+                format!(
+                    "reading the body took longer than its deadline of {} s",
+                    deadline.as_secs()
+                ),
+            )),
+        }
+    }
+
+    async fn collect_inner(
         &self,
         key: &str,
         mut body: ByteStream,

@@ -8,6 +8,53 @@ use std::io::{self, Read};
 use crate::format::statement::{ArchiveRef, Digest};
 pub use crate::verify::ArchiveMismatch;
 
+/// The slowest transfer npcnix waits for, by default: an object's overall
+/// deadline is [`DEADLINE_BASE`] plus its size at this rate. Together with the
+/// idle read time-out it bounds how long a store that drips one byte at a
+/// time can hold a poll (and, before the lock was moved, the data dir).
+pub const DEFAULT_MIN_RATE_BYTES_PER_SEC: u64 = 32 * 1024;
+/// Fixed allowance in every deadline (connection, TLS, slow first byte).
+pub const DEADLINE_BASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The overall deadline for reading `size` bytes at no less than `min_rate`
+/// bytes per second.
+pub fn deadline_for(size: u64, min_rate: u64) -> std::time::Duration {
+    DEADLINE_BASE + std::time::Duration::from_secs(size / min_rate.max(1))
+}
+
+/// Fails a read once the overall deadline has passed (checked on every
+/// read; the backend's idle time-out covers a read that never returns).
+pub struct DeadlineReader<R> {
+    inner: R,
+    until: std::time::Instant,
+    budget: std::time::Duration,
+}
+
+impl<R: Read> DeadlineReader<R> {
+    pub fn new(inner: R, budget: std::time::Duration) -> Self {
+        DeadlineReader {
+            inner,
+            until: std::time::Instant::now() + budget,
+            budget,
+        }
+    }
+}
+
+impl<R: Read> Read for DeadlineReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if std::time::Instant::now() > self.until {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the transfer took longer than its deadline of {} s (slower than the minimum rate)",
+                    self.budget.as_secs()
+                ),
+            ));
+        }
+        self.inner.read(buf)
+    }
+}
+
 /// Reads at most `expected.size` bytes from `inner`, hashing them; one byte
 /// more is an error ([`ArchiveMismatch::Longer`]) raised as soon as it
 /// arrives, so a hostile store cannot make us read (or store) endless data.
@@ -113,6 +160,19 @@ mod tests {
             blake3: Digest::of(data),
             size: data.len() as u64,
         }
+    }
+
+    #[test]
+    fn a_dripping_store_hits_the_deadline() {
+        let mut r = DeadlineReader::new(&b"slow"[..], std::time::Duration::ZERO);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let e = r.read(&mut [0u8; 4]).expect_err("past the deadline");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(deadline_for(0, 1), DEADLINE_BASE);
+        assert_eq!(
+            deadline_for(64 * 1024 * 100, 64 * 1024),
+            DEADLINE_BASE + std::time::Duration::from_secs(100)
+        );
     }
 
     #[test]

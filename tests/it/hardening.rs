@@ -335,3 +335,90 @@ fn required_isolation_without_the_fetch_user_refuses_to_poll() {
     assert!(r.stderr.contains("cannot be separated"), "{}", r.stderr);
     assert!(h.activations().is_empty());
 }
+
+#[test]
+fn a_stalling_store_does_not_hold_the_lock_so_break_glass_activate_works() {
+    let h = crate::common::host::Host::new();
+    h.publish("v1");
+    let httpd = crate::common::httpd::Httpd::serve(h.kit.path("store"));
+    httpd.stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut cfg = h.config();
+    cfg["remote"]["url"] = httpd.url("prod").into();
+    cfg["fetcher"] = serde_json::json!({"isolation": "off"});
+    h.set_config(&cfg);
+    let mut follow = h
+        .agent_cmd(&["follow"])
+        .env("NPCNIX_READ_TIMEOUT_SECS", "50")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let start = std::time::Instant::now();
+    while httpd.count() == 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no request"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The poll is stuck in a read; the operator's break-glass activation
+    // still gets the lock.
+    let src = h.kit.flake("manual", "manual");
+    let r = h.run(&["activate", "--src", src.to_str().expect("utf8")]);
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(h.rebuild_log().contains("# manual"), "{}", h.rebuild_log());
+}
+
+#[test]
+fn sigterm_interrupts_a_poll_stuck_on_a_stalling_store() {
+    let Some((h, httpd, bin)) = separated_host() else {
+        return;
+    };
+    httpd.stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    let c = h.agent_cmd(&["follow"]);
+    let mut cmd = Command::new(&bin);
+    cmd.args(c.get_args())
+        .env("NPCNIX_READ_TIMEOUT_SECS", "50")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let mut child = loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(26) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => break other.expect("spawn"),
+        }
+    };
+    let start = std::time::Instant::now();
+    while httpd.count() == 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no request"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let t = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("the agent did not stop within 10 s of SIGTERM while a read was stuck");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

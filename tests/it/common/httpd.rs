@@ -20,6 +20,9 @@ pub struct Httpd {
     pub etag_override: Arc<Mutex<Option<String>>>,
     /// Requests that carried If-None-Match.
     pub conditional: Arc<AtomicUsize>,
+    /// When set, requests are read and never answered (for 60 s): a store
+    /// that stalls.
+    pub stall: Arc<AtomicBool>,
 }
 
 impl Httpd {
@@ -33,12 +36,15 @@ impl Httpd {
         let etag_override: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let conditional = Arc::new(AtomicUsize::new(0));
         let (eo, cond) = (Arc::clone(&etag_override), Arc::clone(&conditional));
+        let stall = Arc::new(AtomicBool::new(false));
+        let st = Arc::clone(&stall);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let root = root.clone();
                 let count = Arc::clone(&count);
                 let nm = Arc::clone(&nm);
                 let (eo, cond) = (Arc::clone(&eo), Arc::clone(&cond));
+                let st = Arc::clone(&st);
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
                     let mut out = stream;
@@ -63,6 +69,10 @@ impl Httpd {
                             }
                         }
                         count.fetch_add(1, Ordering::SeqCst);
+                        if st.load(Ordering::SeqCst) {
+                            std::thread::sleep(std::time::Duration::from_secs(60));
+                            return;
+                        }
                         if inm.is_some() {
                             cond.fetch_add(1, Ordering::SeqCst);
                         }
@@ -109,6 +119,7 @@ impl Httpd {
             always_not_modified,
             etag_override,
             conditional,
+            stall,
         }
     }
 
