@@ -194,6 +194,9 @@ pub fn follow_loop(
         if let Err(e) = journal.append(&ev) {
             eprintln!("npcnix: warning: {e}");
         }
+        if let Some(change) = agent.check_trust_root(fsutil::now_unix())? {
+            eprintln!("npcnix: the host's trust root changed since the last run: {change}");
+        }
     }
     loop {
         let now = fsutil::now_unix();

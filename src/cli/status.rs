@@ -64,6 +64,9 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(f) = &rep.fetcher {
         println!("fetching:          {f}");
     }
+    if let Some(t) = &rep.trust_changed {
+        println!("trust changed:     {}", visible(t));
+    }
     match rep.paused_until {
         Some(u64::MAX) => println!("paused:            yes, until `npcnix unpause`"),
         Some(t) => println!("paused:            until {}", rfc3339(t)),

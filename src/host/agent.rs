@@ -273,6 +273,56 @@ impl Agent {
         }
     }
 
+    /// Compares the trust root (remote, pinned keys, threshold) with the one
+    /// the last run recorded. A change is audited (`trust-changed`) and shown
+    /// in `status`; when the followed remote's name changed, the new name
+    /// starts from the old one's rollback floor rather than from nothing.
+    /// Returns the change, if any.
+    pub fn check_trust_root(&self, now: u64) -> Result<Option<String>, AgentError> {
+        use crate::host::trust::TrustRecord;
+        let new = TrustRecord::of(&self.v);
+        let old = self.data.load_trust();
+        let change = old.as_ref().and_then(|o| new.changes_from(o));
+        if let (Some(old), Some(change)) = (&old, &change) {
+            let mut ev = self.journal().event(now, "trust-changed");
+            ev.detail = Some(change.clone());
+            self.warn(self.journal().append(&ev));
+            if old.remote != new.remote {
+                let _lock = self.data.lock_wait()?;
+                let mut st = self.data.load()?;
+                let carried = st
+                    .remote(&old.remote)
+                    .map(|r| r.highest.map_or(0, |h| h.version).max(r.floor.unwrap_or(0)))
+                    .filter(|v| *v > 0);
+                let rs = st.remote_mut(self.remote());
+                if let (Some(floor), None) = (carried, rs.highest) {
+                    if rs.floor.is_none_or(|f| f < floor) {
+                        rs.floor = Some(floor);
+                        self.data.save(&st)?;
+                        let mut ev = self.journal().event(now, "floor-carried-over");
+                        ev.detail = Some(format!(
+                            "remote renamed from {}: versions below {floor} are refused",
+                            old.remote
+                        ));
+                        self.warn(self.journal().append(&ev));
+                    }
+                }
+            }
+            let mut s = self.data.load_status();
+            s.trust_changed = Some(format!(
+                "{change} (at {})",
+                crate::format::time::rfc3339(now)
+            ));
+            let _ = self.data.save_status(&s);
+        }
+        if old.as_ref() != Some(&new) {
+            if let Err(e) = self.data.save_trust(&new) {
+                (self.hooks.warn)(&format!("could not record the trust root: {e}"));
+            }
+        }
+        Ok(change)
+    }
+
     fn forget_head(&self) {
         if let Err(e) = self.data.save_head(self.remote(), None) {
             (self.hooks.warn)(&format!("could not drop the cached head: {e}"));

@@ -9,7 +9,8 @@
 //! * [`agent`]: one poll of `npcnix follow` on top of the pipeline, plus
 //!   activation, health check and rollback ([`activate`]);
 //! * [`fetcher`]: the network side in an unprivileged child process;
-//! * [`status`]: what `npcnix status` and the metrics file show.
+//! * [`status`]: what `npcnix status` and the metrics file show;
+//! * [`trust`]: the trust root remembered between runs (changes are events).
 
 pub mod activate;
 pub mod agent;
@@ -20,3 +21,4 @@ pub mod pipeline;
 pub mod pull;
 pub mod state;
 pub mod status;
+pub mod trust;

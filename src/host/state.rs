@@ -329,6 +329,10 @@ pub struct PollStatus {
     /// Where the network side of the polls runs (privilege separation).
     #[serde(default)]
     pub fetcher: Option<String>,
+    /// The last change of the host's trust root (remote, keys, threshold),
+    /// with its time.
+    #[serde(default)]
+    pub trust_changed: Option<String>,
 }
 
 impl DataDir {

@@ -24,6 +24,8 @@ pub struct StatusReport {
     pub extraction_confinement: Option<String>,
     /// Where the network side of the polls runs (privilege separation).
     pub fetcher: Option<String>,
+    /// The last change of the trust root (remote, keys, threshold).
+    pub trust_changed: Option<String>,
     pub paused_until: Option<u64>,
     pub pending_retry: Option<Retry>,
     pub bad_releases: Vec<BadRelease>,
@@ -52,6 +54,7 @@ pub fn status_report(
         next_poll: poll.next_poll,
         extraction_confinement: poll.confinement.clone(),
         fetcher: poll.fetcher.clone(),
+        trust_changed: poll.trust_changed.clone(),
         paused_until: r.paused_until.filter(|t| *t > now),
         pending_retry: r.retry.clone(),
         bad_releases: r.bad.clone(),

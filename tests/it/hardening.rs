@@ -422,3 +422,61 @@ fn sigterm_interrupts_a_poll_stuck_on_a_stalling_store() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn trust_root_changes_are_audited_and_a_remote_rename_keeps_the_floor() {
+    let h = crate::common::host::Host::new();
+    for v in ["v1", "v2", "v3"] {
+        h.publish(v);
+    }
+    assert_eq!(h.once().0, "activated");
+    // A release (or an operator) changes the trust root: one more key, a
+    // higher threshold. Never silent.
+    let (_, b_pub) = h.kit.keygen("second");
+    let b = fs::read_to_string(&b_pub)
+        .expect("pub")
+        .lines()
+        .nth(1)
+        .expect("line")
+        .to_owned();
+    let mut cfg = h.config();
+    cfg["trusted_keys"]
+        .as_array_mut()
+        .expect("keys")
+        .push(serde_json::json!({"public_key": b, "remotes": ["prod"], "not_after": null, "comment": "second"}));
+    cfg["remote"]["threshold"] = serde_json::json!(2);
+    h.set_config(&cfg);
+    let (_, r) = h.once();
+    assert!(
+        r.stderr.contains("trust root changed") && r.stderr.contains("threshold 1 -> 2"),
+        "{}",
+        r.stderr
+    );
+    let changed: Vec<String> = h
+        .audit()
+        .iter()
+        .filter(|e| e["event"] == "trust-changed")
+        .map(|e| e["detail"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert!(changed[0].contains("keys added"), "{}", changed[0]);
+    assert!(h.status()["trust_changed"]
+        .as_str()
+        .is_some_and(|t| t.contains("threshold 1 -> 2")));
+    // A release renames the followed remote (to one whose store serves an
+    // old release): the new name starts from the old floor, not from zero.
+    h.kit
+        .publish("staging", &h.key, &h.kit.flake("old", "old"), &[])
+        .ok();
+    let mut cfg = h.config();
+    cfg["remote"]["url"] = h.kit.url("staging").into();
+    cfg["remote"]["name"] = "staging".into();
+    cfg["remote"]["threshold"] = serde_json::json!(1);
+    cfg["trusted_keys"][0]["remotes"] = serde_json::json!(["prod", "staging"]);
+    h.set_config(&cfg);
+    let (label, r) = h.once();
+    assert_eq!(label, "rejected", "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("min-version"), "{}", r.stdout);
+    assert!(h.audit().iter().any(|e| e["event"] == "floor-carried-over"
+        && e["detail"].as_str().is_some_and(|d| d.contains("below 3"))));
+}
