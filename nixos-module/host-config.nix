@@ -54,6 +54,12 @@ in
     expiry = if cfg.requireExpiry then "required" else "optional";
     max_version_jump = cfg.maxVersionJump;
     require_chain = cfg.requireChain;
+    confinement = cfg.confinement;
+  };
+
+  fetcher = {
+    user = "npcnix-fetch";
+    isolation = cfg.fetcherIsolation;
   };
 
   poll = {

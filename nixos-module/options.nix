@@ -221,7 +221,31 @@ in
       default = null;
       description = ''
         Refuse a release more than this many versions ahead of the highest
-        version the host has verified. `null`: no limit.
+        version the host has verified (on a host with no history: ahead of
+        `minVersion`, so give new hosts a floor near the current version).
+        `null`: no limit.
+      '';
+    };
+
+    confinement = mkOption {
+      type = types.enum [ "best-effort" "required" ];
+      default = "best-effort";
+      description = ''
+        `required`: refuse to extract a release unless Landlock confines
+        the extraction's writes to its directory (the kernel must support
+        it). `best-effort`: confine where possible, report the status.
+      '';
+    };
+
+    fetcherIsolation = mkOption {
+      type = types.enum [ "auto" "required" "off" ];
+      default = "auto";
+      description = ''
+        Where the agent's network side (TLS, HTTP, S3 parsing) runs.
+        `auto`: as the unprivileged user `npcnix-fetch` (which this module
+        creates) whenever possible, else in the agent, and say so in
+        `npcnix status`; `required`: refuse to poll unless separated;
+        `off`: always in the agent.
       '';
     };
 
