@@ -187,7 +187,11 @@ pub fn follow_loop(
     // Only once the state exists (first use creates it): an audit log next
     // to no state file reads as a lost state.
     let journal = npcnix::host::journal::Journal::new(&agent.data, agent.v.remote.as_str());
-    let state_ok = agent.data.load().is_ok();
+    let state_ok = match agent.data.try_lock() {
+        // First use creates the state, under the lock.
+        Ok(_lock) => agent.data.load().is_ok(),
+        Err(_) => agent.data.peek().is_ok(),
+    };
     let mut ev = journal.event(fsutil::now_unix(), "agent-start");
     ev.detail = Some(format!("fetching {}", agent.fetcher));
     if state_ok {

@@ -198,6 +198,14 @@ pub fn run(a: Args) -> Result<()> {
     }
     out.flush()?;
     drop(out);
+    if problems.is_empty() && !unreadable.is_empty() {
+        return Err(Unverified(format!(
+            "the log holds {} object(s) that are not releases (first: {})",
+            unreadable.len() as u64 + more_unreadable,
+            visible(&unreadable[0])
+        ))
+        .into());
+    }
     if let Some(p) = problems.first() {
         let total = problems.len() as u64 + more_problems;
         let more = if total > 1 {

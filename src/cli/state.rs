@@ -63,8 +63,17 @@ pub fn run(a: Args) -> Result<()> {
             let _lock = data.lock_wait()?;
             // The audit log outlives a lost state file: a floor below what it
             // shows this host verified would re-open rollbacks.
-            let audited = journal::read(&data.audit_path())
-                .unwrap_or_default()
+            let audit = match journal::read(&data.audit_path()) {
+                Ok(lines) => lines,
+                // An audit log that exists but cannot be read is no evidence
+                // of a low history: ask for the reason.
+                Err(e) if lower_floor_because.is_none() => bail!(
+                    "cannot read the audit log {} ({e}) to check the highest version this host verified; pass --lower-floor-because TEXT to reset anyway",
+                    data.audit_path().display()
+                ),
+                Err(_) => Vec::new(),
+            };
+            let audited = audit
                 .into_iter()
                 .flatten()
                 .filter(|e| {

@@ -330,7 +330,9 @@ impl Agent {
     }
 
     fn poll_steps(&self, now: u64) -> Result<Outcome, PipelineError> {
-        let st = self.data.load()?;
+        // Read-only without the lock: the state is created (and written)
+        // only under it.
+        let st = self.data.peek()?;
         let r: RemoteState = st.remote(self.remote()).cloned().unwrap_or_default();
         let (downloaded, plan) = match self.fetch_side(&r, now)? {
             FetchStep::Done(o) => return Ok(o),
@@ -342,6 +344,14 @@ impl Agent {
             Err(e) => return Err(e.into()),
         };
         let mut st = self.data.load()?;
+        // The download may have taken long: judge and record with the time
+        // it is now, not when the poll started.
+        let now = crate::fsutil::now_unix().max(now);
+        if st.remote(self.remote()).and_then(|x| x.highest) != r.highest {
+            // Another process recorded a release meanwhile: what was checked
+            // against the old state (the chain walk) is stale. Start over.
+            return Ok(Outcome::Busy);
+        }
         self.apply_side(&mut st, downloaded, plan, now)
     }
 
@@ -432,6 +442,14 @@ impl Agent {
         }
         if !downloaded.new && r.active == Some(seen) {
             return Ok(Outcome::UpToDate { version });
+        }
+        if let Some(retry) = r.retry.as_ref().filter(|t| t.version == version) {
+            if now < retry.next_at {
+                return Ok(Outcome::Backoff {
+                    version,
+                    until: retry.next_at,
+                });
+            }
         }
         let extracted = pipeline::extract(
             downloaded,

@@ -27,8 +27,9 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -172,27 +173,61 @@ struct Worker {
     child: Child,
     to: ChildStdin,
     from: BufReader<ChildStdout>,
-    /// Cleared when this worker is dropped; ends its stop watcher.
+    /// Cleared when this worker is dropped; ends its watcher.
     alive: Arc<AtomicBool>,
+    /// The current request's deadline, in milliseconds since `epoch`
+    /// (0: no request in flight).
+    deadline_ms: Arc<AtomicU64>,
+    epoch: Instant,
+    watcher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Arms the watcher: past `budget` from now, the worker is killed.
+    fn arm(&self, budget: Duration) {
+        let at = self.epoch.elapsed().saturating_add(budget).as_millis();
+        self.deadline_ms.store(
+            u64::try_from(at).unwrap_or(u64::MAX).max(1),
+            Ordering::SeqCst,
+        );
+    }
+
+    fn disarm(&self) {
+        self.deadline_ms.store(0, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
         self.alive.store(false, Ordering::SeqCst);
         let _ = self.child.kill();
+        // The watcher is joined before the child is reaped: until then the
+        // pid is a zombie's and cannot be reused by another process.
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
         let _ = self.child.wait();
     }
 }
 
-/// Kills the worker as soon as `stop` is set (SIGTERM/SIGINT), so a read
-/// blocked on a stalling store ends at once: the root side's pipe read
-/// returns, the poll fails, and the agent exits.
-fn watch_stop(pid: u32, stop: Arc<AtomicBool>, alive: Arc<AtomicBool>) {
-    let _ = std::thread::Builder::new()
+/// Kills the worker as soon as `stop` is set (SIGTERM/SIGINT) or the
+/// request in flight passes its deadline, so a read blocked on a stalling
+/// store or a stuck worker ends: the root side's pipe read returns, and the
+/// poll fails (or the agent exits).
+fn watch(
+    pid: u32,
+    stop: Arc<AtomicBool>,
+    alive: Arc<AtomicBool>,
+    deadline_ms: Arc<AtomicU64>,
+    epoch: Instant,
+) -> Option<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
         .name("npcnix-fetch-watch".into())
         .spawn(move || {
             while alive.load(Ordering::SeqCst) {
-                if stop.load(Ordering::SeqCst) {
+                let d = deadline_ms.load(Ordering::SeqCst);
+                let late = d != 0 && epoch.elapsed().as_millis() > u128::from(d);
+                if stop.load(Ordering::SeqCst) || late {
                     // `kill(2)` without `unsafe`: the kill command.
                     let _ = Command::new("kill")
                         .args(["-KILL", &pid.to_string()])
@@ -202,9 +237,10 @@ fn watch_stop(pid: u32, stop: Arc<AtomicBool>, alive: Arc<AtomicBool>) {
                         .status();
                     return;
                 }
-                std::thread::sleep(std::time::Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(100));
             }
-        });
+        })
+        .ok()
 }
 
 /// A [`Store`] whose reads run in the unprivileged worker. Writes are not
@@ -231,6 +267,24 @@ impl FetcherStore {
 
     pub fn user(&self) -> FetchUser {
         self.cmd.user
+    }
+
+    /// How long the root side waits for a whole answer: the object's
+    /// deadline ([`crate::store::transfer::deadline_for`]) plus a read
+    /// time-out's worth of slack.
+    fn budget(&self, req: &Request) -> Duration {
+        let size = match req {
+            Request::Get { limit, .. } => *limit,
+            Request::Open { max, .. } => *max,
+        };
+        let rate = self
+            .cmd
+            .options
+            .min_rate_bytes_per_sec
+            .unwrap_or(crate::store::transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC);
+        crate::store::transfer::deadline_for(size, rate).saturating_add(Duration::from_secs(
+            self.cmd.options.read_timeout_secs.unwrap_or(60),
+        ))
     }
 
     fn fail(&self, key: &str, kind: StoreErrorKind, detail: String) -> StoreError {
@@ -267,18 +321,31 @@ impl FetcherStore {
                 return Err(self.broken(key, "no pipes"));
             };
             let alive = Arc::new(AtomicBool::new(true));
-            watch_stop(child.id(), Arc::clone(&self.stop), Arc::clone(&alive));
+            let deadline_ms = Arc::new(AtomicU64::new(0));
+            let epoch = Instant::now();
+            let watcher = watch(
+                child.id(),
+                Arc::clone(&self.stop),
+                Arc::clone(&alive),
+                Arc::clone(&deadline_ms),
+                epoch,
+            );
             *guard = Some(Worker {
                 child,
                 to,
                 from: BufReader::new(from),
                 alive,
+                deadline_ms,
+                epoch,
+                watcher,
             });
         }
+        let budget = self.budget(req);
         let result = (|| -> io::Result<Response> {
             let w = guard
                 .as_mut()
                 .ok_or_else(|| io::Error::other("no worker"))?;
+            w.arm(budget);
             let mut line = serde_json::to_vec(req).map_err(io::Error::other)?;
             line.push(b'\n');
             w.to.write_all(&line)?;
@@ -341,13 +408,24 @@ impl Store for FetcherStore {
                     *guard = None;
                     return Err(self.broken(key, e));
                 }
+                w.disarm();
                 Ok(Fetched::Object {
                     bytes,
                     etag: etag.map(ETag),
                 })
             }
-            Response::NotModified => Ok(Fetched::NotModified),
-            Response::Error { kind, detail } => Err(self.fail(key, kind_from_name(&kind), detail)),
+            Response::NotModified => {
+                if let Some(w) = guard.as_ref() {
+                    w.disarm();
+                }
+                Ok(Fetched::NotModified)
+            }
+            Response::Error { kind, detail } => {
+                if let Some(w) = guard.as_ref() {
+                    w.disarm();
+                }
+                Err(self.fail(key, kind_from_name(&kind), detail))
+            }
             Response::Stream => {
                 *guard = None;
                 Err(self.broken(key, "answered a read with a stream"))
@@ -437,6 +515,7 @@ impl Read for ChunkReader {
                 match u32::from_be_bytes(len) {
                     0 => {
                         self.done = true;
+                        w.disarm();
                         return Ok(0);
                     }
                     CHUNK_ERROR => {

@@ -83,11 +83,13 @@ pub fn append(path: &Path, event: &AuditEvent) -> io::Result<()> {
 /// Reads the log (bounded per line); malformed lines are reported, not
 /// skipped silently.
 pub fn read(path: &Path) -> io::Result<Vec<Result<AuditEvent, MalformedLine>>> {
-    let text = match fs::read_to_string(path) {
+    let bytes = match fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    // A torn or corrupt byte spoils its line, not the whole log.
+    let text = String::from_utf8_lossy(&bytes);
     Ok(text
         .lines()
         .filter(|l| !l.trim().is_empty())

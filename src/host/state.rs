@@ -290,6 +290,19 @@ impl DataDir {
         HostState::parse(&bytes).map_err(|e| StateError::Corrupt { path, detail: e.0 })
     }
 
+    /// Loads the state without creating it: on first use (no state, no
+    /// audit log) the empty state, unsaved. For readers that do not hold the
+    /// lock (the agent's network side), so they never write.
+    pub fn peek(&self) -> Result<HostState, StateError> {
+        if !self.state_path().exists()
+            && !self.audit_path().exists()
+            && !self.root.join("releases").exists()
+        {
+            return Ok(HostState::default());
+        }
+        self.load()
+    }
+
     /// Atomically writes the state.
     pub fn save(&self, st: &HostState) -> Result<(), StateError> {
         let path = self.state_path();

@@ -364,8 +364,9 @@ pub fn upload(
     if fresh {
         sent.finish().map_err(|m| {
             PublishError::HeadUntrusted(format!(
-                "{} changed while it was uploaded ({m}); nothing was published beyond the archive object",
-                archive_path.display()
+                "{} changed while it was uploaded ({m}); no release was published, but the store now holds the wrong bytes at {}: delete that object before publishing again",
+                archive_path.display(),
+                archive.object_key()
             ))
         })?;
     }

@@ -37,6 +37,7 @@ pub struct S3Store {
     prefix: String,
     url: String,
     min_rate: u64,
+    read_timeout: Duration,
 }
 
 /// Splits `s3://bucket/prefix/remote` into bucket and prefix.
@@ -96,6 +97,7 @@ impl S3Store {
             min_rate: opts
                 .min_rate_bytes_per_sec
                 .unwrap_or(super::transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC),
+            read_timeout: Duration::from_secs(opts.read_timeout_secs.unwrap_or(60)),
         })
     }
 
@@ -218,6 +220,9 @@ struct BodyReader {
     rt: Arc<tokio::runtime::Runtime>,
     body: ByteStream,
     chunk: bytes_chunk::Chunk,
+    /// Per-chunk idle time-out: the SDK's read time-out covers only the
+    /// wait for the response, not the body.
+    idle: Duration,
 }
 
 mod bytes_chunk {
@@ -232,7 +237,16 @@ mod bytes_chunk {
 impl Read for BodyReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.chunk.pos >= self.chunk.data.len() {
-            match self.rt.block_on(self.body.try_next()) {
+            let next = self
+                .rt
+                .block_on(async { tokio::time::timeout(self.idle, self.body.try_next()).await });
+            let Ok(next) = next else {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("S3 download stalled for {} s", self.idle.as_secs()),
+                ));
+            };
+            match next {
                 Ok(Some(b)) => {
                     self.chunk.data = b.to_vec();
                     self.chunk.pos = 0;
@@ -319,6 +333,7 @@ impl Store for S3Store {
             rt: Arc::clone(&self.rt),
             body,
             chunk: Default::default(),
+            idle: self.read_timeout,
         }))
     }
 

@@ -19,14 +19,15 @@ pub const DEADLINE_BASE: std::time::Duration = std::time::Duration::from_secs(60
 /// The overall deadline for reading `size` bytes at no less than `min_rate`
 /// bytes per second.
 pub fn deadline_for(size: u64, min_rate: u64) -> std::time::Duration {
-    DEADLINE_BASE + std::time::Duration::from_secs(size / min_rate.max(1))
+    DEADLINE_BASE.saturating_add(std::time::Duration::from_secs(size / min_rate.max(1)))
 }
 
 /// Fails a read once the overall deadline has passed (checked on every
 /// read; the backend's idle time-out covers a read that never returns).
 pub struct DeadlineReader<R> {
     inner: R,
-    until: std::time::Instant,
+    /// `None`: beyond what the clock can represent, i.e. no deadline.
+    until: Option<std::time::Instant>,
     budget: std::time::Duration,
 }
 
@@ -34,7 +35,7 @@ impl<R: Read> DeadlineReader<R> {
     pub fn new(inner: R, budget: std::time::Duration) -> Self {
         DeadlineReader {
             inner,
-            until: std::time::Instant::now() + budget,
+            until: std::time::Instant::now().checked_add(budget),
             budget,
         }
     }
@@ -42,7 +43,7 @@ impl<R: Read> DeadlineReader<R> {
 
 impl<R: Read> Read for DeadlineReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if std::time::Instant::now() > self.until {
+        if self.until.is_some_and(|u| std::time::Instant::now() > u) {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
