@@ -213,6 +213,21 @@ impl ConfigArgs {
     }
 }
 
+/// `--host-config FILE`: the trusted keys (with their scopes and dates) and
+/// the threshold exactly as the hosts of `remote` have them, so a publisher
+/// and the hosts cannot disagree on what a valid head is.
+pub fn host_policy(path: &Path, remote: &RemoteName) -> Result<npcnix::verify::Policy> {
+    let v = load_config(path)?;
+    if &v.remote != remote {
+        bail!(
+            "host config {} follows remote {}, not {remote}",
+            path.display(),
+            v.remote
+        );
+    }
+    Ok(v.policy)
+}
+
 pub fn load_config(path: &Path) -> Result<npcnix::host::config::Validated> {
     let text = read_small(path, 1 << 20, "host config")?;
     let cfg = npcnix::host::config::HostConfig::parse(text.as_bytes())

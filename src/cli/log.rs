@@ -26,13 +26,21 @@ pub struct Args {
     #[arg(long, value_name = "URL")]
     remote: String,
     /// Trusted public key: a .pub file or an RW... string (repeatable)
-    #[arg(long = "trusted-key", value_name = "PUBKEY", required = true)]
+    #[arg(
+        long = "trusted-key",
+        value_name = "PUBKEY",
+        required_unless_present = "host_config"
+    )]
     trusted_keys: Vec<String>,
     /// Signatures from distinct trusted keys the remote's head (and, for
     /// `log`, every release) must carry: the remote's threshold, as its
     /// hosts have it
     #[arg(long, value_name = "N", default_value_t = 1)]
     threshold: usize,
+    /// Verify with exactly the keys and threshold the remote's hosts use:
+    /// their host config file (overrides --trusted-key and --threshold)
+    #[arg(long, value_name = "FILE")]
+    host_config: Option<std::path::PathBuf>,
 
     /// The remote's signed name (default: the URL's last path segment)
     #[arg(long, value_name = "NAME")]
@@ -49,8 +57,14 @@ const MAX_ENUMERATED: u64 = 100_000;
 
 pub fn run(a: Args) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
-    let mut policy = Policy::manual(remote.clone(), common::load_public_keys(&a.trusted_keys)?);
-    policy.threshold = a.threshold;
+    let policy = match &a.host_config {
+        Some(p) => common::host_policy(p, &remote)?,
+        None => {
+            let mut p = Policy::manual(remote.clone(), common::load_public_keys(&a.trusted_keys)?);
+            p.threshold = a.threshold;
+            p
+        }
+    };
     let store = store::open_url(&a.remote, &a.store.options())?;
     let log = ReleaseLog::new(store.as_ref());
     let latest = match log.latest(None) {

@@ -65,6 +65,10 @@ pub struct Args {
     /// hosts have it
     #[arg(long, value_name = "N", default_value_t = 1)]
     threshold: usize,
+    /// Verify with exactly the keys and threshold the remote's hosts use:
+    /// their host config file (overrides --trusted-key and --threshold)
+    #[arg(long, value_name = "FILE")]
+    host_config: Option<std::path::PathBuf>,
     #[command(flatten)]
     store: common::StoreArgs,
     /// Print the result as JSON
@@ -215,8 +219,14 @@ pub fn run(a: Args) -> Result<()> {
     for k in &a.trusted_keys {
         head_keys.push(common::load_public_key(k)?);
     }
-    let mut head_policy = npcnix::verify::Policy::manual(remote.clone(), head_keys);
-    head_policy.threshold = a.threshold;
+    let head_policy = match &a.host_config {
+        Some(p) => common::host_policy(p, &remote)?,
+        None => {
+            let mut p = npcnix::verify::Policy::manual(remote.clone(), head_keys);
+            p.threshold = a.threshold;
+            p
+        }
+    };
     let mut draft = publish::draft(
         store.as_ref(),
         &head_policy,

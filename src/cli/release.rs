@@ -88,6 +88,10 @@ pub struct PrepareArgs {
     /// hosts have it
     #[arg(long, value_name = "N", default_value_t = 1)]
     threshold: usize,
+    /// Verify with exactly the keys and threshold the remote's hosts use:
+    /// their host config file (overrides --trusted-key and --threshold)
+    #[arg(long, value_name = "FILE")]
+    host_config: Option<std::path::PathBuf>,
 
     /// Public key of an expected signer: prints its exact minisign command (repeatable)
     #[arg(long = "signer", value_name = "PUBKEY")]
@@ -118,11 +122,20 @@ pub struct PublishArgs {
     #[arg(long, value_name = "URL")]
     remote: Option<String>,
     /// Keys the signatures must come from (repeatable)
-    #[arg(long = "trusted-key", value_name = "PUBKEY", required = true)]
+    #[arg(
+        long = "trusted-key",
+        value_name = "PUBKEY",
+        required_unless_present = "host_config"
+    )]
     trusted_keys: Vec<String>,
     /// Signatures required from distinct trusted keys
     #[arg(long, default_value_t = 1)]
     threshold: usize,
+    /// Verify with exactly the keys and threshold the remote's hosts use:
+    /// their host config file (overrides --trusted-key and --threshold)
+    #[arg(long, value_name = "FILE")]
+    host_config: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     store: common::StoreArgs,
 }
@@ -202,12 +215,18 @@ fn prepare(a: PrepareArgs) -> Result<()> {
     for k in &a.trusted_keys {
         head_keys.push(common::load_public_key(k)?);
     }
-    if head_keys.is_empty() {
-        bail!("pass --signer and/or --trusted-key: the remote's head must be verified before a release extends it");
+    if head_keys.is_empty() && a.host_config.is_none() {
+        bail!("pass --signer, --trusted-key or --host-config: the remote's head must be verified before a release extends it");
     }
     let now = fsutil::now_unix();
-    let mut head_policy = Policy::manual(remote.clone(), head_keys);
-    head_policy.threshold = a.threshold;
+    let head_policy = match &a.host_config {
+        Some(p) => common::host_policy(p, &remote)?,
+        None => {
+            let mut p = Policy::manual(remote.clone(), head_keys);
+            p.threshold = a.threshold;
+            p
+        }
+    };
     let tmp = a.out.with_file_name(format!(
         ".{}.tmp-{}",
         a.out
@@ -345,8 +364,14 @@ fn publish_dir(a: PublishArgs) -> Result<()> {
         signatures: sigs.into_iter().map(|(_, t)| t).collect(),
     }
     .encode();
-    let mut policy = Policy::manual(remote.clone(), common::load_public_keys(&a.trusted_keys)?);
-    policy.threshold = a.threshold;
+    let policy = match &a.host_config {
+        Some(p) => common::host_policy(p, &remote)?,
+        None => {
+            let mut p = Policy::manual(remote.clone(), common::load_public_keys(&a.trusted_keys)?);
+            p.threshold = a.threshold;
+            p
+        }
+    };
     let now = fsutil::now_unix();
     let release = verify::verify_signatures(&policy, &bundle, now).map_err(Rejected)?;
     verify::check_policy(&policy, None, &release, now).map_err(Rejected)?;

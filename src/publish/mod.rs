@@ -68,6 +68,10 @@ impl PublishError {
     }
 }
 
+/// Most versions a head may be ahead of the release before it in the log for
+/// a publisher to extend it.
+pub const MAX_HEAD_GAP: u64 = 1000;
+
 /// The remote's current head, as read by a publisher.
 #[derive(Clone, Debug)]
 pub struct Head {
@@ -141,6 +145,29 @@ pub fn read_head(
             return Err(PublishError::HeadUntrusted(format!(
                 "`latest` is version {v} but releases/{v:020} does not exist"
             )))
+        }
+    }
+    // The head must not be far ahead of the release before it in the log: a
+    // planted head with a huge version (even one signed at the threshold by
+    // mistake) would burn the version space for every later release.
+    if v > 1 {
+        match log.versions() {
+            Ok(versions) => {
+                let before = versions
+                    .iter()
+                    .copied()
+                    .filter(|x| *x < v)
+                    .max()
+                    .unwrap_or(0);
+                if v - before > MAX_HEAD_GAP {
+                    return Err(PublishError::HeadUntrusted(format!(
+                        "`latest` is version {v}, but the log's release before it is version {before}: a jump of more than {MAX_HEAD_GAP} versions; refusing to extend it (publish with --version only to skip a few versions)"
+                    )));
+                }
+            }
+            // Stores that cannot list cannot be published to either.
+            Err(e) if e.kind == StoreErrorKind::Unsupported => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(Some(Head {

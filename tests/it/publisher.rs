@@ -155,3 +155,28 @@ fn log_over_thousands_of_junk_releases_stays_in_constant_memory() {
         "peak RSS {rss} KiB: the log is not streamed"
     );
 }
+
+#[test]
+fn version_burn_by_a_signed_head_far_ahead_of_the_log_is_not_extended() {
+    let kit = Kit::new();
+    let (key, _pubkey) = kit.keygen("release");
+    kit.publish("prod", &key, &kit.flake("v1", "v1"), &[]).ok();
+    // A (stolen or mistaken) signing key publishes a head far ahead.
+    kit.publish(
+        "prod",
+        &key,
+        &kit.flake("v5000", "x"),
+        &["--version", "5000"],
+    )
+    .ok();
+    let r = kit.publish("prod", &key, &kit.flake("next", "next"), &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("a jump of more than 1000 versions"),
+        "{}",
+        r.stderr
+    );
+    assert!(!kit
+        .store_path("prod", "releases/00000000000000005001")
+        .exists());
+}

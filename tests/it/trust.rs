@@ -220,6 +220,24 @@ fn two_of_three_remote_refuses_one_signature_and_accepts_two() {
         r.stderr
     );
     assert_eq!(h.status()["active_version"], 1);
+
+    // The same with the hosts' own config as the source of keys and
+    // threshold, so the publisher cannot disagree with the hosts; `log` at
+    // that threshold calls the planted releases out.
+    let cfg_path = h.kit.path("config.json");
+    let cfg_path = cfg_path.to_str().expect("utf8");
+    let r = prepare(&h, "five", "v5", &["--host-config", cfg_path]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("requires 2"), "{}", r.stderr);
+    let r = h.kit.run(&[
+        "log",
+        "--remote",
+        &h.kit.url("prod"),
+        "--host-config",
+        cfg_path,
+    ]);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("(threshold)"), "{}", r.stderr);
 }
 
 #[test]
