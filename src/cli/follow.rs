@@ -78,6 +78,7 @@ pub fn build_agent(cfg: &common::ConfigArgs) -> Result<Agent> {
         stop,
         hooks: env::agent_hooks(),
         fetcher,
+        fetching: AtomicBool::new(false),
     })
 }
 
@@ -168,6 +169,29 @@ pub fn run(a: Args) -> Result<()> {
     follow_loop(&agent, a.once, a.json, a.exit_after_switch)
 }
 
+/// Runs one poll on a thread of its own, so that a stop signal that arrives
+/// while the poll is on its network side (no lock, nothing durable being
+/// written; a read may be stuck on a stalling store) ends the process at
+/// once. Once the poll records or activates, it always runs to its end.
+fn poll_or_stop(agent: &Agent, now: u64) -> Result<Outcome, agent::AgentError> {
+    std::thread::scope(|s| {
+        let poll = s.spawn(|| agent.poll_once(now));
+        loop {
+            if poll.is_finished() {
+                return poll.join().unwrap_or_else(|_| {
+                    eprintln!("npcnix: the poll panicked");
+                    std::process::exit(i32::from(super::exit::ExitCodes::ERROR))
+                });
+            }
+            if agent.should_stop() && agent.is_fetching() {
+                eprintln!("npcnix: stopping (signal) during a fetch; nothing was recorded");
+                std::process::exit(i32::from(super::exit::ExitCodes::OK));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+}
+
 /// The poll loop shared by `follow` and `install`.
 pub fn follow_loop(
     agent: &Agent,
@@ -204,7 +228,7 @@ pub fn follow_loop(
     }
     loop {
         let now = fsutil::now_unix();
-        let res = agent.poll_once(now);
+        let res = poll_or_stop(agent, now);
         report(a.json, now, &res);
         // Only a failing store backs off; refusals poll at the interval.
         let store_errors = match &res {

@@ -218,6 +218,9 @@ pub struct Agent {
     pub hooks: Hooks,
     /// Where the network side runs, for `status` (e.g. "separate: uid 991").
     pub fetcher: String,
+    /// True while a poll is on its network side (no lock held, nothing
+    /// durable being written): the caller may abandon it on a stop signal.
+    pub fetching: AtomicBool,
 }
 
 /// Exponential backoff for activation retries: 1, 2, 4, ... minutes, capped
@@ -329,7 +332,19 @@ impl Agent {
         }
     }
 
+    /// Whether a poll is on its network side right now (see `fetching`).
+    pub fn is_fetching(&self) -> bool {
+        self.fetching.load(Ordering::SeqCst)
+    }
+
     fn poll_steps(&self, now: u64) -> Result<Outcome, PipelineError> {
+        self.fetching.store(true, Ordering::SeqCst);
+        let result = self.poll_phases(now);
+        self.fetching.store(false, Ordering::SeqCst);
+        result
+    }
+
+    fn poll_phases(&self, now: u64) -> Result<Outcome, PipelineError> {
         // Read-only without the lock: the state is created (and written)
         // only under it.
         let st = self.data.peek()?;
@@ -338,6 +353,8 @@ impl Agent {
             FetchStep::Done(o) => return Ok(o),
             FetchStep::Apply(b) => *b,
         };
+        // From here on the poll writes durable state: never abandoned.
+        self.fetching.store(false, Ordering::SeqCst);
         let _lock = match self.data.try_lock() {
             Ok(l) => l,
             Err(StateError::Locked(_)) => return Ok(Outcome::Busy),

@@ -480,3 +480,48 @@ fn trust_root_changes_are_audited_and_a_remote_rename_keeps_the_floor() {
     assert!(h.audit().iter().any(|e| e["event"] == "floor-carried-over"
         && e["detail"].as_str().is_some_and(|d| d.contains("below 3"))));
 }
+
+#[test]
+fn sigterm_ends_an_in_process_fetch_stuck_on_a_stalling_store() {
+    let h = crate::common::host::Host::new();
+    h.publish("v1");
+    let httpd = crate::common::httpd::Httpd::serve(h.kit.path("store"));
+    httpd.stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut cfg = h.config();
+    cfg["remote"]["url"] = httpd.url("prod").into();
+    cfg["fetcher"] = serde_json::json!({"isolation": "off"});
+    h.set_config(&cfg);
+    let mut child = h
+        .agent_cmd(&["follow"])
+        .env("NPCNIX_READ_TIMEOUT_SECS", "50")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let start = std::time::Instant::now();
+    while httpd.count() == 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no request"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let t = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("the agent did not stop within 10 s of SIGTERM while a read was stuck");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(h.activations().is_empty());
+}
