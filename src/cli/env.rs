@@ -27,6 +27,20 @@ pub fn activation_program() -> Option<String> {
     var(PROGRAM_ENV)
 }
 
+/// `NPCNIX_TRUST_DIR`: where the agent records each remote's data dir, to
+/// notice a move of `stateDir` (default `/var/lib/npcnix-trust` when running
+/// as root; not recorded otherwise).
+pub fn trust_dir() -> Option<PathBuf> {
+    if let Some(d) = var("NPCNIX_TRUST_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    let root = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    };
+    root.then(|| PathBuf::from("/var/lib/npcnix-trust"))
+}
+
 /// `NPCNIX_READ_TIMEOUT_SECS`: network read timeout (default 60).
 pub fn read_timeout() -> Option<u64> {
     var("NPCNIX_READ_TIMEOUT_SECS").and_then(|v| v.parse().ok())

@@ -79,6 +79,7 @@ pub fn build_agent(cfg: &common::ConfigArgs) -> Result<Agent> {
         hooks: env::agent_hooks(),
         fetcher,
         fetching: AtomicBool::new(false),
+        trust_dir: env::trust_dir(),
     })
 }
 

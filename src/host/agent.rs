@@ -221,6 +221,9 @@ pub struct Agent {
     /// True while a poll is on its network side (no lock held, nothing
     /// durable being written): the caller may abandon it on a stop signal.
     pub fetching: AtomicBool,
+    /// Where the data dir of each remote is recorded, outside any data dir
+    /// (`None`: not recorded, a move of the data dir goes unnoticed).
+    pub trust_dir: Option<PathBuf>,
 }
 
 /// Exponential backoff for activation retries: 1, 2, 4, ... minutes, capped
@@ -321,6 +324,71 @@ impl Agent {
         if old.as_ref() != Some(&new) {
             if let Err(e) = self.data.save_trust(&new) {
                 (self.hooks.warn)(&format!("could not record the trust root: {e}"));
+            }
+        }
+        let moved = self.check_state_dir(now)?;
+        Ok(match (change, moved) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Notices a move of the data dir (a release can change `stateDir`): the
+    /// new dir starts from the old one's rollback floor, not from nothing.
+    fn check_state_dir(&self, now: u64) -> Result<Option<String>, AgentError> {
+        use crate::host::trust::{load_breadcrumb, save_breadcrumb, Breadcrumb};
+        let Some(dir) = &self.trust_dir else {
+            return Ok(None);
+        };
+        let here = Breadcrumb {
+            state_dir: self.data.root.clone(),
+        };
+        let last = load_breadcrumb(dir, self.remote());
+        let mut change = None;
+        if let Some(last) = last.as_ref().filter(|b| b.state_dir != here.state_dir) {
+            let what = format!(
+                "state dir {} -> {}",
+                last.state_dir.display(),
+                here.state_dir.display()
+            );
+            let mut ev = self.journal().event(now, "trust-changed");
+            ev.detail = Some(what.clone());
+            self.warn(self.journal().append(&ev));
+            let old_floor = DataDir {
+                root: last.state_dir.clone(),
+            }
+            .peek()
+            .ok()
+            .and_then(|st| {
+                st.remote(self.remote())
+                    .map(|r| r.highest.map_or(0, |h| h.version).max(r.floor.unwrap_or(0)))
+            })
+            .filter(|v| *v > 0);
+            if let Some(floor) = old_floor {
+                let _lock = self.data.lock_wait()?;
+                let mut st = self.data.load()?;
+                let rs = st.remote_mut(self.remote());
+                if rs.highest.is_none_or(|h| h.version < floor)
+                    && rs.floor.is_none_or(|f| f < floor)
+                {
+                    rs.floor = Some(floor);
+                    self.data.save(&st)?;
+                    let mut ev = self.journal().event(now, "floor-carried-over");
+                    ev.detail = Some(format!(
+                        "state dir moved from {}: versions below {floor} are refused",
+                        last.state_dir.display()
+                    ));
+                    self.warn(self.journal().append(&ev));
+                }
+            }
+            let mut s = self.data.load_status();
+            s.trust_changed = Some(format!("{what} (at {})", crate::format::time::rfc3339(now)));
+            let _ = self.data.save_status(&s);
+            change = Some(what);
+        }
+        if last.as_ref() != Some(&here) {
+            if let Err(e) = save_breadcrumb(dir, self.remote(), &here) {
+                (self.hooks.warn)(&format!("could not record the state dir: {e}"));
             }
         }
         Ok(change)

@@ -73,6 +73,36 @@ impl TrustRecord {
     }
 }
 
+/// Where a host's data dir for a remote lives, recorded outside any data
+/// dir (`<trust dir>/<remote>.json`), so a move of `stateDir` is noticed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Breadcrumb {
+    pub state_dir: PathBuf,
+}
+
+fn breadcrumb_path(dir: &std::path::Path, remote: &str) -> PathBuf {
+    dir.join(format!("{remote}.json"))
+}
+
+/// The data dir last used for `remote`, if recorded.
+pub fn load_breadcrumb(dir: &std::path::Path, remote: &str) -> Option<Breadcrumb> {
+    let bytes = fs::read(breadcrumb_path(dir, remote)).ok()?;
+    if bytes.len() > 64 * 1024 {
+        return None;
+    }
+    serde_json::from_slice(&bytes).ok()
+}
+
+pub fn save_breadcrumb(dir: &std::path::Path, remote: &str, b: &Breadcrumb) -> io::Result<()> {
+    crate::fsutil::ensure_private_dir(dir)?;
+    crate::fsutil::write_atomic(
+        &breadcrumb_path(dir, remote),
+        &serde_json::to_vec_pretty(b).map_err(io::Error::other)?,
+        0o600,
+    )
+}
+
 impl DataDir {
     fn trust_path(&self) -> PathBuf {
         self.root.join("trust.json")

@@ -525,3 +525,31 @@ fn sigterm_ends_an_in_process_fetch_stuck_on_a_stalling_store() {
     }
     assert!(h.activations().is_empty());
 }
+
+#[test]
+fn a_moved_state_dir_keeps_the_rollback_floor() {
+    let h = crate::common::host::Host::new();
+    for v in ["v1", "v2", "v3"] {
+        h.publish(v);
+    }
+    assert_eq!(h.once().0, "activated");
+    // A release moves stateDir; the store replays version 1.
+    let v1 = fs::read(h.kit.store_path("prod", "releases/00000000000000000001")).expect("v1");
+    fs::write(h.kit.store_path("prod", "latest"), v1).expect("replay");
+    let moved = h.kit.path("moved-data");
+    let o = h
+        .agent_cmd(&["follow", "--once", "--json"])
+        .env("NPCNIX_DATA_DIR", &moved)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(stdout.contains("min-version"), "{stdout}");
+    assert!(stderr.contains("state dir"), "{stderr}");
+    let audit = fs::read_to_string(moved.join("audit.jsonl")).expect("audit");
+    assert!(
+        audit.contains("floor-carried-over") && audit.contains("below 3"),
+        "{audit}"
+    );
+}

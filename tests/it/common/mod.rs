@@ -98,6 +98,7 @@ impl Kit {
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(BIN);
         c.env("NPCNIX_DATA_DIR", self.data_dir())
+            .env("NPCNIX_TRUST_DIR", self.path("trust"))
             .env_remove("NPCNIX_PASSPHRASE")
             .current_dir(self.tmp.path())
             .stdin(std::process::Stdio::null());
