@@ -64,12 +64,20 @@ pub fn pull_to(
     if fs::symlink_metadata(req.dst).is_ok() {
         return Err(PullError::DstExists(req.dst.to_owned()));
     }
-    let _lock = data.try_lock()?;
-    let mut state = data.load()?;
+    // The network side without the lock (a stalling store must not keep
+    // the agent or `npcnix activate` out); the state is only read here.
+    // A brief lock (no network) to create the state on first use: from then
+    // on an audit line next to no state file means a lost state.
+    let snapshot = {
+        let _first_use = data.try_lock()?;
+        data.load()?
+    };
     let journal = Journal::new(data, req.policy.remote.as_str());
     let log = ReleaseLog::new(store);
-    let remote = state.remote(req.policy.remote.as_str()).cloned();
-    let stages = || -> Result<pipeline::Extracted, PipelineError> {
+    let remote = snapshot.remote(req.policy.remote.as_str()).cloned();
+    let mut lock = None;
+    let mut state = snapshot.clone();
+    let mut stages = || -> Result<pipeline::Extracted, PipelineError> {
         let head = pipeline::fetch_head(&log, None)?;
         let judged = pipeline::judge(req.policy, remote.as_ref(), head, now)?;
         let accepted = pipeline::descend(
@@ -80,7 +88,21 @@ pub fn pull_to(
             req.require_chain,
             now,
         )?;
-        let downloaded = pipeline::download(&log, accepted, req.limits, data)?;
+        let mut downloaded = pipeline::download(&log, accepted, req.limits, data)?;
+        // Then the lock, and the release judged again against the state as
+        // it is now.
+        lock = Some(data.try_lock()?);
+        state = data.load()?;
+        let fresh = state.remote(req.policy.remote.as_str()).cloned();
+        if fresh.as_ref().and_then(|r| r.highest) != remote.as_ref().and_then(|r| r.highest) {
+            return Err(PipelineError::Io {
+                context:
+                    "another npcnix process recorded a release while this pull ran; run it again"
+                        .into(),
+                source: std::io::Error::other("state changed"),
+            });
+        }
+        pipeline::rejudge(req.policy, fresh.as_ref(), &mut downloaded, now)?;
         pipeline::extract(downloaded, req.limits, req.confinement, data)
     };
     let extracted = match stages() {
@@ -118,6 +140,7 @@ pub fn pull_to(
             .err()
             .map(|e| e.to_string()),
     );
+    drop(lock);
     Ok(Pulled {
         release: extracted.release,
         new: extracted.new,
