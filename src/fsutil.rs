@@ -150,3 +150,9 @@ pub fn now_unix() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// The effective uid of this process (from `/proc/self`, without FFI).
+pub fn current_uid() -> io::Result<u32> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self").map(|m| m.uid())
+}

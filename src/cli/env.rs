@@ -34,10 +34,7 @@ pub fn trust_dir() -> Option<PathBuf> {
     if let Some(d) = var("NPCNIX_TRUST_DIR") {
         return Some(PathBuf::from(d));
     }
-    let root = {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-    };
+    let root = npcnix::fsutil::current_uid().is_ok_and(|u| u == 0);
     root.then(|| PathBuf::from("/var/lib/npcnix-trust"))
 }
 

@@ -66,10 +66,7 @@ fn tamper(_: &str, _: &mut [u8]) {}
 
 pub fn run(a: Args) -> Result<()> {
     let confinement = confine::deny_all_writes();
-    let uid = std::fs::metadata("/proc/self").map(|m| {
-        use std::os::unix::fs::MetadataExt;
-        m.uid()
-    });
+    let uid = npcnix::fsutil::current_uid();
     if !matches!(confinement, Confinement::Enforced) {
         eprintln!("npcnix: fetch worker: {confinement}");
     }

@@ -108,11 +108,7 @@ fn fetch_side(
     if f.isolation == Isolation::Off {
         return in_process("fetcher.isolation = off".into());
     }
-    let is_root = {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-    };
-    if !is_root {
+    if !fsutil::current_uid().is_ok_and(|u| u == 0) {
         return in_process("npcnix does not run as root".into());
     }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();

@@ -280,14 +280,6 @@ fn pause_and_unpause_are_honoured() {
     assert!(events.contains(&"paused".to_owned()) && events.contains(&"unpaused".to_owned()));
 }
 
-fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn spawn(h: &Host, args: &[&str]) -> Child {
     h.agent_cmd(args)
         .stdout(Stdio::piped())

@@ -5,21 +5,12 @@
 
 use std::fs;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::host::Host;
 use crate::common::httpd::Httpd;
 use crate::common::s3::{Moto, Proxy, NOT_MODIFIED, PASS};
 use crate::common::*;
-
-fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
-}
 
 fn kill(mut child: Child) {
     let _ = child.kill();

@@ -246,8 +246,9 @@ fn separated_host() -> Option<(
     Some((h, httpd, public_binary()))
 }
 
-fn once_with(h: &crate::common::host::Host, bin: &std::path::Path, tamper: Option<&str>) -> Run {
-    let mut c = h.agent_cmd(&["follow", "--once", "--json"]);
+/// `h.agent_cmd(args)`, but running the public copy of the binary.
+fn public_cmd(h: &crate::common::host::Host, bin: &std::path::Path, args: &[&str]) -> Command {
+    let c = h.agent_cmd(args);
     let mut c2 = Command::new(bin);
     c2.args(c.get_args());
     for (k, v) in c.get_envs() {
@@ -259,21 +260,84 @@ fn once_with(h: &crate::common::host::Host, bin: &std::path::Path, tamper: Optio
     if let Some(d) = c.get_current_dir() {
         c2.current_dir(d);
     }
-    if let Some(t) = tamper {
-        c2.env("NPCNIX_TEST_FETCHER_TAMPER", t);
-    }
-    let _ = &mut c;
-    // A concurrent fork in another test thread can briefly hold the copy
-    // open for writing (ETXTBSY); that passes.
+    c2
+}
+
+/// Retries `f` while a concurrent fork in another test thread briefly holds
+/// the binary copy open for writing (ETXTBSY).
+fn retry_busy<T>(mut f: impl FnMut() -> std::io::Result<T>) -> T {
     for _ in 0..100 {
-        match c2.output() {
+        match f() {
             Err(e) if e.raw_os_error() == Some(26) => {
                 std::thread::sleep(std::time::Duration::from_millis(20))
             }
-            other => return Run::from(other.expect("run")),
+            other => return other.expect("run"),
         }
     }
     panic!("the binary copy stayed busy")
+}
+
+fn once_with(h: &crate::common::host::Host, bin: &std::path::Path, tamper: Option<&str>) -> Run {
+    let mut c = public_cmd(h, bin, &["follow", "--once", "--json"]);
+    if let Some(t) = tamper {
+        c.env("NPCNIX_TEST_FETCHER_TAMPER", t);
+    }
+    Run::from(retry_busy(|| c.output()))
+}
+
+/// A host following an HTTP mirror of its store that stalls every request.
+fn stalling_host(
+    fetcher: serde_json::Value,
+) -> (crate::common::host::Host, crate::common::httpd::Httpd) {
+    let h = crate::common::host::Host::new();
+    h.publish("v1");
+    let httpd = crate::common::httpd::Httpd::serve(h.kit.path("store"));
+    httpd.stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut cfg = h.config();
+    cfg["remote"]["url"] = httpd.url("prod").into();
+    cfg["fetcher"] = fetcher;
+    h.set_config(&cfg);
+    (h, httpd)
+}
+
+/// Starts `follow` (read time-out 50 s) and waits until its first request
+/// is stuck on the stalling mirror.
+fn follow_until_stuck(
+    mut cmd: Command,
+    httpd: &crate::common::httpd::Httpd,
+) -> std::process::Child {
+    cmd.args(["follow"])
+        .env("NPCNIX_READ_TIMEOUT_SECS", "50")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let child = retry_busy(|| cmd.spawn());
+    wait_for(
+        "the first request",
+        std::time::Duration::from_secs(20),
+        || httpd.count() > 0,
+    );
+    child
+}
+
+/// Sends SIGTERM and asserts the agent exits successfully within 10 s.
+fn sigterm_stops_promptly(mut child: std::process::Child) {
+    let t = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "{status}");
+            return;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("the agent did not stop within 10 s of SIGTERM while a read was stuck");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -338,29 +402,8 @@ fn required_isolation_without_the_fetch_user_refuses_to_poll() {
 
 #[test]
 fn a_stalling_store_does_not_hold_the_lock_so_break_glass_activate_works() {
-    let h = crate::common::host::Host::new();
-    h.publish("v1");
-    let httpd = crate::common::httpd::Httpd::serve(h.kit.path("store"));
-    httpd.stall.store(true, std::sync::atomic::Ordering::SeqCst);
-    let mut cfg = h.config();
-    cfg["remote"]["url"] = httpd.url("prod").into();
-    cfg["fetcher"] = serde_json::json!({"isolation": "off"});
-    h.set_config(&cfg);
-    let mut follow = h
-        .agent_cmd(&["follow"])
-        .env("NPCNIX_READ_TIMEOUT_SECS", "50")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let start = std::time::Instant::now();
-    while httpd.count() == 0 {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
-            "no request"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let (h, httpd) = stalling_host(serde_json::json!({"isolation": "off"}));
+    let mut follow = follow_until_stuck(h.agent_cmd(&[]), &httpd);
     // The poll is stuck in a read; the operator's break-glass activation
     // still gets the lock.
     let src = h.kit.flake("manual", "manual");
@@ -377,50 +420,7 @@ fn sigterm_interrupts_a_poll_stuck_on_a_stalling_store() {
         return;
     };
     httpd.stall.store(true, std::sync::atomic::Ordering::SeqCst);
-    let c = h.agent_cmd(&["follow"]);
-    let mut cmd = Command::new(&bin);
-    cmd.args(c.get_args())
-        .env("NPCNIX_READ_TIMEOUT_SECS", "50")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    for (k, v) in c.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let mut child = loop {
-        match cmd.spawn() {
-            Err(e) if e.raw_os_error() == Some(26) => {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
-            other => break other.expect("spawn"),
-        }
-    };
-    let start = std::time::Instant::now();
-    while httpd.count() == 0 {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
-            "no request"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let t = std::time::Instant::now();
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success());
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        if t.elapsed() > std::time::Duration::from_secs(10) {
-            let _ = child.kill();
-            panic!("the agent did not stop within 10 s of SIGTERM while a read was stuck");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    sigterm_stops_promptly(follow_until_stuck(public_cmd(&h, &bin, &[]), &httpd));
 }
 
 #[test]
@@ -483,46 +483,8 @@ fn trust_root_changes_are_audited_and_a_remote_rename_keeps_the_floor() {
 
 #[test]
 fn sigterm_ends_an_in_process_fetch_stuck_on_a_stalling_store() {
-    let h = crate::common::host::Host::new();
-    h.publish("v1");
-    let httpd = crate::common::httpd::Httpd::serve(h.kit.path("store"));
-    httpd.stall.store(true, std::sync::atomic::Ordering::SeqCst);
-    let mut cfg = h.config();
-    cfg["remote"]["url"] = httpd.url("prod").into();
-    cfg["fetcher"] = serde_json::json!({"isolation": "off"});
-    h.set_config(&cfg);
-    let mut child = h
-        .agent_cmd(&["follow"])
-        .env("NPCNIX_READ_TIMEOUT_SECS", "50")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let start = std::time::Instant::now();
-    while httpd.count() == 0 {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
-            "no request"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let t = std::time::Instant::now();
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success());
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(status.success(), "{status}");
-            break;
-        }
-        if t.elapsed() > std::time::Duration::from_secs(10) {
-            let _ = child.kill();
-            panic!("the agent did not stop within 10 s of SIGTERM while a read was stuck");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let (h, httpd) = stalling_host(serde_json::json!({"isolation": "off"}));
+    sigterm_stops_promptly(follow_until_stuck(h.agent_cmd(&[]), &httpd));
     assert!(h.activations().is_empty());
 }
 

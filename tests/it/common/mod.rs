@@ -293,3 +293,18 @@ pub fn skip(reason: &str) {
     }
     eprintln!("\n!!!!! SKIPPING: {reason}; this test did NOT run !!!!!\n");
 }
+
+/// Polls `f` every 50 ms until it holds; fails the test past `deadline`.
+/// Returns how long it took.
+pub fn wait_for(
+    what: &str,
+    deadline: std::time::Duration,
+    mut f: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    start.elapsed()
+}
