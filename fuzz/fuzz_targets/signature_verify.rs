@@ -95,6 +95,7 @@ fn statement_from(inp: &mut Input<'_>) -> Statement {
         expires,
         source: None,
         toplevels: None,
+        decommission: None,
     }
 }
 

@@ -34,6 +34,15 @@ pub struct Rejected(pub Refusal);
 #[error("{0}")]
 pub struct Unverified(pub String);
 
+/// A command-line value clap could not check itself: exits 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+pub fn usage(message: String) -> anyhow::Error {
+    Usage(message).into()
+}
+
 /// Asks `main` to exit with [`ExitCodes::RESTART`].
 #[derive(Debug, thiserror::Error)]
 #[error("activated a new configuration; exiting so the service manager restarts npcnix")]
@@ -54,6 +63,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             if p.refusal().is_some() {
                 return ExitCodes::REJECTED;
             }
+        }
+        if cause.is::<Usage>() {
+            return ExitCodes::USAGE;
         }
         if cause.is::<RestartRequested>() {
             return ExitCodes::RESTART;

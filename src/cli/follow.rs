@@ -58,6 +58,7 @@ fn random_u64() -> u64 {
 pub fn build_agent(cfg: &common::ConfigArgs) -> Result<Agent> {
     let v = cfg.load()?;
     let data = cfg.data(&v)?;
+    let v_lockout_watchdog = v.config.lockout.watchdog;
     let stop = Arc::new(AtomicBool::new(false));
     let (store, fetcher) = fetch_side(&v, &stop)?;
     let activator = Activator::from_config(
@@ -80,6 +81,7 @@ pub fn build_agent(cfg: &common::ConfigArgs) -> Result<Agent> {
         fetcher,
         fetching: AtomicBool::new(false),
         trust_dir: env::trust_dir(),
+        system: env::host_system(v_lockout_watchdog),
     })
 }
 
@@ -244,8 +246,16 @@ pub fn follow_loop(
         );
         if let Some(path) = &agent.v.config.metrics_path {
             let st = agent.data.load().unwrap_or_default();
-            let rep =
-                npcnix::host::status::status_report(&agent.v, &st, &agent.data.load_status(), now);
+            let probation = npcnix::host::probation::load(&agent.data, agent.v.remote.as_str())
+                .ok()
+                .flatten();
+            let rep = npcnix::host::status::status_report(
+                &agent.v,
+                &st,
+                &agent.data.load_status(),
+                probation.as_ref(),
+                now,
+            );
             if let Err(e) = fsutil::write_atomic(
                 path,
                 npcnix::host::status::metrics_text(&rep).as_bytes(),

@@ -171,6 +171,8 @@ pub fn run(a: Args) -> Result<()> {
         state_dir: std::path::absolute(&a.data_dir).context("resolving --data-dir")?,
         limits: Default::default(),
         fetcher: Default::default(),
+        lockout: Default::default(),
+        reboot: Default::default(),
     };
     let mut cfg = cfg;
     let v = match cfg.validate() {

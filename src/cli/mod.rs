@@ -14,6 +14,7 @@ mod keygen;
 mod log;
 mod pack;
 mod pause;
+mod probation;
 mod publish;
 mod pull;
 mod release;
@@ -80,6 +81,8 @@ enum Command {
     Sign(sign::Args),
     /// Check this host's audit log against the store's signed version log
     Audit(audit::Args),
+    /// Lockout protection: roll back a release that was never confirmed
+    Probation(probation::Args),
     /// Internal: the agent's unprivileged network side (started by `follow`)
     #[command(hide = true)]
     FetchWorker(fetch_worker::Args),
@@ -116,6 +119,7 @@ pub fn main() -> ExitCode {
         Command::Release(a) => release::run(a),
         Command::Sign(a) => sign::run(a),
         Command::Audit(a) => audit::run(a),
+        Command::Probation(a) => probation::run(a),
         Command::FetchWorker(a) => fetch_worker::run(a),
     };
     match result {

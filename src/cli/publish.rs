@@ -56,6 +56,11 @@ pub struct Args {
     comment: Option<String>,
     #[command(flatten)]
     build: BuildArgs,
+    /// Retire hosts of this configuration from the remote on purpose: they
+    /// skip the lockout inspection and probation for this release, so it may
+    /// stop their agent or point it elsewhere (repeatable; docs/lockout.md)
+    #[arg(long, value_name = "CONFIGURATION")]
+    decommission: Vec<String>,
     /// Another key whose releases this publisher may extend (the head must be
     /// signed by this publisher's key or one of these; repeatable)
     #[arg(long = "trusted-key", value_name = "PUBKEY")]
@@ -243,6 +248,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.build.build {
         draft.statement.toplevels = Some(build_toplevels(&archive_path, work.path(), &a.build)?);
     }
+    draft.statement.decommission = decommission_list(&a.decommission)?;
     let bundle = Bundle {
         statement: draft.statement_bytes(),
         signatures: vec![draft.sign(&sk)],
@@ -270,6 +276,7 @@ pub fn run(a: Args) -> Result<()> {
             "key_id": sk.key_id.to_string(),
             "expires": statement.expires,
             "toplevels": statement.toplevels,
+            "decommission": statement.decommission,
         }));
     } else {
         println!(
@@ -282,6 +289,29 @@ pub fn run(a: Args) -> Result<()> {
         if let Some(e) = statement.expires {
             println!("  expires:   {}", npcnix::format::time::rfc3339(e));
         }
+        if let Some(d) = &statement.decommission {
+            println!(
+                "  retires:   {} (no lockout protection for them)",
+                d.join(", ")
+            );
+        }
     }
     Ok(())
+}
+
+/// `--decommission` values as the statement holds them: checked, sorted,
+/// without duplicates; `None` when empty.
+pub fn decommission_list(names: &[String]) -> Result<Option<Vec<String>>> {
+    if let Some(bad) = names
+        .iter()
+        .find(|n| !npcnix::format::statement::is_configuration_name(n))
+    {
+        return Err(super::exit::usage(format!(
+            "--decommission {bad:?}: not a nixosConfigurations attribute name (1-128 characters from A-Z a-z 0-9 - _ .)"
+        )));
+    }
+    let mut list = names.to_vec();
+    list.sort();
+    list.dedup();
+    Ok((!list.is_empty()).then_some(list))
 }

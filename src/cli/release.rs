@@ -104,6 +104,10 @@ pub struct PrepareArgs {
     comment: Option<String>,
     #[command(flatten)]
     build: super::publish::BuildArgs,
+    /// Retire hosts of this configuration on purpose (repeatable; see
+    /// `npcnix publish --help` and docs/lockout.md)
+    #[arg(long, value_name = "CONFIGURATION")]
+    decommission: Vec<String>,
     #[command(flatten)]
     store: common::StoreArgs,
 }
@@ -266,6 +270,7 @@ fn prepare(a: PrepareArgs) -> Result<()> {
             let _ = fs::remove_dir_all(&work);
             draft.statement.toplevels = Some(built?);
         }
+        draft.statement.decommission = super::publish::decommission_list(&a.decommission)?;
         fs::write(tmp.join("statement.json"), draft.statement_bytes())?;
         let prepared = Prepared {
             url: a.remote.clone(),

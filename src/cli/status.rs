@@ -27,7 +27,14 @@ pub fn run(a: Args) -> Result<()> {
     let data = a.cfg.data(&v)?;
     let state = data.load()?;
     let now = fsutil::now_unix();
-    let rep = npcnix::host::status::status_report(&v, &state, &data.load_status(), now);
+    let probation = npcnix::host::probation::load(&data, v.remote.as_str())?;
+    let rep = npcnix::host::status::status_report(
+        &v,
+        &state,
+        &data.load_status(),
+        probation.as_ref(),
+        now,
+    );
     if a.json {
         common::print_json(&serde_json::to_value(&rep)?);
         return Ok(());
@@ -66,6 +73,20 @@ pub fn run(a: Args) -> Result<()> {
     }
     if let Some(t) = &rep.trust_changed {
         println!("trust changed:     {}", visible(t));
+    }
+    if let Some(p) = &rep.probation {
+        match p.deadline {
+            Some(d) => println!(
+                "probation:         version {} until {} (awaiting {}; rolled back if not confirmed)",
+                p.version,
+                rfc3339(d),
+                p.awaiting
+            ),
+            None => println!(
+                "probation:         version {} (awaiting {})",
+                p.version, p.awaiting
+            ),
+        }
     }
     match rep.paused_until {
         Some(u64::MAX) => println!("paused:            yes, until `npcnix unpause`"),

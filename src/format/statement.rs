@@ -99,6 +99,11 @@ pub struct Statement {
         deserialize_with = "unique_map"
     )]
     pub toplevels: Option<BTreeMap<String, String>>,
+    /// Configurations this release retires on purpose: their hosts skip the
+    /// lockout inspection and probation (the new system may stop following
+    /// the remote). Nothing else ever lets a release strand a host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decommission: Option<Vec<String>>,
 }
 
 impl Statement {
@@ -179,7 +184,33 @@ impl Statement {
                 }
             }
         }
+        if let Some(d) = &self.decommission {
+            if d.is_empty() || d.len() > 1024 {
+                return Err(StatementError::Malformed(
+                    "decommission must list 1 to 1024 configurations (omit the field for none)"
+                        .into(),
+                ));
+            }
+            if !d.iter().all(|c| is_configuration_name(c)) {
+                return Err(StatementError::Malformed(
+                    "decommission lists something that is not a nixosConfigurations attribute name"
+                        .into(),
+                ));
+            }
+            if !d.windows(2).all(|w| w[0] < w[1]) {
+                return Err(StatementError::Malformed(
+                    "decommission must be sorted and without duplicates".into(),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether this release retires `configuration` on purpose.
+    pub fn decommissions(&self, configuration: &str) -> bool {
+        self.decommission
+            .as_ref()
+            .is_some_and(|d| d.iter().any(|c| c == configuration))
     }
 
     /// Canonical serialisation used by publishers: compact JSON in field
@@ -332,6 +363,7 @@ mod tests {
             expires: Some(1_800_000_000),
             source: None,
             toplevels: None,
+            decommission: None,
         }
     }
 

@@ -135,6 +135,78 @@ impl Activator {
         }
     }
 
+    /// The activator that undoes a release applied under `plan` (what the
+    /// probation watchdog runs; see [`crate::host::probation`]).
+    pub fn for_rollback(plan: &crate::host::probation::RollbackPlan, nix: Nix) -> Activator {
+        Activator {
+            program: plan.program.clone(),
+            mode: if plan.toplevel {
+                ActivationMode::Toplevel
+            } else {
+                plan.mode
+            },
+            configuration: String::new(),
+            extra_substituters: Vec::new(),
+            extra_trusted_public_keys: Vec::new(),
+            toplevel_action: plan.mode,
+            profile: plan.profile.clone(),
+            toplevel_fallback: ToplevelFallback::Refuse,
+            nix,
+        }
+    }
+
+    /// Builds the system a release would switch to, without activating it,
+    /// and returns its path: `nixos-rebuild build` (run in `workdir`, where
+    /// it leaves its `result` link), or the realised signed path.
+    pub fn build(
+        &self,
+        plan: &Plan,
+        flake_dir: &Path,
+        workdir: &Path,
+        env: &[(&str, String)],
+    ) -> Result<std::path::PathBuf, ActivationError> {
+        match plan {
+            Plan::Flake => {
+                let mut build = self.clone();
+                build.mode = ActivationMode::Switch;
+                let mut args = build.args(flake_dir);
+                args[0] = "build".into();
+                let mut c = Command::new(&self.program);
+                c.args(&args).current_dir(workdir).process_group(0);
+                for (k, v) in env {
+                    c.env(k, v);
+                }
+                let st = c.status().map_err(|e| {
+                    ActivationError(format!("running {:?} build: {e}", self.program))
+                })?;
+                if !st.success() {
+                    return Err(ActivationError(format!(
+                        "{} build exited with {st}",
+                        self.program
+                    )));
+                }
+                let result = workdir.join("result");
+                std::fs::canonicalize(&result).map_err(|e| {
+                    ActivationError(format!(
+                        "{} build left no system at {}: {e}",
+                        self.program,
+                        result.display()
+                    ))
+                })
+            }
+            Plan::Toplevel(path) => {
+                self.nix
+                    .realise(
+                        path,
+                        &self.extra_substituters,
+                        &self.extra_trusted_public_keys,
+                    )
+                    .map_err(ActivationError::from_error)?;
+                realised_system(Path::new(path))
+            }
+        }
+    }
+
     /// Applies a release; `Err` is the failure message.
     pub fn apply(
         &self,
@@ -202,6 +274,9 @@ impl Activator {
 
     /// Returns the system to the previous generation.
     pub fn roll_back(&self, plan: &Plan, env: &[(&str, String)]) -> Result<(), ActivationError> {
+        if self.effective_mode() == ActivationMode::DryActivate {
+            return Ok(());
+        }
         match plan {
             Plan::Flake => {
                 let st = self
@@ -223,6 +298,9 @@ impl Activator {
                     .map_err(ActivationError::from_error)?;
                 let action = match self.toplevel_action {
                     ActivationMode::Test => "test",
+                    // A boot release undone before its reboot: the previous
+                    // generation becomes the boot default again.
+                    ActivationMode::Boot => "boot",
                     _ => "switch",
                 };
                 self.switch_to(&previous, action, env)
@@ -257,6 +335,7 @@ impl Activator {
     pub fn rollback_args(&self) -> Vec<OsString> {
         let mode = match self.effective_mode() {
             ActivationMode::Test => "test",
+            ActivationMode::Boot => "boot",
             _ => "switch",
         };
         vec![mode.into(), "--rollback".into()]

@@ -25,9 +25,10 @@ use std::sync::Arc;
 
 use crate::archive::confine::Confinement;
 use crate::host::activate::{self, Activator, Health};
-use crate::host::config::Validated;
+use crate::host::config::{ActivationMode, Validated};
 use crate::host::journal::{self, Journal, JournalError};
 use crate::host::pipeline::{self, PipelineError};
+use crate::host::probation::{self, HostSystem, Probation, RollbackPlan};
 use crate::host::state::{
     BadRelease, DataDir, HostState, PollStatus, RemoteState, Retry, StateError,
 };
@@ -181,6 +182,14 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// Why the inspection of a built system stopped an activation.
+enum Inspection {
+    /// The build or the reading failed: an activation failure (retried).
+    Failed(String),
+    /// The built system would strand the host.
+    Refused(Refusal),
+}
+
 /// Where the network side of a poll ended.
 enum FetchStep {
     /// Nothing to apply.
@@ -224,6 +233,8 @@ pub struct Agent {
     /// Where the data dir of each remote is recorded, outside any data dir
     /// (`None`: not recorded, a move of the data dir goes unnoticed).
     pub trust_dir: Option<PathBuf>,
+    /// Probation watchdog, boot ID and `/run` (lockout protection).
+    pub system: HostSystem,
 }
 
 /// Exponential backoff for activation retries: 1, 2, 4, ... minutes, capped
@@ -406,6 +417,11 @@ impl Agent {
     }
 
     fn poll_steps(&self, now: u64) -> Result<Outcome, PipelineError> {
+        // May roll back: never abandoned (runs before `fetching` is set).
+        if let Some(o) = self.check_probation(now)? {
+            return Ok(o);
+        }
+        self.check_reboot(now);
         self.fetching.store(true, Ordering::SeqCst);
         let result = self.poll_phases(now);
         self.fetching.store(false, Ordering::SeqCst);
@@ -469,6 +485,15 @@ impl Agent {
             {
                 (self.hooks.warn)(&format!("could not cache the verified head: {e}"));
             }
+        }
+        // The head verified: this system reached the store and can judge
+        // its releases, which is what a release on probation must show.
+        // Writes durable state: not abandoned on a stop signal meanwhile.
+        self.fetching.store(false, Ordering::SeqCst);
+        let confirmed = self.confirm_probation(r, now);
+        self.fetching.store(true, Ordering::SeqCst);
+        if let Some(o) = confirmed? {
+            return Ok(FetchStep::Done(o));
         }
         let seen = judged.release().seen();
         let version = seen.version;
@@ -615,15 +640,59 @@ impl Agent {
         let version = release.version();
         let seen = release.seen();
         let env = self.activation_env(release, dir);
+        let mode = self.activator.effective_mode();
+        let configuration = &self.v.config.configuration;
+        let leaving = release.statement().decommissions(configuration);
+        if leaving {
+            self.audit_release(
+                "decommission",
+                release,
+                Some(format!(
+                    "the release retires configuration {configuration:?} from this remote: no lockout inspection, no probation"
+                )),
+                now,
+            );
+        }
+        let mut system = None;
+        if self.v.config.lockout.inspect && !leaving && mode != ActivationMode::DryActivate {
+            match self.inspect(plan, dir, &env, now) {
+                Ok(path) => system = Some(path),
+                Err(Inspection::Failed(message)) => {
+                    return self.activation_failed(st, release, message, now)
+                }
+                Err(Inspection::Refused(r)) => {
+                    // The release itself would strand the host: never retried.
+                    let rs = st.remote_mut(self.remote());
+                    rs.retry = None;
+                    rs.bad.push(BadRelease {
+                        version,
+                        statement: seen.statement,
+                        reason: r.line(),
+                        at: now,
+                    });
+                    self.data.save(st)?;
+                    self.warn(self.journal().refusal(&r, now));
+                    self.audit_release("marked-bad", release, Some(r.line()), now);
+                    return Ok(Outcome::Refused(r));
+                }
+            }
+        }
+        let pending = match self.arm_probation(st, release, plan, system, mode, leaving, now) {
+            Ok(p) => p,
+            Err(e) => {
+                return self.activation_failed(
+                    st,
+                    release,
+                    format!("arming the probation watchdog: {e}"),
+                    now,
+                )
+            }
+        };
         self.audit_release(
             "activating",
             release,
             Some(match plan {
-                activate::Plan::Flake => format!(
-                    "{} {}",
-                    self.activator.program,
-                    self.activator.effective_mode().as_arg()
-                ),
+                activate::Plan::Flake => format!("{} {}", self.activator.program, mode.as_arg()),
                 activate::Plan::Toplevel(p) => format!(
                     "{p}/bin/switch-to-configuration {}",
                     self.activator.toplevel_action.as_arg()
@@ -634,57 +703,18 @@ impl Agent {
         let failure = self.activator.apply(plan, dir, &env).err().map(|e| e.0);
         (self.hooks.fault)(FaultPoint::AfterActivate);
         if let Some(message) = failure {
-            let rs = st.remote_mut(self.remote());
-            let attempts = rs
-                .retry
-                .as_ref()
-                .filter(|r| r.version == version)
-                .map_or(0, |r| r.attempts)
-                + 1;
-            let marked_bad = attempts >= MAX_ACTIVATION_ATTEMPTS;
-            if marked_bad {
-                rs.retry = None;
-                rs.bad.push(BadRelease {
-                    version,
-                    statement: seen.statement,
-                    reason: format!("activation failed {attempts} times: {message}"),
-                    at: now,
-                });
-            } else {
-                rs.retry = Some(Retry {
-                    version,
-                    attempts,
-                    next_at: now + retry_delay(attempts),
-                });
-            }
-            self.data.save(st)?;
-            self.audit_release(
-                if marked_bad {
-                    "marked-bad"
-                } else {
-                    "activation-failed"
-                },
-                release,
-                Some(format!("attempt {attempts}: {message}")),
-                now,
-            );
-            return Ok(Outcome::ActivationFailed {
-                version,
-                message,
-                marked_bad,
-            });
+            self.end_probation(pending.as_ref());
+            return self.activation_failed(st, release, message, now);
         }
 
-        if let (Some(h), true) = (
-            &self.v.config.health_check,
-            self.activator.effective_mode().changes_running_system(),
-        ) {
+        if let (Some(h), true) = (&self.v.config.health_check, mode.changes_running_system()) {
             if let Health::Unhealthy(reason) = activate::health_check(h, &env) {
                 self.audit_release("health-check-failed", release, Some(reason.clone()), now);
                 let rb_note = match self.activator.roll_back(plan, &env) {
                     Ok(()) => "rolled back to the previous generation".to_owned(),
                     Err(e) => format!("ROLLBACK FAILED: {e}"),
                 };
+                self.end_probation(pending.as_ref());
                 let rs = st.remote_mut(self.remote());
                 rs.retry = None;
                 rs.bad.push(BadRelease {
@@ -707,6 +737,24 @@ impl Agent {
             }
         }
 
+        // The probation period starts now that the switch is done (a long
+        // build must not eat it); the timer armed before the switch only
+        // covered a switch that never returned.
+        let mut on_probation = None;
+        if let Some(mut pr) = pending {
+            if pr.deadline.is_some() {
+                let now = crate::fsutil::now_unix().max(now);
+                pr.deadline = Some(now + pr.probation_secs);
+                match self.system.watchdog.arm(&self.data, &pr, pr.probation_secs) {
+                    Ok(unit) => pr.watchdog_unit = unit,
+                    Err(e) => (self.hooks.warn)(&format!(
+                        "could not re-arm the probation watchdog (the one armed before the switch stays): {e}"
+                    )),
+                }
+                probation::save(&self.data, self.remote(), Some(&pr))?;
+            }
+            on_probation = Some(pr.describe());
+        }
         let rs = st.remote_mut(self.remote());
         rs.active = Some(seen);
         rs.retry = None;
@@ -714,11 +762,317 @@ impl Agent {
         self.audit_release(
             "activated",
             release,
-            Some(self.activator.effective_mode().as_arg().to_owned()),
+            Some(match &on_probation {
+                Some(p) => format!("{}; on probation: {p}", mode.as_arg()),
+                None => mode.as_arg().to_owned(),
+            }),
             now,
         );
         self.prune_release_dirs(dir);
         Ok(Outcome::Activated { version })
+    }
+
+    /// A failed activation: retried with backoff, marked bad after
+    /// [`MAX_ACTIVATION_ATTEMPTS`].
+    fn activation_failed(
+        &self,
+        st: &mut HostState,
+        release: &VerifiedRelease,
+        message: String,
+        now: u64,
+    ) -> Result<Outcome, StateError> {
+        let version = release.version();
+        let rs = st.remote_mut(self.remote());
+        let attempts = rs
+            .retry
+            .as_ref()
+            .filter(|r| r.version == version)
+            .map_or(0, |r| r.attempts)
+            + 1;
+        let marked_bad = attempts >= MAX_ACTIVATION_ATTEMPTS;
+        if marked_bad {
+            rs.retry = None;
+            rs.bad.push(BadRelease {
+                version,
+                statement: release.seen().statement,
+                reason: format!("activation failed {attempts} times: {message}"),
+                at: now,
+            });
+        } else {
+            rs.retry = Some(Retry {
+                version,
+                attempts,
+                next_at: now + retry_delay(attempts),
+            });
+        }
+        self.data.save(st)?;
+        self.audit_release(
+            if marked_bad {
+                "marked-bad"
+            } else {
+                "activation-failed"
+            },
+            release,
+            Some(format!("attempt {attempts}: {message}")),
+            now,
+        );
+        Ok(Outcome::ActivationFailed {
+            version,
+            message,
+            marked_bad,
+        })
+    }
+
+    /// Builds the new system and checks that it keeps this host reachable
+    /// (see [`crate::host::lockout`]). Returns the built system's path.
+    fn inspect(
+        &self,
+        plan: &activate::Plan,
+        dir: &Path,
+        env: &[(&str, String)],
+        now: u64,
+    ) -> Result<PathBuf, Inspection> {
+        let work = crate::fsutil::TempDir::new_in(&self.data.tmp_dir(), "build-")
+            .map_err(|e| Inspection::Failed(format!("creating a build directory: {e}")))?;
+        let built = self
+            .activator
+            .build(plan, dir, work.path(), env)
+            .map_err(|e| Inspection::Failed(format!("building the new system: {e}")))?;
+        let view = crate::host::lockout::read_system(&built).map_err(|e| {
+            Inspection::Failed(format!("reading the built system {}: {e}", built.display()))
+        })?;
+        crate::host::lockout::judge(&self.v, &view, now).map_err(Inspection::Refused)?;
+        Ok(built)
+    }
+
+    /// Records the probation of a release about to be applied and arms the
+    /// watchdog, before the switch (a switch that kills the agent is still
+    /// rolled back). Nothing for modes that change nothing now or later,
+    /// for releases that retire this host, or with probation off.
+    #[allow(clippy::too_many_arguments)]
+    fn arm_probation(
+        &self,
+        st: &HostState,
+        release: &VerifiedRelease,
+        plan: &activate::Plan,
+        system: Option<PathBuf>,
+        mode: ActivationMode,
+        leaving: bool,
+        now: u64,
+    ) -> Result<Option<Probation>, String> {
+        let secs = self.v.config.lockout.probation_secs;
+        let applies = match mode {
+            ActivationMode::Switch | ActivationMode::Test => true,
+            // Without a boot ID a later boot cannot be told from this one.
+            ActivationMode::Boot => self.system.boot_id.is_some(),
+            _ => false,
+        };
+        if secs == 0 || leaving || !applies {
+            return Ok(None);
+        }
+        let seen = release.seen();
+        if let Some(pr) = probation::load(&self.data, self.remote()).map_err(|e| e.to_string())? {
+            if pr.seen() == seen {
+                // Applied again after a crash: the first deadline stands.
+                return Ok(Some(pr));
+            }
+            if let Some(unit) = &pr.watchdog_unit {
+                let _ = self.system.watchdog.disarm(unit);
+            }
+        }
+        let mut pr = Probation {
+            format: probation::PROBATION_FORMAT.to_owned(),
+            remote: self.remote().to_owned(),
+            version: seen.version,
+            statement: seen.statement,
+            armed_at: now,
+            deadline: (mode != ActivationMode::Boot).then_some(now + secs),
+            probation_secs: secs,
+            boot_id: self.system.boot_id.clone(),
+            previous_active: st.remote(self.remote()).and_then(|r| r.active),
+            rollback: RollbackPlan {
+                toplevel: matches!(plan, activate::Plan::Toplevel(_)),
+                program: self.system.watchdog.which(&self.activator.program),
+                mode,
+                profile: self.activator.profile.clone(),
+            },
+            watchdog_unit: None,
+            system,
+        };
+        // Durable before the timer exists: the timer acts on the record.
+        probation::save(&self.data, self.remote(), Some(&pr)).map_err(|e| e.to_string())?;
+        if pr.deadline.is_some() {
+            match self.system.watchdog.arm(&self.data, &pr, secs) {
+                Ok(unit) => pr.watchdog_unit = unit,
+                Err(e) => {
+                    let _ = probation::save(&self.data, self.remote(), None);
+                    return Err(e);
+                }
+            }
+            probation::save(&self.data, self.remote(), Some(&pr)).map_err(|e| e.to_string())?;
+        }
+        Ok(Some(pr))
+    }
+
+    /// Ends a probation without a verdict on the release (its activation
+    /// failed or was rolled back already).
+    fn end_probation(&self, pr: Option<&Probation>) {
+        let Some(pr) = pr else { return };
+        if let Some(unit) = &pr.watchdog_unit {
+            if let Err(e) = self.system.watchdog.disarm(unit) {
+                (self.hooks.warn)(&e);
+            }
+        }
+        if let Err(e) = probation::save(&self.data, self.remote(), None) {
+            (self.hooks.warn)(&e.to_string());
+        }
+    }
+
+    /// At the start of a poll: a probation whose deadline passed is rolled
+    /// back (the watchdog did not run: a reboot, `watchdog = none`); a `boot`
+    /// release seen in a later boot starts its probation now.
+    fn check_probation(&self, now: u64) -> Result<Option<Outcome>, PipelineError> {
+        let Some(mut pr) = probation::load(&self.data, self.remote())? else {
+            return Ok(None);
+        };
+        if pr.awaits_reboot(self.system.boot_id.as_deref()) {
+            return Ok(None);
+        }
+        if pr.deadline.is_none() {
+            let _lock = self.data.lock_wait()?;
+            pr.deadline = Some(now + pr.probation_secs);
+            match self.system.watchdog.arm(&self.data, &pr, pr.probation_secs) {
+                Ok(unit) => pr.watchdog_unit = unit,
+                Err(e) => (self.hooks.warn)(&format!(
+                    "could not arm the probation watchdog (this agent still rolls back at the deadline): {e}"
+                )),
+            }
+            probation::save(&self.data, self.remote(), Some(&pr))?;
+            let mut ev = self.journal().event(now, "probation-started");
+            ev.version = Some(pr.version);
+            ev.detail = Some(format!("booted into it; {}", pr.describe()));
+            self.warn(self.journal().append(&ev));
+            return Ok(None);
+        }
+        if !pr.expired(now) {
+            return Ok(None);
+        }
+        let _lock = self.data.lock_wait()?;
+        let reason = format!(
+            "no successful poll within {}s of the switch",
+            pr.probation_secs
+        );
+        Ok(probation::roll_back_locked(
+            &self.data,
+            self.remote(),
+            Some(pr.version),
+            self.activator.nix.clone(),
+            now,
+            &reason,
+            false,
+        )?
+        .map(|(version, reason)| Outcome::RolledBack { version, reason }))
+    }
+
+    /// After the head verified: confirms the release on probation if it is
+    /// the active one (and the health check, if configured, passes now),
+    /// disarming the watchdog. A failing health check rolls it back at once.
+    fn confirm_probation(
+        &self,
+        r: &RemoteState,
+        now: u64,
+    ) -> Result<Option<Outcome>, PipelineError> {
+        let Some(pr) = probation::load(&self.data, self.remote())? else {
+            return Ok(None);
+        };
+        if pr.deadline.is_none() || pr.expired(now) || r.active != Some(pr.seen()) {
+            return Ok(None);
+        }
+        // Busy (an activation or the watchdog): confirm on the next poll.
+        let Ok(_lock) = self.data.try_lock() else {
+            return Ok(None);
+        };
+        if probation::load(&self.data, self.remote())?.as_ref() != Some(&pr) {
+            return Ok(None);
+        }
+        if let Some(h) = &self.v.config.health_check {
+            let env = [
+                ("NPCNIX_REMOTE", self.remote().to_owned()),
+                ("NPCNIX_VERSION", pr.version.to_string()),
+                ("NPCNIX_STATEMENT", pr.statement.to_hex()),
+                ("NPCNIX_CONFIGURATION", self.v.config.configuration.clone()),
+            ];
+            if let Health::Unhealthy(why) = activate::health_check(h, &env) {
+                return Ok(probation::roll_back_locked(
+                    &self.data,
+                    self.remote(),
+                    Some(pr.version),
+                    self.activator.nix.clone(),
+                    now,
+                    &format!("health check failed during probation: {why}"),
+                    true,
+                )?
+                .map(|(version, reason)| Outcome::RolledBack { version, reason }));
+            }
+        }
+        if let Some(unit) = &pr.watchdog_unit {
+            if let Err(e) = self.system.watchdog.disarm(unit) {
+                (self.hooks.warn)(&format!(
+                    "{e} (harmless: the watchdog finds the probation confirmed)"
+                ));
+            }
+        }
+        probation::save(&self.data, self.remote(), None)?;
+        let mut ev = self.journal().event(now, "confirmed");
+        ev.version = Some(pr.version);
+        ev.statement = Some(pr.statement.to_hex());
+        ev.detail = Some(format!(
+            "the new system reached the store and verified its head {}s after the switch",
+            now.saturating_sub(pr.deadline.unwrap_or(now).saturating_sub(pr.probation_secs))
+        ));
+        self.warn(self.journal().append(&ev));
+        Ok(None)
+    }
+
+    /// With `reboot.allow`: reboots into a boot default whose kernel, initrd
+    /// or modules differ from the booted system's, inside the window, once
+    /// per boot default (a boot that falls back to the old kernel does not
+    /// loop).
+    fn check_reboot(&self, now: u64) {
+        let rb = &self.v.config.reboot;
+        if !rb.allow {
+            return;
+        }
+        let booted = self.system.run_dir.join("booted-system");
+        let Ok(next) = fs::canonicalize(&self.activator.profile) else {
+            return;
+        };
+        if !booted.exists() || !probation::kernel_changed(&booted, &next) {
+            return;
+        }
+        let minute = ((now % 86_400) / 60) as u32;
+        if rb.window.as_ref().is_some_and(|w| !w.contains(minute)) {
+            return;
+        }
+        let target = next.display().to_string();
+        let mut s = self.data.load_status();
+        if s.rebooted_for.as_deref() == Some(target.as_str()) {
+            return;
+        }
+        s.rebooted_for = Some(target.clone());
+        if let Err(e) = self.data.save_status(&s) {
+            // Without the guard a failed boot could loop: do not reboot.
+            (self.hooks.warn)(&format!("not rebooting: cannot record it: {e}"));
+            return;
+        }
+        let mut ev = self.journal().event(now, "reboot");
+        ev.detail = Some(format!(
+            "the boot default {target} has another kernel, initrd or kernel modules than the booted system"
+        ));
+        self.warn(self.journal().append(&ev));
+        if let Err(e) = self.system.watchdog.reboot() {
+            (self.hooks.warn)(&format!("reboot failed: {e}"));
+        }
     }
 
     /// Keeps the active release's tree and the one before it.

@@ -249,6 +249,106 @@ pub struct HostConfig {
     pub limits: LimitOverrides,
     #[serde(default)]
     pub fetcher: FetcherConfig,
+    #[serde(default)]
+    pub lockout: LockoutConfig,
+    #[serde(default)]
+    pub reboot: RebootConfig,
+}
+
+/// Lockout protection (see `docs/lockout.md`): inspect a built system before
+/// switching to it, and keep a switched host on probation until its new
+/// agent proves it can still reach the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockoutConfig {
+    /// Build the new system first and refuse it (`would-lock-out`) unless it
+    /// still runs this agent, following this remote with enough keys.
+    #[serde(default = "default_true")]
+    pub inspect: bool,
+    /// Seconds a switched system has to confirm (one successful poll, and
+    /// the health check if configured) before it is rolled back; 0 turns
+    /// probation off.
+    #[serde(default = "default_probation")]
+    pub probation_secs: u64,
+    /// What rolls back an unconfirmed switch if the new agent never runs.
+    #[serde(default)]
+    pub watchdog: WatchdogKind,
+}
+
+/// The deadline keeper that lives outside the service being replaced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WatchdogKind {
+    /// A transient systemd timer (`systemd-run --on-active`) running this
+    /// npcnix binary's `probation expire`.
+    #[default]
+    SystemdRun,
+    /// None: only the agent itself acts on an expired probation (at its next
+    /// start). For hosts without systemd; see docs/lockout.md.
+    None,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        LockoutConfig {
+            inspect: true,
+            probation_secs: default_probation(),
+            watchdog: WatchdogKind::SystemdRun,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_probation() -> u64 {
+    300
+}
+
+/// Rebooting into a `boot`-mode release whose kernel, initrd or kernel
+/// modules changed (as `system.autoUpgrade.allowReboot` does).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebootConfig {
+    #[serde(default)]
+    pub allow: bool,
+    /// Local-time window (`HH:MM`, may wrap past midnight) outside which the
+    /// agent waits with a reboot; `null` = any time.
+    #[serde(default)]
+    pub window: Option<RebootWindow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebootWindow {
+    pub lower: String,
+    pub upper: String,
+}
+
+impl RebootWindow {
+    /// Minutes after midnight of `HH:MM`.
+    pub fn parse_hhmm(s: &str) -> Option<u32> {
+        let (h, m) = s.split_once(':')?;
+        if h.len() != 2 || m.len() != 2 {
+            return None;
+        }
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    }
+
+    /// Whether `minute` (minutes after local midnight) is inside the window;
+    /// a window whose upper bound is below its lower one wraps midnight.
+    pub fn contains(&self, minute: u32) -> bool {
+        let (Some(lo), Some(hi)) = (Self::parse_hhmm(&self.lower), Self::parse_hhmm(&self.upper))
+        else {
+            return false;
+        };
+        if lo <= hi {
+            (lo..hi).contains(&minute)
+        } else {
+            minute >= lo || minute < hi
+        }
+    }
 }
 
 /// Where the network side of a poll runs (see [`crate::host::fetcher`]).
@@ -476,6 +576,31 @@ impl HostConfig {
             }
             if h.timeout_secs == 0 {
                 errs.push(invalid("health_check.timeout_secs", "must be at least 1"));
+            }
+        }
+        // A probation longer than a day keeps a bad system running for a day.
+        // Below a few seconds no agent restarts and polls in time.
+        if self.lockout.probation_secs != 0 && !(5..=86_400).contains(&self.lockout.probation_secs)
+        {
+            errs.push(invalid(
+                "lockout.probation_secs",
+                "must be 0 (off) or between 5 and 86400 seconds (minutes are sensible)",
+            ));
+        }
+        if let Some(w) = &self.reboot.window {
+            for (f, v) in [("lower", &w.lower), ("upper", &w.upper)] {
+                if RebootWindow::parse_hhmm(v).is_none() {
+                    errs.push(invalid(
+                        format!("reboot.window.{f}"),
+                        format!("{v:?} is not a time of day as HH:MM (00:00-23:59)"),
+                    ));
+                }
+            }
+            if w.lower == w.upper {
+                errs.push(invalid(
+                    "reboot.window",
+                    "lower and upper are equal: the window would never open (use null for any time)",
+                ));
             }
         }
         if !self.state_dir.is_absolute() {

@@ -10,14 +10,18 @@
 //!   activation, health check and rollback ([`activate`]);
 //! * [`fetcher`]: the network side in an unprivileged child process;
 //! * [`status`]: what `npcnix status` and the metrics file show;
-//! * [`trust`]: the trust root remembered between runs (changes are events).
+//! * [`trust`]: the trust root remembered between runs (changes are events);
+//! * [`lockout`]: the inspection of a built system before switching to it;
+//! * [`probation`]: confirm-or-revert after a switch, with its watchdog.
 
 pub mod activate;
 pub mod agent;
 pub mod config;
 pub mod fetcher;
 pub mod journal;
+pub mod lockout;
 pub mod pipeline;
+pub mod probation;
 pub mod pull;
 pub mod state;
 pub mod status;

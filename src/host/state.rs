@@ -346,6 +346,10 @@ pub struct PollStatus {
     /// with its time.
     #[serde(default)]
     pub trust_changed: Option<String>,
+    /// The boot default the agent last rebooted into (`reboot.allow`): it
+    /// never reboots twice for the same one.
+    #[serde(default)]
+    pub rebooted_for: Option<String>,
 }
 
 impl DataDir {

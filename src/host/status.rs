@@ -2,6 +2,7 @@
 //! derived from the durable state and the last poll's status.
 
 use crate::host::config::Validated;
+use crate::host::probation::Probation;
 use crate::host::state::{BadRelease, HostState, PollStatus, Retry};
 
 /// Status summary for `npcnix status`.
@@ -29,12 +30,27 @@ pub struct StatusReport {
     pub paused_until: Option<u64>,
     pub pending_retry: Option<Retry>,
     pub bad_releases: Vec<BadRelease>,
+    /// A release applied but not yet confirmed (lockout protection).
+    pub probation: Option<ProbationReport>,
+}
+
+/// The probation part of the status.
+#[derive(Debug, serde::Serialize)]
+pub struct ProbationReport {
+    pub version: u64,
+    /// Rolled back if not confirmed by then; `null` while a `boot` release
+    /// waits for the reboot that starts it.
+    pub deadline: Option<u64>,
+    /// What confirms it.
+    pub awaiting: String,
+    pub watchdog_unit: Option<String>,
 }
 
 pub fn status_report(
     v: &Validated,
     state: &HostState,
     poll: &PollStatus,
+    probation: Option<&Probation>,
     now: u64,
 ) -> StatusReport {
     let r = state.remote(v.remote.as_str()).cloned().unwrap_or_default();
@@ -58,6 +74,18 @@ pub fn status_report(
         paused_until: r.paused_until.filter(|t| *t > now),
         pending_retry: r.retry.clone(),
         bad_releases: r.bad.clone(),
+        probation: probation.map(|p| ProbationReport {
+            version: p.version,
+            deadline: p.deadline,
+            awaiting: if p.deadline.is_none() {
+                "the next boot, then a successful poll".into()
+            } else if v.config.health_check.is_some() {
+                "a successful poll and a passing health check".into()
+            } else {
+                "a successful poll".into()
+            },
+            watchdog_unit: p.watchdog_unit.clone(),
+        }),
     }
 }
 
@@ -99,6 +127,19 @@ pub fn metrics_text(rep: &StatusReport) -> String {
         "npcnix_paused",
         "1 if updates are paused.",
         u8::from(rep.paused_until.is_some()).to_string(),
+    );
+    gauge(
+        "npcnix_probation_deadline_timestamp_seconds",
+        "Deadline of the release on probation (0: none; rolled back unless confirmed by then).",
+        rep.probation
+            .as_ref()
+            .map_or(0, |p| p.deadline.unwrap_or(0))
+            .to_string(),
+    );
+    gauge(
+        "npcnix_probation_version",
+        "Version on probation (0: none).",
+        rep.probation.as_ref().map_or(0, |p| p.version).to_string(),
     );
     gauge(
         "npcnix_bad_releases",

@@ -339,6 +339,7 @@ pub fn next_statement(
         expires: p.expires,
         source: p.source,
         toplevels: None,
+        decommission: None,
     })
 }
 

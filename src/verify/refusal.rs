@@ -76,6 +76,10 @@ pub enum Refusal {
     ArchiveContent(String),
     #[error("{0}")]
     ToplevelMissing(String),
+    /// The built system would leave the host unable to receive the next
+    /// release (see `docs/lockout.md`).
+    #[error("{0}")]
+    WouldLockOut(String),
 }
 
 fn list_ids(ids: &[KeyId]) -> String {
@@ -118,6 +122,7 @@ impl Refusal {
             Refusal::Archive(_) => Check::ArchiveSize,
             Refusal::ArchiveContent(_) => Check::ArchiveContent,
             Refusal::ToplevelMissing(_) => Check::ToplevelMissing,
+            Refusal::WouldLockOut(_) => Check::WouldLockOut,
         }
     }
 
@@ -220,11 +225,12 @@ pub enum Check {
     ArchiveHash,
     ArchiveContent,
     ToplevelMissing,
+    WouldLockOut,
 }
 
 impl Check {
     /// Every check, in verification order.
-    pub const ALL: [Check; 25] = [
+    pub const ALL: [Check; 26] = [
         Check::BundleSize,
         Check::NoSignatures,
         Check::BundleFormat,
@@ -250,6 +256,7 @@ impl Check {
         Check::ArchiveHash,
         Check::ArchiveContent,
         Check::ToplevelMissing,
+        Check::WouldLockOut,
     ];
 
     /// The stable name.
@@ -280,6 +287,7 @@ impl Check {
             Check::ArchiveHash => "archive-hash",
             Check::ArchiveContent => "archive-content",
             Check::ToplevelMissing => "toplevel-missing",
+            Check::WouldLockOut => "would-lock-out",
         }
     }
 
@@ -299,7 +307,8 @@ impl Check {
             | Check::RemoteMismatch
             | Check::StatementType
             | Check::StatementFormat
-            | Check::ArchiveContent => Cause::Release,
+            | Check::ArchiveContent
+            | Check::WouldLockOut => Cause::Release,
             Check::UntrustedKey
             | Check::KeyScope
             | Check::Threshold

@@ -43,6 +43,7 @@ fn statement(remote: &str, version: u64, previous: Option<Digest>) -> Statement 
         expires: Some(NOW + 3600),
         source: None,
         toplevels: None,
+        decommission: None,
     }
 }
 

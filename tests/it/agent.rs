@@ -158,20 +158,12 @@ fn garbage_head_is_refused_and_audited_on_every_poll() {
 
 #[test]
 fn failed_health_check_rolls_back_marks_bad_and_never_retries() {
+    // Version 2 is unhealthy (the check runs with NPCNIX_VERSION set).
     let h = Host::with(|c| {
-        c["health_check"] = serde_json::json!({"command": ["sh", "-c", "test ! -f \"$0\"", "BADMARK"], "timeout_secs": 5});
+        c["health_check"] = serde_json::json!({"command": ["sh", "-c", "test \"$NPCNIX_VERSION\" != 2"], "timeout_secs": 5});
     });
-    // The check fails when the file named by $0 exists: point it at a flag.
-    let flag = h.kit.path("unhealthy");
-    let cfg_path = h.kit.path("config.json");
-    let text = fs::read_to_string(&cfg_path)
-        .expect("cfg")
-        .replace("BADMARK", flag.to_str().expect("utf8"));
-    fs::write(&cfg_path, text).expect("write");
-
     h.publish("v1");
     assert_eq!(h.once().0, "activated");
-    fs::write(&flag, "").expect("flag");
     h.publish("v2");
     let (label, r) = h.once();
     assert_eq!(label, "rolled-back", "{}", r.stderr);
@@ -199,7 +191,6 @@ fn failed_health_check_rolls_back_marks_bad_and_never_retries() {
     assert_eq!(h.activations().len(), n);
 
     // A newer release is tried.
-    fs::remove_file(&flag).expect("rm");
     h.publish("v3");
     assert_eq!(h.once().0, "activated");
     assert_eq!(h.status()["active_version"], 3);
@@ -468,6 +459,8 @@ fn install_writes_a_pinned_config_and_activates_the_first_release() {
             "--data-dir",
             h.kit.path("data2").to_str().expect("utf8"),
         ])
+        // The released system carries the config install writes.
+        .env("NPCNIX_TEST_SYSTEM_CONFIG", &cfg)
         .env_remove("NPCNIX_CONFIG")
         .env_remove("NPCNIX_DATA_DIR")
         .output()

@@ -14,6 +14,7 @@ mod freshness;
 mod hardening;
 mod hostile_archives;
 mod interop_minisign;
+mod lockout;
 mod pack;
 mod publisher;
 mod release_e2e;

@@ -136,7 +136,7 @@ fn unchanged_remote_costs_exactly_one_conditional_request() {
         .to_owned();
     let fake = kit.path("bin/nixos-rebuild");
     fs::create_dir_all(fake.parent().expect("p")).expect("mkdir");
-    fs::write(&fake, "#!/bin/sh\nexit 0\n").expect("write");
+    fs::write(&fake, crate::common::host::FAKE_REBUILD).expect("write");
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).expect("chmod");
     let cfg = serde_json::json!({
@@ -156,6 +156,7 @@ fn unchanged_remote_costs_exactly_one_conditional_request() {
         let mut c = kit.cmd();
         s3_env(&mut c)
             .env("NPCNIX_NIXOS_REBUILD", &fake)
+            .env("NPCNIX_TEST_SYSTEM_CONFIG", kit.path("config.json"))
             .args(["follow", "--once", "--json", "--config"])
             .arg(kit.path("config.json"));
         let o = c.output().expect("run");

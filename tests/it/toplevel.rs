@@ -33,9 +33,35 @@ fn nix(args: &[&str]) -> std::process::Output {
 }
 
 /// A flake whose `web` toplevel is a stand-in system: its
-/// switch-to-configuration logs "<action> <own path>" to `log`.
+/// switch-to-configuration logs "<action> <own path>" to `log`. It carries
+/// the npcnix agent as the NixOS module would install it (the host's config
+/// and an enabled unit), so the lockout inspection passes.
 fn system_flake(h: &Host, name: &str, marker: &str, log: &Path) -> std::path::PathBuf {
+    system_flake_with(h, name, marker, log, true)
+}
+
+fn system_flake_with(
+    h: &Host,
+    name: &str,
+    marker: &str,
+    log: &Path,
+    agent: bool,
+) -> std::path::PathBuf {
     let src = h.kit.flake(name, marker);
+    fs::write(
+        src.join("npcnix-config.json"),
+        serde_json::to_vec_pretty(&h.config()).expect("json"),
+    )
+    .expect("write");
+    let agent_files = if agent {
+        r#"
+        /bin/mkdir -p $out/etc/npcnix $out/etc/systemd/system/multi-user.target.wants
+        /bin/cp ${./npcnix-config.json} $out/etc/npcnix/config.json
+        echo '[Service]' > $out/etc/systemd/system/npcnix.service
+        /bin/ln -s ../npcnix.service $out/etc/systemd/system/multi-user.target.wants/npcnix.service"#
+    } else {
+        ""
+    };
     let flake = format!(
         r#"{{
   outputs = {{ self }}: {{
@@ -46,7 +72,7 @@ fn system_flake(h: &Host, name: &str, marker: &str, log: &Path) -> std::path::Pa
       args = [ "-c" ''
         /bin/mkdir -p $out/bin
         printf '#!/bin/sh\necho "$1 %s" >> {log}\n' "$out" > $out/bin/switch-to-configuration
-        /bin/chmod +x $out/bin/switch-to-configuration
+        /bin/chmod +x $out/bin/switch-to-configuration{agent_files}
       '' ];
     }};
   }};
@@ -239,14 +265,13 @@ fn failed_health_check_rolls_the_profile_back_to_the_previous_system() {
     let Some((h, copy_to, _)) = setup() else {
         return;
     };
-    let flag = h.kit.path("unhealthy");
+    // Version 2 is unhealthy (the check runs with NPCNIX_VERSION set).
     let mut cfg = h.config();
-    cfg["health_check"] = serde_json::json!({"command": ["sh", "-c", format!("test ! -f {}", flag.display())], "timeout_secs": 10});
+    cfg["health_check"] = serde_json::json!({"command": ["sh", "-c", "test \"$NPCNIX_VERSION\" != 2"], "timeout_secs": 10});
     h.set_config(&cfg);
     let log = h.kit.path("switch.log");
     let v1 = publish_build(&h, &system_flake(&h, "v1", "rb-v1", &log), &copy_to);
     assert_eq!(follow(&h).0, "activated");
-    fs::write(&flag, "").expect("flag");
     let v2 = publish_build(&h, &system_flake(&h, "v2", "rb-v2", &log), &copy_to);
     let (label, r) = follow(&h);
     assert_eq!(label, "rolled-back", "{}{}", r.stdout, r.stderr);
@@ -268,4 +293,38 @@ fn failed_health_check_rolls_the_profile_back_to_the_previous_system() {
         Path::new(&v1)
     );
     assert_eq!(h.status()["bad_releases"][0]["version"], 2);
+}
+
+#[test]
+fn built_toplevel_without_the_agent_is_refused_before_any_switch() {
+    // Lockout protection on a real built system: the signed toplevel has no
+    // npcnix unit, so switching to it would strand the host.
+    let Some((h, copy_to, _)) = setup() else {
+        return;
+    };
+    let log = h.kit.path("switch.log");
+    let path = publish_build(
+        &h,
+        &system_flake_with(&h, "v1", "no-agent", &log, false),
+        &copy_to,
+    );
+    let (label, r) = follow(&h);
+    assert_eq!(label, "rejected", "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 3);
+    assert!(r.stdout.contains("would-lock-out"), "{}", r.stdout);
+    assert!(
+        r.stderr.contains(&path),
+        "names the built system: {}",
+        r.stderr
+    );
+    assert!(!log.exists(), "nothing was switched to");
+    assert!(
+        fs::symlink_metadata(h.kit.path("profiles/system")).is_err(),
+        "the profile was not touched"
+    );
+    let s = h.status();
+    assert_eq!(s["active_version"], serde_json::Value::Null);
+    assert_eq!(s["bad_releases"][0]["version"], 1);
+    // Marked bad: never built or inspected again.
+    assert_eq!(follow(&h).0, "skipped-bad");
 }

@@ -11,6 +11,8 @@ use super::{Kit, Run};
 /// the flake's hosts/web.nix (the release marker); fails when the file
 /// `fail` exists next to the log; sleeps when `slow` exists; installs the
 /// flake's `npcnix-config.json` as the host config, as a NixOS switch would.
+/// `build` leaves a `result` link to a system shaped like a NixOS one (see
+/// the script).
 pub const FAKE_REBUILD: &str = r#"#!/bin/sh
 dir=$(dirname "$0")
 marker=""
@@ -19,14 +21,36 @@ for a in "$@"; do
   if [ "$prev" = "--flake" ]; then
     flake="${a%%#*}"
     marker=$(head -n1 "$flake/hosts/web.nix")
-    # What a NixOS switch does for the npcnix module: install the host
-    # config the new system carries (used by the key-rotation test).
-    if [ -f "$flake/npcnix-config.json" ] && [ -n "$NPCNIX_CONFIG" ]; then
-      cp "$flake/npcnix-config.json" "$NPCNIX_CONFIG"
-    fi
   fi
   prev="$a"
 done
+if [ "$1" = build ]; then
+  # A built system, as the npcnix module shapes it: the host config the
+  # release carries (else the current one) and the agent's unit, enabled
+  # unless the release says `npcnix-disabled`.
+  echo "build $* | $marker" >> "$dir/rebuild.log"
+  if [ -f "$dir/build-fails" ]; then exit 1; fi
+  out="$dir/systems/$marker-$$"
+  mkdir -p "$out/etc/npcnix" "$out/etc/systemd/system/multi-user.target.wants"
+  if [ -f "$flake/npcnix-config.json" ]; then
+    cp "$flake/npcnix-config.json" "$out/etc/npcnix/config.json"
+  elif [ -n "$NPCNIX_TEST_SYSTEM_CONFIG" ]; then
+    cp "$NPCNIX_TEST_SYSTEM_CONFIG" "$out/etc/npcnix/config.json"
+  elif [ -n "$NPCNIX_CONFIG" ]; then
+    cp "$NPCNIX_CONFIG" "$out/etc/npcnix/config.json"
+  fi
+  if [ ! -f "$flake/npcnix-disabled" ]; then
+    echo "[Service]" > "$out/etc/systemd/system/npcnix.service"
+    ln -s ../npcnix.service "$out/etc/systemd/system/multi-user.target.wants/npcnix.service"
+  fi
+  ln -sfn "$out" result
+  exit 0
+fi
+# What a NixOS switch does for the npcnix module: install the host config
+# the new system carries (used by the key-rotation test).
+if [ -n "$flake" ] && [ -f "$flake/npcnix-config.json" ] && [ -n "$NPCNIX_CONFIG" ]; then
+  cp "$flake/npcnix-config.json" "$NPCNIX_CONFIG"
+fi
 echo "start $* | $marker" >> "$dir/rebuild.log"
 if [ -f "$dir/slow" ]; then touch "$dir/started"; sleep 2; fi
 echo "end $*" >> "$dir/rebuild.log"

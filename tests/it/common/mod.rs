@@ -96,8 +96,12 @@ impl Kit {
     }
 
     pub fn cmd(&self) -> Command {
+        let sys = system::install(self.tmp.path());
         let mut c = Command::new(BIN);
-        c.env("NPCNIX_DATA_DIR", self.data_dir())
+        c.env("NPCNIX_SYSTEMD_RUN", sys.join("systemd-run"))
+            .env("NPCNIX_SYSTEMCTL", sys.join("systemctl"))
+            .env("NPCNIX_TEST_RUN_DIR", self.path("run"))
+            .env("NPCNIX_DATA_DIR", self.data_dir())
             .env("NPCNIX_TRUST_DIR", self.path("trust"))
             .env_remove("NPCNIX_PASSPHRASE")
             .current_dir(self.tmp.path())
@@ -247,6 +251,7 @@ pub fn statement(
         expires: None,
         source: None,
         toplevels: None,
+        decommission: None,
     }
 }
 
@@ -284,6 +289,7 @@ pub fn require_tool(name: &str) -> bool {
 pub mod host;
 pub mod httpd;
 pub mod s3;
+pub mod system;
 
 /// Skips a test that cannot run on this machine: in CI (`CI=true`) that is a
 /// failure, elsewhere a loud skip.

@@ -1,0 +1,257 @@
+//! Lockout protection, part one: the built system is inspected before the
+//! host switches to it (see `docs/lockout.md`).
+//!
+//! A host has no inbound access, so a validly signed release that stops the
+//! agent, points it elsewhere or takes away the keys it needs would strand
+//! it for good. Before activating, the agent builds the new system and reads
+//! what the NixOS module put into it:
+//!
+//! ```text
+//! <toplevel>/etc/npcnix/config.json                                 the host config
+//! <toplevel>/etc/systemd/system/npcnix.service                      the agent's unit
+//! <toplevel>/etc/systemd/system/multi-user.target.wants/npcnix.service   enabled
+//! ```
+//!
+//! [`read_system`] is the shell that reads those (bounded); [`judge`] is the
+//! pure decision. A release that retires a configuration on purpose says so
+//! in its signed statement (`decommission`), never by accident.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::host::config::{ActivationMode, HostConfig, Validated};
+use crate::verify::{KeyScope, Refusal};
+
+/// Where the NixOS module installs the host config, relative to a toplevel.
+pub const CONFIG_IN_SYSTEM: &str = "etc/npcnix/config.json";
+/// The agent's unit, relative to a toplevel.
+pub const UNIT_IN_SYSTEM: &str = "etc/systemd/system/npcnix.service";
+/// The link that enables it at boot.
+pub const WANTS_IN_SYSTEM: &str = "etc/systemd/system/multi-user.target.wants/npcnix.service";
+/// Host configs are small; a bigger file is refused unread.
+const CONFIG_MAX_BYTES: u64 = 1 << 20;
+
+/// What a built system holds of the agent.
+#[derive(Clone, Debug)]
+pub struct SystemView {
+    pub path: PathBuf,
+    /// The host config's bytes (`None`: no such file).
+    pub config: Option<Vec<u8>>,
+    pub unit: bool,
+    pub enabled: bool,
+}
+
+/// Reads what [`judge`] needs from a built system.
+pub fn read_system(toplevel: &Path) -> std::io::Result<SystemView> {
+    let config_path = toplevel.join(CONFIG_IN_SYSTEM);
+    let config = match std::fs::File::open(&config_path) {
+        Ok(f) => {
+            let mut buf = Vec::new();
+            f.take(CONFIG_MAX_BYTES + 1).read_to_end(&mut buf)?;
+            Some(buf)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", config_path.display()),
+            ))
+        }
+    };
+    // `exists` follows symlinks: NixOS links these into the store.
+    Ok(SystemView {
+        path: toplevel.to_owned(),
+        config,
+        unit: toplevel.join(UNIT_IN_SYSTEM).exists(),
+        enabled: toplevel.join(WANTS_IN_SYSTEM).exists(),
+    })
+}
+
+/// Whether the host can still receive releases after switching to `next`:
+/// the agent is installed and enabled, its config is valid, follows the same
+/// remote (name and URL), still applies releases, and trusts at least
+/// `threshold` keys scoped to that remote that are valid now.
+pub fn judge(current: &Validated, next: &SystemView, now: u64) -> Result<(), Refusal> {
+    let refuse = |what: String| {
+        Err(Refusal::WouldLockOut(format!(
+            "the built system {} {what}; the host would stop receiving releases (a release that retires this host must list it in `decommission`)",
+            next.path.display()
+        )))
+    };
+    if !next.unit {
+        return refuse(format!("has no npcnix agent ({UNIT_IN_SYSTEM} is missing)"));
+    }
+    if !next.enabled {
+        return refuse(format!(
+            "does not start the npcnix agent at boot ({WANTS_IN_SYSTEM} is missing)"
+        ));
+    }
+    let Some(bytes) = &next.config else {
+        return refuse(format!(
+            "has no host config ({CONFIG_IN_SYSTEM} is missing)"
+        ));
+    };
+    let v = match HostConfig::parse(bytes)
+        .map_err(|e| vec![e])
+        .and_then(|c| c.validate())
+    {
+        Ok(v) => v,
+        Err(errs) => {
+            let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
+            return refuse(format!(
+                "carries a host config the agent would refuse ({})",
+                list.join("; ")
+            ));
+        }
+    };
+    if v.remote != current.remote {
+        return refuse(format!(
+            "follows remote {:?}, not {:?}",
+            v.remote.as_str(),
+            current.remote.as_str()
+        ));
+    }
+    if v.config.remote.url != current.config.remote.url {
+        return refuse(format!(
+            "fetches from {}, not {}",
+            v.config.remote.url, current.config.remote.url
+        ));
+    }
+    if v.config.configuration != current.config.configuration {
+        return refuse(format!(
+            "is configured as {:?}, not {:?}",
+            v.config.configuration, current.config.configuration
+        ));
+    }
+    if v.config.activation.mode == ActivationMode::DryActivate
+        && current.config.activation.mode != ActivationMode::DryActivate
+    {
+        return refuse("would only dry-activate later releases, never apply them".into());
+    }
+    let usable = v
+        .policy
+        .keys
+        .iter()
+        .filter(|k| match &k.scope {
+            KeyScope::AnyRemote => true,
+            KeyScope::Remotes(l) => l.contains(&v.remote),
+        })
+        .filter(|k| k.not_after.is_none_or(|t| now < t))
+        .count();
+    if usable < v.policy.threshold.max(1) {
+        return refuse(format!(
+            "trusts {usable} unexpired key(s) for remote {:?} but requires {}",
+            v.remote.as_str(),
+            v.policy.threshold
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(key: &str, remote: &str, url: &str, threshold: usize) -> Vec<u8> {
+        format!(
+            r#"{{"format":"npcnix-host-config/v1","remote":{{"url":"{url}","name":"{remote}","threshold":{threshold}}},
+               "configuration":"web","trusted_keys":[{{"public_key":"{key}","remotes":["{remote}"]}}]}}"#
+        )
+        .into_bytes()
+    }
+
+    fn setup() -> (Validated, String) {
+        let key = crate::format::keys::SecretKey::generate()
+            .expect("key")
+            .public_key()
+            .to_base64();
+        let current = HostConfig::parse(&config(&key, "prod", "file:///srv/prod", 1))
+            .expect("parse")
+            .validate()
+            .expect("valid");
+        (current, key)
+    }
+
+    fn view(config: Option<Vec<u8>>) -> SystemView {
+        SystemView {
+            path: "/nix/store/x-nixos-system".into(),
+            config,
+            unit: true,
+            enabled: true,
+        }
+    }
+
+    fn check(r: Result<(), Refusal>, needle: &str) {
+        let e = r.expect_err(needle);
+        assert_eq!(e.check().name(), "would-lock-out");
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+
+    #[test]
+    fn the_same_remote_and_keys_pass() {
+        let (cur, key) = setup();
+        judge(
+            &cur,
+            &view(Some(config(&key, "prod", "file:///srv/prod", 1))),
+            0,
+        )
+        .expect("same config");
+    }
+
+    #[test]
+    fn a_system_without_the_agent_or_not_starting_it_is_refused() {
+        let (cur, key) = setup();
+        let mut v = view(Some(config(&key, "prod", "file:///srv/prod", 1)));
+        v.enabled = false;
+        check(judge(&cur, &v, 0), "at boot");
+        v.unit = false;
+        check(judge(&cur, &v, 0), "no npcnix agent");
+        check(judge(&cur, &view(None), 0), "no host config");
+    }
+
+    #[test]
+    fn another_remote_url_or_too_few_keys_is_refused() {
+        let (cur, key) = setup();
+        let other = crate::format::keys::SecretKey::generate()
+            .expect("key")
+            .public_key()
+            .to_base64();
+        check(
+            judge(
+                &cur,
+                &view(Some(config(&key, "dev", "file:///srv/dev", 1))),
+                0,
+            ),
+            "follows remote \"dev\"",
+        );
+        check(
+            judge(
+                &cur,
+                &view(Some(config(&key, "prod", "file:///elsewhere/prod", 1))),
+                0,
+            ),
+            "fetches from",
+        );
+        check(
+            judge(&cur, &view(Some(b"{not json".to_vec())), 0),
+            "would refuse",
+        );
+        // A key rotation is fine: the new key is scoped to the remote.
+        judge(
+            &cur,
+            &view(Some(config(&other, "prod", "file:///srv/prod", 1))),
+            0,
+        )
+        .expect("rotated key");
+        let expired = String::from_utf8(config(&key, "prod", "file:///srv/prod", 1))
+            .expect("utf8")
+            .replace(
+                r#""remotes":["prod"]"#,
+                r#""remotes":["prod"],"not_after":100"#,
+            );
+        check(
+            judge(&cur, &view(Some(expired.into_bytes())), 200),
+            "trusts 0 unexpired key(s)",
+        );
+    }
+}

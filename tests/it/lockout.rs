@@ -1,0 +1,387 @@
+//! Lockout protection (docs/lockout.md): a validly signed release must not
+//! be able to strand a host. Inspection of the built system before any
+//! switch, and probation after it with a watchdog outside the agent's
+//! service. Recording stand-ins for `nixos-rebuild`, `systemd-run` and
+//! `systemctl` (tests/it/common/{host,system}.rs); the real-Nix case is in
+//! toplevel.rs.
+
+use std::fs;
+use std::time::Duration;
+
+use crate::common::host::Host;
+use crate::common::*;
+
+/// A host with lockout settings `lockout` (merged into the defaults).
+fn host(lockout: serde_json::Value) -> Host {
+    Host::with(|c| c["lockout"] = lockout)
+}
+
+/// Publishes `marker` with extra files in the flake (`npcnix-disabled`,
+/// `npcnix-config.json`) and extra publish arguments.
+fn publish_with(h: &Host, marker: &str, files: &[(&str, String)], extra: &[&str]) {
+    let src = h.kit.flake(&format!("src-{marker}"), marker);
+    for (name, text) in files {
+        fs::write(src.join(name), text).expect("write");
+    }
+    h.kit.publish("prod", &h.key, &src, extra).ok();
+}
+
+fn sys_log(h: &Host) -> String {
+    system::log(h.kit.path("").as_path())
+}
+
+fn events(h: &Host, name: &str) -> Vec<serde_json::Value> {
+    h.audit()
+        .into_iter()
+        .filter(|e| e["event"] == name)
+        .collect()
+}
+
+fn switches(h: &Host) -> usize {
+    h.activations()
+        .iter()
+        .filter(|l| l.starts_with("start switch --flake"))
+        .count()
+}
+
+#[test]
+fn release_whose_system_disables_the_agent_is_refused_before_any_switch() {
+    let h = Host::new();
+    h.publish("v1");
+    assert_eq!(h.once().0, "activated");
+    publish_with(&h, "v2", &[("npcnix-disabled", String::new())], &[]);
+    let (label, r) = h.once();
+    assert_eq!(label, "rejected", "{}", r.stderr);
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.contains("would-lock-out"), "{}", r.stderr);
+    assert!(r.stderr.contains("npcnix.service"), "{}", r.stderr);
+    assert_eq!(switches(&h), 1, "version 2 was never switched to");
+    let s = h.status();
+    assert_eq!(s["active_version"], 1);
+    assert_eq!(s["bad_releases"][0]["version"], 2);
+    assert!(events(&h, "rejected")
+        .iter()
+        .any(|e| e["check"] == "would-lock-out" && e["version"].is_null()));
+    assert!(events(&h, "marked-bad").iter().any(|e| e["version"] == 2));
+    // Marked bad: not built again, however often the agent polls.
+    let builds = h.rebuild_log().matches("build ").count();
+    assert_eq!(h.once().0, "skipped-bad");
+    assert_eq!(h.rebuild_log().matches("build ").count(), builds);
+}
+
+#[test]
+fn release_that_drops_the_key_for_this_remote_or_moves_the_host_is_refused() {
+    let h = Host::new();
+    // The new system's config scopes the only key to another remote.
+    let mut cfg = h.config();
+    cfg["trusted_keys"][0]["remotes"] = serde_json::json!(["staging"]);
+    publish_with(&h, "v1", &[("npcnix-config.json", cfg.to_string())], &[]);
+    let (label, r) = h.once();
+    assert_eq!(label, "rejected", "{}", r.stderr);
+    assert!(r.stderr.contains("would-lock-out"), "{}", r.stderr);
+    assert!(r.stderr.contains("no trusted key may sign"), "{}", r.stderr);
+    assert_eq!(switches(&h), 0);
+
+    // A key past its not_after leaves fewer usable keys than the threshold.
+    let mut cfg = h.config();
+    cfg["trusted_keys"][0]["not_after"] = serde_json::json!(1000);
+    publish_with(&h, "v2", &[("npcnix-config.json", cfg.to_string())], &[]);
+    let (label, r) = h.once();
+    assert_eq!(label, "rejected");
+    assert!(r.stderr.contains("unexpired key"), "{}", r.stderr);
+
+    // Another URL for the same remote name.
+    let mut cfg = h.config();
+    cfg["remote"]["url"] = serde_json::json!("file:///nowhere/prod");
+    publish_with(&h, "v3", &[("npcnix-config.json", cfg.to_string())], &[]);
+    let (label, r) = h.once();
+    assert_eq!(label, "rejected");
+    assert!(
+        r.stderr.contains("fetches from file:///nowhere/prod"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(switches(&h), 0);
+    assert_eq!(h.status()["bad_releases"].as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn decommission_in_the_signed_statement_retires_the_host_on_purpose() {
+    let h = Host::new();
+    publish_with(
+        &h,
+        "v1",
+        &[("npcnix-disabled", String::new())],
+        &["--decommission", "web"],
+    );
+    let (label, r) = h.once();
+    assert_eq!(label, "activated", "{}", r.stderr);
+    assert!(!h.rebuild_log().contains("build "), "not inspected");
+    assert_eq!(events(&h, "decommission").len(), 1);
+    assert!(h.status()["probation"].is_null(), "no probation");
+    assert!(!sys_log(&h).contains("systemd-run"), "no watchdog");
+    // Another configuration's decommission does not count for this host.
+    publish_with(
+        &h,
+        "v2",
+        &[("npcnix-disabled", String::new())],
+        &["--decommission", "db"],
+    );
+    assert_eq!(h.once().0, "rejected");
+}
+
+#[test]
+fn decommission_of_a_name_that_is_no_configuration_is_a_usage_error() {
+    let h = Host::new();
+    let src = h.kit.flake("src", "v1");
+    let r = h
+        .kit
+        .publish("prod", &h.key, &src, &["--decommission", "web host"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--decommission"), "{}", r.stderr);
+}
+
+#[test]
+fn switch_that_is_never_confirmed_is_rolled_back_by_the_watchdog_and_not_retried() {
+    let h = host(serde_json::json!({"probation_secs": 5}));
+    h.publish("v1");
+    assert_eq!(h.once().0, "activated");
+    let s = h.status();
+    assert_eq!(s["probation"]["version"], 1);
+    assert!(s["probation"]["deadline"].as_u64().is_some());
+    assert_eq!(s["probation"]["awaiting"], "a successful poll");
+    let log = sys_log(&h);
+    assert!(
+        log.contains("systemd-run --unit=npcnix-probation-prod --on-active=5s"),
+        "{log}"
+    );
+    assert!(
+        log.contains("probation expire --data-dir"),
+        "the timer runs this npcnix binary: {log}"
+    );
+    // Nobody polls: the watchdog fires and rolls back.
+    wait_for("the watchdog's rollback", Duration::from_secs(30), || {
+        !events(&h, "rolled-back").is_empty()
+    });
+    assert!(
+        h.rebuild_log().contains("start switch --rollback"),
+        "{}",
+        h.rebuild_log()
+    );
+    let s = h.status();
+    assert!(s["active_version"].is_null(), "{s}");
+    assert!(s["probation"].is_null());
+    assert_eq!(s["bad_releases"][0]["version"], 1);
+    assert!(s["bad_releases"][0]["reason"]
+        .as_str()
+        .expect("reason")
+        .starts_with("unconfirmed"));
+    assert!(events(&h, "rolled-back")[0]["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("unconfirmed"));
+    // Not retried.
+    assert_eq!(h.once().0, "skipped-bad");
+    assert_eq!(switches(&h), 1);
+}
+
+#[test]
+fn switch_confirmed_by_the_next_poll_disarms_the_watchdog_and_stays() {
+    let h = host(serde_json::json!({"probation_secs": 5}));
+    h.publish("v1");
+    assert_eq!(h.once().0, "activated");
+    let (label, _) = h.once();
+    assert!(
+        matches!(label.as_str(), "unchanged" | "up-to-date"),
+        "{label}"
+    );
+    assert_eq!(events(&h, "confirmed").len(), 1);
+    assert!(sys_log(&h).contains("systemctl stop npcnix-probation-prod.timer"));
+    assert!(h.status()["probation"].is_null());
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(!sys_log(&h).contains("fired"), "{}", sys_log(&h));
+    assert!(events(&h, "rolled-back").is_empty());
+    assert_eq!(h.status()["active_version"], 1);
+}
+
+#[test]
+fn failing_health_check_at_confirmation_rolls_back_at_once() {
+    // Healthy right after the switch, unhealthy when the new agent checks.
+    let flag = std::env::temp_dir().join(format!("npcnix-hc-{}", std::process::id()));
+    let _ = fs::remove_file(&flag);
+    let h = Host::with(|c| {
+        c["lockout"] = serde_json::json!({"probation_secs": 60});
+        c["health_check"] = serde_json::json!({"command": ["sh", "-c", format!("test ! -f {}", flag.display())], "timeout_secs": 5});
+    });
+    h.publish("v1");
+    assert_eq!(h.once().0, "activated");
+    fs::write(&flag, "").expect("flag");
+    let (label, r) = h.once();
+    let _ = fs::remove_file(&flag);
+    assert_eq!(label, "rolled-back", "{}", r.stderr);
+    assert!(h.rebuild_log().contains("start switch --rollback"));
+    assert!(h.status()["bad_releases"][0]["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("health check failed during probation"));
+    assert!(events(&h, "confirmed").is_empty());
+}
+
+#[test]
+fn agent_killed_right_after_the_switch_and_restarted_within_the_deadline_confirms() {
+    let h = host(serde_json::json!({"probation_secs": 60}));
+    h.publish("v1");
+    let r = h
+        .agent_cmd(&["follow", "--once"])
+        .env("NPCNIX_TEST_FAULT", "after-activate")
+        .output()
+        .expect("run");
+    assert!(!r.status.success(), "the fault aborted the agent");
+    assert_eq!(switches(&h), 1);
+    // Restarted: the switch is applied again (it cannot know whether it
+    // completed), the first deadline stands, and the next poll confirms.
+    assert_eq!(h.once().0, "activated");
+    assert_eq!(
+        sys_log(&h).matches("systemd-run").count(),
+        2,
+        "armed before and re-armed after the one completed switch: {}",
+        sys_log(&h)
+    );
+    h.once();
+    assert_eq!(events(&h, "confirmed").len(), 1);
+    assert!(events(&h, "rolled-back").is_empty());
+    assert_eq!(h.status()["active_version"], 1);
+}
+
+#[test]
+fn agent_killed_right_after_the_switch_and_not_back_before_the_deadline_reverts() {
+    let h = host(serde_json::json!({"probation_secs": 5}));
+    h.publish("v1");
+    let r = h
+        .agent_cmd(&["follow", "--once"])
+        .env("NPCNIX_TEST_FAULT", "after-activate")
+        .output()
+        .expect("run");
+    assert!(!r.status.success());
+    wait_for("the watchdog's rollback", Duration::from_secs(30), || {
+        !events(&h, "rolled-back").is_empty()
+    });
+    assert_eq!(h.once().0, "skipped-bad");
+    assert_eq!(switches(&h), 1);
+}
+
+#[test]
+fn expired_probation_found_at_start_is_rolled_back_by_the_agent_itself() {
+    // No watchdog (a host without systemd, or a reboot that dropped the
+    // transient timer): the agent acts on the recorded deadline.
+    let h = host(serde_json::json!({"probation_secs": 5, "watchdog": "none"}));
+    h.publish("v1");
+    assert_eq!(h.once().0, "activated");
+    assert!(!sys_log(&h).contains("systemd-run"));
+    std::thread::sleep(Duration::from_secs(6));
+    let (label, r) = h.once();
+    assert_eq!(label, "rolled-back", "{}", r.stderr);
+    assert!(h.rebuild_log().contains("start switch --rollback"));
+    assert_eq!(h.status()["bad_releases"][0]["version"], 1);
+}
+
+#[test]
+fn watchdog_that_cannot_be_armed_means_no_switch() {
+    let h = host(serde_json::json!({"probation_secs": 60}));
+    fs::write(h.kit.path("sys/systemd-run-fails"), "").expect("flag");
+    h.publish("v1");
+    let (label, r) = h.once();
+    assert_eq!(label, "activation-failed", "{}", r.stderr);
+    assert!(r.stderr.contains("probation watchdog"), "{}", r.stderr);
+    assert_eq!(switches(&h), 0);
+    assert!(h.status()["probation"].is_null());
+}
+
+#[test]
+fn boot_release_is_confirmed_after_the_reboot_that_starts_it() {
+    let h = Host::with(|c| {
+        c["activation"]["mode"] = serde_json::json!("boot");
+        c["lockout"] = serde_json::json!({"probation_secs": 60});
+    });
+    let once_in = |boot: &str| {
+        let o = h
+            .agent_cmd(&["follow", "--once", "--json"])
+            .env("NPCNIX_TEST_BOOT_ID", boot)
+            .output()
+            .expect("run");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    h.publish("v1");
+    assert!(once_in("boot-a").contains("\"activated\""));
+    let s = h.status();
+    assert_eq!(s["probation"]["version"], 1);
+    assert!(s["probation"]["deadline"].is_null(), "waits for the reboot");
+    assert!(
+        !sys_log(&h).contains("systemd-run"),
+        "no timer before the reboot"
+    );
+    // Same boot: nothing to confirm yet.
+    once_in("boot-a");
+    assert!(events(&h, "confirmed").is_empty());
+    // After the reboot the probation starts, and the poll confirms.
+    once_in("boot-b");
+    assert_eq!(events(&h, "probation-started").len(), 1);
+    assert_eq!(events(&h, "confirmed").len(), 1);
+    assert!(h.status()["probation"].is_null());
+}
+
+#[test]
+fn changed_kernel_reboots_once_inside_the_window() {
+    let h = Host::with(|c| {
+        c["activation"]["mode"] = serde_json::json!("boot");
+        c["reboot"] = serde_json::json!({"allow": true, "window": null});
+    });
+    // The booted system and the boot default differ in their kernel.
+    let sys = |name: &str, kernel: &str| {
+        let d = h.kit.path(name);
+        fs::create_dir_all(&d).expect("mkdir");
+        fs::write(h.kit.path(kernel), kernel).expect("kernel");
+        std::os::unix::fs::symlink(h.kit.path(kernel), d.join("kernel")).expect("link");
+        d
+    };
+    let booted = sys("old-system", "kernel-1");
+    let next = sys("new-system", "kernel-2");
+    std::os::unix::fs::symlink(&booted, h.kit.path("run/booted-system")).expect("link");
+    let mut cfg = h.config();
+    cfg["activation"]["profile"] = serde_json::json!(h.kit.path("profile"));
+    h.set_config(&cfg);
+    std::os::unix::fs::symlink(&next, h.kit.path("profile")).expect("link");
+    h.publish("v1");
+    h.once();
+    assert_eq!(sys_log(&h).matches("systemctl reboot").count(), 1);
+    assert_eq!(events(&h, "reboot").len(), 1);
+    // A boot that fell back to the old kernel does not loop.
+    h.once();
+    assert_eq!(sys_log(&h).matches("systemctl reboot").count(), 1);
+}
+
+#[test]
+fn reboot_window_outside_now_waits() {
+    // A one-minute window two minutes from now (UTC).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let minute = (now % 86_400) / 60;
+    let hhmm = |m: u64| format!("{:02}:{:02}", (m % 1440) / 60, m % 60);
+    let window = serde_json::json!({"lower": hhmm(minute + 2), "upper": hhmm(minute + 3)});
+    let h = Host::with(|c| c["reboot"] = serde_json::json!({"allow": true, "window": window}));
+    let d = h.kit.path("new-system");
+    fs::create_dir_all(&d).expect("mkdir");
+    std::os::unix::fs::symlink("/nonexistent-kernel", d.join("kernel")).expect("link");
+    fs::create_dir_all(h.kit.path("old-system")).expect("mkdir");
+    std::os::unix::fs::symlink(h.kit.path("old-system"), h.kit.path("run/booted-system"))
+        .expect("link");
+    let mut cfg = h.config();
+    cfg["activation"]["profile"] = serde_json::json!(d);
+    h.set_config(&cfg);
+    h.publish("v1");
+    h.once();
+    assert!(!sys_log(&h).contains("reboot"), "{}", sys_log(&h));
+    assert!(events(&h, "reboot").is_empty());
+}
