@@ -83,7 +83,7 @@
       });
 
       # `nix flake check` needs nixpkgs, which the project's CI does not
-      # have; CI runs the offline checks (nixos-module/check,
+      # have; CI runs the checks that need none (nixos-module/check,
       # terraform/check) instead. Run these where nixpkgs is available.
       checks = forAllSystems (pkgs: {
         npcnix = self.packages.${pkgs.stdenv.hostPlatform.system}.npcnix;

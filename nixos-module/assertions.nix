@@ -1,7 +1,7 @@
 # cfg -> [ { assertion = bool; message = str; } ]
 #
 # The cross-option checks of services.npcnix, as a PURE function (builtins
-# only) so ./check can evaluate them offline, including the cases that must
+# only), evaluated by ./check, including the cases that must
 # fail (./tests/reject). ./default.nix passes the list to NixOS `assertions`,
 # so a configuration that would leave a host unable to verify anything (or
 # able to accept releases it should not) fails at build time, before it is

@@ -1,9 +1,13 @@
 # NixOS module for the npcnix agent: `services.npcnix`.
 #
 #   ./options.nix      option declarations
-#   ./host-config.nix  options -> /etc/npcnix/config.json (pure, tested offline)
-#   ./assertions.nix   cross-option checks (pure, tested offline)
+#   ./host-config.nix  options -> /etc/npcnix/config.json (a pure function)
+#   ./assertions.nix   cross-option checks (a pure function)
 #   this file          wiring: config file, systemd unit, assertions
+#
+# ./check evaluates this file with nixpkgs' real module system
+# (lib.evalModules) and asserts on the unit, the rendered config and the
+# assertions; see ./eval/.
 #
 # The agent runs `nixos-rebuild`, so it runs as root and cannot be sandboxed
 # the way a network daemon can. The hardening below is restricted to settings

@@ -3,14 +3,13 @@
 # A PURE function: it takes the evaluated `config.services.npcnix` attrset
 # and returns the attrset that ./default.nix renders to
 # /etc/npcnix/config.json with `pkgs.formats.json`. It needs neither pkgs nor
-# lib, so ./check can evaluate it offline with plain `nix-instantiate`.
+# lib.
 #
 # The Rust side parses this JSON with `deny_unknown_fields`: every key below
 # is always present (null when unset) and no other key may appear. Keep this
 # file, docs/nixos.md and the expected files in ./tests in step.
 #
-# Every field of cfg used here must be declared in ./options.nix (the offline
-# evaluator fails on a read of an undeclared option, like the module system).
+# Every field of cfg used here must be declared in ./options.nix.
 cfg:
 let
   # The remote name: explicit, or the last path segment of the URL

@@ -2,14 +2,9 @@
 #
 # The implementation (systemd unit, /etc/npcnix/config.json) lives in
 # ./default.nix; the translation of these options into the host config JSON
-# lives in ./host-config.nix (a pure function, so it can be tested without
-# nixpkgs); the cross-option checks live in ./assertions.nix (pure as well).
-#
-# This file only uses `lib.mkOption`, `lib.mkEnableOption`,
-# `lib.literalExpression` and the `lib.types` listed in ./offline/lib.nix:
-# the offline check (../nixos-module/check) evaluates it against that small
-# stand-in for nixpkgs' lib to get the defaults and type checks. Using another
-# `lib` function here needs a matching stand-in there.
+# lives in ./host-config.nix (a pure function); the cross-option checks live
+# in ./assertions.nix (pure as well). ./check evaluates all of it with
+# nixpkgs' module system.
 { lib, pkgs, ... }:
 let
   inherit (lib) mkOption types literalExpression;

@@ -1,0 +1,318 @@
+#!/usr/bin/env python3
+"""The NixOS module checks; run through nixos-module/check (which picks the
+nixpkgs lib and says which). See that file for what is checked.
+
+Every evaluation runs `nix-instantiate --eval` against the dummy:// store:
+no nixpkgs, no network, no daemon, no root.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent  # nixos-module/eval
+MODULE = HERE.parent  # nixos-module
+REPO = MODULE.parent
+TESTS = MODULE / "tests"
+
+failures = 0
+
+
+def ok(msg):
+    print(f"ok    {msg}")
+
+
+def skip(msg):
+    print(f"skip  {msg}")
+
+
+def fail(msg, detail=""):
+    global failures
+    failures += 1
+    print(f"FAIL  {msg}")
+    for line in (detail or "").rstrip().splitlines():
+        print(f"      {line}")
+
+
+def rel(p):
+    return str(Path(p).relative_to(REPO))
+
+
+def nixi(*args):
+    return subprocess.run(["nix-instantiate", "--store", "dummy://", *args],
+                          capture_output=True, text=True)
+
+
+def pretty(value):
+    return json.dumps(value, indent=2, sort_keys=True) + "\n"
+
+
+def first_error_line(stderr):
+    """The first `error: ...` line without the prefix (the rest names files
+    and positions, which differ between machines)."""
+    for line in stderr.splitlines():
+        if line.startswith("error: "):
+            return line[len("error: "):]
+    return stderr.strip().splitlines()[0] if stderr.strip() else "(no message)"
+
+
+def evaluate(lib, case):
+    r = nixi("--eval", "--strict", "--json", str(HERE / "eval.nix"),
+             "--argstr", "lib", lib, "--arg", "case", str(case))
+    if r.returncode != 0:
+        return None, r.stderr
+    return json.loads(r.stdout), None
+
+
+def compare(expected_path, actual, update):
+    """Snapshot comparison; returns a problem string or None."""
+    text = pretty(actual)
+    if update:
+        expected_path.write_text(text)
+        return None
+    if not expected_path.is_file():
+        return f"missing {rel(expected_path)} (run nixos-module/check --update, then review)"
+    want = expected_path.read_text()
+    if json.loads(want) == actual:
+        return None
+    import difflib
+    diff = difflib.unified_diff(pretty(json.loads(want)).splitlines(), text.splitlines(),
+                                rel(expected_path), "actual", lineterm="")
+    return f"differs from {rel(expected_path)}:\n" + "\n".join(diff)
+
+
+# ---------------------------------------------------------------------------
+# What must hold for every enabled configuration, whatever the options say.
+# The snapshots show everything; these say which parts are load-bearing
+# (the agent's lockout inspection, the activation contract, the hardening
+# rule in default.nix), so an --update cannot quietly accept a change to
+# them.
+
+CONFIG_PATH = "/etc/npcnix/config.json"
+HARDENING = {
+    "NoNewPrivileges": True,
+    "RestrictRealtime": True,
+    "LockPersonality": True,
+    "SystemCallArchitectures": "native",
+    "RestrictAddressFamilies": ["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"],
+}
+# Each would break an activation that runs inside the unit (default.nix).
+NEVER = ["ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "ProtectKernelTunables",
+         "ProtectControlGroups", "ProtectKernelLogs", "ProtectProc", "ReadOnlyPaths", "ProtectHostname",
+         "ProtectClock", "ProtectKernelModules", "RestrictSUIDSGID", "MemoryDenyWriteExecute",
+         "RestrictNamespaces", "SystemCallFilter", "CapabilityBoundingSet", "UMask"]
+
+
+def invariants(r):
+    p = []
+    sysv, hc = r["system"], r["host_config"]
+    unit = sysv["services"].get("npcnix")
+    if unit is None:
+        return ["no systemd.services.npcnix (the agent's lockout check requires npcnix.service)"]
+    sc = unit["serviceConfig"]
+    if "multi-user.target" not in unit["wantedBy"]:
+        p.append("npcnix.service is not wantedBy multi-user.target (lockout inspection requires it)")
+    if not unit["enable"]:
+        p.append("npcnix.service is disabled")
+    pkgs = [x for x in sysv["system_packages"] if x.endswith("-npcnix")]
+    want_exec = f"{pkgs[0] if pkgs else '?'}/bin/npcnix follow --config {CONFIG_PATH} --exit-after-switch"
+    if sc.get("ExecStart") != want_exec:
+        p.append(f"ExecStart is {sc.get('ExecStart')!r}, expected {want_exec!r} (the package on PATH, the config the module writes)")
+    for k, v in {"Type": "simple", "Restart": "on-failure", "RestartForceExitStatus": "75",
+                 "KillMode": "mixed"}.items():
+        if sc.get(k) != v:
+            p.append(f"serviceConfig.{k} is {sc.get(k)!r}, expected {v!r}")
+    if unit["restartIfChanged"]:
+        p.append("restartIfChanged must be false: an activation must not restart the agent running it")
+    if unit["unitConfig"].get("X-StopOnRemoval") is not False:
+        p.append("unitConfig.X-StopOnRemoval must be false")
+    for k, v in HARDENING.items():
+        if sc.get(k) != v:
+            p.append(f"hardening: serviceConfig.{k} is {sc.get(k)!r}, expected {v!r}")
+    for k in NEVER:
+        if k in sc:
+            p.append(f"serviceConfig.{k} is set: it would restrict every activation run in this unit")
+    env = unit["environment"]
+    if env.get("HOME") != "/root":
+        p.append("environment.HOME is not /root")
+    if "network-online.target" not in unit["after"] or "network-online.target" not in unit["wants"]:
+        p.append("not after/wants network-online.target")
+    etc = sysv["etc"].get("npcnix/config.json")
+    if etc is None or not etc["enable"]:
+        p.append("environment.etc.\"npcnix/config.json\" is missing (the agent and lockout inspection read it)")
+    if hc is None or hc.get("format") != "npcnix-host-config/v1":
+        p.append("host config is missing or has the wrong format")
+        return p
+    user = hc["fetcher"]["user"]
+    u = sysv["users"].get(user)
+    if u is None or not u["isSystemUser"] or u["group"] not in sysv["groups"]:
+        p.append(f"fetcher.user {user!r} is not a system user with an existing group")
+    sd = hc["state_dir"]
+    if sd.startswith("/var/lib/"):
+        if sc.get("StateDirectory") != sd[len("/var/lib/"):] or sc.get("StateDirectoryMode") != "0700":
+            p.append(f"state_dir {sd}: StateDirectory/StateDirectoryMode do not match")
+    elif f"d {sd} 0700 root root - -" not in sysv["tmpfiles"]:
+        p.append(f"state_dir {sd}: no tmpfiles rule creating it 0700")
+    return p
+
+
+# ---------------------------------------------------------------------------
+
+
+def check_parse():
+    print("== parse")
+    files = [REPO / "flake.nix"] + sorted(
+        f for d in (MODULE, REPO / "terraform") for f in d.rglob("*.nix")
+        if ".ci-venv-tf" not in f.parts and ".terraform" not in f.parts)
+    for f in files:
+        r = nixi("--parse", str(f))
+        if r.returncode == 0:
+            ok(f"parse {rel(f)}")
+        else:
+            fail(f"parse {rel(f)}", r.stderr)
+    r = nixi("--eval", "--strict", "--json", "-E", f"builtins.attrNames (import {REPO}/flake.nix).inputs")
+    if r.returncode == 0 and json.loads(r.stdout) == ["nixpkgs"]:
+        ok("flake.nix inputs are exactly [nixpkgs]")
+    else:
+        fail(f"flake.nix inputs: expected [\"nixpkgs\"], got: {r.stdout or r.stderr}")
+
+
+def check_cases(lib, update):
+    """tests/*.nix: accepted configurations. Returns the host configs."""
+    print("== accepted configurations (tests/*.nix): snapshot and invariants")
+    configs = {}
+    for case in sorted(TESTS.glob("*.nix")):
+        name = case.stem
+        r, err = evaluate(lib, case)
+        if r is None:
+            fail(f"{name}: evaluation failed", err)
+            continue
+        if r["failed_assertions"]:
+            fail(f"{name}: assertions failed", "\n".join(r["failed_assertions"]))
+            continue
+        if r["host_config"] is None:
+            # Only a disabled module may render nothing at all.
+            defined = [k for k in ("services", "etc", "users", "groups", "tmpfiles", "system_packages")
+                       if r["system"][k]]
+            problems = [f"no host config, but the module defined {', '.join(defined)}"] if defined else []
+        else:
+            problems = invariants(r)
+        # Checked before the snapshot, so --update cannot write a broken one.
+        if problems:
+            fail(f"{name}: invariants", "\n".join(problems))
+            continue
+        snapshot = {k: r[k] for k in ("host_config", "system", "warnings")}
+        problem = compare(TESTS / f"{name}.expected.json", snapshot, update)
+        if problem:
+            fail(f"{name}: {problem}")
+            continue
+        if r["host_config"] is not None:
+            configs[name] = r["host_config"]
+        what = "disabled, defines nothing" if r["host_config"] is None else "invariants hold"
+        ok(f"{name}: {what}, {'snapshot written' if update else 'matches snapshot'}")
+    return configs
+
+
+def check_overrides(lib):
+    print("== user overrides (tests/override/*.nix): expectations")
+    for case in sorted((TESTS / "override").glob("*.nix")):
+        name = case.stem
+        r, err = evaluate(lib, case)
+        if r is None:
+            fail(f"override/{name}: evaluation failed", err)
+        elif r["failed_assertions"]:
+            fail(f"override/{name}: assertions failed", "\n".join(r["failed_assertions"]))
+        elif "failed_expectations" not in r:
+            fail(f"override/{name}: not of the form {{ module; expect; }}")
+        elif r["failed_expectations"]:
+            fail(f"override/{name}: expectations failed", "\n".join(r["failed_expectations"]))
+        else:
+            ok(f"override/{name}: {r['expectation_count']} expectation(s) hold")
+
+
+def check_rejects(lib, update):
+    print("== refused configurations (tests/reject/*.nix)")
+    for case in sorted((TESTS / "reject").glob("*.nix")):
+        name = case.stem
+        expected = case.with_suffix(".expected.json")
+        r, err = evaluate(lib, case)
+        got = ({"failed_assertions": r["failed_assertions"]} if r is not None
+               else {"eval_error": first_error_line(err)})
+        if update:
+            expected.write_text(json.dumps(got, indent=2) + "\n")
+            ok(f"reject/{name}: expected file written")
+            continue
+        if not expected.is_file():
+            fail(f"reject/{name}: missing {rel(expected)} (run with --update, then review)")
+            continue
+        want = json.loads(expected.read_text())
+        if "eval_error" in want:
+            if r is not None:
+                fail(f"reject/{name}: evaluation succeeded, expected error: {want['eval_error']}")
+            elif want["eval_error"] not in err:
+                fail(f"reject/{name}: wrong error; expected fragment: {want['eval_error']}", err)
+            else:
+                ok(f"reject/{name}: refused: {want['eval_error'][:90]}")
+        else:
+            if r is None:
+                fail(f"reject/{name}: evaluation failed instead of failing assertions", err)
+            elif not want["failed_assertions"]:
+                fail(f"reject/{name}: the expected file lists no assertion: this case must be refused")
+            elif r["failed_assertions"] != want["failed_assertions"]:
+                fail(f"reject/{name}: failed assertions differ",
+                     "expected:\n  " + "\n  ".join(want["failed_assertions"])
+                     + "\ngot:\n  " + "\n  ".join(r["failed_assertions"]))
+            else:
+                ok(f"reject/{name}: refused by {len(r['failed_assertions'])} assertion(s)")
+
+
+# Host-config fields the agent learns with issue 14 (lockout inspection and
+# the reboot policy). A binary without them refuses them as unknown; that
+# is reported as a skip naming the field, never as a pass.
+PENDING_FIELDS = ("lockout", "reboot")
+
+
+def check_rust(configs, tmp):
+    print("== npcnix config check (the agent accepts what the module writes)")
+    binary = os.environ.get("NPCNIX_BIN")
+    if not binary:
+        skip("NPCNIX_BIN is not set")
+        return
+    for name, hc in configs.items():
+        path = Path(tmp) / f"{name}.json"
+        path.write_text(pretty(hc))
+        r = subprocess.run([binary, "config", "check", str(path)], capture_output=True, text=True)
+        out = (r.stdout or "") + (r.stderr or "")
+        if r.returncode == 0:
+            ok(f"npcnix config check {name}")
+            continue
+        pending = [f for f in PENDING_FIELDS if f in hc and re.search(rf"unknown field `{f}`", out)]
+        if pending:
+            skip(f"npcnix config check {name}: this npcnix does not know `{pending[0]}` yet (issue 14)")
+        else:
+            fail(f"npcnix config check {name}", out)
+
+
+def main():
+    lib = os.environ["NPCNIX_CHECK_LIB"]
+    update = "--update" in sys.argv[1:]
+    check_parse()
+    configs = check_cases(lib, update)
+    check_overrides(lib)
+    check_rejects(lib, update)
+    with tempfile.TemporaryDirectory() as tmp:
+        check_rust(configs, tmp)
+    print()
+    if failures:
+        print(f"nixos-module/check: {failures} failure(s)")
+        return 1
+    print("nixos-module/check: all passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
