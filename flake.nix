@@ -2,8 +2,11 @@
   description = "npcnix: security-first, pull-based deployment of NixOS flakes from a signed store";
 
   # One input on purpose: everything a host needs to trust comes from here.
-  # (nixos-module/check verifies that this stays the only input.)
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+  # A NixOS release branch whose rustc satisfies Cargo.toml's rust-version,
+  # pinned in flake.lock. (nixos-module/check verifies that this stays the
+  # only input, that flake.lock pins it, and that the docs use the same
+  # release.)
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
 
   outputs = { self, nixpkgs }:
     let

@@ -181,6 +181,65 @@ def check_parse():
         fail(f"flake.nix inputs: expected [\"nixpkgs\"], got: {r.stdout or r.stderr}")
 
 
+# rustc of each NixOS release the flake may pin (the release's default
+# `rustc`; nixpkgs PRs #460575 (1.91.1, before the 25.11 branch-off) and
+# #470993 (1.92.0, after it)). Pinning another release means adding it here,
+# after checking its rustc against Cargo.toml's rust-version.
+RELEASE_RUSTC = {"nixos-25.11": (1, 91)}
+
+
+def check_lock():
+    """flake.lock pins the one input of flake.nix to a NixOS release whose
+    rustc builds the crate, and the docs show that release."""
+    print("== flake.lock")
+    problems = []
+    lock_path = REPO / "flake.lock"
+    if not lock_path.is_file():
+        fail("flake.lock is missing: nixpkgs would float")
+        return
+    lock = json.loads(lock_path.read_text())
+    r = nixi("--eval", "--strict", "--json", "-E", f"(import {REPO}/flake.nix).inputs.nixpkgs.url")
+    url = json.loads(r.stdout) if r.returncode == 0 else None
+    m = re.fullmatch(r"github:NixOS/nixpkgs/(nixos-\d\d\.\d\d)", url or "")
+    if not m:
+        fail(f"flake.nix: inputs.nixpkgs.url is {url!r}, expected github:NixOS/nixpkgs/nixos-YY.MM (a release branch)")
+        return
+    ref = m.group(1)
+    root = lock["nodes"][lock["root"]]
+    node = lock["nodes"].get(root.get("inputs", {}).get("nixpkgs", ""), {})
+    locked, original = node.get("locked", {}), node.get("original", {})
+    if lock.get("version") != 7:
+        problems.append(f"lock version {lock.get('version')}, expected 7")
+    if sorted(root.get("inputs", {})) != ["nixpkgs"]:
+        problems.append(f"root inputs {sorted(root.get('inputs', {}))}, expected [nixpkgs]")
+    if original != {"owner": "NixOS", "ref": ref, "repo": "nixpkgs", "type": "github"}:
+        problems.append(f"original {original} does not match flake.nix ({url})")
+    if (locked.get("type"), locked.get("owner"), locked.get("repo")) != ("github", "NixOS", "nixpkgs"):
+        problems.append(f"locked is not github:NixOS/nixpkgs: {locked}")
+    if not re.fullmatch(r"[0-9a-f]{40}", locked.get("rev", "")):
+        problems.append("locked.rev is not a 40-hex commit")
+    if not re.fullmatch(r"sha256-[A-Za-z0-9+/]{43}=", locked.get("narHash", "")):
+        problems.append("locked.narHash is not a sha256 SRI hash")
+    if not isinstance(locked.get("lastModified"), int):
+        problems.append("locked.lastModified is missing")
+    cargo = (REPO / "Cargo.toml").read_text()
+    rv = re.search(r'^rust-version\s*=\s*"(\d+)\.(\d+)', cargo, re.M)
+    rustc = RELEASE_RUSTC.get(ref)
+    if rustc is None:
+        problems.append(f"{ref}: its rustc is not recorded in RELEASE_RUSTC (eval/check.py)")
+    elif not rv or (int(rv.group(1)), int(rv.group(2))) > rustc:
+        problems.append(f"Cargo.toml rust-version {rv and rv.group(0)} is newer than {ref}'s rustc {rustc[0]}.{rustc[1]}")
+    for doc in sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]:
+        if doc.name == "decisions.md":
+            continue
+        for other in set(re.findall(r"nixpkgs/(nixos-(?:\d\d\.\d\d|unstable))", doc.read_text())) - {ref}:
+            problems.append(f"{rel(doc)} shows nixpkgs/{other}; the flake pins {ref}")
+    if problems:
+        fail("flake.lock", "\n".join(problems))
+    else:
+        ok(f"flake.lock pins nixpkgs {ref} at {locked['rev'][:12]} (rustc {rustc[0]}.{rustc[1]} >= rust-version {rv.group(1)}.{rv.group(2)}); docs use {ref}")
+
+
 def check_cases(lib, update):
     """tests/*.nix: accepted configurations. Returns the host configs."""
     print("== accepted configurations (tests/*.nix): snapshot and invariants")
@@ -301,6 +360,7 @@ def main():
     lib = os.environ["NPCNIX_CHECK_LIB"]
     update = "--update" in sys.argv[1:]
     check_parse()
+    check_lock()
     configs = check_cases(lib, update)
     check_overrides(lib)
     check_rejects(lib, update)
