@@ -17,8 +17,13 @@
 let
   cfg = config.services.npcnix;
 
-  hostConfig = import ./host-config.nix cfg;
+  # settings first, the typed options over it; ./assertions.nix refuses any
+  # field both define, so the order only matters for nested objects.
+  hostConfig = lib.recursiveUpdate cfg.settings (import ./host-config.nix cfg);
   configFile = (pkgs.formats.json { }).generate "npcnix.json" hostConfig;
+
+  bootMode = cfg.activation == "boot"
+    || (cfg.activation == "toplevel" && cfg.toplevelAction == "boot");
 
   # StateDirectory= only manages directories below /var/lib.
   stateDirUnderVarLib = lib.hasPrefix "/var/lib/" cfg.stateDir;
@@ -32,6 +37,13 @@ in
     services.npcnix.configuration = lib.mkOptionDefault config.networking.hostName;
 
     assertions = import ./assertions.nix cfg;
+
+    warnings =
+      lib.optional (cfg.allowReboot && !bootMode) ''
+        services.npcnix.allowReboot has no effect with activation = "${cfg.activation}"${lib.optionalString (cfg.activation == "toplevel") " and toplevelAction = \"${cfg.toplevelAction}\""}:
+        the agent reboots only after boot-mode activations.''
+      ++ lib.optional (cfg.rebootWindow != null && !cfg.allowReboot) ''
+        services.npcnix.rebootWindow is set but allowReboot is false: the host is never rebooted.'';
 
     environment.systemPackages = [ cfg.package ];
 
@@ -101,6 +113,10 @@ in
       serviceConfig = {
         Type = "simple";
         ExecStart = "${cfg.package}/bin/npcnix follow --config /etc/npcnix/config.json --exit-after-switch";
+
+        # Credentials and endpoints for S3 outside EC2. Read by systemd (as
+        # root) at start, so the file can be private; never in the store.
+        EnvironmentFile = lib.mkIf (cfg.environmentFile != null) cfg.environmentFile;
 
         # A crash or a config error is retried, slowly. A clean exit (e.g.
         # `npcnix pause`, if it ever exits) is not.

@@ -329,6 +329,78 @@ def check_rejects(lib, update):
                 ok(f"reject/{name}: refused by {len(r['failed_assertions'])} assertion(s)")
 
 
+# ---------------------------------------------------------------------------
+# docs/nixos.md: the options reference and the minimal host config are
+# generated from the module (between the markers), never kept by hand.
+
+DOC = REPO / "docs" / "nixos.md"
+OPTIONS_BEGIN = "<!-- options:begin (generated from the module by nixos-module/check --update; do not edit) -->"
+OPTIONS_END = "<!-- options:end -->"
+MINIMAL_BEGIN = "<!-- minimal-config:begin (generated from tests/minimal.nix by nixos-module/check --update; do not edit) -->"
+MINIMAL_END = "<!-- minimal-config:end -->"
+
+
+def render_value(v):
+    if v is None:
+        return None
+    text = v["text"] if isinstance(v, dict) and "text" in v else json.dumps(v)
+    text = text.strip()
+    if isinstance(v, dict) and v.get("_type") == "literalMD":
+        return text
+    if "\n" in text:
+        return "\n```nix\n" + text + "\n```"
+    return f"`{text}`"
+
+
+def render_options(entries):
+    out = []
+    for o in entries:
+        out.append(f"#### `{o['name']}`\n")
+        if o.get("description"):
+            out.append(o["description"].strip() + "\n")
+        facts = [f"*Type:* `{o['type']}`"]
+        for key in ("default", "example"):
+            r = render_value(o.get(key))
+            if r is not None:
+                facts.append(f"*{key.capitalize()}:* {r}")
+        if o.get("readOnly"):
+            facts.append("*Read-only.*")
+        out.append("\n\n".join(facts) + "\n")
+    return "\n".join(out)
+
+
+def replace_block(text, begin, end, body):
+    i, j = text.find(begin), text.find(end)
+    if i < 0 or j < i:
+        raise ValueError(f"markers missing in {rel(DOC)}: {begin} ... {end}")
+    return text[: i + len(begin)] + "\n" + body.rstrip("\n") + "\n" + text[j:]
+
+
+def check_docs(lib, minimal_config, update):
+    print("== docs/nixos.md (options reference and minimal host config, generated)")
+    r = nixi("--eval", "--strict", "--json", str(HERE / "options-doc.nix"), "--argstr", "lib", lib)
+    if r.returncode != 0:
+        fail("options-doc.nix: evaluation failed", r.stderr)
+        return
+    entries = json.loads(r.stdout)
+    text = DOC.read_text()
+    try:
+        new = replace_block(text, OPTIONS_BEGIN, OPTIONS_END, render_options(entries))
+        if minimal_config is not None:
+            new = replace_block(new, MINIMAL_BEGIN, MINIMAL_END,
+                                "```json\n" + json.dumps(minimal_config, indent=2, sort_keys=True) + "\n```")
+    except ValueError as e:
+        fail(str(e))
+        return
+    if new == text:
+        ok(f"{rel(DOC)}: options reference ({len(entries)} options) and minimal host config are current")
+    elif update:
+        DOC.write_text(new)
+        ok(f"{rel(DOC)}: options reference ({len(entries)} options) and minimal host config written")
+    else:
+        fail(f"{rel(DOC)} is stale: run nixos-module/check --update (it regenerates the options reference)")
+
+
 # Host-config fields the agent learns with issue 14 (lockout inspection and
 # the reboot policy). A binary without them refuses them as unknown; that
 # is reported as a skip naming the field, never as a pass.
@@ -364,6 +436,7 @@ def main():
     configs = check_cases(lib, update)
     check_overrides(lib)
     check_rejects(lib, update)
+    check_docs(lib, configs.get("minimal"), update)
     with tempfile.TemporaryDirectory() as tmp:
         check_rust(configs, tmp)
     print()
