@@ -60,6 +60,12 @@
       packages = forAllSystems (pkgs: rec {
         npcnix = mkNpcnix pkgs;
         default = npcnix;
+        # Statically linked (musl, nixpkgs' pkgsStatic): the binary that
+        # terraform/install downloads on first boot (npcnix_url), so that no
+        # host compiles Rust; it needs neither the loader nor a libc. The
+        # test suite runs in `npcnix`. scripts/build-static builds the
+        # equivalent with cargo (glibc, crt-static) outside Nix.
+        npcnix-static = (mkNpcnix pkgs.pkgsStatic).overrideAttrs (_: { doCheck = false; });
       });
 
       # For hosts that build npcnix with their own nixpkgs.

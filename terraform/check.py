@@ -380,16 +380,81 @@ def check_deny_conditions(text):
     return problems
 
 
+def run_first_boot(script, binary):
+    """Runs a rendered first-boot script with stand-ins: `curl` "downloads"
+    `binary` to its -o path, `systemctl` says npcnix.service does not exist.
+    The only edits to the script: /run/current-system/sw/bin (first on its
+    PATH) and /var/lib (its done marker) point into a temporary directory.
+    Returns (exit code, stderr, argv the binary ran with or None, marker
+    written)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        bindir, varlib = tmp / "bin", tmp / "var" / "lib"
+        bindir.mkdir()
+        varlib.mkdir(parents=True)
+        (bindir / "curl").write_text(
+            "#!/bin/sh\nwhile [ $# -gt 0 ]; do\n"
+            "  if [ \"$1\" = -o ]; then cp \"$NPCNIX_STANDIN_BINARY\" \"$2\"; exit 0; fi\n"
+            "  shift\ndone\nexit 22\n")
+        (bindir / "systemctl").write_text("#!/bin/sh\nexit 1\n")
+        for f in bindir.iterdir():
+            f.chmod(0o755)
+        log = tmp / "ran"
+        edited = script.replace("/run/current-system/sw/bin", str(bindir)).replace("/var/lib", str(varlib))
+        r = subprocess.run(["sh", "-s"], input=edited, text=True, capture_output=True, timeout=60,
+                           env={"PATH": f"{bindir}:/usr/bin:/bin", "NPCNIX_STANDIN_BINARY": str(binary),
+                                "NPCNIX_STANDIN_LOG": str(log), "TMPDIR": str(tmp)})
+        argv = log.read_text().splitlines() if log.exists() else None
+        return r.returncode, r.stderr, argv, (varlib / "npcnix-first-boot.done").exists()
+
+
+STANDIN = HERE / "tests" / "install_url_standin" / "fake-npcnix"
+
+
 def check_install_url(out):
     p = check_install_script(out["user_data"], [K1, K2], 2, "eu-central-1", "url")
     for flag in ("--min-version 5\n", "--require-expiry\n", "--max-version-jump 10\n"):
         if flag not in out["user_data"]:
             p.append(f"first-contact policy: {flag.strip()} not passed")
+    # The pinned hash is not the stand-in's: the download must never run.
+    code, err, argv, marker = run_first_boot(out["user_data"], STANDIN)
+    if code != 1 or "does not match the pinned hash; refusing to run it" not in err:
+        p.append(f"wrong hash: expected exit 1 and a refusal, got exit {code}: {err.strip()}")
+    if argv is not None:
+        p.append(f"wrong hash: the downloaded binary RAN with {argv}")
+    if marker:
+        p.append("wrong hash: the done marker was written")
+    return p
+
+
+def check_install_url_standin(out):
+    p = check_install_script(out["user_data"], [K1], 1, None, "url")
+    code, err, argv, marker = run_first_boot(out["user_data"], STANDIN)
+    want = ["install", "--remote", "s3://example-bucket/npcnix/remotes/prod", "--configuration", "web1",
+            "--threshold", "1", "--trusted-key", K1]
+    if code != 0:
+        p.append(f"matching hash: the script failed (exit {code}): {err.strip()}")
+    if argv != want:
+        p.append(f"matching hash: the binary ran with {argv}, expected {want}")
+    if not marker:
+        p.append("matching hash: no done marker after a successful install")
     return p
 
 
 def check_install_flake(out):
     p = check_install_script(out["user_data"], [K2], 1, None, "flake")
+    want = ("NIX_CONFIG='extra-substituters = https://cache.example.com https://npcnix.cachix.org\n"
+            "extra-trusted-public-keys = cache.example.com-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY='\n"
+            "export NIX_CONFIG\n")
+    if want not in out["user_data"]:
+        p.append("extra substituters/keys are not exported as one single-quoted NIX_CONFIG")
+    # What NIX_CONFIG holds once the shell has parsed it.
+    m = re.search(r"^NIX_CONFIG=.*?\nexport NIX_CONFIG$", out["user_data"], re.M | re.S)
+    r = subprocess.run(["sh", "-c", (m.group(0) if m else "") + '\nprintf "%s" "$NIX_CONFIG"'],
+                       capture_output=True, text=True)
+    if r.stdout.splitlines() != ["extra-substituters = https://cache.example.com https://npcnix.cachix.org",
+                                 "extra-trusted-public-keys = cache.example.com-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="]:
+        p.append(f"NIX_CONFIG parses to {r.stdout!r}")
     for flag in ("--min-version", "--require-expiry", "--max-version-jump"):
         if flag in out["user_data"]:
             p.append(f"{flag} passed although not set (install pins the verified head)")
@@ -655,6 +720,7 @@ def check_store_s3(work):
 ROOT_CHECKS = {
     "tests/install_url": check_install_url,
     "tests/install_flake": check_install_flake,
+    "tests/install_url_standin": check_install_url_standin,
     "tests/remote_policy": check_remote_policy,
     "tests/remote_policy_kms": lambda out: check_remote_policy(out, KMS_KEY),
 }
