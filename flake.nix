@@ -2,8 +2,11 @@
   description = "npcnix: security-first, pull-based deployment of NixOS flakes from a signed store";
 
   # One input on purpose: everything a host needs to trust comes from here.
-  # (nixos-module/check verifies that this stays the only input.)
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+  # A NixOS release branch whose rustc satisfies Cargo.toml's rust-version,
+  # pinned in flake.lock. (nixos-module/check verifies that this stays the
+  # only input, that flake.lock pins it, and that the docs use the same
+  # release.)
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
 
   outputs = { self, nixpkgs }:
     let
@@ -57,6 +60,12 @@
       packages = forAllSystems (pkgs: rec {
         npcnix = mkNpcnix pkgs;
         default = npcnix;
+        # Statically linked (musl, nixpkgs' pkgsStatic): the binary that
+        # terraform/install downloads on first boot (npcnix_url), so that no
+        # host compiles Rust; it needs neither the loader nor a libc. The
+        # test suite runs in `npcnix`. scripts/build-static builds the
+        # equivalent with cargo (glibc, crt-static) outside Nix.
+        npcnix-static = (mkNpcnix pkgs.pkgsStatic).overrideAttrs (_: { doCheck = false; });
       });
 
       # For hosts that build npcnix with their own nixpkgs.
@@ -83,7 +92,7 @@
       });
 
       # `nix flake check` needs nixpkgs, which the project's CI does not
-      # have; CI runs the offline checks (nixos-module/check,
+      # have; CI runs the checks that need none (nixos-module/check,
       # terraform/check) instead. Run these where nixpkgs is available.
       checks = forAllSystems (pkgs: {
         npcnix = self.packages.${pkgs.stdenv.hostPlatform.system}.npcnix;

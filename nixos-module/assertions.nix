@@ -1,7 +1,7 @@
 # cfg -> [ { assertion = bool; message = str; } ]
 #
 # The cross-option checks of services.npcnix, as a PURE function (builtins
-# only) so ./check can evaluate them offline, including the cases that must
+# only), evaluated by ./check, including the cases that must
 # fail (./tests/reject). ./default.nix passes the list to NixOS `assertions`,
 # so a configuration that would leave a host unable to verify anything (or
 # able to accept releases it should not) fails at build time, before it is
@@ -37,6 +37,18 @@ let
   scopedCount = builtins.length (unique (map (k: k.publicKey) scoped));
 
   showList = xs: builtins.concatStringsSep ", " (map (x: "\"${x}\"") xs);
+
+  # services.npcnix.settings may only add fields: a field that a typed option
+  # renders too is refused (paths in the host config, dotted).
+  overlaps = prefix: a: b:
+    builtins.concatMap
+      (k:
+        if !(b ? ${k}) then [ ]
+        else if builtins.isAttrs a.${k} && builtins.isAttrs b.${k}
+        then overlaps (prefix ++ [ k ]) a.${k} b.${k}
+        else [ (builtins.concatStringsSep "." (prefix ++ [ k ])) ])
+      (builtins.attrNames a);
+  settingsOverlap = overlaps [ ] cfg.settings hostConfig;
 
   # Nix binary cache keys are "name:base64".
   badCacheKeys = builtins.filter
@@ -105,6 +117,22 @@ in
     assertion = cfg.healthCheck == null
       || (cfg.healthCheck.command != [ ] && builtins.head cfg.healthCheck.command != "");
     message = "services.npcnix.healthCheck.command must name a program (its first element).";
+  }
+  {
+    assertion = settingsOverlap == [ ];
+    message = ''
+      services.npcnix.settings sets host-config field(s) that typed options of
+      services.npcnix render: ${showList settingsOverlap}. Set them through the
+      corresponding services.npcnix options instead (settings may only add fields).'';
+  }
+  {
+    # The store is world-readable: a secret there is no secret.
+    assertion = cfg.environmentFile == null
+      || builtins.match "/+nix/+store(/.*)?" cfg.environmentFile == null;
+    message = ''
+      services.npcnix.environmentFile = "${toString cfg.environmentFile}" is in the Nix store,
+      which every user can read; keep credentials in a private file outside it
+      (e.g. /run/secrets/..., from sops-nix or agenix).'';
   }
   {
     assertion = badCacheKeys == [ ];

@@ -1,9 +1,13 @@
 # NixOS module for the npcnix agent: `services.npcnix`.
 #
 #   ./options.nix      option declarations
-#   ./host-config.nix  options -> /etc/npcnix/config.json (pure, tested offline)
-#   ./assertions.nix   cross-option checks (pure, tested offline)
+#   ./host-config.nix  options -> /etc/npcnix/config.json (a pure function)
+#   ./assertions.nix   cross-option checks (a pure function)
 #   this file          wiring: config file, systemd unit, assertions
+#
+# ./check evaluates this file with nixpkgs' real module system
+# (lib.evalModules) and asserts on the unit, the rendered config and the
+# assertions; see ./eval/.
 #
 # The agent runs `nixos-rebuild`, so it runs as root and cannot be sandboxed
 # the way a network daemon can. The hardening below is restricted to settings
@@ -13,8 +17,13 @@
 let
   cfg = config.services.npcnix;
 
-  hostConfig = import ./host-config.nix cfg;
+  # settings first, the typed options over it; ./assertions.nix refuses any
+  # field both define, so the order only matters for nested objects.
+  hostConfig = lib.recursiveUpdate cfg.settings (import ./host-config.nix cfg);
   configFile = (pkgs.formats.json { }).generate "npcnix.json" hostConfig;
+
+  bootMode = cfg.activation == "boot"
+    || (cfg.activation == "toplevel" && cfg.toplevelAction == "boot");
 
   # StateDirectory= only manages directories below /var/lib.
   stateDirUnderVarLib = lib.hasPrefix "/var/lib/" cfg.stateDir;
@@ -28,6 +37,13 @@ in
     services.npcnix.configuration = lib.mkOptionDefault config.networking.hostName;
 
     assertions = import ./assertions.nix cfg;
+
+    warnings =
+      lib.optional (cfg.allowReboot && !bootMode) ''
+        services.npcnix.allowReboot has no effect with activation = "${cfg.activation}"${lib.optionalString (cfg.activation == "toplevel") " and toplevelAction = \"${cfg.toplevelAction}\""}:
+        the agent reboots only after boot-mode activations.''
+      ++ lib.optional (cfg.rebootWindow != null && !cfg.allowReboot) ''
+        services.npcnix.rebootWindow is set but allowReboot is false: the host is never rebooted.'';
 
     environment.systemPackages = [ cfg.package ];
 
@@ -97,6 +113,10 @@ in
       serviceConfig = {
         Type = "simple";
         ExecStart = "${cfg.package}/bin/npcnix follow --config /etc/npcnix/config.json --exit-after-switch";
+
+        # Credentials and endpoints for S3 outside EC2. Read by systemd (as
+        # root) at start, so the file can be private; never in the store.
+        EnvironmentFile = lib.mkIf (cfg.environmentFile != null) cfg.environmentFile;
 
         # A crash or a config error is retried, slowly. A clean exit (e.g.
         # `npcnix pause`, if it ever exits) is not.

@@ -3,14 +3,16 @@
 # A PURE function: it takes the evaluated `config.services.npcnix` attrset
 # and returns the attrset that ./default.nix renders to
 # /etc/npcnix/config.json with `pkgs.formats.json`. It needs neither pkgs nor
-# lib, so ./check can evaluate it offline with plain `nix-instantiate`.
+# lib.
 #
 # The Rust side parses this JSON with `deny_unknown_fields`: every key below
-# is always present (null when unset) and no other key may appear. Keep this
-# file, docs/nixos.md and the expected files in ./tests in step.
+# is always present (null when unset), except `lockout` and `reboot`, which
+# appear only when one of their options is set, so that configs which do not
+# use them stay readable by agents that predate them. Keep this file and the
+# expected files in ./tests in step; ./default.nix merges
+# services.npcnix.settings under the result.
 #
-# Every field of cfg used here must be declared in ./options.nix (the offline
-# evaluator fails on a read of an undeclared option, like the module system).
+# Every field of cfg used here must be declared in ./options.nix.
 cfg:
 let
   # The remote name: explicit, or the last path segment of the URL
@@ -23,6 +25,14 @@ let
     if m == null then null else builtins.elemAt m 1;
 
   remoteName = if cfg.remoteName != null then cfg.remoteName else derivedName;
+
+  optionalAttrs = cond: attrs: if cond then attrs else { };
+
+  # Only the fields the user set; the agent has a default for each.
+  lockout =
+    optionalAttrs (cfg.lockout.inspect != null) { inspect = cfg.lockout.inspect; }
+    // optionalAttrs (cfg.lockout.probationSeconds != null) { probation_secs = cfg.lockout.probationSeconds; }
+    // optionalAttrs (cfg.lockout.watchdog != null) { watchdog = cfg.lockout.watchdog; };
 
   trustedKey = k: {
     public_key = k.publicKey;
@@ -96,5 +106,14 @@ in
     path_bytes = cfg.limits.pathBytes;
     file_bytes = cfg.limits.fileBytes;
     zstd_window_log = cfg.limits.zstdWindowLog;
+  };
+}
+// optionalAttrs (lockout != { }) { inherit lockout; }
+// optionalAttrs (cfg.allowReboot || cfg.rebootWindow != null) {
+  reboot = {
+    allow = cfg.allowReboot;
+    window =
+      if cfg.rebootWindow == null then null
+      else { inherit (cfg.rebootWindow) lower upper; };
   };
 }

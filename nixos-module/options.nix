@@ -2,14 +2,10 @@
 #
 # The implementation (systemd unit, /etc/npcnix/config.json) lives in
 # ./default.nix; the translation of these options into the host config JSON
-# lives in ./host-config.nix (a pure function, so it can be tested without
-# nixpkgs); the cross-option checks live in ./assertions.nix (pure as well).
-#
-# This file only uses `lib.mkOption`, `lib.mkEnableOption`,
-# `lib.literalExpression` and the `lib.types` listed in ./offline/lib.nix:
-# the offline check (../nixos-module/check) evaluates it against that small
-# stand-in for nixpkgs' lib to get the defaults and type checks. Using another
-# `lib` function here needs a matching stand-in there.
+# lives in ./host-config.nix (a pure function); the cross-option checks live
+# in ./assertions.nix (pure as well). ./check evaluates all of it with
+# nixpkgs' module system and generates the options reference in
+# docs/nixos.md from the declarations here.
 { lib, pkgs, ... }:
 let
   inherit (lib) mkOption types literalExpression;
@@ -22,6 +18,12 @@ let
   remoteNameType = types.strMatching remoteNameRegex;
 
   absolutePath = types.strMatching "/.+";
+
+  # HH:MM, 00:00-23:59 (system.autoUpgrade.rebootWindow takes any two digit
+  # pairs; the agent parses the same strict form).
+  timeOfDay = types.strMatching "([01][0-9]|2[0-3]):[0-5][0-9]";
+
+  jsonFormat = pkgs.formats.json { };
 
   # Every resource limit is optional: null means "use npcnix's built-in
   # default" (documented in docs/protocol.md), so the defaults have one home.
@@ -123,15 +125,130 @@ in
   options.services.npcnix = {
     enable = lib.mkEnableOption "npcnix, the pull-based deployment agent (`npcnix follow`)";
 
-    package = mkOption {
-      type = types.package;
-      default = pkgs.npcnix or (throw ''
-        services.npcnix.package is not set and pkgs.npcnix does not exist.
-        Use the npcnix flake's nixosModules.default (which sets it), add its
-        overlays.default, or set services.npcnix.package yourself.
-      '');
-      defaultText = literalExpression "pkgs.npcnix";
-      description = "The npcnix package to run.";
+    package = lib.mkPackageOption pkgs "npcnix" {
+      extraDescription = ''
+        The npcnix flake's `nixosModules.default` sets it to the flake's own
+        build; with `nixosModules.npcnix`, add the flake's `overlays.default`
+        (which provides `pkgs.npcnix`) or set it yourself.
+      '';
+    };
+
+    settings = mkOption {
+      type = types.submodule { freeformType = jsonFormat.type; };
+      default = { };
+      example = literalExpression ''
+        {
+          # host-config fields this module has no option for
+          remote.min_rate_bytes_per_sec = 65536;
+          policy.max_future_skew_secs = 120;
+        }
+      '';
+      description = ''
+        Extra fields of the host config (`/etc/npcnix/config.json`, the JSON
+        described in docs/protocol.md), merged under what the typed options
+        render: any field the agent knows can be set without a new module
+        release. A field that a typed option also renders is refused (an
+        assertion names it), so a setting here never silently loses to, or
+        overrides, a typed option. The agent refuses unknown fields, so a
+        misspelt one fails `npcnix config check` and the agent's start
+        instead of being ignored.
+      '';
+    };
+
+    environmentFile = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      example = "/run/secrets/npcnix-s3.env";
+      description = ''
+        A file of `NAME=value` lines that systemd loads into the agent's
+        environment (`EnvironmentFile=`), for S3 credentials and endpoints on
+        hosts outside EC2 (MinIO, Garage, R2, ...): `AWS_ACCESS_KEY_ID`,
+        `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT_URL`, `AWS_REGION`. systemd
+        reads it as root, so it can be mode 0600; the agent passes the
+        environment on to its unprivileged fetch worker, which needs the
+        credentials. Give the path as a string (e.g. from sops-nix or
+        agenix): a Nix path literal would copy the secret into the
+        world-readable store, and is refused, as is a path in /nix/store.
+      '';
+    };
+
+    lockout = {
+      inspect = mkOption {
+        type = types.nullOr types.bool;
+        default = null;
+        defaultText = lib.literalMD "`null`: the agent's default, `true`";
+        description = ''
+          Before switching, inspect the built system and refuse a release
+          that would lock the host out of npcnix: one whose npcnix service is
+          no longer enabled, whose host config no longer follows this remote,
+          or that no longer trusts enough keys for it (the agent reads the
+          built system's `etc/npcnix/config.json` and its
+          `npcnix.service` in `multi-user.target.wants`, which this module
+          writes). See docs/lockout.md. Rendered as `lockout.inspect` only
+          when set.
+        '';
+      };
+      probationSeconds = mkOption {
+        type = types.nullOr types.ints.unsigned;
+        default = null;
+        defaultText = lib.literalMD "`null`: the agent's default, `300`";
+        description = ''
+          Seconds a switched-to release is on probation: unless the new
+          system's agent confirms it in time (one successful poll and, if
+          configured, a passing health check), the watchdog rolls the host
+          back and marks the release bad. `0`: no probation. Rendered as
+          `lockout.probation_secs` only when set.
+        '';
+      };
+      watchdog = mkOption {
+        type = types.nullOr (types.enum [ "systemd-run" "none" ]);
+        default = null;
+        defaultText = lib.literalMD "`null`: the agent's default, `\"systemd-run\"`";
+        description = ''
+          What rolls back a release whose probation runs out:
+          `systemd-run`, a transient timer outside the service being
+          replaced (so it fires even if the new release stopped the agent),
+          or `none`. Rendered as `lockout.watchdog` only when set.
+        '';
+      };
+    };
+
+    allowReboot = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Reboot the host after a `boot`-mode activation (`activation =
+        "boot"`, or `activation = "toplevel"` with `toplevelAction = "boot"`)
+        whose kernel, initrd or kernel modules differ from the running ones,
+        so that the release takes effect; as `system.autoUpgrade.allowReboot`.
+        Only inside `rebootWindow`, if one is set. Rendered as
+        `reboot.allow` (with `reboot.window`) when this or `rebootWindow` is
+        set.
+      '';
+    };
+
+    rebootWindow = mkOption {
+      type = types.nullOr (types.submodule {
+        options = {
+          lower = mkOption {
+            type = timeOfDay;
+            example = "01:00";
+            description = "Start of the window (local time, HH:MM).";
+          };
+          upper = mkOption {
+            type = timeOfDay;
+            example = "05:00";
+            description = "End of the window (local time, HH:MM); may be earlier than `lower` (a window across midnight).";
+          };
+        };
+      });
+      default = null;
+      example = { lower = "01:00"; upper = "05:00"; };
+      description = ''
+        With `allowReboot`: reboot only between `lower` and `upper` (local
+        time); a release activated outside the window waits for the next
+        one. `null`: any time. As `system.autoUpgrade.rebootWindow`.
+      '';
     };
 
     remote = mkOption {

@@ -2,7 +2,7 @@
 # (or `nix flake check`).
 #
 # NOT run in this project's CI: that machine has no nixpkgs and no network, so
-# it only runs the offline checks in ./check. Run this where nixpkgs is
+# it only runs ./check (the module system, without packages). Run this where nixpkgs is
 # available and KVM is (it works without KVM, slowly).
 #
 # What it shows, end to end, on a real NixOS system:

@@ -50,6 +50,7 @@ HERE = Path(__file__).resolve().parent
 REQUIRED_FILES = ["versions.tf", "variables.tf", "main.tf", "outputs.tf"]
 
 failures = 0
+UPDATE = "--update" in sys.argv[1:]
 
 
 def ok(msg):
@@ -379,23 +380,88 @@ def check_deny_conditions(text):
     return problems
 
 
+def run_first_boot(script, binary):
+    """Runs a rendered first-boot script with stand-ins: `curl` "downloads"
+    `binary` to its -o path, `systemctl` says npcnix.service does not exist.
+    The only edits to the script: /run/current-system/sw/bin (first on its
+    PATH) and /var/lib (its done marker) point into a temporary directory.
+    Returns (exit code, stderr, argv the binary ran with or None, marker
+    written)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        bindir, varlib = tmp / "bin", tmp / "var" / "lib"
+        bindir.mkdir()
+        varlib.mkdir(parents=True)
+        (bindir / "curl").write_text(
+            "#!/bin/sh\nwhile [ $# -gt 0 ]; do\n"
+            "  if [ \"$1\" = -o ]; then cp \"$NPCNIX_STANDIN_BINARY\" \"$2\"; exit 0; fi\n"
+            "  shift\ndone\nexit 22\n")
+        (bindir / "systemctl").write_text("#!/bin/sh\nexit 1\n")
+        for f in bindir.iterdir():
+            f.chmod(0o755)
+        log = tmp / "ran"
+        edited = script.replace("/run/current-system/sw/bin", str(bindir)).replace("/var/lib", str(varlib))
+        r = subprocess.run(["sh", "-s"], input=edited, text=True, capture_output=True, timeout=60,
+                           env={"PATH": f"{bindir}:/usr/bin:/bin", "NPCNIX_STANDIN_BINARY": str(binary),
+                                "NPCNIX_STANDIN_LOG": str(log), "TMPDIR": str(tmp)})
+        argv = log.read_text().splitlines() if log.exists() else None
+        return r.returncode, r.stderr, argv, (varlib / "npcnix-first-boot.done").exists()
+
+
+STANDIN = HERE / "tests" / "install_url_standin" / "fake-npcnix"
+
+
 def check_install_url(out):
     p = check_install_script(out["user_data"], [K1, K2], 2, "eu-central-1", "url")
     for flag in ("--min-version 5\n", "--require-expiry\n", "--max-version-jump 10\n"):
         if flag not in out["user_data"]:
             p.append(f"first-contact policy: {flag.strip()} not passed")
+    # The pinned hash is not the stand-in's: the download must never run.
+    code, err, argv, marker = run_first_boot(out["user_data"], STANDIN)
+    if code != 1 or "does not match the pinned hash; refusing to run it" not in err:
+        p.append(f"wrong hash: expected exit 1 and a refusal, got exit {code}: {err.strip()}")
+    if argv is not None:
+        p.append(f"wrong hash: the downloaded binary RAN with {argv}")
+    if marker:
+        p.append("wrong hash: the done marker was written")
+    return p
+
+
+def check_install_url_standin(out):
+    p = check_install_script(out["user_data"], [K1], 1, None, "url")
+    code, err, argv, marker = run_first_boot(out["user_data"], STANDIN)
+    want = ["install", "--remote", "s3://example-bucket/npcnix/remotes/prod", "--configuration", "web1",
+            "--threshold", "1", "--trusted-key", K1]
+    if code != 0:
+        p.append(f"matching hash: the script failed (exit {code}): {err.strip()}")
+    if argv != want:
+        p.append(f"matching hash: the binary ran with {argv}, expected {want}")
+    if not marker:
+        p.append("matching hash: no done marker after a successful install")
     return p
 
 
 def check_install_flake(out):
     p = check_install_script(out["user_data"], [K2], 1, None, "flake")
+    want = ("NIX_CONFIG='extra-substituters = https://cache.example.com https://npcnix.cachix.org\n"
+            "extra-trusted-public-keys = cache.example.com-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY='\n"
+            "export NIX_CONFIG\n")
+    if want not in out["user_data"]:
+        p.append("extra substituters/keys are not exported as one single-quoted NIX_CONFIG")
+    # What NIX_CONFIG holds once the shell has parsed it.
+    m = re.search(r"^NIX_CONFIG=.*?\nexport NIX_CONFIG$", out["user_data"], re.M | re.S)
+    r = subprocess.run(["sh", "-c", (m.group(0) if m else "") + '\nprintf "%s" "$NIX_CONFIG"'],
+                       capture_output=True, text=True)
+    if r.stdout.splitlines() != ["extra-substituters = https://cache.example.com https://npcnix.cachix.org",
+                                 "extra-trusted-public-keys = cache.example.com-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="]:
+        p.append(f"NIX_CONFIG parses to {r.stdout!r}")
     for flag in ("--min-version", "--require-expiry", "--max-version-jump"):
         if flag in out["user_data"]:
             p.append(f"{flag} passed although not set (install pins the verified head)")
     return p
 
 
-def check_remote_policy(out):
+def check_remote_policy(out, kms_key=None):
     p = []
     bucket = "arn:aws:s3:::example-bucket"
     rp = f"{bucket}/npcnix/fleet/remotes/prod"
@@ -443,13 +509,220 @@ def check_remote_policy(out):
                for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])}
     if any("Delete" in a or a.endswith("*") for a in actions):
         p.append(f"a policy grants delete or a wildcard action: {sorted(actions)}")
+    kms = [a for a in actions if a.startswith("kms:")]
+    if kms_key is None and kms:
+        p.append(f"no KMS key given, but the policies grant {kms}")
+    if kms_key is not None:
+        via = {"kms:ViaService": "s3.eu-central-1.amazonaws.com"}
+        other_key = kms_key.replace("1234abcd", "99999999")
+        for name, pol, action, res, ctx, want, why in [
+            ("read", read, "kms:Decrypt", kms_key, via, True, "host decrypts store objects via S3"),
+            ("read", read, "kms:Decrypt", kms_key, {}, False, "host uses the key directly (not via S3)"),
+            ("read", read, "kms:GenerateDataKey", kms_key, via, False, "host encrypts new objects"),
+            ("read", read, "kms:Decrypt", other_key, via, False, "host decrypts with another key"),
+            ("write", write, "kms:GenerateDataKey", kms_key, via, True, "publisher encrypts new objects via S3"),
+            ("write", write, "kms:Decrypt", kms_key, via, True, "publisher completes a multipart upload"),
+            ("write", write, "kms:GenerateDataKey", kms_key, {"kms:ViaService": "ec2.eu-central-1.amazonaws.com"}, False, "key used via another service"),
+        ]:
+            got = iam_allows(pol, action, res, ctx)
+            if got != want:
+                p.append(f"{name} policy: {why}: {action} {res} {ctx} -> {'allowed' if got else 'denied'}")
     return p
+
+
+KMS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+# ---------------------------------------------------------------------------
+# Module READMEs: the inputs/outputs tables are generated from the .tf files
+# (between terraform-docs' markers), so they cannot drift; the rest is
+# written by hand and must show a pinned git source for the module.
+
+DOCS_BEGIN = "<!-- BEGIN_TF_DOCS (generated by terraform/check --update; do not edit) -->"
+DOCS_END = "<!-- END_TF_DOCS -->"
+
+
+def _block_bodies(text, kind):
+    """{label: body text} of the top-level `kind "label" { ... }` blocks."""
+    bodies = {}
+    for m in re.finditer(r'^' + kind + r'\s+"([^"]+)"\s*\{', text, re.M):
+        # The brace matcher skips strings, so descriptions with braces are fine.
+        start = m.end() - 1
+        end = _matching_brace(text, start)
+        bodies[m.group(1)] = text[start + 1:end]
+    return bodies
+
+
+def _attributes(body):
+    """Top-level `name = value` attributes of a block body, values as written
+    (multi-line values such as object({...}) included)."""
+    attrs = {}
+    lines = body.split("\n")
+    i = 0
+    depth = 0
+    while i < len(lines):
+        line = lines[i]
+        m = re.match(r"\s*([A-Za-z_][\w-]*)\s*=\s*(.*)$", line) if depth == 0 else None
+        if m:
+            value = [m.group(2)]
+            d = code_of(m.group(2)).count("{") - code_of(m.group(2)).count("}") \
+                + code_of(m.group(2)).count("(") - code_of(m.group(2)).count(")") \
+                + code_of(m.group(2)).count("[") - code_of(m.group(2)).count("]")
+            while d > 0 and i + 1 < len(lines):
+                i += 1
+                value.append(lines[i].strip())
+                c = code_of(lines[i])
+                d += c.count("{") - c.count("}") + c.count("(") - c.count(")") + c.count("[") - c.count("]")
+            attrs[m.group(1)] = " ".join(v.strip() for v in value).strip()
+        else:
+            c = code_of(line)
+            depth += c.count("{") - c.count("}")
+        i += 1
+    return attrs
+
+
+def _hcl_string(value):
+    if value.startswith('"') and value.endswith('"'):
+        return json.loads(value)
+    return value
+
+
+def module_interface(path):
+    inputs, outputs = [], []
+    for f in sorted(path.glob("*.tf")):
+        text = f.read_text()
+        for name, body in _block_bodies(text, "variable").items():
+            a = _attributes(body)
+            inputs.append({
+                "name": name,
+                "description": _hcl_string(a.get("description", '""')),
+                "type": a.get("type", "any"),
+                "default": a.get("default"),
+            })
+        for name, body in _block_bodies(text, "output").items():
+            a = _attributes(body)
+            outputs.append({"name": name, "description": _hcl_string(a.get("description", '""'))})
+    return inputs, outputs
+
+
+def _cell(text, code=False):
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return text if code else text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_interface(inputs, outputs):
+    out = ["## Inputs", ""]
+    if inputs:
+        out += ["| name | description | type | default |", "|---|---|---|---|"]
+        for v in sorted(inputs, key=lambda v: (v["default"] is not None, v["name"])):
+            default = "(required)" if v["default"] is None else f"`{_cell(v['default'], code=True)}`"
+            out.append(f"| `{v['name']}` | {_cell(v['description'])} | `{_cell(v['type'], code=True)}` | {default} |")
+    else:
+        out.append("None.")
+    out += ["", "## Outputs", ""]
+    if outputs:
+        out += ["| name | description |", "|---|---|"]
+        for o in sorted(outputs, key=lambda o: o["name"]):
+            out.append(f"| `{o['name']}` | {_cell(o['description'])} |")
+    else:
+        out.append("None.")
+    return "\n".join(out)
+
+
+def check_readme(module_dir, repo_module_dir, update):
+    """Returns problems; with update, rewrites the generated section in the
+    repository's README (module_dir is the temporary copy)."""
+    name = module_dir.name
+    readme = repo_module_dir / "README.md"
+    if not readme.is_file():
+        return [f"missing {name}/README.md"]
+    text = readme.read_text()
+    problems = []
+    if not re.search(r'source\s*=\s*"git::https://[^"]+//terraform/' + re.escape(name) + r'\?ref=[^"]+"', text):
+        problems.append(f'{name}/README.md: no example `source = "git::https://...//terraform/{name}?ref=..."`')
+    i, j = text.find(DOCS_BEGIN), text.find(DOCS_END)
+    if i < 0 or j < i:
+        return problems + [f"{name}/README.md: markers {DOCS_BEGIN} ... {DOCS_END} missing"]
+    generated = render_interface(*module_interface(module_dir))
+    new = text[:i + len(DOCS_BEGIN)] + "\n" + generated + "\n" + text[j:]
+    if new != text:
+        if update:
+            readme.write_text(new)
+        else:
+            problems.append(f"{name}/README.md: inputs/outputs are stale (run terraform/check --update)")
+    return problems
+
+
+# Every module that uses the AWS provider accepts provider 5 and 6.
+AWS_CONSTRAINT = ">= 5.0, < 7.0"
+# Attributes and data sources deprecated or removed in AWS provider 6.
+DEPRECATED_IN_V6 = [
+    (r"data\.aws_region\.[\w-]+\.name\b", "data.aws_region.*.name is deprecated in provider 6 (use a resource's region)"),
+    (r"\bdata\s+\"aws_region\"", "data \"aws_region\": its name attribute is deprecated in provider 6; nothing here needs it"),
+    (r"\baws_s3_bucket_object\b", "aws_s3_bucket_object was removed in provider 6 (aws_s3_object)"),
+    (r"\bdata\.aws_s3_bucket_object\b", "data.aws_s3_bucket_object was removed in provider 6"),
+]
+
+
+def check_provider_versions(work):
+    problems = []
+    for f in sorted(work.rglob("*.tf")):
+        text = f.read_text()
+        code = code_of(text)
+        for pattern, why in DEPRECATED_IN_V6:
+            if re.search(pattern, code):
+                problems.append(f"{f.relative_to(work)}: {why}")
+        m = re.search(r'aws\s*=\s*\{[^}]*version\s*=\s*"([^"]*)"', text, re.S)
+        if m and m.group(1) != AWS_CONSTRAINT:
+            problems.append(f"{f.relative_to(work)}: aws provider constraint {m.group(1)!r}, expected {AWS_CONSTRAINT!r}")
+        if re.search(r"\baws_\w+\s*\"", code) and f.name != "versions.tf":
+            versions = (f.parent / "versions.tf").read_text() if (f.parent / "versions.tf").is_file() else ""
+            if AWS_CONSTRAINT not in versions:
+                problems.append(f"{f.parent.relative_to(work)}: uses AWS resources but versions.tf does not require aws {AWS_CONSTRAINT!r}")
+    return sorted(set(problems))
+
+
+def check_store_s3(work):
+    """store_s3 needs the AWS provider, so it cannot be applied offline; what
+    the issue asks of it is checked on its declarations instead."""
+    problems = []
+    inputs, outputs = module_interface(work / "store_s3")
+    defaults = {v["name"]: v["default"] for v in inputs}
+    want = {
+        "create_host_read_policy": "false",  # store-wide read is opt-in
+        "kms_key_arn": "null",
+        "noncurrent_version_expiration_days": "90",
+        "abort_incomplete_multipart_days": "7",
+    }
+    for k, v in want.items():
+        if defaults.get(k) != v:
+            problems.append(f"variable {k}: default {defaults.get(k)!r}, expected {v}")
+    # Without comments, strings kept (labels and values are strings).
+    main = re.sub(r"^\s*#.*$", "", (work / "store_s3" / "main.tf").read_text(), flags=re.M)
+    if not re.search(r'resource\s+"aws_s3_bucket_lifecycle_configuration"', main):
+        problems.append("no aws_s3_bucket_lifecycle_configuration")
+    for needle, why in [
+        ("noncurrent_version_expiration", "lifecycle: no noncurrent_version_expiration rule"),
+        ("abort_incomplete_multipart_upload", "lifecycle: no abort_incomplete_multipart_upload rule"),
+        ("filter", "lifecycle rules without filter (provider 6 warns)"),
+    ]:
+        if needle not in main:
+            problems.append(why)
+    if not re.search(r'sse_algorithm\s*=\s*var\.kms_key_arn\s*==\s*null\s*\?\s*"AES256"\s*:\s*"aws:kms"', main):
+        problems.append("encryption: SSE-KMS with kms_key_arn, else AES256, not found")
+    if "kms_master_key_id = var.kms_key_arn" not in re.sub(r"\s+", " ", main):
+        problems.append("encryption: kms_master_key_id is not var.kms_key_arn")
+    if not re.search(r'resource\s+"aws_iam_policy"\s+"host_read"\s*\{\s*count\s*=\s*var\.create_host_read_policy\s*\?\s*1\s*:\s*0', main):
+        problems.append("aws_iam_policy.host_read is not conditional on create_host_read_policy")
+    return problems
 
 
 ROOT_CHECKS = {
     "tests/install_url": check_install_url,
     "tests/install_flake": check_install_flake,
+    "tests/install_url_standin": check_install_url_standin,
     "tests/remote_policy": check_remote_policy,
+    "tests/remote_policy_kms": lambda out: check_remote_policy(out, KMS_KEY),
 }
 
 
@@ -516,6 +789,28 @@ def run(tmp):
         else:
             what = "files, descriptions, validation, references" if d in modules else "references"
             ok(f"{rel[d]}: {what}")
+
+    print("== AWS provider 5 and 6 (constraint, nothing deprecated in 6)")
+    problems = check_provider_versions(work)
+    if problems:
+        fail("provider versions", "\n".join(problems))
+    else:
+        ok(f"every module using AWS requires aws {AWS_CONSTRAINT!r}; no attribute deprecated in provider 6")
+
+    print("== store_s3 declarations (opt-in store-wide read, KMS, lifecycle)")
+    problems = check_store_s3(work)
+    if problems:
+        fail("store_s3", "\n".join(problems))
+    else:
+        ok("store_s3: store-wide read policy off by default, SSE-KMS option, lifecycle for noncurrent versions and multipart uploads")
+
+    print("== module READMEs (git source example; inputs/outputs generated)")
+    for d in modules:
+        problems = check_readme(d, HERE / rel[d], UPDATE)
+        if problems:
+            fail(f"{rel[d]}/README.md", "\n".join(problems))
+        else:
+            ok(f"{rel[d]}/README.md: {'written' if UPDATE else 'current'}")
 
     print("== deny statements cannot be skipped by omitting a condition key")
     problems = check_deny_conditions((work / "store_s3" / "main.tf").read_text())

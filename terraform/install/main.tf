@@ -23,6 +23,14 @@ locals {
 
   trusted_keys_quoted = [for k in var.trusted_keys : "'${replace(k, "'", "'\\''")}'"]
 
+  # nix.conf lines for the whole first boot (the npcnix build and the first
+  # activation), as one single-quoted NIX_CONFIG value.
+  nix_config_lines = concat(
+    length(var.extra_substituters) == 0 ? [] : ["extra-substituters = ${join(" ", var.extra_substituters)}"],
+    length(var.extra_trusted_public_keys) == 0 ? [] : ["extra-trusted-public-keys = ${join(" ", var.extra_trusted_public_keys)}"],
+  )
+  nix_config = length(local.nix_config_lines) == 0 ? "" : "'${replace(join("\n", local.nix_config_lines), "'", "'\\''")}'"
+
   method = var.npcnix_url != null ? "url" : "flake"
 
   user_data = templatefile("${path.module}/install.sh.tftpl", {
@@ -35,5 +43,6 @@ locals {
     min_version      = var.min_version == null ? "" : tostring(var.min_version)
     require_expiry   = var.require_expiry
     max_version_jump = var.max_version_jump == null ? "" : tostring(var.max_version_jump)
+    nix_config       = local.nix_config
   })
 }

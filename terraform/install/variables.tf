@@ -61,7 +61,7 @@ variable "remote_region" {
 }
 
 variable "npcnix_url" {
-  description = "Where the first-boot script downloads a static npcnix binary (https only). Set together with npcnix_sha256; alternative to npcnix_flake."
+  description = "Where the first-boot script downloads a static npcnix binary (https only; scripts/build-static builds it, or the flake's packages.<system>.npcnix-static), e.g. an object next to the store served over HTTPS. The location need not be trusted: the script refuses to run a download whose SHA-256 is not npcnix_sha256. Set together with npcnix_sha256; alternative to npcnix_flake (no Rust compile on the host)."
   type        = string
   default     = null
 
@@ -142,5 +142,27 @@ variable "max_version_jump" {
   validation {
     condition     = var.max_version_jump == null || (var.max_version_jump >= 1 && floor(var.max_version_jump) == var.max_version_jump)
     error_message = "max_version_jump must be a positive integer."
+  }
+}
+
+variable "extra_substituters" {
+  description = "Binary caches (https URLs) the first boot may use, e.g. one that has the npcnix_flake build and your systems' closures: exported as NIX_CONFIG extra-substituters for the whole script, so both the npcnix build and the first activation use them. Only caches whose keys are in extra_trusted_public_keys (or already trusted) are used."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for s in var.extra_substituters : can(regex("^https://[A-Za-z0-9._~:/?#@!$&()*+,;=%-]+$", s))])
+    error_message = "extra_substituters must be https:// URLs."
+  }
+}
+
+variable "extra_trusted_public_keys" {
+  description = "Signing keys (name:base64) of extra_substituters, exported as NIX_CONFIG extra-trusted-public-keys for the script."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for k in var.extra_trusted_public_keys : can(regex("^[A-Za-z0-9._-]+:[A-Za-z0-9+/]+=*$", k))])
+    error_message = "extra_trusted_public_keys must look like name:base64 (a Nix binary cache key)."
   }
 }

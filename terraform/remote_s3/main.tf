@@ -7,10 +7,11 @@ data "aws_partition" "current" {}
 module "policy" {
   source = "../s3_remote_policy"
 
-  bucket    = var.bucket
-  prefix    = var.prefix
-  remote    = var.name
-  partition = data.aws_partition.current.partition
+  bucket      = var.bucket
+  prefix      = var.prefix
+  remote      = var.name
+  partition   = data.aws_partition.current.partition
+  kms_key_arn = var.kms_key_arn
 }
 
 resource "aws_iam_policy" "read" {

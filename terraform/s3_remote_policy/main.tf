@@ -3,10 +3,38 @@ locals {
   bucket_arn = "arn:${var.partition}:s3:::${var.bucket}"
   remote_arn = "${local.bucket_arn}/${local.key_prefix}"
 
+  # SSE-KMS stores (store_s3 with kms_key_arn): objects can only be read with
+  # kms:Decrypt on the key, and written with kms:GenerateDataKey (plus
+  # Decrypt, which completing a multipart upload needs). Only through S3:
+  # the credentials cannot use the key directly. With an S3 Bucket Key the
+  # encryption context is the bucket, not the object, so the grant cannot be
+  # narrowed to this remote's prefix; the S3 statements do that.
+  kms_via_s3 = {
+    StringLike = { "kms:ViaService" = ["s3.*.amazonaws.com"] }
+  }
+  kms_read = var.kms_key_arn == null ? [] : [
+    {
+      Sid       = "DecryptViaS3"
+      Effect    = "Allow"
+      Action    = ["kms:Decrypt"]
+      Resource  = [var.kms_key_arn]
+      Condition = local.kms_via_s3
+    },
+  ]
+  kms_write = var.kms_key_arn == null ? [] : [
+    {
+      Sid       = "EncryptViaS3"
+      Effect    = "Allow"
+      Action    = ["kms:GenerateDataKey", "kms:Decrypt"]
+      Resource  = [var.kms_key_arn]
+      Condition = local.kms_via_s3
+    },
+  ]
+
   # Hosts: read this remote, nothing else.
   read_policy = {
     Version = "2012-10-17"
-    Statement = [
+    Statement = concat([
       {
         Sid      = "ReadRemote"
         Effect   = "Allow"
@@ -23,7 +51,7 @@ locals {
           StringLike = { "s3:prefix" = ["${local.key_prefix}/*"] }
         }
       },
-    ]
+    ], local.kms_read)
   }
 
   # Publishers of this remote: create archives and releases (create-only),
@@ -39,7 +67,7 @@ locals {
   # CompleteMultipartUpload that creates the object must carry If-None-Match.
   write_policy = {
     Version = "2012-10-17"
-    Statement = [
+    Statement = concat([
       {
         Sid      = "ReadRemote"
         Effect   = "Allow"
@@ -94,6 +122,6 @@ locals {
         Action   = ["s3:AbortMultipartUpload"]
         Resource = ["${local.remote_arn}/archives/*"]
       },
-    ]
+    ], local.kms_write)
   }
 }

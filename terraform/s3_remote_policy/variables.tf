@@ -38,3 +38,14 @@ variable "partition" {
     error_message = "Unknown AWS partition."
   }
 }
+
+variable "kms_key_arn" {
+  description = "KMS key of an SSE-KMS store (store_s3's kms_key_arn output): the read policy then allows kms:Decrypt and the write policy kms:GenerateDataKey and kms:Decrypt on it, via S3 only. null: an SSE-S3 store, no KMS grants."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.kms_key_arn == null || can(regex("^arn:[a-z-]+:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$", var.kms_key_arn))
+    error_message = "kms_key_arn must be a KMS key ARN (arn:<partition>:kms:<region>:<account>:key/<key-id>)."
+  }
+}

@@ -1,15 +1,27 @@
 data "aws_partition" "current" {}
 
-data "aws_region" "current" {}
-
 locals {
   partition  = data.aws_partition.current.partition
   bucket_arn = aws_s3_bucket.store.arn
   store_arn  = "${local.bucket_arn}/${var.prefix}"
 
+  # With SSE-KMS, reading an object needs kms:Decrypt on the key, through S3
+  # only (the same statement s3_remote_policy adds to per-remote policies).
+  kms_read_statements = var.kms_key_arn == null ? [] : [
+    {
+      Sid      = "DecryptStoreObjects"
+      Effect   = "Allow"
+      Action   = ["kms:Decrypt"]
+      Resource = [var.kms_key_arn]
+      Condition = {
+        StringLike = { "kms:ViaService" = ["s3.*.amazonaws.com"] }
+      }
+    },
+  ]
+
   host_read_policy = {
     Version = "2012-10-17"
-    Statement = [
+    Statement = concat([
       {
         Sid      = "ReadStore"
         Effect   = "Allow"
@@ -25,7 +37,7 @@ locals {
           StringLike = { "s3:prefix" = ["${var.prefix}/*"] }
         }
       },
-    ]
+    ], local.kms_read_statements)
   }
 
   conditional_write_statements = [
@@ -146,15 +158,64 @@ resource "aws_s3_bucket_ownership_controls" "store" {
   }
 }
 
-# Confidentiality at rest (integrity comes from the signatures, not from S3).
+# Confidentiality at rest (integrity comes from the signatures, not from S3):
+# SSE-S3 by default, SSE-KMS with the given key when kms_key_arn is set
+# (with an S3 Bucket Key, so a poll does not cost a KMS request per object).
 resource "aws_s3_bucket_server_side_encryption_configuration" "store" {
   bucket = aws_s3_bucket.store.id
 
   rule {
     apply_server_side_encryption_by_default {
-      sse_algorithm = "AES256"
+      sse_algorithm     = var.kms_key_arn == null ? "AES256" : "aws:kms"
+      kms_master_key_id = var.kms_key_arn
+    }
+    bucket_key_enabled = var.kms_key_arn != null
+  }
+}
+
+# Housekeeping under the store prefix. Releases and archives are create-only
+# and never get noncurrent versions; `latest` gets one per publish, and those
+# old heads are only history (the version log is releases/). Abandoned
+# multipart uploads (an interrupted archive upload) cost storage until
+# aborted. Object Lock retention, if set, still holds: a locked version
+# expires only once its retention has passed.
+resource "aws_s3_bucket_lifecycle_configuration" "store" {
+  count  = var.noncurrent_version_expiration_days == null && var.abort_incomplete_multipart_days == null ? 0 : 1
+  bucket = aws_s3_bucket.store.id
+
+  dynamic "rule" {
+    for_each = var.noncurrent_version_expiration_days == null ? [] : [var.noncurrent_version_expiration_days]
+    content {
+      id     = "npcnix-expire-noncurrent-versions"
+      status = "Enabled"
+
+      filter {
+        prefix = "${var.prefix}/"
+      }
+
+      noncurrent_version_expiration {
+        noncurrent_days = rule.value
+      }
     }
   }
+
+  dynamic "rule" {
+    for_each = var.abort_incomplete_multipart_days == null ? [] : [var.abort_incomplete_multipart_days]
+    content {
+      id     = "npcnix-abort-incomplete-multipart-uploads"
+      status = "Enabled"
+
+      filter {
+        prefix = "${var.prefix}/"
+      }
+
+      abort_incomplete_multipart_upload {
+        days_after_initiation = rule.value
+      }
+    }
+  }
+
+  depends_on = [aws_s3_bucket_versioning.store]
 }
 
 resource "aws_s3_bucket_policy" "store" {
@@ -178,8 +239,9 @@ module "writer_policy" {
   source   = "../s3_remote_policy"
   for_each = var.writer_remotes
 
-  bucket    = var.bucket_name
-  prefix    = var.prefix
-  remote    = each.value
-  partition = local.partition
+  bucket      = var.bucket_name
+  prefix      = var.prefix
+  remote      = each.value
+  partition   = local.partition
+  kms_key_arn = var.kms_key_arn
 }

@@ -15,7 +15,7 @@ output "prefix" {
 
 output "region" {
   description = "Region of the bucket (pass it to hosts and publishers as --remote-region)."
-  value       = data.aws_region.current.name
+  value       = aws_s3_bucket.store.region
 }
 
 output "store_url" {
@@ -24,12 +24,12 @@ output "store_url" {
 }
 
 output "host_read_policy_json" {
-  description = "IAM policy document (JSON): GetObject on <prefix>/*, ListBucket restricted to <prefix>/. Read access to every remote of the store."
+  description = "IAM policy document (JSON): GetObject on <prefix>/*, ListBucket restricted to <prefix>/ (and kms:Decrypt via S3 with kms_key_arn). Read access to every remote of the store: a host holding it can read prod as well as dev. Prefer remote_s3's per-remote read policy."
   value       = jsonencode(local.host_read_policy)
 }
 
 output "host_read_policy_arn" {
-  description = "ARN of the IAM policy created from host_read_policy_json (null when create_host_read_policy = false)."
+  description = "ARN of the IAM policy created from host_read_policy_json; null unless create_host_read_policy = true."
   value       = one(aws_iam_policy.host_read[*].arn)
 }
 
@@ -41,4 +41,9 @@ output "remote_write_policy_json" {
 output "object_lock" {
   description = "The Object Lock default retention in force (null: none)."
   value       = var.object_lock
+}
+
+output "kms_key_arn" {
+  description = "The KMS key objects are encrypted with (SSE-KMS), or null for SSE-S3. Per-remote policies (remote_s3) need it as kms_key_arn."
+  value       = var.kms_key_arn
 }

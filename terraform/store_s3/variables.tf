@@ -57,9 +57,42 @@ variable "force_destroy" {
 }
 
 variable "create_host_read_policy" {
-  description = "Create an IAM policy (aws_iam_policy) from host_read_policy_json. Prefer the per-remote read policy of remote_s3 for hosts."
+  description = "Create an IAM policy (aws_iam_policy) from host_read_policy_json, which reads every remote of the store (a dev host could read prod). Off by default: give hosts remote_s3's per-remote read policy."
   type        = bool
-  default     = true
+  default     = false
+}
+
+variable "kms_key_arn" {
+  description = "ARN of a KMS key (arn:...:kms:<region>:<account>:key/<id>) to encrypt the store with (SSE-KMS, with an S3 Bucket Key). null: SSE-S3 (AES256). Hosts and publishers then need kms:Decrypt (and publishers kms:GenerateDataKey) on it: pass the same ARN to remote_s3, whose policies include those grants. The key policy must allow them too."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.kms_key_arn == null || can(regex("^arn:[a-z-]+:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$", var.kms_key_arn))
+    error_message = "kms_key_arn must be a KMS key ARN (arn:<partition>:kms:<region>:<account>:key/<key-id>); an alias cannot be used in IAM policies."
+  }
+}
+
+variable "noncurrent_version_expiration_days" {
+  description = "Days after which a noncurrent object version under <prefix>/ (in practice: superseded versions of each remote's latest) is expired by a lifecycle rule. null: keep them forever."
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.noncurrent_version_expiration_days == null || try(var.noncurrent_version_expiration_days >= 1 && floor(var.noncurrent_version_expiration_days) == var.noncurrent_version_expiration_days, false)
+    error_message = "noncurrent_version_expiration_days must be a whole number of days, at least 1, or null."
+  }
+}
+
+variable "abort_incomplete_multipart_days" {
+  description = "Days after which an unfinished multipart upload under <prefix>/ (an interrupted archive upload) is aborted by a lifecycle rule, freeing its parts. null: never."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.abort_incomplete_multipart_days == null || try(var.abort_incomplete_multipart_days >= 1 && floor(var.abort_incomplete_multipart_days) == var.abort_incomplete_multipart_days, false)
+    error_message = "abort_incomplete_multipart_days must be a whole number of days, at least 1, or null."
+  }
 }
 
 variable "policy_name_prefix" {

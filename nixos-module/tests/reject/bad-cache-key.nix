@@ -1,10 +1,13 @@
 # extraTrustedPublicKeys takes Nix binary cache keys ("name:base64"), not
 # minisign keys.
 {
-  remote = "s3://example-bucket/npcnix/remotes/prod";
-  configuration = "web1";
-  trustedKeys = [
-    { publicKey = "RWTNqXik1z85s9C7A3Z5N7gym8bWkYLApIm7QoBgm72vD2LU8PiGuoKX"; remotes = [ "prod" ]; }
-  ];
-  extraTrustedPublicKeys = [ "RWTNqXik1z85s9C7A3Z5N7gym8bWkYLApIm7QoBgm72vD2LU8PiGuoKX" ];
+  services.npcnix = {
+    enable = true;
+    remote = "s3://example-bucket/npcnix/remotes/prod";
+    configuration = "web1";
+    trustedKeys = [
+      { publicKey = "RWTNqXik1z85s9C7A3Z5N7gym8bWkYLApIm7QoBgm72vD2LU8PiGuoKX"; remotes = [ "prod" ]; }
+    ];
+    extraTrustedPublicKeys = [ "RWTNqXik1z85s9C7A3Z5N7gym8bWkYLApIm7QoBgm72vD2LU8PiGuoKX" ];
+  };
 }

@@ -1,9 +1,12 @@
 # A health check with no command.
 {
-  remote = "s3://example-bucket/npcnix/remotes/prod";
-  configuration = "web1";
-  trustedKeys = [
-    { publicKey = "RWTNqXik1z85s9C7A3Z5N7gym8bWkYLApIm7QoBgm72vD2LU8PiGuoKX"; remotes = [ "prod" ]; }
-  ];
-  healthCheck.command = [ ];
+  services.npcnix = {
+    enable = true;
+    remote = "s3://example-bucket/npcnix/remotes/prod";
+    configuration = "web1";
+    trustedKeys = [
+      { publicKey = "RWTNqXik1z85s9C7A3Z5N7gym8bWkYLApIm7QoBgm72vD2LU8PiGuoKX"; remotes = [ "prod" ]; }
+    ];
+    healthCheck.command = [ ];
+  };
 }

@@ -1,9 +1,12 @@
 # Paths must be absolute strings.
 {
-  remote = "s3://example-bucket/npcnix/remotes/prod";
-  configuration = "web1";
-  metricsPath = "npcnix.prom";
-  trustedKeys = [
-    { publicKey = "RWTNqXik1z85s9C7A3Z5N7gym8bWkYLApIm7QoBgm72vD2LU8PiGuoKX"; remotes = [ "prod" ]; }
-  ];
+  services.npcnix = {
+    enable = true;
+    remote = "s3://example-bucket/npcnix/remotes/prod";
+    configuration = "web1";
+    metricsPath = "npcnix.prom";
+    trustedKeys = [
+      { publicKey = "RWTNqXik1z85s9C7A3Z5N7gym8bWkYLApIm7QoBgm72vD2LU8PiGuoKX"; remotes = [ "prod" ]; }
+    ];
+  };
 }

@@ -1,9 +1,12 @@
 # Misspelt field inside a trusted key (notAfter): must fail, or the key
 # would silently never expire.
 {
-  remote = "s3://example-bucket/npcnix/remotes/prod";
-  configuration = "web1";
-  trustedKeys = [
-    { publicKey = "RWTNqXik1z85s9C7A3Z5N7gym8bWkYLApIm7QoBgm72vD2LU8PiGuoKX"; remotes = [ "prod" ]; notafter = 1798761600; }
-  ];
+  services.npcnix = {
+    enable = true;
+    remote = "s3://example-bucket/npcnix/remotes/prod";
+    configuration = "web1";
+    trustedKeys = [
+      { publicKey = "RWTNqXik1z85s9C7A3Z5N7gym8bWkYLApIm7QoBgm72vD2LU8PiGuoKX"; remotes = [ "prod" ]; notafter = 1798761600; }
+    ];
+  };
 }

@@ -1,5 +1,6 @@
 # Renders the first-boot script that builds npcnix from a pinned flake, with
-# no region (SDK default).
+# no region (SDK default) and an extra binary cache for the build and the
+# first activation.
 module "install" {
   source = "../../install"
 
@@ -7,6 +8,9 @@ module "install" {
   configuration = "ci-runner.eu"
   trusted_keys  = ["RWSescKBqgkifqGuG2MG46e6R/i5kZCfcmwAZcMpuTgnp8q1au9TLPRo"]
   npcnix_flake  = "github:example/npcnix/0123456789abcdef0123456789abcdef01234567#npcnix"
+
+  extra_substituters        = ["https://cache.example.com", "https://npcnix.cachix.org"]
+  extra_trusted_public_keys = ["cache.example.com-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="]
 }
 
 output "user_data" {

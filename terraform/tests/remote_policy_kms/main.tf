@@ -1,0 +1,22 @@
+# The per-remote policies of an SSE-KMS store: the KMS grants are added,
+# via S3 only, and nothing else changes.
+module "prod" {
+  source = "../../s3_remote_policy"
+
+  bucket      = "example-bucket"
+  prefix      = "npcnix/fleet"
+  remote      = "prod"
+  kms_key_arn = "arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+}
+
+output "url" {
+  value = module.prod.url
+}
+
+output "read_policy_json" {
+  value = module.prod.read_policy_json
+}
+
+output "write_policy_json" {
+  value = module.prod.write_policy_json
+}
