@@ -16,6 +16,7 @@ mod hostile_archives;
 mod interop_minisign;
 mod pack;
 mod publisher;
+mod quickstart;
 mod release_e2e;
 mod s3;
 mod toplevel;
