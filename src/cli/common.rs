@@ -115,9 +115,30 @@ pub fn remote_name(url: &str, explicit: Option<&str>) -> Result<RemoteName> {
 }
 
 /// The data directory: flag, else `NPCNIX_DATA_DIR` (clap env), else the
-/// system default.
-pub fn data_dir(arg: Option<PathBuf>) -> PathBuf {
-    arg.unwrap_or_else(|| PathBuf::from("/var/lib/npcnix"))
+/// default for this user ([`super::env::default_data_dir`]).
+pub fn data_dir(arg: Option<PathBuf>) -> Result<PathBuf> {
+    match arg {
+        Some(d) => Ok(d),
+        None => super::env::default_data_dir(),
+    }
+}
+
+/// Opens (creating it if needed) a data directory. A permission error
+/// says how to choose another one.
+pub fn open_data_dir(dir: &Path) -> Result<npcnix::host::state::DataDir> {
+    use npcnix::host::state::{DataDir, StateError};
+    match DataDir::open(dir) {
+        Ok(d) => Ok(d),
+        Err(StateError::Io { path, source })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Err(anyhow!(
+                "data directory {}: {source}; run as a user who may write it, or choose another data directory with --data-dir DIR or NPCNIX_DATA_DIR (as a non-root user the default is $XDG_STATE_HOME/npcnix or ~/.local/state/npcnix)",
+                path.display()
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Parses a human duration ("30d", "12h", "90min").
@@ -201,15 +222,29 @@ impl ConfigArgs {
         load_config(&self.config)
     }
 
+    /// The data dir: `--data-dir`/`NPCNIX_DATA_DIR`, else the config's
+    /// `state_dir` if it sets one, else the default for this user
+    /// ([`super::env::default_data_dir`]: `/var/lib/npcnix` for root, the
+    /// config's own default).
     pub fn data(
         &self,
         v: &npcnix::host::config::Validated,
     ) -> Result<npcnix::host::state::DataDir> {
-        let dir = self
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| v.config.state_dir.clone());
-        Ok(npcnix::host::state::DataDir::open(&dir)?)
+        let dir = match &self.data_dir {
+            Some(d) => d.clone(),
+            None if self.config_sets_state_dir()? => v.config.state_dir.clone(),
+            None => super::env::default_data_dir()?,
+        };
+        open_data_dir(&dir)
+    }
+
+    /// Whether the config file names a `state_dir` (the parsed config
+    /// cannot tell: it fills in `/var/lib/npcnix`).
+    fn config_sets_state_dir(&self) -> Result<bool> {
+        let text = read_small(&self.config, 1 << 20, "host config")?;
+        let raw: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("host config {}", self.config.display()))?;
+        Ok(raw.get("state_dir").is_some())
     }
 }
 

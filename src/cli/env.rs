@@ -38,6 +38,33 @@ pub fn trust_dir() -> Option<PathBuf> {
     root.then(|| PathBuf::from("/var/lib/npcnix-trust"))
 }
 
+/// The data directory when none is given (`--data-dir`, `NPCNIX_DATA_DIR`)
+/// or configured (the host config's `state_dir`): `/var/lib/npcnix` for
+/// root, the agent's place; for anyone else `$XDG_STATE_HOME/npcnix`, else
+/// `$HOME/.local/state/npcnix` (the XDG base directory default), so `pull`
+/// works as a normal user without touching the host's real state.
+pub fn default_data_dir() -> anyhow::Result<PathBuf> {
+    let root = npcnix::fsutil::current_uid().is_ok_and(|u| u == 0);
+    if root {
+        return Ok(PathBuf::from(SYSTEM_DATA_DIR));
+    }
+    // XDG: a relative XDG_STATE_HOME is invalid and ignored.
+    if let Some(d) = var("XDG_STATE_HOME").map(PathBuf::from) {
+        if d.is_absolute() {
+            return Ok(d.join("npcnix"));
+        }
+    }
+    match var("HOME").map(PathBuf::from) {
+        Some(h) if h.is_absolute() => Ok(h.join(".local/state/npcnix")),
+        _ => anyhow::bail!(
+            "no data directory: not running as root, and neither XDG_STATE_HOME nor HOME is an absolute path; pass --data-dir DIR or set NPCNIX_DATA_DIR"
+        ),
+    }
+}
+
+/// Root's data directory, the host config's default `state_dir`.
+pub const SYSTEM_DATA_DIR: &str = "/var/lib/npcnix";
+
 /// `NPCNIX_READ_TIMEOUT_SECS`: network read timeout (default 60).
 pub fn read_timeout() -> Option<u64> {
     var("NPCNIX_READ_TIMEOUT_SECS").and_then(|v| v.parse().ok())

@@ -6,7 +6,6 @@ use anyhow::Result;
 
 use npcnix::fsutil;
 use npcnix::host::pull;
-use npcnix::host::state::DataDir;
 use npcnix::store;
 use npcnix::verify::{ExpiryPolicy, Policy};
 
@@ -32,7 +31,8 @@ pub struct Args {
     /// Where to put the extracted flake (must not exist)
     #[arg(long, value_name = "DIR")]
     dst: PathBuf,
-    /// State, audit log and private temp space
+    /// State, audit log and private temp space [default: /var/lib/npcnix
+    /// as root, else $XDG_STATE_HOME/npcnix or ~/.local/state/npcnix]
     #[arg(long, value_name = "DIR", env = "NPCNIX_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// The remote's signed name (default: the URL's last path segment)
@@ -70,7 +70,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     policy.min_version = a.min_version;
     let store = store::open_url(&a.remote, &a.store.options())?;
-    let data = DataDir::open(&common::data_dir(a.data_dir))?;
+    let data = common::open_data_dir(&common::data_dir(a.data_dir)?)?;
     let now = fsutil::now_unix();
     let limits = common::limits(&a.limits)?;
     let req = pull::PullRequest {

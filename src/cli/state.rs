@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use npcnix::format::statement::RemoteName;
 use npcnix::fsutil;
 use npcnix::host::journal::{self, AuditEvent};
-use npcnix::host::state::{DataDir, HostState};
+use npcnix::host::state::HostState;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,14 +31,10 @@ below --min-version. Use the highest version you know this host ran (see the aud
         /// Refuse versions below this
         #[arg(long, value_name = "N")]
         min_version: u64,
-        /// Data dir
-        #[arg(
-            long,
-            value_name = "DIR",
-            env = "NPCNIX_DATA_DIR",
-            default_value = "/var/lib/npcnix"
-        )]
-        data_dir: PathBuf,
+        /// Data dir [default: /var/lib/npcnix as root, else
+        /// $XDG_STATE_HOME/npcnix or ~/.local/state/npcnix, like `pull`]
+        #[arg(long, value_name = "DIR", env = "NPCNIX_DATA_DIR")]
+        data_dir: Option<PathBuf>,
         /// Reset even though the state file is readable
         #[arg(long)]
         force: bool,
@@ -59,7 +55,7 @@ pub fn run(a: Args) -> Result<()> {
             lower_floor_because,
         } => {
             let remote = RemoteName::new(&remote).map_err(|e| anyhow::anyhow!(e))?;
-            let data = DataDir::open(&data_dir)?;
+            let data = super::common::open_data_dir(&super::common::data_dir(data_dir)?)?;
             let _lock = data.lock_wait()?;
             // The audit log outlives a lost state file: a floor below what it
             // shows this host verified would re-open rollbacks.

@@ -17,6 +17,7 @@ mod interop_minisign;
 mod lockout;
 mod pack;
 mod publisher;
+mod quickstart;
 mod release_e2e;
 mod s3;
 mod toplevel;

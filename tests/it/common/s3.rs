@@ -27,32 +27,35 @@ fn wait_port(port: u16, what: &str) {
     }
 }
 
-/// Finds a server binary: `$ENV_VAR`, else on PATH. Outside CI a missing
-/// binary is a loud skip (returns None); in CI it is a failure.
+/// Finds a server binary: `$ENV_VAR`, else the pinned venv `scripts/test`
+/// creates (`.ci-venv`), else (s3s-fs only) on PATH. A moto on PATH is not
+/// used: its version is unknown, and an old one fails tests for the wrong
+/// reason (`scripts/test` checks the version of the one it sets). Missing:
+/// the test is skipped ([`super::skip`]; a failure in CI).
 pub fn find_server(env_var: &str, name: &str) -> Option<PathBuf> {
-    if let Ok(p) = std::env::var(env_var) {
+    if let Some(p) = std::env::var_os(env_var).filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(p));
     }
-    // The venv .ci/run creates (pinned versions) wins over whatever is on PATH.
     let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(".ci-venv/bin")
         .join(name);
     if venv.exists() {
         return Some(venv);
     }
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let found = if name == "moto_server" {
+        None
+    } else {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+    };
     if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{name} is required in CI but was not found (set {env_var} or install it; .ci/run does)");
-        }
-        eprintln!(
-            "\n!!!!! SKIPPING: {name} not found (set {env_var}); this S3 test did NOT run !!!!!\n"
-        );
+        super::skip(&format!(
+            "{name} not found (set {env_var}, or run bash scripts/test, which installs the pinned version)"
+        ));
     }
     found
 }
