@@ -96,6 +96,7 @@ fn statement_from(inp: &mut Input<'_>) -> Statement {
         source: None,
         toplevels: None,
         decommission: None,
+        rollout: None,
     }
 }
 

@@ -267,11 +267,15 @@ pub fn load_config(path: &Path) -> Result<npcnix::host::config::Validated> {
     let text = read_small(path, 1 << 20, "host config")?;
     let cfg = npcnix::host::config::HostConfig::parse(text.as_bytes())
         .with_context(|| format!("host config {}", path.display()))?;
-    cfg.validate().map_err(|errs| {
+    let mut v = cfg.validate().map_err(|errs| {
         let list = errs
             .iter()
             .map(|e| format!("\n  - {e}"))
             .collect::<String>();
         anyhow!("host config {} is invalid:{list}", path.display())
-    })
+    })?;
+    if v.host_id.is_empty() {
+        v.host_id = super::env::machine_host_id().unwrap_or_default();
+    }
+    Ok(v)
 }

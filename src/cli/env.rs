@@ -128,3 +128,20 @@ fn test_var(name: &str) -> Option<String> {
 fn test_var(_: &str) -> Option<String> {
     None
 }
+
+/// A host ID derived from `/etc/machine-id` (or `NPCNIX_TEST_MACHINE_ID` in
+/// test builds): a keyed hash, so receipts in the store do not reveal the
+/// machine ID itself.
+pub fn machine_host_id() -> Option<String> {
+    let id = test_var("NPCNIX_TEST_MACHINE_ID").or_else(|| {
+        std::fs::read_to_string("/etc/machine-id")
+            .ok()
+            .map(|s| s.trim().to_owned())
+    })?;
+    if id.is_empty() {
+        return None;
+    }
+    let d = blake3::derive_key("npcnix host id from machine-id v1", id.as_bytes());
+    let hex: String = d[..10].iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!("m-{hex}"))
+}

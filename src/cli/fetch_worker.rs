@@ -9,7 +9,7 @@ use std::io::{self, BufReader, Read, Write};
 use anyhow::{bail, Result};
 
 use npcnix::archive::confine::{self, Confinement};
-use npcnix::host::fetcher::{kind_name, read_header, Request, Response, CHUNK_ERROR};
+use npcnix::host::fetcher::{kind_name, read_header, Request, Response, CHUNK_ERROR, PUT_MAX};
 use npcnix::store::{self, ETag, Fetched, StoreError, StoreOptions};
 
 #[derive(clap::Args)]
@@ -153,6 +153,17 @@ pub fn run(a: Args) -> Result<()> {
                 }
                 Err(e) => header(&mut out, &error(&e))?,
             },
+            Request::Put { key, len } => {
+                if len > PUT_MAX {
+                    bail!("put of {len} bytes: more than {PUT_MAX}");
+                }
+                let mut body = vec![0u8; len as usize];
+                input.read_exact(&mut body)?;
+                match store.put(&key, &body) {
+                    Ok(()) => header(&mut out, &Response::Stored)?,
+                    Err(e) => header(&mut out, &error(&e))?,
+                }
+            }
         }
         out.flush()?;
     }

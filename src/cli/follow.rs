@@ -82,6 +82,7 @@ pub fn build_agent(cfg: &common::ConfigArgs) -> Result<Agent> {
         fetching: AtomicBool::new(false),
         trust_dir: env::trust_dir(),
         system: env::host_system(v_lockout_watchdog),
+        receipts_unsupported: AtomicBool::new(false),
     })
 }
 
@@ -150,10 +151,15 @@ fn report(json: bool, now: u64, res: &Result<Outcome, agent::AgentError>) {
                 "detail": Outcome::Refused(r.clone()).to_string(),
             })
         ),
-        Ok(o) if json => println!(
-            "{}",
-            serde_json::json!({"time": now, "result": o.label(), "detail": o.to_string()})
-        ),
+        Ok(o) if json => {
+            let mut v =
+                serde_json::json!({"time": now, "result": o.label(), "detail": o.to_string()});
+            if let Outcome::Waiting { version, until } = o {
+                v["version"] = (*version).into();
+                v["until"] = (*until).into();
+            }
+            println!("{v}")
+        }
         Ok(o) => eprintln!("npcnix: {o}"),
         Err(e) if json => println!(
             "{}",
@@ -234,7 +240,11 @@ pub fn follow_loop(
             Err(e) if e.is_transient() => agent.data.load_status().consecutive_store_errors + 1,
             _ => 0,
         };
-        let delay = agent::next_delay(interval, jitter, store_errors, random_u64());
+        let mut delay = agent::next_delay(interval, jitter, store_errors, random_u64());
+        // Poll again right at this host's rollout slot, not an interval later.
+        if let Ok(Outcome::Waiting { until, .. }) = &res {
+            delay = delay.min(until.saturating_sub(now).max(1));
+        }
         agent.record_status(
             now,
             &res,
@@ -244,6 +254,7 @@ pub fn follow_loop(
                 Some(now + delay)
             },
         );
+        agent.send_receipt(&res, now);
         if let Some(path) = &agent.v.config.metrics_path {
             let st = agent.data.load().unwrap_or_default();
             let probation = npcnix::host::probation::load(&agent.data, agent.v.remote.as_str())

@@ -44,6 +44,10 @@ pub struct Args {
     /// The remote's signed name (default: the URL's last path segment)
     #[arg(long, value_name = "NAME")]
     remote_name: Option<String>,
+    /// This host's ID in rollout waves and receipts (default: derived from
+    /// /etc/machine-id); 1-64 of a-z 0-9 - _ .
+    #[arg(long, value_name = "ID")]
+    host_id: Option<String>,
     /// Signatures required from distinct trusted keys
     #[arg(long, default_value_t = 1)]
     threshold: usize,
@@ -173,6 +177,9 @@ pub fn run(a: Args) -> Result<()> {
         fetcher: Default::default(),
         lockout: Default::default(),
         reboot: Default::default(),
+        host_id: a.host_id.clone(),
+        rollout: Default::default(),
+        receipts: Default::default(),
     };
     let mut cfg = cfg;
     let v = match cfg.validate() {
@@ -205,6 +212,18 @@ pub fn run(a: Args) -> Result<()> {
         "npcnix: wrote {} (remote {remote}, {} pinned key(s))",
         a.config_out.display(),
         keys.len()
+    );
+    // The host's receipt key, made now so the operator can pin it.
+    let data = common::open_data_dir(&a.data_dir)?;
+    let hk = npcnix::host::receipts::host_key(&data)?;
+    eprintln!(
+        "npcnix: this host's receipt key (pin it for `npcnix fleet status --host-keys`): {} {}",
+        if v.host_id.is_empty() {
+            super::env::machine_host_id().unwrap_or_else(|| "<no host id>".into())
+        } else {
+            v.host_id.clone()
+        },
+        hk.public_key().to_base64()
     );
     if a.no_activate {
         return Ok(());

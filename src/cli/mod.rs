@@ -8,6 +8,7 @@ mod config;
 mod env;
 mod exit;
 mod fetch_worker;
+mod fleet;
 mod follow;
 mod install;
 mod keygen;
@@ -83,6 +84,8 @@ enum Command {
     Audit(audit::Args),
     /// Lockout protection: roll back a release that was never confirmed
     Probation(probation::Args),
+    /// Fleet view: every host's signed receipt in a remote, verified
+    Fleet(fleet::Args),
     /// Internal: the agent's unprivileged network side (started by `follow`)
     #[command(hide = true)]
     FetchWorker(fetch_worker::Args),
@@ -120,6 +123,7 @@ pub fn main() -> ExitCode {
         Command::Sign(a) => sign::run(a),
         Command::Audit(a) => audit::run(a),
         Command::Probation(a) => probation::run(a),
+        Command::Fleet(a) => fleet::run(a),
         Command::FetchWorker(a) => fetch_worker::run(a),
     };
     match result {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use npcnix::format::bundle::Bundle;
 use npcnix::format::statement::{Digest, Source};
@@ -61,6 +61,8 @@ pub struct Args {
     /// stop their agent or point it elsewhere (repeatable; docs/lockout.md)
     #[arg(long, value_name = "CONFIGURATION")]
     decommission: Vec<String>,
+    #[command(flatten)]
+    rollout: RolloutArgs,
     /// Another key whose releases this publisher may extend (the head must be
     /// signed by this publisher's key or one of these; repeatable)
     #[arg(long = "trusted-key", value_name = "PUBKEY")]
@@ -249,6 +251,7 @@ pub fn run(a: Args) -> Result<()> {
         draft.statement.toplevels = Some(build_toplevels(&archive_path, work.path(), &a.build)?);
     }
     draft.statement.decommission = decommission_list(&a.decommission)?;
+    draft.statement.rollout = a.rollout.plan()?;
     let bundle = Bundle {
         statement: draft.statement_bytes(),
         signatures: vec![draft.sign(&sk)],
@@ -277,6 +280,7 @@ pub fn run(a: Args) -> Result<()> {
             "expires": statement.expires,
             "toplevels": statement.toplevels,
             "decommission": statement.decommission,
+            "rollout": statement.rollout,
         }));
     } else {
         println!(
@@ -289,6 +293,12 @@ pub fn run(a: Args) -> Result<()> {
         if let Some(e) = statement.expires {
             println!("  expires:   {}", npcnix::format::time::rfc3339(e));
         }
+        if let Some(r) = &statement.rollout {
+            println!(
+                "  rollout:   over {}s from now (hosts activate at their slot; `npcnix release revert` halts it)",
+                r.duration()
+            );
+        }
         if let Some(d) = &statement.decommission {
             println!(
                 "  retires:   {} (no lockout protection for them)",
@@ -297,6 +307,53 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--rollout` / `--rollout-plan`: a signed rollout wave.
+#[derive(clap::Args, Debug, Default)]
+pub struct RolloutArgs {
+    /// Spread activation over this long (e.g. 2h): each host waits for its
+    /// own slot, derived from the remote, the version and its host ID
+    #[arg(long, value_name = "DURATION", conflicts_with = "rollout_plan")]
+    pub rollout: Option<String>,
+    /// A staged wave as TIME=PERCENT points from 0 to 100 %, e.g.
+    /// "0=1,1h=1,25h=100" (1 % at once, the rest over a day after an hour)
+    #[arg(long, value_name = "POINTS")]
+    pub rollout_plan: Option<String>,
+}
+
+impl RolloutArgs {
+    pub fn plan(&self) -> Result<Option<npcnix::format::rollout::Rollout>> {
+        use npcnix::format::rollout::Rollout;
+        let plan = if let Some(d) = &self.rollout {
+            let secs = common::parse_duration(d)
+                .map_err(|e| super::exit::usage(format!("--rollout {d:?}: {e:#}")))?;
+            Rollout::linear(secs)
+        } else if let Some(p) = &self.rollout_plan {
+            let mut points = Vec::new();
+            for part in p.split(',') {
+                let (t, pct) = part.split_once('=').ok_or_else(|| {
+                    super::exit::usage(format!("--rollout-plan: {part:?} is not TIME=PERCENT"))
+                })?;
+                let t = if t.trim() == "0" {
+                    0
+                } else {
+                    common::parse_duration(t.trim())
+                        .map_err(|e| super::exit::usage(format!("--rollout-plan: {t:?}: {e:#}")))?
+                };
+                let pct: u32 = pct.trim().trim_end_matches('%').parse().map_err(|_| {
+                    super::exit::usage(format!("--rollout-plan: {pct:?} is not a percentage"))
+                })?;
+                points.push((t, pct));
+            }
+            Rollout { points }
+        } else {
+            return Ok(None);
+        };
+        plan.check()
+            .map_err(|e| super::exit::usage(format!("rollout: {e}")))?;
+        Ok(Some(plan))
+    }
 }
 
 /// `--decommission` values as the statement holds them: checked, sorted,
@@ -314,4 +371,141 @@ pub fn decommission_list(names: &[String]) -> Result<Option<Vec<String>>> {
     list.sort();
     list.dedup();
     Ok((!list.is_empty()).then_some(list))
+}
+
+/// `npcnix release revert --to N`.
+#[derive(clap::Args)]
+#[command(
+    long_about = "Revert (or halt a rollout): publish a NEW version whose archive and signed system \
+paths are those of version N. Hosts move forward to it like to any release, so rollback protection is \
+never weakened; a revert carries no rollout wave, so hosts that were waiting for their slot of the bad \
+version and hosts already running it both go to N's content at once.\n\nExample:\n  npcnix release \
+revert --remote s3://bucket/npcnix/remotes/prod --key release.key --to 41"
+)]
+pub struct RevertArgs {
+    /// Remote URL
+    #[arg(long, value_name = "URL")]
+    remote: String,
+    /// Secret key file (minisign format; NPCNIX_PASSPHRASE for encrypted keys)
+    #[arg(long, value_name = "KEYFILE")]
+    key: PathBuf,
+    /// The version whose content to publish again
+    #[arg(long, value_name = "N")]
+    to: u64,
+    /// Hosts refuse the release after this long, e.g. 30d
+    #[arg(long, value_name = "DURATION")]
+    expires: Option<String>,
+    /// Remote name signed into the release (default: the URL's last path segment)
+    #[arg(long, value_name = "NAME")]
+    remote_name: Option<String>,
+    /// Another key whose releases (the head, version N) may be trusted (repeatable)
+    #[arg(long = "trusted-key", value_name = "PUBKEY")]
+    trusted_keys: Vec<String>,
+    /// Signatures the head and version N must carry
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threshold: usize,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    store: common::StoreArgs,
+}
+
+pub fn revert(a: RevertArgs) -> Result<()> {
+    use npcnix::format::bundle::BUNDLE_MAX_BYTES;
+    let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
+    let store = store::open_url(&a.remote, &a.store.options())?;
+    let sk = common::load_secret_key(&a.key)?;
+    let expires_in = a
+        .expires
+        .as_deref()
+        .map(common::parse_duration)
+        .transpose()?;
+    let now = fsutil::now_unix();
+    let mut keys = vec![sk.public_key()];
+    for k in &a.trusted_keys {
+        keys.push(common::load_public_key(k)?);
+    }
+    let mut policy = npcnix::verify::Policy::manual(remote.clone(), keys);
+    policy.threshold = a.threshold;
+    let bytes = match store.get(&store::release_key(a.to), None, BUNDLE_MAX_BYTES as u64)? {
+        store::Fetched::Object { bytes, .. } => bytes,
+        store::Fetched::NotModified => bail!("the store answered 'not modified' to a plain read"),
+    };
+    let target = npcnix::verify::verify_signatures(&policy, &bytes, now)
+        .map_err(super::exit::Rejected)
+        .with_context(|| {
+            format!("version {} does not verify with this key (add --trusted-key for the keys that signed it)", a.to)
+        })?;
+    let old = target.statement().clone();
+    let work = TempDir::new_in(&std::env::temp_dir(), "npcnix-revert-")
+        .context("creating a private temp dir")?;
+    let archive_path = work.path().join("release.tar.zst");
+    {
+        let mut f = fsutil_create(&archive_path)?;
+        let src = store.open(&old.archive.object_key(), old.archive.size)?;
+        npcnix::store::transfer::copy_verified(src, &mut f, &old.archive)
+            .context("downloading the archive")?
+            .map_err(|m| anyhow::anyhow!("version {}'s archive in the store: {m}", a.to))?;
+    }
+    let mut draft = publish::draft(
+        store.as_ref(),
+        &policy,
+        old.archive.clone(),
+        StatementParams {
+            remote: remote.clone(),
+            version: None,
+            created: now,
+            expires: expires_in.map(|d| now + d),
+            source: Some(Source {
+                comment: Some(format!("revert to version {}", a.to)),
+                ..Source::default()
+            }),
+        },
+        now,
+    )?;
+    if draft.statement.version <= a.to + 1 && draft.statement.previous.is_some() {
+        // Reverting to the head itself publishes a copy: allowed, but say so.
+        eprintln!("npcnix: note: version {} is the current head", a.to);
+    }
+    draft.statement.toplevels = old.toplevels.clone();
+    let bundle = Bundle {
+        statement: draft.statement_bytes(),
+        signatures: vec![draft.sign(&sk)],
+    }
+    .encode();
+    publish::upload(
+        store.as_ref(),
+        &archive_path,
+        &old.archive,
+        draft.statement.version,
+        &bundle,
+        draft.head_etag(),
+    )?;
+    let version = draft.statement.version;
+    if a.json {
+        common::print_json(&serde_json::json!({
+            "remote": remote.as_str(),
+            "version": version,
+            "reverted_to": a.to,
+            "archive": {"blake3": old.archive.blake3.to_hex(), "size": old.archive.size},
+            "toplevels": draft.statement.toplevels,
+        }));
+    } else {
+        println!(
+            "published {remote} version {version}: the content of version {} (revert)",
+            a.to
+        );
+    }
+    Ok(())
+}
+
+fn fsutil_create(path: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))
 }

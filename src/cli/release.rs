@@ -44,6 +44,8 @@ enum Cmd {
     Publish(PublishArgs),
     /// Re-pack a source tree and check it gives the archive the statement names
     Check(CheckArgs),
+    /// Publish a new version with the content of an earlier one (revert, halt a rollout)
+    Revert(super::publish::RevertArgs),
 }
 
 #[derive(clap::Args)]
@@ -108,6 +110,8 @@ pub struct PrepareArgs {
     /// `npcnix publish --help` and docs/lockout.md)
     #[arg(long, value_name = "CONFIGURATION")]
     decommission: Vec<String>,
+    #[command(flatten)]
+    rollout: super::publish::RolloutArgs,
     #[command(flatten)]
     store: common::StoreArgs,
 }
@@ -185,6 +189,7 @@ pub fn run(a: Args) -> Result<()> {
         Cmd::Prepare(p) => prepare(*p),
         Cmd::Publish(p) => publish_dir(p),
         Cmd::Check(c) => check(c),
+        Cmd::Revert(r) => super::publish::revert(r),
     }
 }
 
@@ -271,6 +276,7 @@ fn prepare(a: PrepareArgs) -> Result<()> {
             draft.statement.toplevels = Some(built?);
         }
         draft.statement.decommission = super::publish::decommission_list(&a.decommission)?;
+        draft.statement.rollout = a.rollout.plan()?;
         fs::write(tmp.join("statement.json"), draft.statement_bytes())?;
         let prepared = Prepared {
             url: a.remote.clone(),

@@ -28,13 +28,14 @@ pub fn run(a: Args) -> Result<()> {
     let state = data.load()?;
     let now = fsutil::now_unix();
     let probation = npcnix::host::probation::load(&data, v.remote.as_str())?;
-    let rep = npcnix::host::status::status_report(
+    let mut rep = npcnix::host::status::status_report(
         &v,
         &state,
         &data.load_status(),
         probation.as_ref(),
         now,
     );
+    rep.host_public_key = npcnix::host::receipts::host_public_key(&data).map(|k| k.to_base64());
     if a.json {
         common::print_json(&serde_json::to_value(&rep)?);
         return Ok(());
@@ -73,6 +74,23 @@ pub fn run(a: Args) -> Result<()> {
     }
     if let Some(t) = &rep.trust_changed {
         println!("trust changed:     {}", visible(t));
+    }
+    if let Some(w) = &rep.waiting {
+        println!(
+            "rollout:           version {} verified, waiting for this host's slot until {}",
+            w.version,
+            rfc3339(w.until)
+        );
+    }
+    if !rep.host_id.is_empty() {
+        println!(
+            "host:              {}{}",
+            rep.host_id,
+            rep.host_public_key
+                .as_deref()
+                .map(|k| format!(" (receipt key {k})"))
+                .unwrap_or_default()
+        );
     }
     if let Some(p) = &rep.probation {
         match p.deadline {

@@ -8,7 +8,9 @@
 pub mod bundle;
 pub mod digest;
 pub mod keys;
+pub mod receipt;
 pub mod remote;
+pub mod rollout;
 pub mod sign;
 pub mod statement;
 pub mod text;

@@ -104,6 +104,9 @@ pub struct Statement {
     /// the remote). Nothing else ever lets a release strand a host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decommission: Option<Vec<String>>,
+    /// When each host may activate (waves): see [`super::rollout`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<super::rollout::Rollout>,
 }
 
 impl Statement {
@@ -202,6 +205,9 @@ impl Statement {
                     "decommission must be sorted and without duplicates".into(),
                 ));
             }
+        }
+        if let Some(r) = &self.rollout {
+            r.check().map_err(StatementError::Malformed)?;
         }
         Ok(())
     }
@@ -364,6 +370,7 @@ mod tests {
             source: None,
             toplevels: None,
             decommission: None,
+            rollout: None,
         }
     }
 

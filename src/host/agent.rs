@@ -114,6 +114,12 @@ pub enum Outcome {
     },
     /// A stop signal arrived before the next step; nothing was activated.
     Interrupted,
+    /// The release verified, and this host's slot in its signed rollout
+    /// wave has not come yet.
+    Waiting {
+        version: u64,
+        until: u64,
+    },
 }
 
 impl Outcome {
@@ -130,6 +136,7 @@ impl Outcome {
             Outcome::ActivationFailed { .. } => "activation-failed",
             Outcome::RolledBack { .. } => "rolled-back",
             Outcome::Interrupted => "interrupted",
+            Outcome::Waiting { .. } => "waiting",
         }
     }
 
@@ -178,6 +185,11 @@ impl std::fmt::Display for Outcome {
                 write!(f, "version {version} rolled back and marked bad: {reason}")
             }
             Outcome::Interrupted => write!(f, "interrupted by a stop signal"),
+            Outcome::Waiting { version, until } => write!(
+                f,
+                "version {version} verified; waiting for this host's rollout slot until {}",
+                crate::format::time::rfc3339(*until)
+            ),
         }
     }
 }
@@ -235,6 +247,8 @@ pub struct Agent {
     pub trust_dir: Option<PathBuf>,
     /// Probation watchdog, boot ID and `/run` (lockout protection).
     pub system: HostSystem,
+    /// Set once the store refused a receipt as unsupported (read-only).
+    pub receipts_unsupported: AtomicBool,
 }
 
 /// Exponential backoff for activation retries: 1, 2, 4, ... minutes, capped
@@ -521,6 +535,9 @@ impl Agent {
         let plan = self
             .activator
             .plan(accepted.release.statement().toplevels.as_ref())?;
+        if let Some(until) = self.rollout_slot(&accepted.release).filter(|t| now < *t) {
+            return Ok(FetchStep::Done(Outcome::Waiting { version, until }));
+        }
         if self.should_stop() {
             return Ok(FetchStep::Done(Outcome::Interrupted));
         }
@@ -914,6 +931,105 @@ impl Agent {
         Ok(Some(pr))
     }
 
+    /// When this host may activate `release` under its signed rollout wave
+    /// (`None`: no wave, the host ignores waves, or it has no host ID).
+    fn rollout_slot(&self, release: &VerifiedRelease) -> Option<u64> {
+        let st = release.statement();
+        let plan = st.rollout.as_ref()?;
+        if self.v.config.rollout == crate::host::config::RolloutMode::Immediate
+            || self.v.host_id.is_empty()
+        {
+            return None;
+        }
+        Some(plan.slot(st.created, self.remote(), st.version, &self.v.host_id))
+    }
+
+    /// Writes this host's signed receipt to the store if one is due (a
+    /// changed decision, or the heartbeat). Best effort: a failure is a
+    /// warning.
+    pub fn send_receipt(&self, result: &Result<Outcome, AgentError>, now: u64) {
+        use crate::host::receipts;
+        let cfg = &self.v.config.receipts;
+        if !cfg.enabled || self.v.host_id.is_empty() {
+            return;
+        }
+        let Ok(o) = result else { return };
+        if matches!(o, Outcome::Busy | Outcome::Interrupted) {
+            return;
+        }
+        let Ok(st) = self.data.peek() else { return };
+        let r = st.remote(self.remote()).cloned().unwrap_or_default();
+        let (check, about) = match o {
+            Outcome::Refused(x) => (Some(x.check().name().to_owned()), None),
+            Outcome::Activated { version }
+            | Outcome::UpToDate { version }
+            | Outcome::SkippedBad { version }
+            | Outcome::Backoff { version, .. }
+            | Outcome::ActivationFailed { version, .. }
+            | Outcome::RolledBack { version, .. }
+            | Outcome::Waiting { version, .. } => (None, Some(*version)),
+            _ => (None, None),
+        };
+        let report = receipts::Report {
+            host_id: self.v.host_id.clone(),
+            remote: self.remote().to_owned(),
+            configuration: self.v.config.configuration.clone(),
+            active: r.active.map(|a| crate::format::receipt::VersionRef {
+                version: a.version,
+                statement: a.statement,
+            }),
+            highest_verified: r.highest.map(|h| h.version),
+            // "unchanged" and "up-to-date" are the same state for a reader.
+            result: match o {
+                Outcome::Unchanged => "up-to-date".to_owned(),
+                o => o.label().to_owned(),
+            },
+            check,
+            about_version: about.filter(|_| !matches!(o, Outcome::UpToDate { .. })),
+            bad: r.bad.iter().map(|b| b.version).collect(),
+            waiting_until: match o {
+                Outcome::Waiting { until, .. } => Some(*until),
+                _ => None,
+            },
+            probation: probation::load(&self.data, self.remote())
+                .ok()
+                .flatten()
+                .map(|p| p.version),
+        };
+        let due = match receipts::due(
+            &self.data,
+            &report,
+            cfg.heartbeat_secs,
+            env!("CARGO_PKG_VERSION"),
+            now,
+        ) {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => return (self.hooks.warn)(&format!("no receipt: {e}")),
+        };
+        let (bytes, log) = due;
+        match self
+            .store
+            .put(&receipts::object_key(&self.v.host_id), &bytes)
+        {
+            Ok(()) => {
+                if let Err(e) = receipts::sent(&self.data, &log) {
+                    (self.hooks.warn)(&format!("receipt written but not recorded: {e}"));
+                }
+            }
+            // A read-only store (an HTTP mirror) holds no receipts: say so
+            // once per run, not at every decision.
+            Err(e) if e.kind == crate::store::StoreErrorKind::Unsupported => {
+                if !self.receipts_unsupported.swap(true, Ordering::SeqCst) {
+                    (self.hooks.warn)(&format!(
+                        "this store takes no host receipts ({e}); set receipts.enabled = false to silence this"
+                    ));
+                }
+            }
+            Err(e) => (self.hooks.warn)(&format!("could not write this host's receipt: {e}")),
+        }
+    }
+
     /// Ends a probation without a verdict on the release (its activation
     /// failed or was rolled back already).
     fn end_probation(&self, pr: Option<&Probation>) {
@@ -1110,6 +1226,10 @@ impl Agent {
                 s.consecutive_store_errors = 0;
                 s.last_refusal = match o {
                     Outcome::Refused(r) => Some(r.check().name().to_owned()),
+                    _ => None,
+                };
+                s.waiting = match o {
+                    Outcome::Waiting { version, until } => Some((*version, *until)),
                     _ => None,
                 };
                 if o.is_failure() {

@@ -253,6 +253,49 @@ pub struct HostConfig {
     pub lockout: LockoutConfig,
     #[serde(default)]
     pub reboot: RebootConfig,
+    /// This host's ID in rollout waves and receipts (default: derived from
+    /// `/etc/machine-id`).
+    #[serde(default)]
+    pub host_id: Option<String>,
+    /// `wave`: wait for this host's slot in a release's signed rollout;
+    /// `immediate`: ignore waves (canaries).
+    #[serde(default)]
+    pub rollout: RolloutMode,
+    #[serde(default)]
+    pub receipts: ReceiptsConfig,
+}
+
+/// Whether this host follows the rollout waves releases sign.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutMode {
+    #[default]
+    Wave,
+    Immediate,
+}
+
+/// Signed host receipts in the store (`<remote>/hosts/<host_id>.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptsConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A receipt is written at least this often even when nothing changes.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+}
+
+fn default_heartbeat() -> u64 {
+    3600
+}
+
+impl Default for ReceiptsConfig {
+    fn default() -> Self {
+        ReceiptsConfig {
+            enabled: true,
+            heartbeat_secs: default_heartbeat(),
+        }
+    }
 }
 
 /// Lockout protection (see `docs/lockout.md`): inspect a built system before
@@ -412,6 +455,10 @@ pub struct Validated {
     pub policy: Policy,
     pub limits: Limits,
     pub require_chain: bool,
+    /// `host_id`, or (filled in by the caller) one derived from the
+    /// machine ID; empty when neither is known (waves then treat the host
+    /// as immediate, and no receipts are written).
+    pub host_id: String,
 }
 
 impl HostConfig {
@@ -603,6 +650,20 @@ impl HostConfig {
                 ));
             }
         }
+        if let Some(id) = &self.host_id {
+            if !crate::format::rollout::is_host_id(id) {
+                errs.push(invalid(
+                    "host_id",
+                    "must be 1-64 characters from a-z 0-9 - _ . starting with a letter or digit",
+                ));
+            }
+        }
+        if !(60..=7 * 86_400).contains(&self.receipts.heartbeat_secs) {
+            errs.push(invalid(
+                "receipts.heartbeat_secs",
+                "must be between 60 and 604800 (a week)",
+            ));
+        }
         if !self.state_dir.is_absolute() {
             errs.push(invalid("state_dir", "must be an absolute path"));
         }
@@ -627,6 +688,7 @@ impl HostConfig {
                 remote,
                 limits,
                 require_chain: self.policy.require_chain,
+                host_id: self.host_id.clone().unwrap_or_default(),
                 config: self.clone(),
             }),
             _ => Err(errs),

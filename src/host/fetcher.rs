@@ -67,7 +67,15 @@ pub enum Request {
         key: String,
         max: u64,
     },
+    /// Followed by exactly `len` body bytes (at most [`PUT_MAX`]).
+    Put {
+        key: String,
+        len: u64,
+    },
 }
+
+/// Largest object the worker writes (host receipts are a few KiB).
+pub const PUT_MAX: u64 = 64 * 1024;
 
 /// A response header from the worker.
 #[derive(Debug, Serialize, Deserialize)]
@@ -76,6 +84,7 @@ pub enum Response {
     Object { len: u64, etag: Option<String> },
     NotModified,
     Stream,
+    Stored,
     Error { kind: String, detail: String },
 }
 
@@ -276,6 +285,7 @@ impl FetcherStore {
         let size = match req {
             Request::Get { limit, .. } => *limit,
             Request::Open { max, .. } => *max,
+            Request::Put { len, .. } => *len,
         };
         let rate = self
             .cmd
@@ -306,6 +316,17 @@ impl FetcherStore {
         &self,
         key: &str,
         req: &Request,
+    ) -> Result<(Response, std::sync::MutexGuard<'_, Option<Worker>>), StoreError> {
+        self.exchange_with(key, req, &[])
+    }
+
+    /// Sends a request (and `body` right after its header line) and reads
+    /// the response header.
+    fn exchange_with(
+        &self,
+        key: &str,
+        req: &Request,
+        body: &[u8],
     ) -> Result<(Response, std::sync::MutexGuard<'_, Option<Worker>>), StoreError> {
         let mut guard = self
             .worker
@@ -349,6 +370,7 @@ impl FetcherStore {
             let mut line = serde_json::to_vec(req).map_err(io::Error::other)?;
             line.push(b'\n');
             w.to.write_all(&line)?;
+            w.to.write_all(body)?;
             w.to.flush()?;
             read_header(&mut w.from)
         })();
@@ -426,9 +448,9 @@ impl Store for FetcherStore {
                 }
                 Err(self.fail(key, kind_from_name(&kind), detail))
             }
-            Response::Stream => {
+            Response::Stream | Response::Stored => {
                 *guard = None;
-                Err(self.broken(key, "answered a read with a stream"))
+                Err(self.broken(key, "answered a read with a stream or a write"))
             }
         }
     }
@@ -476,6 +498,29 @@ impl Store for FetcherStore {
             StoreErrorKind::Unsupported,
             "the fetch worker only reads".into(),
         ))
+    }
+
+    fn put(&self, key: &str, body: &[u8]) -> Result<(), StoreError> {
+        if body.len() as u64 > PUT_MAX {
+            return Err(self.fail(
+                key,
+                StoreErrorKind::TooLarge,
+                format!("the fetch worker writes at most {PUT_MAX} bytes"),
+            ));
+        }
+        let req = Request::Put {
+            key: key.to_owned(),
+            len: body.len() as u64,
+        };
+        let (resp, guard) = self.exchange_with(key, &req, body)?;
+        if let Some(w) = guard.as_ref() {
+            w.disarm();
+        }
+        match resp {
+            Response::Stored => Ok(()),
+            Response::Error { kind, detail } => Err(self.fail(key, kind_from_name(&kind), detail)),
+            other => Err(self.broken(key, format!("unexpected answer {other:?}"))),
+        }
     }
 
     fn list(&self, prefix: &str, _max: usize) -> Result<Vec<String>, StoreError> {

@@ -12,7 +12,8 @@
 //! * [`status`]: what `npcnix status` and the metrics file show;
 //! * [`trust`]: the trust root remembered between runs (changes are events);
 //! * [`lockout`]: the inspection of a built system before switching to it;
-//! * [`probation`]: confirm-or-revert after a switch, with its watchdog.
+//! * [`probation`]: confirm-or-revert after a switch, with its watchdog;
+//! * [`receipts`]: this host's signed receipts in the store.
 
 pub mod activate;
 pub mod agent;
@@ -23,6 +24,7 @@ pub mod lockout;
 pub mod pipeline;
 pub mod probation;
 pub mod pull;
+pub mod receipts;
 pub mod state;
 pub mod status;
 pub mod trust;

@@ -350,6 +350,9 @@ pub struct PollStatus {
     /// never reboots twice for the same one.
     #[serde(default)]
     pub rebooted_for: Option<String>,
+    /// The last poll's release waits for this host's rollout slot.
+    #[serde(default)]
+    pub waiting: Option<(u64, u64)>,
 }
 
 impl DataDir {

@@ -32,6 +32,18 @@ pub struct StatusReport {
     pub bad_releases: Vec<BadRelease>,
     /// A release applied but not yet confirmed (lockout protection).
     pub probation: Option<ProbationReport>,
+    /// This host's ID in rollout waves and receipts.
+    pub host_id: String,
+    /// The host's receipt-signing public key (`RW...`), once it has one.
+    pub host_public_key: Option<String>,
+    /// The last poll's release waits for this host's rollout slot.
+    pub waiting: Option<WaitingReport>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct WaitingReport {
+    pub version: u64,
+    pub until: u64,
 }
 
 /// The probation part of the status.
@@ -74,6 +86,11 @@ pub fn status_report(
         paused_until: r.paused_until.filter(|t| *t > now),
         pending_retry: r.retry.clone(),
         bad_releases: r.bad.clone(),
+        host_id: v.host_id.clone(),
+        host_public_key: None,
+        waiting: poll
+            .waiting
+            .map(|(version, until)| WaitingReport { version, until }),
         probation: probation.map(|p| ProbationReport {
             version: p.version,
             deadline: p.deadline,

@@ -340,6 +340,7 @@ pub fn next_statement(
         source: p.source,
         toplevels: None,
         decommission: None,
+        rollout: None,
     })
 }
 

@@ -270,6 +270,12 @@ impl Store for FileStore {
         Ok(Self::etag_of(body))
     }
 
+    fn put(&self, key: &str, body: &[u8]) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        self.parent_dir(key, &path)?;
+        fsutil::write_atomic(&path, body, 0o644).map_err(|e| self.err(key, &e))
+    }
+
     fn list(&self, prefix: &str, max: usize) -> Result<Vec<String>, StoreError> {
         // Keys are "dir/name"; list the directory part of the prefix.
         let (dir_part, name_prefix) = prefix.rsplit_once('/').unwrap_or(("", prefix));

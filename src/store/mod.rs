@@ -152,6 +152,18 @@ pub trait Store: Send + Sync {
     fn put_swap(&self, key: &str, body: &[u8], expected: Option<&ETag>)
         -> Result<ETag, StoreError>;
 
+    /// Writes a small object unconditionally (create or overwrite): host
+    /// receipts, one per host, each written only by its host. Read-only
+    /// stores say [`StoreErrorKind::Unsupported`].
+    fn put(&self, key: &str, _body: &[u8]) -> Result<(), StoreError> {
+        Err(StoreError::new(
+            StoreErrorKind::Unsupported,
+            &self.describe(),
+            key,
+            "this store is read-only".into(),
+        ))
+    }
+
     /// Lists keys starting with `prefix`, sorted; more than `max` keys is
     /// [`StoreErrorKind::TooLarge`] (a store full of junk must not exhaust
     /// memory).

@@ -467,6 +467,21 @@ impl Store for S3Store {
         })
     }
 
+    fn put(&self, key: &str, body: &[u8]) -> Result<(), StoreError> {
+        self.rt.block_on(async {
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .content_length(body.len() as i64)
+                .body(ByteStream::from(body.to_vec()))
+                .send()
+                .await
+                .map_err(|e| self.err(key, &e))?;
+            Ok(())
+        })
+    }
+
     fn list(&self, prefix: &str, max: usize) -> Result<Vec<String>, StoreError> {
         self.rt.block_on(async {
             let full = self.full_key(prefix);

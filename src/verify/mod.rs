@@ -11,6 +11,7 @@
 pub mod chain;
 pub mod history;
 mod policy;
+pub mod receipt;
 mod refusal;
 
 use std::collections::BTreeSet;

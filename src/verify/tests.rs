@@ -44,6 +44,7 @@ fn statement(remote: &str, version: u64, previous: Option<Digest>) -> Statement 
         source: None,
         toplevels: None,
         decommission: None,
+        rollout: None,
     }
 }
 

@@ -10,6 +10,7 @@ mod common;
 mod agent;
 mod confine;
 mod docs_example;
+mod fleet;
 mod freshness;
 mod hardening;
 mod hostile_archives;

@@ -165,6 +165,13 @@ fn unchanged_remote_costs_exactly_one_conditional_request() {
     };
     assert!(follow().contains("\"activated\""));
     let before = moto.requests_since(0, 1).len();
+    // The activation left this host's signed receipt (one plain PUT).
+    assert!(
+        moto.requests_since(0, 1)
+            .iter()
+            .any(|r| r.contains("PUT /npcnix-test/npcnix/remotes/prod/hosts/")),
+        "no receipt written"
+    );
     assert!(follow().contains("\"unchanged\""));
     let new: Vec<String> = moto.requests_since(before, 1);
     assert_eq!(

@@ -252,6 +252,7 @@ pub fn statement(
         source: None,
         toplevels: None,
         decommission: None,
+        rollout: None,
     }
 }
 

@@ -71,29 +71,43 @@ pub struct Moto {
 impl Moto {
     pub fn start(dir: &Path) -> Option<Moto> {
         let bin = find_server("NPCNIX_MOTO_SERVER", "moto_server")?;
-        let port = free_port();
-        let log = dir.join(format!("moto-{port}.log"));
-        let child = Command::new(bin)
-            .env("PYTHONUNBUFFERED", "1")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("start moto_server");
-        wait_port(port, "moto_server");
-        let bucket = "npcnix-test".to_owned();
-        let agent = ureq::Agent::new_with_defaults();
-        let r = agent
-            .put(&format!("http://127.0.0.1:{port}/{bucket}"))
-            .send_empty()
-            .expect("create bucket");
-        assert!(r.status().is_success());
-        Some(Moto {
-            child,
-            port,
-            bucket,
-            log,
-        })
+        // The free port is released before moto binds it, so another
+        // process (a parallel test, another test run) may take it first:
+        // then moto exits, or the bucket request reaches someone else. Retry
+        // on a new port rather than fail on that race.
+        for attempt in 1..=5 {
+            let port = free_port();
+            let log = dir.join(format!("moto-{port}.log"));
+            let mut child = Command::new(&bin)
+                .env("PYTHONUNBUFFERED", "1")
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log"))
+                .spawn()
+                .expect("start moto_server");
+            wait_port(port, "moto_server");
+            let bucket = "npcnix-test".to_owned();
+            let agent = ureq::Agent::new_with_defaults();
+            let created = agent
+                .put(&format!("http://127.0.0.1:{port}/{bucket}"))
+                .send_empty()
+                .is_ok_and(|r| r.status().is_success());
+            let alive = matches!(child.try_wait(), Ok(None));
+            if created && alive {
+                return Some(Moto {
+                    child,
+                    port,
+                    bucket,
+                    log,
+                });
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!(
+                "moto_server on port {port} did not come up as ours (attempt {attempt}); retrying"
+            );
+        }
+        panic!("moto_server did not start on a free port in 5 attempts");
     }
 
     pub fn endpoint(&self) -> String {

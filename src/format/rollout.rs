@@ -1,0 +1,222 @@
+//! Signed rollout waves: when each host may activate a release.
+//!
+//! A statement may carry a rollout plan. It starts at the statement's
+//! `created` time and is a piecewise-linear curve of "percent of hosts
+//! allowed" over time: `points` are `[seconds after created, percent]`,
+//! starting at second 0 and ending at 100 %. The default plan for a
+//! duration D is linear: `[[0, 0], [D, 100]]`; "1 % at once, then the rest
+//! after an hour, spread over a day" is `[[0, 1], [3600, 1], [90000, 100]]`.
+//!
+//! Each host draws its position in the fleet deterministically from the
+//! remote, the version and its host ID:
+//!
+//! ```text
+//! f    = first 8 bytes of BLAKE3("npcnix-rollout/v1\0" remote "\0" version "\0" host_id),
+//!        big-endian, divided by 2^64                (uniform in [0, 1))
+//! slot = created + the first time t at which the curve reaches f * 100 %
+//! ```
+//!
+//! so a host's slot differs per release (no host is always first) and every
+//! host computes the same answer without talking to anyone. The worked
+//! example is in `docs/protocol.md`.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest rollout accepted: a year.
+pub const MAX_ROLLOUT_SECS: u64 = 366 * 86_400;
+/// Most points in a plan.
+pub const MAX_POINTS: usize = 32;
+
+/// A rollout plan as signed in the statement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// `[seconds after created, percent of hosts]`, strictly increasing in
+    /// time, non-decreasing in percent, from `[0, p]` to `[D, 100]`.
+    pub points: Vec<(u64, u32)>,
+}
+
+impl Rollout {
+    /// A linear rollout over `secs` seconds.
+    pub fn linear(secs: u64) -> Rollout {
+        Rollout {
+            points: vec![(0, 0), (secs, 100)],
+        }
+    }
+
+    /// Seconds from `created` to the end of the rollout.
+    pub fn duration(&self) -> u64 {
+        self.points.last().map_or(0, |p| p.0)
+    }
+
+    /// Why the plan is not valid, if it is not.
+    pub fn check(&self) -> Result<(), String> {
+        let p = &self.points;
+        if p.len() < 2 || p.len() > MAX_POINTS {
+            return Err(format!("rollout needs 2 to {MAX_POINTS} points"));
+        }
+        if p[0].0 != 0 {
+            return Err("rollout must start at second 0".into());
+        }
+        if p.last().map(|l| l.1) != Some(100) {
+            return Err("rollout must end at 100 percent".into());
+        }
+        if self.duration() == 0 || self.duration() > MAX_ROLLOUT_SECS {
+            return Err(format!("rollout must last 1 to {MAX_ROLLOUT_SECS} seconds"));
+        }
+        for w in p.windows(2) {
+            if w[1].0 <= w[0].0 || w[1].1 < w[0].1 {
+                return Err(
+                    "rollout points must be increasing in time and non-decreasing in percent"
+                        .into(),
+                );
+            }
+        }
+        if p.iter().any(|x| x.1 > 100) {
+            return Err("rollout percentages are at most 100".into());
+        }
+        Ok(())
+    }
+
+    /// This host's position in the fleet for this release, in [0, 1) as a
+    /// fraction of 2^64.
+    pub fn position(remote: &str, version: u64, host_id: &str) -> u64 {
+        let mut h = blake3::Hasher::new();
+        h.update(b"npcnix-rollout/v1\0");
+        h.update(remote.as_bytes());
+        h.update(b"\0");
+        h.update(version.to_string().as_bytes());
+        h.update(b"\0");
+        h.update(host_id.as_bytes());
+        let d = h.finalize();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d.as_bytes()[..8]);
+        u64::from_be_bytes(b)
+    }
+
+    /// Seconds after `created` at which a host at `position` (a fraction of
+    /// 2^64) may activate: the first time the curve reaches it.
+    pub fn offset(&self, position: u64) -> u64 {
+        // Work in millionths of the fleet: exact integer arithmetic.
+        let target = (u128::from(position) * 100_000_000) >> 64; // percent * 10^6
+        for w in self.points.windows(2) {
+            let ((t0, p0), (t1, p1)) = (w[0], w[1]);
+            let (lo, hi) = (u128::from(p0) * 1_000_000, u128::from(p1) * 1_000_000);
+            if target < lo {
+                return t0;
+            }
+            if target < hi {
+                // Linear between the two points.
+                let span = u128::from(t1 - t0);
+                return t0 + ((target - lo) * span / (hi - lo)) as u64;
+            }
+        }
+        self.duration()
+    }
+
+    /// When a host may activate: `created` plus its offset.
+    pub fn slot(&self, created: u64, remote: &str, version: u64, host_id: &str) -> u64 {
+        created.saturating_add(self.offset(Self::position(remote, version, host_id)))
+    }
+}
+
+/// A host ID as npcnix accepts it: 1-64 characters from `a-z 0-9 - _ .`,
+/// starting with a letter or digit (it names an object in the store).
+pub fn is_host_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_slots_spread_uniformly_over_the_duration() {
+        let r = Rollout::linear(1000);
+        let mut buckets = [0u32; 10];
+        for i in 0..10_000 {
+            let s = r.slot(0, "prod", 7, &format!("host-{i}"));
+            assert!(s < 1000);
+            buckets[(s / 100) as usize] += 1;
+        }
+        for b in buckets {
+            assert!((850..1150).contains(&b), "{buckets:?}");
+        }
+    }
+
+    #[test]
+    fn slots_are_deterministic_and_differ_per_version() {
+        let r = Rollout::linear(3600);
+        assert_eq!(r.slot(100, "prod", 1, "a"), r.slot(100, "prod", 1, "a"));
+        let moved = (0..20)
+            .filter(|i| {
+                r.slot(0, "prod", 1, &format!("h{i}")) != r.slot(0, "prod", 2, &format!("h{i}"))
+            })
+            .count();
+        assert!(moved > 15);
+    }
+
+    #[test]
+    fn a_canary_step_holds_the_rest_back() {
+        // 1 % at once, nobody else for an hour, then linear over a day.
+        let r = Rollout {
+            points: vec![(0, 1), (3600, 1), (90_000, 100)],
+        };
+        r.check().expect("valid");
+        let early = (0..10_000)
+            .filter(|i| r.slot(0, "prod", 3, &format!("h{i}")) == 0)
+            .count();
+        assert!((50..160).contains(&early), "{early}");
+        assert!((0..10_000)
+            .map(|i| r.slot(0, "prod", 3, &format!("h{i}")))
+            .all(|s| s == 0 || s >= 3600));
+        assert_eq!(r.offset(u64::MAX), 90_000 - 1);
+    }
+
+    #[test]
+    fn invalid_plans_are_refused() {
+        for points in [
+            vec![(0, 0)],
+            vec![(1, 0), (10, 100)],
+            vec![(0, 0), (10, 90)],
+            vec![(0, 50), (10, 40), (20, 100)],
+            vec![(0, 0), (0, 100)],
+            vec![(0, 0), (MAX_ROLLOUT_SECS + 1, 100)],
+        ] {
+            assert!(Rollout { points }.check().is_err());
+        }
+    }
+
+    #[test]
+    fn host_ids_name_a_store_object_safely() {
+        assert!(is_host_id("web-1.eu"));
+        for bad in ["", "Web", "-x", "a/b", "..", &"x".repeat(65)] {
+            assert!(!is_host_id(bad), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod worked_example {
+    use super::*;
+
+    /// The example in docs/protocol.md ("Rollout waves").
+    #[test]
+    fn worked_example_in_protocol_md() {
+        let pos = Rollout::position("prod", 42, "web-01");
+        let r = Rollout::linear(3600);
+        assert_eq!(pos, 0x2a73_e6b0_edf8_105d);
+        assert_eq!(r.offset(pos), 596);
+        assert_eq!(r.slot(1_800_000_000, "prod", 42, "web-01"), 1_800_000_596);
+        let staged = Rollout {
+            points: vec![(0, 1), (3600, 1), (90_000, 100)],
+        };
+        assert_eq!(staged.offset(pos), 17_199);
+    }
+}

@@ -1,0 +1,356 @@
+//! Fleet rollouts and visibility (docs/fleet.md): signed rollout waves,
+//! revert, signed host receipts read with `npcnix fleet status`. Many hosts
+//! (separate data dirs, host IDs and configs) follow one directory store.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::common::host::Host;
+use crate::common::*;
+
+/// A fleet: the publisher's kit and store (from `h`) and `n` hosts.
+struct Fleet {
+    h: Host,
+    hosts: Vec<String>,
+}
+
+impl Fleet {
+    fn new(n: usize, edit: impl Fn(usize, &mut serde_json::Value)) -> Fleet {
+        let h = Host::new();
+        let base = h.config();
+        let mut hosts = Vec::new();
+        for i in 0..n {
+            let id = format!("host-{i:02}");
+            let mut c = base.clone();
+            c["host_id"] = serde_json::json!(id);
+            c["state_dir"] = serde_json::json!(h.kit.path(&format!("data-{id}")));
+            c["metrics_path"] = serde_json::Value::Null;
+            c["lockout"] = serde_json::json!({"probation_secs": 0});
+            edit(i, &mut c);
+            fs::write(
+                h.kit.path(&format!("cfg-{id}.json")),
+                serde_json::to_vec_pretty(&c).expect("json"),
+            )
+            .expect("write");
+            hosts.push(id);
+        }
+        Fleet { h, hosts }
+    }
+
+    fn cfg(&self, id: &str) -> PathBuf {
+        self.h.kit.path(&format!("cfg-{id}.json"))
+    }
+
+    fn cmd(&self, id: &str, args: &[&str]) -> std::process::Command {
+        let mut c = self.h.agent_cmd(args);
+        c.env("NPCNIX_CONFIG", self.cfg(id))
+            .env("NPCNIX_DATA_DIR", self.h.kit.path(&format!("data-{id}")))
+            .env("NPCNIX_TRUST_DIR", self.h.kit.path(&format!("trust-{id}")));
+        c
+    }
+
+    /// `follow --once --json` for host `id`: the result line.
+    fn once(&self, id: &str) -> serde_json::Value {
+        let o = self
+            .cmd(id, &["follow", "--once", "--json"])
+            .output()
+            .expect("run");
+        let out = String::from_utf8_lossy(&o.stdout);
+        serde_json::from_str(out.lines().last().unwrap_or("{}")).unwrap_or_else(|_| {
+            panic!(
+                "no result line for {id}: {out}{}",
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+    }
+
+    fn status(&self, id: &str) -> serde_json::Value {
+        let o = self.cmd(id, &["status", "--json"]).output().expect("run");
+        serde_json::from_slice(&o.stdout).expect("status json")
+    }
+
+    fn publish(&self, marker: &str, extra: &[&str]) -> Run {
+        let src = self.h.kit.flake(&format!("src-{marker}"), marker);
+        let r = self.h.kit.publish("prod", &self.h.key, &src, extra);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r
+    }
+
+    fn fleet_status(&self, extra: &[&str]) -> (i32, serde_json::Value, String) {
+        let url = self.h.kit.url("prod");
+        let mut args = vec!["fleet", "status", "--remote", &url, "--json"];
+        args.extend_from_slice(extra);
+        let o = self
+            .h
+            .kit
+            .cmd()
+            .args(&args)
+            .env("NPCNIX_DATA_DIR", self.h.kit.path("operator"))
+            .output()
+            .expect("run");
+        (
+            o.status.code().unwrap_or(-1),
+            serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    /// `host_id RW...` lines for `--host-keys`.
+    fn pin_file(&self) -> PathBuf {
+        let text: String = self
+            .hosts
+            .iter()
+            .map(|id| {
+                format!(
+                    "{id} {}\n",
+                    self.status(id)["host_public_key"].as_str().expect("key")
+                )
+            })
+            .collect();
+        let p = self.h.kit.path("host-keys.txt");
+        fs::write(&p, text).expect("write");
+        p
+    }
+
+    /// The marker of the last release host `id` switched to.
+    fn last_marker(&self, id: &str) -> String {
+        let data = format!("data-{id}/");
+        self.h
+            .activations()
+            .iter()
+            .rev()
+            .find(|l| l.contains(&data))
+            .and_then(|l| l.rsplit_once("| # ").map(|(_, m)| m.trim().to_owned()))
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn rollout_wave_activates_each_host_at_its_slot_and_all_by_the_end() {
+    let f = Fleet::new(20, |_, _| {});
+    f.publish("v1", &[]);
+    for id in &f.hosts {
+        assert_eq!(f.once(id)["result"], "activated");
+    }
+    f.publish("v2", &["--rollout", "20s"]);
+    let start = Instant::now();
+    let mut done = std::collections::BTreeSet::new();
+    let mut waited_until = std::collections::BTreeMap::new();
+    let mut first_round_activated = None;
+    while done.len() < f.hosts.len() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not every host activated: {done:?}"
+        );
+        for id in &f.hosts {
+            if done.contains(id) {
+                continue;
+            }
+            let r = f.once(id);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("time")
+                .as_secs();
+            match r["result"].as_str() {
+                Some("waiting") => {
+                    let until = r["until"].as_u64().expect("until");
+                    assert!(until > now.saturating_sub(1), "{r}");
+                    waited_until.insert(id.clone(), until);
+                }
+                Some("activated") => {
+                    // Never before the slot it was told.
+                    if let Some(u) = waited_until.get(id) {
+                        assert!(now >= *u, "{id} activated at {now}, before its slot {u}");
+                    }
+                    done.insert(id.clone());
+                }
+                other => panic!("{id}: unexpected {other:?}: {r}"),
+            }
+        }
+        if first_round_activated.is_none() {
+            first_round_activated = Some(done.len());
+            // The wave is verified at once: the status shows the wait.
+            let waiting = f
+                .hosts
+                .iter()
+                .find(|id| !done.contains(*id))
+                .expect("one waits");
+            assert_eq!(f.status(waiting)["waiting"]["version"], 2);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let early = first_round_activated.expect("rounds");
+    assert!(early < 10, "a 20 s wave let {early} of 20 hosts in at once");
+    assert!(
+        start.elapsed() >= Duration::from_secs(8),
+        "the wave was not spread"
+    );
+
+    // Every host's receipt: 20 hosts on v2, trusted on first use.
+    let (code, v, stderr) = f.fleet_status(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    let rows = v["hosts"].as_array().expect("hosts");
+    assert_eq!(rows.len(), 20, "{v}");
+    assert!(
+        rows.iter()
+            .all(|r| r["active_version"] == 2 && r["verdict"] == "unpinned"),
+        "{v}"
+    );
+    assert_eq!(v["summary"][0], "v2: 20 hosts");
+
+    // Pinned: every receipt verifies with its host's key.
+    let pins = f.pin_file();
+    let (code, v, stderr) = f.fleet_status(&["--host-keys", pins.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(v["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .all(|r| r["verdict"] == "ok"));
+}
+
+#[test]
+fn immediate_host_ignores_the_wave() {
+    let f = Fleet::new(2, |i, c| {
+        if i == 0 {
+            c["rollout"] = serde_json::json!("immediate");
+        }
+    });
+    f.publish("v1", &["--rollout", "1h"]);
+    assert_eq!(f.once("host-00")["result"], "activated", "canary");
+    let r = f.once("host-01");
+    // A one-hour wave: the other host almost surely waits.
+    assert!(
+        matches!(r["result"].as_str(), Some("waiting" | "activated")),
+        "{r}"
+    );
+}
+
+#[test]
+fn forged_receipt_for_a_pinned_host_is_bad_signature_and_fails_the_check() {
+    let f = Fleet::new(3, |_, _| {});
+    f.publish("v1", &[]);
+    for id in &f.hosts {
+        f.once(id);
+    }
+    let pins = f.pin_file();
+    // A store attacker writes a receipt for host-01, signed by its own key
+    // (it claims that key inside the receipt).
+    let forger = Fleet::new(1, |_, c| c["host_id"] = serde_json::json!("host-01"));
+    forger.publish("x1", &[]);
+    forger.once("host-00");
+    let forged = fs::read(forger.h.kit.store_path("prod", "hosts/host-01.json")).expect("receipt");
+    fs::write(f.h.kit.store_path("prod", "hosts/host-01.json"), forged).expect("plant");
+    let (code, v, _) = f.fleet_status(&["--host-keys", pins.to_str().expect("utf8")]);
+    assert_eq!(code, 1);
+    let row = v["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .find(|r| r["host"] == "host-01")
+        .expect("row")
+        .clone();
+    assert_eq!(row["verdict"], "bad-signature", "{row}");
+    // Unpinned (trust on first use, remembered from an earlier run): the
+    // changed key is flagged.
+    let (_, v, _) = f.fleet_status(&[]);
+    let _ = v;
+    let known = f.h.kit.path("operator/fleet-known-hosts/prod");
+    let text = fs::read_to_string(&known).expect("known hosts");
+    assert!(text.contains("host-00 RW"), "{text}");
+}
+
+#[test]
+fn key_change_after_first_use_is_flagged() {
+    let f = Fleet::new(1, |_, _| {});
+    f.publish("v1", &[]);
+    f.once("host-00");
+    let (code, _, _) = f.fleet_status(&[]);
+    assert_eq!(code, 0);
+    // The host's key is replaced (reinstall, or an impostor).
+    fs::remove_file(f.h.kit.path("data-host-00/host.key")).expect("rm");
+    fs::remove_file(f.h.kit.path("data-host-00/receipt.json")).expect("rm");
+    f.publish("v2", &[]);
+    f.once("host-00");
+    let (_, v, _) = f.fleet_status(&[]);
+    assert_eq!(v["hosts"][0]["verdict"], "key-changed", "{v}");
+}
+
+#[test]
+fn refused_release_shows_as_refused_with_its_check() {
+    let f = Fleet::new(3, |_, _| {});
+    f.publish("v1", &[]);
+    for id in &f.hosts {
+        f.once(id);
+    }
+    let r = f.publish("v2", &["--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let key = v["archive"]["key"].as_str().expect("key").to_owned();
+    // The store swaps the archive's bytes (same size).
+    let p = f.h.kit.store_path("prod", &key);
+    let mut bytes = fs::read(&p).expect("archive");
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x55;
+    fs::write(&p, bytes).expect("write");
+    for id in &f.hosts {
+        assert_eq!(f.once(id)["result"], "rejected");
+    }
+    let (code, v, _) = f.fleet_status(&[]);
+    assert_eq!(code, 0);
+    assert!(
+        v["hosts"]
+            .as_array()
+            .expect("hosts")
+            .iter()
+            .all(|r| r["result"] == "rejected"
+                && r["check"] == "archive-hash"
+                && r["active_version"] == 1),
+        "{v}"
+    );
+    assert!(
+        v["summary"]
+            .as_array()
+            .expect("summary")
+            .iter()
+            .any(|l| l == "refused the latest release: 3 hosts (archive-hash)"),
+        "{v}"
+    );
+}
+
+#[test]
+fn revert_moves_running_and_waiting_hosts_to_the_old_content_at_a_higher_version() {
+    // host-00 is a canary (ignores waves); the others wait for a long wave.
+    let f = Fleet::new(5, |i, c| {
+        if i == 0 {
+            c["rollout"] = serde_json::json!("immediate");
+        }
+    });
+    f.publish("good", &[]);
+    for id in &f.hosts {
+        assert_eq!(f.once(id)["result"], "activated");
+    }
+    f.publish("bad", &["--rollout", "2h"]);
+    assert_eq!(f.once("host-00")["result"], "activated");
+    assert_eq!(f.last_marker("host-00"), "bad");
+    // Halt: publish version 1's content again, as version 3.
+    let url = f.h.kit.url("prod");
+    let r = f.h.kit.run(&[
+        "release", "revert", "--remote", &url, "--key", &f.h.key, "--to", "1", "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["version"], 3);
+    for id in &f.hosts {
+        assert_eq!(f.once(id)["result"], "activated", "{id}");
+        assert_eq!(f.last_marker(id), "good", "{id} runs the reverted content");
+        assert_eq!(f.status(id)["active_version"], 3);
+    }
+    // Rollback protection holds: version 2 is never taken again.
+    for id in &f.hosts {
+        assert!(matches!(
+            f.once(id)["result"].as_str(),
+            Some("unchanged" | "up-to-date")
+        ));
+    }
+}
