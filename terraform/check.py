@@ -27,9 +27,15 @@ What is checked instead, on a copy of terraform/ in a temporary directory
 5. evaluation: the provider-free modules (install, s3_remote_policy) are
    validated, applied (they have no resources) and their outputs checked by
    the test roots in tests/: the rendered first-boot script is syntax-checked
-   with sh -n / bash -n and its quoting checked; the IAM policies are run
-   through a small policy evaluator (allowed / denied requests). Roots named
-   tests/reject_* must fail to plan with the message in expected-error.txt.
+   with sh -n / bash -n and its quoting checked; the IAM policies (read,
+   write, host receipts, fleet status) are run through a small policy
+   evaluator (allowed / denied requests). Roots named tests/reject_* must
+   fail to plan with the message in expected-error.txt.
+6. declarations of the provider-bound modules where the issue asks for
+   something specific: store_s3 (opt-in store-wide read, KMS, lifecycle, no
+   bucket-policy deny that catches a host receipt) and instance (the
+   one-host receipt grant, its --host-id precondition, its remote URL
+   parsing).
 
 Prints one line per check and exits non-zero on any failure.
 """
@@ -431,7 +437,9 @@ def check_install_url_standin(out):
     p = check_install_script(out["user_data"], [K1], 1, None, "url")
     code, err, argv, marker = run_first_boot(out["user_data"], STANDIN)
     want = ["install", "--remote", "s3://example-bucket/npcnix/remotes/prod", "--configuration", "web1",
-            "--threshold", "1", "--trusted-key", K1]
+            "--threshold", "1", "--trusted-key", K1, "--host-id", "web1"]
+    if "set -- \"$@\" --host-id 'web1'\n" not in out["user_data"]:
+        p.append("host_id is not passed as --host-id '<id>' (the form the instance module's precondition looks for)")
     if code != 0:
         p.append(f"matching hash: the script failed (exit {code}): {err.strip()}")
     if argv != want:
@@ -455,9 +463,9 @@ def check_install_flake(out):
     if r.stdout.splitlines() != ["extra-substituters = https://cache.example.com https://npcnix.cachix.org",
                                  "extra-trusted-public-keys = cache.example.com-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="]:
         p.append(f"NIX_CONFIG parses to {r.stdout!r}")
-    for flag in ("--min-version", "--require-expiry", "--max-version-jump"):
+    for flag in ("--min-version", "--require-expiry", "--max-version-jump", "--host-id"):
         if flag in out["user_data"]:
-            p.append(f"{flag} passed although not set (install pins the verified head)")
+            p.append(f"{flag} passed although not set (install pins the verified head; npcnix derives the host ID)")
     return p
 
 
@@ -527,6 +535,132 @@ def check_remote_policy(out, kms_key=None):
             got = iam_allows(pol, action, res, ctx)
             if got != want:
                 p.append(f"{name} policy: {why}: {action} {res} {ctx} -> {'allowed' if got else 'denied'}")
+    return p + check_receipt_policies(out, kms_key)
+
+
+def _policy_problems(cases):
+    p = []
+    for name, pol, action, res, ctx, want, why in cases:
+        got = iam_allows(pol, action, res, ctx)
+        if got != want:
+            p.append(f"{name} policy: {why}: {action} {res} {ctx} -> {'allowed' if got else 'denied'}")
+    return p
+
+
+def _union(*policies):
+    """The policies of one principal (a role with several attached)."""
+    return {"Statement": [st for pol in policies for st in pol["Statement"]]}
+
+
+def check_receipt_policies(out, kms_key=None):
+    """Host receipts (<remote>/hosts/<host_id>.json, a plain PutObject) and
+    `npcnix fleet status` (ListBucket on hosts/ + GetObject)."""
+    p = []
+    bucket = "arn:aws:s3:::example-bucket"
+    rp = f"{bucket}/npcnix/fleet/remotes/prod"
+    other = f"{bucket}/npcnix/fleet/remotes/dev"
+    read = json.loads(out["read_policy_json"])
+    write = json.loads(out["write_policy_json"])
+    own = json.loads(out["host_receipt_policy_json"])
+    shared = json.loads(out["shared_receipt_policy_json"])
+    fleet = json.loads(out["fleet_status_policy_json"])
+    host = _union(read, own)  # the instance module's role: read policy + inline receipt policy
+    if out["receipt_key"] != "npcnix/fleet/remotes/prod/hosts/web1.json":
+        p.append(f"receipt_key is {out['receipt_key']}")
+    if out["hosts_prefix"] != "npcnix/fleet/remotes/prod/hosts/":
+        p.append(f"hosts_prefix is {out['hosts_prefix']}")
+    plain = {"s3:ObjectCreationOperation": "true"}  # what npcnix sends: no If-Match / If-None-Match
+    inm = {"s3:if-none-match": "*", "s3:ObjectCreationOperation": "true"}
+    im = {"s3:if-match": '"etag"', "s3:ObjectCreationOperation": "true"}
+    part = {"s3:ObjectCreationOperation": "false"}
+    hosts_list = {"s3:prefix": "npcnix/fleet/remotes/prod/hosts/"}
+    cases = []
+    # One host, one role: its own receipt and nothing else.
+    for name, pol in (("host receipt", own), ("host (read + receipt)", host)):
+        cases += [
+            (name, pol, "s3:PutObject", f"{rp}/hosts/web1.json", plain, True, "host writes its own receipt (plain PUT)"),
+            (name, pol, "s3:PutObject", f"{rp}/hosts/web2.json", plain, False, "host writes another host's receipt"),
+            (name, pol, "s3:PutObject", f"{rp}/hosts/web2.json", inm, False, "host creates another host's receipt"),
+            (name, pol, "s3:PutObject", f"{rp}/hosts/web1.json.old", plain, False, "host writes a key next to its receipt"),
+            (name, pol, "s3:PutObject", f"{rp}/hosts/web1", plain, False, "host writes its ID without .json"),
+            (name, pol, "s3:PutObject", f"{rp}/hosts/web1.json/x", plain, False, "host writes below its receipt"),
+            (name, pol, "s3:PutObject", f"{rp}/latest", plain, False, "host overwrites latest"),
+            (name, pol, "s3:PutObject", f"{rp}/latest", im, False, "host swaps latest (If-Match)"),
+            (name, pol, "s3:PutObject", f"{rp}/latest", inm, False, "host creates latest (If-None-Match)"),
+            (name, pol, "s3:PutObject", f"{rp}/releases/00000000000000000009", inm, False, "host creates a release"),
+            (name, pol, "s3:PutObject", f"{rp}/archives/ab.tar.zst", inm, False, "host creates an archive"),
+            (name, pol, "s3:PutObject", f"{rp}/archives/ab.tar.zst", part, False, "host uploads archive parts"),
+            (name, pol, "s3:PutObject", f"{other}/hosts/web1.json", plain, False, "host writes its receipt in another remote"),
+            (name, pol, "s3:PutObject", f"{bucket}/npcnix/fleet/hosts/web1.json", plain, False, "host writes a receipt outside any remote"),
+            (name, pol, "s3:DeleteObject", f"{rp}/hosts/web1.json", {}, False, "host deletes its own receipt"),
+            (name, pol, "s3:DeleteObject", f"{rp}/hosts/web2.json", {}, False, "host deletes another host's receipt"),
+            (name, pol, "s3:DeleteObjectVersion", f"{rp}/hosts/web1.json", {}, False, "host deletes a version of its receipt"),
+            (name, pol, "s3:AbortMultipartUpload", f"{rp}/hosts/web1.json", {}, False, "host aborts uploads"),
+        ]
+    cases += [
+        ("host receipt", own, "s3:ListBucket", bucket, hosts_list, False, "the receipt grant adds no listing"),
+        ("host receipt", own, "s3:GetObject", f"{rp}/hosts/web2.json", {}, False, "the receipt grant adds no reading"),
+        ("host receipt", own, "s3:GetObject", f"{rp}/latest", {}, False, "the receipt grant adds no reading"),
+    ]
+    # Hosts sharing one role: any receipt of this remote, nothing else.
+    cases += [
+        ("shared receipt", shared, "s3:PutObject", f"{rp}/hosts/m-0123456789abcdef0123.json", plain, True, "host writes its receipt"),
+        ("shared receipt", shared, "s3:PutObject", f"{rp}/hosts/web2.json", plain, True, "(weaker, documented) host overwrites another host's receipt"),
+        ("shared receipt", shared, "s3:PutObject", f"{rp}/hosts/a/b.json", plain, False, "host writes below hosts/"),
+        ("shared receipt", shared, "s3:PutObject", f"{rp}/hosts/web1", plain, False, "host writes a key that is not .json"),
+        ("shared receipt", shared, "s3:PutObject", f"{rp}/latest", im, False, "host swaps latest"),
+        ("shared receipt", shared, "s3:PutObject", f"{rp}/latest", plain, False, "host overwrites latest"),
+        ("shared receipt", shared, "s3:PutObject", f"{rp}/releases/00000000000000000009", inm, False, "host creates a release"),
+        ("shared receipt", shared, "s3:PutObject", f"{rp}/archives/ab.tar.zst", inm, False, "host creates an archive"),
+        ("shared receipt", shared, "s3:PutObject", f"{rp}/latest.json", plain, False, "host writes latest.json"),
+        ("shared receipt", shared, "s3:PutObject", f"{other}/hosts/web1.json", plain, False, "host writes a receipt of another remote"),
+        ("shared receipt", shared, "s3:DeleteObject", f"{rp}/hosts/web2.json", {}, False, "host deletes a receipt"),
+        ("shared receipt", shared, "s3:ListBucket", bucket, hosts_list, False, "the receipt grant adds no listing"),
+    ]
+    # Operators: `npcnix fleet status` lists hosts/ and reads receipts; no write.
+    cases += [
+        ("fleet status", fleet, "s3:ListBucket", bucket, hosts_list, True, "operator lists the receipts"),
+        ("fleet status", fleet, "s3:GetObject", f"{rp}/hosts/web1.json", {}, True, "operator reads a receipt"),
+        ("fleet status", fleet, "s3:ListBucket", bucket, {"s3:prefix": "npcnix/fleet/remotes/prod/releases/"}, False, "operator lists the version log"),
+        ("fleet status", fleet, "s3:ListBucket", bucket, {"s3:prefix": "npcnix/fleet/remotes/dev/hosts/"}, False, "operator lists another remote's receipts"),
+        ("fleet status", fleet, "s3:ListBucket", bucket, {}, False, "operator lists the whole bucket"),
+        ("fleet status", fleet, "s3:GetObject", f"{rp}/latest", {}, False, "operator reads latest"),
+        ("fleet status", fleet, "s3:GetObject", f"{rp}/archives/ab.tar.zst", {}, False, "operator reads an archive"),
+        ("fleet status", fleet, "s3:GetObject", f"{other}/hosts/web1.json", {}, False, "operator reads another remote's receipt"),
+        ("fleet status", fleet, "s3:PutObject", f"{rp}/hosts/web1.json", plain, False, "operator writes a receipt"),
+        ("fleet status", fleet, "s3:PutObject", f"{rp}/hosts/web1.json", inm, False, "operator creates a receipt"),
+        ("fleet status", fleet, "s3:DeleteObject", f"{rp}/hosts/web1.json", {}, False, "operator deletes a receipt"),
+        # Publishers can run fleet status too, and write no receipt.
+        ("write", write, "s3:ListBucket", bucket, hosts_list, True, "publisher lists the receipts"),
+        ("write", write, "s3:GetObject", f"{rp}/hosts/web1.json", {}, True, "publisher reads a receipt"),
+        ("write", write, "s3:PutObject", f"{rp}/hosts/web1.json", plain, False, "publisher writes a receipt"),
+        ("write", write, "s3:PutObject", f"{rp}/hosts/web1.json", inm, False, "publisher creates a receipt"),
+        # The read policy alone (a host without a receipt grant) writes nothing.
+        ("read", read, "s3:PutObject", f"{rp}/hosts/web1.json", plain, False, "host without receipt grant writes its receipt"),
+    ]
+    p += _policy_problems(cases)
+    # The one-host grant names one key: no wildcard anywhere in its S3 resources.
+    s3_res = [r for st in own["Statement"] for r in st["Resource"] if r.startswith("arn:aws:s3")]
+    if s3_res != [f"{rp}/hosts/web1.json"] or any(c in r for r in s3_res for c in "*?$"):
+        p.append(f"host receipt policy: S3 resources {s3_res}, expected exactly [{rp}/hosts/web1.json]")
+    actions = {a for pol in (own, shared, fleet) for st in pol["Statement"] if st["Effect"] == "Allow"
+               for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])}
+    if any("Delete" in a or a.endswith("*") for a in actions):
+        p.append(f"a receipt or fleet-status policy grants delete or a wildcard action: {sorted(actions)}")
+    kms = sorted(a for a in actions if a.startswith("kms:"))
+    if kms_key is None and kms:
+        p.append(f"no KMS key given, but the receipt/fleet-status policies grant {kms}")
+    if kms_key is not None:
+        via = {"kms:ViaService": "s3.eu-central-1.amazonaws.com"}
+        p += _policy_problems([
+            ("host receipt", own, "kms:GenerateDataKey", kms_key, via, True, "host encrypts its receipt via S3"),
+            ("host receipt", own, "kms:GenerateDataKey", kms_key, {}, False, "host uses the key directly"),
+            ("host receipt", own, "kms:Decrypt", kms_key, via, False, "the receipt grant adds decryption"),
+            ("shared receipt", shared, "kms:GenerateDataKey", kms_key, via, True, "host encrypts its receipt via S3"),
+            ("fleet status", fleet, "kms:Decrypt", kms_key, via, True, "operator decrypts receipts via S3"),
+            ("fleet status", fleet, "kms:Decrypt", kms_key, {}, False, "operator uses the key directly"),
+            ("fleet status", fleet, "kms:GenerateDataKey", kms_key, via, False, "operator encrypts"),
+        ])
     return p
 
 
@@ -717,6 +851,89 @@ def check_store_s3(work):
     return problems
 
 
+def check_store_s3_receipts(work):
+    """The bucket policy's deny statements (conditional writes, no deletion of
+    releases/archives) must not catch a host receipt: npcnix writes it with a
+    plain PutObject, and a deny would silently stop every receipt."""
+    main = (work / "store_s3" / "main.tf").read_text()
+    i, j = main.find("conditional_write_statements = ["), main.find("bucket_policy = {")
+    if i < 0 or j < i:
+        return ["store_s3/main.tf: conditional_write_statements ... bucket_policy not found"]
+    store = "arn:aws:s3:::b/npcnix"
+    patterns = [store + m for m in re.findall(r'"\$\{local\.store_arn\}(/[^"]*)"', main[i:j])]
+    problems = []
+    if not any(_matches(pat, f"{store}/remotes/prod/latest") for pat in patterns):
+        problems.append(f"the deny statements' resources {patterns} do not even cover latest (scan broken?)")
+    for host_id in ["web1", "latest", "archives", "releases", "m-0123456789abcdef0123", "i-0123456789abcdef0"]:
+        key = f"{store}/remotes/prod/hosts/{host_id}.json"
+        hit = [pat for pat in patterns if _matches(pat, key)]
+        if hit:
+            problems.append(f"bucket policy deny resources {hit} match the receipt {key}")
+    return problems
+
+
+def _hcl_regex(text, pattern):
+    m = re.search(pattern, text)
+    return json.loads(m.group(1)) if m else None
+
+
+def check_instance(work):
+    """The instance module needs the AWS provider, so it cannot be applied
+    offline: its receipt grant is checked on its declarations, and its
+    remote URL parsing with the regular expressions it declares."""
+    problems = []
+    inputs, outputs = module_interface(work / "instance")
+    defaults = {v["name"]: v["default"] for v in inputs}
+    if defaults.get("receipts", "missing") != "null":
+        problems.append(f"variable receipts: default {defaults.get('receipts')!r}, expected null (no grant unless asked)")
+    for o in ("host_id", "receipt_key"):
+        if o not in {x["name"] for x in outputs}:
+            problems.append(f"no output {o}")
+    main = (work / "instance" / "main.tf").read_text()
+    flat = re.sub(r"\s+", " ", main)
+    for needle, why in [
+        ('module "receipt_policy" { source = "../s3_remote_policy" count = var.receipts == null ? 0 : 1',
+         "module receipt_policy: s3_remote_policy, only with receipts"),
+        ("host_id = var.receipts.host_id", "module receipt_policy: host_id is not var.receipts.host_id"),
+        ('resource "aws_iam_role_policy" "receipt" { count = var.receipts == null ? 0 : 1',
+         "aws_iam_role_policy.receipt: not conditional on receipts"),
+        ("role = aws_iam_role.host.id", "aws_iam_role_policy.receipt: not on this instance's role"),
+        ("policy = module.receipt_policy[0].host_receipt_policy_json",
+         "aws_iam_role_policy.receipt: not the one-host receipt policy"),
+        ("""condition = strcontains(var.user_data, "--host-id '${var.receipts.host_id}'\\n")""",
+         "aws_iam_role_policy.receipt: no precondition that the user data passes --host-id '<receipts.host_id>'"),
+    ]:
+        if needle not in flat:
+            problems.append(why)
+    if "shared_receipt" in main:
+        problems.append("the instance module (one role per host) must not use the shared receipt policy")
+    validate = _hcl_regex((work / "instance" / "variables.tf").read_text(),
+                          r'regex\(("\^s3://[^"]*"), var\.receipts\.remote_url\)')
+    parse = _hcl_regex(main, r'regex\(("\^s3://[^"]*"), var\.receipts\.remote_url\)')
+    if not validate or not parse:
+        return problems + ["receipts.remote_url: validation or parsing regex not found"]
+    good = {
+        "s3://example-bucket/npcnix/remotes/prod": ("example-bucket", "npcnix", "prod"),
+        "s3://example-bucket/npcnix/fleet/remotes/prod": ("example-bucket", "npcnix/fleet", "prod"),
+        "s3://b.example/remotes/x/remotes/p-1": ("b.example", "remotes/x", "p-1"),
+    }
+    for url, want in good.items():
+        m = re.match(parse, url)
+        if not re.match(validate, url):
+            problems.append(f"receipts.remote_url {url} is refused")
+        elif not m or m.groups() != want:
+            problems.append(f"receipts.remote_url {url} parses to {m and m.groups()}, expected {want}")
+        elif "s3://{}/{}/remotes/{}".format(*m.groups()) != url:
+            problems.append(f"receipts.remote_url {url}: the parts do not give the URL back")
+    for url in ["s3://example-bucket/prod", "s3://example-bucket/npcnix/remotes/prod/",
+                "s3://example-bucket/npcnix/remotes/Prod", "s3://example-bucket//remotes/prod",
+                "https://example-bucket/npcnix/remotes/prod", "s3://example-bucket/npcnix/remotes/prod/hosts",
+                "s3://Example/npcnix/remotes/prod", "s3://example-bucket/npcnix/remotes/*"]:
+        if re.match(validate, url):
+            problems.append(f"receipts.remote_url {url} is accepted")
+    return problems
+
+
 ROOT_CHECKS = {
     "tests/install_url": check_install_url,
     "tests/install_flake": check_install_flake,
@@ -803,6 +1020,18 @@ def run(tmp):
         fail("store_s3", "\n".join(problems))
     else:
         ok("store_s3: store-wide read policy off by default, SSE-KMS option, lifecycle for noncurrent versions and multipart uploads")
+
+    print("== host receipts (instance grant, store bucket policy)")
+    problems = check_instance(work)
+    if problems:
+        fail("instance: receipts", "\n".join(problems))
+    else:
+        ok("instance: one-host receipt grant on its own role, only with receipts, user data must pass the same --host-id")
+    problems = check_store_s3_receipts(work)
+    if problems:
+        fail("store_s3: receipts", "\n".join(problems))
+    else:
+        ok("store_s3: no bucket-policy deny catches a host receipt (a plain PutObject)")
 
     print("== module READMEs (git source example; inputs/outputs generated)")
     for d in modules:

@@ -18,6 +18,7 @@ locals {
       npcnix_url    = var.npcnix_url == null ? "" : var.npcnix_url
       npcnix_sha256 = var.npcnix_sha256 == null ? "" : var.npcnix_sha256
       npcnix_flake  = var.npcnix_flake == null ? "" : var.npcnix_flake
+      host_id       = var.host_id == null ? "" : var.host_id
     } : k => "'${replace(v, "'", "'\\''")}'"
   }
 
@@ -39,6 +40,7 @@ locals {
     trusted_keys     = local.trusted_keys_quoted
     threshold        = var.threshold
     has_region       = var.remote_region != null
+    has_host_id      = var.host_id != null
     install_attempts = var.install_attempts
     min_version      = var.min_version == null ? "" : tostring(var.min_version)
     require_expiry   = var.require_expiry

@@ -24,3 +24,8 @@ output "user_data_sha256" {
   description = "SHA-256 of the rendered script, for change tracking."
   value       = sha256(local.user_data)
 }
+
+output "host_id" {
+  description = "The host ID passed to `npcnix install --host-id` (null: derived from /etc/machine-id on the host). Pass it to the instance module's receipts.host_id so the receipt grant names the same key."
+  value       = var.host_id
+}

@@ -25,6 +25,45 @@ resource "aws_iam_role_policy_attachment" "host_read" {
   policy_arn = var.host_read_policy_arn
 }
 
+# ---- Receipts: the host may write <remote>/hosts/<host_id>.json, no other key
+
+locals {
+  # [bucket, prefix, remote name] of s3://<bucket>/<prefix>/remotes/<name>
+  # (the shape is validated on var.receipts).
+  receipt_remote = var.receipts == null ? null : regex("^s3://([^/]+)/(.+)/remotes/([^/]+)$", var.receipts.remote_url)
+}
+
+module "receipt_policy" {
+  source = "../s3_remote_policy"
+  count  = var.receipts == null ? 0 : 1
+
+  bucket      = local.receipt_remote[0]
+  prefix      = local.receipt_remote[1]
+  remote      = local.receipt_remote[2]
+  partition   = data.aws_partition.current.partition
+  kms_key_arn = var.receipts.kms_key_arn
+  host_id     = var.receipts.host_id
+}
+
+# Inline: the grant names this host's key, so it lives and dies with this
+# host's role (one role per instance) and cannot be attached to another.
+resource "aws_iam_role_policy" "receipt" {
+  count  = var.receipts == null ? 0 : 1
+  name   = "npcnix-receipt"
+  role   = aws_iam_role.host.id
+  policy = module.receipt_policy[0].host_receipt_policy_json
+
+  lifecycle {
+    # The key the policy names must be the one the host writes. The install
+    # module renders `--host-id '<id>'`; a mismatch would leave the host's
+    # receipts refused (403) without anything failing here.
+    precondition {
+      condition     = strcontains(var.user_data, "--host-id '${var.receipts.host_id}'\n")
+      error_message = "receipts.host_id does not match the user data: it must run `npcnix install --host-id '<receipts.host_id>'` (set the install module's host_id to the same value, e.g. host_id = module.install_<name>.host_id)."
+    }
+  }
+}
+
 resource "aws_iam_instance_profile" "host" {
   name_prefix = "${var.name}-"
   role        = aws_iam_role.host.name

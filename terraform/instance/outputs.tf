@@ -27,3 +27,13 @@ output "security_group_id" {
   description = "ID of the security group this module created for the instance."
   value       = aws_security_group.host.id
 }
+
+output "host_id" {
+  description = "The host ID whose receipt this host may write (receipts.host_id), or null."
+  value       = var.receipts == null ? null : var.receipts.host_id
+}
+
+output "receipt_key" {
+  description = "The one key this host may write: <prefix>/remotes/<name>/hosts/<host_id>.json, or null without receipts."
+  value       = one(module.receipt_policy[*].receipt_key)
+}

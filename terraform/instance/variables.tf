@@ -119,3 +119,28 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "receipts" {
+  description = "Let this host write its signed receipt (read by `npcnix fleet status`) and nothing else: an inline policy on the instance role allows PutObject on exactly <remote>/hosts/<host_id>.json. host_id: the host's ID, the same as the install module's host_id (the user data must pass `--host-id '<host_id>'`, which the install module renders) and as `services.npcnix.settings.host_id` in the host's NixOS configuration. remote_url: the remote the host follows (remote_s3's `url`, s3://<bucket>/<prefix>/remotes/<name>). kms_key_arn: the store's KMS key for SSE-KMS stores (kms:GenerateDataKey via S3). null: no receipt grant (the host's receipt writes are refused; set receipts.enabled = false in its config to silence them)."
+  type = object({
+    host_id     = string
+    remote_url  = string
+    kms_key_arn = optional(string)
+  })
+  default = null
+
+  validation {
+    condition     = var.receipts == null || can(regex("^[a-z0-9][a-z0-9._-]{0,63}$", var.receipts.host_id))
+    error_message = "receipts.host_id must be 1-64 characters from a-z 0-9 - _ ., starting with a letter or digit (the rule npcnix applies to host IDs)."
+  }
+
+  validation {
+    condition     = var.receipts == null || can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/remotes/[a-z0-9][a-z0-9._-]{0,63}$", var.receipts.remote_url))
+    error_message = "receipts.remote_url must be a remote_s3 URL: s3://<bucket>/<prefix>/remotes/<name>."
+  }
+
+  validation {
+    condition     = var.receipts == null || try(var.receipts.kms_key_arn == null, true) || can(regex("^arn:[a-z-]+:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$", var.receipts.kms_key_arn))
+    error_message = "receipts.kms_key_arn must be a KMS key ARN (arn:<partition>:kms:<region>:<account>:key/<key-id>) or null."
+  }
+}

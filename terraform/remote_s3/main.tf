@@ -29,3 +29,22 @@ resource "aws_iam_policy" "write" {
   policy      = module.policy.write_policy_json
   tags        = var.tags
 }
+
+# `npcnix fleet status`: list and read the host receipts, nothing else.
+resource "aws_iam_policy" "fleet_status" {
+  count       = var.create_policies ? 1 : 0
+  name        = "${var.policy_name_prefix}-${var.name}-fleet-status"
+  description = "npcnix operators: read the host receipts of ${module.policy.url}"
+  policy      = module.policy.fleet_status_policy_json
+  tags        = var.tags
+}
+
+# Hosts sharing one role: write any receipt of this remote (opt-in, weaker
+# than the per-host grant of the instance module).
+resource "aws_iam_policy" "shared_receipt" {
+  count       = var.create_policies && var.create_shared_receipt_policy ? 1 : 0
+  name        = "${var.policy_name_prefix}-${var.name}-any-receipt"
+  description = "npcnix hosts sharing a role: write any receipt under ${module.policy.url}/hosts/"
+  policy      = module.policy.shared_receipt_policy_json
+  tags        = var.tags
+}

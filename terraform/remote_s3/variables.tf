@@ -29,7 +29,7 @@ variable "name" {
 }
 
 variable "create_policies" {
-  description = "Create IAM policies (aws_iam_policy) from the read and write policy documents."
+  description = "Create IAM policies (aws_iam_policy) from the read, write and fleet-status policy documents (and the shared receipt policy with create_shared_receipt_policy)."
   type        = bool
   default     = true
 }
@@ -60,4 +60,10 @@ variable "kms_key_arn" {
     condition     = var.kms_key_arn == null || can(regex("^arn:[a-z-]+:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$", var.kms_key_arn))
     error_message = "kms_key_arn must be a KMS key ARN (arn:<partition>:kms:<region>:<account>:key/<key-id>)."
   }
+}
+
+variable "create_shared_receipt_policy" {
+  description = "Also create an IAM policy from shared_receipt_policy_json (with create_policies), for hosts that share one role: they may write any receipt of this remote, so one host can overwrite (never forge) another's. Off by default: give each host its own role and receipt grant (the instance module's `receipts`)."
+  type        = bool
+  default     = false
 }

@@ -31,6 +31,88 @@ locals {
     },
   ]
 
+  # Writing an object to an SSE-KMS store needs kms:GenerateDataKey (a host
+  # receipt is a single PutObject: no multipart, so no Decrypt for it).
+  kms_encrypt = var.kms_key_arn == null ? [] : [
+    {
+      Sid       = "EncryptViaS3"
+      Effect    = "Allow"
+      Action    = ["kms:GenerateDataKey"]
+      Resource  = [var.kms_key_arn]
+      Condition = local.kms_via_s3
+    },
+  ]
+
+  # Host receipts: <remote>/hosts/<host_id>.json, one object per host,
+  # written with a plain PutObject (create or overwrite, no precondition).
+  hosts_prefix = "${local.key_prefix}/hosts/"
+  hosts_arn    = "${local.remote_arn}/hosts"
+
+  # One host (a role of its own, e.g. the instance module's): PutObject on
+  # exactly its own receipt. No wildcard: host IDs cannot contain * or ?
+  # (validated), so the ARN names one key. No delete, no list, no read
+  # (reading and listing the remote come from read_policy).
+  host_receipt_policy = var.host_id == null ? null : {
+    Version = "2012-10-17"
+    Statement = concat([
+      {
+        Sid      = "WriteOwnReceipt"
+        Effect   = "Allow"
+        Action   = ["s3:PutObject"]
+        Resource = ["${local.hosts_arn}/${var.host_id}.json"]
+      },
+    ], local.kms_encrypt)
+  }
+
+  # Hosts sharing one role (launch templates, autoscaling groups): no IAM
+  # policy variable holds a value that is a valid npcnix host ID (for EC2
+  # role sessions, aws:userid is "<role-id>:<instance-id>" and
+  # ec2:SourceInstanceArn a whole ARN; see docs/terraform.md), so the key
+  # cannot be bound to the caller. The weaker grant: any receipt of this
+  # remote, not below hosts/ (host IDs have no "/"). A host holding it can
+  # overwrite, but never forge, another host's receipt.
+  shared_receipt_policy = {
+    Version = "2012-10-17"
+    Statement = concat([
+      {
+        Sid      = "WriteAnyReceipt"
+        Effect   = "Allow"
+        Action   = ["s3:PutObject"]
+        Resource = ["${local.hosts_arn}/*.json"]
+      },
+      {
+        # IAM's * also matches "/": hosts/a/b.json is no receipt.
+        Sid      = "NoKeysBelowHosts"
+        Effect   = "Deny"
+        Action   = ["s3:PutObject"]
+        Resource = ["${local.hosts_arn}/*/*"]
+      },
+    ], local.kms_encrypt)
+  }
+
+  # Operators (`npcnix fleet status`): list hosts/ and read the receipts.
+  # Nothing else of the remote, no write.
+  fleet_status_policy = {
+    Version = "2012-10-17"
+    Statement = concat([
+      {
+        Sid      = "ListReceipts"
+        Effect   = "Allow"
+        Action   = ["s3:ListBucket"]
+        Resource = [local.bucket_arn]
+        Condition = {
+          StringLike = { "s3:prefix" = ["${local.hosts_prefix}*"] }
+        }
+      },
+      {
+        Sid      = "ReadReceipts"
+        Effect   = "Allow"
+        Action   = ["s3:GetObject"]
+        Resource = ["${local.hosts_arn}/*"]
+      },
+    ], local.kms_read)
+  }
+
   # Hosts: read this remote, nothing else.
   read_policy = {
     Version = "2012-10-17"

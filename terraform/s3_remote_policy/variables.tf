@@ -49,3 +49,14 @@ variable "kms_key_arn" {
     error_message = "kms_key_arn must be a KMS key ARN (arn:<partition>:kms:<region>:<account>:key/<key-id>)."
   }
 }
+
+variable "host_id" {
+  description = "ID of one host (the host config's `host_id`): host_receipt_policy_json then lets exactly that host write its signed receipt, <remote>/hosts/<host_id>.json, and nothing else. 1-64 characters from a-z 0-9 - _ ., starting with a letter or digit (the rule npcnix applies). null: host_receipt_policy_json and receipt_key are null."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.host_id == null || can(regex("^[a-z0-9][a-z0-9._-]{0,63}$", var.host_id))
+    error_message = "host_id must be 1-64 characters from a-z 0-9 - _ ., starting with a letter or digit (the rule npcnix applies to host IDs): it names the object <remote>/hosts/<host_id>.json."
+  }
+}

@@ -57,6 +57,10 @@ module "install_web1" {
   trusted_keys  = concat([var.ci_public_key], var.release_public_keys)
   remote_region = module.store.region
   npcnix_flake  = var.npcnix_flake
+
+  # Its name in receipts and rollout waves. The web1 NixOS configuration
+  # sets the same services.npcnix.settings.host_id.
+  host_id = "web1"
 }
 
 module "web1" {
@@ -68,6 +72,12 @@ module "web1" {
   subnet_id            = var.subnet_id
   user_data            = module.install_web1.user_data
   host_read_policy_arn = module.remote_dev.read_policy_arn
+
+  # web1 may write its signed receipt (dev/hosts/web1.json) and no other key.
+  receipts = {
+    host_id    = module.install_web1.host_id
+    remote_url = module.remote_dev.url
+  }
 
   # The first boot installs the latest release: publish it first.
   depends_on = [module.upload_dev]

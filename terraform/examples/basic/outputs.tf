@@ -23,6 +23,11 @@ output "dev_release_blake3" {
   value       = module.upload_dev.blake3
 }
 
+output "dev_fleet_status_policy_arn" {
+  description = "Attach to operators who run `npcnix fleet status` on dev (list and read host receipts only)."
+  value       = module.remote_dev.fleet_status_policy_arn
+}
+
 output "web1_instance_id" {
   description = "Instance ID of web1."
   value       = module.web1.instance_id

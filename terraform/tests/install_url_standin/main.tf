@@ -7,6 +7,7 @@ module "install" {
 
   remote_url    = "s3://example-bucket/npcnix/remotes/prod"
   configuration = "web1"
+  host_id       = "web1"
   trusted_keys  = ["RWTNqXik1z85s9C7A3Z5N7gym8bWkYLApIm7QoBgm72vD2LU8PiGuoKX"]
   npcnix_url    = "https://example-bucket.s3.eu-central-1.amazonaws.com/npcnix/bin/npcnix-0.1.0-x86_64-linux-static"
   npcnix_sha256 = "ee3630bb768534b5434a9db0ff7f417a4896a7dd739751c62a1f307733b7a586"

@@ -6,6 +6,9 @@ module "prod" {
   bucket = "example-bucket"
   prefix = "npcnix/fleet"
   remote = "prod"
+
+  # The receipt policy of one host (the instance module passes its host_id).
+  host_id = "web1"
 }
 
 output "url" {
@@ -18,4 +21,24 @@ output "read_policy_json" {
 
 output "write_policy_json" {
   value = module.prod.write_policy_json
+}
+
+output "host_receipt_policy_json" {
+  value = module.prod.host_receipt_policy_json
+}
+
+output "shared_receipt_policy_json" {
+  value = module.prod.shared_receipt_policy_json
+}
+
+output "fleet_status_policy_json" {
+  value = module.prod.fleet_status_policy_json
+}
+
+output "receipt_key" {
+  value = module.prod.receipt_key
+}
+
+output "hosts_prefix" {
+  value = module.prod.hosts_prefix
 }

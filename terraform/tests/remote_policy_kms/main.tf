@@ -6,6 +6,7 @@ module "prod" {
   bucket      = "example-bucket"
   prefix      = "npcnix/fleet"
   remote      = "prod"
+  host_id     = "web1"
   kms_key_arn = "arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 }
 
@@ -19,4 +20,24 @@ output "read_policy_json" {
 
 output "write_policy_json" {
   value = module.prod.write_policy_json
+}
+
+output "host_receipt_policy_json" {
+  value = module.prod.host_receipt_policy_json
+}
+
+output "shared_receipt_policy_json" {
+  value = module.prod.shared_receipt_policy_json
+}
+
+output "fleet_status_policy_json" {
+  value = module.prod.fleet_status_policy_json
+}
+
+output "receipt_key" {
+  value = module.prod.receipt_key
+}
+
+output "hosts_prefix" {
+  value = module.prod.hosts_prefix
 }
