@@ -69,6 +69,12 @@ impl Run {
     }
 }
 
+impl Drop for Kit {
+    fn drop(&mut self) {
+        system::kill_pending(self.tmp.path());
+    }
+}
+
 impl Kit {
     pub fn new() -> Kit {
         let base = std::env::temp_dir().join("npcnix-tests");

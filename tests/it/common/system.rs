@@ -26,7 +26,10 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ -f "$dir/systemd-run-fails" ]; then echo "Failed to start transient timer unit" >&2; exit 1; fi
-( sleep "$secs"; echo "fired $unit" >> "$dir/systemd.log"; "$@" ) </dev/null >>"$dir/watchdog.out" 2>&1 &
+# Its own session and process group, so disarming (and the test's end)
+# kills the sleep too, not just the shell around it.
+setsid sh -c 'sleep "$0"; echo "fired $1" >> "$2/systemd.log"; shift 3; exec "$@"' \
+  "$secs" "$unit" "$dir" "$@" </dev/null >>"$dir/watchdog.out" 2>&1 &
 echo $! > "$dir/$unit.pid"
 exit 0
 "#;
@@ -37,7 +40,7 @@ dir=$(dirname "$0")
 echo "systemctl $*" >> "$dir/systemd.log"
 if [ "$1" = stop ]; then
   unit="${2%.timer}"
-  if [ -f "$dir/$unit.pid" ]; then kill "$(cat "$dir/$unit.pid")" 2>/dev/null; rm -f "$dir/$unit.pid"; fi
+  if [ -f "$dir/$unit.pid" ]; then kill -- "-$(cat "$dir/$unit.pid")" 2>/dev/null; rm -f "$dir/$unit.pid"; fi
 fi
 exit 0
 "#;
@@ -62,4 +65,23 @@ pub fn install(kit: &Path) -> PathBuf {
 /// The stand-ins' log (`systemd-run ...`, `systemctl ...`, `fired UNIT`).
 pub fn log(kit: &Path) -> String {
     fs::read_to_string(kit.join("sys/systemd.log")).unwrap_or_default()
+}
+
+/// Kills the timers still pending in a kit (its end): no test leaves a
+/// sleeping watchdog behind.
+pub fn kill_pending(kit: &Path) {
+    let Ok(rd) = fs::read_dir(kit.join("sys")) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "pid") {
+            if let Ok(pid) = fs::read_to_string(&p) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", pid.trim())])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
 }
