@@ -28,7 +28,7 @@ done
 if [ -f "$dir/systemd-run-fails" ]; then echo "Failed to start transient timer unit" >&2; exit 1; fi
 # Its own session and process group, so disarming (and the test's end)
 # kills the sleep too, not just the shell around it.
-setsid sh -c 'sleep "$0"; echo "fired $1" >> "$2/systemd.log"; shift 3; exec "$@"' \
+setsid sh -c 'sleep "$0"; echo "fired $1" >> "$2/systemd.log"; shift 2; exec "$@"' \
   "$secs" "$unit" "$dir" "$@" </dev/null >>"$dir/watchdog.out" 2>&1 &
 echo $! > "$dir/$unit.pid"
 exit 0
