@@ -832,7 +832,7 @@ impl Agent {
         env: &[(&str, String)],
         now: u64,
     ) -> Result<PathBuf, Inspection> {
-        let work = crate::fsutil::TempDir::new_in(&self.data.tmp_dir(), "build-")
+        let work = crate::fsutil::TempDir::new_held_in(&self.data.tmp_dir(), "build-")
             .map_err(|e| Inspection::Failed(format!("creating a build directory: {e}")))?;
         let built = self
             .activator
