@@ -63,3 +63,54 @@ fn temp_dir_leaked_by_a_killed_agent() {
     drop(live);
     assert!(tmp_entries(&h).is_empty());
 }
+
+/// A mirror or cache that still serves the previous `latest` (validly
+/// signed, only older) for longer than the probation made every poll a
+/// `rollback` refusal, so the good release just switched to was never
+/// confirmed: it was rolled back and marked bad. An older head signed for
+/// this remote by the host's keys shows what probation asks for (the store
+/// is reachable, its releases verify), so it confirms.
+#[test]
+fn stale_latest_from_a_lagging_mirror_rolled_back_a_good_release() {
+    let h = Host::with(|c| {
+        c["lockout"] = serde_json::json!({"probation_secs": 5, "watchdog": "none"});
+    });
+    h.publish("v1");
+    assert_eq!(h.once().0, "activated");
+    assert_eq!(h.once().0, "unchanged", "confirms version 1");
+    let v1 = fs::read(h.kit.store_path("prod", "latest")).expect("v1");
+    h.publish("v2");
+    assert_eq!(h.once().0, "activated");
+    let v2 = fs::read(h.kit.store_path("prod", "latest")).expect("v2");
+    // The mirror lags: it serves version 1 as `latest` again.
+    fs::write(h.kit.store_path("prod", "latest"), &v1).expect("write");
+    let (label, r) = h.once();
+    assert_eq!(label, "rejected", "{}", r.stderr);
+    assert!(r.stderr.contains("(rollback)"), "{}", r.stderr);
+    let confirmed: Vec<_> = h
+        .audit()
+        .into_iter()
+        .filter(|e| e["event"] == "confirmed")
+        .map(|e| e["version"].clone())
+        .collect();
+    assert_eq!(confirmed, vec![serde_json::json!(1), serde_json::json!(2)]);
+    // Past the deadline, still lagging: nothing to roll back.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let (label, r) = h.once();
+    assert_eq!(label, "rejected", "{}", r.stderr);
+    fs::write(h.kit.store_path("prod", "latest"), &v2).expect("write");
+    let (label, r) = h.once();
+    assert!(
+        label == "unchanged" || label == "up-to-date",
+        "{label}: {}",
+        r.stderr
+    );
+    assert!(
+        !h.audit().iter().any(|e| e["event"] == "rolled-back"),
+        "a good release was rolled back: {:?}",
+        h.audit()
+    );
+    let s = h.status();
+    assert_eq!(s["active_version"], 2);
+    assert!(s["bad_releases"].as_array().is_none_or(|b| b.is_empty()));
+}
