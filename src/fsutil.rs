@@ -105,7 +105,19 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
 #[derive(Debug)]
 pub struct TempDir {
     path: Option<PathBuf>,
+    /// The directory, open and `flock`ed while this value lives (see
+    /// [`TempDir::new_held_in`]).
+    held: Option<fs::File>,
 }
+
+/// Name prefix of a held temp dir before it is locked and renamed to its
+/// real name; [`sweep_abandoned`] leaves such entries alone for a while.
+const UNLOCKED_PREFIX: &str = ".new-";
+
+/// How old an entry that was never locked must be before
+/// [`sweep_abandoned`] removes it (it can only be one whose creator died
+/// between `mkdir` and `flock`, microseconds).
+const UNLOCKED_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl TempDir {
     pub fn new_in(parent: &Path, prefix: &str) -> io::Result<TempDir> {
@@ -113,7 +125,12 @@ impl TempDir {
         for _ in 0..16 {
             let p = parent.join(format!("{prefix}{}", random_suffix()));
             match fs::DirBuilder::new().mode(0o700).create(&p) {
-                Ok(()) => return Ok(TempDir { path: Some(p) }),
+                Ok(()) => {
+                    return Ok(TempDir {
+                        path: Some(p),
+                        held: None,
+                    })
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
             }
@@ -121,6 +138,34 @@ impl TempDir {
         Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             "could not create a unique temporary directory",
+        ))
+    }
+
+    /// Like [`TempDir::new_in`], and holds an exclusive `flock` on the
+    /// directory for as long as this value lives. The lock is taken before
+    /// the directory gets its `prefix` name (it is created as `.new-*` and
+    /// renamed), so every such name under `parent` is either in use or was
+    /// left by a process that died: [`sweep_abandoned`] removes the latter.
+    pub fn new_held_in(parent: &Path, prefix: &str) -> io::Result<TempDir> {
+        let mut t = TempDir::new_in(parent, UNLOCKED_PREFIX)?;
+        let f = fs::File::open(t.path())?;
+        // Where the file system has no flock, the directory is still used
+        // (unlocked); the sweeper's own try_lock fails there too, so it is
+        // never swept while in use.
+        let locked = f.lock().is_ok();
+        for _ in 0..16 {
+            let p = parent.join(format!("{prefix}{}", random_suffix()));
+            if fs::symlink_metadata(&p).is_ok() {
+                continue;
+            }
+            fs::rename(t.path(), &p)?;
+            t.path = Some(p);
+            t.held = locked.then_some(f);
+            return Ok(t);
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "could not name a unique temporary directory",
         ))
     }
 
@@ -141,6 +186,54 @@ impl Drop for TempDir {
             let _ = fs::remove_dir_all(p);
         }
     }
+}
+
+/// Removes the directories under `parent` (a private temp area such as
+/// `<data>/tmp`) that a process killed while using them left behind: those
+/// made by [`TempDir::new_held_in`] whose lock nobody holds any more (and
+/// never-locked `.new-*` ones older than ten minutes). Directories in use by
+/// this or any other process, and anything that is not a directory, stay.
+/// Returns how many were removed.
+pub fn sweep_abandoned(parent: &Path) -> io::Result<usize> {
+    let entries = match fs::read_dir(parent) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for ent in entries {
+        let ent = ent?;
+        let path = ent.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        if ent
+            .file_name()
+            .to_string_lossy()
+            .starts_with(UNLOCKED_PREFIX)
+        {
+            let young = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_none_or(|age| age < UNLOCKED_GRACE);
+            if young {
+                continue;
+            }
+        }
+        // flock is per open file: a directory this process holds is
+        // refused here just like one another process holds.
+        let Ok(f) = fs::File::open(&path) else {
+            continue;
+        };
+        if f.try_lock().is_ok() && fs::remove_dir_all(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Current time as Unix seconds.

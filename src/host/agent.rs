@@ -33,7 +33,7 @@ use crate::host::state::{
     BadRelease, DataDir, HostState, PollStatus, RemoteState, Retry, StateError,
 };
 use crate::store::{ReleaseLog, Store};
-use crate::verify::{Refusal, VerifiedRelease};
+use crate::verify::{Cause, Refusal, VerifiedRelease};
 
 /// Activation attempts before a release is marked bad.
 pub const MAX_ACTIVATION_ATTEMPTS: u32 = 3;
@@ -489,7 +489,25 @@ impl Agent {
 
         let cached = self.data.load_head(self.remote());
         let head = pipeline::fetch_head(&log, cached.as_ref())?;
-        let judged = pipeline::judge(policy, Some(r), head, now)?;
+        let judged = match pipeline::judge(policy, Some(r), head, now) {
+            Ok(j) => j,
+            // Signed for this remote by this host's keys, refused only for
+            // what the host has seen (an older head from a lagging mirror
+            // or cache, a fork): the store is reachable and its releases
+            // verify, which is all a release on probation must show. Else
+            // a mirror serving the previous `latest` for longer than the
+            // probation rolls back every good release (found by bench/soak).
+            Err(refusal) if refusal.check().cause() == Cause::History => {
+                self.fetching.store(false, Ordering::SeqCst);
+                let confirmed = self.confirm_probation(r, now);
+                self.fetching.store(true, Ordering::SeqCst);
+                if let Some(o) = confirmed? {
+                    return Ok(FetchStep::Done(o));
+                }
+                return Err(refusal.into());
+            }
+            Err(refusal) => return Err(refusal.into()),
+        };
         if !judged.revalidated() {
             // Verified bytes only (and dropped again if a later stage
             // refuses the release).
@@ -849,7 +867,7 @@ impl Agent {
         env: &[(&str, String)],
         now: u64,
     ) -> Result<PathBuf, Inspection> {
-        let work = crate::fsutil::TempDir::new_in(&self.data.tmp_dir(), "build-")
+        let work = crate::fsutil::TempDir::new_held_in(&self.data.tmp_dir(), "build-")
             .map_err(|e| Inspection::Failed(format!("creating a build directory: {e}")))?;
         let built = self
             .activator

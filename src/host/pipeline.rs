@@ -249,7 +249,12 @@ pub fn download(
         }
         .into());
     }
-    let work = TempDir::new_in(&data.tmp_dir(), "pull-")
+    // What a killed npcnix left here (a download, a tree, a build) would
+    // otherwise stay for good: every kill during a download leaked up to an
+    // archive's size (found by bench/soak).
+    fsutil::sweep_abandoned(&data.tmp_dir())
+        .map_err(PipelineError::io("removing abandoned temp dirs"))?;
+    let work = TempDir::new_held_in(&data.tmp_dir(), "pull-")
         .map_err(PipelineError::io("creating a private temp dir"))?;
     let archive = work.path().join("archive.tar.zst");
     let mut f = fs::OpenOptions::new()
@@ -301,7 +306,7 @@ pub fn extract(
     confinement: ConfinementPolicy,
     data: &DataDir,
 ) -> Result<Extracted, PipelineError> {
-    let tree = TempDir::new_in(&data.tmp_dir(), "tree-")
+    let tree = TempDir::new_held_in(&data.tmp_dir(), "tree-")
         .map_err(PipelineError::io("creating the extraction dir"))?;
     let f =
         fs::File::open(&downloaded.archive).map_err(PipelineError::io("reopening the download"))?;
