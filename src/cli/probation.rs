@@ -59,6 +59,22 @@ fn expire(a: ExpireArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("--remote: {e}"))?;
     let data = DataDir::open(&a.data_dir)
         .with_context(|| format!("opening data directory {}", a.data_dir.display()))?;
+    // A timer that fires early (a deadline moved later, a clock step) waits
+    // for the recorded deadline instead of leaving nothing armed.
+    if !a.now {
+        loop {
+            let pending = probation::load(&data, &a.remote)?
+                .filter(|p| a.version.is_none_or(|v| v == p.version))
+                .and_then(|p| p.deadline);
+            let now = fsutil::now_unix();
+            match pending {
+                Some(d) if d > now => {
+                    std::thread::sleep(std::time::Duration::from_secs((d - now).min(60)))
+                }
+                _ => break,
+            }
+        }
+    }
     let _lock = data.lock_wait()?;
     let now = fsutil::now_unix();
     let reason = if a.now {

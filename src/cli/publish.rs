@@ -437,6 +437,13 @@ pub fn revert(a: RevertArgs) -> Result<()> {
         .with_context(|| {
             format!("version {} does not verify with this key (add --trusted-key for the keys that signed it)", a.to)
         })?;
+    if target.version() != a.to {
+        bail!(
+            "the store serves version {} as releases/{}: refusing to revert to it",
+            target.version(),
+            a.to
+        );
+    }
     let old = target.statement().clone();
     let work = TempDir::new_in(&std::env::temp_dir(), "npcnix-revert-")
         .context("creating a private temp dir")?;
@@ -467,6 +474,46 @@ pub fn revert(a: RevertArgs) -> Result<()> {
     if draft.statement.version <= a.to + 1 && draft.statement.previous.is_some() {
         // Reverting to the head itself publishes a copy: allowed, but say so.
         eprintln!("npcnix: note: version {} is the current head", a.to);
+    }
+    // Version N must be in the history the head extends: walk the signed
+    // `previous` links down from the head, so a store cannot pass off a
+    // forked or planted release as N.
+    let mut expected = draft.statement.previous;
+    let mut v = draft.statement.version.saturating_sub(1);
+    let mut steps = 0u32;
+    while v > a.to {
+        steps += 1;
+        if steps > 10_000 {
+            bail!(
+                "version {} is more than 10000 releases below the head",
+                a.to
+            );
+        }
+        let b = match store.get(&store::release_key(v), None, BUNDLE_MAX_BYTES as u64)? {
+            store::Fetched::Object { bytes, .. } => bytes,
+            store::Fetched::NotModified => {
+                bail!("the store answered 'not modified' to a plain read")
+            }
+        };
+        let r = npcnix::verify::verify_signatures(&policy, &b, now)
+            .map_err(super::exit::Rejected)
+            .with_context(|| format!("release {v} between the head and version {}", a.to))?;
+        if r.version() != v || Some(r.statement_hash()) != expected {
+            return Err(super::exit::Unverified(format!(
+                "the chain from the head down to version {} is broken at version {v}",
+                a.to
+            ))
+            .into());
+        }
+        expected = r.statement().previous;
+        v -= 1;
+    }
+    if Some(target.statement_hash()) != expected {
+        return Err(super::exit::Unverified(format!(
+            "version {} in the store is not the one the head's history names (a fork or a planted release)",
+            a.to
+        ))
+        .into());
     }
     draft.statement.toplevels = old.toplevels.clone();
     let bundle = Bundle {

@@ -489,8 +489,29 @@ impl Agent {
 
         let cached = self.data.load_head(self.remote());
         let head = pipeline::fetch_head(&log, cached.as_ref())?;
+        let head_statement = head.unverified_statement_hash();
         let judged = match pipeline::judge(policy, Some(r), head, now) {
             Ok(j) => j,
+            // The head is byte for byte the release on probation, which
+            // this host verified before switching (with the keys it had
+            // then): the new system reached the store. Its new config may
+            // no longer trust the key that signed it — a key rotation —
+            // and must not roll the rotation back for that.
+            Err(refusal)
+                if head_statement.is_some()
+                    && probation::load(&self.data, self.remote())
+                        .ok()
+                        .flatten()
+                        .is_some_and(|p| Some(p.statement) == head_statement) =>
+            {
+                self.fetching.store(false, Ordering::SeqCst);
+                let confirmed = self.confirm_probation(r, now);
+                self.fetching.store(true, Ordering::SeqCst);
+                if let Some(o) = confirmed? {
+                    return Ok(FetchStep::Done(o));
+                }
+                return Err(refusal.into());
+            }
             // Signed for this remote by this host's keys, refused only for
             // what the host has seen (an older head from a lagging mirror
             // or cache, a fork): the store is reachable and its releases
@@ -779,11 +800,14 @@ impl Agent {
         if let Some(mut pr) = pending {
             if pr.deadline.is_some() {
                 let now = crate::fsutil::now_unix().max(now);
-                pr.deadline = Some(now + pr.probation_secs);
                 match self.system.watchdog.arm(&self.data, &pr, pr.probation_secs) {
-                    Ok(unit) => pr.watchdog_unit = unit,
+                    Ok(unit) => {
+                        pr.watchdog_unit = unit;
+                        pr.deadline = Some(now + pr.probation_secs);
+                    }
+                    // The deadline stays the one the remaining timer keeps.
                     Err(e) => (self.hooks.warn)(&format!(
-                        "could not re-arm the probation watchdog (the one armed before the switch stays): {e}"
+                        "could not re-arm the probation watchdog (the one armed before the switch stays, with its deadline): {e}"
                     )),
                 }
                 probation::save(&self.data, self.remote(), Some(&pr))?;

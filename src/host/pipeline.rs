@@ -89,6 +89,15 @@ pub struct Head {
 }
 
 impl Head {
+    /// BLAKE3 of the statement the head carries, read from the envelope
+    /// without verifying anything (a probation compares it with a release
+    /// this host verified before; nothing else may use it).
+    pub fn unverified_statement_hash(&self) -> Option<crate::format::Digest> {
+        crate::format::bundle::Bundle::decode(&self.bytes)
+            .ok()
+            .map(|b| crate::format::Digest::of(&b.statement))
+    }
+
     /// Whether the store answered "not modified" (the bytes are the cached,
     /// previously verified copy).
     pub fn revalidated(&self) -> bool {

@@ -296,14 +296,20 @@ impl Watchdog {
         if self.kind == WatchdogKind::None {
             return Ok(None);
         }
-        let unit = Self::unit_name(&pr.remote);
-        // A leftover timer of an earlier probation would make systemd-run
-        // fail; it has nothing left to do (its record is gone or replaced).
-        let _ = self.disarm(&unit);
+        // A unit of its own per arming: systemd keeps a fired or failed
+        // unit loaded, and reusing its name would make systemd-run fail.
+        // The timer this one replaces is stopped only once this one exists.
+        let unit = format!(
+            "{}-v{}-{}",
+            Self::unit_name(&pr.remote),
+            pr.version,
+            crate::fsutil::random_suffix()
+        );
         let mut c = Command::new(&self.systemd_run);
         c.arg(format!("--unit={unit}"))
             .arg(format!("--on-active={secs}s"))
             .arg("--timer-property=AccuracySec=1s")
+            .arg("--property=CollectMode=inactive-or-failed")
             .arg(format!(
                 "--description=npcnix: roll back version {} of {} unless confirmed",
                 pr.version, pr.remote
@@ -327,6 +333,9 @@ impl Watchdog {
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
+        }
+        if let Some(old) = pr.watchdog_unit.as_deref().filter(|u| *u != unit) {
+            let _ = self.disarm(old);
         }
         Ok(Some(unit))
     }

@@ -354,3 +354,27 @@ fn revert_moves_running_and_waiting_hosts_to_the_old_content_at_a_higher_version
         ));
     }
 }
+
+/// Found in review: `release revert --to N` re-signed whatever signed
+/// release the store served as `releases/N`.
+#[test]
+fn revert_refuses_a_planted_target_release() {
+    let f = Fleet::new(1, |_, _| {});
+    f.publish("good", &[]);
+    f.publish("bad", &[]);
+    let v1 = f.h.kit.store_path("prod", "releases/00000000000000000001");
+    let v2 = f.h.kit.store_path("prod", "releases/00000000000000000002");
+    fs::copy(&v2, &v1).expect("substitute");
+    let url = f.h.kit.url("prod");
+    let r = f.h.kit.run(&[
+        "release", "revert", "--remote", &url, "--key", &f.h.key, "--to", "1",
+    ]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(r.stderr.contains("releases/1"), "{}", r.stderr);
+    assert!(
+        !f.h.kit
+            .store_path("prod", "releases/00000000000000000003")
+            .exists(),
+        "nothing was published"
+    );
+}

@@ -152,7 +152,7 @@ fn switch_that_is_never_confirmed_is_rolled_back_by_the_watchdog_and_not_retried
     assert_eq!(s["probation"]["awaiting"], "a successful poll");
     let log = sys_log(&h);
     assert!(
-        log.contains("systemd-run --unit=npcnix-probation-prod --on-active=5s"),
+        log.contains("systemd-run --unit=npcnix-probation-prod-v1-"),
         "{log}"
     );
     assert!(
@@ -196,7 +196,7 @@ fn switch_confirmed_by_the_next_poll_disarms_the_watchdog_and_stays() {
         "{label}"
     );
     assert_eq!(events(&h, "confirmed").len(), 1);
-    assert!(sys_log(&h).contains("systemctl stop npcnix-probation-prod.timer"));
+    assert!(sys_log(&h).contains("systemctl stop npcnix-probation-prod-v1-"));
     assert!(h.status()["probation"].is_null());
     std::thread::sleep(Duration::from_secs(7));
     assert!(!sys_log(&h).contains("fired"), "{}", sys_log(&h));
@@ -384,4 +384,73 @@ fn reboot_window_outside_now_waits() {
     h.once();
     assert!(!sys_log(&h).contains("reboot"), "{}", sys_log(&h));
     assert!(events(&h, "reboot").is_empty());
+}
+
+/// Found in review: a failed re-arm after the switch used to leave no
+/// watchdog at all (the old timer was stopped first). Now the timer armed
+/// before the switch stays until its replacement exists.
+#[test]
+fn failed_rearm_after_the_switch_keeps_the_first_watchdog() {
+    let h = host(serde_json::json!({"probation_secs": 5}));
+    h.publish("v1");
+    h.flag("slow", true);
+    let child = h
+        .agent_cmd(&["follow", "--once", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    wait_for("the switch to start", Duration::from_secs(30), || {
+        h.kit.path("bin/started").exists()
+    });
+    fs::write(h.kit.path("sys/systemd-run-fails"), "").expect("flag");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("could not re-arm"), "{stderr}");
+    assert_eq!(h.status()["probation"]["version"], 1);
+    wait_for(
+        "the first watchdog's rollback",
+        Duration::from_secs(20),
+        || !events(&h, "rolled-back").is_empty(),
+    );
+}
+
+/// Found in review: the documented one-step key rotation (a release whose
+/// system trusts only a new key, signed by the old one) could never be
+/// confirmed by the new agent, which refuses the old key's head, and was
+/// rolled back. The head byte for byte the release on probation confirms.
+#[test]
+fn one_step_key_rotation_is_confirmed_not_rolled_back() {
+    let h = host(serde_json::json!({"probation_secs": 5}));
+    let (_new_key, new_pub) = h.kit.keygen("release-2027");
+    let new_rw = fs::read_to_string(&new_pub)
+        .expect("pub")
+        .lines()
+        .nth(1)
+        .expect("key line")
+        .to_owned();
+    h.publish("v1");
+    assert_eq!(h.once().0, "activated");
+    h.once();
+    let mut rotated = h.config();
+    rotated["trusted_keys"] =
+        serde_json::json!([{"public_key": new_rw, "remotes": ["prod"], "comment": "release-2027"}]);
+    publish_with(
+        &h,
+        "v2",
+        &[("npcnix-config.json", rotated.to_string())],
+        &[],
+    );
+    assert_eq!(h.once().0, "activated");
+    // The new agent (the switch installed the rotated config) polls: the
+    // head is the rotation release itself, signed by the old key.
+    let (label, _) = h.once();
+    assert_eq!(
+        label, "rejected",
+        "the old key's head is not trusted any more"
+    );
+    assert!(events(&h, "confirmed").iter().any(|e| e["version"] == 2));
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(events(&h, "rolled-back").is_empty(), "{:?}", h.audit());
+    assert_eq!(h.status()["active_version"], 2);
 }
