@@ -74,7 +74,7 @@ pub fn read_timeout() -> Option<u64> {
 /// `test-hooks`) the fault-injection points.
 pub fn agent_hooks() -> Hooks {
     Hooks {
-        warn: Box::new(|w| eprintln!("npcnix: warning: {w}")),
+        warn: Box::new(|w| warn!("{w}")),
         fault: fault_hook(),
     }
 }
@@ -84,7 +84,7 @@ fn fault_hook() -> Box<dyn Fn(FaultPoint) + Send + Sync> {
     let fault = var(FAULT_ENV);
     Box::new(move |p: FaultPoint| {
         if fault.as_deref() == Some(p.name()) {
-            eprintln!("npcnix: injected fault at {}", p.name());
+            info!("injected fault at {}", p.name());
             std::process::abort();
         }
     })

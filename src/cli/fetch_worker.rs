@@ -68,11 +68,11 @@ pub fn run(a: Args) -> Result<()> {
     let confinement = confine::deny_all_writes();
     let uid = npcnix::fsutil::current_uid();
     if !matches!(confinement, Confinement::Enforced) {
-        eprintln!("npcnix: fetch worker: {confinement}");
+        info!("fetch worker: {confinement}");
     }
     match uid {
         Ok(0) => bail!("the fetch worker must not run as root"),
-        Ok(uid) => eprintln!("npcnix: fetch worker running as uid {uid}"),
+        Ok(uid) => info!("fetch worker running as uid {uid}"),
         Err(e) => bail!("cannot tell which user the fetch worker runs as: {e}"),
     }
     let opts = StoreOptions {

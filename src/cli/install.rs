@@ -25,15 +25,16 @@ enum Mode {
 
 #[derive(clap::Args)]
 #[command(
+    about = "First boot: write the host config with pinned keys, then activate",
     long_about = "First boot of a host: write a host config that pins the given public keys \
 (scoped to this remote) and then poll until the first verified release is activated. There is no \
 unpinned first boot: at least one --trusted-key is required.\n\nOn NixOS hosts managed by the npcnix \
 module, the module writes the config; use install only for the first boot (e.g. from cloud-init), before \
-the module takes over."
+the module takes over.\n\nExample:\n  npcnix install --remote s3://fleet-releases/npcnix/prod --configuration web1 --trusted-key RWQ..."
 )]
 pub struct Args {
     /// Remote URL
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = common::remote_url)]
     remote: String,
     /// nixosConfigurations attribute to activate
     #[arg(long, value_name = "NAME")]
@@ -91,6 +92,9 @@ pub struct Args {
     /// Only write the config; do not activate
     #[arg(long)]
     no_activate: bool,
+    /// Print the result as JSON when done (the polls are reported on stderr)
+    #[arg(long)]
+    json: bool,
 }
 
 /// The version of the remote's head, verified with the config's keys and
@@ -112,8 +116,8 @@ fn pinned_head(v: &npcnix::host::config::Validated) -> Result<u64> {
     let rel = npcnix::verify::verify_signatures(&v.policy, &bytes, fsutil::now_unix())
         .map_err(super::exit::Rejected)
         .context("the remote's head does not verify with the pinned keys (pass --min-version to install anyway)")?;
-    eprintln!(
-        "npcnix: pinning version {} (the remote's verified head) as the minimum version",
+    info!(
+        "pinning version {} (the remote's verified head) as the minimum version",
         rel.version()
     );
     Ok(rel.version())
@@ -201,18 +205,29 @@ pub fn run(a: Args) -> Result<()> {
     }
     fsutil::write_atomic(&a.config_out, &cfg.to_json(), 0o644)
         .with_context(|| format!("writing {}", a.config_out.display()))?;
-    eprintln!(
-        "npcnix: wrote {} (remote {remote}, {} pinned key(s))",
+    info!(
+        "wrote {} (remote {remote}, {} pinned key(s))",
         a.config_out.display(),
         keys.len()
     );
-    if a.no_activate {
-        return Ok(());
+    if !a.no_activate {
+        let cargs = common::ConfigArgs {
+            config: a.config_out.clone(),
+            data_dir: Some(a.data_dir.clone()),
+        };
+        let agent = follow::build_agent(&cargs)?;
+        follow::follow_loop(&agent, Some(Once::Activate), false, false)?;
     }
-    let cargs = common::ConfigArgs {
-        config: a.config_out.clone(),
-        data_dir: Some(a.data_dir.clone()),
-    };
-    let agent = follow::build_agent(&cargs)?;
-    follow::follow_loop(&agent, Some(Once::Activate), false, false)
+    if a.json {
+        common::print_json(&serde_json::json!({
+            "config": a.config_out,
+            "remote": remote.as_str(),
+            "url": a.remote,
+            "configuration": a.configuration,
+            "trusted_keys": keys.iter().map(|k| k.key_id.to_string()).collect::<Vec<_>>(),
+            "min_version": cfg.policy.min_version,
+            "activated": !a.no_activate,
+        }));
+    }
+    Ok(())
 }

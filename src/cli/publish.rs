@@ -15,15 +15,16 @@ use super::common;
 
 #[derive(clap::Args)]
 #[command(
+    about = "Pack (or take an archive), sign and publish a release to a remote",
     long_about = "Publish a release: pack the flake (or take an already packed archive as it is), build \
 the release statement (remote name, version, previous release's statement hash, archive BLAKE3 and size, \
 created, optional expiry), sign it, and store archive, then releases/<version> (create-only), then latest \
 (compare-and-swap).\n\nThe version defaults to the current latest + 1. If another publisher takes the \
-version first, this fails with exit code 4 and changes nothing visible to hosts; run it again."
+version first, this fails with exit code 4 and changes nothing visible to hosts; run it again.\n\nExample:\n  npcnix publish --remote s3://fleet-releases/npcnix/prod --src ./flake --key ci.key --expires 30d"
 )]
 pub struct Args {
     /// Remote URL, e.g. file:///srv/npcnix/remotes/dev
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = common::remote_url)]
     remote: String,
     /// Secret key file (minisign format; NPCNIX_PASSPHRASE for encrypted keys)
     #[arg(long, value_name = "KEYFILE")]
@@ -43,8 +44,8 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     version: Option<u64>,
     /// Hosts refuse the release after this long, e.g. 30d (freeze-attack defence)
-    #[arg(long, value_name = "DURATION")]
-    expires: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = common::duration_secs)]
+    expires: Option<u64>,
     /// Remote name signed into the release (default: the URL's last path segment)
     #[arg(long, value_name = "NAME")]
     remote_name: Option<String>,
@@ -133,14 +134,14 @@ pub fn build_toplevels(
     }
     let mut out = std::collections::BTreeMap::new();
     for n in names {
-        eprintln!("npcnix: building nixosConfigurations.{n}.config.system.build.toplevel ...");
+        info!("building nixosConfigurations.{n}.config.system.build.toplevel ...");
         let path = nix.build(&tree, &n, &b.nix_args)?;
-        eprintln!("npcnix:   {n} -> {path}");
+        info!("  {n} -> {path}");
         out.insert(n, path);
     }
     if let Some(url) = &b.copy_to {
         let paths: Vec<String> = out.values().cloned().collect();
-        eprintln!("npcnix: copying {} closure(s) to {url}", paths.len());
+        info!("copying {} closure(s) to {url}", paths.len());
         nix.copy_to(url, &paths, &b.nix_args)?;
     }
     Ok(out)
@@ -158,6 +159,7 @@ pub fn stage_archive(
 ) -> Result<Option<Source>> {
     match (src, archive) {
         (Some(src), _) => {
+            common::existing_dir("--src", src)?;
             super::pack::pack_to_file(src, out, all_files)?;
             Ok(source_info(src, comment))
         }
@@ -169,7 +171,9 @@ pub fn stage_archive(
                 ..Source::default()
             }))
         }
-        (None, None) => anyhow::bail!("--src DIR or --archive FILE is required"),
+        (None, None) => Err(super::exit::usage(
+            "--src DIR or --archive FILE is required".into(),
+        )),
     }
 }
 
@@ -202,11 +206,7 @@ pub fn run(a: Args) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
     let store = store::open_url(&a.remote, &a.store.options())?;
     let sk = common::load_secret_key(&a.key)?;
-    let expires_in = a
-        .expires
-        .as_deref()
-        .map(common::parse_duration)
-        .transpose()?;
+    let expires_in = a.expires;
 
     let work = TempDir::new_in(&std::env::temp_dir(), "npcnix-publish-")
         .context("creating a private temp dir")?;
@@ -279,18 +279,24 @@ pub fn run(a: Args) -> Result<()> {
             "decommission": statement.decommission,
         }));
     } else {
-        println!(
+        outln!(
             "published {} version {} to {}",
-            remote, statement.version, a.remote
+            remote,
+            statement.version,
+            a.remote
         );
-        println!("  archive:   {} ({} bytes)", aref.blake3, aref.size);
-        println!("  statement: {}", statement_hash);
-        println!("  signed by: {}", sk.key_id);
+        outln!(
+            "  archive:   {} ({})",
+            aref.blake3,
+            super::out::size(aref.size)
+        );
+        outln!("  statement: {}", statement_hash);
+        outln!("  signed by: {}", sk.key_id);
         if let Some(e) = statement.expires {
-            println!("  expires:   {}", npcnix::format::time::rfc3339(e));
+            outln!("  expires:   {}", npcnix::format::time::rfc3339(e));
         }
         if let Some(d) = &statement.decommission {
-            println!(
+            outln!(
                 "  retires:   {} (no lockout protection for them)",
                 d.join(", ")
             );

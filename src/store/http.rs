@@ -60,10 +60,31 @@ impl HttpStore {
         req: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
     ) -> Result<ureq::http::Response<ureq::Body>, StoreError> {
         req.call().map_err(|e| {
-            let detail = format!("request failed: {e}");
+            let what = super::cause_chain(&e);
+            let detail = match super::network_hint(&what) {
+                Some(h) => format!("GET {} failed: {what} (hint: {h})", self.url(key)),
+                None => format!("GET {} failed: {what}", self.url(key)),
+            };
             self.fail(key, StoreErrorKind::Transient, detail)
                 .with_source(e)
         })
+    }
+
+    fn status_error(&self, key: &str, status: u16) -> StoreError {
+        let reason = ureq::http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        let hint = match status {
+            401 | 403 => " (hint: the mirror refuses access: check its access rules; npcnix sends no credentials to HTTP mirrors)",
+            404 | 410 => " (hint: check the URL: it names the remote's directory, the one holding `latest`)",
+            _ => "",
+        };
+        self.fail(
+            key,
+            Self::status_kind(status),
+            format!("GET {} failed: HTTP {status} {reason}{hint}", self.url(key)),
+        )
     }
 
     fn read_only(&self, key: &str) -> StoreError {
@@ -110,7 +131,7 @@ impl Store for HttpStore {
             return Ok(Fetched::NotModified);
         }
         if status != 200 {
-            return Err(self.fail(key, Self::status_kind(status), format!("HTTP {status}")));
+            return Err(self.status_error(key, status));
         }
         let etag = resp
             .headers()
@@ -167,7 +188,7 @@ impl Store for HttpStore {
         // 206 for the range, or 200 from servers that ignore ranges (the
         // caller's adapter stops reading past the signed size either way).
         if status != 200 && status != 206 {
-            return Err(self.fail(key, Self::status_kind(status), format!("HTTP {status}")));
+            return Err(self.status_error(key, status));
         }
         Ok(Box::new(resp.into_body().into_reader()))
     }

@@ -112,6 +112,43 @@ impl StoreError {
     }
 }
 
+/// An error and its sources as one line ("a: b: c"), each text once: the
+/// SDK's and the HTTP client's errors nest wrappers that repeat their
+/// source.
+pub(crate) fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in std::iter::successors(Some(e), |c| c.source()) {
+        let text = c.to_string();
+        if parts.iter().any(|p| p.contains(&text)) {
+            continue;
+        }
+        // A wrapper that quotes its source: keep the more specific text.
+        parts.retain(|p| !text.contains(p.as_str()));
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
+/// A hint for the usual network failures, from an error's text (the SDK
+/// and the HTTP client report these only as text at the bottom of their
+/// chains).
+pub(crate) fn network_hint(text: &str) -> Option<&'static str> {
+    let t = text.to_ascii_lowercase();
+    if t.contains("loading credentials") || t.contains("no credentials") {
+        Some("no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or give the host an instance profile")
+    } else if t.contains("connection refused") {
+        Some("nothing accepts connections there: check the URL (for S3-compatible stores: --endpoint, remote.endpoint) and that the server runs")
+    } else if t.contains("dns error") || t.contains("lookup address") || t.contains("resolve") {
+        Some("the host name does not resolve: check the URL, the bucket name, the region and --endpoint, and the host's DNS")
+    } else if t.contains("certificate") || t.contains("unknownissuer") || t.contains("tls") {
+        Some("TLS failed: is the server's certificate issued by a CA this host trusts? (system store, SSL_CERT_FILE/SSL_CERT_DIR, or --ca-file / remote.ca_file)")
+    } else if t.contains("timed out") || t.contains("timeout") {
+        Some("no answer in time: check the network path (firewall, proxy); time-outs are --connect-timeout/--read-timeout")
+    } else {
+        None
+    }
+}
+
 /// Result of a conditional small-object read.
 #[derive(Debug)]
 pub enum Fetched {
