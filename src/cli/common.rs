@@ -486,7 +486,8 @@ pub fn check_config(
             field == f
                 || field.starts_with(&format!("{f}."))
                 || field.starts_with(&format!("{f}["))
-                || (f == "remote" && field.starts_with("trusted_keys"))
+                // How many keys may sign for the remote needs its name.
+                || (f == "remote" && field == "trusted_keys")
         })
     };
     match cfg.validate() {

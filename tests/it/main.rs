@@ -8,6 +8,7 @@
 mod common;
 
 mod agent;
+mod cli;
 mod confine;
 mod docs_example;
 mod freshness;
