@@ -257,6 +257,18 @@ pub struct StoreArgs {
     /// Use path-style S3 addressing (endpoint/bucket/key)
     #[arg(long)]
     pub path_style: bool,
+    /// Seconds to wait for a connection to the store [default: 10]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub connect_timeout: Option<u64>,
+    /// Seconds to wait for each network read [default: 30, or
+    /// NPCNIX_READ_TIMEOUT_SECS]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub read_timeout: Option<u64>,
+    /// PEM file of extra CA certificates for an HTTPS store or mirror behind
+    /// a private CA (the platform's trust store, SSL_CERT_FILE and
+    /// SSL_CERT_DIR are used too)
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -265,7 +277,9 @@ impl StoreArgs {
             region: self.remote_region.clone(),
             endpoint: self.endpoint.clone(),
             path_style: self.path_style,
-            read_timeout_secs: super::env::read_timeout(),
+            read_timeout_secs: self.read_timeout.or_else(super::env::read_timeout),
+            connect_timeout_secs: self.connect_timeout,
+            ca_file: self.ca_file.clone(),
             min_rate_bytes_per_sec: None,
         }
     }

@@ -65,7 +65,9 @@ pub fn default_data_dir() -> anyhow::Result<PathBuf> {
 /// Root's data directory, the host config's default `state_dir`.
 pub const SYSTEM_DATA_DIR: &str = "/var/lib/npcnix";
 
-/// `NPCNIX_READ_TIMEOUT_SECS`: network read timeout (default 60).
+/// `NPCNIX_READ_TIMEOUT_SECS`: network read time-out in seconds (default
+/// 30; `--read-timeout` and the host config's `remote.read_timeout_secs`
+/// are the documented ways, this overrides the config for the agent).
 pub fn read_timeout() -> Option<u64> {
     var("NPCNIX_READ_TIMEOUT_SECS").and_then(|v| v.parse().ok())
 }

@@ -48,15 +48,9 @@ pub struct Args {
     /// Signatures required from distinct trusted keys
     #[arg(long, default_value_t = 1)]
     threshold: usize,
-    /// S3 region of the remote
-    #[arg(long, value_name = "REGION")]
-    remote_region: Option<String>,
-    /// S3-compatible endpoint URL
-    #[arg(long, value_name = "URL")]
-    endpoint: Option<String>,
-    /// Use path-style S3 addressing
-    #[arg(long)]
-    path_style: bool,
+    /// How to reach the store (written into the config's `remote`)
+    #[command(flatten)]
+    store: common::StoreArgs,
     /// Refuse versions below N. Default: the version of the remote's head,
     /// verified with the pinned keys at install time, so a store writer
     /// cannot replay an older release to this new host (pass 0 to pin none)
@@ -132,10 +126,19 @@ pub fn run(a: Args) -> Result<()> {
             url: a.remote.clone(),
             name: Some(remote.to_string()),
             threshold: a.threshold,
-            region: a.remote_region.clone(),
-            endpoint: a.endpoint.clone(),
-            path_style: a.path_style,
+            region: a.store.remote_region.clone(),
+            endpoint: a.store.endpoint.clone(),
+            path_style: a.store.path_style,
             min_rate_bytes_per_sec: None,
+            connect_timeout_secs: a.store.connect_timeout,
+            read_timeout_secs: a.store.read_timeout,
+            ca_file: a
+                .store
+                .ca_file
+                .as_deref()
+                .map(std::path::absolute)
+                .transpose()
+                .context("resolving --ca-file")?,
         },
         configuration: a.configuration.clone(),
         trusted_keys: keys

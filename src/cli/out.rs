@@ -203,12 +203,6 @@ pub fn json_line(v: &serde_json::Value) {
     stdout(format_args!("{v}\n"));
 }
 
-/// Whether stderr is a terminal a person watches (progress display).
-pub fn stderr_is_terminal() -> bool {
-    use std::io::IsTerminal;
-    std::io::stderr().is_terminal() && enabled(Level::Info)
-}
-
 /// A size for people: `1.4 MiB (1468006 bytes)` above 1 KiB, else `512 bytes`.
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -224,7 +224,16 @@ pub enum UrlError {
     Empty(String),
     #[error("{0}")]
     S3(String),
+    /// The client could not be set up (e.g. an unreadable CA bundle).
+    #[error("{0}")]
+    Setup(String),
 }
+
+/// Default TCP (and TLS) connect time-out, seconds.
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
+/// Default time-out for each network read (a response, a body chunk),
+/// seconds.
+pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 30;
 
 /// Backend settings that are not part of the URL.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -236,8 +245,15 @@ pub struct StoreOptions {
     /// Path-style S3 addressing (`endpoint/bucket/key`), for S3-compatible
     /// servers without virtual-host buckets.
     pub path_style: bool,
-    /// Network read timeout in seconds (default 60), per read.
+    /// Network read timeout in seconds (default
+    /// [`DEFAULT_READ_TIMEOUT_SECS`]), per read.
     pub read_timeout_secs: Option<u64>,
+    /// Connect time-out in seconds (default [`DEFAULT_CONNECT_TIMEOUT_SECS`]).
+    pub connect_timeout_secs: Option<u64>,
+    /// Extra CA certificates (PEM) that HTTPS servers may be issued by,
+    /// besides the platform's trust store (which honours `SSL_CERT_FILE` and
+    /// `SSL_CERT_DIR`): for stores and mirrors behind a private CA.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Slowest transfer rate waited for: every object read has an overall
     /// deadline of a minute plus its size at this rate (default
     /// [`transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC`]).
@@ -258,10 +274,24 @@ pub fn open_url(url: &str, opts: &StoreOptions) -> Result<Box<dyn Store>, UrlErr
     }
     #[cfg(feature = "http")]
     if url.starts_with("https://") || url.starts_with("http://") {
-        return Ok(Box::new(http::HttpStore::new(url, opts)));
+        return http::HttpStore::new(url, opts).map(|s| Box::new(s) as Box<dyn Store>);
     }
     let _ = opts;
     Err(UrlError::Scheme(url.to_owned()))
+}
+
+/// Reads a PEM CA bundle (`StoreOptions::ca_file`): its bytes, checked to
+/// hold at least one certificate.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, UrlError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| UrlError::Setup(format!("reading the CA file {}: {e}", path.display())))?;
+    if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(UrlError::Setup(format!(
+            "the CA file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        )));
+    }
+    Ok(bytes)
 }
 
 /// The default remote name: the URL's last non-empty path segment.

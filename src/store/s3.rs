@@ -27,9 +27,6 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 use super::{ETag, Fetched, Store, StoreError, StoreErrorKind, StoreOptions};
 
-/// How long to wait for a TCP (and TLS) connection to the S3 endpoint.
-const CONNECT_TIMEOUT_SECS: u64 = 10;
-
 /// Archives above this are uploaded in parts of this size.
 pub const MULTIPART_PART_BYTES: usize = 16 << 20;
 
@@ -67,14 +64,33 @@ impl S3Store {
             .enable_all()
             .build()
             .map_err(|e| UrlError::S3(format!("starting the S3 runtime: {e}")))?;
+        // The platform's trust store (SSL_CERT_FILE/SSL_CERT_DIR honoured),
+        // plus the configured CA file.
+        let mut trust = aws_smithy_http_client::tls::TrustStore::default();
+        if let Some(path) = &opts.ca_file {
+            trust = trust.with_pem_certificate(super::read_ca_file(path)?);
+        }
+        let tls = aws_smithy_http_client::tls::TlsContext::builder()
+            .with_trust_store(trust)
+            .build()
+            .map_err(|e| UrlError::Setup(format!("setting up TLS: {e}")))?;
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
             ))
+            .tls_context(tls)
             .build_https();
+        let connect_timeout = Duration::from_secs(
+            opts.connect_timeout_secs
+                .unwrap_or(super::DEFAULT_CONNECT_TIMEOUT_SECS),
+        );
+        let read_timeout = Duration::from_secs(
+            opts.read_timeout_secs
+                .unwrap_or(super::DEFAULT_READ_TIMEOUT_SECS),
+        );
         let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(CONNECT_TIMEOUT_SECS))
-            .read_timeout(Duration::from_secs(opts.read_timeout_secs.unwrap_or(60)))
+            .connect_timeout(connect_timeout)
+            .read_timeout(read_timeout)
             .build();
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .http_client(http)
@@ -101,8 +117,8 @@ impl S3Store {
             min_rate: opts
                 .min_rate_bytes_per_sec
                 .unwrap_or(super::transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC),
-            read_timeout: Duration::from_secs(opts.read_timeout_secs.unwrap_or(60)),
-            connect_timeout: Duration::from_secs(CONNECT_TIMEOUT_SECS),
+            read_timeout,
+            connect_timeout,
         })
     }
 

@@ -21,5 +21,6 @@ mod publisher;
 mod quickstart;
 mod release_e2e;
 mod s3;
+mod tls;
 mod toplevel;
 mod trust;
