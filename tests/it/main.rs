@@ -21,6 +21,7 @@ mod publisher;
 mod quickstart;
 mod release_e2e;
 mod s3;
+mod snapshots;
 mod tls;
 mod toplevel;
 mod trust;
