@@ -13,10 +13,11 @@ use super::common;
 
 #[derive(clap::Args)]
 #[command(
+    about = "Activate a local flake by hand (takes the agent's lock)",
     long_about = "Activate a local flake directory by hand (break-glass), with the configured \
 activation program and mode. Takes the same lock as the agent, so it never runs while the agent \
 activates (and the agent waits for it). Nothing is verified: this is the operator acting directly. The \
-agent's verified state is left as it is; the action is recorded in the audit log."
+agent's verified state is left as it is; the action is recorded in the audit log.\n\nExample:\n  npcnix activate --src /root/fleet-checkout"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -24,11 +25,15 @@ pub struct Args {
     /// Flake directory to activate
     #[arg(long, value_name = "DIR")]
     src: PathBuf,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let v = a.cfg.load()?;
     let data = a.cfg.data(&v)?;
+    common::existing_dir("--src", &a.src)?;
     let _lock = match data.try_lock() {
         Ok(l) => l,
         Err(StateError::Locked(p)) => bail!(
@@ -61,7 +66,15 @@ pub fn run(a: Args) -> Result<()> {
     if !status.success() {
         bail!("{} exited with {status}", act.program);
     }
-    println!(
+    if a.json {
+        common::print_json(&serde_json::json!({
+            "configuration": v.config.configuration,
+            "mode": act.mode.as_arg(),
+            "src": a.src,
+        }));
+        return Ok(());
+    }
+    outln!(
         "activated {} ({}) from {}",
         v.config.configuration,
         act.mode.as_arg(),

@@ -15,10 +15,11 @@ use super::exit::Unverified;
 
 #[derive(clap::Args)]
 #[command(
+    about = "Check this host's audit log against the store's signed version log",
     long_about = "Check this host's audit log against the store's version log: every release the \
 host verified or activated must be exactly the release recorded as releases/<version> in the store, \
 validly signed for this remote. A mismatch is evidence of a fork or equivocation (the host was shown a \
-release the public log does not contain) and exits 3."
+release the public log does not contain) and exits 3.\n\nExample:\n  npcnix audit --config /etc/npcnix/config.json"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -95,10 +96,10 @@ pub fn run(a: Args) -> Result<()> {
             "problems": problems,
         }));
     } else if problems.is_empty() {
-        println!("OK: all {checked} version(s) this host verified match the store's signed log");
+        outln!("OK: all {checked} version(s) this host verified match the store's signed log");
     } else {
         for p in &problems {
-            println!("MISMATCH: {p}");
+            outln!("MISMATCH: {p}");
         }
     }
     if let Some(p) = problems.first() {

@@ -25,12 +25,48 @@ pub fn read_small(path: &Path, max: usize, what: &str) -> Result<String> {
 }
 
 /// A `--trusted-key` value: a `.pub` file path, or the `RW...` key itself.
+/// A value that is no file but looks like a key (base64 starting `RW`)
+/// and does not decode is a usage error that says so, not "no such file".
 pub fn load_public_key(arg: &str) -> Result<PublicKey> {
-    if let Ok(pk) = PublicKey::from_base64(arg) {
-        return Ok(pk);
+    let key_err = match PublicKey::from_base64(arg) {
+        Ok(pk) => return Ok(pk),
+        Err(e) => e,
+    };
+    let path = Path::new(arg);
+    if !path.exists() && looks_like_key(arg) {
+        return Err(super::exit::usage(format!(
+            "public key {arg:?} looks like a minisign public key (RW...) but does not decode: {key_err} (check for a typo or a truncated copy; a key file must be named by its path)"
+        )));
     }
-    let text = read_small(Path::new(arg), KEY_FILE_MAX_BYTES, "public key file")?;
+    if !path.exists() {
+        bail!("public key {arg:?}: no such file, and not a minisign public key (RW...)");
+    }
+    let text = read_small(path, KEY_FILE_MAX_BYTES, "public key file")?;
     PublicKey::parse(&text).with_context(|| format!("public key file {arg}"))
+}
+
+/// Whether a key argument is meant as the key itself: minisign public keys
+/// are base64 that starts with `RW` (the Ed25519 algorithm tag).
+fn looks_like_key(arg: &str) -> bool {
+    arg.starts_with("RW")
+        && arg.len() >= 20
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+        && !arg.contains("//")
+}
+
+/// Checks a flake directory argument exists before anything reads it, so
+/// a typo is not reported as "has no flake.nix".
+pub fn existing_dir(flag: &str, dir: &Path) -> Result<()> {
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => bail!("{flag} {}: not a directory", dir.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{flag} {}: no such directory", dir.display())
+        }
+        Err(e) => Err(e).with_context(|| format!("{flag} {}", dir.display())),
+    }
 }
 
 pub fn load_public_keys(args: &[String]) -> Result<Vec<PublicKey>> {
@@ -110,8 +146,46 @@ pub fn remote_name(url: &str, explicit: Option<&str>) -> Result<RemoteName> {
             anyhow!("cannot derive a remote name from {url:?}; pass --remote-name")
         })?,
     };
-    RemoteName::new(name)
-        .map_err(|e| anyhow!("{e} (derived from the URL; pass --remote-name to choose one)"))
+    RemoteName::new(name).map_err(|e| match explicit {
+        Some(_) => super::exit::usage(format!("--remote-name {name:?}: {e}")),
+        None => super::exit::usage(format!(
+            "remote name {name:?} (the last segment of {url}): {e}; pass --remote-name to choose one"
+        )),
+    })
+}
+
+/// clap value parser for `--remote URL`: a scheme npcnix can open and a
+/// well-formed location, so a typo is a usage error (exit 2) before
+/// anything runs.
+pub fn remote_url(s: &str) -> std::result::Result<String, String> {
+    let ok = match s.split_once("://") {
+        Some(("file", path)) => !path.is_empty() && path.starts_with('/'),
+        #[cfg(feature = "s3")]
+        Some(("s3", _)) => npcnix::store::s3::parse_url(s).is_some(),
+        #[cfg(feature = "http")]
+        Some(("http" | "https", rest)) => !rest.is_empty() && !rest.starts_with('/'),
+        _ => false,
+    };
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "unsupported remote URL {s:?}: expected file:///absolute/path, s3://bucket/prefix/remote or https://mirror.example.org/path"
+        ))
+    }
+}
+
+/// clap value parser for durations ("30d", "12h", "90min") in seconds.
+/// [`duration_secs`] for values read after parsing: a bad one is a usage
+/// error (exit 2).
+pub fn parse_duration(s: &str) -> Result<u64> {
+    duration_secs(s).map_err(|e| super::exit::usage(format!("{s:?}: {e}")))
+}
+
+pub fn duration_secs(s: &str) -> std::result::Result<u64, String> {
+    humantime::parse_duration(s)
+        .map(|d| d.as_secs())
+        .map_err(|e| format!("invalid duration {s:?}: {e} (examples: 30d, 12h, 90min)"))
 }
 
 /// The data directory: flag, else `NPCNIX_DATA_DIR` (clap env), else the
@@ -141,19 +215,17 @@ pub fn open_data_dir(dir: &Path) -> Result<npcnix::host::state::DataDir> {
     }
 }
 
-/// Parses a human duration ("30d", "12h", "90min").
-pub fn parse_duration(s: &str) -> Result<u64> {
-    humantime::parse_duration(s)
-        .map(|d| d.as_secs())
-        .map_err(|e| anyhow!("invalid duration {s:?}: {e} (examples: 30d, 12h, 90min)"))
-}
-
 pub fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    super::out::json(v);
 }
 
-/// Parses repeated `--limit KEY=VALUE` options over the defaults.
+/// Parses repeated `--limit KEY=VALUE` options over the defaults. Every
+/// problem is a usage error.
 pub fn limits(args: &[String]) -> Result<npcnix::archive::limits::Limits> {
+    limits_inner(args).map_err(|e| super::exit::usage(format!("{e:#}")))
+}
+
+fn limits_inner(args: &[String]) -> Result<npcnix::archive::limits::Limits> {
     let mut o = npcnix::archive::limits::LimitOverrides::default();
     for a in args {
         let (k, v) = a
@@ -191,6 +263,18 @@ pub struct StoreArgs {
     /// Use path-style S3 addressing (endpoint/bucket/key)
     #[arg(long)]
     pub path_style: bool,
+    /// Seconds to wait for a connection to the store [default: 10]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub connect_timeout: Option<u64>,
+    /// Seconds to wait for each network read [default: 30, or
+    /// NPCNIX_READ_TIMEOUT_SECS]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub read_timeout: Option<u64>,
+    /// PEM file of extra CA certificates for an HTTPS store or mirror behind
+    /// a private CA (the platform's trust store, SSL_CERT_FILE and
+    /// SSL_CERT_DIR are used too)
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -199,7 +283,9 @@ impl StoreArgs {
             region: self.remote_region.clone(),
             endpoint: self.endpoint.clone(),
             path_style: self.path_style,
-            read_timeout_secs: super::env::read_timeout(),
+            read_timeout_secs: self.read_timeout.or_else(super::env::read_timeout),
+            connect_timeout_secs: self.connect_timeout,
+            ca_file: self.ca_file.clone(),
             min_rate_bytes_per_sec: None,
         }
     }
@@ -265,10 +351,8 @@ pub fn host_policy(path: &Path, remote: &RemoteName) -> Result<npcnix::verify::P
 
 pub fn load_config(path: &Path) -> Result<npcnix::host::config::Validated> {
     let text = read_small(path, 1 << 20, "host config")?;
-    let cfg = npcnix::host::config::HostConfig::parse(text.as_bytes())
-        .with_context(|| format!("host config {}", path.display()))?;
-    let mut v = cfg.validate().map_err(|errs| {
-        let list = errs
+    let mut v = check_config(&text).map_err(|problems| {
+        let list = problems
             .iter()
             .map(|e| format!("\n  - {e}"))
             .collect::<String>();
@@ -278,4 +362,245 @@ pub fn load_config(path: &Path) -> Result<npcnix::host::config::Validated> {
         v.host_id = super::env::machine_host_id().unwrap_or_default();
     }
     Ok(v)
+}
+
+/// The host config's top-level fields, each parsed on its own so that one
+/// malformed section does not hide the problems of the others. (The typed
+/// parse stops at its first error.) `tests::config_sections_are_complete`
+/// keeps the list in step with `HostConfig`.
+const CONFIG_SECTIONS: &[&str] = &[
+    "format",
+    "remote",
+    "configuration",
+    "trusted_keys",
+    "policy",
+    "poll",
+    "activation",
+    "health_check",
+    "metrics_path",
+    "state_dir",
+    "limits",
+    "fetcher",
+    "lockout",
+    "reboot",
+    "host_id",
+    "rollout",
+    "receipts",
+];
+
+/// Sections a config must have; a stand-in value lets the others be
+/// validated when one of these is missing or malformed.
+const REQUIRED_SECTIONS: &[(&str, &str)] = &[
+    ("format", "\"npcnix-host-config/v1\""),
+    ("remote", "{\"url\": \"file:///nonexistent/stand-in\"}"),
+    ("configuration", "\"stand-in\""),
+    ("trusted_keys", "[]"),
+];
+
+/// Parses and validates a host config, returning every problem it can
+/// find: JSON syntax (which stops everything), then each section's shape,
+/// then the semantic checks of `HostConfig::validate` on the sections that
+/// parsed.
+pub fn check_config(
+    text: &str,
+) -> std::result::Result<npcnix::host::config::Validated, Vec<String>> {
+    use npcnix::host::config::{self as hc, HostConfig};
+    use serde::Deserialize;
+    use serde_json::Value;
+    fn shape<T: serde::de::DeserializeOwned>(v: &Value) -> std::result::Result<(), String> {
+        serde_json::from_value::<T>(v.clone())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    let mut value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return Err(vec![format!("not valid JSON: {e}")]),
+    };
+    let Some(obj) = value.as_object_mut() else {
+        return Err(vec!["the config must be a JSON object".into()]);
+    };
+    let mut problems = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
+    // Positions (in the file) of the trusted keys that parsed: malformed
+    // ones are left out of validation, so its indexes are mapped back.
+    let mut key_index: Vec<usize> = Vec::new();
+    let unknown: Vec<String> = obj
+        .keys()
+        .filter(|k| !CONFIG_SECTIONS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for k in unknown {
+        problems.push(format!(
+            "{k}: unknown field (known: {})",
+            CONFIG_SECTIONS.join(", ")
+        ));
+        obj.remove(&k);
+    }
+    for key in CONFIG_SECTIONS {
+        let Some(v) = obj.get(*key).cloned() else {
+            continue;
+        };
+        let v = &v;
+        let res = match *key {
+            "format" | "configuration" => shape::<String>(v),
+            "remote" => shape::<hc::RemoteConfig>(v),
+            "trusted_keys" => match v.as_array() {
+                None => Err("expected a list of keys".to_owned()),
+                Some(list) => {
+                    let mut good = Vec::new();
+                    for (i, k) in list.iter().enumerate() {
+                        match shape::<hc::TrustedKeyConfig>(k) {
+                            Ok(()) => {
+                                key_index.push(i);
+                                good.push(k.clone());
+                            }
+                            Err(e) => problems.push(format!("trusted_keys[{i}]: {e}")),
+                        }
+                    }
+                    obj.insert("trusted_keys".into(), Value::Array(good));
+                    Ok(())
+                }
+            },
+            "policy" => shape::<hc::PolicyConfig>(v),
+            "poll" => shape::<hc::PollConfig>(v),
+            "activation" => shape::<hc::ActivationConfig>(v),
+            "health_check" => shape::<Option<hc::HealthCheckConfig>>(v),
+            "metrics_path" => shape::<Option<PathBuf>>(v),
+            "state_dir" => shape::<PathBuf>(v),
+            "limits" => shape::<npcnix::archive::limits::LimitOverrides>(v),
+            "fetcher" => shape::<hc::FetcherConfig>(v),
+            "lockout" => shape::<hc::LockoutConfig>(v),
+            "reboot" => shape::<hc::RebootConfig>(v),
+            "host_id" => shape::<Option<String>>(v),
+            "rollout" => shape::<hc::RolloutMode>(v),
+            "receipts" => shape::<hc::ReceiptsConfig>(v),
+            _ => Ok(()),
+        };
+        if let Err(e) = res {
+            if !e.is_empty() {
+                problems.push(format!("{key}: {e}"));
+            }
+            failed.push((*key).to_owned());
+        }
+    }
+    for (key, _) in REQUIRED_SECTIONS {
+        if !obj.contains_key(*key) {
+            problems.push(format!("{key}: missing (required)"));
+            failed.push((*key).to_owned());
+        }
+    }
+    // Stand-ins for what failed, so the rest is still validated.
+    for key in &failed {
+        match REQUIRED_SECTIONS.iter().find(|(k, _)| k == key) {
+            Some((_, stand_in)) => {
+                obj.insert(
+                    key.clone(),
+                    serde_json::from_str(stand_in).unwrap_or(Value::Null),
+                );
+            }
+            None => {
+                obj.remove(key);
+            }
+        }
+    }
+    let cfg = match HostConfig::deserialize(&value) {
+        Ok(c) => c,
+        Err(e) => {
+            problems.push(format!("{e}"));
+            return Err(problems);
+        }
+    };
+    // A stand-in remote or key list makes checks that involve it meaningless.
+    let skip = |field: &str| {
+        failed.iter().any(|f| {
+            field == f
+                || field.starts_with(&format!("{f}."))
+                || field.starts_with(&format!("{f}["))
+                // How many keys may sign for the remote needs its name.
+                || (f == "remote" && field == "trusted_keys")
+        })
+    };
+    match cfg.validate() {
+        Ok(v) if problems.is_empty() => Ok(v),
+        Ok(_) => Err(problems),
+        Err(errs) => {
+            for e in errs {
+                match e {
+                    hc::ConfigError::Invalid { field, .. } if skip(&field) => {}
+                    hc::ConfigError::Invalid { field, message } => {
+                        problems.push(format!("{}: {message}", file_index(&field, &key_index)));
+                    }
+                    other => problems.push(other.to_string()),
+                }
+            }
+            Err(problems)
+        }
+    }
+}
+
+/// `trusted_keys[j]...` as validated -> `trusted_keys[i]...` as in the file.
+fn file_index(field: &str, key_index: &[usize]) -> String {
+    let Some(rest) = field.strip_prefix("trusted_keys[") else {
+        return field.to_owned();
+    };
+    match rest.split_once(']') {
+        Some((j, tail)) => match j.parse::<usize>().ok().and_then(|j| key_index.get(j)) {
+            Some(i) => format!("trusted_keys[{i}]{tail}"),
+            None => field.to_owned(),
+        },
+        None => field.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"format": "npcnix-host-config/v1",
+        "remote": {"url": "file:///srv/npcnix/prod"},
+        "configuration": "web1",
+        "trusted_keys": [{"public_key": "RWQsoTqmFsk3maEx4CQM6NtI0jp+NX1PXJpHxQypChQd9KsazUvjJkkm", "remotes": ["prod"]}]}"#;
+
+    #[test]
+    fn config_sections_are_complete() {
+        let v = check_config(GOOD).expect("valid");
+        let json: serde_json::Value = serde_json::from_slice(&v.config.to_json()).expect("json");
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut known = CONFIG_SECTIONS.to_vec();
+        known.sort_unstable();
+        assert_eq!(
+            keys, known,
+            "HostConfig's fields changed: update CONFIG_SECTIONS"
+        );
+    }
+
+    #[test]
+    fn config_check_reports_every_problem_in_one_run() {
+        let text = r#"{"format": "npcnix-host-config/v1",
+            "remote": {"url": "file:///srv/npcnix/prod", "tresh": 2},
+            "configuration": "web 1",
+            "trusted_keys": [{"remotes": []}, {"public_key": "RWQnot-a-key", "remotes": ["prod"]}],
+            "poll": {"interval_secs": "often"},
+            "polcy": {},
+            "state_dir": "relative"}"#;
+        let problems = check_config(text).expect_err("invalid");
+        let all = problems.join("\n");
+        for expect in [
+            "polcy: unknown field",
+            "remote: unknown field `tresh`",
+            "trusted_keys[0]: missing field `public_key`",
+            "trusted_keys[1].public_key:",
+            "poll: invalid type",
+            "configuration: must be a nixosConfigurations attribute name",
+            "state_dir: must be an absolute path",
+        ] {
+            assert!(all.contains(expect), "missing {expect:?} in:\n{all}");
+        }
+    }
 }

@@ -65,7 +65,9 @@ pub fn default_data_dir() -> anyhow::Result<PathBuf> {
 /// Root's data directory, the host config's default `state_dir`.
 pub const SYSTEM_DATA_DIR: &str = "/var/lib/npcnix";
 
-/// `NPCNIX_READ_TIMEOUT_SECS`: network read timeout (default 60).
+/// `NPCNIX_READ_TIMEOUT_SECS`: network read time-out in seconds (default
+/// 30; `--read-timeout` and the host config's `remote.read_timeout_secs`
+/// are the documented ways, this overrides the config for the agent).
 pub fn read_timeout() -> Option<u64> {
     var("NPCNIX_READ_TIMEOUT_SECS").and_then(|v| v.parse().ok())
 }
@@ -74,7 +76,7 @@ pub fn read_timeout() -> Option<u64> {
 /// `test-hooks`) the fault-injection points.
 pub fn agent_hooks() -> Hooks {
     Hooks {
-        warn: Box::new(|w| eprintln!("npcnix: warning: {w}")),
+        warn: Box::new(|w| warn!("{w}")),
         fault: fault_hook(),
     }
 }
@@ -84,7 +86,7 @@ fn fault_hook() -> Box<dyn Fn(FaultPoint) + Send + Sync> {
     let fault = var(FAULT_ENV);
     Box::new(move |p: FaultPoint| {
         if fault.as_deref() == Some(p.name()) {
-            eprintln!("npcnix: injected fault at {}", p.name());
+            info!("injected fault at {}", p.name());
             std::process::abort();
         }
     })

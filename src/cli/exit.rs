@@ -11,7 +11,8 @@ impl ExitCodes {
     pub const OK: u8 = 0;
     /// Any failure that is not one of the below (I/O, store, usage of files).
     pub const ERROR: u8 = 1;
-    /// Command-line usage error (from clap).
+    /// Command-line usage error: from clap, or a value clap could not check
+    /// (a remote URL's scheme, a duration, a key that does not decode).
     pub const USAGE: u8 = 2;
     /// A release (or archive, or log) failed verification: refused.
     pub const REJECTED: u8 = 3;
@@ -78,4 +79,70 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         }
     }
     ExitCodes::ERROR
+}
+
+/// The one-line message `main` prints for a failed command: the chain of
+/// contexts down to the first store error, whose own causes (the SDK's or
+/// the HTTP client's error values) are left to `-v` ([`render_debug`]).
+pub fn render(e: &(dyn std::error::Error + 'static)) -> String {
+    use npcnix::store::StoreErrorKind;
+    let mut parts: Vec<String> = Vec::new();
+    for cause in std::iter::successors(Some(e), |c| c.source()) {
+        if let Some(s) = store_error(cause) {
+            // The head is missing: the remote is empty or the URL is wrong.
+            if s.kind == StoreErrorKind::NotFound && s.key == npcnix::store::LATEST {
+                parts.push(format!(
+                    "no release published at {} yet (check the URL and remote name)",
+                    s.store
+                ));
+            } else {
+                parts.push(cause.to_string());
+            }
+            break;
+        }
+        let text = cause.to_string();
+        // Wrappers that repeat their source's text, and sources a message
+        // already quotes, are said once.
+        if parts.last().is_some_and(|p| p.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
+/// The store error a cause is, or wraps transparently (its own `source()`
+/// skips it: `#[error(transparent)]` forwards to the inner error's).
+fn store_error<'a>(
+    cause: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a npcnix::store::StoreError> {
+    use npcnix::store::StoreError;
+    if let Some(s) = cause.downcast_ref::<StoreError>() {
+        return Some(s);
+    }
+    let pipeline = match cause.downcast_ref::<PullError>() {
+        Some(PullError::Pipeline(p)) => Some(p),
+        _ => cause.downcast_ref::<PipelineError>(),
+    };
+    if let Some(PipelineError::Store(s)) = pipeline {
+        return Some(s);
+    }
+    match cause.downcast_ref::<PublishError>() {
+        Some(PublishError::Store(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// Every cause, one per line, each with its `Debug` form where it adds
+/// something (an SDK error's structure): for `-v`.
+pub fn render_debug(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    for (i, cause) in std::iter::successors(Some(e), |c| c.source()).enumerate() {
+        out.push_str(&format!("  {i}: {cause}\n"));
+        let debug = format!("{cause:?}");
+        if debug != cause.to_string() && !debug.starts_with('"') {
+            out.push_str(&format!("     {debug}\n"));
+        }
+    }
+    out.trim_end().to_owned()
 }

@@ -25,6 +25,10 @@ pub struct Args {
     path_style: bool,
     #[arg(long, value_name = "SECS")]
     read_timeout: Option<u64>,
+    #[arg(long, value_name = "SECS")]
+    connect_timeout: Option<u64>,
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
     #[arg(long, value_name = "BYTES_PER_SEC")]
     min_rate: Option<u64>,
 }
@@ -68,11 +72,11 @@ pub fn run(a: Args) -> Result<()> {
     let confinement = confine::deny_all_writes();
     let uid = npcnix::fsutil::current_uid();
     if !matches!(confinement, Confinement::Enforced) {
-        eprintln!("npcnix: fetch worker: {confinement}");
+        info!("fetch worker: {confinement}");
     }
     match uid {
         Ok(0) => bail!("the fetch worker must not run as root"),
-        Ok(uid) => eprintln!("npcnix: fetch worker running as uid {uid}"),
+        Ok(uid) => info!("fetch worker running as uid {uid}"),
         Err(e) => bail!("cannot tell which user the fetch worker runs as: {e}"),
     }
     let opts = StoreOptions {
@@ -80,6 +84,8 @@ pub fn run(a: Args) -> Result<()> {
         endpoint: a.endpoint,
         path_style: a.path_style,
         read_timeout_secs: a.read_timeout,
+        connect_timeout_secs: a.connect_timeout,
+        ca_file: a.ca_file,
         min_rate_bytes_per_sec: a.min_rate,
     };
     let store = store::open_url(&a.url, &opts)?;

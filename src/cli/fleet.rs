@@ -15,6 +15,12 @@ use npcnix::verify::receipt::{claimed_key, verify, ReceiptError};
 use super::common;
 
 #[derive(clap::Args)]
+#[command(
+    about = "Fleet view: every host's signed receipt in a remote, verified",
+    long_about = "Read what the hosts of a remote report about themselves: each host writes a \
+signed receipt to <remote>/hosts/<host_id>.json after every decision (docs/fleet.md).\n\nExample:\n  \
+npcnix fleet status --remote s3://bucket/npcnix/remotes/prod --host-keys hosts.txt"
+)]
 pub struct Args {
     #[command(subcommand)]
     command: Sub,
@@ -22,12 +28,12 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Sub {
-    /// Which hosts run which version, which refused what, and whom to trust
     Status(StatusArgs),
 }
 
 #[derive(clap::Args)]
 #[command(
+    about = "Which hosts run which version, which refused what, and whom to trust",
     long_about = "Read every host's signed receipt (<remote>/hosts/<host_id>.json, written by the \
 agents after each decision and as a heartbeat), verify each signature, and print one row per host: \
 host, configuration, active version, last result, last seen, key ID and a verdict:\n\n  ok             \
@@ -250,12 +256,17 @@ fn status(a: StatusArgs) -> Result<()> {
             "summary": summary,
         }));
     } else {
-        println!(
+        outln!(
             "{:<24} {:<14} {:>7} {:<18} {:>9} {:<17} VERDICT",
-            "HOST", "CONFIGURATION", "ACTIVE", "RESULT", "SEEN", "KEY"
+            "HOST",
+            "CONFIGURATION",
+            "ACTIVE",
+            "RESULT",
+            "SEEN",
+            "KEY"
         );
         for r in &rows {
-            println!(
+            outln!(
                 "{:<24} {:<14} {:>7} {:<18} {:>9} {:<17} {}",
                 r.host,
                 visible(r.configuration.as_deref().unwrap_or("-")),
@@ -270,9 +281,9 @@ fn status(a: StatusArgs) -> Result<()> {
                 r.verdict
             );
         }
-        println!();
+        outln!();
         for line in &summary {
-            println!("{line}");
+            outln!("{line}");
         }
     }
     if failing {

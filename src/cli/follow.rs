@@ -14,6 +14,7 @@ use npcnix::store;
 use super::common;
 use super::env;
 use super::exit::{Rejected, RestartRequested};
+use super::out;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Once {
@@ -25,18 +26,20 @@ pub enum Once {
 
 #[derive(clap::Args)]
 #[command(
+    about = "Host agent: poll, verify, activate, health-check, roll back",
     long_about = "Follow the configured remote: poll with jitter (and a bounded backoff, at most 4x the \
 interval, while the store fails), fetch latest conditionally on its last ETag (an unchanged remote costs one small request), \
 verify exactly like `pull`, record the version, activate with nixos-rebuild, run the health check, roll \
 back and mark the release bad if it fails.\n\nSIGTERM/SIGINT: exits promptly between polls; during an \
 activation it waits for the activation to finish. A lock on the data dir keeps two activations from \
 running at once.\n\n--once (=any) polls once and exits: 0 activated/unchanged/up to date, 3 rejected, 1 \
-error or failed activation. --once=activate polls until one release is activated (first boot)."
+error or failed activation. --once=activate polls until one release is activated (first boot).\n\nExample:\n  npcnix follow --config /etc/npcnix/config.json --once"
 )]
 pub struct Args {
     #[command(flatten)]
     cfg: common::ConfigArgs,
-    /// Poll once and exit (see above)
+    /// Poll once and exit: 0 ok, 3 rejected, 1 error (=activate: until a
+    /// release is active)
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "any", require_equals = true)]
     once: Option<Once>,
     /// Print each poll's result as a JSON line
@@ -141,16 +144,13 @@ struct LoopOpts {
 
 fn report(json: bool, now: u64, res: &Result<Outcome, agent::AgentError>) {
     match res {
-        Ok(Outcome::Refused(r)) if json => println!(
-            "{}",
-            serde_json::json!({
-                "time": now,
-                "result": "rejected",
-                "check": r.check(),
-                "cause": r.cause(),
-                "detail": Outcome::Refused(r.clone()).to_string(),
-            })
-        ),
+        Ok(Outcome::Refused(r)) if json => out::json_line(&serde_json::json!({
+            "time": now,
+            "result": "rejected",
+            "check": r.check(),
+            "cause": r.cause(),
+            "detail": Outcome::Refused(r.clone()).to_string(),
+        })),
         Ok(o) if json => {
             let mut v =
                 serde_json::json!({"time": now, "result": o.label(), "detail": o.to_string()});
@@ -158,14 +158,21 @@ fn report(json: bool, now: u64, res: &Result<Outcome, agent::AgentError>) {
                 v["version"] = (*version).into();
                 v["until"] = (*until).into();
             }
-            println!("{v}")
+            out::json_line(&v)
         }
-        Ok(o) => eprintln!("npcnix: {o}"),
-        Err(e) if json => println!(
-            "{}",
-            serde_json::json!({"time": now, "result": "error", "detail": format!("{e:#}")})
+        // One line per decision; what needs attention at warning priority.
+        Ok(
+            o @ (Outcome::Refused(_)
+            | Outcome::ActivationFailed { .. }
+            | Outcome::RolledBack { .. }),
+        ) => {
+            warn!("{o}")
+        }
+        Ok(o) => info!("{o}"),
+        Err(e) if json => out::json_line(
+            &serde_json::json!({"time": now, "result": "error", "detail": super::exit::render(e)}),
         ),
-        Err(e) => eprintln!("npcnix: poll failed: {e:#}"),
+        Err(e) => warn!("poll failed: {}", super::exit::render(e)),
     }
 }
 
@@ -184,12 +191,12 @@ fn poll_or_stop(agent: &Agent, now: u64) -> Result<Outcome, agent::AgentError> {
         loop {
             if poll.is_finished() {
                 return poll.join().unwrap_or_else(|_| {
-                    eprintln!("npcnix: the poll panicked");
+                    info!("the poll panicked");
                     std::process::exit(i32::from(super::exit::ExitCodes::ERROR))
                 });
             }
             if agent.should_stop() && agent.is_fetching() {
-                eprintln!("npcnix: stopping (signal) during a fetch; nothing was recorded");
+                info!("stopping (signal) during a fetch; nothing was recorded");
                 std::process::exit(i32::from(super::exit::ExitCodes::OK));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -208,8 +215,8 @@ pub fn follow_loop(
     let interval = agent.v.config.poll.interval_secs;
     let jitter = agent.v.config.poll.jitter_secs;
     if !a.json {
-        eprintln!(
-            "npcnix: following {} ({}) for configuration {}; every {interval}s + up to {jitter}s jitter; fetching {}",
+        info!(
+            "following {} ({}) for configuration {}; every {interval}s + up to {jitter}s jitter; fetching {}",
             agent.v.remote, agent.v.config.remote.url, agent.v.config.configuration, agent.fetcher
         );
     }
@@ -225,10 +232,10 @@ pub fn follow_loop(
     ev.detail = Some(format!("fetching {}", agent.fetcher));
     if state_ok {
         if let Err(e) = journal.append(&ev) {
-            eprintln!("npcnix: warning: {e}");
+            warn!("{e}");
         }
         if let Some(change) = agent.check_trust_root(fsutil::now_unix())? {
-            eprintln!("npcnix: the host's trust root changed since the last run: {change}");
+            info!("the host's trust root changed since the last run: {change}");
         }
     }
     loop {
@@ -272,10 +279,7 @@ pub fn follow_loop(
                 npcnix::host::status::metrics_text(&rep).as_bytes(),
                 0o644,
             ) {
-                eprintln!(
-                    "npcnix: warning: writing metrics to {}: {e}",
-                    path.display()
-                );
+                warn!("writing metrics to {}: {e}", path.display());
             }
         }
         match a.once {
@@ -309,13 +313,13 @@ pub fn follow_loop(
         let until = std::time::Instant::now() + Duration::from_secs(delay);
         while std::time::Instant::now() < until {
             if agent.should_stop() {
-                eprintln!("npcnix: stopping (signal)");
+                info!("stopping (signal)");
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         if agent.should_stop() {
-            eprintln!("npcnix: stopping (signal)");
+            info!("stopping (signal)");
             return Ok(());
         }
     }

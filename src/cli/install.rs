@@ -25,15 +25,16 @@ enum Mode {
 
 #[derive(clap::Args)]
 #[command(
+    about = "First boot: write the host config with pinned keys, then activate",
     long_about = "First boot of a host: write a host config that pins the given public keys \
 (scoped to this remote) and then poll until the first verified release is activated. There is no \
 unpinned first boot: at least one --trusted-key is required.\n\nOn NixOS hosts managed by the npcnix \
 module, the module writes the config; use install only for the first boot (e.g. from cloud-init), before \
-the module takes over."
+the module takes over.\n\nExample:\n  npcnix install --remote s3://fleet-releases/npcnix/prod --configuration web1 --trusted-key RWQ..."
 )]
 pub struct Args {
     /// Remote URL
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = common::remote_url)]
     remote: String,
     /// nixosConfigurations attribute to activate
     #[arg(long, value_name = "NAME")]
@@ -51,15 +52,9 @@ pub struct Args {
     /// Signatures required from distinct trusted keys
     #[arg(long, default_value_t = 1)]
     threshold: usize,
-    /// S3 region of the remote
-    #[arg(long, value_name = "REGION")]
-    remote_region: Option<String>,
-    /// S3-compatible endpoint URL
-    #[arg(long, value_name = "URL")]
-    endpoint: Option<String>,
-    /// Use path-style S3 addressing
-    #[arg(long)]
-    path_style: bool,
+    /// How to reach the store (written into the config's `remote`)
+    #[command(flatten)]
+    store: common::StoreArgs,
     /// Refuse versions below N. Default: the version of the remote's head,
     /// verified with the pinned keys at install time, so a store writer
     /// cannot replay an older release to this new host (pass 0 to pin none)
@@ -95,6 +90,9 @@ pub struct Args {
     /// Only write the config; do not activate
     #[arg(long)]
     no_activate: bool,
+    /// Print the result as JSON when done (the polls are reported on stderr)
+    #[arg(long)]
+    json: bool,
 }
 
 /// The version of the remote's head, verified with the config's keys and
@@ -116,8 +114,8 @@ fn pinned_head(v: &npcnix::host::config::Validated) -> Result<u64> {
     let rel = npcnix::verify::verify_signatures(&v.policy, &bytes, fsutil::now_unix())
         .map_err(super::exit::Rejected)
         .context("the remote's head does not verify with the pinned keys (pass --min-version to install anyway)")?;
-    eprintln!(
-        "npcnix: pinning version {} (the remote's verified head) as the minimum version",
+    info!(
+        "pinning version {} (the remote's verified head) as the minimum version",
         rel.version()
     );
     Ok(rel.version())
@@ -132,10 +130,19 @@ pub fn run(a: Args) -> Result<()> {
             url: a.remote.clone(),
             name: Some(remote.to_string()),
             threshold: a.threshold,
-            region: a.remote_region.clone(),
-            endpoint: a.endpoint.clone(),
-            path_style: a.path_style,
+            region: a.store.remote_region.clone(),
+            endpoint: a.store.endpoint.clone(),
+            path_style: a.store.path_style,
             min_rate_bytes_per_sec: None,
+            connect_timeout_secs: a.store.connect_timeout,
+            read_timeout_secs: a.store.read_timeout,
+            ca_file: a
+                .store
+                .ca_file
+                .as_deref()
+                .map(std::path::absolute)
+                .transpose()
+                .context("resolving --ca-file")?,
         },
         configuration: a.configuration.clone(),
         trusted_keys: keys
@@ -208,30 +215,48 @@ pub fn run(a: Args) -> Result<()> {
     }
     fsutil::write_atomic(&a.config_out, &cfg.to_json(), 0o644)
         .with_context(|| format!("writing {}", a.config_out.display()))?;
-    eprintln!(
-        "npcnix: wrote {} (remote {remote}, {} pinned key(s))",
+    info!(
+        "wrote {} (remote {remote}, {} pinned key(s))",
         a.config_out.display(),
         keys.len()
     );
     // The host's receipt key, made now so the operator can pin it.
     let data = common::open_data_dir(&a.data_dir)?;
     let hk = npcnix::host::receipts::host_key(&data)?;
-    eprintln!(
-        "npcnix: this host's receipt key (pin it for `npcnix fleet status --host-keys`): {} {}",
-        if v.host_id.is_empty() {
-            super::env::machine_host_id().unwrap_or_else(|| "<no host id>".into())
+    let host_id = if v.host_id.is_empty() {
+        super::env::machine_host_id().unwrap_or_default()
+    } else {
+        v.host_id.clone()
+    };
+    info!(
+        "this host's receipt key (pin it for `npcnix fleet status --host-keys`): {} {}",
+        if host_id.is_empty() {
+            "<no host id>"
         } else {
-            v.host_id.clone()
+            &host_id
         },
         hk.public_key().to_base64()
     );
-    if a.no_activate {
-        return Ok(());
+    if !a.no_activate {
+        let cargs = common::ConfigArgs {
+            config: a.config_out.clone(),
+            data_dir: Some(a.data_dir.clone()),
+        };
+        let agent = follow::build_agent(&cargs)?;
+        follow::follow_loop(&agent, Some(Once::Activate), false, false)?;
     }
-    let cargs = common::ConfigArgs {
-        config: a.config_out.clone(),
-        data_dir: Some(a.data_dir.clone()),
-    };
-    let agent = follow::build_agent(&cargs)?;
-    follow::follow_loop(&agent, Some(Once::Activate), false, false)
+    if a.json {
+        common::print_json(&serde_json::json!({
+            "host_id": host_id,
+            "host_public_key": hk.public_key().to_base64(),
+            "config": a.config_out,
+            "remote": remote.as_str(),
+            "url": a.remote,
+            "configuration": a.configuration,
+            "trusted_keys": keys.iter().map(|k| k.key_id.to_string()).collect::<Vec<_>>(),
+            "min_version": cfg.policy.min_version,
+            "activated": !a.no_activate,
+        }));
+    }
+    Ok(())
 }

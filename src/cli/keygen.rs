@@ -10,11 +10,12 @@ use npcnix::fsutil;
 
 #[derive(clap::Args)]
 #[command(
+    about = "Generate a minisign-compatible signing key pair (PATH.key, PATH.pub)",
     long_about = "Generate an Ed25519 signing key pair in minisign's file formats: PATH.key (secret, \
 mode 0600, scrypt-encrypted with a passphrase unless --unencrypted) and PATH.pub (public). Existing files \
 are never overwritten. Keys work with the stock minisign tool and vice versa.\n\nThe passphrase is read \
 from NPCNIX_PASSPHRASE, or asked for twice on the terminal. Use --unencrypted only for keys that live in \
-a CI secret store."
+a CI secret store.\n\nExample:\n  npcnix keygen --out ci-dev    # ci-dev.key (secret), ci-dev.pub (pin it on hosts)"
 )]
 pub struct Args {
     /// Base path: writes PATH.key and PATH.pub
@@ -75,7 +76,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let sk = SecretKey::generate()?;
     if protection == KeyProtection::Passphrase && !a.json {
-        eprintln!("Deriving the encryption key (scrypt, 1 GiB, a few seconds)...");
+        info!("deriving the encryption key (scrypt, 1 GiB, a few seconds) ...");
     }
     let text = sk.to_file_text(protection, pass.as_bytes(), ScryptLimits::default())?;
     fsutil::write_new(&key_path, text.as_bytes(), 0o600)
@@ -92,9 +93,9 @@ pub fn run(a: Args) -> Result<()> {
             "encrypted": protection == KeyProtection::Passphrase,
         }));
     } else {
-        println!("key id:      {}", pk.key_id);
-        println!("public key:  {}", pk.to_base64());
-        println!(
+        outln!("key id:      {}", pk.key_id);
+        outln!("public key:  {}", pk.to_base64());
+        outln!(
             "secret key:  {} ({})",
             key_path.display(),
             if a.unencrypted {
@@ -103,8 +104,8 @@ pub fn run(a: Args) -> Result<()> {
                 "encrypted"
             }
         );
-        println!("public file: {}", pub_path.display());
-        println!("Pin the public key on hosts (trusted keys); keep the secret key offline or in a secret store.");
+        outln!("public file: {}", pub_path.display());
+        outln!("Pin the public key on hosts (trusted keys); keep the secret key offline or in a secret store.");
     }
     Ok(())
 }

@@ -16,14 +16,15 @@ use super::exit::Unverified;
 
 #[derive(clap::Args)]
 #[command(
+    about = "Print and verify a remote's whole version log",
     long_about = "Read every releases/<version> bundle of a remote and verify it: signatures by the \
 trusted keys, strictly increasing versions without gaps, and the `previous` hash chain from the first \
 release to latest. Prints one line per release (version, created, signing keys, archive hash, source \
-commit) or --json. Exits 3 naming the first version where the log breaks."
+commit) or --json. Exits 3 naming the first version where the log breaks.\n\nExample:\n  npcnix log --remote s3://fleet-releases/npcnix/prod --trusted-key ci.pub"
 )]
 pub struct Args {
     /// Remote URL
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = common::remote_url)]
     remote: String,
     /// Trusted public key: a .pub file or an RW... string (repeatable)
     #[arg(
@@ -102,7 +103,9 @@ pub fn run(a: Args) -> Result<()> {
     };
     // One release at a time: fetched, checked, printed, dropped. Memory
     // stays constant whatever the store holds.
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // Output to a closed pipe is dropped; the log is still checked to its
+    // end, so the exit code is the verdict (super::out).
+    let mut out = std::io::BufWriter::new(super::out::Stdout);
     let mut check = history::HistoryCheck::new(&policy, fsutil::now_unix());
     let mut unreadable: Vec<String> = Vec::new();
     let mut more_unreadable = 0u64;

@@ -1,9 +1,18 @@
 //! Command-line interface: one module per subcommand, each with `Args` and
 //! `run`. Exit codes are part of the interface (see [`exit`]).
+//! Everything printed goes through [`out`] (`outln!`, `info!`, `warn!`):
+//! a closed pipe never panics, and messages have levels.
+
+// `println!`/`eprintln!` panic on a closed pipe and bypass the levels.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+#[macro_use]
+mod out;
 
 mod activate;
 mod audit;
 mod common;
+mod completions;
 mod config;
 mod env;
 mod exit;
@@ -30,62 +39,65 @@ use clap::{Parser, Subcommand};
 
 use exit::ExitCodes;
 
+/// `npcnix --version`: the crate version and the git commit it was built
+/// from (build.rs; `unknown` outside a git checkout without
+/// `NPCNIX_GIT_COMMIT`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("NPCNIX_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "npcnix",
-    version,
+    version = VERSION,
     about = "Security-first, pull-based deployment of NixOS flakes from a signed store",
     long_about = "npcnix moves NixOS configurations from a publisher to a fleet of hosts through an \
 untrusted store (a directory, S3, or an HTTP mirror). Publishers pack a flake deterministically and sign \
 a release statement; hosts verify it against pinned keys before downloading, extracting or activating \
-anything.\n\nTypical flow:\n  npcnix keygen --out ci-dev\n  npcnix publish --remote file:///srv/npcnix/dev --src ./flake --key ci-dev.key\n  npcnix pull --remote file:///srv/npcnix/dev --trusted-key ci-dev.pub --dst ./checkout\n\nExit codes: 0 ok, 1 error, 2 usage, 3 release rejected by verification, 4 publish lost a race (retry).",
-    after_help = "Formats and the verification order: docs/protocol.md. Threat model: SECURITY.md."
+anything.\n\nTypical flow:\n  npcnix keygen --out ci-dev\n  npcnix publish --remote file:///srv/npcnix/dev --src ./flake --key ci-dev.key\n  npcnix pull --remote file:///srv/npcnix/dev --trusted-key ci-dev.pub --dst ./checkout\n\n\
+Exit codes: 0 ok, 1 error, 2 usage, 3 release rejected by verification, 4 publish lost a race (retry). \
+`npcnix help COMMAND` or `npcnix COMMAND --help` explains each command with an example.",
+    after_help = "Formats and the verification order: docs/protocol.md. Exit codes, JSON output: docs/cli.md. Threat model: SECURITY.md."
 )]
-struct Cli {
+pub(crate) struct Cli {
+    /// More detail on stderr: -v debug lines and the full error chain, -vv trace (overrides RUST_LOG)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less on stderr: -q warnings and errors only (no progress), -qq errors only
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    quiet: u8,
     #[command(subcommand)]
     command: Command,
 }
 
+// No doc comments on the variants: a variant's doc comment would replace the
+// `about`/`long_about` its `Args` sets (the long help would never show).
 #[derive(Subcommand)]
 enum Command {
-    /// Generate a minisign-compatible signing key pair (PATH.key, PATH.pub)
     Keygen(keygen::Args),
-    /// Pack a flake directory into a deterministic .tar.zst
     Pack(pack::Args),
-    /// Pack (or take an archive), sign and publish a release to a remote
     Publish(publish::Args),
-    /// Fetch, verify and extract the latest release of a remote
     Pull(pull::Args),
-    /// Verify a release bundle and its archive offline
     Verify(verify::Args),
-    /// Print and verify a remote's whole version log
     Log(log::Args),
-    /// Host agent: poll, verify, activate, health-check, roll back
     Follow(follow::Args),
-    /// Show this host's state: versions, last poll, errors, bad releases
     Status(status::Args),
-    /// Show or check a host config
     Config(config::Args),
-    /// Stop applying releases on this host (optionally for a while)
     Pause(pause::PauseArgs),
-    /// Resume applying releases
     Unpause(pause::UnpauseArgs),
-    /// Activate a local flake by hand (takes the agent's lock)
     Activate(activate::Args),
-    /// First boot: write the host config with pinned keys, then activate
     Install(install::Args),
-    /// Recover from a lost or corrupt state file
     State(state::Args),
-    /// Offline flow: prepare a release for signing, publish it, check a re-pack
     Release(release::Args),
-    /// Offline flow: sign a prepared release (no network needed)
     Sign(sign::Args),
-    /// Check this host's audit log against the store's signed version log
     Audit(audit::Args),
-    /// Lockout protection: roll back a release that was never confirmed
     Probation(probation::Args),
-    /// Fleet view: every host's signed receipt in a remote, verified
     Fleet(fleet::Args),
+    Completions(completions::CompletionArgs),
+    Man(completions::ManArgs),
     /// Internal: the agent's unprivileged network side (started by `follow`)
     #[command(hide = true)]
     FetchWorker(fetch_worker::Args),
@@ -100,10 +112,17 @@ pub fn main() -> ExitCode {
             } else {
                 ExitCodes::OK
             };
+            // A closed stdout or stderr (`npcnix --help | head -1`) is fine.
             let _ = e.print();
             return ExitCode::from(code);
         }
     };
+    out::init(
+        cli.verbose,
+        cli.quiet,
+        std::env::var("RUST_LOG").ok().as_deref(),
+    );
+    debug!("npcnix {VERSION}");
     let result = match cli.command {
         Command::Keygen(a) => keygen::run(a),
         Command::Pack(a) => pack::run(a),
@@ -124,13 +143,91 @@ pub fn main() -> ExitCode {
         Command::Audit(a) => audit::run(a),
         Command::Probation(a) => probation::run(a),
         Command::Fleet(a) => fleet::run(a),
+        Command::Completions(a) => completions::completions(a),
+        Command::Man(a) => completions::man(a),
         Command::FetchWorker(a) => fetch_worker::run(a),
     };
     match result {
-        Ok(()) => ExitCode::from(ExitCodes::OK),
+        Ok(()) => match out::stdout_error() {
+            // The output was lost (e.g. a full disk): say so.
+            Some(e) => {
+                out::message(out::Level::Error, format_args!("writing to stdout: {e}"));
+                ExitCode::from(ExitCodes::ERROR)
+            }
+            None => ExitCode::from(ExitCodes::OK),
+        },
         Err(e) => {
-            eprintln!("npcnix: {e:#}");
+            out::message(
+                out::Level::Error,
+                format_args!("{}", exit::render(e.as_ref())),
+            );
+            if out::enabled(out::Level::Debug) {
+                out::message(
+                    out::Level::Debug,
+                    format_args!("full error chain:\n{}", exit::render_debug(e.as_ref())),
+                );
+            }
             ExitCode::from(exit::exit_code(&e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand (at any depth) has a long help of its own that its
+    /// `--help` shows, with an example; `-h` stays short.
+    #[test]
+    fn every_subcommand_shows_its_long_help() {
+        fn walk(cmd: &mut clap::Command, path: &str, seen: &mut Vec<String>) {
+            let names: Vec<String> = cmd
+                .get_subcommands()
+                .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+                .map(|c| c.get_name().to_owned())
+                .collect();
+            for n in names {
+                let full = format!("{path} {n}");
+                let sub = cmd.find_subcommand_mut(&n).expect("subcommand");
+                let long = sub
+                    .get_long_about()
+                    .unwrap_or_else(|| panic!("`{full}` has no long help"))
+                    .to_string();
+                let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+                assert!(!about.is_empty(), "`{full}` has no one-line about");
+                assert_ne!(long, about, "`{full}`: long help is the about line");
+                assert!(
+                    long.contains("Example") && long.contains(&format!("\n  {full}")),
+                    "`{full}`: the long help has no example of `{full}`: {long}"
+                );
+                let rendered = sub.render_long_help().to_string();
+                let first = long.lines().next().unwrap_or_default();
+                let probe: String = first
+                    .split_whitespace()
+                    .take(6)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                assert!(
+                    rendered
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .contains(&probe),
+                    "`{full} --help` does not show its long help ({probe:?})"
+                );
+                seen.push(full.clone());
+                walk(sub, &full, seen);
+            }
+        }
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        let mut seen = Vec::new();
+        walk(&mut cmd, "npcnix", &mut seen);
+        assert!(seen.len() > 25, "{seen:?}");
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

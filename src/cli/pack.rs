@@ -10,11 +10,12 @@ use npcnix::fsutil;
 
 #[derive(clap::Args)]
 #[command(
+    about = "Pack a flake directory into a deterministic .tar.zst",
     long_about = "Pack a flake directory into a deterministic .tar.zst and print its BLAKE3 and size. \
 The same tree gives byte-identical output whatever the mtimes, owners, umask or machine (entries sorted, \
 mtime 1, uid/gid 0, modes 0644/0755). Only regular files, directories and relative symlinks that stay \
 inside the tree are packed. Inside a git work tree only the files git tracks are packed (that is what Nix \
-sees); --all-files packs everything except .git."
+sees); --all-files packs everything except .git.\n\nExample:\n  npcnix pack --src ./flake --out release.tar.zst"
 )]
 pub struct Args {
     /// Flake directory (must contain flake.nix)
@@ -87,6 +88,7 @@ impl Write for Sink {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    super::common::existing_dir("--src", &a.src)?;
     let (packed, from_git) = match &a.out {
         Some(out) => pack_to_file(&a.src, out, a.all_files)?,
         None if a.hash_only => {
@@ -104,9 +106,9 @@ pub fn run(a: Args) -> Result<()> {
             "out": a.out,
         }));
     } else {
-        println!("blake3:  {}", packed.blake3);
-        println!("size:    {} bytes", packed.size);
-        println!(
+        outln!("blake3:  {}", packed.blake3);
+        outln!("size:    {}", super::out::size(packed.size));
+        outln!(
             "entries: {}{}",
             packed.entries,
             if from_git {
@@ -116,7 +118,7 @@ pub fn run(a: Args) -> Result<()> {
             }
         );
         if let Some(out) = &a.out {
-            println!("written: {}", out.display());
+            outln!("written: {}", out.display());
         }
     }
     Ok(())

@@ -10,24 +10,37 @@ use super::common;
 
 #[derive(clap::Args)]
 #[command(
+    about = "Stop applying releases on this host (optionally for a while)",
     long_about = "Stop applying new releases on this host (the agent keeps running and reports \
-`paused`). Without --for, until `npcnix unpause`. Recorded in the audit log."
+`paused`). Without --for, until `npcnix unpause`. Recorded in the audit log.\n\nExample:\n  npcnix pause --for 2h"
 )]
 pub struct PauseArgs {
     #[command(flatten)]
     cfg: common::ConfigArgs,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
     /// Pause for this long only, e.g. 2h
-    #[arg(long = "for", value_name = "DURATION")]
-    duration: Option<String>,
+    #[arg(long = "for", value_name = "DURATION", value_parser = common::duration_secs)]
+    duration: Option<u64>,
 }
 
 #[derive(clap::Args)]
+#[command(
+    about = "Resume applying releases",
+    long_about = "Resume applying releases on this host after `npcnix pause` (also ends a pause \
+--for early). The agent applies the latest release at its next poll. Recorded in the audit log.\n\n\
+Example:\n  npcnix unpause"
+)]
 pub struct UnpauseArgs {
     #[command(flatten)]
     cfg: common::ConfigArgs,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
 }
 
-fn set(cfg: &common::ConfigArgs, until: Option<u64>) -> Result<()> {
+fn set(cfg: &common::ConfigArgs, until: Option<u64>, json: bool) -> Result<()> {
     let v = cfg.load()?;
     let data = cfg.data(&v)?;
     let _lock = data.lock_wait()?;
@@ -52,22 +65,31 @@ fn set(cfg: &common::ConfigArgs, until: Option<u64>) -> Result<()> {
         }
     });
     journal::append(&data.audit_path(), &ev)?;
+    if json {
+        common::print_json(&serde_json::json!({
+            "remote": v.remote.as_str(),
+            "paused": until.is_some(),
+            // null: until `npcnix unpause` (or not paused).
+            "until": until.filter(|u| *u != u64::MAX),
+        }));
+        return Ok(());
+    }
     match until {
-        Some(u64::MAX) => println!("paused until `npcnix unpause`"),
-        Some(t) => println!("paused until {}", rfc3339(t)),
-        None => println!("unpaused"),
+        Some(u64::MAX) => outln!("paused until `npcnix unpause`"),
+        Some(t) => outln!("paused until {}", rfc3339(t)),
+        None => outln!("unpaused"),
     }
     Ok(())
 }
 
 pub fn pause(a: PauseArgs) -> Result<()> {
     let until = match &a.duration {
-        Some(d) => fsutil::now_unix() + common::parse_duration(d)?,
+        Some(d) => fsutil::now_unix().saturating_add(*d),
         None => u64::MAX,
     };
-    set(&a.cfg, Some(until))
+    set(&a.cfg, Some(until), a.json)
 }
 
 pub fn unpause(a: UnpauseArgs) -> Result<()> {
-    set(&a.cfg, None)
+    set(&a.cfg, None, a.json)
 }

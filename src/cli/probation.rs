@@ -13,13 +13,14 @@ use super::env;
 
 #[derive(clap::Args)]
 #[command(
+    about = "Lockout protection: roll back a release that was never confirmed",
     long_about = "Lockout protection. After switching to a release, the agent keeps the host on \
 probation: unless the new system's agent confirms (one successful poll of the store, and a passing \
 health check if configured) before the deadline, the release is rolled back and marked bad \
 (`unconfirmed`). The deadline is kept by a transient systemd timer that runs this command with the \
 npcnix binary that did the switch, so it works even when the new system has no working agent.\n\n\
 `npcnix status` shows a pending probation.\n\nExample (what the timer runs):\n  npcnix probation \
-expire --data-dir /var/lib/npcnix --remote prod --version 42"
+expire --data-dir /var/lib/npcnix --remote-name prod --version 42"
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -28,18 +29,28 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Sub {
-    /// Roll back the release on probation if its deadline passed unconfirmed
     Expire(ExpireArgs),
 }
 
 #[derive(clap::Args)]
+#[command(
+    about = "Roll back the release on probation if its deadline passed unconfirmed",
+    long_about = "Roll back the release on probation for a remote if its deadline has passed \
+without a confirmation (or at once with --now), mark it bad (`unconfirmed`) and record that in the \
+audit log. Nothing happens if the release was confirmed, superseded or is not due yet. The probation \
+watchdog's systemd timer runs this; run it by hand with --now to give up on a release early.\n\n\
+Example:\n  npcnix probation expire --data-dir /var/lib/npcnix --remote-name prod --now"
+)]
 struct ExpireArgs {
     /// The agent's data directory
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     data_dir: PathBuf,
-    /// The remote's name
+    /// The remote's signed name
+    #[arg(long, value_name = "NAME")]
+    remote_name: String,
+    /// Print the result as JSON
     #[arg(long)]
-    remote: String,
+    json: bool,
     /// Act only if this version is the one on probation
     #[arg(long)]
     version: Option<u64>,
@@ -55,15 +66,14 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 fn expire(a: ExpireArgs) -> Result<()> {
-    npcnix::format::statement::RemoteName::new(&a.remote)
-        .map_err(|e| anyhow::anyhow!("--remote: {e}"))?;
+    let remote = super::common::remote_name("", Some(&a.remote_name))?;
     let data = DataDir::open(&a.data_dir)
         .with_context(|| format!("opening data directory {}", a.data_dir.display()))?;
     // A timer that fires early (a deadline moved later, a clock step) waits
     // for the recorded deadline instead of leaving nothing armed.
     if !a.now {
         loop {
-            let pending = probation::load(&data, &a.remote)?
+            let pending = probation::load(&data, &a.remote_name)?
                 .filter(|p| a.version.is_none_or(|v| v == p.version))
                 .and_then(|p| p.deadline);
             let now = fsutil::now_unix();
@@ -82,18 +92,30 @@ fn expire(a: ExpireArgs) -> Result<()> {
     } else {
         "no successful poll before the probation deadline".to_owned()
     };
-    match probation::roll_back_locked(&data, &a.remote, a.version, env::nix(), now, &reason, a.now)?
-    {
+    let done = probation::roll_back_locked(
+        &data,
+        remote.as_str(),
+        a.version,
+        env::nix(),
+        now,
+        &reason,
+        a.now,
+    )?;
+    if a.json {
+        super::common::print_json(&serde_json::json!({
+            "remote": remote.as_str(),
+            "rolled_back": done.as_ref().map(|(v, _)| v),
+            "result": done.as_ref().map(|(_, what)| what),
+        }));
+    }
+    match done {
         Some((version, what)) => {
-            eprintln!("npcnix: version {version} of {}: {what}", a.remote);
+            info!("version {version} of {remote}: {what}");
             if what.contains("ROLLBACK FAILED") {
                 anyhow::bail!("the rollback of version {version} failed; see the audit log");
             }
         }
-        None => eprintln!(
-            "npcnix: nothing to roll back for {} (confirmed, superseded or not yet due)",
-            a.remote
-        ),
+        None => info!("nothing to roll back for {remote} (confirmed, superseded or not yet due)"),
     }
     Ok(())
 }

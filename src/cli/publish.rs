@@ -15,15 +15,16 @@ use super::common;
 
 #[derive(clap::Args)]
 #[command(
+    about = "Pack (or take an archive), sign and publish a release to a remote",
     long_about = "Publish a release: pack the flake (or take an already packed archive as it is), build \
 the release statement (remote name, version, previous release's statement hash, archive BLAKE3 and size, \
 created, optional expiry), sign it, and store archive, then releases/<version> (create-only), then latest \
 (compare-and-swap).\n\nThe version defaults to the current latest + 1. If another publisher takes the \
-version first, this fails with exit code 4 and changes nothing visible to hosts; run it again."
+version first, this fails with exit code 4 and changes nothing visible to hosts; run it again.\n\nExample:\n  npcnix publish --remote s3://fleet-releases/npcnix/prod --src ./flake --key ci.key --expires 30d"
 )]
 pub struct Args {
     /// Remote URL, e.g. file:///srv/npcnix/remotes/dev
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = common::remote_url)]
     remote: String,
     /// Secret key file (minisign format; NPCNIX_PASSPHRASE for encrypted keys)
     #[arg(long, value_name = "KEYFILE")]
@@ -43,8 +44,8 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     version: Option<u64>,
     /// Hosts refuse the release after this long, e.g. 30d (freeze-attack defence)
-    #[arg(long, value_name = "DURATION")]
-    expires: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = common::duration_secs)]
+    expires: Option<u64>,
     /// Remote name signed into the release (default: the URL's last path segment)
     #[arg(long, value_name = "NAME")]
     remote_name: Option<String>,
@@ -135,14 +136,14 @@ pub fn build_toplevels(
     }
     let mut out = std::collections::BTreeMap::new();
     for n in names {
-        eprintln!("npcnix: building nixosConfigurations.{n}.config.system.build.toplevel ...");
+        info!("building nixosConfigurations.{n}.config.system.build.toplevel ...");
         let path = nix.build(&tree, &n, &b.nix_args)?;
-        eprintln!("npcnix:   {n} -> {path}");
+        info!("  {n} -> {path}");
         out.insert(n, path);
     }
     if let Some(url) = &b.copy_to {
         let paths: Vec<String> = out.values().cloned().collect();
-        eprintln!("npcnix: copying {} closure(s) to {url}", paths.len());
+        info!("copying {} closure(s) to {url}", paths.len());
         nix.copy_to(url, &paths, &b.nix_args)?;
     }
     Ok(out)
@@ -160,6 +161,7 @@ pub fn stage_archive(
 ) -> Result<Option<Source>> {
     match (src, archive) {
         (Some(src), _) => {
+            common::existing_dir("--src", src)?;
             super::pack::pack_to_file(src, out, all_files)?;
             Ok(source_info(src, comment))
         }
@@ -171,7 +173,9 @@ pub fn stage_archive(
                 ..Source::default()
             }))
         }
-        (None, None) => anyhow::bail!("--src DIR or --archive FILE is required"),
+        (None, None) => Err(super::exit::usage(
+            "--src DIR or --archive FILE is required".into(),
+        )),
     }
 }
 
@@ -204,11 +208,7 @@ pub fn run(a: Args) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
     let store = store::open_url(&a.remote, &a.store.options())?;
     let sk = common::load_secret_key(&a.key)?;
-    let expires_in = a
-        .expires
-        .as_deref()
-        .map(common::parse_duration)
-        .transpose()?;
+    let expires_in = a.expires;
 
     let work = TempDir::new_in(&std::env::temp_dir(), "npcnix-publish-")
         .context("creating a private temp dir")?;
@@ -283,24 +283,30 @@ pub fn run(a: Args) -> Result<()> {
             "rollout": statement.rollout,
         }));
     } else {
-        println!(
+        outln!(
             "published {} version {} to {}",
-            remote, statement.version, a.remote
+            remote,
+            statement.version,
+            a.remote
         );
-        println!("  archive:   {} ({} bytes)", aref.blake3, aref.size);
-        println!("  statement: {}", statement_hash);
-        println!("  signed by: {}", sk.key_id);
+        outln!(
+            "  archive:   {} ({})",
+            aref.blake3,
+            super::out::size(aref.size)
+        );
+        outln!("  statement: {}", statement_hash);
+        outln!("  signed by: {}", sk.key_id);
         if let Some(e) = statement.expires {
-            println!("  expires:   {}", npcnix::format::time::rfc3339(e));
+            outln!("  expires:   {}", npcnix::format::time::rfc3339(e));
         }
         if let Some(r) = &statement.rollout {
-            println!(
+            outln!(
                 "  rollout:   over {}s from now (hosts activate at their slot; `npcnix release revert` halts it)",
                 r.duration()
             );
         }
         if let Some(d) = &statement.decommission {
-            println!(
+            outln!(
                 "  retires:   {} (no lockout protection for them)",
                 d.join(", ")
             );
@@ -376,6 +382,7 @@ pub fn decommission_list(names: &[String]) -> Result<Option<Vec<String>>> {
 /// `npcnix release revert --to N`.
 #[derive(clap::Args)]
 #[command(
+    about = "Publish a new version with the content of an earlier one (revert, halt a rollout)",
     long_about = "Revert (or halt a rollout): publish a NEW version whose archive and signed system \
 paths are those of version N. Hosts move forward to it like to any release, so rollback protection is \
 never weakened; a revert carries no rollout wave, so hosts that were waiting for their slot of the bad \
@@ -473,7 +480,7 @@ pub fn revert(a: RevertArgs) -> Result<()> {
     )?;
     if draft.statement.version <= a.to + 1 && draft.statement.previous.is_some() {
         // Reverting to the head itself publishes a copy: allowed, but say so.
-        eprintln!("npcnix: note: version {} is the current head", a.to);
+        info!("note: version {} is the current head", a.to);
     }
     // Version N must be in the history the head extends: walk the signed
     // `previous` links down from the head, so a store cannot pass off a
@@ -539,7 +546,7 @@ pub fn revert(a: RevertArgs) -> Result<()> {
             "toplevels": draft.statement.toplevels,
         }));
     } else {
-        println!(
+        outln!(
             "published {remote} version {version}: the content of version {} (revert)",
             a.to
         );

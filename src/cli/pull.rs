@@ -13,17 +13,18 @@ use super::common;
 
 #[derive(clap::Args)]
 #[command(
+    about = "Fetch, verify and extract the latest release of a remote",
     long_about = "Fetch the remote's latest release bundle, verify it against the trusted keys \
 (signature, trusted-comment binding, remote name, expiry, future dating, rollback and equivocation \
 against what this data dir has verified before), download the archive no further than its signed size, \
 check its BLAKE3, extract it with the hardened extractor into a private temp dir, record the version, and \
 move the tree to DST.\n\nOn any rejection: exit code 3, one line on stderr naming the failed check, DST \
 not created, state unchanged. Rollback state is kept per remote name (the signed identity), so moving to \
-a mirror URL keeps the protection."
+a mirror URL keeps the protection.\n\nExample:\n  npcnix pull --remote https://mirror.example.org/npcnix/prod --trusted-key RWQ... --dst ./checkout"
 )]
 pub struct Args {
     /// Remote URL, e.g. file:///srv/npcnix/remotes/prod
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = common::remote_url)]
     remote: String,
     /// Trusted public key: a .pub file or an RW... string (repeatable)
     #[arg(long = "trusted-key", value_name = "PUBKEY", required = true)]
@@ -86,13 +87,13 @@ pub fn run(a: Args) -> Result<()> {
     };
     let pulled = pull::pull_to(store.as_ref(), &data, &req, now)?;
     for w in &pulled.warnings {
-        eprintln!("npcnix: warning: {w}");
+        warn!("{w}");
     }
     if !matches!(
         pulled.confinement,
         npcnix::archive::confine::Confinement::Enforced
     ) {
-        eprintln!("npcnix: note: {}", pulled.confinement);
+        info!("note: {}", pulled.confinement);
     }
     let st = pulled.release.statement();
     if a.json {
@@ -111,7 +112,7 @@ pub fn run(a: Args) -> Result<()> {
             "confinement": pulled.stats.confinement,
         }));
     } else {
-        println!(
+        outln!(
             "verified {} version {} (signed by {}; created {})",
             remote,
             st.version,
@@ -125,18 +126,19 @@ pub fn run(a: Args) -> Result<()> {
             npcnix::format::time::rfc3339(st.created)
         );
         if !pulled.new {
-            println!("  (this host had already verified this release)");
+            outln!("  (this host had already verified this release)");
         }
-        println!(
-            "  archive:   {} ({} bytes, hash and size match)",
-            st.archive.blake3, st.archive.size
+        outln!(
+            "  archive:   {} ({}, hash and size match)",
+            st.archive.blake3,
+            super::out::size(st.archive.size)
         );
-        println!(
-            "  extracted: {} files, {} dirs, {} symlinks, {} bytes -> {}",
+        outln!(
+            "  extracted: {} files, {} dirs, {} symlinks, {} -> {}",
             pulled.stats.files,
             pulled.stats.dirs,
             pulled.stats.symlinks,
-            pulled.stats.bytes,
+            super::out::size(pulled.stats.bytes),
             pulled.dst.display()
         );
     }

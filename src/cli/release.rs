@@ -31,6 +31,15 @@ use super::exit::{Rejected, Unverified};
 use npcnix::verify::{ArchiveMismatch, Refusal};
 
 #[derive(clap::Args)]
+#[command(
+    about = "Offline flow: prepare a release for signing, publish it, check a re-pack",
+    long_about = "The offline signing flow, for keys that never touch a networked machine: \
+`release prepare` (online) writes a directory with the statement to sign and the archive; `npcnix \
+sign` (or stock minisign) signs it on the offline machine; `release publish` (online) verifies the \
+signatures and publishes. `release check` re-packs a checkout to confirm the archive is what the \
+source gives.\n\nExample:\n  npcnix release prepare --remote s3://fleet-releases/npcnix/prod --src \
+./flake --out /media/usb/prod-42 --signer release.pub"
+)]
 pub struct Args {
     #[command(subcommand)]
     cmd: Cmd,
@@ -38,26 +47,24 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Cmd {
-    /// Online: pack (or take an archive), read the head, write an unsigned release directory
     Prepare(Box<PrepareArgs>),
-    /// Online: verify the signatures in a release directory and publish it
     Publish(PublishArgs),
-    /// Re-pack a source tree and check it gives the archive the statement names
     Check(CheckArgs),
-    /// Publish a new version with the content of an earlier one (revert, halt a rollout)
     Revert(super::publish::RevertArgs),
 }
 
 #[derive(clap::Args)]
 #[command(
+    about = "Online: pack (or take an archive), read the head, write an unsigned release directory",
     long_about = "Prepare a release for offline signing: pack the flake (or take an archive), \
 read and verify the remote's current head, and write DIR with statement.json (the exact bytes to sign) \
 and archive.tar.zst. Prints what to run on the signing machine: `npcnix sign DIR --key KEY`, or the \
-stock `minisign -S -t '<trusted comment>'` command for each --signer."
+stock `minisign -S -t '<trusted comment>'` command for each --signer.\n\nExample:\n  npcnix release prepare --remote s3://fleet-releases/npcnix/prod --src ./flake \
+--out /media/usb/prod-42 --signer release.pub --expires 30d"
 )]
 pub struct PrepareArgs {
     /// Remote URL
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = common::remote_url)]
     remote: String,
     /// Directory to create
     #[arg(long, value_name = "DIR")]
@@ -77,8 +84,8 @@ pub struct PrepareArgs {
     #[arg(long, value_name = "N")]
     version: Option<u64>,
     /// Hosts refuse the release after this long, e.g. 30d
-    #[arg(long, value_name = "DURATION")]
-    expires: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = common::duration_secs)]
+    expires: Option<u64>,
     /// The remote's signed name (default: the URL's last path segment)
     #[arg(long, value_name = "NAME")]
     remote_name: Option<String>,
@@ -114,20 +121,25 @@ pub struct PrepareArgs {
     rollout: super::publish::RolloutArgs,
     #[command(flatten)]
     store: common::StoreArgs,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
 #[command(
+    about = "Online: verify the signatures in a release directory and publish it",
     long_about = "Publish a prepared and signed release directory: every *.minisig in DIR is \
 checked against the trusted keys (signature and trusted-comment binding) and the threshold; the remote's \
 head must still be the one the release extends. Then archive, releases/<version> and latest are \
-uploaded in the usual order."
+uploaded in the usual order. A head that moved since prepare exits 4: prepare and sign again.\n\n\
+Example:\n  npcnix release publish /media/usb/prod-42 --trusted-key release.pub"
 )]
 pub struct PublishArgs {
     /// The release directory
     dir: PathBuf,
     /// Remote URL (default: the one recorded by prepare)
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = common::remote_url)]
     remote: Option<String>,
     /// Keys the signatures must come from (repeatable)
     #[arg(
@@ -146,9 +158,20 @@ pub struct PublishArgs {
 
     #[command(flatten)]
     store: common::StoreArgs,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
+#[command(
+    about = "Re-pack a source tree and check it gives the archive the statement names",
+    long_about = "Check a prepared release against a source checkout of your own: re-pack SRC \
+deterministically and compare with the archive hash and size the statement signs (exit 3 if they \
+differ). With --build, also build the signed system paths (toplevels) from the re-packed archive and \
+compare them; without it they are reported as not verified.\n\nExample:\n  npcnix release check \
+/media/usb/prod-42 --src ~/src/fleet"
+)]
 pub struct CheckArgs {
     /// The release directory
     dir: PathBuf,
@@ -171,6 +194,9 @@ pub struct CheckArgs {
         requires = "build"
     )]
     nix_args: Vec<String>,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 /// `release.json`: what prepare recorded.
@@ -204,11 +230,7 @@ pub fn read_statement(dir: &Path) -> Result<(Vec<u8>, Statement)> {
 fn prepare(a: PrepareArgs) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
     let store = store::open_url(&a.remote, &a.store.options())?;
-    let expires_in = a
-        .expires
-        .as_deref()
-        .map(common::parse_duration)
-        .transpose()?;
+    let expires_in = a.expires;
     let signers = a
         .signers
         .iter()
@@ -225,7 +247,7 @@ fn prepare(a: PrepareArgs) -> Result<()> {
         head_keys.push(common::load_public_key(k)?);
     }
     if head_keys.is_empty() && a.host_config.is_none() {
-        bail!("pass --signer, --trusted-key or --host-config: the remote's head must be verified before a release extends it");
+        return Err(super::exit::usage("pass --signer, --trusted-key or --host-config: the remote's head must be verified before a release extends it".into()));
     }
     let now = fsutil::now_unix();
     let head_policy = match &a.host_config {
@@ -300,39 +322,57 @@ fn prepare(a: PrepareArgs) -> Result<()> {
     };
     fs::rename(&tmp, &a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let bytes = st.to_bytes();
-    println!(
+    if a.json {
+        common::print_json(&serde_json::json!({
+            "remote": remote.as_str(),
+            "url": a.remote,
+            "version": st.version,
+            "dir": a.out,
+            "statement": Digest::of(&bytes).to_hex(),
+            "previous": st.previous.map(|d| d.to_hex()),
+            "archive": {"blake3": st.archive.blake3.to_hex(), "size": st.archive.size},
+            "expires": st.expires,
+            "signers": signers.iter().map(|pk| serde_json::json!({
+                "key_id": pk.key_id.to_string(),
+                "trusted_comment": publish::trusted_comment(&st, &bytes, pk.key_id),
+            })).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    outln!(
         "prepared {} version {} in {}",
         remote,
         st.version,
         a.out.display()
     );
-    println!(
+    outln!(
         "  statement: {} ({} bytes)",
         Digest::of(&bytes),
         bytes.len()
     );
-    println!(
-        "  archive:   {} ({} bytes)",
-        st.archive.blake3, st.archive.size
+    outln!(
+        "  archive:   {} ({})",
+        st.archive.blake3,
+        super::out::size(st.archive.size)
     );
-    println!("\nSign on the offline machine, either with npcnix:");
-    println!("  npcnix sign {} --key RELEASE.key", a.out.display());
+    outln!("\nSign on the offline machine, either with npcnix:");
+    outln!("  npcnix sign {} --key RELEASE.key", a.out.display());
     if signers.is_empty() {
-        println!(
+        outln!(
             "or with stock minisign (pass --signer PUBKEY to prepare to get the exact command)."
         );
     }
     for pk in &signers {
         let tc = publish::trusted_comment(&st, &bytes, pk.key_id);
-        println!("or with stock minisign, for key {}:", pk.key_id);
-        println!(
+        outln!("or with stock minisign, for key {}:", pk.key_id);
+        outln!(
             "  minisign -S -s KEY -m {}/statement.json -x {}/statement.json.{}.minisig -t '{tc}'",
             a.out.display(),
             a.out.display(),
             pk.key_id
         );
     }
-    println!(
+    outln!(
         "\nThen, online: npcnix release publish {} --trusted-key PUBKEY...",
         a.out.display()
     );
@@ -424,7 +464,20 @@ fn publish_dir(a: PublishArgs) -> Result<()> {
         &bundle,
         head.as_ref().and_then(|h| h.etag.as_ref()),
     )?;
-    println!(
+    if a.json {
+        common::print_json(&serde_json::json!({
+            "remote": remote.as_str(),
+            "url": url,
+            "version": st.version,
+            "previous": st.previous.map(|d| d.to_hex()),
+            "statement": release.statement_hash().to_hex(),
+            "archive": {"blake3": aref.blake3.to_hex(), "size": aref.size, "key": aref.object_key()},
+            "signers": release.signers().iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+            "expires": st.expires,
+        }));
+        return Ok(());
+    }
+    outln!(
         "published {} version {} to {} (signed by {})",
         remote,
         st.version,
@@ -440,6 +493,7 @@ fn publish_dir(a: PublishArgs) -> Result<()> {
 }
 
 fn check(a: CheckArgs) -> Result<()> {
+    common::existing_dir("--src", &a.src)?;
     let (_, st) = read_statement(&a.dir)?;
     let tree = npcnix::archive::collect_entries(&a.src, super::pack::selection(a.all_files))?;
     let work = fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-check-")
@@ -461,20 +515,36 @@ fn check(a: CheckArgs) -> Result<()> {
             )
         });
     }
-    println!(
-        "OK: re-packing {} gives exactly the archive in the statement ({}, {} bytes)",
-        a.src.display(),
-        packed.blake3,
-        packed.size
-    );
+    let report = |toplevels: &str| {
+        if a.json {
+            common::print_json(&serde_json::json!({
+                "ok": true,
+                "dir": a.dir,
+                "src": a.src,
+                "version": st.version,
+                "archive": {"blake3": packed.blake3.to_hex(), "size": packed.size},
+                "toplevels": toplevels,
+            }));
+        }
+    };
+    if !a.json {
+        outln!(
+            "OK: re-packing {} gives exactly the archive in the statement ({}, {})",
+            a.src.display(),
+            packed.blake3,
+            super::out::size(packed.size)
+        );
+    }
     let Some(signed) = st.toplevels.as_ref().filter(|t| !t.is_empty()) else {
+        report("none");
         return Ok(());
     };
     if !a.build {
-        eprintln!(
-            "npcnix: WARNING: NOT VERIFIED: the statement also signs {} system path(s) (toplevels), which is all a toplevel-mode host runs; only a build shows they match this archive. Run again with --build.",
+        warn!(
+            "NOT VERIFIED: the statement also signs {} system path(s) (toplevels), which is all a toplevel-mode host runs; only a build shows they match this archive. Run again with --build.",
             signed.len()
         );
+        report("not-verified");
         return Ok(());
     }
     let build = super::publish::BuildArgs {
@@ -503,10 +573,14 @@ fn check(a: CheckArgs) -> Result<()> {
         ))
         .into());
     }
-    println!(
-        "OK: building the archive gives exactly the {} signed system path(s)",
-        signed.len()
-    );
+    if a.json {
+        report("verified");
+    } else {
+        outln!(
+            "OK: building the archive gives exactly the {} signed system path(s)",
+            signed.len()
+        );
+    }
     Ok(())
 }
 
@@ -521,8 +595,9 @@ pub fn describe(st: &Statement, bytes: &[u8]) -> String {
             .map_or("(none: first release)".to_owned(), |d| d.to_hex())
     ));
     s.push_str(&format!(
-        "  archive:   {} ({} bytes)\n",
-        st.archive.blake3, st.archive.size
+        "  archive:   {} ({})\n",
+        st.archive.blake3,
+        super::out::size(st.archive.size)
     ));
     s.push_str(&format!("  created:   {}\n", rfc3339(st.created)));
     if let Some(e) = st.expires {

@@ -1,6 +1,6 @@
 //! `npcnix sign DIR --key KEY`: the offline signing step.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -9,14 +9,16 @@ use npcnix::fsutil;
 use npcnix::publish;
 
 use super::common;
+use super::out;
 use super::release;
 
 #[derive(clap::Args)]
 #[command(
+    about = "Offline flow: sign a prepared release (no network needed)",
     long_about = "Sign a prepared release on the offline machine. Shows what is about to be \
 signed (remote, version, previous release, archive hash and size, source commit), checks the archive \
 in DIR matches the statement, asks for confirmation (or --yes), and writes \
-DIR/statement.json.<KEYID>.minisig. Run it once per signer for a k-of-n remote. Needs no network."
+DIR/statement.json.<KEYID>.minisig. Run it once per signer for a k-of-n remote. Needs no network.\n\nExample:\n  npcnix sign /media/usb/prod-42 --key release.key"
 )]
 pub struct Args {
     /// The prepared release directory
@@ -27,6 +29,9 @@ pub struct Args {
     /// Do not ask for confirmation
     #[arg(long)]
     yes: bool,
+    /// Print the result as JSON (the review still goes to stderr)
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -34,7 +39,10 @@ pub fn run(a: Args) -> Result<()> {
         return Err(release::err_no_dir(&a.dir));
     }
     let (bytes, st) = release::read_statement(&a.dir)?;
-    eprintln!("About to sign:\n{}", release::describe(&st, &bytes));
+    out::text(format_args!(
+        "About to sign:\n{}\n",
+        release::describe(&st, &bytes)
+    ));
     let archive = a.dir.join("archive.tar.zst");
     if archive.exists() {
         let aref = publish::hash_file(&archive)?;
@@ -46,27 +54,30 @@ pub fn run(a: Args) -> Result<()> {
                 aref.size
             );
         }
-        eprintln!("  archive.tar.zst in the directory matches the statement.");
+        out::text(format_args!(
+            "  archive.tar.zst in the directory matches the statement.\n"
+        ));
     } else {
-        eprintln!("  (no archive.tar.zst here: check the hash against your own `npcnix pack`)");
+        out::text(format_args!(
+            "  (no archive.tar.zst here: check the hash against your own `npcnix pack`)\n"
+        ));
     }
-    eprintln!(
+    out::text(format_args!(
         "\nWhat this machine can check: the archive hash (above; `npcnix release check {d} --src CHECKOUT` \
 re-packs your own checkout), and remote, version, dates and comment as shown.\n\
-What it cannot: `previous` (the store's head; `release publish` re-checks it online){}.",
+What it cannot: `previous` (the store's head; `release publish` re-checks it online){}.\n",
         if st.toplevels.as_ref().is_some_and(|t| !t.is_empty()) {
             ", and that the toplevel paths are what the archive builds (`npcnix release check --build` on a machine with Nix)"
         } else {
             ""
         },
         d = a.dir.display()
-    );
+    ));
     if !a.yes {
         if !std::io::stdin().is_terminal() {
             bail!("not a terminal: review the release above and pass --yes to sign");
         }
-        eprint!("Sign this release? [y/N] ");
-        std::io::stderr().flush().ok();
+        out::text(format_args!("Sign this release? [y/N] "));
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
         if !matches!(line.trim(), "y" | "Y" | "yes") {
@@ -78,7 +89,17 @@ What it cannot: `previous` (the store's head; `release publish` re-checks it onl
     let out = a.dir.join(format!("statement.json.{}.minisig", sk.key_id));
     fsutil::write_new(&out, sig.as_bytes(), 0o644)
         .with_context(|| format!("writing {} (already signed by this key?)", out.display()))?;
-    println!(
+    if a.json {
+        common::print_json(&serde_json::json!({
+            "remote": st.remote.as_str(),
+            "version": st.version,
+            "key_id": sk.key_id.to_string(),
+            "signature_file": out,
+            "statement": npcnix::format::statement::Digest::of(&bytes).to_hex(),
+        }));
+        return Ok(());
+    }
+    outln!(
         "signed {} version {} with key {} -> {}",
         st.remote,
         st.version,

@@ -10,6 +10,13 @@ use npcnix::host::journal::{self, AuditEvent};
 use npcnix::host::state::HostState;
 
 #[derive(clap::Args)]
+#[command(
+    about = "Recover from a lost or corrupt state file",
+    long_about = "Recovery of this host's state (state.json in the data dir: the versions each \
+remote has verified, which is what refuses rollbacks). `state reset` replaces a corrupt or lost \
+state, pinning a version floor for one remote.\n\nExample:\n  npcnix state reset --remote-name prod \
+--min-version 42"
+)]
 pub struct Args {
     #[command(subcommand)]
     cmd: Cmd,
@@ -17,17 +24,27 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Cmd {
-    /// Replace a corrupt or lost state file, pinning a version floor
     #[command(
+        about = "Replace a corrupt or lost state file, pinning a version floor",
         long_about = "Recovery when state.json is corrupt or missing: the old file (if any) is \
 kept as state.json.corrupt-<time>, and a new state is written in which REMOTE refuses every version \
 below --min-version. Use the highest version you know this host ran (see the audit log, \
-`npcnix log`, or your deployment records): a floor that is too low re-opens rollbacks down to it."
+`npcnix log`, or your deployment records): a floor that is too low re-opens rollbacks down to it.\n\nThe remote is named by its signed \
+name (--remote-name) or by its URL (--remote; the name is the URL's last path segment, as for \
+`pull`).\n\nExample:\n  npcnix state reset --remote-name prod --min-version 42"
     )]
     Reset {
-        /// Remote name to set the floor for
-        #[arg(long, value_name = "NAME")]
-        remote: String,
+        /// The remote's signed name to set the floor for
+        #[arg(
+            long,
+            value_name = "NAME",
+            required_unless_present = "remote",
+            conflicts_with = "remote"
+        )]
+        remote_name: Option<String>,
+        /// The remote's URL (its name is the last path segment)
+        #[arg(long, value_name = "URL", value_parser = super::common::remote_url)]
+        remote: Option<String>,
         /// Refuse versions below this
         #[arg(long, value_name = "N")]
         min_version: u64,
@@ -42,19 +59,27 @@ below --min-version. Use the highest version you know this host ran (see the aud
         /// host verified is right (recorded in the audit log)
         #[arg(long, value_name = "TEXT")]
         lower_floor_because: Option<String>,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 
 pub fn run(a: Args) -> Result<()> {
     match a.cmd {
         Cmd::Reset {
+            remote_name,
             remote,
             min_version,
             data_dir,
             force,
             lower_floor_because,
+            json,
         } => {
-            let remote = RemoteName::new(&remote).map_err(|e| anyhow::anyhow!(e))?;
+            let remote: RemoteName = super::common::remote_name(
+                remote.as_deref().unwrap_or_default(),
+                remote_name.as_deref(),
+            )?;
             let data = super::common::open_data_dir(&super::common::data_dir(data_dir)?)?;
             let _lock = data.lock_wait()?;
             // The audit log outlives a lost state file: a floor below what it
@@ -90,6 +115,7 @@ pub fn run(a: Args) -> Result<()> {
             // A readable state keeps every other remote's protection; only the
             // named remote gets the floor (and only with --force, since the
             // state was fine).
+            let mut fresh = false;
             let mut st = match data.load() {
                 Ok(_) if !force => bail!(
                     "{} is readable; resetting it would discard this host's rollback state for {remote}. Pass --force if you really mean to",
@@ -97,16 +123,19 @@ pub fn run(a: Args) -> Result<()> {
                 ),
                 Ok(st) => st,
                 Err(e) => {
-                    eprintln!("npcnix: {e}");
-                    eprintln!("npcnix: starting a new state; rollback state of remotes other than {remote} is lost");
+                    warn!("{e}");
+                    warn!("starting a new state; rollback state of remotes other than {remote} is lost");
+                    fresh = true;
                     HostState::default()
                 }
             };
+            let mut kept = None;
             if path.exists() {
-                let kept = data.root.join(format!("state.json.corrupt-{now}"));
-                std::fs::copy(&path, &kept)
-                    .with_context(|| format!("keeping {}", kept.display()))?;
-                eprintln!("npcnix: kept the old state as {}", kept.display());
+                let copy = data.root.join(format!("state.json.corrupt-{now}"));
+                std::fs::copy(&path, &copy)
+                    .with_context(|| format!("keeping {}", copy.display()))?;
+                info!("kept the old state as {}", copy.display());
+                kept = Some(copy);
             }
             let r = st.remote_mut(remote.as_str());
             r.highest = None;
@@ -124,7 +153,17 @@ pub fn run(a: Args) -> Result<()> {
                 None => format!("floor set to version {min_version}"),
             });
             journal::append(&data.audit_path(), &ev)?;
-            println!("state reset: {remote} refuses versions below {min_version}");
+            if json {
+                super::common::print_json(&serde_json::json!({
+                    "remote": remote.as_str(),
+                    "min_version": min_version,
+                    "new_state": fresh,
+                    "kept": kept,
+                    "lower_floor_because": lower_floor_because,
+                }));
+            } else {
+                outln!("state reset: {remote} refuses versions below {min_version}");
+            }
             Ok(())
         }
     }

@@ -10,9 +10,10 @@ use super::common;
 
 #[derive(clap::Args)]
 #[command(
+    about = "Show this host's state: versions, last poll, errors, bad releases",
     long_about = "Summarise this host: remote, configuration, active and highest verified \
 versions, the last poll and its result, the last error, pause state, a pending retry, and releases \
-marked bad (with why). --json for scripts and monitoring."
+marked bad (with why). --json for scripts and monitoring.\n\nExample:\n  npcnix status --json"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -41,14 +42,15 @@ pub fn run(a: Args) -> Result<()> {
         return Ok(());
     }
     let opt = |x: Option<u64>| x.map_or("-".to_owned(), |n| n.to_string());
-    println!("remote:            {} ({})", rep.remote, rep.url);
-    println!(
+    outln!("remote:            {} ({})", rep.remote, rep.url);
+    outln!(
         "configuration:     {} ({})",
-        rep.configuration, rep.activation_mode
+        rep.configuration,
+        rep.activation_mode
     );
-    println!("active version:    {}", opt(rep.active_version));
-    println!("highest verified:  {}", opt(rep.highest_verified_version));
-    println!(
+    outln!("active version:    {}", opt(rep.active_version));
+    outln!("highest verified:  {}", opt(rep.highest_verified_version));
+    outln!(
         "last check:        {}{}",
         rep.last_check.map_or("never".to_owned(), rfc3339),
         rep.last_result
@@ -57,33 +59,33 @@ pub fn run(a: Args) -> Result<()> {
             .unwrap_or_default()
     );
     if let Some(e) = &rep.last_error {
-        println!(
+        outln!(
             "last error:        {} ({} failure(s) in a row)",
             visible(e),
             rep.consecutive_failures
         );
     }
     if let Some(n) = rep.next_poll {
-        println!("next poll:         {}", rfc3339(n));
+        outln!("next poll:         {}", rfc3339(n));
     }
     if let Some(c) = &rep.extraction_confinement {
-        println!("extraction:        {c}");
+        outln!("extraction:        {c}");
     }
     if let Some(f) = &rep.fetcher {
-        println!("fetching:          {f}");
+        outln!("fetching:          {f}");
     }
     if let Some(t) = &rep.trust_changed {
-        println!("trust changed:     {}", visible(t));
+        outln!("trust changed:     {}", visible(t));
     }
     if let Some(w) = &rep.waiting {
-        println!(
+        outln!(
             "rollout:           version {} verified, waiting for this host's slot until {}",
             w.version,
             rfc3339(w.until)
         );
     }
     if !rep.host_id.is_empty() {
-        println!(
+        outln!(
             "host:              {}{}",
             rep.host_id,
             rep.host_public_key
@@ -94,25 +96,25 @@ pub fn run(a: Args) -> Result<()> {
     }
     if let Some(p) = &rep.probation {
         match p.deadline {
-            Some(d) => println!(
+            Some(d) => outln!(
                 "probation:         version {} until {} (awaiting {}; rolled back if not confirmed)",
                 p.version,
                 rfc3339(d),
                 p.awaiting
             ),
-            None => println!(
+            None => outln!(
                 "probation:         version {} (awaiting {})",
                 p.version, p.awaiting
             ),
         }
     }
     match rep.paused_until {
-        Some(u64::MAX) => println!("paused:            yes, until `npcnix unpause`"),
-        Some(t) => println!("paused:            until {}", rfc3339(t)),
-        None => println!("paused:            no"),
+        Some(u64::MAX) => outln!("paused:            yes, until `npcnix unpause`"),
+        Some(t) => outln!("paused:            until {}", rfc3339(t)),
+        None => outln!("paused:            no"),
     }
     if let Some(r) = &rep.pending_retry {
-        println!(
+        outln!(
             "pending retry:     version {} (attempt {} at {})",
             r.version,
             r.attempts + 1,
@@ -120,7 +122,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     for b in &rep.bad_releases {
-        println!(
+        outln!(
             "bad release:       version {} ({}): {}",
             b.version,
             rfc3339(b.at),

@@ -18,10 +18,11 @@ use npcnix::verify::{ArchiveMismatch, Refusal};
 
 #[derive(clap::Args)]
 #[command(
+    about = "Verify a release bundle and its archive offline",
     long_about = "Verify a release offline: the bundle's signatures against the trusted keys, the \
 trusted-comment binding, the statement, expiry and future dating, then the archive's size and BLAKE3 \
 against the statement, and finally a trial extraction with the hardened extractor into a temp dir. \
-Exit code 3 if anything fails. No rollback check: there is no host state here."
+Exit code 3 if anything fails. No rollback check: there is no host state here.\n\nExample:\n  npcnix verify --bundle latest --archive release.tar.zst --trusted-key ci.pub"
 )]
 pub struct Args {
     /// Release bundle file (a copy of latest or releases/<v>)
@@ -100,7 +101,7 @@ pub fn run(a: Args) -> Result<()> {
             "files": stats.files,
         }));
     } else {
-        println!(
+        outln!(
             "OK: {} version {} is validly signed by {}",
             remote,
             st.version,
@@ -111,14 +112,16 @@ pub fn run(a: Args) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        println!("  statement: {}", release.statement_hash());
-        println!("  created:   {}", npcnix::format::time::rfc3339(st.created));
+        outln!("  statement: {}", release.statement_hash());
+        outln!("  created:   {}", npcnix::format::time::rfc3339(st.created));
         if let Some(e) = st.expires {
-            println!("  expires:   {}", npcnix::format::time::rfc3339(e));
+            outln!("  expires:   {}", npcnix::format::time::rfc3339(e));
         }
-        println!(
-            "  archive:   {} ({} bytes), {} files extract cleanly",
-            st.archive.blake3, st.archive.size, stats.files
+        outln!(
+            "  archive:   {} ({}), {} files extract cleanly",
+            st.archive.blake3,
+            super::out::size(st.archive.size),
+            stats.files
         );
     }
     Ok(())

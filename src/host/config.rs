@@ -61,6 +61,17 @@ pub struct RemoteConfig {
     /// (default 32 KiB/s), besides the per-read time-out.
     #[serde(default)]
     pub min_rate_bytes_per_sec: Option<u64>,
+    /// Connect time-out in seconds (default 10).
+    #[serde(default)]
+    pub connect_timeout_secs: Option<u64>,
+    /// Time-out of each network read in seconds (default 30;
+    /// `NPCNIX_READ_TIMEOUT_SECS` overrides it).
+    #[serde(default)]
+    pub read_timeout_secs: Option<u64>,
+    /// A PEM file of CA certificates the store's (or mirror's) HTTPS
+    /// certificate may be issued by, besides the platform's trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -420,12 +431,15 @@ impl Default for FetcherConfig {
 
 impl RemoteConfig {
     /// Backend settings for [`crate::store::open_url`].
+    /// `read_timeout_secs`: an override of the configured read time-out.
     pub fn store_options(&self, read_timeout_secs: Option<u64>) -> crate::store::StoreOptions {
         crate::store::StoreOptions {
             region: self.region.clone(),
             endpoint: self.endpoint.clone(),
             path_style: self.path_style,
-            read_timeout_secs,
+            read_timeout_secs: read_timeout_secs.or(self.read_timeout_secs),
+            connect_timeout_secs: self.connect_timeout_secs,
+            ca_file: self.ca_file.clone(),
             min_rate_bytes_per_sec: self.min_rate_bytes_per_sec,
         }
     }
@@ -663,6 +677,25 @@ impl HostConfig {
                 "receipts.heartbeat_secs",
                 "must be between 60 and 604800 (a week)",
             ));
+        }
+        for (f, v) in [
+            (
+                "remote.connect_timeout_secs",
+                self.remote.connect_timeout_secs,
+            ),
+            ("remote.read_timeout_secs", self.remote.read_timeout_secs),
+        ] {
+            if v.is_some_and(|s| !(1..=3600).contains(&s)) {
+                errs.push(invalid(f, "must be between 1 and 3600 seconds"));
+            }
+        }
+        if self
+            .remote
+            .ca_file
+            .as_ref()
+            .is_some_and(|p| !p.is_absolute())
+        {
+            errs.push(invalid("remote.ca_file", "must be an absolute path"));
         }
         if !self.state_dir.is_absolute() {
             errs.push(invalid("state_dir", "must be an absolute path"));

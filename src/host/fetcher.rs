@@ -164,6 +164,12 @@ impl WorkerCommand {
         if let Some(t) = self.options.read_timeout_secs {
             c.arg("--read-timeout").arg(t.to_string());
         }
+        if let Some(t) = self.options.connect_timeout_secs {
+            c.arg("--connect-timeout").arg(t.to_string());
+        }
+        if let Some(f) = &self.options.ca_file {
+            c.arg("--ca-file").arg(f);
+        }
         if let Some(r) = self.options.min_rate_bytes_per_sec {
             c.arg("--min-rate").arg(r.to_string());
         }
@@ -293,7 +299,10 @@ impl FetcherStore {
             .min_rate_bytes_per_sec
             .unwrap_or(crate::store::transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC);
         crate::store::transfer::deadline_for(size, rate).saturating_add(Duration::from_secs(
-            self.cmd.options.read_timeout_secs.unwrap_or(60),
+            self.cmd
+                .options
+                .read_timeout_secs
+                .unwrap_or(crate::store::DEFAULT_READ_TIMEOUT_SECS),
         ))
     }
 

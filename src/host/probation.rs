@@ -321,7 +321,7 @@ impl Watchdog {
         c.arg(&self.exe)
             .args(["probation", "expire", "--data-dir"])
             .arg(&data.root)
-            .args(["--remote", &pr.remote, "--version"])
+            .args(["--remote-name", &pr.remote, "--version"])
             .arg(pr.version.to_string());
         let out = c
             .output()

@@ -154,9 +154,9 @@ pub struct MalformedState(pub String);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("state file {path} is corrupt ({detail}); refusing to continue, since starting over would allow rollbacks. Recover with `npcnix state reset --remote NAME --min-version N` using the highest version you know this host ran")]
+    #[error("state file {path} is corrupt ({detail}); refusing to continue, since starting over would allow rollbacks. Recover with `npcnix state reset --remote-name NAME --min-version N` using the highest version you know this host ran")]
     Corrupt { path: PathBuf, detail: String },
-    #[error("state file {path} is missing although the data directory {dir} has been used; refusing to continue, since starting over would allow rollbacks. Recover with `npcnix state reset --remote NAME --min-version N`")]
+    #[error("state file {path} is missing although the data directory {dir} has been used; refusing to continue, since starting over would allow rollbacks. Recover with `npcnix state reset --remote-name NAME --min-version N`")]
     Missing { path: PathBuf, dir: PathBuf },
     #[error("data directory {path}")]
     Io {

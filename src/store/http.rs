@@ -11,6 +11,40 @@ use std::time::Duration;
 
 use super::{ETag, Fetched, Store, StoreError, StoreErrorKind, StoreOptions};
 
+/// The CAs an HTTPS mirror's certificate may chain to: the platform's trust
+/// store (rustls-native-certs: `SSL_CERT_FILE`/`SSL_CERT_DIR` when set,
+/// else the system bundle, e.g. what `update-ca-certificates` or NixOS
+/// `security.pki.certificates` maintain), plus the configured CA file.
+/// Only a host with no trust store at all and no CA file falls back to the
+/// compiled-in Mozilla roots (webpki-roots), as before.
+fn root_certs(ca_file: Option<&std::path::Path>) -> Result<ureq::tls::RootCerts, super::UrlError> {
+    use ureq::tls::{Certificate, PemItem, RootCerts};
+    let mut certs: Vec<Certificate<'static>> = rustls_native_certs::load_native_certs()
+        .certs
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    if let Some(path) = ca_file {
+        let pem = super::read_ca_file(path)?;
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(super::UrlError::Setup(format!(
+                        "the CA file {}: {e}",
+                        path.display()
+                    )))
+                }
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Ok(RootCerts::WebPki);
+    }
+    Ok(RootCerts::Specific(std::sync::Arc::new(certs)))
+}
+
 pub struct HttpStore {
     base: String,
     agent: ureq::Agent,
@@ -18,22 +52,33 @@ pub struct HttpStore {
 }
 
 impl HttpStore {
-    pub fn new(url: &str, opts: &StoreOptions) -> HttpStore {
-        let read = Duration::from_secs(opts.read_timeout_secs.unwrap_or(60));
+    pub fn new(url: &str, opts: &StoreOptions) -> Result<HttpStore, super::UrlError> {
+        let read = Duration::from_secs(
+            opts.read_timeout_secs
+                .unwrap_or(super::DEFAULT_READ_TIMEOUT_SECS),
+        );
+        let connect = Duration::from_secs(
+            opts.connect_timeout_secs
+                .unwrap_or(super::DEFAULT_CONNECT_TIMEOUT_SECS),
+        );
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(root_certs(opts.ca_file.as_deref())?)
+            .build();
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(10)))
+            .tls_config(tls)
+            .timeout_connect(Some(connect))
             .timeout_recv_response(Some(read))
             // Per read; each request also gets an overall deadline below.
             .timeout_recv_body(Some(read))
             .build();
-        HttpStore {
+        Ok(HttpStore {
             base: url.trim_end_matches('/').to_owned(),
             agent: ureq::Agent::new_with_config(config),
             min_rate: opts
                 .min_rate_bytes_per_sec
                 .unwrap_or(super::transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC),
-        }
+        })
     }
 
     fn url(&self, key: &str) -> String {
@@ -60,10 +105,31 @@ impl HttpStore {
         req: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
     ) -> Result<ureq::http::Response<ureq::Body>, StoreError> {
         req.call().map_err(|e| {
-            let detail = format!("request failed: {e}");
+            let what = super::cause_chain(&e);
+            let detail = match super::network_hint(&what) {
+                Some(h) => format!("GET {} failed: {what} (hint: {h})", self.url(key)),
+                None => format!("GET {} failed: {what}", self.url(key)),
+            };
             self.fail(key, StoreErrorKind::Transient, detail)
                 .with_source(e)
         })
+    }
+
+    fn status_error(&self, key: &str, status: u16) -> StoreError {
+        let reason = ureq::http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        let hint = match status {
+            401 | 403 => " (hint: the mirror refuses access: check its access rules; npcnix sends no credentials to HTTP mirrors)",
+            404 | 410 => " (hint: check the URL: it names the remote's directory, the one holding `latest`)",
+            _ => "",
+        };
+        self.fail(
+            key,
+            Self::status_kind(status),
+            format!("GET {} failed: HTTP {status} {reason}{hint}", self.url(key)),
+        )
     }
 
     fn read_only(&self, key: &str) -> StoreError {
@@ -110,7 +176,7 @@ impl Store for HttpStore {
             return Ok(Fetched::NotModified);
         }
         if status != 200 {
-            return Err(self.fail(key, Self::status_kind(status), format!("HTTP {status}")));
+            return Err(self.status_error(key, status));
         }
         let etag = resp
             .headers()
@@ -167,7 +233,7 @@ impl Store for HttpStore {
         // 206 for the range, or 200 from servers that ignore ranges (the
         // caller's adapter stops reading past the signed size either way).
         if status != 200 && status != 206 {
-            return Err(self.fail(key, Self::status_kind(status), format!("HTTP {status}")));
+            return Err(self.status_error(key, status));
         }
         Ok(Box::new(resp.into_body().into_reader()))
     }

@@ -112,6 +112,43 @@ impl StoreError {
     }
 }
 
+/// An error and its sources as one line ("a: b: c"), each text once: the
+/// SDK's and the HTTP client's errors nest wrappers that repeat their
+/// source.
+pub(crate) fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in std::iter::successors(Some(e), |c| c.source()) {
+        let text = c.to_string();
+        if parts.iter().any(|p| p.contains(&text)) {
+            continue;
+        }
+        // A wrapper that quotes its source: keep the more specific text.
+        parts.retain(|p| !text.contains(p.as_str()));
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
+/// A hint for the usual network failures, from an error's text (the SDK
+/// and the HTTP client report these only as text at the bottom of their
+/// chains).
+pub(crate) fn network_hint(text: &str) -> Option<&'static str> {
+    let t = text.to_ascii_lowercase();
+    if t.contains("loading credentials") || t.contains("no credentials") {
+        Some("no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or give the host an instance profile")
+    } else if t.contains("connection refused") {
+        Some("nothing accepts connections there: check the URL (for S3-compatible stores: --endpoint, remote.endpoint) and that the server runs")
+    } else if t.contains("dns error") || t.contains("lookup address") || t.contains("resolve") {
+        Some("the host name does not resolve: check the URL, the bucket name, the region and --endpoint, and the host's DNS")
+    } else if t.contains("certificate") || t.contains("unknownissuer") || t.contains("tls") {
+        Some("TLS failed: is the server's certificate issued by a CA this host trusts? (system store, SSL_CERT_FILE/SSL_CERT_DIR, or --ca-file / remote.ca_file)")
+    } else if t.contains("timed out") || t.contains("timeout") {
+        Some("no answer in time: check the network path (firewall, proxy); time-outs are --connect-timeout/--read-timeout")
+    } else {
+        None
+    }
+}
+
 /// Result of a conditional small-object read.
 #[derive(Debug)]
 pub enum Fetched {
@@ -199,7 +236,16 @@ pub enum UrlError {
     Empty(String),
     #[error("{0}")]
     S3(String),
+    /// The client could not be set up (e.g. an unreadable CA bundle).
+    #[error("{0}")]
+    Setup(String),
 }
+
+/// Default TCP (and TLS) connect time-out, seconds.
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
+/// Default time-out for each network read (a response, a body chunk),
+/// seconds.
+pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 30;
 
 /// Backend settings that are not part of the URL.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -211,8 +257,15 @@ pub struct StoreOptions {
     /// Path-style S3 addressing (`endpoint/bucket/key`), for S3-compatible
     /// servers without virtual-host buckets.
     pub path_style: bool,
-    /// Network read timeout in seconds (default 60), per read.
+    /// Network read timeout in seconds (default
+    /// [`DEFAULT_READ_TIMEOUT_SECS`]), per read.
     pub read_timeout_secs: Option<u64>,
+    /// Connect time-out in seconds (default [`DEFAULT_CONNECT_TIMEOUT_SECS`]).
+    pub connect_timeout_secs: Option<u64>,
+    /// Extra CA certificates (PEM) that HTTPS servers may be issued by,
+    /// besides the platform's trust store (which honours `SSL_CERT_FILE` and
+    /// `SSL_CERT_DIR`): for stores and mirrors behind a private CA.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Slowest transfer rate waited for: every object read has an overall
     /// deadline of a minute plus its size at this rate (default
     /// [`transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC`]).
@@ -233,10 +286,24 @@ pub fn open_url(url: &str, opts: &StoreOptions) -> Result<Box<dyn Store>, UrlErr
     }
     #[cfg(feature = "http")]
     if url.starts_with("https://") || url.starts_with("http://") {
-        return Ok(Box::new(http::HttpStore::new(url, opts)));
+        return http::HttpStore::new(url, opts).map(|s| Box::new(s) as Box<dyn Store>);
     }
     let _ = opts;
     Err(UrlError::Scheme(url.to_owned()))
+}
+
+/// Reads a PEM CA bundle (`StoreOptions::ca_file`): its bytes, checked to
+/// hold at least one certificate.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, UrlError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| UrlError::Setup(format!("reading the CA file {}: {e}", path.display())))?;
+    if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(UrlError::Setup(format!(
+            "the CA file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        )));
+    }
+    Ok(bytes)
 }
 
 /// The default remote name: the URL's last non-empty path segment.

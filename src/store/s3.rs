@@ -38,6 +38,7 @@ pub struct S3Store {
     url: String,
     min_rate: u64,
     read_timeout: Duration,
+    connect_timeout: Duration,
 }
 
 /// Splits `s3://bucket/prefix/remote` into bucket and prefix.
@@ -63,14 +64,33 @@ impl S3Store {
             .enable_all()
             .build()
             .map_err(|e| UrlError::S3(format!("starting the S3 runtime: {e}")))?;
+        // The platform's trust store (SSL_CERT_FILE/SSL_CERT_DIR honoured),
+        // plus the configured CA file.
+        let mut trust = aws_smithy_http_client::tls::TrustStore::default();
+        if let Some(path) = &opts.ca_file {
+            trust = trust.with_pem_certificate(super::read_ca_file(path)?);
+        }
+        let tls = aws_smithy_http_client::tls::TlsContext::builder()
+            .with_trust_store(trust)
+            .build()
+            .map_err(|e| UrlError::Setup(format!("setting up TLS: {e}")))?;
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
             ))
+            .tls_context(tls)
             .build_https();
+        let connect_timeout = Duration::from_secs(
+            opts.connect_timeout_secs
+                .unwrap_or(super::DEFAULT_CONNECT_TIMEOUT_SECS),
+        );
+        let read_timeout = Duration::from_secs(
+            opts.read_timeout_secs
+                .unwrap_or(super::DEFAULT_READ_TIMEOUT_SECS),
+        );
         let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(opts.read_timeout_secs.unwrap_or(60)))
+            .connect_timeout(connect_timeout)
+            .read_timeout(read_timeout)
             .build();
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .http_client(http)
@@ -97,7 +117,8 @@ impl S3Store {
             min_rate: opts
                 .min_rate_bytes_per_sec
                 .unwrap_or(super::transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC),
-            read_timeout: Duration::from_secs(opts.read_timeout_secs.unwrap_or(60)),
+            read_timeout,
+            connect_timeout,
         })
     }
 
@@ -113,21 +134,24 @@ impl S3Store {
         StoreError::new(kind, &self.url, key, detail)
     }
 
-    /// Maps an SDK error to what the caller acts on.
-    fn err<E: ProvideErrorMetadata + std::error::Error + 'static>(
-        &self,
-        key: &str,
-        e: &SdkError<E, HttpResponse>,
-    ) -> StoreError {
+    /// Maps an SDK error to what the caller acts on, with a one-line
+    /// message: the operation, the HTTP status, S3's error code and message,
+    /// and a hint for the common causes. The SDK error itself is kept as the
+    /// source (its structure is for `-v`, not for the message).
+    fn err<E>(&self, op: &str, key: &str, e: SdkError<E, HttpResponse>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
         let status = e.raw_response().map(|r| r.status().as_u16());
         let code = e.code().unwrap_or("").to_owned();
-        let kind = match (e, status) {
+        let kind = match (&e, status) {
             (
                 SdkError::DispatchFailure(_)
                 | SdkError::TimeoutError(_)
                 | SdkError::ResponseError(_),
                 _,
             ) => StoreErrorKind::Transient,
+            (_, Some(404)) if code == "NoSuchBucket" => StoreErrorKind::Other,
             (_, Some(404)) => StoreErrorKind::NotFound,
             (_, Some(412)) => StoreErrorKind::PreconditionFailed,
             // ConditionalRequestConflict: a concurrent conditional write.
@@ -146,21 +170,45 @@ impl S3Store {
             }
             _ => StoreErrorKind::Other,
         };
-        let detail = match (e.message(), status) {
-            (Some(m), Some(s)) if !code.is_empty() => format!("{code} (HTTP {s}): {m}"),
-            (None, Some(s)) if !code.is_empty() => format!("{code} (HTTP {s})"),
-            _ => format!(
-                "{}",
-                aws_smithy_types::error::display::DisplayErrorContext(e)
+        let what = match (&e, status) {
+            (SdkError::TimeoutError(_), _) => format!(
+                "no answer in time (connect time-out {} s, read time-out {} s)",
+                self.connect_timeout.as_secs(),
+                self.read_timeout.as_secs()
             ),
-        };
-        let hint = match kind {
-            StoreErrorKind::Unauthorized => {
-                " — check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, instance profile) and the IAM policy"
+            (_, Some(s)) => {
+                let mut w = format!("HTTP {s}");
+                if !code.is_empty() {
+                    w.push_str(&format!(" {code}"));
+                }
+                if let Some(m) = e.message().filter(|m| !m.is_empty()) {
+                    w.push_str(&format!(": {m}"));
+                }
+                w
             }
-            _ => "",
+            // No answer: the cause is at the bottom of the SDK's chain.
+            _ => super::cause_chain(&e),
         };
-        self.fail(key, kind, format!("{detail}{hint}"))
+        let hint = match code.as_str() {
+            "NoSuchBucket" => Some("the bucket does not exist: check the bucket in the URL (and --endpoint for S3-compatible stores)"),
+            "PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException" => {
+                Some("the bucket is in another region: set --remote-region (remote.region in the host config)")
+            }
+            "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken" => {
+                Some("the credentials are wrong or expired: check AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the instance profile")
+            }
+            "AccessDenied" => Some("the credentials may not do this: check the IAM policy (README, \"Stores\") and the bucket policy"),
+            _ => None,
+        }
+        .or_else(|| super::network_hint(&what))
+        .or_else(|| (kind == StoreErrorKind::Unauthorized).then_some(
+            "check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, instance profile) and the IAM policy",
+        ));
+        let detail = match hint {
+            Some(h) => format!("{op} failed: {what} (hint: {h})"),
+            None => format!("{op} failed: {what}"),
+        };
+        self.fail(key, kind, detail).with_source(e)
     }
 
     async fn collect_limited(
@@ -297,7 +345,7 @@ impl Store for S3Store {
                         "the server answered 304 Not Modified to a request without If-None-Match"
                             .into(),
                     )),
-                    Err(e) => return Err(self.err(key, &e)),
+                    Err(e) => return Err(self.err("GetObject", key, e)),
                 };
             if resp
                 .content_length()
@@ -326,7 +374,7 @@ impl Store for S3Store {
                 .range(format!("bytes=0-{max_bytes}"))
                 .send()
                 .await
-                .map_err(|e| self.err(key, &e))?;
+                .map_err(|e| self.err("GetObject", key, e))?;
             Ok::<_, StoreError>(resp.body)
         })?;
         Ok(Box::new(BodyReader {
@@ -362,7 +410,7 @@ impl Store for S3Store {
                     .send()
                     .await
                     .map(|_| ())
-                    .map_err(|e| self.err(key, &e))
+                    .map_err(|e| self.err("PutObject", key, e))
             });
         }
         self.rt.block_on(async {
@@ -373,7 +421,7 @@ impl Store for S3Store {
                 .key(&full)
                 .send()
                 .await
-                .map_err(|e| self.err(key, &e))?;
+                .map_err(|e| self.err("CreateMultipartUpload", key, e))?;
             let upload_id = created.upload_id().unwrap_or_default().to_owned();
             let result = async {
                 let mut parts = Vec::new();
@@ -403,7 +451,7 @@ impl Store for S3Store {
                         .body(ByteStream::from(chunk))
                         .send()
                         .await
-                        .map_err(|e| self.err(key, &e))?;
+                        .map_err(|e| self.err("UploadPart", key, e))?;
                     parts.push(
                         CompletedPart::builder()
                             .part_number(number)
@@ -426,7 +474,7 @@ impl Store for S3Store {
                     )
                     .send()
                     .await
-                    .map_err(|e| self.err(key, &e))?;
+                    .map_err(|e| self.err("CompleteMultipartUpload", key, e))?;
                 Ok(())
             }
             .await;
@@ -462,7 +510,10 @@ impl Store for S3Store {
                 Some(e) => req.if_match(e.0.clone()),
                 None => req.if_none_match("*"),
             };
-            let out = req.send().await.map_err(|e| self.err(key, &e))?;
+            let out = req
+                .send()
+                .await
+                .map_err(|e| self.err("PutObject", key, e))?;
             Ok(ETag(out.e_tag().unwrap_or_default().to_owned()))
         })
     }
@@ -477,7 +528,7 @@ impl Store for S3Store {
                 .body(ByteStream::from(body.to_vec()))
                 .send()
                 .await
-                .map_err(|e| self.err(key, &e))?;
+                .map_err(|e| self.err("PutObject", key, e))?;
             Ok(())
         })
     }
@@ -497,7 +548,7 @@ impl Store for S3Store {
                     .set_continuation_token(token.take())
                     .send()
                     .await
-                    .map_err(|e| self.err(prefix, &e))?;
+                    .map_err(|e| self.err("ListObjectsV2", prefix, e))?;
                 for o in resp.contents() {
                     if let Some(k) = o.key().and_then(|k| k.strip_prefix(&strip)) {
                         if out.len() == max {

@@ -399,8 +399,15 @@ fn corrupt_state_fails_closed_with_a_recovery_command() {
     assert!(r.stderr.contains("missing"), "{}", r.stderr);
 
     // Recovery pins a floor: version 1 is refused afterwards.
-    h.run(&["state", "reset", "--remote", "prod", "--min-version", "2"])
-        .ok();
+    h.run(&[
+        "state",
+        "reset",
+        "--remote-name",
+        "prod",
+        "--min-version",
+        "2",
+    ])
+    .ok();
     let v1 = fs::read(h.kit.store_path("prod", "releases/00000000000000000001")).expect("v1");
     let v2 = fs::read(h.kit.store_path("prod", "latest")).expect("v2");
     fs::write(h.kit.store_path("prod", "latest"), &v1).expect("write");

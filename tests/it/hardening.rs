@@ -176,7 +176,7 @@ fn state_reset_below_the_audited_version_needs_a_recorded_reason() {
     let d = kit.data_dir();
     let d = d.to_str().expect("utf8");
     let reset = |extra: &[&str]| {
-        let mut args = vec!["state", "reset", "--remote", "prod", "--data-dir", d];
+        let mut args = vec!["state", "reset", "--remote-name", "prod", "--data-dir", d];
         args.extend_from_slice(extra);
         kit.run(&args)
     };

@@ -8,6 +8,7 @@
 mod common;
 
 mod agent;
+mod cli;
 mod confine;
 mod docs_example;
 mod fleet;
@@ -21,6 +22,8 @@ mod publisher;
 mod quickstart;
 mod release_e2e;
 mod s3;
+mod snapshots;
 mod soak;
+mod tls;
 mod toplevel;
 mod trust;

@@ -691,7 +691,7 @@ fn pull_honours_state_floor_after_reset() {
     kit.run(&[
         "state",
         "reset",
-        "--remote",
+        "--remote-name",
         "prod",
         "--min-version",
         "2",
@@ -732,7 +732,7 @@ fn state_reset_keeps_other_remotes() {
     let r = kit.run(&[
         "state",
         "reset",
-        "--remote",
+        "--remote-name",
         "prod",
         "--min-version",
         "5",
@@ -743,7 +743,7 @@ fn state_reset_keeps_other_remotes() {
     kit.run(&[
         "state",
         "reset",
-        "--remote",
+        "--remote-name",
         "prod",
         "--min-version",
         "5",
