@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 pub fn random_suffix() -> String {
     let mut b = [0u8; 8];
     // Uniqueness, not secrecy: fall back to the pid and time on failure.
-    if getrandom::getrandom(&mut b).is_err() {
+    if getrandom::fill(&mut b).is_err() {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)

@@ -54,7 +54,7 @@ pub struct Args {
 
 fn random_u64() -> u64 {
     let mut b = [0u8; 8];
-    let _ = getrandom::getrandom(&mut b);
+    let _ = getrandom::fill(&mut b);
     u64::from_le_bytes(b)
 }
 

@@ -233,13 +233,8 @@ impl ScryptLimits {
         if !(1..=22).contains(&n_log2) || !(1..=4).contains(&p) {
             return Err(KeyError::KdfParams);
         }
-        scrypt::Params::new(
-            n_log2 as u8,
-            r as u32,
-            p as u32,
-            scrypt::Params::RECOMMENDED_LEN,
-        )
-        .map_err(|_| KeyError::KdfParams)
+        // The output length is the buffer's (scrypt_xor), not a parameter.
+        scrypt::Params::new(n_log2 as u8, r as u32, p as u32).map_err(|_| KeyError::KdfParams)
     }
 }
 
@@ -269,7 +264,7 @@ impl fmt::Debug for SecretKey {
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], KeyError> {
     let mut buf = [0u8; N];
-    getrandom::getrandom(&mut buf).map_err(|e| KeyError::Random(e.to_string()))?;
+    getrandom::fill(&mut buf).map_err(|e| KeyError::Random(e.to_string()))?;
     Ok(buf)
 }
 
