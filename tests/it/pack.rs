@@ -301,25 +301,32 @@ fn pack_output_is_identical_for_1_2_and_4_threads() {
     let (one, j1) = pack_with(&kit, &src, "t1.tar.zst", &["--threads", "1"]);
     assert!(one.len() > 4 << 20, "the archive spans several zstd jobs");
     let blake3 = npcnix::format::statement::Digest::of(&one).to_hex();
-    assert_eq!(j1["blake3"], blake3.as_str(), "the printed BLAKE3 is the file's");
+    assert_eq!(
+        j1["blake3"],
+        blake3.as_str(),
+        "the printed BLAKE3 is the file's"
+    );
     for n in ["2", "4"] {
         let (bytes, j) = pack_with(&kit, &src, &format!("t{n}.tar.zst"), &["--threads", n]);
-        assert!(bytes == one, "{n} threads gave different bytes than 1 thread");
+        assert!(
+            bytes == one,
+            "{n} threads gave different bytes than 1 thread"
+        );
         assert_eq!(j["blake3"], j1["blake3"], "{n} threads");
         assert_eq!(j["size"], j1["size"], "{n} threads");
     }
     // The default (all cores) gives the same bytes too, and the archive is
     // one zstd frame the hardened extractor takes (it refuses anything else).
     let (default, _) = pack_with(&kit, &src, "default.tar.zst", &[]);
-    assert!(default == one, "the default thread count gave different bytes");
+    assert!(
+        default == one,
+        "the default thread count gave different bytes"
+    );
     let dst = kit.path("dst");
     fs::create_dir(&dst).expect("mkdir");
-    let stats = npcnix::archive::extract(
-        &one[..],
-        &dst,
-        &npcnix::archive::limits::Limits::default(),
-    )
-    .expect("a multithreaded archive extracts");
+    let stats =
+        npcnix::archive::extract(&one[..], &dst, &npcnix::archive::limits::Limits::default())
+            .expect("a multithreaded archive extracts");
     assert_eq!(stats.files, 4 * 7 + 3);
     assert_eq!(
         fs::read(dst.join("data/d3/f6.nix")).expect("read"),
@@ -351,7 +358,10 @@ fn release_check_re_derives_an_archive_packed_in_the_old_format() {
     let src = multi_job_tree(&kit, "src");
     let (v1, _) = pack_with(&kit, &src, "v1.tar.zst", &["--pack-format", "v1"]);
     let (v2, _) = pack_with(&kit, &src, "v2.tar.zst", &[]);
-    assert!(v1 != v2, "v1 and v2 frames differ (else there is no format to keep)");
+    assert!(
+        v1 != v2,
+        "v1 and v2 frames differ (else there is no format to keep)"
+    );
     let (_key, pubkey) = kit.keygen("release");
     for (name, fmt) in [("v1", "pack format v1"), ("v2", "pack format v2")] {
         let dir = kit.path(&format!("rel-{name}"));
@@ -421,7 +431,10 @@ fn thread_spawned_by_the_confined_extractor_cannot_write_outside() {
     match confinement {
         Confinement::Enforced | Confinement::Partial => {
             assert_eq!(outside_err, Some(std::io::ErrorKind::PermissionDenied));
-            assert!(!outside.exists(), "the child thread's write outside must not happen");
+            assert!(
+                !outside.exists(),
+                "the child thread's write outside must not happen"
+            );
         }
         Confinement::Unavailable(why) => {
             assert!(outside_err.is_none());
@@ -455,7 +468,10 @@ fn two_thread_extraction_round_trips_large_and_small_files() {
     )
     .expect("extracts");
     assert_eq!(stats.files, 4 * 7 + 3 + 1 + 500);
-    assert!(fs::read(dst.join("big.bin")).expect("read") == big, "big.bin differs");
+    assert!(
+        fs::read(dst.join("big.bin")).expect("read") == big,
+        "big.bin differs"
+    );
     assert_eq!(
         fs::read_to_string(dst.join("data/d0/s499")).expect("read"),
         "small 499\n"
