@@ -26,12 +26,29 @@
 //!
 //! The caller hands in a fresh, private, empty directory and deletes it if
 //! extraction fails.
+//!
+//! **Two threads.** Decompression runs on a thread of its own, which hands
+//! the tar stream to the calling thread in [`CHUNK_BYTES`] chunks through a
+//! channel of [`CHUNKS_IN_FLIGHT`] (the buffers go back and forth, so no
+//! chunk is allocated twice); the calling thread parses tar, checks every
+//! entry and creates the files. So zstd and file creation overlap, as in
+//! `zstd -dc | tar -x`, without a pipe's copies. The decompressing thread is
+//! spawned by the calling thread, so it inherits the Landlock domain of a
+//! confined extraction ([`crate::archive::confine`]): every thread of an
+//! extraction is confined, and only the calling thread writes.
+//!
+//! Memory: the zstd window (at most `2^limits.zstd_window_log`, 8 MiB by
+//! default; 2 MiB in every archive npcnix packs), zstd's input buffer and
+//! block buffers (about 0.4 MiB), the chunks (at most
+//! `CHUNKS_IN_FLIGHT + 2` x 128 KiB = 0.75 MiB), one 128 KiB write buffer,
+//! and the path sets (bounded by `limits.entries`).
 
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use super::path::{EntryPath, LinkTarget, PathError};
 use crate::archive::limits::Limits;
@@ -44,6 +61,13 @@ const ZSTD_FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const MAX_TRAILING_PADDING: u64 = 64 * 1024;
 /// Memory bound for the duplicate/parent sets.
 const MAX_PATH_BYTES_HELD: u64 = 64 << 20;
+/// Decompressed bytes per chunk handed from the zstd thread to the writer:
+/// zstd's block size, big enough that a typical flake file (a few KiB) is
+/// a small part of one chunk and a large file is written in 128 KiB writes.
+pub const CHUNK_BYTES: usize = 128 << 10;
+/// Chunks waiting in the channel: enough for the zstd thread to run ahead
+/// over a burst of small files, few enough to stay well under 1 MiB.
+pub const CHUNKS_IN_FLIGHT: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -93,7 +117,8 @@ fn join(root: &Path, p: &EntryPath) -> PathBuf {
 
 /// Extracts the `.tar.zst` stream `input` into `root`, which must be an
 /// existing, empty directory that only this process can write to.
-pub fn extract<R: Read>(
+/// Decompression runs on a second thread (see the module docs).
+pub fn extract<R: Read + Send>(
     mut input: R,
     root: &Path,
     limits: &Limits,
@@ -118,6 +143,136 @@ pub fn extract<R: Read>(
         .single_frame();
     dec.window_log_max(limits.zstd_window_log)
         .map_err(refuse_read)?;
+    let (full_tx, full_rx) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
+    let (empty_tx, empty_rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        let zstd_thread = std::thread::Builder::new()
+            .name("npcnix-unzstd".into())
+            .spawn_scoped(scope, move || decompress(dec, full_tx, empty_rx))
+            .map_err(|e| ExtractError::Io {
+                path: root.to_owned(),
+                source: e,
+            })?;
+        let stream = ChunkReader {
+            rx: full_rx,
+            back: empty_tx,
+            chunk: Vec::new(),
+            pos: 0,
+        };
+        // On any error the reader is dropped here, which stops the zstd
+        // thread at its next send; the scope then waits for it.
+        let stats = extract_tar(stream, root, limits)?;
+        // The tar stream ended cleanly; the zstd thread's verdict on the
+        // end of the frame (and what follows it) decides.
+        zstd_thread
+            .join()
+            .unwrap_or_else(|_| Err(ExtractError::Refused("the zstd thread panicked".into())))?;
+        Ok(stats)
+    })
+}
+
+/// A message from the zstd thread: a chunk of tar stream, or the read error
+/// at that point of the stream.
+type Chunk = io::Result<Vec<u8>>;
+
+/// The zstd thread: decompresses the one frame into chunks until it ends,
+/// then checks that nothing follows it. Stops early (without error) when the
+/// writer stopped listening.
+fn decompress<R: io::BufRead>(
+    mut dec: zstd::stream::read::Decoder<'static, R>,
+    full: mpsc::SyncSender<Chunk>,
+    empty: mpsc::Receiver<Vec<u8>>,
+) -> Result<(), ExtractError> {
+    let mut allocated = 0;
+    loop {
+        let mut chunk = if allocated < CHUNKS_IN_FLIGHT + 2 {
+            allocated += 1;
+            Vec::with_capacity(CHUNK_BYTES)
+        } else {
+            match empty.recv() {
+                Ok(c) => c,
+                Err(_) => return Ok(()),
+            }
+        };
+        chunk.clear();
+        // Fill the chunk (a frame's blocks come out in pieces).
+        let mut failed = None;
+        while chunk.len() < CHUNK_BYTES {
+            match (&mut dec)
+                .take((CHUNK_BYTES - chunk.len()) as u64)
+                .read_to_end(&mut chunk)
+            {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let end = chunk.len() < CHUNK_BYTES;
+        if !chunk.is_empty() && full.send(Ok(chunk)).is_err() {
+            return Ok(());
+        }
+        if let Some(e) = failed {
+            // Delivered in stream order: the tar reader reports it where
+            // the stream broke.
+            let _ = full.send(Err(e));
+            return Ok(());
+        }
+        if end {
+            break;
+        }
+    }
+    // Nothing after the one frame: no second frame, no skippable frame, no
+    // garbage.
+    let mut after = dec.finish();
+    let mut probe = [0u8; 1];
+    if after.read(&mut probe).map_err(refuse_read)? != 0 {
+        return Err(ExtractError::Refused(
+            "data after the zstd frame (a second or skippable frame, or garbage); archives are exactly one zstd frame".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The writer's side of the channel: the tar stream as a `Read`, handing
+/// every used chunk back to the zstd thread.
+struct ChunkReader {
+    rx: mpsc::Receiver<Chunk>,
+    back: mpsc::Sender<Vec<u8>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            let next = match self.rx.recv() {
+                Ok(next) => next?,
+                // The zstd thread is done: the end of the stream.
+                Err(_) => return Ok(0),
+            };
+            let used = std::mem::replace(&mut self.chunk, next);
+            self.pos = 0;
+            if used.capacity() != 0 {
+                let _ = self.back.send(used);
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Parses the tar stream, checks every entry and creates the tree.
+fn extract_tar<R: Read>(
+    stream: R,
+    root: &Path,
+    limits: &Limits,
+) -> Result<ExtractStats, ExtractError> {
     // Every decompressed byte is either a header, file data (counted against
     // unpacked_bytes), padding, or an extension record: cap the total so no
     // path through the tar reader can decompress without bound.
@@ -126,9 +281,10 @@ pub fn extract<R: Read>(
         .saturating_add(limits.entries.saturating_mul(2048))
         .saturating_add(MAX_TRAILING_PADDING + (1 << 20));
     let mut archive = tar::Archive::new(Capped {
-        inner: dec,
+        inner: stream,
         left: cap,
     });
+    let mut copy_buf = vec![0u8; CHUNK_BYTES];
     let mut stats = ExtractStats::default();
     let mut seen: HashSet<EntryPath> = HashSet::new();
     let mut dirs: HashSet<EntryPath> = HashSet::new();
@@ -251,7 +407,7 @@ pub fn extract<R: Read>(
                     .open(&dest)
                     .map_err(|e| io_or_refuse(&shown, &dest, e))?;
                 // The tar entry reader yields exactly `size` bytes or fails.
-                let n = io::copy(&mut (&mut entry).take(size), &mut f).map_err(|e| {
+                let n = copy(&mut (&mut entry).take(size), &mut f, &mut copy_buf).map_err(|e| {
                     if e.kind() == io::ErrorKind::WriteZero
                         || e.raw_os_error() == Some(libc::ENOSPC)
                     {
@@ -305,7 +461,8 @@ pub fn extract<R: Read>(
     }
 
     // Everything after the end-of-archive marker must be zero padding, and
-    // the zstd frame must end cleanly.
+    // the zstd frame must end cleanly (the zstd thread checks what follows
+    // the frame).
     let mut rest = archive.into_inner();
     let mut buf = [0u8; 8192];
     let mut trailing = 0u64;
@@ -321,15 +478,23 @@ pub fn extract<R: Read>(
             ));
         }
     }
-    // Nothing after the one frame: no second frame, no skippable frame, no
-    // garbage.
-    let mut after = rest.inner.finish();
-    if after.read(&mut buf[..1]).map_err(refuse_read)? != 0 {
-        return Err(ExtractError::Refused(
-            "data after the zstd frame (a second or skippable frame, or garbage); archives are exactly one zstd frame".into(),
-        ));
-    }
     Ok(stats)
+}
+
+/// `io::copy` with a caller-owned buffer: one large `write(2)` per chunk
+/// instead of std's 8 KiB steps, and no buffer allocated per file.
+fn copy<R: Read, W: io::Write>(r: &mut R, w: &mut W, buf: &mut [u8]) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
 }
 
 fn symlink_reason(e: PathError) -> String {

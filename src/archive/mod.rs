@@ -9,4 +9,7 @@ pub mod path;
 
 pub use extract::{extract, ExtractError, ExtractStats};
 pub use limits::Limits;
-pub use pack::{collect_entries, write_archive, FileSelection, PackError, Packed};
+pub use pack::{
+    collect_entries, write_archive, write_archive_with, FileSelection, PackError, PackFormat,
+    PackOptions, Packed,
+};

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use npcnix::archive::{self, FileSelection, Packed};
+use npcnix::archive::{self, FileSelection, PackFormat, PackOptions, Packed};
 use npcnix::fsutil;
 
 #[derive(clap::Args)]
@@ -15,7 +15,8 @@ use npcnix::fsutil;
 The same tree gives byte-identical output whatever the mtimes, owners, umask or machine (entries sorted, \
 mtime 1, uid/gid 0, modes 0644/0755). Only regular files, directories and relative symlinks that stay \
 inside the tree are packed. Inside a git work tree only the files git tracks are packed (that is what Nix \
-sees); --all-files packs everything except .git.\n\nExample:\n  npcnix pack --src ./flake --out release.tar.zst"
+sees); --all-files packs everything except .git. Compression runs on all cores (--threads); the bytes are \
+the same for any number of threads.\n\nExample:\n  npcnix pack --src ./flake --out release.tar.zst"
 )]
 pub struct Args {
     /// Flake directory (must contain flake.nix)
@@ -30,9 +31,36 @@ pub struct Args {
     /// Pack every file, not just those git tracks
     #[arg(long)]
     all_files: bool,
+    #[command(flatten)]
+    threads: Threads,
+    /// Archive format: v2 (default; multithreaded zstd frame, the same bytes
+    /// for any --threads) or v1 (the single-threaded frame of older npcnix
+    /// versions, to reproduce an old release's archive)
+    #[arg(long, value_name = "VERSION", default_value = "v2", value_parser = ["v1", "v2"])]
+    pack_format: String,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
+}
+
+/// `--threads N`, shared by every command that packs.
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+pub struct Threads {
+    /// zstd worker threads for packing (default: all cores); the archive's
+    /// bytes do not depend on it
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(archive::pack::MAX_THREADS)))]
+    pub threads: Option<u32>,
+}
+
+impl Threads {
+    /// Pack options in the current format.
+    pub fn options(&self) -> PackOptions {
+        let mut o = PackOptions::default();
+        if let Some(n) = self.threads.and_then(std::num::NonZeroU32::new) {
+            o.threads = n;
+        }
+        o
+    }
 }
 
 pub fn selection(all_files: bool) -> FileSelection {
@@ -44,7 +72,12 @@ pub fn selection(all_files: bool) -> FileSelection {
 }
 
 /// Packs `src` into a new file `out` (temp + rename).
-pub fn pack_to_file(src: &Path, out: &Path, all_files: bool) -> Result<(Packed, bool)> {
+pub fn pack_to_file(
+    src: &Path,
+    out: &Path,
+    all_files: bool,
+    options: &PackOptions,
+) -> Result<(Packed, bool)> {
     let tree = archive::collect_entries(src, selection(all_files))?;
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -61,8 +94,11 @@ pub fn pack_to_file(src: &Path, out: &Path, all_files: bool) -> Result<(Packed, 
             .create_new(true)
             .open(&tmp)
             .with_context(|| format!("creating {}", tmp.display()))?;
-        let (w, packed) =
-            archive::write_archive(&tree, std::io::BufWriter::with_capacity(256 * 1024, f))?;
+        let (w, packed) = archive::write_archive_with(
+            &tree,
+            std::io::BufWriter::with_capacity(256 * 1024, f),
+            options,
+        )?;
         // Renamed into place so readers never see a partial archive. Not
         // fsynced: a pack output is a build artifact, re-hashed by whatever
         // uses it (publish), not state (D23); an fsync of hundreds of MB
@@ -89,11 +125,18 @@ impl Write for Sink {
 
 pub fn run(a: Args) -> Result<()> {
     super::common::existing_dir("--src", &a.src)?;
+    let mut options = a.threads.options();
+    if a.pack_format == "v1" {
+        options.format = PackFormat::V1;
+    }
     let (packed, from_git) = match &a.out {
-        Some(out) => pack_to_file(&a.src, out, a.all_files)?,
+        Some(out) => pack_to_file(&a.src, out, a.all_files, &options)?,
         None if a.hash_only => {
             let tree = archive::collect_entries(&a.src, selection(a.all_files))?;
-            (archive::write_archive(&tree, Sink)?.1, tree.from_git)
+            (
+                archive::write_archive_with(&tree, Sink, &options)?.1,
+                tree.from_git,
+            )
         }
         None => bail!("--out FILE or --hash-only is required"),
     };

@@ -79,6 +79,8 @@ pub struct Args {
     host_config: Option<std::path::PathBuf>,
     #[command(flatten)]
     store: common::StoreArgs,
+    #[command(flatten)]
+    threads: super::pack::Threads,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -158,11 +160,12 @@ pub fn stage_archive(
     all_files: bool,
     comment: Option<String>,
     out: &Path,
+    threads: &super::pack::Threads,
 ) -> Result<Option<Source>> {
     match (src, archive) {
         (Some(src), _) => {
             common::existing_dir("--src", src)?;
-            super::pack::pack_to_file(src, out, all_files)?;
+            super::pack::pack_to_file(src, out, all_files, &threads.options())?;
             Ok(source_info(src, comment))
         }
         (None, Some(archive)) => {
@@ -219,6 +222,7 @@ pub fn run(a: Args) -> Result<()> {
         a.all_files,
         a.comment.clone(),
         &archive_path,
+        &a.threads,
     )?;
     let aref = publish::hash_file(&archive_path)?;
     let now = fsutil::now_unix();

@@ -124,6 +124,8 @@ pub struct PrepareArgs {
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    threads: super::pack::Threads,
 }
 
 #[derive(clap::Args)]
@@ -186,6 +188,8 @@ pub struct CheckArgs {
     /// as not verified
     #[arg(long)]
     build: bool,
+    #[command(flatten)]
+    threads: super::pack::Threads,
     /// With --build: an extra argument for every nix call (repeatable)
     #[arg(
         long = "nix-arg",
@@ -275,6 +279,7 @@ fn prepare(a: PrepareArgs) -> Result<()> {
             a.all_files,
             a.comment.clone(),
             &archive_path,
+            &a.threads,
         )?;
         let aref = publish::hash_file(&archive_path)?;
         let mut draft = publish::draft(
@@ -499,8 +504,25 @@ fn check(a: CheckArgs) -> Result<()> {
     let work = fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-check-")
         .context("creating a private temp dir")?;
     let repacked = work.path().join("archive.tar.zst");
-    let out = fs::File::create(&repacked).context("writing the re-packed archive")?;
-    let (_, packed) = npcnix::archive::write_archive(&tree, out)?;
+    // Newest pack format first; a release packed by an older npcnix is
+    // re-derived with the format it was packed in (D: pack format v2).
+    // On a mismatch the error names the current format's archive.
+    let mut options = a.threads.options();
+    let mut current = None;
+    let mut matched = None;
+    for format in npcnix::archive::PackFormat::ALL {
+        options.format = format;
+        let out = fs::File::create(&repacked).context("writing the re-packed archive")?;
+        let (_, p) = npcnix::archive::write_archive_with(&tree, out, &options)?;
+        current.get_or_insert(p);
+        if p.blake3 == st.archive.blake3 && p.size == st.archive.size {
+            matched = Some(p);
+            break;
+        }
+    }
+    let packed = matched
+        .or(current)
+        .context("no pack format to re-pack with")?;
     if packed.blake3 != st.archive.blake3 || packed.size != st.archive.size {
         let m = ArchiveMismatch::Hash {
             got: packed.blake3,
@@ -523,16 +545,18 @@ fn check(a: CheckArgs) -> Result<()> {
                 "src": a.src,
                 "version": st.version,
                 "archive": {"blake3": packed.blake3.to_hex(), "size": packed.size},
+                "pack_format": options.format.to_string(),
                 "toplevels": toplevels,
             }));
         }
     };
     if !a.json {
         outln!(
-            "OK: re-packing {} gives exactly the archive in the statement ({}, {})",
+            "OK: re-packing {} gives exactly the archive in the statement ({}, {}, pack format {})",
             a.src.display(),
             packed.blake3,
-            super::out::size(packed.size)
+            super::out::size(packed.size),
+            options.format
         );
     }
     let Some(signed) = st.toplevels.as_ref().filter(|t| !t.is_empty()) else {

@@ -253,3 +253,227 @@ fn pack_refuses_tracked_file_below_symlinked_dir() {
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(r.stderr.contains("not a real directory"), "{}", r.stderr);
 }
+
+/// A tree whose tar stream spans several 4 MiB zstd jobs (about 14 MiB,
+/// compressible but not trivially), so worker threads really share the work.
+fn multi_job_tree(kit: &Kit, name: &str) -> std::path::PathBuf {
+    let src = kit.flake(name, "threads");
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for d in 0..4 {
+        let dir = src.join(format!("data/d{d}"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        for f in 0..7 {
+            let mut bytes = Vec::with_capacity(512 << 10);
+            while bytes.len() < (512 << 10) + f * 1000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Small alphabet: compresses about 2:1, as source code does.
+                bytes.push(b"abcdefghijklmnop \n{}=;"[(x % 22) as usize]);
+            }
+            fs::write(dir.join(format!("f{f}.nix")), bytes).expect("write");
+        }
+    }
+    src
+}
+
+fn pack_with(kit: &Kit, src: &Path, out: &str, extra: &[&str]) -> (Vec<u8>, serde_json::Value) {
+    let out = kit.path(out);
+    let mut args = vec![
+        "pack",
+        "--all-files",
+        "--src",
+        src.to_str().expect("utf8"),
+        "--out",
+        out.to_str().expect("utf8"),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let r = kit.run(&args).ok();
+    let json: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    (fs::read(out).expect("archive"), json)
+}
+
+#[test]
+fn pack_output_is_identical_for_1_2_and_4_threads() {
+    let kit = Kit::new();
+    let src = multi_job_tree(&kit, "src");
+    let (one, j1) = pack_with(&kit, &src, "t1.tar.zst", &["--threads", "1"]);
+    assert!(one.len() > 4 << 20, "the archive spans several zstd jobs");
+    let blake3 = npcnix::format::statement::Digest::of(&one).to_hex();
+    assert_eq!(
+        j1["blake3"],
+        blake3.as_str(),
+        "the printed BLAKE3 is the file's"
+    );
+    for n in ["2", "4"] {
+        let (bytes, j) = pack_with(&kit, &src, &format!("t{n}.tar.zst"), &["--threads", n]);
+        assert!(
+            bytes == one,
+            "{n} threads gave different bytes than 1 thread"
+        );
+        assert_eq!(j["blake3"], j1["blake3"], "{n} threads");
+        assert_eq!(j["size"], j1["size"], "{n} threads");
+    }
+    // The default (all cores) gives the same bytes too, and the archive is
+    // one zstd frame the hardened extractor takes (it refuses anything else).
+    let (default, _) = pack_with(&kit, &src, "default.tar.zst", &[]);
+    assert!(
+        default == one,
+        "the default thread count gave different bytes"
+    );
+    let dst = kit.path("dst");
+    fs::create_dir(&dst).expect("mkdir");
+    let stats =
+        npcnix::archive::extract(&one[..], &dst, &npcnix::archive::limits::Limits::default())
+            .expect("a multithreaded archive extracts");
+    assert_eq!(stats.files, 4 * 7 + 3);
+    assert_eq!(
+        fs::read(dst.join("data/d3/f6.nix")).expect("read"),
+        fs::read(src.join("data/d3/f6.nix")).expect("read")
+    );
+}
+
+#[test]
+fn zero_threads_is_a_usage_error() {
+    let kit = Kit::new();
+    let src = kit.flake("f", "x");
+    let r = kit.run(&[
+        "pack",
+        "--src",
+        src.to_str().expect("utf8"),
+        "--hash-only",
+        "--threads",
+        "0",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--threads"), "{}", r.stderr);
+}
+
+/// Releases packed before pack format v2 (a single-threaded zstd frame) are
+/// still re-derived by `release check`, and still pulled.
+#[test]
+fn release_check_re_derives_an_archive_packed_in_the_old_format() {
+    let kit = Kit::new();
+    let src = multi_job_tree(&kit, "src");
+    let (v1, _) = pack_with(&kit, &src, "v1.tar.zst", &["--pack-format", "v1"]);
+    let (v2, _) = pack_with(&kit, &src, "v2.tar.zst", &[]);
+    assert!(
+        v1 != v2,
+        "v1 and v2 frames differ (else there is no format to keep)"
+    );
+    let (_key, pubkey) = kit.keygen("release");
+    for (name, fmt) in [("v1", "pack format v1"), ("v2", "pack format v2")] {
+        let dir = kit.path(&format!("rel-{name}"));
+        kit.run(&[
+            "release",
+            "prepare",
+            "--remote",
+            &kit.url("prod"),
+            "--out",
+            dir.to_str().expect("utf8"),
+            "--archive",
+            kit.path(&format!("{name}.tar.zst")).to_str().expect("utf8"),
+            "--signer",
+            &pubkey,
+        ])
+        .ok();
+        let r = kit
+            .run(&[
+                "release",
+                "check",
+                dir.to_str().expect("utf8"),
+                "--src",
+                src.to_str().expect("utf8"),
+                "--all-files",
+                "--threads",
+                "2",
+            ])
+            .ok();
+        assert!(r.stdout.contains(fmt), "{name}: {}", r.stdout);
+    }
+    // A tree that changed is still refused.
+    fs::write(src.join("data/d0/f0.nix"), "changed").expect("write");
+    let r = kit.run(&[
+        "release",
+        "check",
+        kit.path("rel-v1").to_str().expect("utf8"),
+        "--src",
+        src.to_str().expect("utf8"),
+        "--all-files",
+    ]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+}
+
+/// Extraction runs zstd on a thread that the confined extracting thread
+/// spawns: that thread must be confined too (it inherits the Landlock
+/// domain), so no thread of an extraction can write outside the target.
+#[test]
+fn thread_spawned_by_the_confined_extractor_cannot_write_outside() {
+    use npcnix::archive::confine::{run_confined, Confinement, ConfinementPolicy};
+    let kit = Kit::new();
+    let inside = kit.path("tree");
+    fs::create_dir(&inside).expect("mkdir");
+    let outside = kit.path("escaped");
+    let (i2, o2) = (inside.clone(), outside.clone());
+    let (res, confinement) = run_confined(inside, ConfinementPolicy::BestEffort, move || {
+        std::thread::spawn(move || {
+            (
+                fs::write(i2.join("file"), b"fine").is_ok(),
+                fs::write(&o2, b"pwned").err().map(|e| e.kind()),
+            )
+        })
+        .join()
+        .expect("child thread")
+    });
+    let (ok_inside, outside_err) = res.expect("thread").expect("best effort runs");
+    assert!(ok_inside, "the child thread can write inside");
+    match confinement {
+        Confinement::Enforced | Confinement::Partial => {
+            assert_eq!(outside_err, Some(std::io::ErrorKind::PermissionDenied));
+            assert!(
+                !outside.exists(),
+                "the child thread's write outside must not happen"
+            );
+        }
+        Confinement::Unavailable(why) => {
+            assert!(outside_err.is_none());
+            skip(&format!(
+                "the Landlock assertion for child threads: {why}; not blocked by the kernel here"
+            ));
+        }
+    }
+}
+
+/// A large file spanning many 128 KiB chunks, and a burst of small files,
+/// come out of the two-thread extractor byte for byte.
+#[test]
+fn two_thread_extraction_round_trips_large_and_small_files() {
+    let kit = Kit::new();
+    let src = multi_job_tree(&kit, "src");
+    let big: Vec<u8> = (0..(3u32 << 20) + 12_345)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(src.join("big.bin"), &big).expect("write");
+    for i in 0..500 {
+        fs::write(src.join(format!("data/d0/s{i}")), format!("small {i}\n")).expect("write");
+    }
+    let (archive, _) = pack_with(&kit, &src, "a.tar.zst", &[]);
+    let dst = kit.path("dst");
+    fs::create_dir(&dst).expect("mkdir");
+    let stats = npcnix::archive::extract(
+        &archive[..],
+        &dst,
+        &npcnix::archive::limits::Limits::default(),
+    )
+    .expect("extracts");
+    assert_eq!(stats.files, 4 * 7 + 3 + 1 + 500);
+    assert!(
+        fs::read(dst.join("big.bin")).expect("read") == big,
+        "big.bin differs"
+    );
+    assert_eq!(
+        fs::read_to_string(dst.join("data/d0/s499")).expect("read"),
+        "small 499\n"
+    );
+}
