@@ -97,10 +97,7 @@ pub fn run(a: Args) -> Result<()> {
             let audited = audit
                 .into_iter()
                 .flatten()
-                .filter(|e| {
-                    e.remote == remote.as_str()
-                        && matches!(e.event.as_str(), "verified" | "activated" | "up-to-date")
-                })
+                .filter(|e| e.remote == remote.as_str() && journal::shows_verified(&e.event))
                 .filter_map(|e| e.version)
                 .max();
             if let Some(high) = audited.filter(|h| min_version < *h) {

@@ -64,30 +64,157 @@ pub fn clip(s: &str, max: usize) -> String {
     }
 }
 
-/// Appends `event` to the log at `path` (created 0600 if missing).
+/// Size at which the audit log is rotated: `audit.jsonl` becomes
+/// `audit.jsonl.1` (replacing the one before). A store that serves a
+/// tampered archive is refused, and audited, on every poll for as long as it
+/// does so; rotation keeps that from filling the disk, while the two files
+/// still hold months of ordinary decisions (a line is ~300 bytes).
+pub const ROTATE_AT_BYTES: u64 = 16 << 20;
+
+/// Event that opens a rotated-to log: for each remote, the highest version
+/// the rotated-out lines (and the `log-rotated` line they began with) show
+/// this host verified. `state reset` relies on it to keep the floor it
+/// derives from the audit log across any number of rotations.
+pub const ROTATED_EVENT: &str = "log-rotated";
+
+/// Events whose `version` this host verified (the evidence for a floor).
+pub fn shows_verified(event: &str) -> bool {
+    matches!(
+        event,
+        "verified" | "activated" | "up-to-date" | ROTATED_EVENT
+    )
+}
+
+/// Where the log at `path` is rotated to.
+pub fn rotated_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".1");
+    PathBuf::from(p)
+}
+
+/// Appends `event` to the log at `path` (created 0600 if missing), rotating
+/// it first when the line would take it past [`ROTATE_AT_BYTES`].
 pub fn append(path: &Path, event: &AuditEvent) -> io::Result<()> {
+    append_rotating_at(path, event, ROTATE_AT_BYTES)
+}
+
+/// [`append`] with the rotation size as a parameter (tests use small ones).
+pub fn append_rotating_at(path: &Path, event: &AuditEvent, rotate_at: u64) -> io::Result<()> {
     let mut event = event.clone();
     event.detail = event.detail.map(|d| clip(&d, DETAIL_MAX_CHARS));
     let mut line = serde_json::to_vec(&event).map_err(io::Error::other)?;
     line.push(b'\n');
-    let mut f = fs::OpenOptions::new()
+    // Writers (the agent, a manual `activate`, `pause`) serialise on an
+    // flock of the file itself. One that opened the file just before
+    // another rotated it finds a different inode at `path` once it holds
+    // the lock, and opens again; twice is enough unless rotations race
+    // faster than a line is written.
+    for _ in 0..3 {
+        let f = open_log(path)?;
+        f.lock()?;
+        if !same_file(&f, path)? {
+            continue;
+        }
+        let len = f.metadata()?.len();
+        let mut f = f;
+        if len > 0 && len + line.len() as u64 > rotate_at {
+            f = rotate(path, f, &event)?;
+        }
+        f.write_all(&line)?;
+        return f.sync_data();
+    }
+    Err(io::Error::other(format!(
+        "{} kept being rotated by another writer",
+        path.display()
+    )))
+}
+
+fn open_log(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
         .append(true)
+        .read(true)
         .create(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
-    f.write_all(&line)?;
-    f.sync_data()
+        .open(path)
 }
 
-/// Reads the log (bounded per line); malformed lines are reported, not
-/// skipped silently.
+fn same_file(f: &fs::File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = f.metadata()?;
+    Ok(match fs::symlink_metadata(path) {
+        Ok(now) => now.dev() == open.dev() && now.ino() == open.ino(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    })
+}
+
+/// Moves the log (held locked as `old`) to its rotated path and returns the
+/// new log, locked, opened by the carried-over high-water lines.
+fn rotate(path: &Path, mut old: fs::File, event: &AuditEvent) -> io::Result<fs::File> {
+    use std::io::{Read, Seek};
+    let mut bytes = Vec::new();
+    old.seek(io::SeekFrom::Start(0))?;
+    // Bounded: the file is at most ROTATE_AT_BYTES plus one line, unless
+    // something other than npcnix appended to it.
+    Read::by_ref(&mut old)
+        .take(4 * ROTATE_AT_BYTES)
+        .read_to_end(&mut bytes)?;
+    let carried = high_water(&String::from_utf8_lossy(&bytes));
+    fs::rename(path, rotated_path(path))?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    let mut new = open_log(path)?;
+    new.lock()?;
+    let mut head = Vec::new();
+    for (remote, version) in carried {
+        let mut ev = AuditEvent::new(event.time, ROTATED_EVENT, &remote);
+        ev.version = Some(version);
+        ev.detail = Some(format!(
+            "audit log rotated to {}; highest version verified for this remote before it",
+            rotated_path(path).display()
+        ));
+        head.extend(serde_json::to_vec(&ev).map_err(io::Error::other)?);
+        head.push(b'\n');
+    }
+    new.write_all(&head)?;
+    drop(old);
+    Ok(new)
+}
+
+/// Per remote, the highest version that `text`'s lines show verified.
+fn high_water(text: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut high = std::collections::BTreeMap::new();
+    for ev in text
+        .lines()
+        .filter(|l| l.len() <= 64 * 1024)
+        .filter_map(|l| serde_json::from_str::<AuditEvent>(l).ok())
+        .filter(|ev| shows_verified(&ev.event))
+    {
+        if let Some(v) = ev.version {
+            let h = high.entry(ev.remote).or_insert(v);
+            *h = (*h).max(v);
+        }
+    }
+    high
+}
+
+/// Reads the log: the rotated file's lines, then the current file's
+/// (bounded per line); malformed lines are reported, not skipped silently.
 pub fn read(path: &Path) -> io::Result<Vec<Result<AuditEvent, MalformedLine>>> {
+    let mut all = read_one(&rotated_path(path))?;
+    all.extend(read_one(path)?);
+    Ok(all)
+}
+
+fn read_one(path: &Path) -> io::Result<Vec<Result<AuditEvent, MalformedLine>>> {
     let bytes = match fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    let file = path.display().to_string();
     // A torn or corrupt byte spoils its line, not the whole log.
     let text = String::from_utf8_lossy(&bytes);
     Ok(text
@@ -96,6 +223,7 @@ pub fn read(path: &Path) -> io::Result<Vec<Result<AuditEvent, MalformedLine>>> {
         .enumerate()
         .map(|(i, l)| {
             let malformed = |detail: String| MalformedLine {
+                file: file.clone(),
                 line: i + 1,
                 detail,
             };
@@ -109,8 +237,9 @@ pub fn read(path: &Path) -> io::Result<Vec<Result<AuditEvent, MalformedLine>>> {
 
 /// An audit log line that does not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {detail}")]
+#[error("{file} line {line}: {detail}")]
 pub struct MalformedLine {
+    pub file: String,
     pub line: usize,
     pub detail: String,
 }
@@ -184,5 +313,99 @@ impl<'a> Journal<'a> {
         ev.signers = release.signers().iter().map(|k| k.to_string()).collect();
         ev.detail = detail;
         self.append(&ev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsutil::TempDir;
+
+    fn refusal(time: u64) -> AuditEvent {
+        let mut ev = AuditEvent::new(time, "rejected", "prod");
+        ev.version = Some(9);
+        ev.check = Some("archive-hash".into());
+        ev.detail = Some("the archive's BLAKE3 is not the signed one".into());
+        ev
+    }
+
+    fn verified(time: u64, remote: &str, version: u64) -> AuditEvent {
+        let mut ev = AuditEvent::new(time, "verified", remote);
+        ev.version = Some(version);
+        ev
+    }
+
+    /// A store serving a tampered archive is refused (and audited) on every
+    /// poll; the log must stay bounded and keep the floor evidence.
+    #[test]
+    fn tampered_archive_on_every_poll_keeps_the_audit_log_bounded() {
+        let dir = TempDir::new_in(&std::env::temp_dir(), "npcnix-journal-").unwrap();
+        let log = dir.path().join("audit.jsonl");
+        let rotate_at = 4096;
+        append_rotating_at(&log, &verified(1, "prod", 8), rotate_at).unwrap();
+        append_rotating_at(&log, &verified(1, "staging", 3), rotate_at).unwrap();
+        for t in 2..2000 {
+            append_rotating_at(&log, &refusal(t), rotate_at).unwrap();
+        }
+        for p in [&log, &rotated_path(&log)] {
+            let len = fs::metadata(p).unwrap().len();
+            assert!(len <= rotate_at, "{} is {len} bytes", p.display());
+        }
+        let lines: Vec<AuditEvent> = read(&log)
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        // The newest refusal is the last line read; order is kept across files.
+        assert_eq!(lines.last().unwrap().time, 1999);
+        assert!(lines.windows(2).all(|w| w[0].time <= w[1].time));
+        // The verified versions were rotated out long ago, carried forward.
+        let floor = |remote: &str| {
+            lines
+                .iter()
+                .filter(|e| e.remote == remote && shows_verified(&e.event))
+                .filter_map(|e| e.version)
+                .max()
+        };
+        assert!(!lines.iter().any(|e| e.event == "verified"));
+        assert_eq!(floor("prod"), Some(8));
+        assert_eq!(floor("staging"), Some(3));
+        let meta = fs::metadata(&log).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn concurrent_writers_lose_no_line_across_rotations() {
+        let dir = TempDir::new_in(&std::env::temp_dir(), "npcnix-journal-").unwrap();
+        let log = dir.path().join("audit.jsonl");
+        let rotate_at = 20_000;
+        std::thread::scope(|s| {
+            for w in 0..4u64 {
+                let log = &log;
+                s.spawn(move || {
+                    for i in 0..100 {
+                        append_rotating_at(log, &verified(w * 1000 + i, "prod", 1), rotate_at)
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let mut times: Vec<u64> = read(&log)
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .filter(|e| e.event == "verified")
+            .map(|e| e.time)
+            .collect();
+        // 400 lines of ~63 bytes (25 KB): exactly one rotation, so (below two
+        // rotations' worth) every line is still in one of the two files.
+        assert!(rotated_path(&log).exists());
+        times.sort();
+        assert_eq!(times.len(), 400);
+        times.dedup();
+        assert_eq!(times.len(), 400);
     }
 }
