@@ -339,25 +339,25 @@ mod tests {
     /// poll; the log must stay bounded and keep the floor evidence.
     #[test]
     fn tampered_archive_on_every_poll_keeps_the_audit_log_bounded() {
-        let dir = TempDir::new_in(&std::env::temp_dir(), "npcnix-journal-").unwrap();
+        let dir = TempDir::new_in(&std::env::temp_dir(), "npcnix-journal-").expect("temp dir");
         let log = dir.path().join("audit.jsonl");
         let rotate_at = 4096;
-        append_rotating_at(&log, &verified(1, "prod", 8), rotate_at).unwrap();
-        append_rotating_at(&log, &verified(1, "staging", 3), rotate_at).unwrap();
+        append_rotating_at(&log, &verified(1, "prod", 8), rotate_at).expect("append");
+        append_rotating_at(&log, &verified(1, "staging", 3), rotate_at).expect("append");
         for t in 2..2000 {
-            append_rotating_at(&log, &refusal(t), rotate_at).unwrap();
+            append_rotating_at(&log, &refusal(t), rotate_at).expect("append");
         }
         for p in [&log, &rotated_path(&log)] {
-            let len = fs::metadata(p).unwrap().len();
+            let len = fs::metadata(p).expect("log exists").len();
             assert!(len <= rotate_at, "{} is {len} bytes", p.display());
         }
         let lines: Vec<AuditEvent> = read(&log)
-            .unwrap()
+            .expect("read")
             .into_iter()
-            .map(Result::unwrap)
+            .map(|l| l.expect("well-formed line"))
             .collect();
         // The newest refusal is the last line read; order is kept across files.
-        assert_eq!(lines.last().unwrap().time, 1999);
+        assert_eq!(lines.last().expect("lines").time, 1999);
         assert!(lines.windows(2).all(|w| w[0].time <= w[1].time));
         // The verified versions were rotated out long ago, carried forward.
         let floor = |remote: &str| {
@@ -370,7 +370,7 @@ mod tests {
         assert!(!lines.iter().any(|e| e.event == "verified"));
         assert_eq!(floor("prod"), Some(8));
         assert_eq!(floor("staging"), Some(3));
-        let meta = fs::metadata(&log).unwrap();
+        let meta = fs::metadata(&log).expect("log exists");
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
             0o600
@@ -379,7 +379,7 @@ mod tests {
 
     #[test]
     fn concurrent_writers_lose_no_line_across_rotations() {
-        let dir = TempDir::new_in(&std::env::temp_dir(), "npcnix-journal-").unwrap();
+        let dir = TempDir::new_in(&std::env::temp_dir(), "npcnix-journal-").expect("temp dir");
         let log = dir.path().join("audit.jsonl");
         let rotate_at = 20_000;
         std::thread::scope(|s| {
@@ -388,15 +388,15 @@ mod tests {
                 s.spawn(move || {
                     for i in 0..100 {
                         append_rotating_at(log, &verified(w * 1000 + i, "prod", 1), rotate_at)
-                            .unwrap();
+                            .expect("append");
                     }
                 });
             }
         });
         let mut times: Vec<u64> = read(&log)
-            .unwrap()
+            .expect("read")
             .into_iter()
-            .map(Result::unwrap)
+            .map(|l| l.expect("well-formed line"))
             .filter(|e| e.event == "verified")
             .map(|e| e.time)
             .collect();
