@@ -6,7 +6,7 @@
   # pinned in flake.lock. (nixos-module/check verifies that this stays the
   # only input, that flake.lock pins it, and that the docs use the same
   # release.)
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   outputs = { self, nixpkgs }:
     let

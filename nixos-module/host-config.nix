@@ -6,9 +6,10 @@
 # lib.
 #
 # The Rust side parses this JSON with `deny_unknown_fields`: every key below
-# is always present (null when unset), except `lockout` and `reboot`, which
-# appear only when one of their options is set, so that configs which do not
-# use them stay readable by agents that predate them. Keep this file and the
+# is always present (null when unset), except `host_id`, `rollout`,
+# `lockout` and `reboot`, which appear only when one of their options is
+# set, so that configs which do not use them stay readable by agents that
+# predate them (and unchanged from before those options existed). Keep this file and the
 # expected files in ./tests in step; ./default.nix merges
 # services.npcnix.settings under the result.
 #
@@ -108,6 +109,8 @@ in
     zstd_window_log = cfg.limits.zstdWindowLog;
   };
 }
+// optionalAttrs (cfg.hostId != null) { host_id = cfg.hostId; }
+// optionalAttrs (cfg.rollout != null) { inherit (cfg) rollout; }
 // optionalAttrs (lockout != { }) { inherit lockout; }
 // optionalAttrs (cfg.allowReboot || cfg.rebootWindow != null) {
   reboot = {

@@ -17,6 +17,11 @@ let
   remoteNameRegex = "[a-z0-9][a-z0-9._-]{0,63}";
   remoteNameType = types.strMatching remoteNameRegex;
 
+  # A host ID: its rollout slot and its receipt's key (`hosts/<id>.json`).
+  # The agent's rule (format::rollout::is_host_id): 1-64 characters from
+  # a-z 0-9 . _ -, starting with a letter or digit.
+  hostIdType = types.strMatching "[a-z0-9][a-z0-9._-]{0,63}";
+
   absolutePath = types.strMatching "/.+";
 
   # HH:MM, 00:00-23:59 (system.autoUpgrade.rebootWindow takes any two digit
@@ -284,6 +289,35 @@ in
       description = ''
         Name of the `nixosConfigurations` attribute of the released flake
         that this host activates.
+      '';
+    };
+
+    hostId = mkOption {
+      type = types.nullOr hostIdType;
+      default = null;
+      defaultText = lib.literalMD "`null`: derived by the agent from `/etc/machine-id`";
+      example = "web1";
+      description = ''
+        This host's ID: its place in a release's signed rollout waves and the
+        key of its signed receipt in the store (`<remote>/hosts/<hostId>.json`,
+        docs/fleet.md). 1-64 characters from `a-z 0-9 . _ -`, starting with a
+        letter or digit. With Terraform, set it to the `host_id` of the
+        host's `install` module (the instance role may write only that
+        receipt key). Rendered as `host_id` when set; `null`: the agent
+        derives one from `/etc/machine-id`.
+      '';
+    };
+
+    rollout = mkOption {
+      type = types.nullOr (types.enum [ "wave" "immediate" ]);
+      default = null;
+      defaultText = lib.literalMD "`null`: the agent's default, `\"wave\"`";
+      example = "immediate";
+      description = ''
+        `wave`: wait for this host's slot in a release's signed rollout
+        plan; `immediate`: activate a verified release at once, ignoring the
+        plan (canaries). Rendered as `rollout` when set; `null`: the agent's
+        default, `wave`.
       '';
     };
 

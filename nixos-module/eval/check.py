@@ -181,11 +181,26 @@ def check_parse():
         fail(f"flake.nix inputs: expected [\"nixpkgs\"], got: {r.stdout or r.stderr}")
 
 
-# rustc of each NixOS release the flake may pin (the release's default
-# `rustc`; nixpkgs PRs #460575 (1.91.1, before the 25.11 branch-off) and
-# #470993 (1.92.0, after it)). Pinning another release means adding it here,
-# after checking its rustc against Cargo.toml's rust-version.
-RELEASE_RUSTC = {"nixos-25.11": (1, 91)}
+# rustc of each NixOS release the flake may pin: the release's default
+# `rustc` at branch-off (a later point release on the branch only raises it).
+#   nixos-25.11: 1.91.1 (nixpkgs PR #460575, merged before the branch-off;
+#                #470993, 1.92.0, after it). Too old for rust-version 1.94.1.
+#   nixos-26.05: 1.95.0 (nixpkgs PR #510674, 1.94.1 -> 1.95.0, April 2026,
+#                before the 2026-05-24 branch-off; #525279, 1.96.0, opened
+#                2026-05-28 on staging, after it).
+# Pinning another release means adding it here, after checking its rustc
+# against Cargo.toml's rust-version (docs/decisions.md).
+RELEASE_RUSTC = {"nixos-25.11": (1, 91, 1), "nixos-26.05": (1, 95, 0)}
+
+
+def version_tuple(text):
+    """Version triple as cargo reads rust-version: 1.94.1 -> (1, 94, 1), 1.94 -> (1, 94, 0)."""
+    parts = [int(p) for p in text.split(".")]
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def show(version):
+    return ".".join(str(p) for p in version)
 
 
 def check_lock():
@@ -223,12 +238,15 @@ def check_lock():
     if not isinstance(locked.get("lastModified"), int):
         problems.append("locked.lastModified is missing")
     cargo = (REPO / "Cargo.toml").read_text()
-    rv = re.search(r'^rust-version\s*=\s*"(\d+)\.(\d+)', cargo, re.M)
+    m_rv = re.search(r'^rust-version\s*=\s*"(\d+\.\d+(?:\.\d+)?)"', cargo, re.M)
+    rv = version_tuple(m_rv.group(1)) if m_rv else None
     rustc = RELEASE_RUSTC.get(ref)
     if rustc is None:
         problems.append(f"{ref}: its rustc is not recorded in RELEASE_RUSTC (eval/check.py)")
-    elif not rv or (int(rv.group(1)), int(rv.group(2))) > rustc:
-        problems.append(f"Cargo.toml rust-version {rv and rv.group(0)} is newer than {ref}'s rustc {rustc[0]}.{rustc[1]}")
+    elif rv is None:
+        problems.append("Cargo.toml has no rust-version")
+    elif rv > rustc:
+        problems.append(f"Cargo.toml rust-version {show(rv)} is newer than {ref}'s rustc {show(rustc)}")
     for doc in sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]:
         if doc.name == "decisions.md":
             continue
@@ -237,7 +255,7 @@ def check_lock():
     if problems:
         fail("flake.lock", "\n".join(problems))
     else:
-        ok(f"flake.lock pins nixpkgs {ref} at {locked['rev'][:12]} (rustc {rustc[0]}.{rustc[1]} >= rust-version {rv.group(1)}.{rv.group(2)}); docs use {ref}")
+        ok(f"flake.lock pins nixpkgs {ref} at {locked['rev'][:12]} (rustc {show(rustc)} >= rust-version {show(rv)}); docs use {ref}")
 
 
 def check_cases(lib, update):

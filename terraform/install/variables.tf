@@ -168,7 +168,7 @@ variable "extra_trusted_public_keys" {
 }
 
 variable "host_id" {
-  description = "This host's ID (`npcnix install --host-id`): the name of its receipt, <remote>/hosts/<host_id>.json, and its place in rollout waves. Pass the same value as the instance module's receipts.host_id, and set the same `services.npcnix.settings.host_id` in the host's NixOS configuration (which writes the host config from then on). 1-64 characters from a-z 0-9 - _ ., starting with a letter or digit. null: npcnix derives one from /etc/machine-id."
+  description = "This host's ID (`npcnix install --host-id`): the name of its receipt, <remote>/hosts/<host_id>.json, and its place in rollout waves. Pass the same value as the instance module's receipts.host_id, and set the same `services.npcnix.hostId` in the host's NixOS configuration (which writes the host config from then on). 1-64 characters from a-z 0-9 - _ ., starting with a letter or digit. null: npcnix derives one from /etc/machine-id."
   type        = string
   default     = null
 

@@ -121,7 +121,7 @@ variable "tags" {
 }
 
 variable "receipts" {
-  description = "Let this host write its signed receipt (read by `npcnix fleet status`) and nothing else: an inline policy on the instance role allows PutObject on exactly <remote>/hosts/<host_id>.json. host_id: the host's ID, the same as the install module's host_id (the user data must pass `--host-id '<host_id>'`, which the install module renders) and as `services.npcnix.settings.host_id` in the host's NixOS configuration. remote_url: the remote the host follows (remote_s3's `url`, s3://<bucket>/<prefix>/remotes/<name>). kms_key_arn: the store's KMS key for SSE-KMS stores (kms:GenerateDataKey via S3). null: no receipt grant (the host's receipt writes are refused; set receipts.enabled = false in its config to silence them)."
+  description = "Let this host write its signed receipt (read by `npcnix fleet status`) and nothing else: an inline policy on the instance role allows PutObject on exactly <remote>/hosts/<host_id>.json. host_id: the host's ID, the same as the install module's host_id (the user data must pass `--host-id '<host_id>'`, which the install module renders) and as `services.npcnix.hostId` in the host's NixOS configuration. remote_url: the remote the host follows (remote_s3's `url`, s3://<bucket>/<prefix>/remotes/<name>). kms_key_arn: the store's KMS key for SSE-KMS stores (kms:GenerateDataKey via S3). null: no receipt grant (the host's receipt writes are refused; set receipts.enabled = false in its config to silence them)."
   type = object({
     host_id     = string
     remote_url  = string

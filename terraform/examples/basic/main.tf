@@ -59,7 +59,7 @@ module "install_web1" {
   npcnix_flake  = var.npcnix_flake
 
   # Its name in receipts and rollout waves. The web1 NixOS configuration
-  # sets the same services.npcnix.settings.host_id.
+  # sets the same services.npcnix.hostId.
   host_id = "web1"
 }
 
