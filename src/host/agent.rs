@@ -711,7 +711,7 @@ impl Agent {
         }
         let mut system = None;
         if self.v.config.lockout.inspect && !leaving && mode != ActivationMode::DryActivate {
-            match self.inspect(plan, dir, &env, now) {
+            match self.inspect(release.statement(), plan, dir, &env, now) {
                 Ok(path) => system = Some(path),
                 Err(Inspection::Failed(message)) => {
                     return self.activation_failed(st, release, message, now)
@@ -886,6 +886,7 @@ impl Agent {
     /// (see [`crate::host::lockout`]). Returns the built system's path.
     fn inspect(
         &self,
+        release: &crate::format::statement::Statement,
         plan: &activate::Plan,
         dir: &Path,
         env: &[(&str, String)],
@@ -900,7 +901,7 @@ impl Agent {
         let view = crate::host::lockout::read_system(&built).map_err(|e| {
             Inspection::Failed(format!("reading the built system {}: {e}", built.display()))
         })?;
-        crate::host::lockout::judge(&self.v, &view, now).map_err(Inspection::Refused)?;
+        crate::host::lockout::judge(&self.v, &view, release, now).map_err(Inspection::Refused)?;
         Ok(built)
     }
 

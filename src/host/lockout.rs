@@ -19,7 +19,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::host::config::{ActivationMode, HostConfig, Validated};
+use crate::format::statement::Statement;
+use crate::host::config::{ActivationMode, HostConfig, ToplevelFallback, Validated};
 use crate::verify::{KeyScope, Refusal};
 
 /// Where the NixOS module installs the host config, relative to a toplevel.
@@ -67,11 +68,19 @@ pub fn read_system(toplevel: &Path) -> std::io::Result<SystemView> {
     })
 }
 
-/// Whether the host can still receive releases after switching to `next`:
-/// the agent is installed and enabled, its config is valid, follows the same
-/// remote (name and URL), still applies releases, and trusts at least
-/// `threshold` keys scoped to that remote that are valid now.
-pub fn judge(current: &Validated, next: &SystemView, now: u64) -> Result<(), Refusal> {
+/// Whether the host can still receive releases after switching to `next`
+/// (built from `release`): the agent is installed and enabled, its config is
+/// valid, follows the same remote (name and URL), still applies releases,
+/// trusts at least `threshold` keys scoped to that remote that are valid
+/// now, and would not refuse every later release like this one (a version
+/// jump of 0, limits below this release's archive, `toplevel` mode that
+/// refuses releases without a signed system path when this one has none).
+pub fn judge(
+    current: &Validated,
+    next: &SystemView,
+    release: &Statement,
+    now: u64,
+) -> Result<(), Refusal> {
     let refuse = |what: String| {
         Err(Refusal::WouldLockOut(format!(
             "the built system {} {what}; the host would stop receiving releases (a release that retires this host must list it in `decommission`)",
@@ -145,6 +154,33 @@ pub fn judge(current: &Validated, next: &SystemView, now: u64) -> Result<(), Ref
             v.policy.threshold
         ));
     }
+    // Settings under which the new agent polls and confirms, then refuses
+    // every later release: as stranded as a host without an agent.
+    if v.policy.max_version_jump == Some(0) {
+        return refuse(
+            "sets policy.max_version_jump = 0, which refuses every later version".into(),
+        );
+    }
+    if v.limits.archive_bytes < release.archive.size {
+        return refuse(format!(
+            "sets limits.archive_bytes = {}, below this release's own archive ({} bytes), so releases like it would be refused",
+            v.limits.archive_bytes, release.archive.size
+        ));
+    }
+    let cfg = &v.config.activation;
+    let signed_system = release
+        .toplevels
+        .as_ref()
+        .is_some_and(|t| t.contains_key(&v.config.configuration));
+    if cfg.mode == ActivationMode::Toplevel
+        && cfg.toplevel_fallback == ToplevelFallback::Refuse
+        && !signed_system
+    {
+        return refuse(format!(
+            "applies only signed system paths (activation.mode = toplevel, toplevel_fallback = refuse), but this release signs none for {:?}, so releases like it would be refused",
+            v.config.configuration
+        ));
+    }
     Ok(())
 }
 
@@ -181,6 +217,26 @@ mod tests {
         }
     }
 
+    /// The release being inspected: a 1234-byte archive, no system paths.
+    fn rel() -> Statement {
+        Statement {
+            kind: crate::format::statement::STATEMENT_TYPE.into(),
+            remote: crate::format::remote::RemoteName::new("prod").expect("name"),
+            version: 2,
+            previous: None,
+            archive: crate::format::statement::ArchiveRef {
+                blake3: crate::format::statement::Digest([9; 32]),
+                size: 1234,
+            },
+            created: 1_700_000_000,
+            expires: None,
+            source: None,
+            toplevels: None,
+            decommission: None,
+            rollout: None,
+        }
+    }
+
     fn check(r: Result<(), Refusal>, needle: &str) {
         let e = r.expect_err(needle);
         assert_eq!(e.check().name(), "would-lock-out");
@@ -193,6 +249,7 @@ mod tests {
         judge(
             &cur,
             &view(Some(config(&key, "prod", "file:///srv/prod", 1))),
+            &rel(),
             0,
         )
         .expect("same config");
@@ -203,10 +260,10 @@ mod tests {
         let (cur, key) = setup();
         let mut v = view(Some(config(&key, "prod", "file:///srv/prod", 1)));
         v.enabled = false;
-        check(judge(&cur, &v, 0), "at boot");
+        check(judge(&cur, &v, &rel(), 0), "at boot");
         v.unit = false;
-        check(judge(&cur, &v, 0), "no npcnix agent");
-        check(judge(&cur, &view(None), 0), "no host config");
+        check(judge(&cur, &v, &rel(), 0), "no npcnix agent");
+        check(judge(&cur, &view(None), &rel(), 0), "no host config");
     }
 
     #[test]
@@ -220,6 +277,7 @@ mod tests {
             judge(
                 &cur,
                 &view(Some(config(&key, "dev", "file:///srv/dev", 1))),
+                &rel(),
                 0,
             ),
             "follows remote \"dev\"",
@@ -228,18 +286,20 @@ mod tests {
             judge(
                 &cur,
                 &view(Some(config(&key, "prod", "file:///elsewhere/prod", 1))),
+                &rel(),
                 0,
             ),
             "fetches from",
         );
         check(
-            judge(&cur, &view(Some(b"{not json".to_vec())), 0),
+            judge(&cur, &view(Some(b"{not json".to_vec())), &rel(), 0),
             "would refuse",
         );
         // A key rotation is fine: the new key is scoped to the remote.
         judge(
             &cur,
             &view(Some(config(&other, "prod", "file:///srv/prod", 1))),
+            &rel(),
             0,
         )
         .expect("rotated key");
@@ -250,8 +310,43 @@ mod tests {
                 r#""remotes":["prod"],"not_after":100"#,
             );
         check(
-            judge(&cur, &view(Some(expired.into_bytes())), 200),
+            judge(&cur, &view(Some(expired.into_bytes())), &rel(), 200),
             "trusts 0 unexpired key(s)",
         );
+    }
+
+    /// The new agent would poll and confirm, then refuse every later
+    /// release: a host stranded as surely as one without an agent.
+    #[test]
+    fn config_that_polls_but_refuses_every_later_release_is_refused() {
+        let (cur, key) = setup();
+        let with = |extra: &str| {
+            let base =
+                String::from_utf8(config(&key, "prod", "file:///srv/prod", 1)).expect("utf8");
+            let cut = base.rfind('}').expect("object");
+            view(Some(format!("{},{extra}}}", &base[..cut]).into_bytes()))
+        };
+        check(
+            judge(&cur, &with(r#""policy":{"max_version_jump":0}"#), &rel(), 0),
+            "max_version_jump = 0",
+        );
+        judge(&cur, &with(r#""policy":{"max_version_jump":1}"#), &rel(), 0).expect("jump 1");
+        check(
+            judge(&cur, &with(r#""limits":{"archive_bytes":1000}"#), &rel(), 0),
+            "below this release's own archive (1234 bytes)",
+        );
+        judge(&cur, &with(r#""limits":{"archive_bytes":1234}"#), &rel(), 0).expect("fits");
+        let toplevel = with(r#""activation":{"mode":"toplevel","toplevel_fallback":"refuse"}"#);
+        check(judge(&cur, &toplevel, &rel(), 0), "signs none for \"web\"");
+        let mut signed = rel();
+        signed.toplevels = Some(
+            [(
+                "web".to_owned(),
+                "/nix/store/00000000000000000000000000000000-nixos-system-web".to_owned(),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        judge(&cur, &toplevel, &signed, 0).expect("a signed system path for web");
     }
 }

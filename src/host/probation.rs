@@ -158,9 +158,13 @@ pub fn save(data: &DataDir, remote: &str, pr: Option<&Probation>) -> Result<(), 
         source,
     };
     match pr {
+        // The removal is made durable: a confirmation lost to a power cut
+        // would bring the record back, and the next start would roll back
+        // (and mark bad) a release that was confirmed.
         None => match fs::remove_file(&p) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(e)),
-            _ => Ok(()),
+            Err(_) => Ok(()),
+            Ok(()) => fsutil::sync_dir(&data.root.join("probation")).map_err(io_err),
         },
         Some(pr) => {
             let dir = data.root.join("probation");

@@ -106,6 +106,35 @@ fn release_that_drops_the_key_for_this_remote_or_moves_the_host_is_refused() {
 }
 
 #[test]
+fn release_whose_agent_would_refuse_every_later_version_is_refused() {
+    let h = Host::new();
+    h.publish("v1");
+    assert_eq!(h.once().0, "activated");
+    // The new system's agent would poll and confirm, then refuse v3 onwards.
+    let mut cfg = h.config();
+    cfg["policy"] = serde_json::json!({"max_version_jump": 0});
+    publish_with(&h, "v2", &[("npcnix-config.json", cfg.to_string())], &[]);
+    let (label, r) = h.once();
+    assert_eq!(label, "rejected", "{}", r.stderr);
+    assert!(r.stderr.contains("would-lock-out"), "{}", r.stderr);
+    assert!(r.stderr.contains("max_version_jump = 0"), "{}", r.stderr);
+    assert_eq!(switches(&h), 1, "version 2 was never switched to");
+    // Limits its own archive does not fit.
+    let mut cfg = h.config();
+    cfg["limits"] = serde_json::json!({"archive_bytes": 100});
+    publish_with(&h, "v3", &[("npcnix-config.json", cfg.to_string())], &[]);
+    let (label, r) = h.once();
+    assert_eq!(label, "rejected", "{}", r.stderr);
+    assert!(
+        r.stderr.contains("limits.archive_bytes = 100"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(switches(&h), 1);
+    assert_eq!(h.status()["active_version"], 1);
+}
+
+#[test]
 fn decommission_in_the_signed_statement_retires_the_host_on_purpose() {
     let h = Host::new();
     publish_with(
