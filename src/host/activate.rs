@@ -272,6 +272,17 @@ impl Activator {
         }
     }
 
+    /// Activates `system` (a system that ran before) with `action`, without
+    /// touching the profile: the exact undo of a `test` activation.
+    pub fn restore(
+        &self,
+        system: &Path,
+        action: &str,
+        env: &[(&str, String)],
+    ) -> Result<(), ActivationError> {
+        self.switch_to(system, action, env)
+    }
+
     /// Returns the system to the previous generation.
     pub fn roll_back(&self, plan: &Plan, env: &[(&str, String)]) -> Result<(), ActivationError> {
         if self.effective_mode() == ActivationMode::DryActivate {

@@ -44,6 +44,8 @@ pub const MAX_ACTIVATION_ATTEMPTS: u32 = 3;
 pub enum FaultPoint {
     AfterRecord,
     BeforeActivate,
+    /// Probation armed, the switch not started.
+    AfterArm,
     AfterActivate,
 }
 
@@ -52,6 +54,7 @@ impl FaultPoint {
         match self {
             FaultPoint::AfterRecord => "after-record",
             FaultPoint::BeforeActivate => "before-activate",
+            FaultPoint::AfterArm => "after-arm",
             FaultPoint::AfterActivate => "after-activate",
         }
     }
@@ -756,6 +759,7 @@ impl Agent {
             }),
             now,
         );
+        (self.hooks.fault)(FaultPoint::AfterArm);
         let failure = self.activator.apply(plan, dir, &env).err().map(|e| e.0);
         (self.hooks.fault)(FaultPoint::AfterActivate);
         if let Some(message) = failure {
@@ -955,6 +959,11 @@ impl Agent {
                 program: self.system.watchdog.which(&self.activator.program),
                 mode,
                 profile: self.activator.profile.clone(),
+                restore: probation::RestorePoint::observe(
+                    mode,
+                    &self.system.run_dir,
+                    &self.activator.profile,
+                ),
             },
             watchdog_unit: None,
             system,

@@ -43,6 +43,39 @@ pub struct RollbackPlan {
     /// The mode the release was applied with (`switch`, `test`, `boot`).
     pub mode: ActivationMode,
     pub profile: PathBuf,
+    /// The system to return to, observed when the probation was armed
+    /// (`None` where it could not be read: no `/run/current-system`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestorePoint>,
+}
+
+/// Where the system before a release was observed, and what it was: the
+/// running system (`/run/current-system`) for `switch` and `test`, the boot
+/// default (the system profile) for `boot`. A rollback that finds `link`
+/// still at `target` has nothing to undo (the agent was stopped between
+/// arming and switching), and one that ran is checked to have arrived there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestorePoint {
+    pub link: PathBuf,
+    pub target: PathBuf,
+}
+
+impl RestorePoint {
+    /// Observes the system a release applied with `mode` replaces.
+    pub fn observe(mode: ActivationMode, run_dir: &Path, profile: &Path) -> Option<RestorePoint> {
+        let link = match mode {
+            ActivationMode::Boot => profile.to_path_buf(),
+            _ => run_dir.join("current-system"),
+        };
+        let target = fs::canonicalize(&link).ok()?;
+        Some(RestorePoint { link, target })
+    }
+
+    /// Whether `link` points at `target` now.
+    pub fn holds(&self) -> bool {
+        fs::canonicalize(&self.link).is_ok_and(|t| t == self.target)
+    }
 }
 
 /// A release applied but not yet confirmed.
@@ -231,9 +264,25 @@ pub fn roll_back_locked(
         ("NPCNIX_VERSION", pr.version.to_string()),
         ("NPCNIX_STATEMENT", pr.statement.to_hex()),
     ];
-    let note = match activator.roll_back(&plan, &env) {
-        Ok(()) => "rolled back to the previous generation".to_owned(),
-        Err(e) => format!("ROLLBACK FAILED: {e}"),
+    let note = match &pr.rollback.restore {
+        // Stopped between arming and switching: rolling back now would step
+        // one generation *behind* the system that runs.
+        Some(r) if r.holds() => format!(
+            "nothing to undo: {} is still {}, the system from before the release",
+            r.link.display(),
+            r.target.display()
+        ),
+        // `nixos-rebuild test --rollback` activates the generation before
+        // the profile's current one, one older than what ran before a
+        // `test` release (which adds no generation): go back to exactly it.
+        Some(r) if pr.rollback.mode == ActivationMode::Test => {
+            checked(activator.restore(&r.target, "test", &env), r)
+        }
+        Some(r) => checked(activator.roll_back(&plan, &env), r),
+        None => match activator.roll_back(&plan, &env) {
+            Ok(()) => "rolled back to the previous generation".to_owned(),
+            Err(e) => format!("ROLLBACK FAILED: {e}"),
+        },
     };
     let mut st = data.load()?;
     let rs = st.remote_mut(remote);
@@ -258,6 +307,21 @@ pub fn roll_back_locked(
     ev.detail = Some(format!("unconfirmed: {reason}; {note}"));
     let _ = journal.append(&ev);
     Ok(Some((pr.version, format!("unconfirmed: {reason}; {note}"))))
+}
+
+/// What a rollback towards `r` achieved, in the audit log's words.
+fn checked(res: Result<(), crate::host::activate::ActivationError>, r: &RestorePoint) -> String {
+    match res {
+        Err(e) => format!("ROLLBACK FAILED: {e}"),
+        Ok(()) if r.holds() => format!("rolled back to {}", r.target.display()),
+        Ok(()) => format!(
+            "ROLLBACK INCOMPLETE: {} is {}, not {} as before the release",
+            r.link.display(),
+            fs::canonicalize(&r.link)
+                .map_or_else(|e| format!("unreadable ({e})"), |t| t.display().to_string()),
+            r.target.display()
+        ),
+    }
 }
 
 /// The deadline keeper outside the agent's service.

@@ -299,6 +299,126 @@ fn agent_killed_right_after_the_switch_and_not_back_before_the_deadline_reverts(
     assert_eq!(switches(&h), 1);
 }
 
+/// Gives `h` a running system, `sys-before` (whose switch-to-configuration
+/// stand-in logs `stc <action>` and makes itself the running system), as
+/// the newest of two generations; returns its path.
+fn running_system(h: &Host) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let run = h.kit.path("run");
+    let before = h.kit.path("sys-before");
+    fs::create_dir_all(before.join("bin")).expect("mkdir");
+    fs::create_dir_all(h.kit.path("sys-older")).expect("mkdir");
+    fs::create_dir_all(&run).expect("mkdir");
+    let stc = before.join("bin/switch-to-configuration");
+    fs::write(
+        &stc,
+        format!(
+            "#!/bin/sh\necho \"stc $1\" >> {log}\nln -sfn {me} {run}/current-system\n",
+            log = h.kit.path("bin/rebuild.log").display(),
+            me = before.display(),
+            run = run.display()
+        ),
+    )
+    .expect("write");
+    fs::set_permissions(&stc, fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::symlink(&before, run.join("current-system")).expect("link");
+    fs::write(
+        h.kit.path("bin/generations"),
+        format!(
+            "{}\n{}\n",
+            h.kit.path("sys-older").display(),
+            before.display()
+        ),
+    )
+    .expect("write");
+    fs::canonicalize(before).expect("canonical")
+}
+
+fn running(h: &Host) -> std::path::PathBuf {
+    fs::canonicalize(h.kit.path("run/current-system")).expect("current-system")
+}
+
+fn rolled_back_detail(h: &Host) -> String {
+    events(h, "rolled-back")[0]["detail"]
+        .as_str()
+        .expect("detail")
+        .to_owned()
+}
+
+#[test]
+fn agent_killed_between_arming_and_switching_is_not_rolled_back_past_the_running_system() {
+    let h = host(serde_json::json!({"probation_secs": 5}));
+    let before = running_system(&h);
+    h.publish("v1");
+    let r = h
+        .agent_cmd(&["follow", "--once"])
+        .env("NPCNIX_TEST_FAULT", "after-arm")
+        .output()
+        .expect("run");
+    assert!(!r.status.success(), "the fault aborted the agent");
+    assert_eq!(switches(&h), 0);
+    wait_for("the watchdog", Duration::from_secs(30), || {
+        !events(&h, "rolled-back").is_empty()
+    });
+    // `switch --rollback` here would have stepped back to sys-older.
+    assert!(
+        !h.rebuild_log().contains("--rollback"),
+        "{}",
+        h.rebuild_log()
+    );
+    assert_eq!(running(&h), before);
+    assert!(
+        rolled_back_detail(&h).contains("nothing to undo"),
+        "{}",
+        rolled_back_detail(&h)
+    );
+    assert_eq!(h.status()["bad_releases"][0]["version"], 1);
+}
+
+#[test]
+fn unconfirmed_switch_returns_to_the_system_before_it_and_the_audit_log_says_so() {
+    let h = host(serde_json::json!({"probation_secs": 5}));
+    let before = running_system(&h);
+    h.publish("v1");
+    assert_eq!(h.once().0, "activated");
+    assert_ne!(running(&h), before, "the switch moved the running system");
+    wait_for("the watchdog", Duration::from_secs(30), || {
+        !events(&h, "rolled-back").is_empty()
+    });
+    assert!(h.rebuild_log().contains("start switch --rollback"));
+    assert_eq!(running(&h), before);
+    let detail = rolled_back_detail(&h);
+    assert!(
+        detail.contains(&format!("rolled back to {}", before.display())),
+        "{detail}"
+    );
+}
+
+#[test]
+fn unconfirmed_test_activation_returns_to_exactly_the_running_system_not_an_older_generation() {
+    let h = Host::with(|c| {
+        c["lockout"] = serde_json::json!({"probation_secs": 5});
+        c["activation"]["mode"] = serde_json::json!("test");
+    });
+    let before = running_system(&h);
+    h.publish("v1");
+    assert_eq!(h.once().0, "activated");
+    assert_ne!(running(&h), before);
+    wait_for("the watchdog", Duration::from_secs(30), || {
+        !events(&h, "rolled-back").is_empty()
+    });
+    // `nixos-rebuild test --rollback` would run sys-older, the generation
+    // before the newest; the system that ran before is sys-before.
+    assert!(
+        !h.rebuild_log().contains("--rollback"),
+        "{}",
+        h.rebuild_log()
+    );
+    assert!(h.rebuild_log().contains("stc test"), "{}", h.rebuild_log());
+    assert_eq!(running(&h), before);
+    assert!(rolled_back_detail(&h).contains("rolled back to"));
+}
+
 #[test]
 fn expired_probation_found_at_start_is_rolled_back_by_the_agent_itself() {
     // No watchdog (a host without systemd, or a reboot that dropped the

@@ -12,7 +12,8 @@ use super::{Kit, Run};
 /// `fail` exists next to the log; sleeps when `slow` exists; installs the
 /// flake's `npcnix-config.json` as the host config, as a NixOS switch would.
 /// `build` leaves a `result` link to a system shaped like a NixOS one (see
-/// the script).
+/// the script). Where a test made `<run>/current-system`, switches and
+/// rollbacks move it (and `bin/generations`) as NixOS would.
 pub const FAKE_REBUILD: &str = r#"#!/bin/sh
 dir=$(dirname "$0")
 marker=""
@@ -55,6 +56,28 @@ echo "start $* | $marker" >> "$dir/rebuild.log"
 if [ -f "$dir/slow" ]; then touch "$dir/started"; sleep 2; fi
 echo "end $*" >> "$dir/rebuild.log"
 if [ -f "$dir/fail" ]; then exit 1; fi
+# With a running system (a test made $NPCNIX_TEST_RUN_DIR/current-system),
+# act on it as NixOS does: switch and test point it at the new system,
+# switch and boot add a generation ($dir/generations, one path a line);
+# --rollback: switch and boot drop the newest generation (switch then runs
+# the one left newest), test runs the generation before the newest.
+run="$NPCNIX_TEST_RUN_DIR/current-system"
+if [ -L "$run" ]; then
+  gens="$dir/generations"
+  case " $* " in
+    *" --rollback "*)
+      case "$1" in
+        switch) sed -i '$d' "$gens"; ln -sfn "$(tail -n1 "$gens")" "$run" ;;
+        boot) sed -i '$d' "$gens" ;;
+        test) ln -sfn "$(tail -n2 "$gens" | head -n1)" "$run" ;;
+      esac ;;
+    *)
+      new="$dir/systems/active-$marker"
+      mkdir -p "$new"
+      case "$1" in switch|boot) echo "$new" >> "$gens" ;; esac
+      case "$1" in switch|test) ln -sfn "$new" "$run" ;; esac ;;
+  esac
+fi
 exit 0
 "#;
 
