@@ -1163,6 +1163,22 @@ impl Agent {
         if probation::load(&self.data, self.remote())?.as_ref() != Some(&pr) {
             return Ok(None);
         }
+        if let Some(system) = &pr.system {
+            let running = fs::canonicalize(self.system.run_dir.join("current-system")).ok();
+            let verdict = crate::host::lockout::read_system(system)
+                .map_err(|e| format!("reading {}: {e}", system.display()))
+                .and_then(|next| {
+                    crate::host::lockout::may_confirm(&self.v.config, running.as_deref(), &next)
+                });
+            if let Err(why) = verdict {
+                (self.hooks.warn)(&format!(
+                    "not confirming version {} yet: {why}; it is rolled back at {} unless the new system's agent confirms it",
+                    pr.version,
+                    pr.deadline.map_or_else(String::new, crate::format::time::rfc3339)
+                ));
+                return Ok(None);
+            }
+        }
         if let Some(h) = &self.v.config.health_check {
             let env = [
                 ("NPCNIX_REMOTE", self.remote().to_owned()),

@@ -184,6 +184,37 @@ pub fn judge(
     Ok(())
 }
 
+/// Whether an agent running `mine`, on the system `running` (the canonical
+/// `/run/current-system`, when readable), may confirm the release whose
+/// system is `next`: it must run in that system and with that system's host
+/// config. So an agent left over from before the switch (a `follow`
+/// without `--exit-after-switch`, or one the switch did not restart)
+/// cannot vouch for a new system it never ran; `Err` says why.
+pub fn may_confirm(
+    mine: &HostConfig,
+    running: Option<&Path>,
+    next: &SystemView,
+) -> Result<(), String> {
+    if let Some(r) = running {
+        if r != next.path {
+            return Err(format!(
+                "the running system is {}, not the release's {}",
+                r.display(),
+                next.path.display()
+            ));
+        }
+    }
+    match next.config.as_deref().map(HostConfig::parse) {
+        Some(Ok(c)) if &c == mine => Ok(()),
+        Some(Ok(_)) => Err(format!(
+            "this agent runs another host config than {}'s (the new system's agent must confirm)",
+            next.path.display()
+        )),
+        Some(Err(e)) => Err(format!("{}'s host config: {e}", next.path.display())),
+        None => Err(format!("{} has no host config", next.path.display())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,5 +379,23 @@ mod tests {
             .collect(),
         );
         judge(&cur, &toplevel, &signed, 0).expect("a signed system path for web");
+    }
+
+    #[test]
+    fn only_an_agent_running_the_new_system_and_its_config_may_confirm() {
+        let (cur, key) = setup();
+        let next = view(Some(config(&key, "prod", "file:///srv/prod", 1)));
+        may_confirm(&cur.config, None, &next).expect("same config, running unknown");
+        may_confirm(&cur.config, Some(&next.path), &next).expect("running it");
+        let old = std::path::Path::new("/nix/store/y-nixos-system");
+        let e = may_confirm(&cur.config, Some(old), &next).expect_err("old system");
+        assert!(
+            e.contains("the running system is /nix/store/y-nixos-system"),
+            "{e}"
+        );
+        let rotated = view(Some(config(&key, "prod", "file:///srv/prod", 2)));
+        let e = may_confirm(&cur.config, None, &rotated).expect_err("old config");
+        assert!(e.contains("another host config"), "{e}");
+        assert!(may_confirm(&cur.config, None, &view(None)).is_err());
     }
 }

@@ -345,6 +345,57 @@ fn rolled_back_detail(h: &Host) -> String {
         .to_owned()
 }
 
+/// The system the stand-in built last (what a switch runs).
+fn built_system(h: &Host) -> std::path::PathBuf {
+    let dir = h.kit.path("bin/systems");
+    let last = fs::read_dir(&dir)
+        .expect("systems")
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().ends_with(".last"))
+        .expect("a build");
+    let path = fs::read_to_string(last.path()).expect("read");
+    fs::canonicalize(path.trim()).expect("canonical")
+}
+
+fn relink(link: &std::path::Path, to: &std::path::Path) {
+    fs::remove_file(link).expect("unlink");
+    std::os::unix::fs::symlink(to, link).expect("link");
+}
+
+#[test]
+fn agent_not_running_the_new_system_or_its_config_does_not_confirm() {
+    let h = host(serde_json::json!({"probation_secs": 60}));
+    let before = running_system(&h);
+    h.publish("v1");
+    assert_eq!(h.once().0, "activated");
+    let new = built_system(&h);
+    assert_eq!(running(&h), new, "the switch runs the inspected system");
+    // The old system still runs (a switch that did not take).
+    relink(&h.kit.path("run/current-system"), &before);
+    let (_, r) = h.once();
+    assert!(
+        r.stderr.contains("not confirming version 1 yet"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("the running system is"), "{}", r.stderr);
+    assert!(events(&h, "confirmed").is_empty());
+    // The new system runs, but this agent has another host config.
+    relink(&h.kit.path("run/current-system"), &new);
+    let own = h.config();
+    let mut other = own.clone();
+    other["poll"]["interval_secs"] = serde_json::json!(17);
+    h.set_config(&other);
+    let (_, r) = h.once();
+    assert!(r.stderr.contains("another host config"), "{}", r.stderr);
+    assert!(events(&h, "confirmed").is_empty());
+    // The new system's agent, with its own config: confirmed.
+    h.set_config(&own);
+    h.once();
+    assert_eq!(events(&h, "confirmed").len(), 1);
+    assert!(h.status()["probation"].is_null());
+}
+
 #[test]
 fn agent_killed_between_arming_and_switching_is_not_rolled_back_past_the_running_system() {
     let h = host(serde_json::json!({"probation_secs": 5}));

@@ -45,6 +45,7 @@ if [ "$1" = build ]; then
     ln -s ../npcnix.service "$out/etc/systemd/system/multi-user.target.wants/npcnix.service"
   fi
   ln -sfn "$out" result
+  echo "$out" > "$dir/systems/$marker.last"
   exit 0
 fi
 # What a NixOS switch does for the npcnix module: install the host config
@@ -73,6 +74,7 @@ if [ -L "$run" ]; then
       esac ;;
     *)
       new="$dir/systems/active-$marker"
+      if [ -f "$dir/systems/$marker.last" ]; then new=$(cat "$dir/systems/$marker.last"); fi
       mkdir -p "$new"
       case "$1" in switch|boot) echo "$new" >> "$gens" ;; esac
       case "$1" in switch|test) ln -sfn "$new" "$run" ;; esac ;;
