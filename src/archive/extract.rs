@@ -37,11 +37,23 @@
 //! confined extraction ([`crate::archive::confine`]): every thread of an
 //! extraction is confined, and only the calling thread writes.
 //!
-//! Memory: the zstd window (at most `2^limits.zstd_window_log`, 8 MiB by
-//! default; 2 MiB in every archive npcnix packs), zstd's input buffer and
-//! block buffers (about 0.4 MiB), the chunks (at most
-//! `CHUNKS_IN_FLIGHT + 2` x 128 KiB = 0.75 MiB), one 128 KiB write buffer,
-//! and the path sets (bounded by `limits.entries`).
+//! **Creating files.** Every entry is created relative to its parent
+//! directory's fd (`mkdirat`, `openat(O_CREAT|O_EXCL|O_NOFOLLOW)`,
+//! `symlinkat`), the parent opened from the root one component at a time
+//! with `O_NOFOLLOW|O_DIRECTORY` and kept open while entries of the same
+//! directory follow (`DirChain`): the kernel looks up one name per file,
+//! not the whole path, and no symlink is ever followed on the way.
+//!
+//! Memory (heap; the process adds its binary, libc and stacks, about
+//! 9 MiB, see `bench/analysis.md`): the zstd window (at most
+//! `2^limits.zstd_window_log`: 2 MiB by default, the window of every
+//! archive npcnix packs) and zstd's block buffers (about 0.4 MiB), one
+//! [`INPUT_BYTES`] input buffer (128 KiB), the chunks (at most
+//! `CHUNKS_IN_FLIGHT + 2` x 64 KiB = 256 KiB), one 64 KiB write buffer,
+//! and the set of paths seen (`PathSet`): 9 bytes a slot of a hash table
+//! (8-byte keyed hash plus control byte) at a load of 7/16 to 7/8, i.e.
+//! 10-21 bytes an entry, plus the old table while it grows (150-220 KiB
+//! for 8.6k entries; 2.3-3.4 MiB at the 200,000-entry limit).
 
 use std::collections::HashSet;
 use std::fs;
@@ -63,15 +75,21 @@ const ZSTD_FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// Zero padding tolerated after the tar end-of-archive marker (GNU tar pads
 /// to a 10 KiB record; anything much bigger is not padding).
 const MAX_TRAILING_PADDING: u64 = 64 * 1024;
-/// Memory bound for the duplicate/parent sets.
+/// Most bytes of entry paths one archive may carry (a sanity bound kept
+/// from when the duplicate/parent sets held paths; they hold hashes now).
 const MAX_PATH_BYTES_HELD: u64 = 64 << 20;
 /// Decompressed bytes per chunk handed from the zstd thread to the writer:
-/// zstd's block size, big enough that a typical flake file (a few KiB) is
-/// a small part of one chunk and a large file is written in 128 KiB writes.
-pub const CHUNK_BYTES: usize = 128 << 10;
-/// Chunks waiting in the channel: enough for the zstd thread to run ahead
-/// over a burst of small files, few enough to stay well under 1 MiB.
-pub const CHUNKS_IN_FLIGHT: usize = 4;
+/// big enough that a typical flake file (a few KiB) is a small part of one
+/// chunk and a large file is written in 64 KiB writes, small enough to keep
+/// the ring and the write buffer at 320 KiB together.
+pub const CHUNK_BYTES: usize = 64 << 10;
+/// Chunks waiting in the channel: the zstd thread runs ahead by up to
+/// 128 KiB (about 20 typical flake files); the ring is
+/// `CHUNKS_IN_FLIGHT + 2` chunks, 256 KiB.
+pub const CHUNKS_IN_FLIGHT: usize = 2;
+/// The archive is read in `read(2)`s of this size into the one input buffer
+/// zstd decodes from (zstd's own input block size).
+pub const INPUT_BYTES: usize = 128 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -123,10 +141,13 @@ fn join(root: &Path, p: &EntryPath) -> PathBuf {
 /// existing, empty directory that only this process can write to.
 /// Decompression runs on a second thread (see the module docs).
 pub fn extract<R: Read + Send>(
-    mut input: R,
+    input: R,
     root: &Path,
     limits: &Limits,
 ) -> Result<ExtractStats, ExtractError> {
+    // The only input buffer: zstd decodes from it directly (no second
+    // buffer inside the decoder), so callers pass an unbuffered reader.
+    let mut input = io::BufReader::with_capacity(INPUT_BYTES, input);
     // Exactly one zstd frame: it must start at byte 0 (a skippable frame,
     // opaque bytes the protocol says cannot be there, is refused), the
     // decoder stops at its end, and nothing may follow it (checked below).
@@ -142,7 +163,7 @@ pub fn extract<R: Read + Send>(
         };
         return Err(ExtractError::Refused(what.into()));
     }
-    let mut dec = zstd::stream::read::Decoder::new(io::Cursor::new(magic).chain(input))
+    let mut dec = zstd::stream::read::Decoder::with_buffer(io::Cursor::new(magic).chain(input))
         .map_err(refuse_read)?
         .single_frame();
     dec.window_log_max(limits.zstd_window_log)
@@ -293,7 +314,6 @@ fn extract_tar<R: Read>(
     // The duplicate and parent checks keep a keyed 64-bit hash of each
     // path, not the path (8 bytes a slot; see `PathSet`).
     let mut seen = PathSet::new();
-    let mut dirs = PathSet::new();
     let mut chain = DirChain::new(root).map_err(|e| ExtractError::Io {
         path: root.to_owned(),
         source: e,
@@ -366,11 +386,11 @@ fn extract_tar<R: Read>(
                 "entry paths total more than 64 MiB".into(),
             ));
         }
-        if !seen.insert(path.as_display()) {
+        if !seen.insert(path.as_display(), kind == tar::EntryType::Directory) {
             return Err(ExtractError::entry(&shown, "duplicate entry"));
         }
         let (parent, name) = split_entry(&path);
-        if !parent.is_empty() && !dirs.contains(parent) {
+        if !parent.is_empty() && !seen.is_dir(parent) {
             return Err(ExtractError::entry(
                 &shown,
                 "its parent is not a directory created earlier in this archive",
@@ -395,7 +415,6 @@ fn extract_tar<R: Read>(
             tar::EntryType::Directory => {
                 rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755))
                     .map_err(|e| io_or_refuse(&shown, &dest(), errno_io(e)))?;
-                dirs.insert(path.as_display());
                 stats.dirs += 1;
             }
             tar::EntryType::Regular => {
@@ -506,16 +525,17 @@ fn extract_tar<R: Read>(
     Ok(stats)
 }
 
-/// A set of entry paths kept as keyed 64-bit hashes: 8 bytes a slot (plus
-/// the table's control byte) instead of the path, so an 8.6k-entry tree
-/// holds about 150 KiB instead of about 1 MiB, and the set's size no
-/// longer depends on path lengths. The key is random per extraction
-/// (std's SipHash-1-3 `RandomState`), so an archive cannot be built to
-/// collide. A collision (about n^2 / 2^65: 1e-9 at the 200,000-entry
-/// default limit) can only fail closed: a false "duplicate entry" refuses
-/// the archive, and a false "parent is a directory" is still refused by
-/// the kernel, which opens every parent with `O_DIRECTORY | O_NOFOLLOW`
-/// (see `DirChain`).
+/// The entry paths seen so far, kept as keyed 64-bit hashes in one table:
+/// 8 bytes a slot (plus the table's control byte) instead of the path, so
+/// an 8.6k-entry tree holds about 150 KiB instead of about 1 MiB, whatever
+/// the path lengths. The lowest bit of a slot says whether the entry is a
+/// directory (the duplicate check looks for both). The key is random per
+/// extraction (std's SipHash-1-3 `RandomState`), so an archive cannot be
+/// built to collide. A collision (about n^2 / 2^64: 2e-9 at the
+/// 200,000-entry default limit) can only fail closed: a false "duplicate
+/// entry" refuses the archive, and a false "parent is a directory" is
+/// still refused by the kernel, which opens every parent with
+/// `O_DIRECTORY | O_NOFOLLOW` (see `DirChain`).
 struct PathSet {
     key: RandomState,
     hashes: HashSet<u64>,
@@ -530,17 +550,21 @@ impl PathSet {
     }
 
     fn hash(&self, path: &str) -> u64 {
-        self.key.hash_one(path)
+        self.key.hash_one(path) & !1
     }
 
-    /// `false` if `path` was in the set already.
-    fn insert(&mut self, path: &str) -> bool {
+    /// Adds `path`; `false` if it was there already (as anything).
+    fn insert(&mut self, path: &str, is_dir: bool) -> bool {
         let h = self.hash(path);
-        self.hashes.insert(h)
+        if self.hashes.contains(&h) || self.hashes.contains(&(h | 1)) {
+            return false;
+        }
+        self.hashes.insert(h | u64::from(is_dir))
     }
 
-    fn contains(&self, path: &str) -> bool {
-        self.hashes.contains(&self.hash(path))
+    /// Whether `path` was added as a directory.
+    fn is_dir(&self, path: &str) -> bool {
+        self.hashes.contains(&(self.hash(path) | 1))
     }
 }
 
