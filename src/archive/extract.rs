@@ -212,23 +212,24 @@ fn decompress<R: io::BufRead>(
     loop {
         let mut chunk = if allocated < CHUNKS_IN_FLIGHT + 2 {
             allocated += 1;
-            Vec::with_capacity(CHUNK_BYTES)
+            vec![0u8; CHUNK_BYTES]
         } else {
             match empty.recv() {
                 Ok(c) => c,
                 Err(_) => return Ok(()),
             }
         };
-        chunk.clear();
+        // A chunk comes back full length (initialised), so filling it
+        // writes zstd's output straight in: no zeroing per chunk, as
+        // `read_to_end` into spare capacity would do.
+        chunk.resize(CHUNK_BYTES, 0);
+        let mut filled = 0;
         // Fill the chunk (a frame's blocks come out in pieces).
         let mut failed = None;
-        while chunk.len() < CHUNK_BYTES {
-            match (&mut dec)
-                .take((CHUNK_BYTES - chunk.len()) as u64)
-                .read_to_end(&mut chunk)
-            {
+        while filled < CHUNK_BYTES {
+            match dec.read(&mut chunk[filled..]) {
                 Ok(0) => break,
-                Ok(_) => {}
+                Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     failed = Some(e);
@@ -236,6 +237,7 @@ fn decompress<R: io::BufRead>(
                 }
             }
         }
+        chunk.truncate(filled);
         let end = chunk.len() < CHUNK_BYTES;
         if !chunk.is_empty() && full.send(Ok(chunk)).is_err() {
             return Ok(());
