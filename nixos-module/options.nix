@@ -120,7 +120,9 @@ let
         default = null;
         description = ''
           Maximum zstd window (log2 of bytes) the decoder accepts; bounds the
-          decoder's memory use.
+          decoder's memory use. `null`: 21 (2 MiB), the window npcnix packs
+          with; archives made by other tools with a bigger window (`zstd -19`
+          uses 23) need it raised.
         '';
       };
     };

@@ -37,19 +37,35 @@
 //! confined extraction ([`crate::archive::confine`]): every thread of an
 //! extraction is confined, and only the calling thread writes.
 //!
-//! Memory: the zstd window (at most `2^limits.zstd_window_log`, 8 MiB by
-//! default; 2 MiB in every archive npcnix packs), zstd's input buffer and
-//! block buffers (about 0.4 MiB), the chunks (at most
-//! `CHUNKS_IN_FLIGHT + 2` x 128 KiB = 0.75 MiB), one 128 KiB write buffer,
-//! and the path sets (bounded by `limits.entries`).
+//! **Creating files.** Every entry is created relative to its parent
+//! directory's fd (`mkdirat`, `openat(O_CREAT|O_EXCL|O_NOFOLLOW)`,
+//! `symlinkat`), the parent opened from the root one component at a time
+//! with `O_NOFOLLOW|O_DIRECTORY` and kept open while entries of the same
+//! directory follow (`DirChain`): the kernel looks up one name per file,
+//! not the whole path, and no symlink is ever followed on the way.
+//!
+//! Memory (heap; the process adds its binary, libc and stacks, about
+//! 9 MiB, see `bench/analysis.md`): the zstd window (at most
+//! `2^limits.zstd_window_log`: 2 MiB by default, the window of every
+//! archive npcnix packs) and zstd's block buffers (about 0.4 MiB), one
+//! [`INPUT_BYTES`] input buffer (128 KiB), the chunks (at most
+//! `CHUNKS_IN_FLIGHT + 2` x 64 KiB = 256 KiB), one 64 KiB write buffer,
+//! and the set of paths seen (`PathSet`): 9 bytes a slot of a hash table
+//! (8-byte keyed hash plus control byte) at a load of 7/16 to 7/8, i.e.
+//! 10-21 bytes an entry, plus the old table while it grows (150-220 KiB
+//! for 8.6k entries; 2.3-3.4 MiB at the 200,000-entry limit).
 
 use std::collections::HashSet;
 use std::fs;
+use std::hash::{BuildHasher, RandomState};
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
+use rustix::fs::{Mode, OFlags};
+
+use super::dirfd::{errno_io, split_entry, ChainError, DirChain};
 use super::path::{EntryPath, LinkTarget, PathError};
 use crate::archive::limits::Limits;
 
@@ -59,15 +75,21 @@ const ZSTD_FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// Zero padding tolerated after the tar end-of-archive marker (GNU tar pads
 /// to a 10 KiB record; anything much bigger is not padding).
 const MAX_TRAILING_PADDING: u64 = 64 * 1024;
-/// Memory bound for the duplicate/parent sets.
+/// Most bytes of entry paths one archive may carry (a sanity bound kept
+/// from when the duplicate/parent sets held paths; they hold hashes now).
 const MAX_PATH_BYTES_HELD: u64 = 64 << 20;
 /// Decompressed bytes per chunk handed from the zstd thread to the writer:
-/// zstd's block size, big enough that a typical flake file (a few KiB) is
-/// a small part of one chunk and a large file is written in 128 KiB writes.
-pub const CHUNK_BYTES: usize = 128 << 10;
-/// Chunks waiting in the channel: enough for the zstd thread to run ahead
-/// over a burst of small files, few enough to stay well under 1 MiB.
-pub const CHUNKS_IN_FLIGHT: usize = 4;
+/// big enough that a typical flake file (a few KiB) is a small part of one
+/// chunk and a large file is written in 64 KiB writes, small enough to keep
+/// the ring and the write buffer at 320 KiB together.
+pub const CHUNK_BYTES: usize = 64 << 10;
+/// Chunks waiting in the channel: the zstd thread runs ahead by up to
+/// 128 KiB (about 20 typical flake files); the ring is
+/// `CHUNKS_IN_FLIGHT + 2` chunks, 256 KiB.
+pub const CHUNKS_IN_FLIGHT: usize = 2;
+/// The archive is read in `read(2)`s of this size into the one input buffer
+/// zstd decodes from (zstd's own input block size).
+pub const INPUT_BYTES: usize = 128 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -119,10 +141,13 @@ fn join(root: &Path, p: &EntryPath) -> PathBuf {
 /// existing, empty directory that only this process can write to.
 /// Decompression runs on a second thread (see the module docs).
 pub fn extract<R: Read + Send>(
-    mut input: R,
+    input: R,
     root: &Path,
     limits: &Limits,
 ) -> Result<ExtractStats, ExtractError> {
+    // The only input buffer: zstd decodes from it directly (no second
+    // buffer inside the decoder), so callers pass an unbuffered reader.
+    let mut input = io::BufReader::with_capacity(INPUT_BYTES, input);
     // Exactly one zstd frame: it must start at byte 0 (a skippable frame,
     // opaque bytes the protocol says cannot be there, is refused), the
     // decoder stops at its end, and nothing may follow it (checked below).
@@ -138,7 +163,7 @@ pub fn extract<R: Read + Send>(
         };
         return Err(ExtractError::Refused(what.into()));
     }
-    let mut dec = zstd::stream::read::Decoder::new(io::Cursor::new(magic).chain(input))
+    let mut dec = zstd::stream::read::Decoder::with_buffer(io::Cursor::new(magic).chain(input))
         .map_err(refuse_read)?
         .single_frame();
     dec.window_log_max(limits.zstd_window_log)
@@ -187,23 +212,24 @@ fn decompress<R: io::BufRead>(
     loop {
         let mut chunk = if allocated < CHUNKS_IN_FLIGHT + 2 {
             allocated += 1;
-            Vec::with_capacity(CHUNK_BYTES)
+            vec![0u8; CHUNK_BYTES]
         } else {
             match empty.recv() {
                 Ok(c) => c,
                 Err(_) => return Ok(()),
             }
         };
-        chunk.clear();
+        // A chunk comes back full length (initialised), so filling it
+        // writes zstd's output straight in: no zeroing per chunk, as
+        // `read_to_end` into spare capacity would do.
+        chunk.resize(CHUNK_BYTES, 0);
+        let mut filled = 0;
         // Fill the chunk (a frame's blocks come out in pieces).
         let mut failed = None;
-        while chunk.len() < CHUNK_BYTES {
-            match (&mut dec)
-                .take((CHUNK_BYTES - chunk.len()) as u64)
-                .read_to_end(&mut chunk)
-            {
+        while filled < CHUNK_BYTES {
+            match dec.read(&mut chunk[filled..]) {
                 Ok(0) => break,
-                Ok(_) => {}
+                Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     failed = Some(e);
@@ -211,6 +237,7 @@ fn decompress<R: io::BufRead>(
                 }
             }
         }
+        chunk.truncate(filled);
         let end = chunk.len() < CHUNK_BYTES;
         if !chunk.is_empty() && full.send(Ok(chunk)).is_err() {
             return Ok(());
@@ -286,8 +313,14 @@ fn extract_tar<R: Read>(
     });
     let mut copy_buf = vec![0u8; CHUNK_BYTES];
     let mut stats = ExtractStats::default();
-    let mut seen: HashSet<EntryPath> = HashSet::new();
-    let mut dirs: HashSet<EntryPath> = HashSet::new();
+    // The duplicate and parent checks keep a keyed 64-bit hash of each
+    // path, not the path (8 bytes a slot; see `PathSet`).
+    let mut seen = PathSet::new();
+    let mut chain = DirChain::new(root).map_err(|e| ExtractError::Io {
+        path: root.to_owned(),
+        source: e,
+    })?;
+    let mut modes = ModeCheck::default();
     let mut count = 0u64;
     let mut path_bytes_held = 0u64;
 
@@ -355,26 +388,35 @@ fn extract_tar<R: Read>(
                 "entry paths total more than 64 MiB".into(),
             ));
         }
-        if !seen.insert(path.clone()) {
+        if !seen.insert(path.as_display(), kind == tar::EntryType::Directory) {
             return Err(ExtractError::entry(&shown, "duplicate entry"));
         }
-        if let Some(parent) = path.parent() {
-            if !dirs.contains(&parent) {
-                return Err(ExtractError::entry(
-                    &shown,
-                    "its parent is not a directory created earlier in this archive",
-                ));
-            }
+        let (parent, name) = split_entry(&path);
+        if !parent.is_empty() && !seen.is_dir(parent) {
+            return Err(ExtractError::entry(
+                &shown,
+                "its parent is not a directory created earlier in this archive",
+            ));
         }
         let header_mode = entry.header().mode().unwrap_or(0);
-        let dest = join(root, &path);
+        let dest = || join(root, &path);
+        // The parent, opened from the root one component at a time without
+        // following symlinks (it can only be a directory this extraction
+        // created: the check above, and the kernel's, agree).
+        let dir = chain.get(parent).map_err(|e| match e {
+            ChainError::NotADir { .. } | ChainError::Missing { .. } => ExtractError::entry(
+                &shown,
+                "its parent is not a directory created earlier in this archive",
+            ),
+            ChainError::Io { prefix, source } => ExtractError::Io {
+                path: root.join(prefix),
+                source,
+            },
+        })?;
         match kind {
             tar::EntryType::Directory => {
-                fs::DirBuilder::new()
-                    .mode(0o755)
-                    .create(&dest)
-                    .map_err(|e| io_or_refuse(&shown, &dest, e))?;
-                dirs.insert(path);
+                rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755))
+                    .map_err(|e| io_or_refuse(&shown, &dest(), errno_io(e)))?;
                 stats.dirs += 1;
             }
             tar::EntryType::Regular => {
@@ -399,20 +441,25 @@ fn extract_tar<R: Read>(
                 } else {
                     0o644
                 };
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                    .open(&dest)
-                    .map_err(|e| io_or_refuse(&shown, &dest, e))?;
+                let fd = rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(modes.create_mode(mode)),
+                )
+                .map_err(|e| io_or_refuse(&shown, &dest(), errno_io(e)))?;
+                let mut f = fs::File::from(fd);
                 // The tar entry reader yields exactly `size` bytes or fails.
                 let n = copy(&mut (&mut entry).take(size), &mut f, &mut copy_buf).map_err(|e| {
                     if e.kind() == io::ErrorKind::WriteZero
                         || e.raw_os_error() == Some(libc::ENOSPC)
                     {
                         ExtractError::Io {
-                            path: dest.clone(),
+                            path: dest(),
                             source: e,
                         }
                     } else {
@@ -422,11 +469,10 @@ fn extract_tar<R: Read>(
                 if n != size {
                     return Err(ExtractError::entry(&shown, "archive ends inside this file"));
                 }
-                f.set_permissions(fs::Permissions::from_mode(mode))
-                    .map_err(|e| ExtractError::Io {
-                        path: dest.clone(),
-                        source: e,
-                    })?;
+                modes.finish(&f, mode).map_err(|e| ExtractError::Io {
+                    path: dest(),
+                    source: e,
+                })?;
                 stats.bytes += size;
                 stats.files += 1;
             }
@@ -441,8 +487,8 @@ fn extract_tar<R: Read>(
                 };
                 let target = LinkTarget::new(&target_raw, &path, limits.path_bytes)
                     .map_err(|e| ExtractError::entry(&shown, symlink_reason(e)))?;
-                std::os::unix::fs::symlink(target.as_str(), &dest)
-                    .map_err(|e| io_or_refuse(&shown, &dest, e))?;
+                rustix::fs::symlinkat(target.as_str(), dir, name)
+                    .map_err(|e| io_or_refuse(&shown, &dest(), errno_io(e)))?;
                 stats.symlinks += 1;
             }
             other => {
@@ -479,6 +525,94 @@ fn extract_tar<R: Read>(
         }
     }
     Ok(stats)
+}
+
+/// The entry paths seen so far, kept as keyed 64-bit hashes in one table:
+/// 8 bytes a slot (plus the table's control byte) instead of the path, so
+/// an 8.6k-entry tree holds about 150 KiB instead of about 1 MiB, whatever
+/// the path lengths. The lowest bit of a slot says whether the entry is a
+/// directory (the duplicate check looks for both). The key is random per
+/// extraction (std's SipHash-1-3 `RandomState`), so an archive cannot be
+/// built to collide. A collision (about n^2 / 2^64: 2e-9 at the
+/// 200,000-entry default limit) can only fail closed: a false "duplicate
+/// entry" refuses the archive, and a false "parent is a directory" is
+/// still refused by the kernel, which opens every parent with
+/// `O_DIRECTORY | O_NOFOLLOW` (see `DirChain`).
+struct PathSet {
+    key: RandomState,
+    hashes: HashSet<u64>,
+}
+
+impl PathSet {
+    fn new() -> PathSet {
+        PathSet {
+            key: RandomState::new(),
+            hashes: HashSet::new(),
+        }
+    }
+
+    fn hash(&self, path: &str) -> u64 {
+        self.key.hash_one(path) & !1
+    }
+
+    /// Adds `path`; `false` if it was there already (as anything).
+    fn insert(&mut self, path: &str, is_dir: bool) -> bool {
+        let h = self.hash(path);
+        if self.hashes.contains(&h) || self.hashes.contains(&(h | 1)) {
+            return false;
+        }
+        self.hashes.insert(h | u64::from(is_dir))
+    }
+
+    /// Whether `path` was added as a directory.
+    fn is_dir(&self, path: &str) -> bool {
+        self.hashes.contains(&(self.hash(path) | 1))
+    }
+}
+
+/// Files are created with their final mode (0644 or 0755) when the umask
+/// and the directory's default ACL leave it alone, which saves an
+/// `fchmod` per file. That is checked once per mode, on the first file
+/// created with it (`fstat`); if the mode came out different, that file
+/// and every later one with that mode are created 0600 and set exactly
+/// with `fchmod` after their data, as before.
+#[derive(Default)]
+struct ModeCheck {
+    /// For 0644 and 0755: `None` until checked, then whether the created
+    /// mode is exact.
+    exact: [Option<bool>; 2],
+}
+
+impl ModeCheck {
+    fn slot(mode: u32) -> usize {
+        usize::from(mode == 0o755)
+    }
+
+    /// The mode to pass to `open(O_CREAT)`.
+    fn create_mode(&self, mode: u32) -> u32 {
+        match self.exact[Self::slot(mode)] {
+            Some(false) => 0o600,
+            _ => mode,
+        }
+    }
+
+    /// After the data is written: makes the file's mode exactly `mode`.
+    fn finish(&mut self, f: &fs::File, mode: u32) -> io::Result<()> {
+        let slot = Self::slot(mode);
+        let exact = match self.exact[slot] {
+            Some(e) => e,
+            None => {
+                let got = f.metadata()?.permissions().mode() & 0o7777;
+                let e = got == mode;
+                self.exact[slot] = Some(e);
+                e
+            }
+        };
+        if !exact {
+            f.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
+        Ok(())
+    }
 }
 
 /// `io::copy` with a caller-owned buffer: one large `write(2)` per chunk

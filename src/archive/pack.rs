@@ -28,13 +28,20 @@
 //! caller-facing [`collect_entries`]; [`write_archive`] turns a sorted list
 //! into bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::mpsc;
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+use super::dirfd::{errno_io, split_entry, ChainError, DirChain, DIR_FLAGS};
 use super::path::{EntryPath, LinkTarget};
 use crate::format::statement::Digest;
 
@@ -139,11 +146,12 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PackError + '_ {
     }
 }
 
-/// One thing to put in the archive.
+/// One thing to put in the archive. A file's exec bit is read when its
+/// contents are (from the open file), so header and data agree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PackEntry {
     Dir,
-    File { executable: bool },
+    File,
     Symlink(LinkTarget),
 }
 
@@ -165,102 +173,179 @@ pub struct Tree {
     pub from_git: bool,
 }
 
-fn entry_path(root: &Path, rel: &Path) -> Result<EntryPath, PackError> {
-    let bytes = rel.as_os_str().as_encoded_bytes();
-    EntryPath::new(bytes, PACK_MAX_PATH_BYTES, PACK_MAX_DEPTH).map_err(|e| PackError::Unsupported {
-        path: root.join(rel),
+fn entry_path(root: &Path, rel: &[u8]) -> Result<EntryPath, PackError> {
+    EntryPath::new(rel, PACK_MAX_PATH_BYTES, PACK_MAX_DEPTH).map_err(|e| PackError::Unsupported {
+        path: root.join(OsStr::from_bytes(rel)),
         reason: format!("cannot be packed: {e}"),
     })
 }
 
-/// Refuses a path whose parent directories (below the root) are not real
-/// directories: `foo/id` tracked by git while `foo` is a symlink to
-/// `~/.ssh` must not pull a file from outside the tree into a release.
-fn check_ancestors(root: &Path, ep: &EntryPath) -> Result<(), PackError> {
-    let mut parent = ep.parent();
-    let mut chain = Vec::new();
-    while let Some(a) = parent {
-        parent = a.parent();
-        chain.push(a);
+/// Files are opened relative to their directory's fd, never followed
+/// (`O_NOFOLLOW`), and never block (`O_NONBLOCK`: a FIFO swapped in cannot
+/// stall the pack; `fstat` then refuses it).
+const FILE_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::NOCTTY);
+
+fn not_a_real_dir(root: &Path, entry: &str, dir: &str) -> PackError {
+    PackError::Unsupported {
+        path: root.join(entry),
+        reason: format!(
+            "{} is not a real directory (a symlink?); refusing to pack through it",
+            root.join(dir).display()
+        ),
     }
-    for a in chain.iter().rev() {
-        let p = root.join(a.as_display());
-        let md = fs::symlink_metadata(&p).map_err(io_err(&p))?;
-        if !md.file_type().is_dir() {
-            return Err(PackError::Unsupported {
-                path: root.join(ep.as_display()),
-                reason: format!(
-                    "{} is not a real directory (a symlink?); refusing to pack through it",
-                    p.display()
-                ),
-            });
-        }
-    }
-    Ok(())
 }
 
-fn classify(root: &Path, rel: &Path, ep: &EntryPath) -> Result<PackEntry, PackError> {
-    check_ancestors(root, ep)?;
-    let full = root.join(rel);
-    let md = fs::symlink_metadata(&full).map_err(io_err(&full))?;
-    let ft = md.file_type();
-    if ft.is_dir() {
-        Ok(PackEntry::Dir)
-    } else if ft.is_file() {
-        Ok(PackEntry::File {
-            executable: md.permissions().mode() & 0o100 != 0,
-        })
-    } else if ft.is_symlink() {
-        let target = fs::read_link(&full).map_err(io_err(&full))?;
-        let t = LinkTarget::new(
-            target.as_os_str().as_encoded_bytes(),
-            ep,
-            PACK_MAX_PATH_BYTES,
-        )
-        .map_err(|e| PackError::Unsupported {
+/// The symlinked-directory defence: `foo/id` tracked by git while `foo` is
+/// a symlink to `~/.ssh` must not pull a file from outside the tree into a
+/// release, and neither may a directory swapped for a symlink while the
+/// tree is walked or read. Directories are opened through a [`DirChain`]
+/// (or, while walking, from their parent's fd) with `O_NOFOLLOW |
+/// O_DIRECTORY`, so the kernel refuses a symlink at any component at the
+/// moment it is opened, and files are opened from their directory's fd:
+/// nothing is ever resolved through a symlink. Entries come sorted, so
+/// every directory is opened once per pass instead of every ancestor being
+/// checked for every file.
+fn link_target(
+    root: &Path,
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    ep: &EntryPath,
+) -> Result<PackEntry, PackError> {
+    let full = root.join(ep.as_display());
+    let target = rustix::fs::readlinkat(dir, OsStr::from_bytes(name), Vec::new())
+        .map_err(|e| io_err(&full)(errno_io(e)))?;
+    let target = target.as_bytes();
+    let t = LinkTarget::new(target, ep, PACK_MAX_PATH_BYTES).map_err(|e| {
+        PackError::Unsupported {
             path: full.clone(),
             reason: format!(
                 "symlink to {} cannot be packed ({e}); only relative links that stay inside the tree, written as `../..`-prefix then names, are allowed",
-                target.display()
+                String::from_utf8_lossy(target)
             ),
-        })?;
-        Ok(PackEntry::Symlink(t))
-    } else {
-        Err(PackError::Unsupported {
-            path: full,
-            reason: "only regular files, directories and symlinks can be packed".into(),
-        })
+        }
+    })?;
+    Ok(PackEntry::Symlink(t))
+}
+
+fn unsupported_kind(root: &Path, ep: &EntryPath) -> PackError {
+    PackError::Unsupported {
+        path: root.join(ep.as_display()),
+        reason: "only regular files, directories and symlinks can be packed".into(),
     }
 }
 
+fn file_type_at(dir: BorrowedFd<'_>, name: &[u8]) -> Result<FileType, Errno> {
+    let st = rustix::fs::statat(dir, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(FileType::from_raw_mode(st.st_mode))
+}
+
+/// Walks the directory `dir` (the entry path `rel`, empty for the root),
+/// which was opened with [`DIR_FLAGS`]: one `getdents` pass per directory,
+/// `fstatat` only where the file system does not report the type, and each
+/// subdirectory opened from this one's fd without following symlinks.
 fn walk(
     root: &Path,
-    rel: &Path,
+    dir: OwnedFd,
+    rel: &str,
     out: &mut BTreeMap<EntryPath, PackEntry>,
 ) -> Result<(), PackError> {
-    let dir = root.join(rel);
-    let rd = fs::read_dir(&dir).map_err(io_err(&dir))?;
-    for ent in rd {
-        let ent = ent.map_err(io_err(&dir))?;
-        let name = ent.file_name();
-        if name == ".git" {
+    let dir_path = root.join(rel);
+    let mut d = rustix::fs::Dir::new(dir).map_err(|e| io_err(&dir_path)(errno_io(e)))?;
+    let mut list = Vec::new();
+    while let Some(ent) = d.read() {
+        let ent = ent.map_err(|e| io_err(&dir_path)(errno_io(e)))?;
+        let name = ent.file_name().to_bytes();
+        if matches!(name, b"." | b".." | b".git") {
             continue;
         }
-        let child = rel.join(&name);
+        list.push((name.to_vec(), ent.file_type()));
+    }
+    let fd = d.fd().map_err(|e| io_err(&dir_path)(errno_io(e)))?;
+    for (name, kind) in list {
+        let mut child = Vec::with_capacity(rel.len() + 1 + name.len());
+        if !rel.is_empty() {
+            child.extend_from_slice(rel.as_bytes());
+            child.push(b'/');
+        }
+        child.extend_from_slice(&name);
         let ep = entry_path(root, &child)?;
-        let kind = classify(root, &child, &ep)?;
-        let is_dir = kind == PackEntry::Dir;
-        out.insert(ep, kind);
-        if is_dir {
-            walk(root, &child, out)?;
+        let kind = match kind {
+            FileType::Unknown => file_type_at(fd, &name)
+                .map_err(|e| io_err(&root.join(ep.as_display()))(errno_io(e)))?,
+            k => k,
+        };
+        match kind {
+            FileType::Directory => {
+                let sub =
+                    rustix::fs::openat(fd, OsStr::from_bytes(&name), DIR_FLAGS, Mode::empty())
+                        .map_err(|e| match e {
+                            // Swapped for something else since getdents.
+                            Errno::LOOP | Errno::NOTDIR => {
+                                not_a_real_dir(root, ep.as_display(), ep.as_display())
+                            }
+                            e => io_err(&root.join(ep.as_display()))(errno_io(e)),
+                        })?;
+                walk(root, sub, ep.as_display(), out)?;
+                out.insert(ep, PackEntry::Dir);
+            }
+            FileType::RegularFile => {
+                out.insert(ep, PackEntry::File);
+            }
+            FileType::Symlink => {
+                let link = link_target(root, fd, &name, &ep)?;
+                out.insert(ep, link);
+            }
+            _ => return Err(unsupported_kind(root, &ep)),
         }
     }
     Ok(())
+}
+
+/// Classifies the git-tracked path `ep`: `Ok(None)` if it is gone from the
+/// work tree (Nix would not see it). A path through a symlink is refused.
+fn classify_tracked(
+    root: &Path,
+    chain: &mut DirChain,
+    ep: &EntryPath,
+) -> Result<Option<PackEntry>, PackError> {
+    let (parent, name) = split_entry(ep);
+    let dir = match chain.get(parent) {
+        Ok(d) => d,
+        Err(ChainError::Missing { .. }) => return Ok(None),
+        Err(ChainError::NotADir { prefix }) => {
+            // A symlink on the way is refused; a plain file there means
+            // the tracked path is gone.
+            let (up, last) = prefix.rsplit_once('/').unwrap_or(("", &prefix));
+            let up_fd = match chain.get(up) {
+                Ok(d) => d,
+                Err(_) => return Err(not_a_real_dir(root, ep.as_display(), &prefix)),
+            };
+            return match file_type_at(up_fd, last.as_bytes()) {
+                Ok(FileType::Symlink) | Err(_) => {
+                    Err(not_a_real_dir(root, ep.as_display(), &prefix))
+                }
+                Ok(_) => Ok(None),
+            };
+        }
+        Err(ChainError::Io { prefix, source }) => return Err(io_err(&root.join(prefix))(source)),
+    };
+    match file_type_at(dir, name.as_bytes()) {
+        Ok(FileType::Directory) => Ok(Some(PackEntry::Dir)),
+        Ok(FileType::RegularFile) => Ok(Some(PackEntry::File)),
+        Ok(FileType::Symlink) => link_target(root, dir, name.as_bytes(), ep).map(Some),
+        Ok(_) => Err(unsupported_kind(root, ep)),
+        Err(Errno::NOENT | Errno::NOTDIR) => Ok(None),
+        Err(e) => Err(io_err(&root.join(ep.as_display()))(errno_io(e))),
+    }
 }
 
 /// Asks git which files it tracks below `root`; `Ok(None)` if `root` is not
 /// inside a git work tree.
-fn git_tracked(root: &Path) -> Result<Option<Vec<PathBuf>>, PackError> {
+fn git_tracked(root: &Path) -> Result<Option<Vec<String>>, PackError> {
     let git_err = |detail: String| PackError::Git {
         dir: root.to_owned(),
         detail,
@@ -303,7 +388,7 @@ fn git_tracked(root: &Path) -> Result<Option<Vec<PathBuf>>, PackError> {
     for raw in out.stdout.split(|b| *b == 0).filter(|s| !s.is_empty()) {
         let s = std::str::from_utf8(raw)
             .map_err(|_| git_err("git listed a path that is not UTF-8".into()))?;
-        files.push(PathBuf::from(s));
+        files.push(s.to_owned());
     }
     Ok(Some(files))
 }
@@ -321,22 +406,28 @@ pub fn collect_entries(root: &Path, selection: FileSelection) -> Result<Tree, Pa
         FileSelection::GitTrackedIfRepo => git_tracked(root)?,
     };
     let from_git = tracked.is_some();
+    let mut chain = DirChain::new(root).map_err(io_err(root))?;
     match tracked {
-        None => walk(root, Path::new(""), &mut entries)?,
-        Some(files) => {
+        None => {
+            let top = rustix::fs::openat(chain.root(), ".", DIR_FLAGS, Mode::empty())
+                .map_err(|e| io_err(root)(errno_io(e)))?;
+            walk(root, top, "", &mut entries)?
+        }
+        Some(mut files) => {
+            // git lists in path-byte order already; sorted, so the chain
+            // opens every directory once.
+            files.sort_unstable();
             for rel in files {
-                let full = root.join(&rel);
-                // Tracked but deleted in the work tree: Nix would not see it.
-                if fs::symlink_metadata(&full).is_err() {
-                    continue;
-                }
-                let ep = entry_path(root, &rel)?;
-                let kind = classify(root, &rel, &ep)?;
-                if kind == PackEntry::Dir {
+                let ep = entry_path(root, rel.as_bytes())?;
+                let kind = match classify_tracked(root, &mut chain, &ep)? {
+                    // Tracked but deleted in the work tree: Nix would not
+                    // see it.
+                    None => continue,
                     // A gitlink (submodule); Nix leaves submodules out by
                     // default, and so do we.
-                    continue;
-                }
+                    Some(PackEntry::Dir) => continue,
+                    Some(k) => k,
+                };
                 let mut parent = ep.parent();
                 while let Some(p) = parent {
                     parent = p.parent();
@@ -344,7 +435,7 @@ pub fn collect_entries(root: &Path, selection: FileSelection) -> Result<Tree, Pa
                 }
                 entries.insert(ep, kind);
             }
-            let flake_ep = entry_path(root, Path::new("flake.nix"))?;
+            let flake_ep = entry_path(root, b"flake.nix")?;
             if !entries.contains_key(&flake_ep) {
                 return Err(PackError::FlakeUntracked(root.to_owned()));
             }
@@ -410,36 +501,234 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     h
 }
 
-/// Reads exactly `len` bytes, failing if the file is shorter or longer: a
-/// file that changes while packing must not produce a corrupt archive.
-struct Exact<R> {
-    inner: R,
-    left: u64,
-    path: PathBuf,
+/// Bytes of file contents per batch handed from the reading thread to the
+/// tar thread: many small files share one batch (one channel message, one
+/// wake-up), a large file is read in batch-sized `read(2)`s.
+const BATCH_BYTES: usize = 256 << 10;
+/// Batches the reading thread may be ahead by (read-ahead is bounded: at
+/// most `BATCHES_AHEAD + 2` batches exist, 1.5 MiB).
+const BATCHES_AHEAD: usize = 4;
+
+/// What the tar header of a file needs, read from the open file.
+#[derive(Clone, Copy)]
+struct FileHead {
+    len: u64,
+    executable: bool,
 }
 
-impl<R: Read> Read for Exact<R> {
+/// A run of file contents, in tree order: the heads of the files that
+/// start in it, and their bytes back to back (a file larger than what is
+/// left of a batch continues in the next ones).
+struct Batch {
+    heads: Vec<FileHead>,
+    data: Vec<u8>,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            heads: Vec::new(),
+            data: Vec::with_capacity(BATCH_BYTES),
+        }
+    }
+}
+
+/// The consumer stopped listening (its own error explains why).
+struct Stopped;
+
+/// The reading thread: opens every file of the tree in order (from its
+/// directory's fd, see [`DirChain`]), checks it is still a regular file,
+/// and reads its contents into batches. A file that shrinks or grows while
+/// it is read is refused ([`PackError::Changed`]): its header's size comes
+/// from `fstat`, and every read asks for more than is left, so growth shows
+/// as a read past the size. (A read that returns less than asked and
+/// reaches the size is taken as the end of the file, as it is for regular
+/// files.)
+struct FileReader<'a> {
+    tree: &'a Tree,
+    tx: mpsc::SyncSender<Result<Batch, PackError>>,
+    back: mpsc::Receiver<Batch>,
+    allocated: usize,
+    batch: Batch,
+}
+
+impl FileReader<'_> {
+    fn run(mut self) {
+        let failed = match self.read_all() {
+            Ok(()) => None,
+            Err(Ok(e)) => Some(e),
+            Err(Err(Stopped)) => return,
+        };
+        // What was read before the failure goes first, then the error.
+        if self.flush().is_ok() {
+            if let Some(e) = failed {
+                let _ = self.tx.send(Err(e));
+            }
+        }
+    }
+
+    fn read_all(&mut self) -> Result<(), Result<PackError, Stopped>> {
+        let mut chain =
+            DirChain::new(&self.tree.root).map_err(|e| Ok(io_err(&self.tree.root)(e)))?;
+        let root = &self.tree.root;
+        for (ep, kind) in &self.tree.entries {
+            if *kind != PackEntry::File {
+                continue;
+            }
+            let full = || root.join(ep.as_display());
+            let (parent, name) = split_entry(ep);
+            let dir = chain.get(parent).map_err(|e| {
+                Ok(match e {
+                    ChainError::NotADir { prefix } => {
+                        not_a_real_dir(root, ep.as_display(), &prefix)
+                    }
+                    ChainError::Missing { prefix } => {
+                        io_err(&root.join(prefix))(errno_io(Errno::NOENT))
+                    }
+                    ChainError::Io { prefix, source } => io_err(&root.join(prefix))(source),
+                })
+            })?;
+            let fd = rustix::fs::openat(dir, name, FILE_FLAGS, Mode::empty())
+                .map_err(|e| Ok(io_err(&full())(errno_io(e))))?;
+            let st = rustix::fs::fstat(&fd).map_err(|e| Ok(io_err(&full())(errno_io(e))))?;
+            let changed = || Ok(PackError::Changed { path: full() });
+            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                return Err(changed());
+            }
+            let len = u64::try_from(st.st_size).map_err(|_| changed())?;
+            self.batch.heads.push(FileHead {
+                len,
+                executable: st.st_mode & 0o100 != 0,
+            });
+            let mut left = len;
+            loop {
+                if self.batch.data.len() == self.batch.data.capacity() {
+                    self.flush().map_err(Err)?;
+                }
+                let room = self.batch.data.capacity() - self.batch.data.len();
+                let n = match rustix::io::read(
+                    &fd,
+                    rustix::buffer::spare_capacity(&mut self.batch.data),
+                ) {
+                    Ok(n) => n as u64,
+                    Err(Errno::INTR) => continue,
+                    Err(e) => return Err(Ok(io_err(&full())(errno_io(e)))),
+                };
+                if n > left || (n == 0 && left > 0) {
+                    // Grew past, or shrank below, its size.
+                    return Err(changed());
+                }
+                if n == 0 {
+                    break;
+                }
+                left -= n;
+                if left == 0 && n < room as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the current batch (if it holds anything) and starts a new one.
+    fn flush(&mut self) -> Result<(), Stopped> {
+        if self.batch.heads.is_empty() && self.batch.data.is_empty() {
+            return Ok(());
+        }
+        let next = if self.allocated < BATCHES_AHEAD + 2 {
+            self.allocated += 1;
+            Batch::new()
+        } else {
+            // Waits until the tar thread is done with an older batch.
+            let mut b = self.back.recv().map_err(|_| Stopped)?;
+            b.heads.clear();
+            b.data.clear();
+            // (The tar thread's first hand-back is its empty start buffer.)
+            b.data.reserve_exact(BATCH_BYTES);
+            b
+        };
+        let full = std::mem::replace(&mut self.batch, next);
+        self.tx.send(Ok(full)).map_err(|_| Stopped)
+    }
+}
+
+/// The tar thread's side: file heads and contents as the reading thread
+/// produced them, handing every used batch back.
+struct Contents {
+    rx: mpsc::Receiver<Result<Batch, PackError>>,
+    back: mpsc::Sender<Batch>,
+    heads: VecDeque<FileHead>,
+    data: Vec<u8>,
+    pos: usize,
+    /// The reading thread's error, once it arrived.
+    failed: Option<PackError>,
+}
+
+impl Contents {
+    fn receive(&mut self) -> Result<(), PackError> {
+        match self.rx.recv() {
+            Ok(Ok(mut b)) => {
+                self.heads.extend(b.heads.drain(..));
+                let used = std::mem::replace(&mut self.data, std::mem::take(&mut b.data));
+                b.data = used;
+                self.pos = 0;
+                let _ = self.back.send(b);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(PackError::Io {
+                path: PathBuf::from("<file reader>"),
+                source: io::Error::other("the file reading thread stopped"),
+            }),
+        }
+    }
+
+    /// The head of the next file in tree order.
+    fn next_head(&mut self) -> Result<FileHead, PackError> {
+        loop {
+            if let Some(h) = self.heads.pop_front() {
+                return Ok(h);
+            }
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
+            self.receive()?;
+        }
+    }
+
+    /// The next `len` bytes of contents, as a reader.
+    fn body(&mut self, len: u64) -> Body<'_> {
+        Body {
+            contents: self,
+            left: len,
+        }
+    }
+}
+
+/// Exactly one file's contents.
+struct Body<'a> {
+    contents: &'a mut Contents,
+    left: u64,
+}
+
+impl Read for Body<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.left == 0 {
-            let mut probe = [0u8; 1];
-            return match self.inner.read(&mut probe)? {
-                0 => Ok(0),
-                _ => Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: file grew while packing", self.path.display()),
-                )),
-            };
+            return Ok(0);
         }
-        let max = buf
+        let c = &mut *self.contents;
+        while c.pos == c.data.len() {
+            if let Err(e) = c.receive() {
+                c.failed = Some(e);
+                return Err(io::Error::other("reading the file failed"));
+            }
+        }
+        let n = buf
             .len()
+            .min(c.data.len() - c.pos)
             .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..max])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("{}: file shrank while packing", self.path.display()),
-            ));
-        }
+        buf[..n].copy_from_slice(&c.data[c.pos..c.pos + n]);
+        c.pos += n;
         self.left -= n as u64;
         Ok(n)
     }
@@ -474,13 +763,15 @@ fn encoder<W: Write>(
 
 /// Writes `tree` as a deterministic `.tar.zst` to `out`.
 ///
-/// Reading files and formatting tar runs on the calling thread; a second
-/// thread hands the stream to zstd and hashes the output with BLAKE3, fed
-/// through a small bounded channel (the same division of labour as
-/// `tar | zstd`); in v2 zstd's own workers compress the 4 MiB jobs in
-/// parallel while the next files are read. zstd sees exactly the same byte
-/// stream whatever the threading, and v2 cuts it into jobs at fixed offsets,
-/// so the output depends only on the tree and the format.
+/// Three stages, each on its own thread, joined by small bounded channels
+/// (the division of labour of `tar | zstd`, plus read-ahead): a reading
+/// thread opens and reads the files in tree order ([`FileReader`], at most
+/// 1.5 MiB ahead); the calling thread formats tar headers around their
+/// contents; a third thread hands the stream to zstd and hashes the output
+/// with BLAKE3. In v2 zstd's own workers compress the 4 MiB jobs in
+/// parallel. zstd sees exactly the same byte stream whatever the
+/// threading, and v2 cuts it into jobs at fixed offsets, so the output
+/// depends only on the tree and the format.
 pub fn write_archive_with<W: Write + Send>(
     tree: &Tree,
     out: W,
@@ -492,7 +783,7 @@ pub fn write_archive_with<W: Write + Send>(
     };
     let options = *options;
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
         let compressor = scope.spawn(move || -> io::Result<(W, Digest, u64)> {
             let mut enc = encoder(HashingWriter::new(out), &options)?;
             for chunk in rx {
@@ -500,13 +791,41 @@ pub fn write_archive_with<W: Write + Send>(
             }
             Ok(enc.finish()?.finish())
         });
+        let (batch_tx, batch_rx) = mpsc::sync_channel(BATCHES_AHEAD);
+        let (back_tx, back_rx) = mpsc::channel();
+        let reader = FileReader {
+            tree,
+            tx: batch_tx,
+            back: back_rx,
+            allocated: 1,
+            batch: Batch::new(),
+        };
+        let reading = std::thread::Builder::new()
+            .name("npcnix-pack-read".into())
+            .spawn_scoped(scope, move || reader.run())
+            .map_err(|e| PackError::Io {
+                path: tree.root.clone(),
+                source: e,
+            })?;
+        let contents = Contents {
+            rx: batch_rx,
+            back: back_tx,
+            heads: VecDeque::new(),
+            data: Vec::new(),
+            pos: 0,
+            failed: None,
+        };
         let written = write_tar(
             tree,
+            contents,
             ChunkWriter {
                 tx: Some(tx),
                 buf: Vec::with_capacity(CHUNK),
             },
         );
+        // write_tar dropped its end of the channels: the reader stops at
+        // its next send if it was not done.
+        let _ = reading.join();
         let compressed = compressor
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the compression thread panicked")));
@@ -570,8 +889,9 @@ impl Drop for ChunkWriter {
     }
 }
 
-/// Writes the tar stream of `tree` into `sink`.
-fn write_tar(tree: &Tree, sink: ChunkWriter) -> Result<(), PackError> {
+/// Writes the tar stream of `tree` into `sink`, taking file contents from
+/// the reading thread.
+fn write_tar(tree: &Tree, mut contents: Contents, sink: ChunkWriter) -> Result<(), PackError> {
     let out_err = |source: io::Error| PackError::Io {
         path: PathBuf::from("<archive output>"),
         source,
@@ -585,44 +905,14 @@ fn write_tar(tree: &Tree, sink: ChunkWriter) -> Result<(), PackError> {
                 tar.append_data(&mut h, format!("{name}/"), io::empty())
                     .map_err(out_err)?;
             }
-            PackEntry::File { executable } => {
-                let full = tree.root.join(name);
-                check_ancestors(&tree.root, ep)?;
-                let mut f = fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-                    .open(&full)
-                    .map_err(io_err(&full))?;
-                let md = f.metadata().map_err(io_err(&full))?;
-                if !md.is_file() {
-                    return Err(PackError::Changed { path: full });
+            PackEntry::File => {
+                let head = contents.next_head()?;
+                let mode = if head.executable { 0o755 } else { 0o644 };
+                let mut h = header(tar::EntryType::Regular, mode, head.len);
+                let appended = tar.append_data(&mut h, name, contents.body(head.len));
+                if let Err(e) = appended {
+                    return Err(contents.failed.take().unwrap_or_else(|| out_err(e)));
                 }
-                let len = md.len();
-                let mode = if *executable { 0o755 } else { 0o644 };
-                let mut h = header(tar::EntryType::Regular, mode, len);
-                // Large reads: tar's copy loop would otherwise make one 8 KiB
-                // read(2) per step.
-                let exact = Exact {
-                    inner: io::BufReader::with_capacity(
-                        usize::try_from(len.clamp(8 << 10, 1 << 20)).unwrap_or(1 << 20),
-                        &mut f,
-                    ),
-                    left: len,
-                    path: full.clone(),
-                };
-                tar.append_data(&mut h, name, exact).map_err(|e| {
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
-                    ) {
-                        PackError::Changed { path: full.clone() }
-                    } else {
-                        PackError::Io {
-                            path: full.clone(),
-                            source: e,
-                        }
-                    }
-                })?;
             }
             PackEntry::Symlink(target) => {
                 let mut h = header(tar::EntryType::Symlink, 0o777, 0);
@@ -634,4 +924,109 @@ fn write_tar(tree: &Tree, sink: ChunkWriter) -> Result<(), PackError> {
     let mut sink = tar.into_inner().map_err(out_err)?;
     sink.send().map_err(out_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsutil::TempDir;
+
+    fn tree_with_secret() -> (TempDir, PathBuf, PathBuf) {
+        let t = TempDir::new_in(&std::env::temp_dir(), "npcnix-pack-test-").expect("tmp");
+        let src = t.path().join("src");
+        let secret = t.path().join("home-ssh");
+        fs::create_dir_all(src.join("foo/deeper")).expect("mkdir");
+        fs::create_dir_all(secret.join("deeper")).expect("mkdir");
+        fs::write(src.join("flake.nix"), "{ }").expect("write");
+        fs::write(src.join("foo/id"), "innocent").expect("write");
+        fs::write(src.join("foo/deeper/id"), "innocent").expect("write");
+        fs::write(secret.join("id"), "PRIVATE KEY").expect("write");
+        fs::write(secret.join("deeper/id"), "PRIVATE KEY").expect("write");
+        (t, src, secret)
+    }
+
+    fn swap_for_symlink(dir: &Path, target: &Path) {
+        fs::rename(dir, dir.with_extension("orig")).expect("rename");
+        std::os::unix::fs::symlink(target, dir).expect("symlink");
+    }
+
+    fn pack(tree: &Tree) -> Result<Vec<u8>, PackError> {
+        write_archive_with(tree, Vec::new(), &PackOptions::default()).map(|(v, _)| v)
+    }
+
+    /// The walk listed `foo` as a directory; by the time its files are
+    /// read it is a symlink to the secrets. The read refuses it.
+    #[test]
+    fn directory_swapped_for_a_symlink_after_the_walk_is_refused() {
+        let (_t, src, secret) = tree_with_secret();
+        let tree = collect_entries(&src, FileSelection::AllFiles).expect("walk");
+        swap_for_symlink(&src.join("foo"), &secret);
+        match pack(&tree) {
+            Err(PackError::Unsupported { reason, .. }) => {
+                assert!(reason.contains("not a real directory"), "{reason}")
+            }
+            other => panic!("expected a refusal, got {:?}", other.map(|v| v.len())),
+        }
+    }
+
+    /// A symlinked directory is never walked into: the walk records the
+    /// symlink itself (here refused: it points outside the tree).
+    #[test]
+    fn symlinked_directory_is_not_walked_into() {
+        let (_t, src, secret) = tree_with_secret();
+        swap_for_symlink(&src.join("foo"), &secret);
+        fs::remove_dir_all(src.join("foo.orig")).expect("rm");
+        match collect_entries(&src, FileSelection::AllFiles) {
+            Err(PackError::Unsupported { reason, .. }) => {
+                assert!(reason.contains("symlink to"), "{reason}")
+            }
+            Ok(t) => panic!("walked: {:?}", t.entries.keys().collect::<Vec<_>>()),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A directory swapped for a symlink while the reading thread is inside
+    /// it: the chain holds the directory it opened (never the symlink), so
+    /// what is read is the original file or nothing, never the secret; and
+    /// opening the path again is refused by the kernel.
+    #[test]
+    fn directory_swapped_mid_read_is_never_followed() {
+        let (_t, src, secret) = tree_with_secret();
+        let mut chain = DirChain::new(&src).expect("root");
+        chain
+            .get("foo/deeper")
+            .map(|_| ())
+            .unwrap_or_else(|_| panic!("open"));
+        swap_for_symlink(&src.join("foo"), &secret);
+        let dir = chain.get("foo/deeper").unwrap_or_else(|_| panic!("cached"));
+        let fd = rustix::fs::openat(dir, "id", FILE_FLAGS, Mode::empty()).expect("open");
+        let mut text = String::new();
+        fs::File::from(fd).read_to_string(&mut text).expect("read");
+        assert_eq!(text, "innocent");
+        let mut fresh = DirChain::new(&src).expect("root");
+        assert!(matches!(
+            fresh.get("foo/deeper"),
+            Err(ChainError::NotADir { prefix }) if prefix == "foo"
+        ));
+    }
+
+    /// Every directory is opened once per pass: the chain reuses the open
+    /// prefix of the last directory asked for.
+    #[test]
+    fn dir_chain_reuses_open_prefixes() {
+        let (_t, src, _) = tree_with_secret();
+        let mut chain = DirChain::new(&src).expect("root");
+        assert!(chain.get("foo/deeper").is_ok());
+        // Remove the real directories: a cached chain still answers.
+        fs::rename(src.join("foo"), src.join("gone")).expect("rename");
+        assert!(chain.get("foo/deeper").is_ok());
+        assert!(chain.get("foo").is_ok());
+        assert!(chain.get("foo/deeper").is_ok(), "still below the open foo");
+        // Asked for from the root again, `foo` is gone.
+        assert!(chain.get("").is_ok());
+        assert!(matches!(
+            chain.get("foo/deeper"),
+            Err(ChainError::Missing { prefix }) if prefix == "foo"
+        ));
+    }
 }

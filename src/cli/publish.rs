@@ -122,12 +122,8 @@ pub fn build_toplevels(
     let tree = work.join("build-src");
     std::fs::create_dir(&tree).context("creating the build dir")?;
     let f = std::fs::File::open(archive)?;
-    npcnix::archive::extract(
-        std::io::BufReader::new(f),
-        &tree,
-        &npcnix::archive::limits::Limits::default(),
-    )
-    .context("extracting the archive to build it")?;
+    npcnix::archive::extract(f, &tree, &npcnix::archive::limits::Limits::default())
+        .context("extracting the archive to build it")?;
     let names = if b.configurations.is_empty() {
         nix.configurations(&tree, &b.nix_args)?
     } else {

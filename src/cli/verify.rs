@@ -77,7 +77,7 @@ pub fn run(a: Args) -> Result<()> {
     let tmp = TempDir::new_in(&std::env::temp_dir(), "npcnix-verify-")?;
     let f = std::fs::File::open(&a.archive)?;
     let stats = archive::extract(
-        std::io::BufReader::new(f),
+        f,
         &tmp.path().join("t").tap_mkdir()?,
         &common::limits(&a.limits)?,
     )

@@ -323,7 +323,7 @@ pub fn extract(
     let limits = *limits;
     let required = confinement;
     let (joined, confinement) = confine::run_confined(root.clone(), required, move || {
-        archive::extract(io::BufReader::with_capacity(256 * 1024, f), &root, &limits)
+        archive::extract(f, &root, &limits)
     });
     let extracted = joined
         .map_err(|_| PipelineError::Io {

@@ -359,6 +359,73 @@ fn setuid_and_setgid_bits_are_stripped() {
     assert_eq!(mode("sticky"), 0o755);
 }
 
+/// Files are created with their final mode where the umask leaves it
+/// alone (no `fchmod` per file); under a umask that strips bits the modes
+/// still come out exact, for both modes and in subdirectories.
+#[test]
+fn file_modes_are_exact_whatever_the_umask() {
+    let t = RawTar::flake()
+        .dir("d")
+        .file("d/a", b"x", 0o644)
+        .file("d/run", b"#!/bin/sh\n", 0o755)
+        .file("b", b"x", 0o600)
+        .file("run2", b"#!/bin/sh\n", 0o700)
+        .finish();
+    for umask in ["077", "022", "027", "002"] {
+        let kit = Kit::new();
+        let (key, pubkey) = kit.keygen("ci");
+        let sk = kit.secret_key(&key);
+        let path = kit.path("a.tar.zst");
+        fs::write(&path, zstd(&t)).expect("write");
+        let aref = kit.put_archive("prod", &path);
+        kit.put_raw(
+            "prod",
+            1,
+            &signed_bundle(&statement("prod", 1, None, aref, now()), &sk),
+        );
+        let npcnix = kit.cmd();
+        let mut sh = std::process::Command::new("sh");
+        for (k, v) in npcnix.get_envs() {
+            match v {
+                Some(v) => sh.env(k, v),
+                None => sh.env_remove(k),
+            };
+        }
+        let url = kit.url("prod");
+        let dst = kit.path("dst");
+        let out = sh
+            .current_dir(kit.path(""))
+            .args(["-c", &format!("umask {umask} && exec \"$0\" \"$@\"")])
+            .args([
+                BIN,
+                "pull",
+                "--remote",
+                &url,
+                "--trusted-key",
+                &pubkey,
+                "--dst",
+            ])
+            .arg(&dst)
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "umask {umask}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mode = |n: &str| fs::metadata(dst.join(n)).expect("md").permissions().mode() & 0o7777;
+        for (n, m) in [
+            ("d/a", 0o644),
+            ("d/run", 0o755),
+            ("b", 0o644),
+            ("run2", 0o755),
+            ("flake.nix", 0o644),
+        ] {
+            assert_eq!(mode(n), m, "umask {umask}: {n}");
+        }
+    }
+}
+
 #[test]
 fn duplicate_entries_are_refused() {
     let t = RawTar::flake()
@@ -525,6 +592,40 @@ fn zstd_frame_demanding_a_huge_window_is_refused() {
     // so the refusal above was the window limit and nothing else.
     let (_kit, run) = publish_and_pull(&bytes, &["--limit", "zstd_window_log=30"]);
     run.ok();
+}
+
+/// The default window limit is 2^21 (2 MiB), the window npcnix packs with
+/// and what keeps a pull under 12 MiB: a frame that asks for 4 MiB (as
+/// `zstd -19` makes) is refused unless the host raises the limit.
+#[test]
+fn zstd_frame_with_a_window_above_the_default_is_refused_unless_raised() {
+    assert_eq!(npcnix::archive::Limits::default().zstd_window_log, 21);
+    let t = RawTar::flake().file("f", b"data", 0o644).finish();
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("enc");
+    enc.window_log(22).expect("window");
+    enc.write_all(&t).expect("w");
+    let bytes = enc.finish().expect("finish");
+    assert_refused(&bytes, &[], "not a valid tar.zst");
+    let kit = Kit::new();
+    let root = kit.path("tree");
+    fs::create_dir_all(&root).expect("mkdir");
+    npcnix::archive::extract(
+        &bytes[..],
+        &root,
+        &limits(&["--limit", "zstd_window_log=22"]),
+    )
+    .expect("accepted once the host allows 2^22");
+    // npcnix's own archives fit the default (window 2^21, any size).
+    let src = kit.flake("src", "w");
+    let out = kit.pack(&src, "own.tar.zst");
+    let dst = kit.path("own");
+    fs::create_dir_all(&dst).expect("mkdir");
+    npcnix::archive::extract(
+        &fs::read(out).expect("read")[..],
+        &dst,
+        &npcnix::archive::Limits::default(),
+    )
+    .expect("own archive");
 }
 
 #[test]

@@ -477,3 +477,66 @@ fn two_thread_extraction_round_trips_large_and_small_files() {
         "small 499\n"
     );
 }
+
+/// A tree with every kind of entry (nested and empty directories, GNU long
+/// names, symlinks, an executable, an empty file, names sorting around
+/// `a/`) and file sizes around the reading thread's 256 KiB batches.
+fn pinned_tree(kit: &Kit) -> std::path::PathBuf {
+    let src = kit.path("pinned");
+    let write = |rel: &str, data: &[u8], mode: u32| {
+        let p = src.join(rel);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(&p, data).expect("write");
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let gen = |n: u32| -> Vec<u8> {
+        (0..n)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
+    };
+    fs::create_dir_all(src.join("a/b/c")).expect("mkdir");
+    write("flake.nix", b"{ outputs = { self }: { }; }\n", 0o644);
+    for i in 0..300 {
+        let text = format!("{{ n = {i}; }}\n").repeat(i % 17 + 1);
+        write(&format!("a/b/f{i:03}.nix"), text.as_bytes(), 0o644);
+    }
+    for (name, n) in [
+        ("a/batch", 256 << 10),
+        ("a/batch1", (256 << 10) + 1),
+        ("a/b/c/big", (1 << 20) + 12_345),
+        ("a/empty", 0),
+    ] {
+        write(name, &gen(n), 0o644);
+    }
+    write("run.sh", b"#!/bin/sh\necho hi\n", 0o755);
+    write("a.txt", b"sorts before a/\n", 0o644);
+    write("a-b/x", b"x\n", 0o644);
+    write(
+        &format!("{}/{}", "l".repeat(90), "m".repeat(120)),
+        b"deep\n",
+        0o644,
+    );
+    std::os::unix::fs::symlink("b/f001.nix", src.join("a/link")).expect("symlink");
+    std::os::unix::fs::symlink("../../empty", src.join("a/b/c/up")).expect("symlink");
+    fs::create_dir_all(src.join("a/emptydir")).expect("mkdir");
+    src
+}
+
+/// The archive of a fixed tree is pinned to the bytes npcnix 0.1's pack
+/// format v2 gave before packing moved to fd-relative walking and a
+/// read-ahead thread: how files are found and read must never change the
+/// bytes (a release re-derived by a newer npcnix must match).
+#[test]
+fn pinned_tree_packs_to_the_same_bytes_as_before_the_read_ahead_thread() {
+    let kit = Kit::new();
+    let src = pinned_tree(&kit);
+    for threads in ["1", "2"] {
+        let j = hash_of(&kit, &src, &["--all-files", "--threads", threads]);
+        assert_eq!(
+            j["blake3"], "6dcf162d7636a3fe3d144cf2b651714318fa00e8a3225de396ca2ff0b0597b85",
+            "{threads} threads"
+        );
+        assert_eq!(j["size"], 127_231);
+        assert_eq!(j["entries"], 317);
+    }
+}
