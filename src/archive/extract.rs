@@ -49,15 +49,12 @@
 //! `2^limits.zstd_window_log`: 2 MiB by default, the window of every
 //! archive npcnix packs) and zstd's block buffers (about 0.4 MiB), one
 //! [`INPUT_BYTES`] input buffer (128 KiB), the chunks (at most
-//! `CHUNKS_IN_FLIGHT + 2` x 64 KiB = 256 KiB), one 64 KiB write buffer,
-//! and the set of paths seen (`PathSet`): 9 bytes a slot of a hash table
-//! (8-byte keyed hash plus control byte) at a load of 7/16 to 7/8, i.e.
-//! 10-21 bytes an entry, plus the old table while it grows (150-220 KiB
-//! for 8.6k entries; 2.3-3.4 MiB at the 200,000-entry limit).
+//! `CHUNKS_IN_FLIGHT + 2` x 64 KiB = 256 KiB), one 64 KiB write buffer and
+//! the open directory chain (at most `limits.depth` fds). Nothing grows
+//! with the number of entries: duplicates and undeclared parents are found
+//! by the file system (see the entry loop), not by a set of paths seen.
 
-use std::collections::HashSet;
 use std::fs;
-use std::hash::{BuildHasher, RandomState};
 use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -75,9 +72,6 @@ const ZSTD_FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// Zero padding tolerated after the tar end-of-archive marker (GNU tar pads
 /// to a 10 KiB record; anything much bigger is not padding).
 const MAX_TRAILING_PADDING: u64 = 64 * 1024;
-/// Most bytes of entry paths one archive may carry (a sanity bound kept
-/// from when the duplicate/parent sets held paths; they hold hashes now).
-const MAX_PATH_BYTES_HELD: u64 = 64 << 20;
 /// Decompressed bytes per chunk handed from the zstd thread to the writer:
 /// big enough that a typical flake file (a few KiB) is a small part of one
 /// chunk and a large file is written in 64 KiB writes, small enough to keep
@@ -313,16 +307,32 @@ fn extract_tar<R: Read>(
     });
     let mut copy_buf = vec![0u8; CHUNK_BYTES];
     let mut stats = ExtractStats::default();
-    // The duplicate and parent checks keep a keyed 64-bit hash of each
-    // path, not the path (8 bytes a slot; see `PathSet`).
-    let mut seen = PathSet::new();
+    // The file system is the record of what was created (see the entry
+    // loop), so the root must start empty.
+    match fs::read_dir(root).map(|mut d| d.next().is_none()) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(ExtractError::Io {
+                path: root.to_owned(),
+                source: io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "extraction needs an empty directory",
+                ),
+            })
+        }
+        Err(e) => {
+            return Err(ExtractError::Io {
+                path: root.to_owned(),
+                source: e,
+            })
+        }
+    }
     let mut chain = DirChain::new(root).map_err(|e| ExtractError::Io {
         path: root.to_owned(),
         source: e,
     })?;
     let mut modes = ModeCheck::default();
     let mut count = 0u64;
-    let mut path_bytes_held = 0u64;
 
     // Raw mode: the tar crate would read GNU long-name and PAX extension
     // bodies into memory without a bound; we read them ourselves, bounded.
@@ -382,22 +392,14 @@ fn extract_tar<R: Read>(
         let shown = String::from_utf8_lossy(&raw_path).into_owned();
         let path = EntryPath::new(&raw_path, limits.path_bytes, limits.depth)
             .map_err(|e| ExtractError::entry(&shown, e))?;
-        path_bytes_held += path.as_display().len() as u64;
-        if path_bytes_held > MAX_PATH_BYTES_HELD {
-            return Err(ExtractError::Refused(
-                "entry paths total more than 64 MiB".into(),
-            ));
-        }
-        if !seen.insert(path.as_display(), kind == tar::EntryType::Directory) {
-            return Err(ExtractError::entry(&shown, "duplicate entry"));
-        }
+        // No set of the paths seen: the root was empty, so the file
+        // system holds exactly what this archive created. A second entry
+        // with a path already used fails with EEXIST (O_EXCL, mkdirat,
+        // symlinkat: "duplicate entry"), and a parent that is not a
+        // directory created earlier (missing, a file, a symlink) fails to
+        // open with O_DIRECTORY | O_NOFOLLOW. Memory stays constant in the
+        // number of entries.
         let (parent, name) = split_entry(&path);
-        if !parent.is_empty() && !seen.is_dir(parent) {
-            return Err(ExtractError::entry(
-                &shown,
-                "its parent is not a directory created earlier in this archive",
-            ));
-        }
         let header_mode = entry.header().mode().unwrap_or(0);
         let dest = || join(root, &path);
         // The parent, opened from the root one component at a time without
@@ -527,49 +529,6 @@ fn extract_tar<R: Read>(
     Ok(stats)
 }
 
-/// The entry paths seen so far, kept as keyed 64-bit hashes in one table:
-/// 8 bytes a slot (plus the table's control byte) instead of the path, so
-/// an 8.6k-entry tree holds about 150 KiB instead of about 1 MiB, whatever
-/// the path lengths. The lowest bit of a slot says whether the entry is a
-/// directory (the duplicate check looks for both). The key is random per
-/// extraction (std's SipHash-1-3 `RandomState`), so an archive cannot be
-/// built to collide. A collision (about n^2 / 2^64: 2e-9 at the
-/// 200,000-entry default limit) can only fail closed: a false "duplicate
-/// entry" refuses the archive, and a false "parent is a directory" is
-/// still refused by the kernel, which opens every parent with
-/// `O_DIRECTORY | O_NOFOLLOW` (see `DirChain`).
-struct PathSet {
-    key: RandomState,
-    hashes: HashSet<u64>,
-}
-
-impl PathSet {
-    fn new() -> PathSet {
-        PathSet {
-            key: RandomState::new(),
-            hashes: HashSet::new(),
-        }
-    }
-
-    fn hash(&self, path: &str) -> u64 {
-        self.key.hash_one(path) & !1
-    }
-
-    /// Adds `path`; `false` if it was there already (as anything).
-    fn insert(&mut self, path: &str, is_dir: bool) -> bool {
-        let h = self.hash(path);
-        if self.hashes.contains(&h) || self.hashes.contains(&(h | 1)) {
-            return false;
-        }
-        self.hashes.insert(h | u64::from(is_dir))
-    }
-
-    /// Whether `path` was added as a directory.
-    fn is_dir(&self, path: &str) -> bool {
-        self.hashes.contains(&(self.hash(path) | 1))
-    }
-}
-
 /// Files are created with their final mode (0644 or 0755) when the umask
 /// and the directory's default ACL leave it alone, which saves an
 /// `fchmod` per file. That is checked once per mode, on the first file
@@ -657,7 +616,11 @@ fn entry_type_reason(t: tar::EntryType) -> String {
 /// genuine I/O failure.
 fn io_or_refuse(shown: &str, dest: &Path, e: io::Error) -> ExtractError {
     match e.kind() {
-        io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
+        io::ErrorKind::AlreadyExists => ExtractError::entry(
+            shown,
+            "duplicate entry (its path is already used in this archive)",
+        ),
+        io::ErrorKind::NotADirectory => {
             ExtractError::entry(shown, "collides with an existing entry")
         }
         _ if e.raw_os_error() == Some(libc::ELOOP) => {
