@@ -728,3 +728,165 @@ fn second_zstd_frame_after_the_archive_is_refused() {
     a.extend(zstd(&[0u8; 1024]));
     assert_refused(&a, &[], "exactly one zstd frame");
 }
+
+// ---------------------------------------------------------------------------
+// Review of the fd-relative extractor (branch perf2): the duplicate/parent
+// checks now live in one hash table with a "directory" bit, and parents are
+// reached through a cached chain of directory fds. These pin the behaviour.
+
+#[test]
+fn file_then_directory_with_the_same_name_is_refused() {
+    let t = RawTar::flake().file("x", b"x", 0o644).dir("x").finish();
+    assert_refused(&zstd(&t), &[], "duplicate");
+}
+
+#[test]
+fn directory_then_file_with_the_same_name_is_refused() {
+    let t = RawTar::flake().dir("x").file("x", b"x", 0o644).finish();
+    assert_refused(&zstd(&t), &[], "duplicate");
+    let t = RawTar::flake().dir("x").symlink("x", "flake.nix").finish();
+    assert_refused(&zstd(&t), &[], "duplicate");
+}
+
+#[test]
+fn entry_below_a_regular_file_is_refused() {
+    let t = RawTar::flake()
+        .file("f", b"x", 0o644)
+        .file("f/x", b"x", 0o644)
+        .finish();
+    assert_refused(&zstd(&t), &[], "parent is not a directory");
+    let t = RawTar::flake().file("f", b"x", 0o644).dir("f/d").finish();
+    assert_refused(&zstd(&t), &[], "parent is not a directory");
+}
+
+#[test]
+fn entry_below_a_case_variant_of_a_directory_is_refused() {
+    let t = RawTar::flake()
+        .dir("Dir")
+        .file("dir/x", b"x", 0o644)
+        .finish();
+    assert_refused(&zstd(&t), &[], "parent is not a directory");
+}
+
+#[test]
+fn directory_or_symlink_below_an_in_tree_symlink_is_refused() {
+    let t = RawTar::flake()
+        .dir("real")
+        .symlink("alias", "real")
+        .dir("alias/sub")
+        .finish();
+    assert_refused(&zstd(&t), &[], "parent is not a directory");
+    let t = RawTar::flake()
+        .dir("real")
+        .symlink("alias", "real")
+        .symlink("alias/l", "../flake.nix")
+        .finish();
+    assert_refused(&zstd(&t), &[], "parent is not a directory");
+    // The symlink pointing at a deeper directory of the chain the
+    // extractor holds open does not help either.
+    let t = RawTar::flake()
+        .dir("a")
+        .dir("a/b")
+        .file("a/b/x", b"x", 0o644)
+        .symlink("a/l", "b")
+        .file("a/l/y", b"y", 0o644)
+        .finish();
+    assert_refused(&zstd(&t), &[], "parent is not a directory");
+}
+
+/// Entries out of tree order (the cached directory chain is truncated and
+/// reopened back and forth) each land in their own parent.
+#[test]
+fn entries_interleaved_across_directories_land_in_their_own_parent() {
+    let t = RawTar::flake()
+        .dir("a")
+        .dir("a/b")
+        .dir("c")
+        .file("a/b/x", b"abx", 0o644)
+        .file("c/y", b"cy", 0o644)
+        .dir("a/b/d")
+        .file("a/b/d/z", b"abdz", 0o644)
+        .file("a/w", b"aw", 0o644)
+        .dir("c/b")
+        .file("c/b/x", b"cbx", 0o644)
+        .file("x", b"x", 0o644)
+        .finish();
+    let kit = Kit::new();
+    let root = kit.path("tree");
+    fs::create_dir_all(&root).expect("mkdir");
+    npcnix::archive::extract(&zstd(&t)[..], &root, &limits(&[])).expect("extract");
+    for (p, c) in [
+        ("a/b/x", "abx"),
+        ("c/y", "cy"),
+        ("a/b/d/z", "abdz"),
+        ("a/w", "aw"),
+        ("c/b/x", "cbx"),
+        ("x", "x"),
+    ] {
+        assert_eq!(fs::read_to_string(root.join(p)).expect(p), c, "{p}");
+    }
+}
+
+/// The fd-relative extractor keeps one open fd per path component of the
+/// current parent. A deep (but allowed: the host raised `limits.depth`)
+/// tree must not fail with EMFILE under an ordinary fd limit: before perf2
+/// it extracted by path with a constant number of fds.
+#[test]
+fn deep_tree_within_raised_limits_does_not_exhaust_file_descriptors() {
+    let depth = 120;
+    let mut t = RawTar::flake();
+    let mut p = String::new();
+    for i in 0..depth {
+        if i > 0 {
+            p.push('/');
+        }
+        p.push('d');
+        t = t.dir(&p);
+    }
+    let t = t.finish();
+    let kit = Kit::new();
+    let (key, pubkey) = kit.keygen("ci");
+    let sk = kit.secret_key(&key);
+    let path = kit.path("deep.tar.zst");
+    fs::write(&path, zstd(&t)).expect("write");
+    let aref = kit.put_archive("prod", &path);
+    kit.put_raw(
+        "prod",
+        1,
+        &signed_bundle(&statement("prod", 1, None, aref, now()), &sk),
+    );
+    let npcnix = kit.cmd();
+    let mut sh = std::process::Command::new("sh");
+    for (k, v) in npcnix.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    let url = kit.url("prod");
+    let dst = kit.path("dst");
+    // 64 fds: far more than a pull by path needs, fewer than the depth.
+    let out = sh
+        .current_dir(kit.path(""))
+        .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""])
+        .args([
+            BIN,
+            "pull",
+            "--remote",
+            &url,
+            "--trusted-key",
+            &pubkey,
+            "--limit",
+            "depth=200",
+            "--dst",
+        ])
+        .arg(&dst)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dst.join(&p).is_dir());
+}
