@@ -486,6 +486,22 @@ pub fn write_archive_with<W: Write + Send>(
     out: W,
     options: &PackOptions,
 ) -> Result<(W, Packed), PackError> {
+    write_archive_observed(tree, out, options, &*crate::progress::silent())
+}
+
+/// [`write_archive_with`], reporting the entries packed (and the bytes of
+/// the files read) to `progress`.
+pub fn write_archive_observed<W: Write + Send>(
+    tree: &Tree,
+    out: W,
+    options: &PackOptions,
+    progress: &dyn crate::progress::Progress,
+) -> Result<(W, Packed), PackError> {
+    let task = progress.start(
+        "packing",
+        crate::progress::Unit::Entries,
+        Some(tree.entries.len() as u64),
+    );
     let out_err = |source: io::Error| PackError::Io {
         path: PathBuf::from("<archive output>"),
         source,
@@ -506,6 +522,7 @@ pub fn write_archive_with<W: Write + Send>(
                 tx: Some(tx),
                 buf: Vec::with_capacity(CHUNK),
             },
+            &*task,
         );
         let compressed = compressor
             .join()
@@ -571,7 +588,11 @@ impl Drop for ChunkWriter {
 }
 
 /// Writes the tar stream of `tree` into `sink`.
-fn write_tar(tree: &Tree, sink: ChunkWriter) -> Result<(), PackError> {
+fn write_tar(
+    tree: &Tree,
+    sink: ChunkWriter,
+    task: &dyn crate::progress::Task,
+) -> Result<(), PackError> {
     let out_err = |source: io::Error| PackError::Io {
         path: PathBuf::from("<archive output>"),
         source,
@@ -598,6 +619,7 @@ fn write_tar(tree: &Tree, sink: ChunkWriter) -> Result<(), PackError> {
                     return Err(PackError::Changed { path: full });
                 }
                 let len = md.len();
+                task.advance(0, len);
                 let mode = if *executable { 0o755 } else { 0o644 };
                 let mut h = header(tar::EntryType::Regular, mode, len);
                 // Large reads: tar's copy loop would otherwise make one 8 KiB
@@ -630,6 +652,7 @@ fn write_tar(tree: &Tree, sink: ChunkWriter) -> Result<(), PackError> {
                     .map_err(out_err)?;
             }
         }
+        task.advance(1, 0);
     }
     let mut sink = tar.into_inner().map_err(out_err)?;
     sink.send().map_err(out_err)?;

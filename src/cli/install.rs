@@ -99,7 +99,11 @@ pub struct Args {
 /// threshold (0 for an empty remote): the first-contact floor.
 fn pinned_head(v: &npcnix::host::config::Validated) -> Result<u64> {
     let r = &v.config.remote;
-    let store = npcnix::store::open_url(&r.url, &r.store_options(super::env::read_timeout()))?;
+    let store = common::open_observed(
+        &r.url,
+        r.store_options(super::env::read_timeout()),
+        common::env_retries(),
+    )?;
     let log = npcnix::store::ReleaseLog::new(store.as_ref());
     let bytes = match log.latest(None) {
         Ok(npcnix::store::Fetched::Object { bytes, .. }) => bytes,

@@ -12,6 +12,7 @@ pub mod file;
 #[cfg(feature = "http")]
 pub mod http;
 mod log;
+pub mod retry;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod transfer;
@@ -270,6 +271,10 @@ pub struct StoreOptions {
     /// deadline of a minute plus its size at this rate (default
     /// [`transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC`]).
     pub min_rate_bytes_per_sec: Option<u64>,
+    /// Attempts the S3 client makes per request on its own, silently
+    /// (`None`: the SDK's default, 3). The operator commands set 1 and
+    /// retry visibly themselves ([`retry`]); the agent keeps the default.
+    pub client_attempts: Option<u32>,
 }
 
 /// Opens the store a remote URL names.

@@ -656,6 +656,21 @@ fn scenario(mode: Stdout) {
             assert_eq!(v["activated"], false);
         },
     );
+    check(
+        run(j(&[
+            "release", "revert", "--remote", &url, "--key", &key, "--to", "1",
+        ])),
+        &|v| {
+            assert_eq!(v["version"], 3);
+            assert_eq!(v["reverted_to"], 1);
+            assert_eq!(v["archive"]["blake3"].as_str().map(str::len), Some(64));
+        },
+    );
+    check(run(j(&["fleet", "status", "--remote", &url])), &|v| {
+        assert_eq!(v["remote"], "prod");
+        assert!(v["hosts"].is_array(), "{v}");
+        assert!(v["summary"].is_array(), "{v}");
+    });
     if mode == Stdout::Closed {
         for args in [
             vec!["completions", "bash"],

@@ -23,6 +23,9 @@ pub struct Httpd {
     /// When set, requests are read and never answered (for 60 s): a store
     /// that stalls.
     pub stall: Arc<AtomicBool>,
+    /// The next this-many requests are answered "503 Service Unavailable"
+    /// (a store that is briefly overloaded).
+    pub fail_next: Arc<AtomicUsize>,
 }
 
 impl Httpd {
@@ -38,6 +41,8 @@ impl Httpd {
         let (eo, cond) = (Arc::clone(&etag_override), Arc::clone(&conditional));
         let stall = Arc::new(AtomicBool::new(false));
         let st = Arc::clone(&stall);
+        let fail_next = Arc::new(AtomicUsize::new(0));
+        let fails = Arc::clone(&fail_next);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let root = root.clone();
@@ -45,6 +50,7 @@ impl Httpd {
                 let nm = Arc::clone(&nm);
                 let (eo, cond) = (Arc::clone(&eo), Arc::clone(&cond));
                 let st = Arc::clone(&st);
+                let fails = Arc::clone(&fails);
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
                     let mut out = stream;
@@ -75,6 +81,17 @@ impl Httpd {
                         }
                         if inm.is_some() {
                             cond.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if fails
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok()
+                        {
+                            let r =
+                                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
+                            if out.write_all(r).is_err() {
+                                return;
+                            }
+                            continue;
                         }
                         let file = root.join(path.trim_start_matches('/'));
                         let resp = match std::fs::read(&file) {
@@ -120,6 +137,7 @@ impl Httpd {
             etag_override,
             conditional,
             stall,
+            fail_next,
         }
     }
 
