@@ -313,8 +313,18 @@ fn store_errors_are_one_line_with_a_hint_and_the_chain_only_under_verbose() {
                 .expect("run"),
         );
         assert_eq!(r.code, 1, "{}", r.stderr);
-        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
-        assert!(r.stderr.contains("Connection refused"), "{}", r.stderr);
+        // Two announced retries (a refused connection is transient), then
+        // the error: one line each.
+        let lines: Vec<&str> = r.stderr.lines().collect();
+        assert_eq!(lines.len(), 3, "{}", r.stderr);
+        assert!(
+            lines[0].starts_with("npcnix: warning: retrying (attempt 2/3) in ")
+                && lines[1].starts_with("npcnix: warning: retrying (attempt 3/3) in "),
+            "{}",
+            r.stderr
+        );
+        assert!(lines[2].contains("Connection refused"), "{}", r.stderr);
+        assert!(!lines[2].contains("retrying"), "{}", r.stderr);
         assert!(
             r.stderr.contains("(hint: nothing accepts connections"),
             "{}",
@@ -322,6 +332,7 @@ fn store_errors_are_one_line_with_a_hint_and_the_chain_only_under_verbose() {
         );
         assert!(!r.stderr.contains("DispatchFailure"), "{}", r.stderr);
         args.insert(0, "-v");
+        args.extend(["--retries", "0"]);
         let v = Run::from(
             kit.cmd()
                 .args(&args)
