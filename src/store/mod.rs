@@ -111,6 +111,15 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         self.kind == StoreErrorKind::Transient
     }
+
+    /// Whether asking again soon may help ([`retry`]): a transient failure,
+    /// except a refused TLS certificate, which is a setup problem that
+    /// fails the same way every time (the clients report it only as text,
+    /// hence the text test; the agent still backs off on it).
+    pub fn is_retryable(&self) -> bool {
+        let t = self.detail.to_ascii_lowercase();
+        self.is_transient() && !(t.contains("certificate") || t.contains("unknownissuer"))
+    }
 }
 
 /// An error and its sources as one line ("a: b: c"), each text once: the

@@ -128,7 +128,7 @@ impl Retry {
         let mut attempt = 1;
         loop {
             match op(attempt) {
-                Err(e) if e.is_transient() && attempt < self.policy.attempts => {
+                Err(e) if e.is_retryable() && attempt < self.policy.attempts => {
                     attempt += 1;
                     self.wait(attempt, &e);
                 }
@@ -484,6 +484,27 @@ mod tests {
             std::fs::read(dir.path().join("latest")).expect("read"),
             b"v2"
         );
+    }
+
+    #[test]
+    fn a_refused_certificate_is_not_retried() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let r = quick(3, Arc::clone(&seen));
+        let mut calls = 0;
+        let e = r
+            .run(|_| -> Result<(), StoreError> {
+                calls += 1;
+                Err(StoreError::new(
+                    StoreErrorKind::Transient,
+                    "https://m",
+                    "latest",
+                    "GET failed: invalid peer certificate: UnknownIssuer".into(),
+                ))
+            })
+            .expect_err("fails");
+        assert!(e.is_transient() && !e.is_retryable());
+        assert_eq!(calls, 1);
+        assert!(seen.lock().expect("lock").is_empty());
     }
 
     #[test]
