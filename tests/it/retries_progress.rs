@@ -232,3 +232,42 @@ fn key_derivation_shows_a_spinner() {
         r.stderr
     );
 }
+
+#[test]
+fn progress_is_drawn_on_a_terminal_and_not_with_quiet() {
+    if !crate::common::require_tool("script") {
+        return;
+    }
+    let kit = Kit::new();
+    let src = kit.flake("f", "one");
+    // util-linux `script` runs the command on a pseudo-terminal and copies
+    // what it writes (stdout and stderr) to its own stdout.
+    let on_a_tty = |flags: &str| {
+        let line = format!(
+            "{} {flags} pack --src {} --hash-only",
+            crate::common::BIN,
+            src.display()
+        );
+        let o = std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env_remove("NPCNIX_PROGRESS")
+            .current_dir(kit.path(""))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run script");
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let shown = on_a_tty("");
+    assert!(shown.contains("packing: "), "{shown:?}");
+    assert!(
+        shown.contains("blake3:"),
+        "the result is there too: {shown:?}"
+    );
+    let quiet = on_a_tty("-q");
+    assert!(
+        !quiet.contains("packing: ") && !quiet.contains('\x1b'),
+        "{quiet:?}"
+    );
+    assert!(quiet.contains("blake3:"), "{quiet:?}");
+}
