@@ -16,6 +16,9 @@
 //! ([`put_new_resolving`], [`put_swap_resolving`]). The resent write keeps
 //! its precondition, so it can never overwrite another publisher's.
 //!
+//! A download that breaks mid-body is resumed by reading the object again
+//! and dropping what was already read ([`ObservedStore::open`]).
+//!
 //! The agent (`npcnix follow`) does not use this: it has its own backoff
 //! between polls.
 
@@ -231,7 +234,7 @@ fn holds(store: &dyn Store, retry: &Retry, key: &str, body: &[u8]) -> Result<boo
 /// (visibly, through the [`Retry`]'s notifier), transfers reported to a
 /// [`Progress`]. Conditional writes pass through once (module docs).
 pub struct ObservedStore {
-    inner: Box<dyn Store>,
+    inner: Arc<dyn Store>,
     retry: Retry,
     progress: Arc<dyn Progress>,
 }
@@ -239,7 +242,7 @@ pub struct ObservedStore {
 impl ObservedStore {
     pub fn new(inner: Box<dyn Store>, retry: Retry, progress: Arc<dyn Progress>) -> Self {
         ObservedStore {
-            inner,
+            inner: Arc::from(inner),
             retry,
             progress,
         }
@@ -248,6 +251,64 @@ impl ObservedStore {
     /// The retry policy, for the writes a caller retries itself.
     pub fn retry(&self) -> &Retry {
         &self.retry
+    }
+}
+
+/// A download that breaks in the middle of the body is opened again and
+/// continues where it broke: the bytes already read are read again and
+/// dropped (every backend can do that; none needs ranges from an offset).
+/// What the caller sees is one stream, which it bounds and hashes as
+/// always, so an object that changed between attempts is refused as a
+/// mismatch, never spliced in silently.
+struct Resuming {
+    store: Arc<dyn Store>,
+    key: String,
+    max: u64,
+    retry: Retry,
+    inner: Box<dyn Read + Send>,
+    /// Bytes handed to the caller so far.
+    pos: u64,
+    attempt: u32,
+}
+
+impl Read for Resuming {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let e = match self.inner.read(buf) {
+                Ok(n) => {
+                    self.pos += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => e,
+            };
+            if self.attempt >= self.retry.policy.attempts {
+                return Err(e);
+            }
+            self.attempt += 1;
+            let why = StoreError::new(
+                StoreErrorKind::Transient,
+                &self.store.describe(),
+                &self.key,
+                format!("download broke after {} bytes: {e}", self.pos),
+            );
+            self.retry.wait(self.attempt, &why);
+            let mut again = self
+                .store
+                .open(&self.key, self.max)
+                .map_err(std::io::Error::other)?;
+            let skipped = std::io::copy(&mut (&mut again).take(self.pos), &mut std::io::sink())?;
+            if skipped < self.pos {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the object is shorter than before ({skipped} of {} bytes) on the retry",
+                        self.pos
+                    ),
+                ));
+            }
+            self.inner = again;
+        }
     }
 }
 
@@ -271,6 +332,15 @@ impl Store for ObservedStore {
 
     fn open(&self, key: &str, max_bytes: u64) -> Result<Box<dyn Read + Send>, StoreError> {
         let r = self.retry.run(|_| self.inner.open(key, max_bytes))?;
+        let r: Box<dyn Read + Send> = Box::new(Resuming {
+            store: Arc::clone(&self.inner),
+            key: key.to_owned(),
+            max: max_bytes,
+            retry: self.retry.clone(),
+            inner: r,
+            pos: 0,
+            attempt: 1,
+        });
         if max_bytes < PROGRESS_MIN_BYTES {
             return Ok(r);
         }
@@ -505,6 +575,108 @@ mod tests {
         assert!(e.is_transient() && !e.is_retryable());
         assert_eq!(calls, 1);
         assert!(seen.lock().expect("lock").is_empty());
+    }
+
+    /// Serves "latest" through a reader that breaks after `cut` bytes,
+    /// `breaks` times.
+    struct Breaking {
+        data: Vec<u8>,
+        breaks: AtomicU32,
+        cut: usize,
+    }
+
+    struct Cut {
+        data: Vec<u8>,
+        pos: usize,
+        cut: Option<usize>,
+    }
+
+    impl Read for Cut {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.cut.is_some_and(|c| self.pos >= c) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "connection reset",
+                ));
+            }
+            let end = self.data.len().min(self.pos + buf.len().min(7));
+            let n = end - self.pos;
+            buf[..n].copy_from_slice(&self.data[self.pos..end]);
+            self.pos = end;
+            Ok(n)
+        }
+    }
+
+    impl Store for Breaking {
+        fn describe(&self) -> String {
+            "breaking".into()
+        }
+        fn get(&self, key: &str, _: Option<&ETag>, _: u64) -> Result<Fetched, StoreError> {
+            Err(StoreError::new(
+                StoreErrorKind::NotFound,
+                "b",
+                key,
+                "no".into(),
+            ))
+        }
+        fn open(&self, _: &str, _: u64) -> Result<Box<dyn Read + Send>, StoreError> {
+            let cut = Flaky::take(&self.breaks).then_some(self.cut);
+            Ok(Box::new(Cut {
+                data: self.data.clone(),
+                pos: 0,
+                cut,
+            }))
+        }
+        fn put_new(&self, key: &str, _: &mut dyn Read, _: u64) -> Result<(), StoreError> {
+            Err(transient(key))
+        }
+        fn put_swap(&self, key: &str, _: &[u8], _: Option<&ETag>) -> Result<ETag, StoreError> {
+            Err(transient(key))
+        }
+        fn list(&self, _: &str, _: usize) -> Result<Vec<String>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn a_download_that_breaks_mid_body_continues_where_it_broke() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = ObservedStore::new(
+            Box::new(Breaking {
+                data: data.clone(),
+                breaks: AtomicU32::new(2),
+                cut: 300,
+            }),
+            quick(3, Arc::clone(&seen)),
+            progress::silent(),
+        );
+        let mut out = Vec::new();
+        s.open("archives/x", 1000)
+            .expect("open")
+            .read_to_end(&mut out)
+            .expect("resumed twice");
+        assert_eq!(out, data, "one stream, nothing lost or repeated");
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen[0].contains("download broke after"), "{seen:?}");
+
+        // A third break is one too many.
+        let s = ObservedStore::new(
+            Box::new(Breaking {
+                data,
+                breaks: AtomicU32::new(3),
+                cut: 300,
+            }),
+            quick(3, Arc::default()),
+            progress::silent(),
+        );
+        let e = s
+            .open("archives/x", 1000)
+            .expect("open")
+            .read_to_end(&mut Vec::new())
+            .expect_err("gives up");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
     }
 
     #[test]

@@ -271,3 +271,38 @@ fn progress_is_drawn_on_a_terminal_and_not_with_quiet() {
     );
     assert!(quiet.contains("blake3:"), "{quiet:?}");
 }
+
+#[test]
+fn a_download_that_breaks_mid_body_is_resumed_and_verified() {
+    let kit = Kit::new();
+    let (key, pubkey) = kit.keygen("ci");
+    kit.publish("prod", &key, &big_flake(&kit, 2), &[]).ok();
+    let httpd = Httpd::serve(kit.path("store"));
+    httpd.cut_next_body.store(1, Ordering::SeqCst);
+    let dst = kit.path("out");
+    let r = kit.run(&[
+        "pull",
+        "--remote",
+        &httpd.url("prod"),
+        "--trusted-key",
+        &pubkey,
+        "--dst",
+        dst.to_str().expect("utf8"),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("retrying (attempt 2/3)") && r.stderr.contains("download broke after"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        httpd.cut_next_body.load(Ordering::SeqCst),
+        0,
+        "it did break"
+    );
+    assert_eq!(
+        std::fs::read(dst.join("blob.bin")).expect("read").len(),
+        2 << 20,
+        "the whole tree, hash-checked"
+    );
+}

@@ -26,6 +26,9 @@ pub struct Httpd {
     /// The next this-many requests are answered "503 Service Unavailable"
     /// (a store that is briefly overloaded).
     pub fail_next: Arc<AtomicUsize>,
+    /// The next this-many answers with a body of more than 64 KiB send
+    /// half of it and close the connection (a transfer that breaks).
+    pub cut_next_body: Arc<AtomicUsize>,
 }
 
 impl Httpd {
@@ -43,6 +46,8 @@ impl Httpd {
         let st = Arc::clone(&stall);
         let fail_next = Arc::new(AtomicUsize::new(0));
         let fails = Arc::clone(&fail_next);
+        let cut_next_body = Arc::new(AtomicUsize::new(0));
+        let cuts = Arc::clone(&cut_next_body);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let root = root.clone();
@@ -51,6 +56,7 @@ impl Httpd {
                 let (eo, cond) = (Arc::clone(&eo), Arc::clone(&cond));
                 let st = Arc::clone(&st);
                 let fails = Arc::clone(&fails);
+                let cuts = Arc::clone(&cuts);
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
                     let mut out = stream;
@@ -123,6 +129,17 @@ impl Httpd {
                                 }
                             }
                         };
+                        if resp.len() > 64 << 10
+                            && cuts
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    n.checked_sub(1)
+                                })
+                                .is_ok()
+                        {
+                            let _ = out.write_all(&resp[..resp.len() / 2]);
+                            let _ = out.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
                         if out.write_all(&resp).is_err() {
                             return;
                         }
@@ -138,6 +155,7 @@ impl Httpd {
             conditional,
             stall,
             fail_next,
+            cut_next_body,
         }
     }
 
