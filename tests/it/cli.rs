@@ -158,6 +158,37 @@ fn exit_2_for_every_usage_error() {
         ),
         (vec!["pause", "--for", "banana"], "invalid duration"),
         (
+            vec!["fleet", "status", "--remote", "s4://bucket/prod"],
+            "unsupported remote URL",
+        ),
+        (
+            vec![
+                "release",
+                "revert",
+                "--remote",
+                "s4://b/prod",
+                "--key",
+                &key,
+                "--to",
+                "1",
+            ],
+            "unsupported remote URL",
+        ),
+        (
+            vec![
+                "pull",
+                "--remote",
+                &url,
+                "--trusted-key",
+                &pubkey,
+                "--dst",
+                "d",
+                "--retries",
+                "10",
+            ],
+            "--retries",
+        ),
+        (
             vec![
                 "publish",
                 "--remote",
