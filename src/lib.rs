@@ -31,6 +31,7 @@ pub mod format;
 pub mod fsutil;
 pub mod host;
 pub mod nix;
+pub mod progress;
 pub mod publish;
 pub mod store;
 pub mod verify;

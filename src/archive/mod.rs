@@ -11,6 +11,6 @@ pub mod path;
 pub use extract::{extract, ExtractError, ExtractStats};
 pub use limits::Limits;
 pub use pack::{
-    collect_entries, write_archive, write_archive_with, FileSelection, PackError, PackFormat,
-    PackOptions, Packed,
+    collect_entries, write_archive, write_archive_observed, write_archive_with, FileSelection,
+    PackError, PackFormat, PackOptions, Packed,
 };

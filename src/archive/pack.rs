@@ -777,6 +777,22 @@ pub fn write_archive_with<W: Write + Send>(
     out: W,
     options: &PackOptions,
 ) -> Result<(W, Packed), PackError> {
+    write_archive_observed(tree, out, options, &*crate::progress::silent())
+}
+
+/// [`write_archive_with`], reporting the entries packed (and the bytes of
+/// the files read) to `progress`.
+pub fn write_archive_observed<W: Write + Send>(
+    tree: &Tree,
+    out: W,
+    options: &PackOptions,
+    progress: &dyn crate::progress::Progress,
+) -> Result<(W, Packed), PackError> {
+    let task = progress.start(
+        "packing",
+        crate::progress::Unit::Entries,
+        Some(tree.entries.len() as u64),
+    );
     let out_err = |source: io::Error| PackError::Io {
         path: PathBuf::from("<archive output>"),
         source,
@@ -822,6 +838,7 @@ pub fn write_archive_with<W: Write + Send>(
                 tx: Some(tx),
                 buf: Vec::with_capacity(CHUNK),
             },
+            &*task,
         );
         // write_tar dropped its end of the channels: the reader stops at
         // its next send if it was not done.
@@ -891,7 +908,12 @@ impl Drop for ChunkWriter {
 
 /// Writes the tar stream of `tree` into `sink`, taking file contents from
 /// the reading thread.
-fn write_tar(tree: &Tree, mut contents: Contents, sink: ChunkWriter) -> Result<(), PackError> {
+fn write_tar(
+    tree: &Tree,
+    mut contents: Contents,
+    sink: ChunkWriter,
+    task: &dyn crate::progress::Task,
+) -> Result<(), PackError> {
     let out_err = |source: io::Error| PackError::Io {
         path: PathBuf::from("<archive output>"),
         source,
@@ -907,6 +929,7 @@ fn write_tar(tree: &Tree, mut contents: Contents, sink: ChunkWriter) -> Result<(
             }
             PackEntry::File => {
                 let head = contents.next_head()?;
+                task.advance(0, head.len);
                 let mode = if head.executable { 0o755 } else { 0o644 };
                 let mut h = header(tar::EntryType::Regular, mode, head.len);
                 let appended = tar.append_data(&mut h, name, contents.body(head.len));
@@ -920,6 +943,7 @@ fn write_tar(tree: &Tree, mut contents: Contents, sink: ChunkWriter) -> Result<(
                     .map_err(out_err)?;
             }
         }
+        task.advance(1, 0);
     }
     let mut sink = tar.into_inner().map_err(out_err)?;
     sink.send().map_err(out_err)?;

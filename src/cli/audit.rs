@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use npcnix::fsutil;
 use npcnix::host::journal;
-use npcnix::store::{self, ReleaseLog};
+use npcnix::store::ReleaseLog;
 use npcnix::verify;
 
 use super::common;
@@ -33,7 +33,11 @@ pub fn run(a: Args) -> Result<()> {
     let v = a.cfg.load()?;
     let data = a.cfg.data(&v)?;
     let r = &v.config.remote;
-    let store = store::open_url(&r.url, &r.store_options(env::read_timeout()))?;
+    let store = super::common::open_observed(
+        &r.url,
+        r.store_options(env::read_timeout()),
+        super::common::env_retries(),
+    )?;
     let log = ReleaseLog::new(store.as_ref());
     // version -> statement hashes the host recorded for it.
     let mut seen: BTreeMap<u64, Vec<String>> = BTreeMap::new();

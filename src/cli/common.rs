@@ -104,19 +104,30 @@ pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
         .map_err(|_| anyhow!("secret key file {} is not text", path.display()))?;
     let mut prompt_err = None;
     let mut encrypted = false;
+    // Shown from the passphrase on until the key is decrypted (scrypt, a
+    // few seconds).
+    let mut deriving = None;
     let sk = SecretKey::parse_with(text, |_| {
         encrypted = true;
-        if let Ok(p) = std::env::var("NPCNIX_PASSPHRASE") {
-            return Some(Zeroizing::new(p.into_bytes()));
-        }
-        match rpassword::prompt_password(format!("Passphrase for {}: ", path.display())) {
-            Ok(p) => Some(Zeroizing::new(p.into_bytes())),
-            Err(e) => {
-                prompt_err = Some(e);
-                None
+        let pass = if let Ok(p) = std::env::var("NPCNIX_PASSPHRASE") {
+            Some(Zeroizing::new(p.into_bytes()))
+        } else {
+            match rpassword::prompt_password(format!("Passphrase for {}: ", path.display())) {
+                Ok(p) => Some(Zeroizing::new(p.into_bytes())),
+                Err(e) => {
+                    prompt_err = Some(e);
+                    None
+                }
             }
+        };
+        if pass.is_some() {
+            deriving = Some(super::progress::spinner(
+                "deriving the key from the passphrase (scrypt)",
+            ));
         }
+        pass
     });
+    drop(deriving);
     // Like ssh: an unencrypted key others can read is not used.
     if mode & 0o077 != 0 && !encrypted && sk.is_ok() {
         bail!(
@@ -275,7 +286,16 @@ pub struct StoreArgs {
     /// SSL_CERT_DIR are used too)
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Retries of a store request that failed transiently (connection,
+    /// time-out, HTTP 5xx, throttling), about 1 s, 2 s, 4 s ... apart; each
+    /// is announced on stderr. 0: fail at once
+    #[arg(long, value_name = "N", env = "NPCNIX_RETRIES", default_value_t = DEFAULT_RETRIES,
+          value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub retries: u32,
 }
+
+/// Retries by default: 3 attempts in all.
+pub const DEFAULT_RETRIES: u32 = npcnix::store::retry::RetryPolicy::DEFAULT_ATTEMPTS - 1;
 
 impl StoreArgs {
     pub fn options(&self) -> npcnix::store::StoreOptions {
@@ -287,8 +307,57 @@ impl StoreArgs {
             connect_timeout_secs: self.connect_timeout,
             ca_file: self.ca_file.clone(),
             min_rate_bytes_per_sec: None,
+            client_attempts: None,
         }
     }
+
+    /// The retries these flags ask for, announced on stderr.
+    pub fn retry(&self) -> npcnix::store::retry::Retry {
+        retry(self.retries)
+    }
+
+    /// Opens the remote for an operator command: transient failures
+    /// retried visibly ([`retry`]), transfers shown as progress.
+    pub fn open(&self, url: &str) -> Result<Box<dyn store::Store>> {
+        open_observed(url, self.options(), self.retries)
+    }
+}
+
+/// Retries as `retries` says, each announced as a warning:
+/// `retrying (attempt 2/3) in 1.0 s after: STORE: KEY: ...`.
+pub fn retry(retries: u32) -> npcnix::store::retry::Retry {
+    use npcnix::store::retry::{Retry, RetryPolicy};
+    Retry::new(RetryPolicy::standard(retries.saturating_add(1)), |n| {
+        warn!(
+            "retrying (attempt {}/{}) in {:.1} s after: {}",
+            n.attempt,
+            n.of,
+            n.delay.as_secs_f64(),
+            n.error
+        )
+    })
+}
+
+/// [`store::open_url`] for an operator command: the S3 client's own silent
+/// retries off, ours (visible) on, progress for large transfers.
+pub fn open_observed(
+    url: &str,
+    mut opts: store::StoreOptions,
+    retries: u32,
+) -> Result<Box<dyn store::Store>> {
+    opts.client_attempts = Some(1);
+    let inner = store::open_url(url, &opts)?;
+    Ok(Box::new(store::retry::ObservedStore::new(
+        inner,
+        retry(retries),
+        super::progress::handle(),
+    )))
+}
+
+/// `NPCNIX_RETRIES` for commands without `--retries` (they read the host
+/// config: `audit`, `install`'s first read of the head).
+pub fn env_retries() -> u32 {
+    super::env::retries().map_or(DEFAULT_RETRIES, |n| n.min(9))
 }
 
 /// `--config` shared by the agent commands.

@@ -72,6 +72,19 @@ pub fn read_timeout() -> Option<u64> {
     var("NPCNIX_READ_TIMEOUT_SECS").and_then(|v| v.parse().ok())
 }
 
+/// `NPCNIX_PROGRESS`: `always` shows progress lines even when stderr is
+/// not a terminal (tests, recordings), `never` hides them; anything else
+/// (or unset): on a terminal only.
+pub fn progress() -> Option<String> {
+    var("NPCNIX_PROGRESS")
+}
+
+/// `NPCNIX_RETRIES` (read by clap for `--retries`): how often operator
+/// commands retry a transient store error.
+pub fn retries() -> Option<u32> {
+    var("NPCNIX_RETRIES").and_then(|v| v.parse().ok())
+}
+
 /// The agent's hooks: warnings to stderr, and (test builds only, feature
 /// `test-hooks`) the fault-injection points.
 pub fn agent_hooks() -> Hooks {

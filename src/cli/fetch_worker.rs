@@ -87,6 +87,7 @@ pub fn run(a: Args) -> Result<()> {
         connect_timeout_secs: a.connect_timeout,
         ca_file: a.ca_file,
         min_rate_bytes_per_sec: a.min_rate,
+        client_attempts: None,
     };
     let store = store::open_url(&a.url, &opts)?;
     let mut input = BufReader::new(io::stdin().lock());

@@ -9,7 +9,7 @@ use npcnix::format::keys::PublicKey;
 use npcnix::format::receipt::{Receipt, RECEIPT_MAX_BYTES};
 use npcnix::format::text::visible;
 use npcnix::fsutil;
-use npcnix::store::{self, Fetched};
+use npcnix::store::Fetched;
 use npcnix::verify::receipt::{claimed_key, verify, ReceiptError};
 
 use super::common;
@@ -49,7 +49,7 @@ fine, 1 a pinned host failed verification or a host is stale.\n\nExample:\n  npc
 )]
 struct StatusArgs {
     /// Remote URL
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = common::remote_url)]
     remote: String,
     /// Pinned host keys: lines `host_id RW...` (# comments)
     #[arg(long, value_name = "FILE")]
@@ -137,7 +137,7 @@ fn status(a: StatusArgs) -> Result<()> {
     } else {
         BTreeMap::new()
     };
-    let store = store::open_url(&a.remote, &a.store.options())?;
+    let store = a.store.open(&a.remote)?;
     let keys = store.list("hosts/", 1_000_000)?;
     let now = fsutil::now_unix();
     let mut rows = Vec::new();

@@ -97,9 +97,11 @@ pub struct Args {
 
 /// The version of the remote's head, verified with the config's keys and
 /// threshold (0 for an empty remote): the first-contact floor.
-fn pinned_head(v: &npcnix::host::config::Validated) -> Result<u64> {
+/// Read as an operator command: `--retries` visible retries.
+fn pinned_head(v: &npcnix::host::config::Validated, retries: u32) -> Result<u64> {
     let r = &v.config.remote;
-    let store = npcnix::store::open_url(&r.url, &r.store_options(super::env::read_timeout()))?;
+    let store =
+        common::open_observed(&r.url, r.store_options(super::env::read_timeout()), retries)?;
     let log = npcnix::store::ReleaseLog::new(store.as_ref());
     let bytes = match log.latest(None) {
         Ok(npcnix::store::Fetched::Object { bytes, .. }) => bytes,
@@ -201,7 +203,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     cfg.policy.min_version = match a.min_version {
         Some(n) => n,
-        None => pinned_head(&v)?,
+        None => pinned_head(&v, a.store.retries)?,
     };
     if a.config_out.exists() && !a.force {
         bail!(

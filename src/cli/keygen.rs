@@ -78,7 +78,10 @@ pub fn run(a: Args) -> Result<()> {
     if protection == KeyProtection::Passphrase && !a.json {
         info!("deriving the encryption key (scrypt, 1 GiB, a few seconds) ...");
     }
+    let deriving = (protection == KeyProtection::Passphrase)
+        .then(|| super::progress::spinner("deriving the encryption key (scrypt)"));
     let text = sk.to_file_text(protection, pass.as_bytes(), ScryptLimits::default())?;
+    drop(deriving);
     fsutil::write_new(&key_path, text.as_bytes(), 0o600)
         .with_context(|| format!("writing {}", key_path.display()))?;
     let pk = sk.public_key();

@@ -66,7 +66,7 @@ pub fn run(a: Args) -> Result<()> {
             p
         }
     };
-    let store = store::open_url(&a.remote, &a.store.options())?;
+    let store = a.store.open(&a.remote)?;
     let log = ReleaseLog::new(store.as_ref());
     let latest = match log.latest(None) {
         Ok(Fetched::Object { bytes, .. }) => Some(bytes),

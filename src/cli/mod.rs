@@ -25,6 +25,7 @@ mod log;
 mod pack;
 mod pause;
 mod probation;
+mod progress;
 mod publish;
 mod pull;
 mod release;
@@ -122,6 +123,7 @@ pub fn main() -> ExitCode {
         cli.quiet,
         std::env::var("RUST_LOG").ok().as_deref(),
     );
+    progress::init(env::progress().as_deref());
     debug!("npcnix {VERSION}");
     let result = match cli.command {
         Command::Keygen(a) => keygen::run(a),
@@ -224,6 +226,58 @@ mod tests {
         let mut seen = Vec::new();
         walk(&mut cmd, "npcnix", &mut seen);
         assert!(seen.len() > 25, "{seen:?}");
+    }
+
+    /// Issue 17 item 7: every command that reports a result has `--json`,
+    /// and every `--json` has its fields in docs/cli.md's table. The only
+    /// commands without: generators, and `config show` (JSON already).
+    #[test]
+    fn every_command_with_a_result_has_documented_json() {
+        const NO_JSON: &[&str] = &["completions", "man", "config show"];
+        let docs = include_str!("../../docs/cli.md");
+        let table = docs
+            .split("## JSON output")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("docs/cli.md has a JSON output section");
+        let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| `")).collect();
+        fn leaves(cmd: &clap::Command, path: &str, out: &mut Vec<(String, bool)>) {
+            let subs: Vec<&clap::Command> = cmd
+                .get_subcommands()
+                .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+                .collect();
+            if subs.is_empty() {
+                let json = cmd.get_arguments().any(|a| a.get_id() == "json");
+                out.push((path.trim().to_owned(), json));
+            }
+            for s in subs {
+                leaves(s, &format!("{path} {}", s.get_name()), out);
+            }
+        }
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        let mut all = Vec::new();
+        leaves(&cmd, "", &mut all);
+        for (path, json) in &all {
+            let documented = rows.iter().any(|r| {
+                r.split('|')
+                    .nth(1)
+                    .is_some_and(|c| c.contains(&format!("`{path}`")))
+            });
+            if NO_JSON.contains(&path.as_str()) {
+                assert!(
+                    !json || documented,
+                    "`{path}` has --json but no row in docs/cli.md"
+                );
+                continue;
+            }
+            assert!(json, "`{path}` reports a result but has no --json");
+            assert!(
+                documented,
+                "`{path} --json` has no row in docs/cli.md's JSON table"
+            );
+        }
+        assert!(all.len() > 20, "{all:?}");
     }
 
     #[test]

@@ -79,6 +79,35 @@ static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static JOURNAL: AtomicBool = AtomicBool::new(false);
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 static STDOUT_ERROR: Mutex<Option<String>> = Mutex::new(None);
+/// A progress line (cli/progress.rs) is on the terminal, not yet erased.
+static PROGRESS_SHOWN: AtomicBool = AtomicBool::new(false);
+
+/// Erases a progress line that is shown, on a locked stderr.
+fn erase_progress(err: &mut impl Write) {
+    if PROGRESS_SHOWN.swap(false, Ordering::Relaxed) {
+        let _ = write!(err, "\r\x1b[2K");
+    }
+}
+
+/// Draws `line` as the progress line (replacing the one shown).
+pub fn progress_line(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\x1b[2K{line}");
+    let _ = err.flush();
+    PROGRESS_SHOWN.store(true, Ordering::Relaxed);
+}
+
+/// Erases the progress line, if one is shown.
+pub fn progress_clear() {
+    let mut err = std::io::stderr().lock();
+    erase_progress(&mut err);
+    let _ = err.flush();
+}
+
+/// Whether stderr is the journal (no progress lines there).
+pub fn is_journal() -> bool {
+    JOURNAL.load(Ordering::Relaxed)
+}
 
 /// Sets the level from `-v`/`-q` counts, else `RUST_LOG`, and notices
 /// journald on stderr.
@@ -136,6 +165,7 @@ pub fn message(level: Level, args: fmt::Arguments<'_>) {
     };
     let text = format!("{args}");
     let mut err = std::io::stderr().lock();
+    erase_progress(&mut err);
     for line in text.lines() {
         let _ = if JOURNAL.load(Ordering::Relaxed) {
             writeln!(err, "<{}>npcnix: {prefix}{line}", level.priority())
@@ -149,6 +179,7 @@ pub fn message(level: Level, args: fmt::Arguments<'_>) {
 /// on stderr as it is, without the `npcnix:` prefix or a level.
 pub fn text(args: fmt::Arguments<'_>) {
     let mut err = std::io::stderr().lock();
+    erase_progress(&mut err);
     let _ = err.write_fmt(args);
     let _ = err.flush();
 }

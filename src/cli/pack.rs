@@ -94,10 +94,11 @@ pub fn pack_to_file(
             .create_new(true)
             .open(&tmp)
             .with_context(|| format!("creating {}", tmp.display()))?;
-        let (w, packed) = archive::write_archive_with(
+        let (w, packed) = archive::write_archive_observed(
             &tree,
             std::io::BufWriter::with_capacity(256 * 1024, f),
             options,
+            &*super::progress::handle(),
         )?;
         // Renamed into place so readers never see a partial archive. Not
         // fsynced: a pack output is a build artifact, re-hashed by whatever
@@ -134,7 +135,13 @@ pub fn run(a: Args) -> Result<()> {
         None if a.hash_only => {
             let tree = archive::collect_entries(&a.src, selection(a.all_files))?;
             (
-                archive::write_archive_with(&tree, Sink, &options)?.1,
+                archive::write_archive_observed(
+                    &tree,
+                    Sink,
+                    &options,
+                    &*super::progress::handle(),
+                )?
+                .1,
                 tree.from_git,
             )
         }

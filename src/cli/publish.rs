@@ -205,7 +205,7 @@ pub fn source_info(src: &Path, comment: Option<String>) -> Option<Source> {
 
 pub fn run(a: Args) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
-    let store = store::open_url(&a.remote, &a.store.options())?;
+    let store = a.store.open(&a.remote)?;
     let sk = common::load_secret_key(&a.key)?;
     let expires_in = a.expires;
 
@@ -264,6 +264,7 @@ pub fn run(a: Args) -> Result<()> {
         draft.statement.version,
         &bundle,
         draft.head_etag(),
+        &a.store.retry(),
     )?;
     let statement = draft.statement;
     let statement_bytes = statement.to_bytes();
@@ -391,7 +392,7 @@ revert --remote s3://bucket/npcnix/remotes/prod --key release.key --to 41"
 )]
 pub struct RevertArgs {
     /// Remote URL
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = common::remote_url)]
     remote: String,
     /// Secret key file (minisign format; NPCNIX_PASSPHRASE for encrypted keys)
     #[arg(long, value_name = "KEYFILE")]
@@ -421,7 +422,7 @@ pub struct RevertArgs {
 pub fn revert(a: RevertArgs) -> Result<()> {
     use npcnix::format::bundle::BUNDLE_MAX_BYTES;
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
-    let store = store::open_url(&a.remote, &a.store.options())?;
+    let store = a.store.open(&a.remote)?;
     let sk = common::load_secret_key(&a.key)?;
     let expires_in = a
         .expires
@@ -535,6 +536,7 @@ pub fn revert(a: RevertArgs) -> Result<()> {
         draft.statement.version,
         &bundle,
         draft.head_etag(),
+        &a.store.retry(),
     )?;
     let version = draft.statement.version;
     if a.json {

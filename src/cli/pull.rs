@@ -6,7 +6,6 @@ use anyhow::Result;
 
 use npcnix::fsutil;
 use npcnix::host::pull;
-use npcnix::store;
 use npcnix::verify::{ExpiryPolicy, Policy};
 
 use super::common;
@@ -70,10 +69,11 @@ pub fn run(a: Args) -> Result<()> {
         policy.expiry = ExpiryPolicy::Required;
     }
     policy.min_version = a.min_version;
-    let store = store::open_url(&a.remote, &a.store.options())?;
+    let store = a.store.open(&a.remote)?;
     let data = common::open_data_dir(&common::data_dir(a.data_dir)?)?;
     let now = fsutil::now_unix();
     let limits = common::limits(&a.limits)?;
+    let progress = super::progress::handle();
     let req = pull::PullRequest {
         policy: &policy,
         limits: &limits,
@@ -84,6 +84,7 @@ pub fn run(a: Args) -> Result<()> {
             npcnix::archive::confine::ConfinementPolicy::BestEffort
         },
         dst: &a.dst,
+        progress: &*progress,
     };
     let pulled = pull::pull_to(store.as_ref(), &data, &req, now)?;
     for w in &pulled.warnings {

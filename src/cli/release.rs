@@ -23,7 +23,6 @@ use npcnix::format::text::visible;
 use npcnix::format::time::rfc3339;
 use npcnix::fsutil;
 use npcnix::publish::{self, StatementParams};
-use npcnix::store;
 use npcnix::verify::{self, Policy};
 
 use super::common;
@@ -233,7 +232,7 @@ pub fn read_statement(dir: &Path) -> Result<(Vec<u8>, Statement)> {
 
 fn prepare(a: PrepareArgs) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
-    let store = store::open_url(&a.remote, &a.store.options())?;
+    let store = a.store.open(&a.remote)?;
     let expires_in = a.expires;
     let signers = a
         .signers
@@ -446,7 +445,7 @@ fn publish_dir(a: PublishArgs) -> Result<()> {
             )
         });
     }
-    let store = store::open_url(&url, &a.store.options())?;
+    let store = a.store.open(&url)?;
     // The head must still be the one this release extends.
     // At the remote's threshold: a head planted with one stolen key is not
     // extended.
@@ -468,6 +467,7 @@ fn publish_dir(a: PublishArgs) -> Result<()> {
         st.version,
         &bundle,
         head.as_ref().and_then(|h| h.etag.as_ref()),
+        &a.store.retry(),
     )?;
     if a.json {
         common::print_json(&serde_json::json!({
@@ -513,7 +513,12 @@ fn check(a: CheckArgs) -> Result<()> {
     for format in npcnix::archive::PackFormat::ALL {
         options.format = format;
         let out = fs::File::create(&repacked).context("writing the re-packed archive")?;
-        let (_, p) = npcnix::archive::write_archive_with(&tree, out, &options)?;
+        let (_, p) = npcnix::archive::write_archive_observed(
+            &tree,
+            out,
+            &options,
+            &*super::progress::handle(),
+        )?;
         current.get_or_insert(p);
         if p.blake3 == st.archive.blake3 && p.size == st.archive.size {
             matched = Some(p);

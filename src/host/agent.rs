@@ -625,6 +625,7 @@ impl Agent {
             &self.v.limits,
             self.v.config.policy.confinement,
             &self.data,
+            &*crate::progress::silent(),
         )?;
         let mut ps = self.data.load_status();
         ps.confinement = Some(extracted.confinement.to_string());

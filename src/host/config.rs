@@ -441,6 +441,7 @@ impl RemoteConfig {
             connect_timeout_secs: self.connect_timeout_secs,
             ca_file: self.ca_file.clone(),
             min_rate_bytes_per_sec: self.min_rate_bytes_per_sec,
+            client_attempts: None,
         }
     }
 }

@@ -308,18 +308,26 @@ pub struct Extracted {
 }
 
 /// Stage 5: extracts with the hardened extractor on a thread whose writes
-/// are confined to the new directory (where the kernel allows).
+/// are confined to the new directory (where the kernel allows). The
+/// archive bytes read are reported to `progress`.
 pub fn extract(
     downloaded: Downloaded,
     limits: &Limits,
     confinement: ConfinementPolicy,
     data: &DataDir,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<Extracted, PipelineError> {
     let tree = TempDir::new_held_in(&data.tmp_dir(), "tree-")
         .map_err(PipelineError::io("creating the extraction dir"))?;
     let f =
         fs::File::open(&downloaded.archive).map_err(PipelineError::io("reopening the download"))?;
     let root = tree.path().to_path_buf();
+    let task = progress.start(
+        "extracting",
+        crate::progress::Unit::Bytes,
+        Some(downloaded.release.statement().archive.size),
+    );
+    let f = crate::progress::CountingReader::new(f, task);
     let limits = *limits;
     let required = confinement;
     let (joined, confinement) = confine::run_confined(root.clone(), required, move || {

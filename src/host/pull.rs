@@ -51,6 +51,9 @@ pub struct PullRequest<'a> {
     pub require_chain: bool,
     pub confinement: crate::archive::confine::ConfinementPolicy,
     pub dst: &'a Path,
+    /// Where download and extraction progress goes
+    /// ([`crate::progress::silent`] for none).
+    pub progress: &'a dyn crate::progress::Progress,
 }
 
 /// Verifies the remote's latest release and extracts it to `req.dst`.
@@ -103,7 +106,7 @@ pub fn pull_to(
             });
         }
         pipeline::rejudge(req.policy, fresh.as_ref(), &mut downloaded, now)?;
-        pipeline::extract(downloaded, req.limits, req.confinement, data)
+        pipeline::extract(downloaded, req.limits, req.confinement, data, req.progress)
     };
     let extracted = match stages() {
         Ok(x) => x,

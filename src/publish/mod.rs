@@ -367,6 +367,14 @@ pub fn sign_statement(statement: &Statement, statement_bytes: &[u8], sk: &Secret
 }
 
 /// Uploads an archive and a signed bundle in the safe order.
+///
+/// Transient store failures are retried as `retry` says
+/// ([`crate::store::retry`]): the archive is sent again from the file
+/// (content-addressed, so an archive already there is simply checked);
+/// `releases/<v>` and `latest` keep their preconditions on every attempt,
+/// and a refusal after a failed attempt counts as success only if the
+/// object holds exactly this bundle (the earlier attempt landed, its answer
+/// was lost). Anything else stays a lost race.
 pub fn upload(
     store: &dyn Store,
     archive_path: &Path,
@@ -374,23 +382,43 @@ pub fn upload(
     version: u64,
     bundle: &[u8],
     head_etag: Option<&ETag>,
+    retry: &crate::store::retry::Retry,
 ) -> Result<(), PublishError> {
+    use crate::store::retry::{put_new_resolving, put_swap_resolving};
     let io_err = |source| PublishError::Io {
         path: archive_path.to_owned(),
         source,
     };
-    let f = open_regular(archive_path).map_err(io_err)?;
-    // The bytes sent are hashed as they go: what is uploaded is what was
-    // signed, or the publish stops before `releases/<v>` exists.
-    let mut sent = crate::store::transfer::BoundedHashReader::new(f, archive.clone());
-    let fresh = match store.put_new(&archive.object_key(), &mut sent, archive.size) {
-        Ok(()) => true,
-        // Content-addressed: an identical archive may already be there (a
-        // re-publish); it is checked below like a fresh upload.
-        Err(e) if e.kind == StoreErrorKind::PreconditionFailed => false,
-        Err(e) => return Err(e.into()),
-    };
-    if fresh {
+    let mut local = None;
+    let mut sent = None;
+    let put = retry.run(|_| {
+        let f = match open_regular(archive_path) {
+            Ok(f) => f,
+            Err(e) => {
+                local = Some(e);
+                return Ok(false);
+            }
+        };
+        // The bytes sent are hashed as they go: what is uploaded is what
+        // was signed, or the publish stops before `releases/<v>` exists.
+        let reader = sent.insert(crate::store::transfer::BoundedHashReader::new(
+            f,
+            archive.clone(),
+        ));
+        match store.put_new(&archive.object_key(), reader, archive.size) {
+            Ok(()) => Ok(true),
+            // Content-addressed: an identical archive may already be there
+            // (a re-publish, or an earlier attempt whose answer was lost);
+            // it is checked below like a fresh upload.
+            Err(e) if e.kind == StoreErrorKind::PreconditionFailed => Ok(false),
+            Err(e) => Err(e),
+        }
+    });
+    if let Some(e) = local {
+        return Err(io_err(e));
+    }
+    let fresh = put?;
+    if let (true, Some(sent)) = (fresh, sent) {
         sent.finish().map_err(|m| {
             PublishError::HeadUntrusted(format!(
                 "{} changed while it was uploaded ({m}); no release was published, but the store now holds the wrong bytes at {}: delete that object before publishing again",
@@ -419,7 +447,7 @@ pub fn upload(
             })
         }
     }
-    match store.put_new(&release_key(version), &mut &bundle[..], bundle.len() as u64) {
+    match put_new_resolving(store, retry, &release_key(version), bundle) {
         Ok(()) => {}
         Err(e) if e.kind == StoreErrorKind::PreconditionFailed => {
             return Err(PublishError::VersionTaken {
@@ -429,7 +457,7 @@ pub fn upload(
         }
         Err(e) => return Err(e.into()),
     }
-    match store.put_swap(LATEST, bundle, head_etag) {
+    match put_swap_resolving(store, retry, LATEST, bundle, head_etag) {
         Ok(_) => Ok(()),
         Err(e) if e.kind == StoreErrorKind::PreconditionFailed => Err(PublishError::HeadMoved {
             version,

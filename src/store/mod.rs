@@ -12,6 +12,7 @@ pub mod file;
 #[cfg(feature = "http")]
 pub mod http;
 mod log;
+pub mod retry;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod transfer;
@@ -109,6 +110,15 @@ impl StoreError {
     /// opposed to one that answered: only failures back off.
     pub fn is_transient(&self) -> bool {
         self.kind == StoreErrorKind::Transient
+    }
+
+    /// Whether asking again soon may help ([`retry`]): a transient failure,
+    /// except a refused TLS certificate, which is a setup problem that
+    /// fails the same way every time (the clients report it only as text,
+    /// hence the text test; the agent still backs off on it).
+    pub fn is_retryable(&self) -> bool {
+        let t = self.detail.to_ascii_lowercase();
+        self.is_transient() && !(t.contains("certificate") || t.contains("unknownissuer"))
     }
 }
 
@@ -270,6 +280,10 @@ pub struct StoreOptions {
     /// deadline of a minute plus its size at this rate (default
     /// [`transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC`]).
     pub min_rate_bytes_per_sec: Option<u64>,
+    /// Attempts the S3 client makes per request on its own, silently
+    /// (`None`: the SDK's default, 3). The operator commands set 1 and
+    /// retry visibly themselves ([`retry`]); the agent keeps the default.
+    pub client_attempts: Option<u32>,
 }
 
 /// Opens the store a remote URL names.

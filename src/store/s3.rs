@@ -95,6 +95,12 @@ impl S3Store {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .http_client(http)
             .timeout_config(timeouts);
+        if let Some(n) = opts.client_attempts {
+            // 1: no retries inside the SDK (the caller retries visibly).
+            loader = loader.retry_config(
+                aws_config::retry::RetryConfig::standard().with_max_attempts(n.max(1)),
+            );
+        }
         if let Some(r) = &opts.region {
             loader = loader.region(aws_config::Region::new(r.clone()));
         }

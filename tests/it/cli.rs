@@ -158,6 +158,37 @@ fn exit_2_for_every_usage_error() {
         ),
         (vec!["pause", "--for", "banana"], "invalid duration"),
         (
+            vec!["fleet", "status", "--remote", "s4://bucket/prod"],
+            "unsupported remote URL",
+        ),
+        (
+            vec![
+                "release",
+                "revert",
+                "--remote",
+                "s4://b/prod",
+                "--key",
+                &key,
+                "--to",
+                "1",
+            ],
+            "unsupported remote URL",
+        ),
+        (
+            vec![
+                "pull",
+                "--remote",
+                &url,
+                "--trusted-key",
+                &pubkey,
+                "--dst",
+                "d",
+                "--retries",
+                "10",
+            ],
+            "--retries",
+        ),
+        (
             vec![
                 "publish",
                 "--remote",
@@ -313,8 +344,18 @@ fn store_errors_are_one_line_with_a_hint_and_the_chain_only_under_verbose() {
                 .expect("run"),
         );
         assert_eq!(r.code, 1, "{}", r.stderr);
-        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
-        assert!(r.stderr.contains("Connection refused"), "{}", r.stderr);
+        // Two announced retries (a refused connection is transient), then
+        // the error: one line each.
+        let lines: Vec<&str> = r.stderr.lines().collect();
+        assert_eq!(lines.len(), 3, "{}", r.stderr);
+        assert!(
+            lines[0].starts_with("npcnix: warning: retrying (attempt 2/3) in ")
+                && lines[1].starts_with("npcnix: warning: retrying (attempt 3/3) in "),
+            "{}",
+            r.stderr
+        );
+        assert!(lines[2].contains("Connection refused"), "{}", r.stderr);
+        assert!(!lines[2].contains("retrying"), "{}", r.stderr);
         assert!(
             r.stderr.contains("(hint: nothing accepts connections"),
             "{}",
@@ -322,6 +363,7 @@ fn store_errors_are_one_line_with_a_hint_and_the_chain_only_under_verbose() {
         );
         assert!(!r.stderr.contains("DispatchFailure"), "{}", r.stderr);
         args.insert(0, "-v");
+        args.extend(["--retries", "0"]);
         let v = Run::from(
             kit.cmd()
                 .args(&args)
@@ -615,6 +657,8 @@ fn scenario(mode: Stdout) {
             &p("data"),
             "--remote-name",
             "prod",
+            // Without it the command waits for the deadline (minutes).
+            "--now",
         ])),
         &|v| {
             assert_eq!(v["remote"], "prod");
@@ -656,6 +700,21 @@ fn scenario(mode: Stdout) {
             assert_eq!(v["activated"], false);
         },
     );
+    check(
+        run(j(&[
+            "release", "revert", "--remote", &url, "--key", &key, "--to", "1",
+        ])),
+        &|v| {
+            assert_eq!(v["version"], 3);
+            assert_eq!(v["reverted_to"], 1);
+            assert_eq!(v["archive"]["blake3"].as_str().map(str::len), Some(64));
+        },
+    );
+    check(run(j(&["fleet", "status", "--remote", &url])), &|v| {
+        assert_eq!(v["remote"], "prod");
+        assert!(v["hosts"].is_array(), "{v}");
+        assert!(v["summary"].is_array(), "{v}");
+    });
     if mode == Stdout::Closed {
         for args in [
             vec!["completions", "bash"],

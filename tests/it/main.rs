@@ -21,6 +21,7 @@ mod pack;
 mod publisher;
 mod quickstart;
 mod release_e2e;
+mod retries_progress;
 mod s3;
 mod snapshots;
 mod soak;

@@ -444,6 +444,7 @@ fn publisher_that_read_a_stale_head_loses_cleanly() {
         a_v,
         &a_bundle,
         head_a.etag.as_ref(),
+        &npcnix::store::retry::Retry::none(),
     )
     .expect("a wins");
     let err = publish::upload(
@@ -453,6 +454,7 @@ fn publisher_that_read_a_stale_head_loses_cleanly() {
         b_v,
         &b_bundle,
         head_b.etag.as_ref(),
+        &npcnix::store::retry::Retry::none(),
     )
     .expect_err("b loses");
     assert!(

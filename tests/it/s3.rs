@@ -472,3 +472,71 @@ fn large_archive_goes_up_in_parts_and_comes_back_verified() {
     pull(&kit, &url, &moto.endpoint(), &pubkey, "dst").ok();
     assert_eq!(fs::read(kit.path("dst/blob19.bin")).expect("blob"), blob);
 }
+
+/// A publish whose write of `releases/<v>` or `latest` happened but whose
+/// answer was lost: the retry is refused by its own first attempt, and the
+/// publisher must recognise its bundle instead of reporting a lost race
+/// (exit 4), and never write without the precondition.
+#[test]
+fn lost_answers_to_conditional_writes_are_retried_without_a_false_lost_race() {
+    let kit = Kit::new();
+    let Some(moto) = Moto::start(&kit.path("")) else {
+        return;
+    };
+    let proxy = Proxy::start(moto.port);
+    let (key, pubkey) = kit.keygen("ci");
+    let url = moto.url("prod");
+    publish(&kit, &url, &proxy.endpoint(), &key, &kit.flake("v1", "v1")).ok();
+    for (needle, version) in [("/latest", 2), ("/releases/", 3)] {
+        *proxy.lose_put_answers.lock().expect("lock") = Some((needle.to_owned(), 1));
+        let marker = format!("v{version}");
+        let r = publish(
+            &kit,
+            &url,
+            &proxy.endpoint(),
+            &key,
+            &kit.flake(&marker, &marker),
+        );
+        assert_eq!(r.code, 0, "{needle}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("retrying (attempt 2/3)"),
+            "{needle}: {}",
+            r.stderr
+        );
+        assert!(
+            r.stdout.contains(&format!("version {version}")),
+            "{needle}: {}",
+            r.stdout
+        );
+        assert_eq!(
+            proxy
+                .lose_put_answers
+                .lock()
+                .expect("lock")
+                .as_ref()
+                .map(|l| l.1),
+            Some(0),
+            "{needle}: the answer was lost once"
+        );
+    }
+    let r = pull(&kit, &url, &proxy.endpoint(), &pubkey, "dst").ok();
+    assert!(r.stdout.contains("version 3"), "{}", r.stdout);
+    // The log is whole: one release per version, each verified.
+    let log = run_s3(
+        &kit,
+        &[
+            "log",
+            "--remote",
+            &url,
+            "--endpoint",
+            &proxy.endpoint(),
+            "--path-style",
+            "--trusted-key",
+            &pubkey,
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&log.stdout).expect("log json");
+    assert_eq!(v["ok"], true, "{}", log.stdout);
+    assert_eq!(v["releases"].as_array().map(Vec::len), Some(3));
+}

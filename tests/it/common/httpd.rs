@@ -23,6 +23,12 @@ pub struct Httpd {
     /// When set, requests are read and never answered (for 60 s): a store
     /// that stalls.
     pub stall: Arc<AtomicBool>,
+    /// The next this-many requests are answered "503 Service Unavailable"
+    /// (a store that is briefly overloaded).
+    pub fail_next: Arc<AtomicUsize>,
+    /// The next this-many answers with a body of more than 64 KiB send
+    /// half of it and close the connection (a transfer that breaks).
+    pub cut_next_body: Arc<AtomicUsize>,
 }
 
 impl Httpd {
@@ -38,6 +44,10 @@ impl Httpd {
         let (eo, cond) = (Arc::clone(&etag_override), Arc::clone(&conditional));
         let stall = Arc::new(AtomicBool::new(false));
         let st = Arc::clone(&stall);
+        let fail_next = Arc::new(AtomicUsize::new(0));
+        let fails = Arc::clone(&fail_next);
+        let cut_next_body = Arc::new(AtomicUsize::new(0));
+        let cuts = Arc::clone(&cut_next_body);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let root = root.clone();
@@ -45,6 +55,8 @@ impl Httpd {
                 let nm = Arc::clone(&nm);
                 let (eo, cond) = (Arc::clone(&eo), Arc::clone(&cond));
                 let st = Arc::clone(&st);
+                let fails = Arc::clone(&fails);
+                let cuts = Arc::clone(&cuts);
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
                     let mut out = stream;
@@ -76,6 +88,17 @@ impl Httpd {
                         if inm.is_some() {
                             cond.fetch_add(1, Ordering::SeqCst);
                         }
+                        if fails
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok()
+                        {
+                            let r =
+                                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
+                            if out.write_all(r).is_err() {
+                                return;
+                            }
+                            continue;
+                        }
                         let file = root.join(path.trim_start_matches('/'));
                         let resp = match std::fs::read(&file) {
                             _ if nm.load(Ordering::SeqCst) => {
@@ -106,6 +129,17 @@ impl Httpd {
                                 }
                             }
                         };
+                        if resp.len() > 64 << 10
+                            && cuts
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    n.checked_sub(1)
+                                })
+                                .is_ok()
+                        {
+                            let _ = out.write_all(&resp[..resp.len() / 2]);
+                            let _ = out.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
                         if out.write_all(&resp).is_err() {
                             return;
                         }
@@ -120,6 +154,8 @@ impl Httpd {
             etag_override,
             conditional,
             stall,
+            fail_next,
+            cut_next_body,
         }
     }
 

@@ -110,6 +110,8 @@ impl Kit {
             .env("NPCNIX_DATA_DIR", self.data_dir())
             .env("NPCNIX_TRUST_DIR", self.path("trust"))
             .env_remove("NPCNIX_PASSPHRASE")
+            .env_remove("NPCNIX_PROGRESS")
+            .env_remove("NPCNIX_RETRIES")
             .current_dir(self.tmp.path())
             .stdin(std::process::Stdio::null());
         c

@@ -241,6 +241,11 @@ pub struct Proxy {
     pub port: u16,
     pub mode: Arc<AtomicU8>,
     pub budget: Arc<AtomicU64>,
+    /// `(needle, n)`: the next `n` PUT requests whose request line contains
+    /// `needle` reach the server, but their answers are lost (the
+    /// connection is closed instead): a write that happened while the
+    /// client saw only a failure.
+    pub lose_put_answers: Arc<std::sync::Mutex<Option<(String, u32)>>>,
 }
 
 impl Proxy {
@@ -250,6 +255,8 @@ impl Proxy {
         let mode = Arc::new(AtomicU8::new(PASS));
         let budget = Arc::new(AtomicU64::new(u64::MAX));
         let (m, b) = (Arc::clone(&mode), Arc::clone(&budget));
+        let lose_put_answers: Arc<std::sync::Mutex<Option<(String, u32)>>> = Arc::default();
+        let lose = Arc::clone(&lose_put_answers);
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 if m.load(Ordering::SeqCst) == NOT_MODIFIED {
@@ -264,10 +271,28 @@ impl Proxy {
                     client.try_clone().expect("clone"),
                     server.try_clone().expect("clone"),
                 );
+                // Set by the request side when this connection's current
+                // request is a PUT whose answer is to be lost.
+                let losing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let (lose, losing_req) = (Arc::clone(&lose), Arc::clone(&losing));
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 16 * 1024];
                     while let Ok(n) = c_read.read(&mut buf) {
-                        if n == 0 || s_write.write_all(&buf[..n]).is_err() {
+                        if n == 0 {
+                            break;
+                        }
+                        if buf[..n].starts_with(b"PUT ") {
+                            let line = String::from_utf8_lossy(&buf[..n]);
+                            let line = line.lines().next().unwrap_or_default().to_owned();
+                            let mut l = lose.lock().expect("lock");
+                            if let Some((needle, left)) = l.as_mut() {
+                                if *left > 0 && line.contains(needle.as_str()) {
+                                    *left -= 1;
+                                    losing_req.store(true, Ordering::SeqCst);
+                                }
+                            }
+                        }
+                        if s_write.write_all(&buf[..n]).is_err() {
                             break;
                         }
                     }
@@ -279,6 +304,12 @@ impl Proxy {
                     let mut buf = [0u8; 16 * 1024];
                     while let Ok(n) = s_read.read(&mut buf) {
                         if n == 0 {
+                            break;
+                        }
+                        if losing.load(Ordering::SeqCst) {
+                            // The server has answered (the write happened);
+                            // the client never hears it.
+                            let _ = c_write.shutdown(Shutdown::Both);
                             break;
                         }
                         let mode = m.load(Ordering::SeqCst);
@@ -305,7 +336,12 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, mode, budget }
+        Proxy {
+            port,
+            mode,
+            budget,
+            lose_put_answers,
+        }
     }
 
     pub fn endpoint(&self) -> String {
