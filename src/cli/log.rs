@@ -169,7 +169,7 @@ pub fn run(a: Args) -> Result<()> {
                     .as_deref()
                     .map(|h| &h[..16])
                     .unwrap_or(""),
-                entry.archive_size.unwrap_or(0),
+                super::out::size_short(entry.archive_size.unwrap_or(0)),
                 entry
                     .source_commit
                     .as_deref()

@@ -235,6 +235,22 @@ pub fn json_line(v: &serde_json::Value) {
 }
 
 /// A size for people: `1.4 MiB (1468006 bytes)` above 1 KiB, else `512 bytes`.
+/// `bytes` for a table column: "512 B", "1.2 KiB", "3.4 MiB" (the exact
+/// count is in `--json`).
+pub fn size_short(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if bytes < 1024 {

@@ -24,7 +24,15 @@ fn normalise(text: &str, kit: &Kit) -> String {
     let text = text.replace(root, "[TMP]");
     let mut out = String::new();
     for line in text.lines() {
-        let words: Vec<String> = line.split(' ').map(normalise_word).collect();
+        let mut words: Vec<String> = line.split(' ').map(normalise_word).collect();
+        // A table's "1.2 KiB" -> "[SIZE]"
+        for i in 1..words.len() {
+            let unit = ["B", "KiB", "MiB", "GiB"].contains(&words[i].as_str());
+            if unit && (words[i - 1].parse::<f64>().is_ok() || words[i - 1] == "[SIZE]") {
+                words[i - 1] = "[SIZE]".into();
+                words[i] = String::new();
+            }
+        }
         out.push_str(&words.join(" "));
         out.push('\n');
     }
