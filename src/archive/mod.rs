@@ -2,7 +2,7 @@
 //! limits that bound them and the Landlock confinement of the extractor.
 
 pub mod confine;
-mod dirfd;
+pub(crate) mod dirfd;
 pub mod extract;
 pub mod limits;
 pub mod pack;

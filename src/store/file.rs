@@ -270,10 +270,64 @@ impl Store for FileStore {
         Ok(Self::etag_of(body))
     }
 
+    /// Written relative to directory fds opened (or created) one component
+    /// at a time with `O_DIRECTORY | O_NOFOLLOW` below the root: the agent
+    /// writes its receipts here as root, and a `hosts/` planted as a
+    /// symlink (the store is untrusted) must not carry that write
+    /// elsewhere. The final rename replaces a symlink at the key itself
+    /// rather than following it.
     fn put(&self, key: &str, body: &[u8]) -> Result<(), StoreError> {
-        let path = self.path(key)?;
-        self.parent_dir(key, &path)?;
-        fsutil::write_atomic(&path, body, 0o644).map_err(|e| self.err(key, &e))
+        use crate::archive::dirfd::{errno_io, DIR_FLAGS};
+        use rustix::fs::{Mode, OFlags};
+        self.path(key)?;
+        let io_err = |e: rustix::io::Errno| self.err(key, &errno_io(e));
+        let (dir_part, name) = key.rsplit_once('/').unwrap_or(("", key));
+        let mut dir = rustix::fs::openat(
+            rustix::fs::CWD,
+            &self.root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io_err)?;
+        for c in dir_part.split('/').filter(|c| !c.is_empty()) {
+            let next = match rustix::fs::openat(&dir, c, DIR_FLAGS, Mode::empty()) {
+                Err(rustix::io::Errno::NOENT) => {
+                    match rustix::fs::mkdirat(&dir, c, Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(io_err(e)),
+                    }
+                    rustix::fs::openat(&dir, c, DIR_FLAGS, Mode::empty())
+                }
+                other => other,
+            };
+            dir = next.map_err(|e| match e {
+                rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => self.fail(
+                    key,
+                    StoreErrorKind::Other,
+                    format!("{c}/ in the remote is not a directory (a symlink?); not writing through it"),
+                ),
+                e => io_err(e),
+            })?;
+        }
+        let tmp = format!(".{name}.tmp-{}", fsutil::random_suffix());
+        let fd = rustix::fs::openat(
+            &dir,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(io_err)?;
+        let mut f = fs::File::from(fd);
+        let written = f
+            .write_all(body)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| self.err(key, &e))
+            .and_then(|()| rustix::fs::renameat(&dir, tmp.as_str(), &dir, name).map_err(io_err));
+        if written.is_err() {
+            let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), rustix::fs::AtFlags::empty());
+        }
+        written?;
+        rustix::fs::fsync(&dir).map_err(io_err)
     }
 
     fn list(&self, prefix: &str, max: usize) -> Result<Vec<String>, StoreError> {

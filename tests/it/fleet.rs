@@ -378,3 +378,33 @@ fn revert_refuses_a_planted_target_release() {
         "nothing was published"
     );
 }
+
+#[test]
+fn store_with_hosts_planted_as_a_symlink_does_not_carry_the_receipt_elsewhere() {
+    let f = Fleet::new(1, |_, _| {});
+    f.h.publish("v1");
+    let hosts = f.h.kit.store_path("prod", "hosts");
+    let elsewhere = f.h.kit.path("elsewhere");
+    fs::create_dir_all(&elsewhere).expect("mkdir");
+    let _ = fs::remove_dir_all(&hosts);
+    std::os::unix::fs::symlink(&elsewhere, &hosts).expect("symlink");
+    let o = f
+        .cmd("host-00", &["follow", "--once", "--json"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("\"activated\""),
+        "the decision stands: {out}\n{stderr}"
+    );
+    let written: Vec<_> = fs::read_dir(&elsewhere).expect("dir").collect();
+    assert!(
+        written.is_empty(),
+        "the receipt followed the symlink: {written:?}"
+    );
+    assert!(
+        stderr.contains("not a directory (a symlink?)"),
+        "the failed receipt is a warning: {stderr}"
+    );
+}
