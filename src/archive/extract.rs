@@ -403,8 +403,9 @@ fn extract_tar<R: Read>(
         let header_mode = entry.header().mode().unwrap_or(0);
         let dest = || join(root, &path);
         // The parent, opened from the root one component at a time without
-        // following symlinks (it can only be a directory this extraction
-        // created: the check above, and the kernel's, agree).
+        // following symlinks: the root started empty, so it can only be a
+        // directory this extraction created (the kernel's check is the
+        // parent check).
         let dir = chain.get(parent).map_err(|e| match e {
             ChainError::NotADir { .. } | ChainError::Missing { .. } => ExtractError::entry(
                 &shown,
