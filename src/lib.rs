@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod archive;
+pub mod buf;
 pub mod format;
 pub mod fsutil;
 pub mod host;

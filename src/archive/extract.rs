@@ -65,6 +65,7 @@ use rustix::fs::{Mode, OFlags};
 use super::dirfd::{errno_io, split_entry, ChainError, DirChain};
 use super::path::{EntryPath, LinkTarget, PathError};
 use crate::archive::limits::Limits;
+use crate::buf::{AlignedBuf, AlignedReader};
 
 /// The magic number that starts a zstd data frame (0xFD2FB528, little-endian).
 const ZSTD_FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -141,7 +142,7 @@ pub fn extract<R: Read + Send>(
 ) -> Result<ExtractStats, ExtractError> {
     // The only input buffer: zstd decodes from it directly (no second
     // buffer inside the decoder), so callers pass an unbuffered reader.
-    let mut input = io::BufReader::with_capacity(INPUT_BYTES, input);
+    let mut input = AlignedReader::with_capacity(INPUT_BYTES, input);
     // Exactly one zstd frame: it must start at byte 0 (a skippable frame,
     // opaque bytes the protocol says cannot be there, is refused), the
     // decoder stops at its end, and nothing may follow it (checked below).
@@ -175,8 +176,9 @@ pub fn extract<R: Read + Send>(
         let stream = ChunkReader {
             rx: full_rx,
             back: empty_tx,
-            chunk: Vec::new(),
+            chunk: None,
             pos: 0,
+            used: Vec::with_capacity(2),
         };
         // On any error the reader is dropped here, which stops the zstd
         // thread at its next send; the scope then waits for it.
@@ -190,9 +192,17 @@ pub fn extract<R: Read + Send>(
     })
 }
 
+/// Decompressed tar stream: the first `len` bytes of an aligned buffer
+/// ([`crate::buf`]: zstd's copy out of its window and the writer's copy out
+/// of the chunk both land on cache-line boundaries).
+struct Filled {
+    buf: AlignedBuf,
+    len: usize,
+}
+
 /// A message from the zstd thread: a chunk of tar stream, or the read error
 /// at that point of the stream.
-type Chunk = io::Result<Vec<u8>>;
+type Chunk = io::Result<Filled>;
 
 /// The zstd thread: decompresses the one frame into chunks until it ends,
 /// then checks that nothing follows it. Stops early (without error) when the
@@ -200,23 +210,21 @@ type Chunk = io::Result<Vec<u8>>;
 fn decompress<R: io::BufRead>(
     mut dec: zstd::stream::read::Decoder<'static, R>,
     full: mpsc::SyncSender<Chunk>,
-    empty: mpsc::Receiver<Vec<u8>>,
+    empty: mpsc::Receiver<AlignedBuf>,
 ) -> Result<(), ExtractError> {
     let mut allocated = 0;
     loop {
+        // A chunk comes back initialised, so filling it writes zstd's
+        // output straight in: no zeroing per chunk.
         let mut chunk = if allocated < CHUNKS_IN_FLIGHT + 2 {
             allocated += 1;
-            vec![0u8; CHUNK_BYTES]
+            AlignedBuf::zeroed(CHUNK_BYTES)
         } else {
             match empty.recv() {
                 Ok(c) => c,
                 Err(_) => return Ok(()),
             }
         };
-        // A chunk comes back full length (initialised), so filling it
-        // writes zstd's output straight in: no zeroing per chunk, as
-        // `read_to_end` into spare capacity would do.
-        chunk.resize(CHUNK_BYTES, 0);
         let mut filled = 0;
         // Fill the chunk (a frame's blocks come out in pieces).
         let mut failed = None;
@@ -231,9 +239,15 @@ fn decompress<R: io::BufRead>(
                 }
             }
         }
-        chunk.truncate(filled);
-        let end = chunk.len() < CHUNK_BYTES;
-        if !chunk.is_empty() && full.send(Ok(chunk)).is_err() {
+        let end = filled < CHUNK_BYTES;
+        if filled > 0
+            && full
+                .send(Ok(Filled {
+                    buf: chunk,
+                    len: filled,
+                }))
+                .is_err()
+        {
             return Ok(());
         }
         if let Some(e) = failed {
@@ -262,29 +276,43 @@ fn decompress<R: io::BufRead>(
 /// every used chunk back to the zstd thread.
 struct ChunkReader {
     rx: mpsc::Receiver<Chunk>,
-    back: mpsc::Sender<Vec<u8>>,
-    chunk: Vec<u8>,
+    back: mpsc::Sender<AlignedBuf>,
+    chunk: Option<Filled>,
     pos: usize,
+    /// Used chunks not yet handed back (at most one between pairs).
+    used: Vec<AlignedBuf>,
 }
 
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.chunk.len() {
+        loop {
+            if let Some(c) = &self.chunk {
+                if self.pos < c.len {
+                    let n = buf.len().min(c.len - self.pos);
+                    buf[..n].copy_from_slice(&c.buf[self.pos..self.pos + n]);
+                    self.pos += n;
+                    return Ok(n);
+                }
+            }
             let next = match self.rx.recv() {
                 Ok(next) => next?,
                 // The zstd thread is done: the end of the stream.
                 Err(_) => return Ok(0),
             };
-            let used = std::mem::replace(&mut self.chunk, next);
-            self.pos = 0;
-            if used.capacity() != 0 {
-                let _ = self.back.send(used);
+            if let Some(used) = self.chunk.replace(next) {
+                // Handed back two at a time: the zstd thread, when ahead,
+                // sleeps until a chunk is free, and every wake-up is a
+                // futex call plus an IPI (costly in a VM); in pairs it
+                // wakes half as often.
+                self.used.push(used.buf);
+                if self.used.len() == 2 {
+                    for b in self.used.drain(..) {
+                        let _ = self.back.send(b);
+                    }
+                }
             }
+            self.pos = 0;
         }
-        let n = buf.len().min(self.chunk.len() - self.pos);
-        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
@@ -305,7 +333,7 @@ fn extract_tar<R: Read>(
         inner: stream,
         left: cap,
     });
-    let mut copy_buf = vec![0u8; CHUNK_BYTES];
+    let mut copy_buf = AlignedBuf::zeroed(CHUNK_BYTES);
     let mut stats = ExtractStats::default();
     // The file system is the record of what was created (see the entry
     // loop), so the root must start empty.

@@ -122,34 +122,128 @@ impl<R: Read> Read for BoundedHashReader<R> {
     }
 }
 
-/// Copies `src` to `dst` through the adapter and verifies the result.
-/// Returns `Ok(Err(mismatch))` for a verification failure and `Err(io)` for
-/// a transport or local I/O failure, so callers can tell "refuse" from
-/// "retry".
-pub fn copy_verified<R: Read, W: io::Write + ?Sized>(
-    src: R,
+/// Bytes per read of a download.
+const COPY_BYTES: usize = 256 << 10;
+/// Buffers a download cycles through (reading, hashing, writing, and one
+/// spare, so no stage waits for a buffer while the others work).
+const COPY_BUFFERS: usize = 4;
+
+/// What the reading thread hands down the pipeline, in stream order.
+enum Piece {
+    Bytes(crate::buf::AlignedBuf, usize),
+    /// The source ended after exactly this many bytes (at most the signed
+    /// size).
+    End(u64),
+    /// The source sent more than the signed size; nothing past it was read
+    /// into the pipeline.
+    Longer,
+    Failed(io::Error),
+}
+
+/// Copies `src` to `dst`, at most the signed size, and verifies size and
+/// BLAKE3 once the stream ends. Returns `Ok(Err(mismatch))` for a
+/// verification failure and `Err(io)` for a transport or local I/O
+/// failure, so callers can tell "refuse" from "retry".
+///
+/// Three stages on three threads, joined by bounded channels: a reading
+/// thread (which stops at the signed size), a hashing thread, and the
+/// calling thread, which writes. In series, read + hash + write of a large
+/// archive from a local store was a third of a pull; pipelined, the
+/// slowest stage (the write, where the kernel allocates the page cache)
+/// sets the pace. Every byte written has been counted against the signed
+/// size first, as [`BoundedHashReader`] does for streamed readers.
+pub fn copy_verified<R: Read + Send, W: io::Write + ?Sized>(
+    mut src: R,
     dst: &mut W,
     expected: &ArchiveRef,
 ) -> io::Result<Result<(), ArchiveMismatch>> {
-    let mut rd = BoundedHashReader::new(src, expected.clone());
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match rd.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                if e.get_ref().is_some_and(|inner| inner.is::<TooLong>()) {
-                    return Ok(Err(ArchiveMismatch::Longer {
-                        signed: expected.size,
-                    }));
+    use crate::buf::AlignedBuf;
+    use std::sync::mpsc;
+
+    let signed = expected.size;
+    std::thread::scope(|scope| {
+        let (to_hash, hash_rx) = mpsc::sync_channel::<Piece>(COPY_BUFFERS);
+        let (to_write, write_rx) = mpsc::sync_channel::<Piece>(COPY_BUFFERS);
+        let (written, back) = mpsc::channel::<AlignedBuf>();
+        let stopped = || io::Error::other("the download pipeline stopped");
+        std::thread::Builder::new()
+            .name("npcnix-download".into())
+            .spawn_scoped(scope, move || {
+                let mut read = 0u64;
+                let mut allocated = 0;
+                loop {
+                    let mut buf = if allocated < COPY_BUFFERS {
+                        allocated += 1;
+                        AlignedBuf::zeroed(COPY_BYTES)
+                    } else {
+                        match back.recv() {
+                            Ok(b) => b,
+                            // The writer stopped: its error explains why.
+                            Err(_) => return,
+                        }
+                    };
+                    let got = loop {
+                        match src.read(&mut buf) {
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            other => break other,
+                        }
+                    };
+                    let piece = match got {
+                        Ok(0) => Piece::End(read),
+                        Ok(n) if read + n as u64 > signed => Piece::Longer,
+                        Ok(n) => {
+                            read += n as u64;
+                            Piece::Bytes(buf, n)
+                        }
+                        Err(e) => Piece::Failed(e),
+                    };
+                    let last = !matches!(piece, Piece::Bytes(..));
+                    if to_hash.send(piece).is_err() || last {
+                        return;
+                    }
                 }
-                return Err(e);
+            })?;
+        let hasher = std::thread::Builder::new()
+            .name("npcnix-blake3".into())
+            .spawn_scoped(scope, move || {
+                let mut h = blake3::Hasher::new();
+                for piece in hash_rx {
+                    if let Piece::Bytes(buf, n) = &piece {
+                        h.update(&buf[..*n]);
+                    }
+                    let last = !matches!(piece, Piece::Bytes(..));
+                    if to_write.send(piece).is_err() || last {
+                        break;
+                    }
+                }
+                Digest::from(h.finalize())
+            })?;
+        let end = loop {
+            match write_rx.recv().map_err(|_| stopped())? {
+                Piece::Bytes(buf, n) => {
+                    dst.write_all(&buf[..n])?;
+                    // The reader may be done; the buffer is then freed.
+                    let _ = written.send(buf);
+                }
+                Piece::End(read) => break read,
+                Piece::Longer => return Ok(Err(ArchiveMismatch::Longer { signed })),
+                Piece::Failed(e) => return Err(e),
             }
         };
-        dst.write_all(&buf[..n])?;
-    }
-    Ok(rd.finish())
+        let got = hasher
+            .join()
+            .map_err(|_| io::Error::other("the hashing thread panicked"))?;
+        if end < signed {
+            return Ok(Err(ArchiveMismatch::Shorter { got: end, signed }));
+        }
+        if got != expected.blake3 {
+            return Ok(Err(ArchiveMismatch::Hash {
+                got,
+                signed: expected.blake3,
+            }));
+        }
+        Ok(Ok(()))
+    })
 }
 
 #[cfg(test)]
