@@ -27,15 +27,18 @@
 //! The caller hands in a fresh, private, empty directory and deletes it if
 //! extraction fails.
 //!
-//! **Two threads.** Decompression runs on a thread of its own, which hands
-//! the tar stream to the calling thread in [`CHUNK_BYTES`] chunks through a
-//! channel of [`CHUNKS_IN_FLIGHT`] (the buffers go back and forth, so no
-//! chunk is allocated twice); the calling thread parses tar, checks every
-//! entry and creates the files. So zstd and file creation overlap, as in
-//! `zstd -dc | tar -x`, without a pipe's copies. The decompressing thread is
-//! spawned by the calling thread, so it inherits the Landlock domain of a
+//! **Three threads.** Decompression runs on a thread of its own, which
+//! hands the tar stream to the calling thread in [`CHUNK_BYTES`] chunks
+//! through a channel of [`CHUNKS_IN_FLIGHT`] (the buffers go back and
+//! forth, so no chunk is allocated twice); the calling thread parses tar,
+//! checks every entry and creates every file, directory and symlink, and
+//! writes the files larger than [`SMALL_FILE_BYTES`]; a writing thread
+//! writes the contents of the small ones and closes them
+//! ([`SmallFiles`]). So zstd, file creation and writing overlap, as in
+//! `zstd -dc | tar -x`, without a pipe's copies. Both helper threads are
+//! spawned by the calling thread, so they inherit the Landlock domain of a
 //! confined extraction ([`crate::archive::confine`]): every thread of an
-//! extraction is confined, and only the calling thread writes.
+//! extraction is confined.
 //!
 //! **Creating files.** Every entry is created relative to its parent
 //! directory's fd (`mkdirat`, `openat(O_CREAT|O_EXCL|O_NOFOLLOW)`,
@@ -49,13 +52,14 @@
 //! `2^limits.zstd_window_log`: 2 MiB by default, the window of every
 //! archive npcnix packs) and zstd's block buffers (about 0.4 MiB), one
 //! [`INPUT_BYTES`] input buffer (128 KiB), the chunks (at most
-//! `CHUNKS_IN_FLIGHT + 2` x 64 KiB = 256 KiB), one 64 KiB write buffer and
-//! the open directory chain (at most `limits.depth` fds). Nothing grows
+//! `CHUNKS_IN_FLIGHT + 2` x 64 KiB = 256 KiB), one 64 KiB write buffer,
+//! the small-file batches ([`BATCHES`] x 64 KiB = 192 KiB, at most 96
+//! files open) and the open directory chain (at most 16 fds). Nothing grows
 //! with the number of entries: duplicates and undeclared parents are found
 //! by the file system (see the entry loop), not by a set of paths seen.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -361,6 +365,7 @@ fn extract_tar<R: Read>(
     })?;
     let mut modes = ModeCheck::default();
     let mut count = 0u64;
+    let mut small = SmallFiles::start(root)?;
 
     // Raw mode: the tar crate would read GNU long-name and PAX extension
     // bodies into memory without a bound; we read them ourselves, bounded.
@@ -484,6 +489,35 @@ fn extract_tar<R: Read>(
                 )
                 .map_err(|e| io_or_refuse(&shown, &dest(), errno_io(e)))?;
                 let mut f = fs::File::from(fd);
+                if let (Some(exact), true) = (modes.known(mode), size <= SMALL_FILE_BYTES as u64) {
+                    // Read here, written (and closed) by the writing thread.
+                    let len = size as usize;
+                    let buf = small.room(len)?;
+                    let mut got = 0;
+                    while got < len {
+                        match entry.read(&mut buf[got..]) {
+                            Ok(0) => break,
+                            Ok(n) => got += n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(refuse_read(e)),
+                        }
+                    }
+                    if got != len {
+                        return Err(ExtractError::entry(&shown, "archive ends inside this file"));
+                    }
+                    small.push(SmallFile {
+                        file: f,
+                        len,
+                        fix_mode: (!exact).then_some(mode),
+                        shown,
+                    })?;
+                    stats.bytes += size;
+                    stats.files += 1;
+                    if header_mode & 0o7000 != 0 {
+                        stats.modes_neutralised += 1;
+                    }
+                    continue;
+                }
                 // The tar entry reader yields exactly `size` bytes or fails.
                 let n = copy(&mut (&mut entry).take(size), &mut f, &mut copy_buf).map_err(|e| {
                     if e.kind() == io::ErrorKind::WriteZero
@@ -555,7 +589,203 @@ fn extract_tar<R: Read>(
             ));
         }
     }
+    // Every small file written and closed, or the first write error.
+    small.finish()?;
     Ok(stats)
+}
+
+/// Files of at most this many bytes are written by the writing thread
+/// ([`SmallFiles`]); larger ones by the tar thread, in [`CHUNK_BYTES`]
+/// writes.
+const SMALL_FILE_BYTES: usize = 64 << 10;
+/// Bytes of small-file contents per batch (each file's bytes start on a
+/// cache line, see [`crate::buf`]).
+const BATCH_BYTES: usize = 64 << 10;
+/// Files per batch: bounds the files open at once, with [`BATCHES`], to
+/// 96.
+const BATCH_FILES: usize = 32;
+/// Batches: one being filled, one waiting, one being written.
+const BATCHES: usize = 3;
+// A small file always fits an empty batch.
+const _: () = assert!(SMALL_FILE_BYTES <= BATCH_BYTES);
+// The tar thread holds up to two used chunks before handing them back in
+// a pair: with fewer than four chunks the zstd thread could wait forever.
+const _: () = assert!(CHUNKS_IN_FLIGHT >= 1);
+
+/// A small file, created (open, empty) by the tar thread, its contents in a
+/// batch.
+struct SmallFile {
+    file: fs::File,
+    len: usize,
+    /// `Some(mode)`: set the mode exactly after writing (see [`ModeCheck`]).
+    fix_mode: Option<u32>,
+    /// The entry's path as shown in errors.
+    shown: String,
+}
+
+struct Batch {
+    data: AlignedBuf,
+    used: usize,
+    files: Vec<(SmallFile, usize)>,
+}
+
+/// The writing thread for small files. The tar thread creates every entry
+/// (so the checks, their order and the file system's refusals of
+/// duplicates and undeclared parents are as before) and reads each small
+/// file's contents into a batch; this thread writes the contents, fixes
+/// the mode where needed and closes the files. On a tree of many small
+/// files the tar thread's `write` and `close` were half of its system
+/// time, and it was the slowest of the pipeline's threads. It is spawned
+/// by the tar thread, so a confined extraction's Landlock domain covers it
+/// too. Dropped (on any error of the tar thread), it stops and is joined.
+struct SmallFiles {
+    tx: Option<mpsc::SyncSender<Batch>>,
+    back: mpsc::Receiver<Batch>,
+    thread: Option<std::thread::JoinHandle<Result<(), ExtractError>>>,
+    batch: Option<Batch>,
+    allocated: usize,
+}
+
+impl SmallFiles {
+    fn start(root: &Path) -> Result<SmallFiles, ExtractError> {
+        let (tx, rx) = mpsc::sync_channel::<Batch>(1);
+        let (done, back) = mpsc::channel();
+        let root = root.to_owned();
+        let thread = std::thread::Builder::new()
+            .name("npcnix-write".into())
+            .spawn(move || write_batches(rx, done, root))
+            .map_err(|e| ExtractError::Io {
+                path: PathBuf::from("<writing thread>"),
+                source: e,
+            })?;
+        Ok(SmallFiles {
+            tx: Some(tx),
+            back,
+            thread: Some(thread),
+            batch: None,
+            allocated: 0,
+        })
+    }
+
+    /// Room for `len` bytes (at most [`BATCH_BYTES`]) in the current batch,
+    /// sending the batch first if it is full.
+    fn room(&mut self, len: usize) -> Result<&mut [u8], ExtractError> {
+        let fits =
+            |b: &Batch| b.files.len() < BATCH_FILES && align_up(b.used) + len <= b.data.len();
+        if self.batch.as_ref().is_some_and(|b| !fits(b)) {
+            self.send()?;
+        }
+        if self.batch.is_none() {
+            let b = if self.allocated < BATCHES {
+                self.allocated += 1;
+                Batch {
+                    data: AlignedBuf::zeroed(BATCH_BYTES),
+                    used: 0,
+                    files: Vec::with_capacity(BATCH_FILES),
+                }
+            } else {
+                match self.back.recv() {
+                    Ok(b) => b,
+                    Err(_) => return Err(self.failed()),
+                }
+            };
+            self.batch = Some(b);
+        }
+        let b = self.batch.as_mut().ok_or_else(stopped)?;
+        let start = align_up(b.used);
+        Ok(&mut b.data[start..start + len])
+    }
+
+    /// Records the file whose contents [`SmallFiles::room`] handed out.
+    fn push(&mut self, f: SmallFile) -> Result<(), ExtractError> {
+        let b = self.batch.as_mut().ok_or_else(stopped)?;
+        let start = align_up(b.used);
+        b.used = start + f.len;
+        b.files.push((f, start));
+        Ok(())
+    }
+
+    fn send(&mut self) -> Result<(), ExtractError> {
+        let Some(b) = self.batch.take() else {
+            return Ok(());
+        };
+        let sent = match &self.tx {
+            Some(tx) => tx.send(b).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self.failed())
+        }
+    }
+
+    /// The writing thread stopped early: its error.
+    fn failed(&mut self) -> ExtractError {
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(Err(e))) => e,
+            _ => stopped(),
+        }
+    }
+
+    /// Sends what is left and waits until every file is written and closed.
+    fn finish(mut self) -> Result<(), ExtractError> {
+        self.send()?;
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(stopped()),
+        }
+    }
+}
+
+impl Drop for SmallFiles {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn stopped() -> ExtractError {
+    ExtractError::Io {
+        path: PathBuf::from("<writing thread>"),
+        source: io::Error::other("the writing thread stopped"),
+    }
+}
+
+/// The next cache-line boundary at or after `n`.
+fn align_up(n: usize) -> usize {
+    n.next_multiple_of(crate::buf::ALIGN)
+}
+
+/// The writing thread: every file of every batch, in order; stops at the
+/// first error.
+fn write_batches(
+    rx: mpsc::Receiver<Batch>,
+    done: mpsc::Sender<Batch>,
+    root: PathBuf,
+) -> Result<(), ExtractError> {
+    for mut b in rx {
+        for (f, start) in b.files.drain(..) {
+            let wrote = (&f.file)
+                .write_all(&b.data[start..start + f.len])
+                .and_then(|()| match f.fix_mode {
+                    Some(m) => f.file.set_permissions(fs::Permissions::from_mode(m)),
+                    None => Ok(()),
+                });
+            wrote.map_err(|e| ExtractError::Io {
+                path: root.join(&f.shown),
+                source: e,
+            })?;
+        }
+        b.used = 0;
+        // The tar thread may be done; the batch is then freed.
+        let _ = done.send(b);
+    }
+    Ok(())
 }
 
 /// Files are created with their final mode (0644 or 0755) when the umask
@@ -574,6 +804,11 @@ struct ModeCheck {
 impl ModeCheck {
     fn slot(mode: u32) -> usize {
         usize::from(mode == 0o755)
+    }
+
+    /// `Some(exact)` once the first file of this mode has been checked.
+    fn known(&self, mode: u32) -> Option<bool> {
+        self.exact[Self::slot(mode)]
     }
 
     /// The mode to pass to `open(O_CREAT)`.

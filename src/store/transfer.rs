@@ -151,22 +151,29 @@ enum Piece {
 /// archive from a local store was a third of a pull; pipelined, the
 /// slowest stage (the write, where the kernel allocates the page cache)
 /// sets the pace. Every byte written has been counted against the signed
-/// size first, as [`BoundedHashReader`] does for streamed readers.
+/// size first, as [`BoundedHashReader`] does for streamed readers, and no
+/// read asks for more than one byte past it. When the writer fails or the
+/// source sends too much, the reading thread starts no further read; one
+/// already under way (bounded by the store's time-outs) is waited for.
 pub fn copy_verified<R: Read + Send, W: io::Write + ?Sized>(
     mut src: R,
     dst: &mut W,
     expected: &ArchiveRef,
 ) -> io::Result<Result<(), ArchiveMismatch>> {
     use crate::buf::AlignedBuf;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc;
 
     let signed = expected.size;
+    // Set by the writer when it gives up: the reader starts no new read.
+    let stop = AtomicBool::new(false);
+    let stop = &stop;
     std::thread::scope(|scope| {
         let (to_hash, hash_rx) = mpsc::sync_channel::<Piece>(COPY_BUFFERS);
         let (to_write, write_rx) = mpsc::sync_channel::<Piece>(COPY_BUFFERS);
         let (written, back) = mpsc::channel::<AlignedBuf>();
         let stopped = || io::Error::other("the download pipeline stopped");
-        std::thread::Builder::new()
+        let reader = std::thread::Builder::new()
             .name("npcnix-download".into())
             .spawn_scoped(scope, move || {
                 let mut read = 0u64;
@@ -182,14 +189,26 @@ pub fn copy_verified<R: Read + Send, W: io::Write + ?Sized>(
                             Err(_) => return,
                         }
                     };
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    // At most one byte past the signed size: enough to
+                    // tell a longer stream, nothing more.
+                    let want = usize::try_from((signed - read).saturating_add(1))
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len());
                     let got = loop {
-                        match src.read(&mut buf) {
+                        match src.read(&mut buf[..want]) {
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                             other => break other,
                         }
                     };
                     let piece = match got {
                         Ok(0) => Piece::End(read),
+                        Ok(n) if n > want => Piece::Failed(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "the store's reader returned more bytes than asked for",
+                        )),
                         Ok(n) if read + n as u64 > signed => Piece::Longer,
                         Ok(n) => {
                             read += n as u64;
@@ -218,21 +237,33 @@ pub fn copy_verified<R: Read + Send, W: io::Write + ?Sized>(
                 }
                 Digest::from(h.finalize())
             })?;
-        let end = loop {
+        let outcome = (|| loop {
             match write_rx.recv().map_err(|_| stopped())? {
                 Piece::Bytes(buf, n) => {
                     dst.write_all(&buf[..n])?;
                     // The reader may be done; the buffer is then freed.
                     let _ = written.send(buf);
                 }
-                Piece::End(read) => break read,
+                Piece::End(read) => return Ok(Ok(read)),
                 Piece::Longer => return Ok(Err(ArchiveMismatch::Longer { signed })),
                 Piece::Failed(e) => return Err(e),
             }
+        })();
+        // Whatever happened, stop the reader and wait for both threads
+        // here, so a panic in either is an error, not a panic of the scope.
+        stop.store(true, Ordering::Relaxed);
+        drop(written);
+        drop(write_rx);
+        let read_ok = reader.join().is_ok();
+        let hashed = hasher.join();
+        let end = match outcome? {
+            Ok(end) => end,
+            Err(mismatch) => return Ok(Err(mismatch)),
         };
-        let got = hasher
-            .join()
-            .map_err(|_| io::Error::other("the hashing thread panicked"))?;
+        if !read_ok {
+            return Err(io::Error::other("the download thread panicked"));
+        }
+        let got = hashed.map_err(|_| io::Error::other("the hashing thread panicked"))?;
         if end < signed {
             return Ok(Err(ArchiveMismatch::Shorter { got: end, signed }));
         }
@@ -297,5 +328,116 @@ mod tests {
         ));
         let r = copy_verified(&b"jello"[..], &mut Vec::new(), &aref(b"hello")).expect("io");
         assert!(matches!(r, Err(ArchiveMismatch::Hash { .. })));
+    }
+
+    /// Several MiB: many buffers, each recycled through all three threads.
+    fn big(len: usize) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect()
+    }
+
+    /// A source that hands out at most `step` bytes per read, counting
+    /// its reads and failing with `fail` after `fail_after` bytes.
+    struct Source {
+        data: Vec<u8>,
+        pos: usize,
+        step: usize,
+        reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        fail_after: Option<usize>,
+    }
+
+    impl Read for Source {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if self.fail_after.is_some_and(|f| self.pos >= f) {
+                return Err(io::Error::new(io::ErrorKind::ConnectionReset, "store gone"));
+            }
+            let n = buf.len().min(self.step).min(self.data.len() - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    fn source(data: Vec<u8>, step: usize) -> Source {
+        Source {
+            data,
+            pos: 0,
+            step,
+            reads: Default::default(),
+            fail_after: None,
+        }
+    }
+
+    #[test]
+    fn a_multi_buffer_archive_arrives_byte_for_byte_in_odd_sized_reads() {
+        let data = big((5 << 20) + 12_345);
+        for step in [1000, 64 << 10, 1 << 20] {
+            let mut out = Vec::new();
+            let r = copy_verified(source(data.clone(), step), &mut out, &aref(&data)).expect("io");
+            assert_eq!(r, Ok(()), "step {step}");
+            assert!(out == data, "step {step}: the copy differs");
+        }
+    }
+
+    #[test]
+    fn a_byte_flipped_deep_inside_a_large_archive_is_refused() {
+        let data = big(3 << 20);
+        let mut evil = data.clone();
+        evil[(2 << 20) + 7] ^= 1;
+        let r = copy_verified(source(evil, 256 << 10), &mut Vec::new(), &aref(&data)).expect("io");
+        assert!(matches!(r, Err(ArchiveMismatch::Hash { .. })));
+    }
+
+    #[test]
+    fn a_store_appending_data_after_a_large_archive_is_cut_one_byte_past_it() {
+        let data = big(1 << 20);
+        let mut longer = data.clone();
+        longer.extend_from_slice(&big(1 << 20));
+        let mut out = Vec::new();
+        let r = copy_verified(source(longer, 300 << 10), &mut out, &aref(&data)).expect("io");
+        assert_eq!(r, Err(ArchiveMismatch::Longer { signed: 1 << 20 }));
+        assert!(out.len() <= 1 << 20, "wrote {} bytes", out.len());
+        assert!(out[..] == data[..out.len()]);
+    }
+
+    #[test]
+    fn a_store_failing_mid_stream_is_an_io_error_not_a_mismatch() {
+        let data = big(2 << 20);
+        let mut src = source(data.clone(), 256 << 10);
+        src.fail_after = Some(1 << 20);
+        let e = copy_verified(src, &mut Vec::new(), &aref(&data)).expect_err("io error");
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+    }
+
+    /// A local write that fails (disk full) ends the download: the error
+    /// is returned and the reading thread stops soon after, instead of
+    /// reading the rest of the archive.
+    #[test]
+    fn a_failing_local_write_stops_the_download() {
+        struct Full(usize);
+        impl io::Write for Full {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"));
+                }
+                let n = buf.len().min(self.0);
+                self.0 -= n;
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let data = big(64 << 20);
+        let src = source(data.clone(), 256 << 10);
+        let reads = std::sync::Arc::clone(&src.reads);
+        let e = copy_verified(src, &mut Full(1 << 20), &aref(&data)).expect_err("disk full");
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        let n = reads.load(std::sync::atomic::Ordering::Relaxed);
+        // 1 MiB written, then at most the buffers in flight were read.
+        assert!(n <= 4 + COPY_BUFFERS + 2, "{n} reads of 256 KiB");
     }
 }
