@@ -43,6 +43,7 @@ use rustix::io::Errno;
 
 use super::dirfd::{errno_io, split_entry, ChainError, DirChain, DIR_FLAGS};
 use super::path::{EntryPath, LinkTarget};
+use crate::buf::AlignedBuf;
 use crate::format::statement::Digest;
 
 /// zstd level used for every archive (fixed so packing is reproducible).
@@ -517,20 +518,31 @@ struct FileHead {
 }
 
 /// A run of file contents, in tree order: the heads of the files that
-/// start in it, and their bytes back to back (a file larger than what is
-/// left of a batch continues in the next ones).
+/// start in it, and their bytes, each file's starting on a cache line (the
+/// kernel copies into aligned memory several times faster, see
+/// [`crate::buf`]); a file larger than what is left of a batch continues
+/// at the start of the next ones. `data[..len]` is used.
 struct Batch {
     heads: Vec<FileHead>,
-    data: Vec<u8>,
+    data: AlignedBuf,
+    len: usize,
 }
 
 impl Batch {
     fn new() -> Batch {
         Batch {
             heads: Vec::new(),
-            data: Vec::with_capacity(BATCH_BYTES),
+            data: AlignedBuf::zeroed(BATCH_BYTES),
+            len: 0,
         }
     }
+}
+
+/// Where the next file's contents start in a batch filled to `len`: the
+/// next cache line. Reader and tar thread both use this, so they agree
+/// without recording offsets.
+fn file_start(len: usize) -> usize {
+    len.next_multiple_of(crate::buf::ALIGN)
 }
 
 /// The consumer stopped listening (its own error explains why).
@@ -596,21 +608,27 @@ impl FileReader<'_> {
                 return Err(changed());
             }
             let len = u64::try_from(st.st_size).map_err(|_| changed())?;
+            let start = file_start(self.batch.len);
+            if start >= BATCH_BYTES {
+                self.flush().map_err(Err)?;
+            } else {
+                self.batch.len = start;
+            }
             self.batch.heads.push(FileHead {
                 len,
                 executable: st.st_mode & 0o100 != 0,
             });
             let mut left = len;
             loop {
-                if self.batch.data.len() == self.batch.data.capacity() {
+                if self.batch.len == BATCH_BYTES {
                     self.flush().map_err(Err)?;
                 }
-                let room = self.batch.data.capacity() - self.batch.data.len();
-                let n = match rustix::io::read(
-                    &fd,
-                    rustix::buffer::spare_capacity(&mut self.batch.data),
-                ) {
-                    Ok(n) => n as u64,
+                let room = BATCH_BYTES - self.batch.len;
+                let n = match rustix::io::read(&fd, &mut self.batch.data[self.batch.len..]) {
+                    Ok(n) => {
+                        self.batch.len += n;
+                        n as u64
+                    }
                     Err(Errno::INTR) => continue,
                     Err(e) => return Err(Ok(io_err(&full())(errno_io(e)))),
                 };
@@ -632,7 +650,7 @@ impl FileReader<'_> {
 
     /// Sends the current batch (if it holds anything) and starts a new one.
     fn flush(&mut self) -> Result<(), Stopped> {
-        if self.batch.heads.is_empty() && self.batch.data.is_empty() {
+        if self.batch.heads.is_empty() && self.batch.len == 0 {
             return Ok(());
         }
         let next = if self.allocated < BATCHES_AHEAD + 2 {
@@ -642,9 +660,7 @@ impl FileReader<'_> {
             // Waits until the tar thread is done with an older batch.
             let mut b = self.back.recv().map_err(|_| Stopped)?;
             b.heads.clear();
-            b.data.clear();
-            // (The tar thread's first hand-back is its empty start buffer.)
-            b.data.reserve_exact(BATCH_BYTES);
+            b.len = 0;
             b
         };
         let full = std::mem::replace(&mut self.batch, next);
@@ -658,7 +674,8 @@ struct Contents {
     rx: mpsc::Receiver<Result<Batch, PackError>>,
     back: mpsc::Sender<Batch>,
     heads: VecDeque<FileHead>,
-    data: Vec<u8>,
+    /// The batch being read (`None` before the first).
+    batch: Option<Batch>,
     pos: usize,
     /// The reading thread's error, once it arrived.
     failed: Option<PackError>,
@@ -669,10 +686,10 @@ impl Contents {
         match self.rx.recv() {
             Ok(Ok(mut b)) => {
                 self.heads.extend(b.heads.drain(..));
-                let used = std::mem::replace(&mut self.data, std::mem::take(&mut b.data));
-                b.data = used;
+                if let Some(used) = self.batch.replace(b) {
+                    let _ = self.back.send(used);
+                }
                 self.pos = 0;
-                let _ = self.back.send(b);
                 Ok(())
             }
             Ok(Err(e)) => Err(e),
@@ -698,6 +715,11 @@ impl Contents {
 
     /// The next `len` bytes of contents, as a reader.
     fn body(&mut self, len: u64) -> Body<'_> {
+        // Where the reading thread put this file's first byte (see
+        // `file_start`); at the end of the batch, the file starts in the
+        // next one.
+        let used = self.batch.as_ref().map_or(0, |b| b.len);
+        self.pos = file_start(self.pos).min(used);
         Body {
             contents: self,
             left: len,
@@ -717,17 +739,23 @@ impl Read for Body<'_> {
             return Ok(0);
         }
         let c = &mut *self.contents;
-        while c.pos == c.data.len() {
-            if let Err(e) = c.receive() {
-                c.failed = Some(e);
-                return Err(io::Error::other("reading the file failed"));
+        let used = loop {
+            match &c.batch {
+                Some(b) if c.pos < b.len => break b.len,
+                _ => {
+                    if let Err(e) = c.receive() {
+                        c.failed = Some(e);
+                        return Err(io::Error::other("reading the file failed"));
+                    }
+                }
             }
-        }
+        };
+        let data = c.batch.as_ref().map_or(&[][..], |b| &b.data[..used]);
         let n = buf
             .len()
-            .min(c.data.len() - c.pos)
+            .min(used - c.pos)
             .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        buf[..n].copy_from_slice(&c.data[c.pos..c.pos + n]);
+        buf[..n].copy_from_slice(&data[c.pos..c.pos + n]);
         c.pos += n;
         self.left -= n as u64;
         Ok(n)
@@ -799,11 +827,14 @@ pub fn write_archive_observed<W: Write + Send>(
     };
     let options = *options;
     std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
+        let (tx, rx) = mpsc::sync_channel::<(AlignedBuf, usize)>(CHUNKS_QUEUED);
+        let (spare_tx, spare_rx) = mpsc::channel::<AlignedBuf>();
         let compressor = scope.spawn(move || -> io::Result<(W, Digest, u64)> {
             let mut enc = encoder(HashingWriter::new(out), &options)?;
-            for chunk in rx {
-                enc.write_all(&chunk)?;
+            for (chunk, len) in rx {
+                enc.write_all(&chunk[..len])?;
+                // The tar thread may be done; the chunk is then freed.
+                let _ = spare_tx.send(chunk);
             }
             Ok(enc.finish()?.finish())
         });
@@ -827,7 +858,7 @@ pub fn write_archive_observed<W: Write + Send>(
             rx: batch_rx,
             back: back_tx,
             heads: VecDeque::new(),
-            data: Vec::new(),
+            batch: None,
             pos: 0,
             failed: None,
         };
@@ -836,7 +867,10 @@ pub fn write_archive_observed<W: Write + Send>(
             contents,
             ChunkWriter {
                 tx: Some(tx),
-                buf: Vec::with_capacity(CHUNK),
+                spare: spare_rx,
+                allocated: 1,
+                buf: AlignedBuf::zeroed(CHUNK),
+                len: 0,
             },
             &*task,
         );
@@ -861,23 +895,40 @@ pub fn write_archive_observed<W: Write + Send>(
 }
 
 const CHUNK: usize = 256 * 1024;
+/// Chunks queued for the compressor (with the one being filled and the one
+/// being compressed, at most `CHUNKS_QUEUED + 2` exist).
+const CHUNKS_QUEUED: usize = 8;
 
-/// Sends the tar stream to the compressor in fixed-size chunks.
+/// Sends the tar stream to the compressor in fixed-size chunks, each on a
+/// cache line (tar writes land at multiples of 512 bytes into it, so its
+/// copies go to aligned memory, see [`crate::buf`]); the compressor hands
+/// them back.
 struct ChunkWriter {
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    buf: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<(AlignedBuf, usize)>>,
+    spare: mpsc::Receiver<AlignedBuf>,
+    allocated: usize,
+    buf: AlignedBuf,
+    len: usize,
 }
 
 impl ChunkWriter {
     fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
+        if self.len == 0 {
             return Ok(());
         }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let stopped = || io::Error::other("the compression thread stopped");
+        let next = match self.spare.try_recv() {
+            Ok(b) => b,
+            Err(_) if self.allocated < CHUNKS_QUEUED + 2 => {
+                self.allocated += 1;
+                AlignedBuf::zeroed(CHUNK)
+            }
+            Err(_) => self.spare.recv().map_err(|_| stopped())?,
+        };
+        let chunk = std::mem::replace(&mut self.buf, next);
+        let len = std::mem::take(&mut self.len);
         match &self.tx {
-            Some(tx) => tx
-                .send(chunk)
-                .map_err(|_| io::Error::other("the compression thread stopped")),
+            Some(tx) => tx.send((chunk, len)).map_err(|_| stopped()),
             None => Err(io::Error::other("archive already finished")),
         }
     }
@@ -885,9 +936,10 @@ impl ChunkWriter {
 
 impl Write for ChunkWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
+        let n = data.len().min(CHUNK - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&data[..n]);
+        self.len += n;
+        if self.len == CHUNK {
             self.send()?;
         }
         Ok(n)
