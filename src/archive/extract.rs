@@ -649,7 +649,10 @@ struct SmallFiles {
 impl SmallFiles {
     fn start(root: &Path) -> Result<SmallFiles, ExtractError> {
         let (tx, rx) = mpsc::sync_channel::<Batch>(1);
-        let (done, back) = mpsc::channel();
+        // Bounded (preallocated) so the writing thread never calls malloc:
+        // glibc would give it an arena of its own (see
+        // `store::transfer::copy_verified`).
+        let (done, back) = mpsc::sync_channel(BATCHES);
         let root = root.to_owned();
         let thread = std::thread::Builder::new()
             .name("npcnix-write".into())
@@ -765,7 +768,7 @@ fn align_up(n: usize) -> usize {
 /// first error.
 fn write_batches(
     rx: mpsc::Receiver<Batch>,
-    done: mpsc::Sender<Batch>,
+    done: mpsc::SyncSender<Batch>,
     root: PathBuf,
 ) -> Result<(), ExtractError> {
     for mut b in rx {
