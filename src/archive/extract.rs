@@ -511,33 +511,29 @@ fn extract_tar<R: Read>(
                         fix_mode: (!exact).then_some(mode),
                         shown,
                     })?;
-                    stats.bytes += size;
-                    stats.files += 1;
-                    if header_mode & 0o7000 != 0 {
-                        stats.modes_neutralised += 1;
+                } else {
+                    // The tar entry reader yields exactly `size` bytes or fails.
+                    let n =
+                        copy(&mut (&mut entry).take(size), &mut f, &mut copy_buf).map_err(|e| {
+                            if e.kind() == io::ErrorKind::WriteZero
+                                || e.raw_os_error() == Some(libc::ENOSPC)
+                            {
+                                ExtractError::Io {
+                                    path: dest(),
+                                    source: e,
+                                }
+                            } else {
+                                refuse_read(e)
+                            }
+                        })?;
+                    if n != size {
+                        return Err(ExtractError::entry(&shown, "archive ends inside this file"));
                     }
-                    continue;
+                    modes.finish(&f, mode).map_err(|e| ExtractError::Io {
+                        path: dest(),
+                        source: e,
+                    })?;
                 }
-                // The tar entry reader yields exactly `size` bytes or fails.
-                let n = copy(&mut (&mut entry).take(size), &mut f, &mut copy_buf).map_err(|e| {
-                    if e.kind() == io::ErrorKind::WriteZero
-                        || e.raw_os_error() == Some(libc::ENOSPC)
-                    {
-                        ExtractError::Io {
-                            path: dest(),
-                            source: e,
-                        }
-                    } else {
-                        refuse_read(e)
-                    }
-                })?;
-                if n != size {
-                    return Err(ExtractError::entry(&shown, "archive ends inside this file"));
-                }
-                modes.finish(&f, mode).map_err(|e| ExtractError::Io {
-                    path: dest(),
-                    source: e,
-                })?;
                 stats.bytes += size;
                 stats.files += 1;
             }

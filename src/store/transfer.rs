@@ -78,21 +78,26 @@ impl<R: Read> BoundedHashReader<R> {
 
     /// Checks size and hash once the stream is exhausted.
     pub fn finish(self) -> Result<(), ArchiveMismatch> {
-        if self.read < self.expected.size {
-            return Err(ArchiveMismatch::Shorter {
-                got: self.read,
-                signed: self.expected.size,
-            });
-        }
-        let got: Digest = self.hasher.finalize().into();
-        if got != self.expected.blake3 {
-            return Err(ArchiveMismatch::Hash {
-                got,
-                signed: self.expected.blake3,
-            });
-        }
-        Ok(())
+        check_complete(self.read, self.hasher.finalize().into(), &self.expected)
     }
+}
+
+/// The verdict on a stream that ended after `read` bytes (never more than
+/// the signed size) hashing to `got`.
+fn check_complete(read: u64, got: Digest, expected: &ArchiveRef) -> Result<(), ArchiveMismatch> {
+    if read < expected.size {
+        return Err(ArchiveMismatch::Shorter {
+            got: read,
+            signed: expected.size,
+        });
+    }
+    if got != expected.blake3 {
+        return Err(ArchiveMismatch::Hash {
+            got,
+            signed: expected.blake3,
+        });
+    }
+    Ok(())
 }
 
 /// The io::Error payload used to signal an over-long stream.
@@ -268,16 +273,7 @@ pub fn copy_verified<R: Read + Send, W: io::Write + ?Sized>(
             return Err(io::Error::other("the download thread panicked"));
         }
         let got = hashed.map_err(|_| io::Error::other("the hashing thread panicked"))?;
-        if end < signed {
-            return Ok(Err(ArchiveMismatch::Shorter { got: end, signed }));
-        }
-        if got != expected.blake3 {
-            return Ok(Err(ArchiveMismatch::Hash {
-                got,
-                signed: expected.blake3,
-            }));
-        }
-        Ok(Ok(()))
+        Ok(check_complete(end, got, expected))
     })
 }
 
