@@ -180,6 +180,14 @@ impl Nix {
             .map(|_| ())
     }
 
+    /// `nix-store --version`: the Nix commands resolve and run (what a
+    /// `toplevel` host's next release needs; checked when a probation is
+    /// confirmed).
+    pub fn version(&self) -> Result<String, NixError> {
+        let out = self.run("nix-store", &["--version".into()], "nix-store --version")?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
     /// Points `profile` at `path` (a new generation).
     pub fn set_profile(&self, profile: &Path, path: &str) -> Result<(), NixError> {
         self.run(

@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use npcnix::fsutil;
 use npcnix::host::activate::Activator;
 use npcnix::host::journal::{self, AuditEvent};
+use npcnix::host::probation;
 use npcnix::host::state::StateError;
 
 use super::common;
@@ -52,20 +53,37 @@ pub fn run(a: Args) -> Result<()> {
         super::env::nix(),
     );
     let now = fsutil::now_unix();
-    let status = act.run(
+    // The operator takes over: a release on probation must not be rolled
+    // back over the operator's fix by its watchdog.
+    let watchdog = super::env::watchdog(v.config.lockout.watchdog);
+    if let Some(pr) = probation::end_by_operator(
+        &data,
+        v.remote.as_str(),
+        &watchdog,
+        now,
+        &format!("manual activation from {}", a.src.display()),
+    )? {
+        info!(
+            "ended the probation of version {} (recorded in the audit log): the watchdog will not roll back this activation",
+            pr.version
+        );
+    }
+    let result = act.run(
         &act.args(&a.src),
         &[("NPCNIX_REMOTE", v.remote.to_string())],
-    )?;
+    );
     let mut ev = AuditEvent::new(now, "manual-activation", v.remote.as_str());
     ev.detail = Some(format!(
-        "{} from {}: {status}",
+        "{} from {}: {}",
         act.mode.as_arg(),
-        a.src.display()
+        a.src.display(),
+        match &result {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        }
     ));
     journal::append(&data.audit_path(), &ev)?;
-    if !status.success() {
-        bail!("{} exited with {status}", act.program);
-    }
+    result?;
     if a.json {
         common::print_json(&serde_json::json!({
             "configuration": v.config.configuration,

@@ -110,27 +110,38 @@ fn fault_hook() -> Box<dyn Fn(FaultPoint) + Send + Sync> {
     Box::new(|_| {})
 }
 
-/// The host system as the agent sees it: `NPCNIX_SYSTEMD_RUN` and
+/// The probation watchdog as the agent uses it: `NPCNIX_SYSTEMD_RUN` and
 /// `NPCNIX_SYSTEMCTL` name stand-ins for `systemd-run` and `systemctl`
-/// (tests, wrappers); PATH goes to the probation watchdog. Test builds
-/// (feature `test-hooks`) also read `NPCNIX_TEST_RUN_DIR` (instead of `/run`)
-/// and `NPCNIX_TEST_BOOT_ID` (to simulate a reboot).
-pub fn host_system(
+/// (tests, wrappers); PATH goes to the watchdog's rollback.
+pub fn watchdog(
     kind: npcnix::host::config::WatchdogKind,
-) -> npcnix::host::probation::HostSystem {
-    use npcnix::host::probation::{read_boot_id, HostSystem, Watchdog};
-    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("npcnix"));
-    HostSystem {
-        watchdog: Watchdog {
-            kind,
-            systemd_run: var("NPCNIX_SYSTEMD_RUN").unwrap_or_else(|| "systemd-run".into()),
-            systemctl: var("NPCNIX_SYSTEMCTL").unwrap_or_else(|| "systemctl".into()),
-            exe,
-            path_env: var("PATH"),
-        },
-        run_dir: test_var("NPCNIX_TEST_RUN_DIR")
-            .map_or_else(|| PathBuf::from("/run"), PathBuf::from),
-        boot_id: test_var("NPCNIX_TEST_BOOT_ID").or_else(read_boot_id),
+) -> npcnix::host::watchdog::SystemdWatchdog {
+    npcnix::host::watchdog::SystemdWatchdog {
+        kind,
+        systemd_run: var("NPCNIX_SYSTEMD_RUN").unwrap_or_else(|| "systemd-run".into()),
+        systemctl: var("NPCNIX_SYSTEMCTL").unwrap_or_else(|| "systemctl".into()),
+        exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("npcnix")),
+        path_env: search_path(),
+    }
+}
+
+/// `PATH`: where the activation program is looked up (the probe) and what
+/// the watchdog's rollback runs with.
+pub fn search_path() -> Option<String> {
+    var("PATH")
+}
+
+/// `/run`, holding `current-system` and `booted-system`; test builds
+/// (feature `test-hooks`) read `NPCNIX_TEST_RUN_DIR` instead.
+pub fn run_dir() -> PathBuf {
+    test_var("NPCNIX_TEST_RUN_DIR").map_or_else(|| PathBuf::from("/run"), PathBuf::from)
+}
+
+/// The host's clocks; test builds (feature `test-hooks`) read
+/// `NPCNIX_TEST_BOOT_ID` (to simulate a reboot).
+pub fn clock() -> npcnix::host::clock::SystemClock {
+    npcnix::host::clock::SystemClock {
+        boot_id: test_var("NPCNIX_TEST_BOOT_ID"),
     }
 }
 

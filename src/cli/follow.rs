@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 
 use npcnix::fsutil;
 use npcnix::host::activate::Activator;
-use npcnix::host::agent::{self, Agent, Outcome};
+use npcnix::host::agent::{self, Agent, Outcome, Parts};
 use npcnix::store;
 
 use super::common;
@@ -61,32 +61,33 @@ fn random_u64() -> u64 {
 pub fn build_agent(cfg: &common::ConfigArgs) -> Result<Agent> {
     let v = cfg.load()?;
     let data = cfg.data(&v)?;
-    let v_lockout_watchdog = v.config.lockout.watchdog;
     let stop = Arc::new(AtomicBool::new(false));
     let (store, fetcher) = fetch_side(&v, &stop)?;
-    let activator = Activator::from_config(
+    let mut activator = Activator::from_config(
         &v.config.activation,
         &v.config.configuration,
         env::activation_program(),
         env::nix(),
     );
+    activator.search_path = env::search_path();
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    Ok(Agent {
+    let watchdog = env::watchdog(v.config.lockout.watchdog);
+    Ok(Agent::new(Parts {
         v,
         store,
         data,
-        activator,
+        activation: Box::new(activator),
+        watchdog: Box::new(watchdog),
+        clock: Box::new(env::clock()),
+        run_dir: env::run_dir(),
         stop,
         hooks: env::agent_hooks(),
         fetcher,
-        fetching: AtomicBool::new(false),
         trust_dir: env::trust_dir(),
-        system: env::host_system(v_lockout_watchdog),
-        receipts_unsupported: AtomicBool::new(false),
-    })
+    }))
 }
 
 /// The store the agent reads through: the unprivileged fetch worker where
@@ -185,9 +186,9 @@ pub fn run(a: Args) -> Result<()> {
 /// while the poll is on its network side (no lock, nothing durable being
 /// written; a read may be stuck on a stalling store) ends the process at
 /// once. Once the poll records or activates, it always runs to its end.
-fn poll_or_stop(agent: &Agent, now: u64) -> Result<Outcome, agent::AgentError> {
+fn poll_or_stop(agent: &Agent) -> Result<Outcome, agent::AgentError> {
     std::thread::scope(|s| {
-        let poll = s.spawn(|| agent.poll_once(now));
+        let poll = s.spawn(|| agent.poll_once());
         loop {
             if poll.is_finished() {
                 return poll.join().unwrap_or_else(|_| {
@@ -228,19 +229,19 @@ pub fn follow_loop(
         Ok(_lock) => agent.data.load().is_ok(),
         Err(_) => agent.data.peek().is_ok(),
     };
-    let mut ev = journal.event(fsutil::now_unix(), "agent-start");
+    let mut ev = journal.event(agent.clock.now().wall, "agent-start");
     ev.detail = Some(format!("fetching {}", agent.fetcher));
     if state_ok {
         if let Err(e) = journal.append(&ev) {
             warn!("{e}");
         }
-        if let Some(change) = agent.check_trust_root(fsutil::now_unix())? {
+        if let Some(change) = agent.check_trust_root(agent.clock.now().wall)? {
             info!("the host's trust root changed since the last run: {change}");
         }
     }
     loop {
-        let now = fsutil::now_unix();
-        let res = poll_or_stop(agent, now);
+        let now = agent.clock.now().wall;
+        let res = poll_or_stop(agent);
         report(a.json, now, &res);
         // Only a failing store backs off; refusals poll at the interval.
         let store_errors = match &res {
@@ -252,7 +253,7 @@ pub fn follow_loop(
         if let Ok(Outcome::Waiting { until, .. }) = &res {
             delay = delay.min(until.saturating_sub(now).max(1));
         }
-        agent.record_status(
+        agent.finish_poll(
             now,
             &res,
             if a.once == Some(Once::Any) {
@@ -261,27 +262,6 @@ pub fn follow_loop(
                 Some(now + delay)
             },
         );
-        agent.send_receipt(&res, now);
-        if let Some(path) = &agent.v.config.metrics_path {
-            let st = agent.data.load().unwrap_or_default();
-            let probation = npcnix::host::probation::load(&agent.data, agent.v.remote.as_str())
-                .ok()
-                .flatten();
-            let rep = npcnix::host::status::status_report(
-                &agent.v,
-                &st,
-                &agent.data.load_status(),
-                probation.as_ref(),
-                now,
-            );
-            if let Err(e) = fsutil::write_atomic(
-                path,
-                npcnix::host::status::metrics_text(&rep).as_bytes(),
-                0o644,
-            ) {
-                warn!("writing metrics to {}: {e}", path.display());
-            }
-        }
         match a.once {
             Some(Once::Any) => {
                 return match res {
@@ -304,7 +284,7 @@ pub fn follow_loop(
             _ => {}
         }
         if exit_after_switch
-            && agent.activator.effective_mode().changes_running_system()
+            && agent.activation.activator().effective_mode().changes_running_system()
             && matches!(res, Ok(Outcome::Activated { .. }))
         {
             return Err(RestartRequested.into());

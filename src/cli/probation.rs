@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use npcnix::fsutil;
-use npcnix::host::probation;
+use npcnix::host::activate::Activator;
+use npcnix::host::clock::Clock;
+use npcnix::host::probation::{self, Why};
 use npcnix::host::state::DataDir;
 
 use super::env;
@@ -69,50 +70,50 @@ fn expire(a: ExpireArgs) -> Result<()> {
     let remote = super::common::remote_name("", Some(&a.remote_name))?;
     let data = DataDir::open(&a.data_dir)
         .with_context(|| format!("opening data directory {}", a.data_dir.display()))?;
-    // A timer that fires early (a deadline moved later, a clock step) waits
-    // for the recorded deadline instead of leaving nothing armed.
+    let clock = env::clock();
+    // A timer that fires early (a deadline moved later) waits for the
+    // recorded deadline instead of leaving nothing armed; within the boot
+    // the deadline is on the boot clock, so a wall-clock step moves nothing.
     if !a.now {
         loop {
             let pending = probation::load(&data, &a.remote_name)?
                 .filter(|p| a.version.is_none_or(|v| v == p.version))
-                .and_then(|p| p.deadline);
-            let now = fsutil::now_unix();
-            match pending {
-                Some(d) if d > now => {
-                    std::thread::sleep(std::time::Duration::from_secs((d - now).min(60)))
+                .and_then(|p| p.deadline());
+            match pending.map(|d| d.remaining(&clock.now())) {
+                Some(left) if left > 0 => {
+                    std::thread::sleep(std::time::Duration::from_secs(left.min(60)))
                 }
                 _ => break,
             }
         }
     }
     let _lock = data.lock_wait()?;
-    let now = fsutil::now_unix();
-    let reason = if a.now {
-        "rolled back by hand (`npcnix probation expire --now`)".to_owned()
-    } else {
-        "no successful poll before the probation deadline".to_owned()
-    };
+    let why = if a.now { Why::ByHand } else { Why::Deadline };
+    let undo = Activator::for_undo(env::nix());
     let done = probation::roll_back_locked(
         &data,
         remote.as_str(),
         a.version,
-        env::nix(),
-        now,
-        &reason,
-        a.now,
+        &undo,
+        &clock.now(),
+        &why,
     )?;
     if a.json {
         super::common::print_json(&serde_json::json!({
             "remote": remote.as_str(),
-            "rolled_back": done.as_ref().map(|(v, _)| v),
-            "result": done.as_ref().map(|(_, what)| what),
+            "rolled_back": done.as_ref().map(|r| r.version),
+            "result": done.as_ref().map(|r| &r.detail),
+            "retry_at": done.as_ref().and_then(|r| r.retry_at),
         }));
     }
     match done {
-        Some((version, what)) => {
-            info!("version {version} of {remote}: {what}");
-            if what.contains("ROLLBACK FAILED") {
-                anyhow::bail!("the rollback of version {version} failed; see the audit log");
+        Some(rb) => {
+            info!("version {} of {remote}: {}", rb.version, rb.detail);
+            if rb.failed {
+                anyhow::bail!(
+                    "the rollback of version {} failed; see the audit log",
+                    rb.version
+                );
             }
         }
         None => info!("nothing to roll back for {remote} (confirmed, superseded or not yet due)"),

@@ -1,63 +1,192 @@
-//! Running `nixos-rebuild` (or the configured stand-in) and health checks.
+//! The NixOS boundary: building, switching to and undoing a system, and the
+//! health check.
+//!
+//! [`Activation`] is what the agent asks of the host; [`Activator`] is the
+//! real one (`nixos-rebuild`, or the signed path's own
+//! `switch-to-configuration` in `toplevel` mode). Tests drive the agent with
+//! a scripted [`Activation`] (`host/agent/tests`), and the binary with a
+//! recording `nixos-rebuild` stand-in (`NPCNIX_NIXOS_REBUILD`).
 //!
 //! Children run in their own process group, so a Ctrl-C or SIGTERM aimed at
 //! the agent does not interrupt an activation half-way; the agent waits for
 //! the activation to finish before it exits. Output is inherited (journald
 //! captures it under the npcnix unit).
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::host::config::{ActivationConfig, ActivationMode, HealthCheckConfig, ToplevelFallback};
-use crate::nix::{Nix, SYSTEM_PROFILE};
+use crate::nix::{Nix, NixError, SYSTEM_PROFILE};
 use crate::verify::Refusal;
 
 /// Environment variable that overrides the activation program (tests point
 /// it at a recording script; operators may point it at a wrapper).
 pub const PROGRAM_ENV: &str = "NPCNIX_NIXOS_REBUILD";
 
-/// Why an activation or a rollback failed (the message is shown and
+/// Why an activation, a build, a rollback or a probe failed (shown, and
 /// recorded with the release).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ActivationError(pub String);
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationError {
+    #[error("running {program:?}: {source} (set activation.program or {PROGRAM_ENV})")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what} exited with {status}")]
+    Exit { what: String, status: ExitStatus },
+    #[error(transparent)]
+    Nix(#[from] NixError),
+    /// A system path that must not be run from (a symlink, a file, a path
+    /// that resolves elsewhere), or a build that left none.
+    #[error("{}: {reason}", .path.display())]
+    System { path: PathBuf, reason: String },
+    /// The activation program cannot be run (found by the probe a new
+    /// system's agent runs before confirming).
+    #[error("activation program {program:?} {reason}")]
+    Program { program: String, reason: String },
+    /// A substituter or its key is not usable.
+    #[error("{0}")]
+    Setting(String),
+}
 
-impl ActivationError {
-    fn from_error(e: impl std::fmt::Display) -> ActivationError {
-        ActivationError(e.to_string())
+/// How a release is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Evaluate the flake with nixos-rebuild.
+    Flake,
+    /// Realise and switch to this signed store path.
+    Toplevel(String),
+}
+
+/// How an unconfirmed release is undone, fixed when its probation was armed
+/// (the watchdog must not depend on anything the new system changed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackPlan {
+    /// `flake`: `<program> <mode> --rollback`; `toplevel`: the previous
+    /// generation of `profile`, switched to with its own
+    /// switch-to-configuration.
+    pub toplevel: bool,
+    /// The activation program, as an absolute path when it was found.
+    pub program: String,
+    /// The mode the release was applied with (`switch`, `test`, `boot`).
+    pub mode: ActivationMode,
+    pub profile: PathBuf,
+    /// The system to return to, observed when the probation was armed
+    /// (`None` where it could not be read: no `/run/current-system`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestorePoint>,
+}
+
+/// Where the system before a release was observed, and what it was: the
+/// running system (`/run/current-system`) for `switch` and `test`, the boot
+/// default (the system profile) for `boot`. A rollback that finds `link`
+/// still at `target` has nothing to undo (the agent was stopped between
+/// arming and switching), and one that ran is checked to have arrived there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestorePoint {
+    pub link: PathBuf,
+    pub target: PathBuf,
+}
+
+impl RestorePoint {
+    /// Observes the system a release applied with `mode` replaces.
+    pub fn observe(mode: ActivationMode, run_dir: &Path, profile: &Path) -> Option<RestorePoint> {
+        let link = match mode {
+            ActivationMode::Boot => profile.to_path_buf(),
+            _ => run_dir.join("current-system"),
+        };
+        let target = std::fs::canonicalize(&link).ok()?;
+        Some(RestorePoint { link, target })
     }
+
+    /// Whether `link` points at `target` now.
+    pub fn holds(&self) -> bool {
+        std::fs::canonicalize(&self.link).is_ok_and(|t| t == self.target)
+    }
+}
+
+/// What the agent asks of the host's NixOS: the effects, behind one trait so
+/// whole poll sequences run in-process with a scripted one. The settings
+/// (program, mode, profile) are the [`Activator`]'s.
+pub trait Activation: Send + Sync {
+    /// The activation settings (pure: plan, arguments, modes).
+    fn activator(&self) -> &Activator;
+    /// Builds the system a release would switch to, without activating it,
+    /// and returns its path.
+    fn build(
+        &self,
+        plan: &Plan,
+        flake_dir: &Path,
+        workdir: &Path,
+        env: &[(&str, String)],
+    ) -> Result<PathBuf, ActivationError>;
+    /// Applies a release.
+    fn apply(
+        &self,
+        plan: &Plan,
+        flake_dir: &Path,
+        env: &[(&str, String)],
+    ) -> Result<(), ActivationError>;
+    /// Returns the system to the previous generation (a release whose
+    /// health check failed right after the switch).
+    fn roll_back(&self, plan: &Plan, env: &[(&str, String)]) -> Result<(), ActivationError>;
+    /// Undoes a release on probation as recorded when it was armed (what
+    /// the watchdog runs too).
+    fn undo(&self, rollback: &RollbackPlan, env: &[(&str, String)])
+        -> Result<(), ActivationError>;
+    /// Activates `system` (a system that ran before) with `action`, without
+    /// touching the profile: the exact undo of a `test` activation.
+    fn restore(
+        &self,
+        system: &Path,
+        action: &str,
+        env: &[(&str, String)],
+    ) -> Result<(), ActivationError>;
+    /// Checks that this host can apply its next release: the activation
+    /// program resolves to an executable, and in `toplevel` mode the Nix
+    /// commands run and the substituter settings are well-formed. A new
+    /// system's agent runs it before confirming (docs/lockout.md).
+    fn probe(&self) -> Result<(), ActivationError>;
 }
 
 /// Checks a realised toplevel before anything runs from it: it must be a
 /// directory in place (not a symlink leading elsewhere, inside or outside the
 /// store), and its resolved path must be the signed path itself. Returns the
 /// path to run `bin/switch-to-configuration` from.
-pub fn realised_system(signed: &Path) -> Result<std::path::PathBuf, ActivationError> {
-    let md = std::fs::symlink_metadata(signed)
-        .map_err(|e| ActivationError(format!("{}: {e}", signed.display())))?;
+pub fn realised_system(signed: &Path) -> Result<PathBuf, ActivationError> {
+    let bad = |reason: String| ActivationError::System {
+        path: signed.to_owned(),
+        reason,
+    };
+    let md = std::fs::symlink_metadata(signed).map_err(|e| bad(e.to_string()))?;
     if md.file_type().is_symlink() || !md.is_dir() {
-        return Err(ActivationError(format!(
-            "{} is not a directory in the store (a symlink or a file); refusing to run anything from it",
-            signed.display()
-        )));
+        return Err(bad(
+            "not a directory in the store (a symlink or a file); refusing to run anything from it"
+                .into(),
+        ));
     }
-    let resolved = std::fs::canonicalize(signed)
-        .map_err(|e| ActivationError(format!("{}: {e}", signed.display())))?;
+    let resolved = std::fs::canonicalize(signed).map_err(|e| bad(e.to_string()))?;
     if resolved != signed {
-        return Err(ActivationError(format!(
-            "{} resolves to {}; refusing to run anything from outside the signed path",
-            signed.display(),
+        return Err(bad(format!(
+            "resolves to {}; refusing to run anything from outside the signed path",
             resolved.display()
         )));
     }
     Ok(resolved)
 }
 
-/// What to run to activate a flake.
+/// The real activation: `nixos-rebuild` (or the configured program), or
+/// a signed system path's own `switch-to-configuration`.
 #[derive(Clone, Debug)]
 pub struct Activator {
     pub program: String,
@@ -68,18 +197,12 @@ pub struct Activator {
     /// Mode `toplevel`: the switch-to-configuration action.
     pub toplevel_action: ActivationMode,
     /// Mode `toplevel`: the system profile.
-    pub profile: std::path::PathBuf,
+    pub profile: PathBuf,
     pub toplevel_fallback: ToplevelFallback,
     pub nix: Nix,
-}
-
-/// How a release is applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
-    /// Evaluate the flake with nixos-rebuild.
-    Flake,
-    /// Realise and switch to this signed store path.
-    Toplevel(String),
+    /// The PATH the activation program is looked up in (the agent's own;
+    /// passed in by the CLI, which reads the environment).
+    pub search_path: Option<String>,
 }
 
 impl Activator {
@@ -105,15 +228,28 @@ impl Activator {
             profile: cfg.profile.clone().unwrap_or_else(|| SYSTEM_PROFILE.into()),
             toplevel_fallback: cfg.toplevel_fallback,
             nix,
+            search_path: None,
         }
+    }
+
+    /// An activator that only undoes releases (what `npcnix probation
+    /// expire` needs: everything else comes from the record).
+    pub fn for_undo(nix: Nix) -> Activator {
+        Activator::for_rollback(
+            &RollbackPlan {
+                toplevel: false,
+                program: String::new(),
+                mode: ActivationMode::Switch,
+                profile: SYSTEM_PROFILE.into(),
+                restore: None,
+            },
+            nix,
+        )
     }
 
     /// Decides how to apply a release, given the signed toplevels it
     /// carries. `Err` names why a `toplevel` host refuses it.
-    pub fn plan(
-        &self,
-        toplevels: Option<&std::collections::BTreeMap<String, String>>,
-    ) -> Result<Plan, Refusal> {
+    pub fn plan(&self, toplevels: Option<&BTreeMap<String, String>>) -> Result<Plan, Refusal> {
         if self.mode != ActivationMode::Toplevel {
             return Ok(Plan::Flake);
         }
@@ -135,9 +271,20 @@ impl Activator {
         }
     }
 
+    /// What the audit log says is run for `plan`.
+    pub fn describe(&self, plan: &Plan) -> String {
+        match plan {
+            Plan::Flake => format!("{} {}", self.program, self.effective_mode().as_arg()),
+            Plan::Toplevel(p) => format!(
+                "{p}/bin/switch-to-configuration {}",
+                self.toplevel_action.as_arg()
+            ),
+        }
+    }
+
     /// The activator that undoes a release applied under `plan` (what the
     /// probation watchdog runs; see [`crate::host::probation`]).
-    pub fn for_rollback(plan: &crate::host::probation::RollbackPlan, nix: Nix) -> Activator {
+    pub fn for_rollback(plan: &RollbackPlan, nix: Nix) -> Activator {
         Activator {
             program: plan.program.clone(),
             mode: if plan.toplevel {
@@ -152,100 +299,59 @@ impl Activator {
             profile: plan.profile.clone(),
             toplevel_fallback: ToplevelFallback::Refuse,
             nix,
+            search_path: None,
         }
     }
 
-    /// Builds the system a release would switch to, without activating it,
-    /// and returns its path: `nixos-rebuild build` (run in `workdir`, where
-    /// it leaves its `result` link), or the realised signed path.
-    pub fn build(
-        &self,
-        plan: &Plan,
-        flake_dir: &Path,
-        workdir: &Path,
-        env: &[(&str, String)],
-    ) -> Result<std::path::PathBuf, ActivationError> {
-        match plan {
-            Plan::Flake => {
-                let mut build = self.clone();
-                build.mode = ActivationMode::Switch;
-                let mut args = build.args(flake_dir);
-                args[0] = "build".into();
-                let mut c = Command::new(&self.program);
-                c.args(&args).current_dir(workdir).process_group(0);
-                for (k, v) in env {
-                    c.env(k, v);
-                }
-                let st = c.status().map_err(|e| {
-                    ActivationError(format!("running {:?} build: {e}", self.program))
-                })?;
-                if !st.success() {
-                    return Err(ActivationError(format!(
-                        "{} build exited with {st}",
-                        self.program
-                    )));
-                }
-                let result = workdir.join("result");
-                std::fs::canonicalize(&result).map_err(|e| {
-                    ActivationError(format!(
-                        "{} build left no system at {}: {e}",
-                        self.program,
-                        result.display()
-                    ))
-                })
-            }
-            Plan::Toplevel(path) => {
-                self.nix
-                    .realise(
-                        path,
-                        &self.extra_substituters,
-                        &self.extra_trusted_public_keys,
-                    )
-                    .map_err(ActivationError::from_error)?;
-                realised_system(Path::new(path))
-            }
+    /// Where `program` resolves, as `Command::new` would find it: a path
+    /// with a slash as given, else the first executable file of that name
+    /// on `search_path`.
+    pub fn resolve_program(&self) -> Result<PathBuf, ActivationError> {
+        let bad = |reason: String| ActivationError::Program {
+            program: self.program.clone(),
+            reason,
+        };
+        let executable = |p: &Path| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        if self.program.is_empty() {
+            return Err(bad("is empty".into()));
         }
+        if self.program.contains('/') {
+            let p = PathBuf::from(&self.program);
+            return if executable(&p) {
+                Ok(p)
+            } else {
+                Err(bad("is not an executable file".into()))
+            };
+        }
+        let path = self.search_path.as_deref().unwrap_or_default();
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(&self.program))
+            .find(|p| executable(p))
+            .ok_or_else(|| bad(format!("is not found on PATH ({path})")))
     }
 
-    /// Applies a release; `Err` is the failure message.
-    pub fn apply(
-        &self,
-        plan: &Plan,
-        flake_dir: &Path,
-        env: &[(&str, String)],
-    ) -> Result<(), ActivationError> {
-        match plan {
-            Plan::Flake => {
-                let mut flake_self = self.clone();
-                flake_self.mode = self.effective_mode();
-                let st = flake_self
-                    .run(&flake_self.args(flake_dir), env)
-                    .map_err(ActivationError::from_error)?;
-                if st.success() {
-                    Ok(())
-                } else {
-                    Err(ActivationError(format!(
-                        "{} exited with {st}",
-                        self.program
-                    )))
-                }
-            }
-            Plan::Toplevel(path) => {
-                self.nix
-                    .realise(
-                        path,
-                        &self.extra_substituters,
-                        &self.extra_trusted_public_keys,
-                    )
-                    .map_err(ActivationError::from_error)?;
-                let system = realised_system(Path::new(path))?;
-                if self.toplevel_action != ActivationMode::DryActivate {
-                    self.nix
-                        .set_profile(&self.profile, path)
-                        .map_err(ActivationError::from_error)?;
-                }
-                self.switch_to(&system, self.toplevel_action.as_arg(), env)
-            }
+    fn command(&self, args: &[OsString], env: &[(&str, String)]) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(args).process_group(0);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    fn status(&self, mut c: Command, what: String) -> Result<(), ActivationError> {
+        let st = c.status().map_err(|source| ActivationError::Spawn {
+            program: self.program.clone(),
+            source,
+        })?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(ActivationError::Exit { what, status: st })
         }
     }
 
@@ -261,61 +367,17 @@ impl Activator {
             .process_group(0)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .status()
-            .map_err(|e| ActivationError(format!("running {}: {e}", script.display())))?;
+            .map_err(|source| ActivationError::Spawn {
+                program: script.display().to_string(),
+                source,
+            })?;
         if st.success() {
             Ok(())
         } else {
-            Err(ActivationError(format!(
-                "{} {action} exited with {st}",
-                script.display()
-            )))
-        }
-    }
-
-    /// Activates `system` (a system that ran before) with `action`, without
-    /// touching the profile: the exact undo of a `test` activation.
-    pub fn restore(
-        &self,
-        system: &Path,
-        action: &str,
-        env: &[(&str, String)],
-    ) -> Result<(), ActivationError> {
-        self.switch_to(system, action, env)
-    }
-
-    /// Returns the system to the previous generation.
-    pub fn roll_back(&self, plan: &Plan, env: &[(&str, String)]) -> Result<(), ActivationError> {
-        if self.effective_mode() == ActivationMode::DryActivate {
-            return Ok(());
-        }
-        match plan {
-            Plan::Flake => {
-                let st = self
-                    .run(&self.rollback_args(), env)
-                    .map_err(ActivationError::from_error)?;
-                if st.success() {
-                    Ok(())
-                } else {
-                    Err(ActivationError(format!(
-                        "{} exited with {st}",
-                        self.program
-                    )))
-                }
-            }
-            Plan::Toplevel(_) => {
-                let previous = self
-                    .nix
-                    .rollback_profile(&self.profile)
-                    .map_err(ActivationError::from_error)?;
-                let action = match self.toplevel_action {
-                    ActivationMode::Test => "test",
-                    // A boot release undone before its reboot: the previous
-                    // generation becomes the boot default again.
-                    ActivationMode::Boot => "boot",
-                    _ => "switch",
-                };
-                self.switch_to(&previous, action, env)
-            }
+            Err(ActivationError::Exit {
+                what: format!("{} {action}", script.display()),
+                status: st,
+            })
         }
     }
 
@@ -352,21 +414,180 @@ impl Activator {
         vec![mode.into(), "--rollback".into()]
     }
 
-    pub fn run(&self, args: &[OsString], env: &[(&str, String)]) -> io::Result<ExitStatus> {
-        let mut c = Command::new(&self.program);
-        c.args(args).process_group(0);
-        for (k, v) in env {
-            c.env(k, v);
+    /// Runs the activation program with `args` (break-glass `npcnix
+    /// activate`).
+    pub fn run(&self, args: &[OsString], env: &[(&str, String)]) -> Result<(), ActivationError> {
+        let what = format!(
+            "{} {}",
+            self.program,
+            args.first().map(|a| a.to_string_lossy()).unwrap_or_default()
+        );
+        self.status(self.command(args, env), what)
+    }
+
+    /// Substituter URLs name a scheme, and their keys are `name:base64`.
+    fn check_substituters(&self) -> Result<(), ActivationError> {
+        for s in &self.extra_substituters {
+            if !s.contains("://") {
+                return Err(ActivationError::Setting(format!(
+                    "activation.extra_substituters: {s:?} is not a URL"
+                )));
+            }
         }
-        c.status().map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "running {:?}: {e} (set activation.program or {PROGRAM_ENV})",
-                    self.program
-                ),
-            )
-        })
+        for k in &self.extra_trusted_public_keys {
+            let ok = k.split_once(':').is_some_and(|(name, key)| {
+                !name.is_empty()
+                    && !key.is_empty()
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+            });
+            if !ok {
+                return Err(ActivationError::Setting(format!(
+                    "activation.extra_trusted_public_keys: {k:?} is not NAME:BASE64"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Activation for Activator {
+    fn activator(&self) -> &Activator {
+        self
+    }
+
+    /// `nixos-rebuild build` (run in `workdir`, where it leaves its `result`
+    /// link), or the realised signed path.
+    fn build(
+        &self,
+        plan: &Plan,
+        flake_dir: &Path,
+        workdir: &Path,
+        env: &[(&str, String)],
+    ) -> Result<PathBuf, ActivationError> {
+        match plan {
+            Plan::Flake => {
+                let mut build = self.clone();
+                build.mode = ActivationMode::Switch;
+                let mut args = build.args(flake_dir);
+                args[0] = "build".into();
+                let mut c = self.command(&args, env);
+                c.current_dir(workdir);
+                self.status(c, format!("{} build", self.program))?;
+                let result = workdir.join("result");
+                std::fs::canonicalize(&result).map_err(|e| ActivationError::System {
+                    path: result,
+                    reason: format!("{} build left no system here: {e}", self.program),
+                })
+            }
+            Plan::Toplevel(path) => {
+                self.nix.realise(
+                    path,
+                    &self.extra_substituters,
+                    &self.extra_trusted_public_keys,
+                )?;
+                realised_system(Path::new(path))
+            }
+        }
+    }
+
+    fn apply(
+        &self,
+        plan: &Plan,
+        flake_dir: &Path,
+        env: &[(&str, String)],
+    ) -> Result<(), ActivationError> {
+        match plan {
+            Plan::Flake => {
+                let mut flake_self = self.clone();
+                flake_self.mode = self.effective_mode();
+                let c = flake_self.command(&flake_self.args(flake_dir), env);
+                self.status(c, self.program.clone())
+            }
+            Plan::Toplevel(path) => {
+                self.nix.realise(
+                    path,
+                    &self.extra_substituters,
+                    &self.extra_trusted_public_keys,
+                )?;
+                let system = realised_system(Path::new(path))?;
+                if self.toplevel_action != ActivationMode::DryActivate {
+                    self.nix.set_profile(&self.profile, path)?;
+                }
+                self.switch_to(&system, self.toplevel_action.as_arg(), env)
+            }
+        }
+    }
+
+    fn roll_back(&self, plan: &Plan, env: &[(&str, String)]) -> Result<(), ActivationError> {
+        if self.effective_mode() == ActivationMode::DryActivate {
+            return Ok(());
+        }
+        match plan {
+            Plan::Flake => self.status(
+                self.command(&self.rollback_args(), env),
+                self.program.clone(),
+            ),
+            Plan::Toplevel(_) => {
+                let previous = self.nix.rollback_profile(&self.profile)?;
+                let action = match self.toplevel_action {
+                    ActivationMode::Test => "test",
+                    // A boot release undone before its reboot: the previous
+                    // generation becomes the boot default again.
+                    ActivationMode::Boot => "boot",
+                    _ => "switch",
+                };
+                self.switch_to(&previous, action, env)
+            }
+        }
+    }
+
+    fn undo(
+        &self,
+        rollback: &RollbackPlan,
+        env: &[(&str, String)],
+    ) -> Result<(), ActivationError> {
+        let plan = if rollback.toplevel {
+            Plan::Toplevel(String::new())
+        } else {
+            Plan::Flake
+        };
+        Activator::for_rollback(rollback, self.nix.clone()).roll_back(&plan, env)
+    }
+
+    fn restore(
+        &self,
+        system: &Path,
+        action: &str,
+        env: &[(&str, String)],
+    ) -> Result<(), ActivationError> {
+        self.switch_to(system, action, env)
+    }
+
+    fn probe(&self) -> Result<(), ActivationError> {
+        match self.mode {
+            ActivationMode::Toplevel => {
+                self.check_substituters()?;
+                self.nix.version()?;
+                if !self.profile.parent().is_some_and(Path::is_dir) {
+                    return Err(ActivationError::Setting(format!(
+                        "activation.profile {}: its directory does not exist",
+                        self.profile.display()
+                    )));
+                }
+                // A release without a signed path is evaluated with the
+                // program (toplevel_fallback = evaluate).
+                if self.toplevel_fallback == ToplevelFallback::Evaluate {
+                    self.resolve_program()?;
+                }
+                Ok(())
+            }
+            _ => {
+                self.check_substituters()?;
+                self.resolve_program().map(drop)
+            }
+        }
     }
 }
 
@@ -432,5 +653,47 @@ mod tests {
         // A path through a symlinked parent resolves elsewhere.
         let via = link.join(".");
         assert!(realised_system(&via).is_err(), "resolves elsewhere");
+    }
+
+    fn activator(program: &str, path: Option<&str>) -> Activator {
+        let mut a = Activator::from_config(
+            &ActivationConfig::default(),
+            "web",
+            Some(program.into()),
+            Nix::default(),
+        );
+        a.search_path = path.map(str::to_owned);
+        a
+    }
+
+    /// A new system whose `activation.program` is mistyped would confirm
+    /// and then fail every later release: the probe finds it first.
+    #[test]
+    fn mistyped_activation_program_fails_the_probe() {
+        let e = activator("nixos-rebiuld", Some("/usr/bin:/bin"))
+            .probe()
+            .expect_err("not on PATH");
+        assert!(e.to_string().contains("\"nixos-rebiuld\" is not found on PATH"), "{e}");
+        let e = activator("/nonexistent/nixos-rebuild", None)
+            .probe()
+            .expect_err("no such file");
+        assert!(e.to_string().contains("is not an executable file"), "{e}");
+        // A directory on PATH named like the program is not a program.
+        activator("sh", Some("/nonexistent:/bin:/usr/bin"))
+            .probe()
+            .expect("sh is on PATH");
+        activator("/bin/sh", None).probe().expect("absolute");
+    }
+
+    #[test]
+    fn malformed_substituter_settings_fail_the_probe() {
+        let mut a = activator("/bin/sh", None);
+        a.extra_substituters = vec!["cache.example.org".into()];
+        assert!(a.probe().is_err());
+        a.extra_substituters = vec!["https://cache.example.org".into()];
+        a.extra_trusted_public_keys = vec!["no-colon".into()];
+        assert!(a.probe().is_err());
+        a.extra_trusted_public_keys = vec!["cache.example.org-1:abc=".into()];
+        a.probe().expect("well-formed");
     }
 }

@@ -19,9 +19,9 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::format::statement::Statement;
 use crate::host::config::{ActivationMode, HostConfig, ToplevelFallback, Validated};
-use crate::verify::{KeyScope, Refusal};
+use crate::host::probation::RotationKey;
+use crate::verify::{KeyScope, Policy, Refusal, TrustedKey, VerifiedRelease};
 
 /// Where the NixOS module installs the host config, relative to a toplevel.
 pub const CONFIG_IN_SYSTEM: &str = "etc/npcnix/config.json";
@@ -68,19 +68,34 @@ pub fn read_system(toplevel: &Path) -> std::io::Result<SystemView> {
     })
 }
 
+/// What the inspection found besides "the host stays reachable".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inspection {
+    /// The release hands the host to other keys (a key rotation): the keys
+    /// of the current system that signed it, which the new system's agent
+    /// uses to accept exactly this release when it confirms.
+    pub rotation_keys: Vec<RotationKey>,
+}
+
 /// Whether the host can still receive releases after switching to `next`
 /// (built from `release`): the agent is installed and enabled, its config is
 /// valid, follows the same remote (name and URL), still applies releases,
 /// trusts at least `threshold` keys scoped to that remote that are valid
-/// now, and would not refuse every later release like this one (a version
+/// now, would not refuse every later release like this one (a version
 /// jump of 0, limits below this release's archive, `toplevel` mode that
-/// refuses releases without a signed system path when this one has none).
+/// refuses releases without a signed system path when this one has none),
+/// and accepts this very release under its whole policy (with the host's
+/// rollback `floor`): a new system that refuses what it runs would refuse
+/// its own head. The one exception is which keys signed: a release signed
+/// by the current keys for a system that trusts others is a key rotation,
+/// accepted when the new policy passes it with the current keys added.
 pub fn judge(
     current: &Validated,
     next: &SystemView,
-    release: &Statement,
+    release: &VerifiedRelease,
+    floor: u64,
     now: u64,
-) -> Result<(), Refusal> {
+) -> Result<Inspection, Refusal> {
     let refuse = |what: String| {
         Err(Refusal::WouldLockOut(format!(
             "the built system {} {what}; the host would stop receiving releases (a release that retires this host must list it in `decommission`)",
@@ -161,14 +176,15 @@ pub fn judge(
             "sets policy.max_version_jump = 0, which refuses every later version".into(),
         );
     }
-    if v.limits.archive_bytes < release.archive.size {
+    let statement = release.statement();
+    if v.limits.archive_bytes < statement.archive.size {
         return refuse(format!(
             "sets limits.archive_bytes = {}, below this release's own archive ({} bytes), so releases like it would be refused",
-            v.limits.archive_bytes, release.archive.size
+            v.limits.archive_bytes, statement.archive.size
         ));
     }
     let cfg = &v.config.activation;
-    let signed_system = release
+    let signed_system = statement
         .toplevels
         .as_ref()
         .is_some_and(|t| t.contains_key(&v.config.configuration));
@@ -181,7 +197,80 @@ pub fn judge(
             v.config.configuration
         ));
     }
-    Ok(())
+    let mut policy = v.policy.clone();
+    policy.min_version = policy.min_version.max(floor);
+    let bundle = release.bundle();
+    let seen = Some(release.seen());
+    let own = |r: Refusal| {
+        refuse(format!(
+            "would refuse this very release ({}: {r}), and so its own head",
+            r.check()
+        ))
+    };
+    match crate::verify::verify_release(&policy, seen, &bundle, now) {
+        Ok(_) => Ok(Inspection::default()),
+        Err(r) if r.is_about_signers() => {
+            let old: Vec<TrustedKey> = current
+                .policy
+                .keys
+                .iter()
+                .filter(|k| k.scope.allows(&current.remote))
+                .filter(|k| k.not_after.is_none_or(|t| now < t))
+                .map(|k| TrustedKey {
+                    key: k.key.clone(),
+                    scope: KeyScope::Remotes(vec![v.remote.clone()]),
+                    not_after: k.not_after,
+                })
+                .collect();
+            match crate::verify::verify_release(&with_keys(&policy, &old), seen, &bundle, now) {
+                Ok(_) => Ok(Inspection {
+                    rotation_keys: old
+                        .iter()
+                        .map(|k| RotationKey {
+                            public_key: k.key.to_base64(),
+                            not_after: k.not_after,
+                        })
+                        .collect(),
+                }),
+                Err(r) => own(r),
+            }
+        }
+        Err(r) => own(r),
+    }
+}
+
+/// `policy` that also trusts `extra` (a key rotation's previous keys).
+pub fn with_keys(policy: &Policy, extra: &[TrustedKey]) -> Policy {
+    let mut p = policy.clone();
+    p.keys.extend(extra.iter().cloned());
+    p
+}
+
+/// The previous keys a probation record kept for a key rotation, as keys
+/// scoped to `remote` (unreadable entries are left out).
+pub fn rotation_trust(remote: &crate::format::remote::RemoteName, keys: &[RotationKey]) -> Vec<TrustedKey> {
+    keys.iter()
+        .filter_map(|k| {
+            crate::format::keys::PublicKey::from_base64(&k.public_key)
+                .ok()
+                .map(|key| TrustedKey {
+                    key,
+                    scope: KeyScope::Remotes(vec![remote.clone()]),
+                    not_after: k.not_after,
+                })
+        })
+        .collect()
+}
+
+/// Why an agent may not vouch for the system on probation.
+#[derive(Debug, thiserror::Error)]
+pub enum NotVouching {
+    #[error("the running system is {}, not the release's {}", .running.display(), .system.display())]
+    OtherSystem { running: PathBuf, system: PathBuf },
+    #[error("this agent runs another host config than {}'s (the new system's agent must confirm)", .system.display())]
+    OtherConfig { system: PathBuf },
+    #[error("{}: {reason}", .system.display())]
+    Unreadable { system: PathBuf, reason: String },
 }
 
 /// Whether an agent running `mine`, on the system `running` (the canonical
@@ -194,24 +283,26 @@ pub fn may_confirm(
     mine: &HostConfig,
     running: Option<&Path>,
     next: &SystemView,
-) -> Result<(), String> {
+) -> Result<(), NotVouching> {
     if let Some(r) = running {
         if r != next.path {
-            return Err(format!(
-                "the running system is {}, not the release's {}",
-                r.display(),
-                next.path.display()
-            ));
+            return Err(NotVouching::OtherSystem {
+                running: r.to_owned(),
+                system: next.path.clone(),
+            });
         }
     }
+    let unreadable = |reason: String| NotVouching::Unreadable {
+        system: next.path.clone(),
+        reason,
+    };
     match next.config.as_deref().map(HostConfig::parse) {
         Some(Ok(c)) if &c == mine => Ok(()),
-        Some(Ok(_)) => Err(format!(
-            "this agent runs another host config than {}'s (the new system's agent must confirm)",
-            next.path.display()
-        )),
-        Some(Err(e)) => Err(format!("{}'s host config: {e}", next.path.display())),
-        None => Err(format!("{} has no host config", next.path.display())),
+        Some(Ok(_)) => Err(NotVouching::OtherConfig {
+            system: next.path.clone(),
+        }),
+        Some(Err(e)) => Err(unreadable(format!("host config: {e}"))),
+        None => Err(unreadable("no host config".into())),
     }
 }
 
@@ -227,11 +318,17 @@ mod tests {
         .into_bytes()
     }
 
+    use crate::format::keys::SecretKey;
+    use crate::format::statement::Statement;
+
+    /// The release key every test's current config trusts (and signs with).
+    fn release_key() -> &'static SecretKey {
+        static KEY: std::sync::OnceLock<SecretKey> = std::sync::OnceLock::new();
+        KEY.get_or_init(|| SecretKey::generate().expect("key"))
+    }
+
     fn setup() -> (Validated, String) {
-        let key = crate::format::keys::SecretKey::generate()
-            .expect("key")
-            .public_key()
-            .to_base64();
+        let key = release_key().public_key().to_base64();
         let current = HostConfig::parse(&config(&key, "prod", "file:///srv/prod", 1))
             .expect("parse")
             .validate()
@@ -248,8 +345,9 @@ mod tests {
         }
     }
 
-    /// The release being inspected: a 1234-byte archive, no system paths.
-    fn rel() -> Statement {
+    /// The statement of the release being inspected: version 2, a
+    /// 1234-byte archive, no system paths, no expiry.
+    fn statement() -> Statement {
         Statement {
             kind: crate::format::statement::STATEMENT_TYPE.into(),
             remote: crate::format::remote::RemoteName::new("prod").expect("name"),
@@ -259,13 +357,40 @@ mod tests {
                 blake3: crate::format::statement::Digest([9; 32]),
                 size: 1234,
             },
-            created: 1_700_000_000,
+            created: 0,
             expires: None,
             source: None,
             toplevels: None,
             decommission: None,
             rollout: None,
         }
+    }
+
+    /// `st` signed by `key` and verified by the current config.
+    fn signed(st: &Statement, key: &SecretKey) -> VerifiedRelease {
+        let bytes = st.to_bytes();
+        let sig = crate::publish::sign_statement(st, &bytes, key);
+        let bundle = crate::format::bundle::Bundle {
+            statement: bytes,
+            signatures: vec![sig],
+        }
+        .encode();
+        let policy = crate::verify::Policy::manual(st.remote.clone(), vec![key.public_key()]);
+        crate::verify::verify_signatures(&policy, &bundle, 0).expect("verifies")
+    }
+
+    fn rel() -> VerifiedRelease {
+        signed(&statement(), release_key())
+    }
+
+    /// The inspection, with no rollback floor.
+    fn judge(
+        cur: &Validated,
+        next: &SystemView,
+        release: &VerifiedRelease,
+        now: u64,
+    ) -> Result<(), Refusal> {
+        super::judge(cur, next, release, 0, now).map(drop)
     }
 
     fn check(r: Result<(), Refusal>, needle: &str) {
@@ -369,8 +494,8 @@ mod tests {
         judge(&cur, &with(r#""limits":{"archive_bytes":1234}"#), &rel(), 0).expect("fits");
         let toplevel = with(r#""activation":{"mode":"toplevel","toplevel_fallback":"refuse"}"#);
         check(judge(&cur, &toplevel, &rel(), 0), "signs none for \"web\"");
-        let mut signed = rel();
-        signed.toplevels = Some(
+        let mut with_path = statement();
+        with_path.toplevels = Some(
             [(
                 "web".to_owned(),
                 "/nix/store/00000000000000000000000000000000-nixos-system-web".to_owned(),
@@ -378,7 +503,8 @@ mod tests {
             .into_iter()
             .collect(),
         );
-        judge(&cur, &toplevel, &signed, 0).expect("a signed system path for web");
+        judge(&cur, &toplevel, &signed(&with_path, release_key()), 0)
+            .expect("a signed system path for web");
     }
 
     #[test]
@@ -390,12 +516,70 @@ mod tests {
         let old = std::path::Path::new("/nix/store/y-nixos-system");
         let e = may_confirm(&cur.config, Some(old), &next).expect_err("old system");
         assert!(
-            e.contains("the running system is /nix/store/y-nixos-system"),
+            e.to_string()
+                .contains("the running system is /nix/store/y-nixos-system"),
             "{e}"
         );
         let rotated = view(Some(config(&key, "prod", "file:///srv/prod", 2)));
         let e = may_confirm(&cur.config, None, &rotated).expect_err("old config");
-        assert!(e.contains("another host config"), "{e}");
+        assert!(e.to_string().contains("another host config"), "{e}");
         assert!(may_confirm(&cur.config, None, &view(None)).is_err());
+    }
+
+    /// `base` with `extra` (`"key":value` pairs) added to its top level.
+    fn extended(base: Vec<u8>, extra: &str) -> SystemView {
+        let base = String::from_utf8(base).expect("utf8");
+        let cut = base.rfind('}').expect("object");
+        view(Some(format!("{},{extra}}}", &base[..cut]).into_bytes()))
+    }
+
+    /// Defect found in review (issue 28, 1): a signed release whose own host
+    /// config refuses every later release passed the inspection, and the
+    /// new agent then refused its own head. The inspection now judges the
+    /// release under the new system's whole policy.
+    #[test]
+    fn release_whose_own_policy_refuses_it_would_lock_out() {
+        let (cur, key) = setup();
+        let base = || config(&key, "prod", "file:///srv/prod", 1);
+        check(
+            judge(&cur, &extended(base(), r#""policy":{"min_version":1000}"#), &rel(), 0),
+            "would refuse this very release (min-version",
+        );
+        check(
+            judge(&cur, &extended(base(), r#""policy":{"expiry":"required"}"#), &rel(), 0),
+            "would refuse this very release (expiry-required",
+        );
+        judge(&cur, &extended(base(), r#""policy":{"min_version":2}"#), &rel(), 0)
+            .expect("a floor at this release's own version is fine");
+        // The host's rollback floor counts as the new policy's too.
+        let e = super::judge(&cur, &view(Some(base())), &rel(), 5, 0).expect_err("floor 5");
+        assert!(e.to_string().contains("min-version"), "{e}");
+    }
+
+    /// A key rotation (the new system trusts only a new key; the release is
+    /// signed by the current one) passes, and the inspection keeps the keys
+    /// the new agent needs to accept exactly this release; everything else
+    /// the new policy says still applies.
+    #[test]
+    fn key_rotation_passes_with_the_previous_keys_kept_for_confirmation() {
+        let (cur, key) = setup();
+        let new_key = SecretKey::generate().expect("key").public_key().to_base64();
+        let rotated = || config(&new_key, "prod", "file:///srv/prod", 1);
+        let verdict = super::judge(&cur, &view(Some(rotated())), &rel(), 0, 0).expect("rotation");
+        assert_eq!(
+            verdict.rotation_keys,
+            vec![RotationKey {
+                public_key: key.clone(),
+                not_after: None
+            }]
+        );
+        // Same keys: no rotation to remember.
+        let same = super::judge(&cur, &view(Some(config(&key, "prod", "file:///srv/prod", 1))), &rel(), 0, 0)
+            .expect("same keys");
+        assert!(same.rotation_keys.is_empty());
+        check(
+            judge(&cur, &extended(rotated(), r#""policy":{"min_version":1000}"#), &rel(), 0),
+            "would refuse this very release (min-version",
+        );
     }
 }

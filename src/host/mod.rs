@@ -6,8 +6,14 @@
 //! * [`pipeline`]: the pull pipeline as typed stages (fetch -> judge ->
 //!   descend -> download -> extract -> record -> place);
 //! * [`pull`]: `npcnix pull` on top of the pipeline;
-//! * [`agent`]: one poll of `npcnix follow` on top of the pipeline, plus
-//!   activation, health check and rollback ([`activate`]);
+//! * [`lifecycle`]: the one pure decision of what a host does next with a
+//!   release (paused, bad, up to date, backoff, rollout, probation);
+//! * [`agent`]: one poll of `npcnix follow`: gathers the facts, asks
+//!   [`lifecycle`], runs the steps (the pipeline, then installation and
+//!   activation); its outcome is an [`outcome::Outcome`];
+//! * [`activate`]: the NixOS boundary (build, switch, undo, probe) and the
+//!   health check; [`watchdog`]: the probation timer and reboots;
+//!   [`clock`]: wall and boot clocks;
 //! * [`fetcher`]: the network side in an unprivileged child process;
 //! * [`status`]: what `npcnix status` and the metrics file show;
 //! * [`trust`]: the trust root remembered between runs (changes are events);
@@ -17,10 +23,13 @@
 
 pub mod activate;
 pub mod agent;
+pub mod clock;
 pub mod config;
 pub mod fetcher;
 pub mod journal;
+pub mod lifecycle;
 pub mod lockout;
+pub mod outcome;
 pub mod pipeline;
 pub mod probation;
 pub mod pull;
@@ -28,3 +37,4 @@ pub mod receipts;
 pub mod state;
 pub mod status;
 pub mod trust;
+pub mod watchdog;

@@ -8,9 +8,15 @@
 //! judge       -> Judged      signatures, binding, remote, freshness, rollback (pure verify)
 //! descend     -> Accepted    require_chain: intermediate releases link back to what the host holds
 //! download    -> Downloaded  at most the signed size, BLAKE3 checked, in the private temp dir
+//! rejudge        (Downloaded) the agent, under the lock: judged again against the state as it is then
 //! extract     -> Extracted   hardened extractor on a confined thread, with its confinement status
-//! record      -> Recorded    the new highest version, durable before anything is handed on
+//! record         (Extracted) the new highest version, durable before anything is handed on
+//! place          (Extracted) the tree moved to its destination
 //! ```
+//!
+//! What a host does with a verified release between these stages (paused,
+//! marked bad, up to date, rollout slot, probation) is decided by
+//! `host::lifecycle`; the stages only verify and move bytes.
 //!
 //! A "not modified" answer never short-cuts the pipeline: it only means the
 //! bytes of `latest` are the ones the host verified last time, and those
@@ -80,7 +86,7 @@ impl PipelineError {
 }
 
 /// The bytes of `latest` to judge.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Head {
     bytes: Vec<u8>,
     etag: Option<ETag>,
@@ -184,6 +190,21 @@ pub fn judge(
     let seen = remote.and_then(|r| r.highest);
     let verdict = verify::verify_release(&policy, seen, &head.bytes, now)?;
     Ok(Judged { verdict, head })
+}
+
+/// Stage 2, for the release on probation when it is a key rotation: the
+/// head judged with the keys of the system before it added (the record
+/// kept them; see `host::lockout::judge`). Only ever used for the exact
+/// statement on probation.
+pub fn judge_rotation(
+    policy: &Policy,
+    remote: Option<&RemoteState>,
+    head: Head,
+    previous_keys: &[crate::host::probation::RotationKey],
+    now: u64,
+) -> Result<Judged, Refusal> {
+    let extra = crate::host::lockout::rotation_trust(&policy.remote, previous_keys);
+    judge(&crate::host::lockout::with_keys(policy, &extra), remote, head, now)
 }
 
 /// A release that may be downloaded. Only [`descend`] builds one.

@@ -4,78 +4,54 @@
 //! Before switching, the agent records a [`Probation`] (durably, in
 //! `<data>/probation/<remote>.json`, a file of its own so that an older
 //! npcnix reading `state.json` after a rollback is not confused) and arms a
-//! [`Watchdog`] that lives outside the service being replaced: a transient
-//! systemd timer that runs *this* npcnix binary's `probation expire` at the
-//! deadline. The new system's agent confirms with one successful poll (it
-//! reached the store and verified the current head) and, if configured, a
-//! passing health check; confirming disarms the watchdog and removes the
-//! record. Whoever finds the deadline passed without confirmation (the
-//! watchdog, or the agent at its next start after a reboot) rolls back,
-//! marks the release bad (`unconfirmed`) and audits it.
+//! watchdog that lives outside the service being replaced
+//! ([`crate::host::watchdog`]). The new system's agent confirms when it
+//! accepts the store's head (`host::lifecycle` says what counts); whoever
+//! finds the deadline passed without confirmation (the watchdog, or the
+//! agent at its next start after a reboot) rolls back with
+//! [`roll_back_locked`].
+//!
+//! What the new system's agent observed while it could not confirm is kept
+//! beside the record ([`Observed`], `<remote>.observed.json`: a separate file
+//! so the record the watchdog reads is only ever written by the binary that
+//! armed it). It decides what a rollback at the deadline means: a new
+//! system that reached nothing it could verify is retried with backoff
+//! rather than marked bad for ever.
 
 use std::fs;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::format::statement::Digest;
 use crate::fsutil;
-use crate::host::config::{ActivationMode, WatchdogKind};
-use crate::host::state::{DataDir, StateError};
+use crate::host::activate::{Activation, ActivationError, RestorePoint, RollbackPlan};
+use crate::host::clock::{BootTime, Deadline, Moment};
+use crate::host::config::ActivationMode;
+use crate::host::journal::Journal;
+use crate::host::state::{BadRelease, DataDir, Retry, StateError};
 use crate::verify::Seen;
 
 pub const PROBATION_FORMAT: &str = "npcnix-probation/v1";
 const PROBATION_MAX_BYTES: u64 = 64 * 1024;
 
-/// How an unconfirmed release is undone, fixed when it was armed (the
-/// watchdog must not depend on anything the new system changed).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RollbackPlan {
-    /// `flake`: `<program> <mode> --rollback`; `toplevel`: the previous
-    /// generation of `profile`, switched to with its own
-    /// switch-to-configuration.
-    pub toplevel: bool,
-    /// The activation program, as an absolute path when it was found.
-    pub program: String,
-    /// The mode the release was applied with (`switch`, `test`, `boot`).
-    pub mode: ActivationMode,
-    pub profile: PathBuf,
-    /// The system to return to, observed when the probation was armed
-    /// (`None` where it could not be read: no `/run/current-system`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restore: Option<RestorePoint>,
+/// Exponential backoff for retrying a release: 1, 2, 4, ... minutes,
+/// capped at an hour.
+pub fn retry_delay(attempts: u32) -> u64 {
+    (60u64 << attempts.saturating_sub(1).min(6)).min(3600)
 }
 
-/// Where the system before a release was observed, and what it was: the
-/// running system (`/run/current-system`) for `switch` and `test`, the boot
-/// default (the system profile) for `boot`. A rollback that finds `link`
-/// still at `target` has nothing to undo (the agent was stopped between
-/// arming and switching), and one that ran is checked to have arrived there.
+/// A key the system before a release trusted, kept when the release itself
+/// hands the host to other keys (a key rotation, docs/lockout.md): the new
+/// system's agent accepts exactly that release with it, nothing else.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RestorePoint {
-    pub link: PathBuf,
-    pub target: PathBuf,
-}
-
-impl RestorePoint {
-    /// Observes the system a release applied with `mode` replaces.
-    pub fn observe(mode: ActivationMode, run_dir: &Path, profile: &Path) -> Option<RestorePoint> {
-        let link = match mode {
-            ActivationMode::Boot => profile.to_path_buf(),
-            _ => run_dir.join("current-system"),
-        };
-        let target = fs::canonicalize(&link).ok()?;
-        Some(RestorePoint { link, target })
-    }
-
-    /// Whether `link` points at `target` now.
-    pub fn holds(&self) -> bool {
-        fs::canonicalize(&self.link).is_ok_and(|t| t == self.target)
-    }
+pub struct RotationKey {
+    /// The `RW...` line of the key's `.pub` file.
+    pub public_key: String,
+    #[serde(default)]
+    pub not_after: Option<u64>,
 }
 
 /// A release applied but not yet confirmed.
@@ -87,10 +63,14 @@ pub struct Probation {
     pub version: u64,
     pub statement: Digest,
     pub armed_at: u64,
-    /// When an unconfirmed release is rolled back. `None` while a `boot`
-    /// release waits for the reboot that starts it: the deadline is set by
-    /// the first agent run in a later boot.
+    /// When an unconfirmed release is rolled back (wall clock: shown, and
+    /// judged after a reboot). `None` while a `boot` release waits for the
+    /// reboot that starts it.
     pub deadline: Option<u64>,
+    /// The same deadline on the boot clock, judged within the boot it was
+    /// set in (a clock step does not move it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_boot: Option<BootTime>,
     pub probation_secs: u64,
     /// The boot the release was applied in (`/proc/sys/kernel/random/boot_id`).
     #[serde(default)]
@@ -105,6 +85,10 @@ pub struct Probation {
     /// The inspected system, when the release was built before switching.
     #[serde(default)]
     pub system: Option<PathBuf>,
+    /// A key rotation: the keys of the system before, which signed this
+    /// release and which the new system no longer trusts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotation_keys: Vec<RotationKey>,
 }
 
 impl Probation {
@@ -115,9 +99,25 @@ impl Probation {
         }
     }
 
+    /// The deadline, once the probation has started.
+    pub fn deadline(&self) -> Option<Deadline> {
+        self.deadline.map(|wall| Deadline {
+            wall,
+            boot: self.deadline_boot.clone(),
+        })
+    }
+
+    /// Starts (or restarts) the probation period at `now`: the only place a
+    /// deadline is set.
+    pub fn start(&mut self, now: &Moment) {
+        let d = now.deadline_in(self.probation_secs);
+        self.deadline = Some(d.wall);
+        self.deadline_boot = d.boot;
+    }
+
     /// Whether the deadline has passed (never while waiting for a reboot).
-    pub fn expired(&self, now: u64) -> bool {
-        self.deadline.is_some_and(|d| now >= d)
+    pub fn expired(&self, now: &Moment) -> bool {
+        self.deadline().is_some_and(|d| d.passed(now))
     }
 
     /// A `boot` release still waiting for the reboot that starts it.
@@ -145,22 +145,40 @@ fn path(data: &DataDir, remote: &str) -> PathBuf {
     data.root.join("probation").join(format!("{remote}.json"))
 }
 
-/// The probation of `remote`, if any. A record that cannot be read is an
-/// error: nobody could tell whether the running system was confirmed.
-pub fn load(data: &DataDir, remote: &str) -> Result<Option<Probation>, StateError> {
-    let p = path(data, remote);
-    let f = match fs::File::open(&p) {
+fn observed_path(data: &DataDir, remote: &str) -> PathBuf {
+    data.root
+        .join("probation")
+        .join(format!("{remote}.observed.json"))
+}
+
+fn read_bounded(p: &std::path::Path) -> Result<Option<Vec<u8>>, StateError> {
+    let f = match fs::File::open(p) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(StateError::Io { path: p, source }),
+        Err(source) => {
+            return Err(StateError::Io {
+                path: p.to_owned(),
+                source,
+            })
+        }
     };
     let mut bytes = Vec::new();
     f.take(PROBATION_MAX_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|source| StateError::Io {
-            path: p.clone(),
+            path: p.to_owned(),
             source,
         })?;
+    Ok(Some(bytes))
+}
+
+/// The probation of `remote`, if any. A record that cannot be read is an
+/// error: nobody could tell whether the running system was confirmed.
+pub fn load(data: &DataDir, remote: &str) -> Result<Option<Probation>, StateError> {
+    let p = path(data, remote);
+    let Some(bytes) = read_bounded(&p)? else {
+        return Ok(None);
+    };
     let corrupt = |why: String| StateError::Io {
         path: p.clone(),
         source: io::Error::new(
@@ -183,82 +201,154 @@ pub fn load(data: &DataDir, remote: &str) -> Result<Option<Probation>, StateErro
     Ok(Some(pr))
 }
 
-/// Records (durably) or clears the probation of `remote`.
-pub fn save(data: &DataDir, remote: &str, pr: Option<&Probation>) -> Result<(), StateError> {
-    let p = path(data, remote);
+fn write_json(data: &DataDir, p: &std::path::Path, v: &impl Serialize) -> Result<(), StateError> {
     let io_err = |source| StateError::Io {
-        path: p.clone(),
+        path: p.to_owned(),
         source,
     };
+    fsutil::ensure_private_dir(&data.root.join("probation")).map_err(io_err)?;
+    let mut bytes = serde_json::to_vec_pretty(v).map_err(|e| io_err(io::Error::other(e)))?;
+    bytes.push(b'\n');
+    fsutil::write_atomic(p, &bytes, 0o600).map_err(io_err)
+}
+
+fn remove_durably(data: &DataDir, p: &std::path::Path) -> Result<(), StateError> {
+    let io_err = |source| StateError::Io {
+        path: p.to_owned(),
+        source,
+    };
+    match fs::remove_file(p) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(e)),
+        Err(_) => Ok(()),
+        Ok(()) => fsutil::sync_dir(&data.root.join("probation")).map_err(io_err),
+    }
+}
+
+/// Records (durably) or clears the probation of `remote`.
+pub fn save(data: &DataDir, remote: &str, pr: Option<&Probation>) -> Result<(), StateError> {
     match pr {
         // The removal is made durable: a confirmation lost to a power cut
         // would bring the record back, and the next start would roll back
         // (and mark bad) a release that was confirmed.
-        None => match fs::remove_file(&p) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(e)),
-            Err(_) => Ok(()),
-            Ok(()) => fsutil::sync_dir(&data.root.join("probation")).map_err(io_err),
-        },
-        Some(pr) => {
-            let dir = data.root.join("probation");
-            fsutil::ensure_private_dir(&dir).map_err(io_err)?;
-            let mut bytes =
-                serde_json::to_vec_pretty(pr).map_err(|e| io_err(io::Error::other(e)))?;
-            bytes.push(b'\n');
-            fsutil::write_atomic(&p, &bytes, 0o600).map_err(io_err)
-        }
+        None => remove_durably(data, &path(data, remote)),
+        Some(pr) => write_json(data, &path(data, remote), pr),
     }
 }
 
-/// The parts of the host system the agent touches besides the activation
-/// program (stand-ins in tests).
-#[derive(Clone, Debug)]
-pub struct HostSystem {
-    pub watchdog: Watchdog,
-    /// Holds `booted-system` (`/run`).
-    pub run_dir: PathBuf,
-    /// This boot's ID (`/proc/sys/kernel/random/boot_id`), if readable.
-    pub boot_id: Option<String>,
+/// What the new system's agent saw while it could not confirm a release:
+/// polls that reached no store (errors, time-outs) and polls whose answer it
+/// refused (bytes that were not the release on probation). Kept after a
+/// rollback while the release waits for its retry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observed {
+    pub version: u64,
+    pub statement: Digest,
+    #[serde(default)]
+    pub unreachable: u32,
+    #[serde(default)]
+    pub refused: u32,
 }
 
-/// Reads this boot's ID.
-pub fn read_boot_id() -> Option<String> {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+impl Observed {
+    pub fn seen(&self) -> Seen {
+        Seen {
+            version: self.version,
+            statement: self.statement,
+        }
+    }
+
+    /// The rollback was the store's doing (it served something the new
+    /// system refused): only that, never the new system's own network.
+    pub fn store_refused(&self) -> bool {
+        self.refused > 0
+    }
+
+    /// Nothing observed yet, about `seen`.
+    pub fn new(seen: Seen) -> Observed {
+        Observed {
+            version: seen.version,
+            statement: seen.statement,
+            unreachable: 0,
+            refused: 0,
+        }
+    }
+
+    pub fn any(&self) -> bool {
+        self.unreachable > 0 || self.refused > 0
+    }
+}
+
+/// What the new system saw for `remote`'s release (ignored when it is about
+/// another release; unreadable counts as nothing seen).
+pub fn load_observed(data: &DataDir, remote: &str) -> Option<Observed> {
+    read_bounded(&observed_path(data, remote))
         .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty() && s.len() <= 64)
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+pub fn save_observed(
+    data: &DataDir,
+    remote: &str,
+    observed: Option<&Observed>,
+) -> Result<(), StateError> {
+    let p = observed_path(data, remote);
+    match observed {
+        None => remove_durably(data, &p),
+        Some(o) => write_json(data, &p, o),
+    }
+}
+
+/// Why a release on probation is rolled back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// The deadline passed unconfirmed (the watchdog, or the agent).
+    Deadline,
+    /// An operator gave up on it (`npcnix probation expire --now`).
+    ByHand,
+    /// The health check failed when the new system's agent confirmed.
+    Unhealthy(String),
+    /// The new system cannot apply its next release (the probe failed).
+    CannotActivate(String),
+}
+
+/// What a rollback did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolledBack {
+    pub version: u64,
+    /// What happened, in the audit log's words.
+    pub detail: String,
+    /// Retried from then on (the new system reached nothing it could
+    /// verify); `None`: marked bad.
+    pub retry_at: Option<u64>,
+    /// The rollback command itself failed.
+    pub failed: bool,
 }
 
 /// Undoes the release on probation for `remote` if its deadline has passed
-/// (or unconditionally with `force`, for a failed confirmation): rolls the
-/// system back as recorded when it was armed, marks the release bad, makes
-/// the previous release the active one again, clears the record and audits
-/// it. The caller holds the data dir lock. Returns the version and what was
-/// done, or `None` when there is nothing to do (confirmed meanwhile, another
-/// version, not yet expired).
+/// (or at once, for every [`Why`] but the deadline): rolls the system back
+/// as recorded when it was armed, makes the previous release the active
+/// one again, clears the record and audits it. The release is marked bad,
+/// unless the new system's agent saw only a store it could not verify: then
+/// it is retried with backoff (docs/lockout.md, "No confirmation"). The
+/// caller holds the data dir lock. `None`: nothing to do (confirmed
+/// meanwhile, another version, not yet expired).
 pub fn roll_back_locked(
     data: &DataDir,
     remote: &str,
     only_version: Option<u64>,
-    nix: crate::nix::Nix,
-    now: u64,
-    reason: &str,
-    force: bool,
-) -> Result<Option<(u64, String)>, StateError> {
-    use crate::host::activate::{Activator, Plan};
-    use crate::host::journal::Journal;
+    activation: &dyn Activation,
+    now: &Moment,
+    why: &Why,
+) -> Result<Option<RolledBack>, StateError> {
     let Some(pr) = load(data, remote)? else {
         return Ok(None);
     };
-    if only_version.is_some_and(|v| v != pr.version) || !(force || pr.expired(now)) {
+    if only_version.is_some_and(|v| v != pr.version) || (*why == Why::Deadline && !pr.expired(now))
+    {
         return Ok(None);
     }
-    let activator = Activator::for_rollback(&pr.rollback, nix);
-    let plan = if pr.rollback.toplevel {
-        Plan::Toplevel(String::new())
-    } else {
-        Plan::Flake
-    };
     let env = [
         ("NPCNIX_REMOTE", remote.to_owned()),
         ("NPCNIX_VERSION", pr.version.to_string()),
@@ -276,41 +366,100 @@ pub fn roll_back_locked(
         // the profile's current one, one older than what ran before a
         // `test` release (which adds no generation): go back to exactly it.
         Some(r) if pr.rollback.mode == ActivationMode::Test => {
-            checked(activator.restore(&r.target, "test", &env), r)
+            checked(activation.restore(&r.target, "test", &env), r)
         }
-        Some(r) => checked(activator.roll_back(&plan, &env), r),
-        None => match activator.roll_back(&plan, &env) {
+        Some(r) => checked(activation.undo(&pr.rollback, &env), r),
+        None => match activation.undo(&pr.rollback, &env) {
             Ok(()) => "rolled back to the previous generation".to_owned(),
             Err(e) => format!("ROLLBACK FAILED: {e}"),
         },
     };
+    let observed = load_observed(data, remote).filter(|o| o.seen() == pr.seen() && o.any());
+    let reason = match why {
+        Why::Deadline => match &observed {
+            Some(o) => format!(
+                "unconfirmed: in {} poll(s) before the deadline the new system reached nothing it could verify ({} without an answer, {} refused)",
+                o.unreachable + o.refused,
+                o.unreachable,
+                o.refused
+            ),
+            None => format!(
+                "unconfirmed: no successful poll within {}s of the switch",
+                pr.probation_secs
+            ),
+        },
+        Why::ByHand => "unconfirmed: rolled back by hand (`npcnix probation expire --now`)".into(),
+        Why::Unhealthy(w) => format!("unconfirmed: health check failed during probation: {w}"),
+        Why::CannotActivate(w) => {
+            format!("unconfirmed: the new system could not apply its next release: {w}")
+        }
+    };
     let mut st = data.load()?;
     let rs = st.remote_mut(remote);
-    if !rs.is_bad(&pr.seen()) {
-        rs.bad.push(crate::host::state::BadRelease {
-            version: pr.version,
-            statement: pr.statement,
-            reason: format!("unconfirmed: {reason}"),
-            at: now,
-        });
-    }
+    let retry_at = match (why, &observed) {
+        (Why::Deadline, Some(_)) => {
+            let attempts = rs
+                .retry
+                .as_ref()
+                .filter(|r| r.version == pr.version)
+                .map_or(0, |r| r.attempts)
+                + 1;
+            let at = now.wall.saturating_add(retry_delay(attempts));
+            rs.retry = Some(Retry {
+                version: pr.version,
+                attempts,
+                next_at: at,
+            });
+            Some(at)
+        }
+        _ => {
+            if !rs.is_bad(&pr.seen()) {
+                rs.bad.push(BadRelease {
+                    version: pr.version,
+                    statement: pr.statement,
+                    reason: reason.clone(),
+                    at: now.wall,
+                });
+            }
+            rs.retry = None;
+            None
+        }
+    };
     if rs.active == Some(pr.seen()) {
         rs.active = pr.previous_active;
     }
-    rs.retry = None;
     data.save(&st)?;
     save(data, remote, None)?;
+    if retry_at.is_none() {
+        save_observed(data, remote, None)?;
+    }
+    let detail = match (retry_at, &observed) {
+        (Some(at), Some(o)) if o.store_refused() => format!(
+            "{reason}; {note}; the store served what the new system refused, so the release is retried from {}",
+            crate::format::time::rfc3339(at)
+        ),
+        (Some(at), _) => format!(
+            "{reason}; {note}; retried from {}, unless this system reaches and verifies the store before then (then the new system could not, and the release is marked bad)",
+            crate::format::time::rfc3339(at)
+        ),
+        (None, _) => format!("{reason}; {note}"),
+    };
     let journal = Journal::new(data, remote);
-    let mut ev = journal.event(now, "rolled-back");
+    let mut ev = journal.event(now.wall, "rolled-back");
     ev.version = Some(pr.version);
     ev.statement = Some(pr.statement.to_hex());
-    ev.detail = Some(format!("unconfirmed: {reason}; {note}"));
+    ev.detail = Some(detail.clone());
     let _ = journal.append(&ev);
-    Ok(Some((pr.version, format!("unconfirmed: {reason}; {note}"))))
+    Ok(Some(RolledBack {
+        version: pr.version,
+        failed: detail.contains("ROLLBACK FAILED"),
+        detail,
+        retry_at,
+    }))
 }
 
 /// What a rollback towards `r` achieved, in the audit log's words.
-fn checked(res: Result<(), crate::host::activate::ActivationError>, r: &RestorePoint) -> String {
+fn checked(res: Result<(), ActivationError>, r: &RestorePoint) -> String {
     match res {
         Err(e) => format!("ROLLBACK FAILED: {e}"),
         Ok(()) if r.holds() => format!("rolled back to {}", r.target.display()),
@@ -324,129 +473,38 @@ fn checked(res: Result<(), crate::host::activate::ActivationError>, r: &RestoreP
     }
 }
 
-/// The deadline keeper outside the agent's service.
-#[derive(Clone, Debug)]
-pub struct Watchdog {
-    pub kind: WatchdogKind,
-    /// `systemd-run` (a stand-in in tests).
-    pub systemd_run: String,
-    /// `systemctl` (a stand-in in tests).
-    pub systemctl: String,
-    /// The npcnix binary the timer runs: this one, not the new system's.
-    pub exe: PathBuf,
-    /// PATH for the rollback the timer runs (nixos-rebuild needs nix).
-    pub path_env: Option<String>,
-}
-
-impl Watchdog {
-    pub fn unit_name(remote: &str) -> String {
-        format!("npcnix-probation-{remote}")
-    }
-
-    /// `program` as an absolute path found on the watchdog's PATH (the timer
-    /// runs with systemd's environment, not the agent's), else as given.
-    pub fn which(&self, program: &str) -> String {
-        if program.contains('/') {
-            return program.to_owned();
-        }
-        self.path_env
-            .as_deref()
-            .unwrap_or_default()
-            .split(':')
-            .filter(|d| d.starts_with('/'))
-            .map(|d| Path::new(d).join(program))
-            .find(|p| p.is_file())
-            .map_or_else(|| program.to_owned(), |p| p.display().to_string())
-    }
-
-    /// Arms the timer; returns its unit name (`None` for `watchdog = none`).
-    pub fn arm(&self, data: &DataDir, pr: &Probation, secs: u64) -> Result<Option<String>, String> {
-        if self.kind == WatchdogKind::None {
-            return Ok(None);
-        }
-        // A unit of its own per arming: systemd keeps a fired or failed
-        // unit loaded, and reusing its name would make systemd-run fail.
-        // The timer this one replaces is stopped only once this one exists.
-        let unit = format!(
-            "{}-v{}-{}",
-            Self::unit_name(&pr.remote),
-            pr.version,
-            crate::fsutil::random_suffix()
-        );
-        let mut c = Command::new(&self.systemd_run);
-        c.arg(format!("--unit={unit}"))
-            .arg(format!("--on-active={secs}s"))
-            .arg("--timer-property=AccuracySec=1s")
-            .arg("--property=CollectMode=inactive-or-failed")
-            .arg(format!(
-                "--description=npcnix: roll back version {} of {} unless confirmed",
-                pr.version, pr.remote
-            ))
-            .arg("--quiet");
-        if let Some(p) = &self.path_env {
-            c.arg(format!("--setenv=PATH={p}"));
-        }
-        c.arg(&self.exe)
-            .args(["probation", "expire", "--data-dir"])
-            .arg(&data.root)
-            .args(["--remote-name", &pr.remote, "--version"])
-            .arg(pr.version.to_string());
-        let out = c
-            .output()
-            .map_err(|e| format!("running {}: {e}", self.systemd_run))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{} failed ({}): {}",
-                self.systemd_run,
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        if let Some(old) = pr.watchdog_unit.as_deref().filter(|u| *u != unit) {
-            let _ = self.disarm(old);
-        }
-        Ok(Some(unit))
-    }
-
-    /// `systemctl reboot`.
-    pub fn reboot(&self) -> Result<(), String> {
-        let st = Command::new(&self.systemctl)
-            .arg("reboot")
-            .status()
-            .map_err(|e| format!("running {}: {e}", self.systemctl))?;
-        if st.success() {
-            Ok(())
-        } else {
-            Err(format!("{} reboot exited with {st}", self.systemctl))
-        }
-    }
-
-    /// Stops the timer (a timer that already fired or never existed is fine:
-    /// `probation expire` finds no record and does nothing).
-    pub fn disarm(&self, unit: &str) -> Result<(), String> {
-        let out = Command::new(&self.systemctl)
-            .args(["stop", &format!("{unit}.timer")])
-            .output()
-            .map_err(|e| format!("running {}: {e}", self.systemctl))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} stop {unit}.timer failed ({}): {}",
-                self.systemctl,
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    }
-}
-
-/// Whether booting `next` would run another kernel, initrd or module set
-/// than the booted system (a `switch` cannot apply those).
-pub fn kernel_changed(booted: &Path, next: &Path) -> bool {
-    ["kernel", "initrd", "kernel-modules"].iter().any(|f| {
-        let a = fs::canonicalize(booted.join(f)).ok();
-        let b = fs::canonicalize(next.join(f)).ok();
-        a != b
-    })
+/// Ends the probation of `remote` without a verdict on the release, because
+/// an operator acted on the host directly (break-glass `npcnix activate`):
+/// the record goes first (a timer that fires meanwhile finds nothing to
+/// undo), then the watchdog is stopped, so it never undoes the operator's
+/// fix; the end is audited (`probation-ended`). The caller holds the lock.
+pub fn end_by_operator(
+    data: &DataDir,
+    remote: &str,
+    watchdog: &dyn crate::host::watchdog::Watchdog,
+    now: u64,
+    what: &str,
+) -> Result<Option<Probation>, StateError> {
+    let Some(pr) = load(data, remote)? else {
+        return Ok(None);
+    };
+    save(data, remote, None)?;
+    save_observed(data, remote, None)?;
+    let timer = match pr.watchdog_unit.as_deref().map(|u| (u, watchdog.disarm(u))) {
+        None => "no watchdog was armed".to_owned(),
+        Some((u, Ok(()))) => format!("its watchdog {u} was stopped"),
+        Some((u, Err(e))) => format!(
+            "its watchdog {u} could not be stopped ({e}); when it fires it finds no probation and does nothing"
+        ),
+    };
+    let journal = Journal::new(data, remote);
+    let mut ev = journal.event(now, "probation-ended");
+    ev.version = Some(pr.version);
+    ev.statement = Some(pr.statement.to_hex());
+    ev.detail = Some(format!(
+        "{what}: version {} is no longer on probation (nothing will roll it back); {timer}",
+        pr.version
+    ));
+    let _ = journal.append(&ev);
+    Ok(Some(pr))
 }

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::host::config::Validated;
-use crate::host::state::DataDir;
+use crate::host::journal::Journal;
+use crate::host::state::{DataDir, StateError};
 
 /// What the host trusted when it last ran.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,4 +125,142 @@ impl DataDir {
             0o600,
         )
     }
+}
+
+/// The highest version `remote` reached in `st` (its record or its floor),
+/// if any: what a renamed remote or a moved data dir starts from.
+fn reached(st: &crate::host::state::HostState, remote: &str) -> Option<u64> {
+    st.remote(remote)
+        .map(|r| r.highest.map_or(0, |h| h.version).max(r.floor.unwrap_or(0)))
+        .filter(|v| *v > 0)
+}
+
+/// Compares the trust root (remote, pinned keys, threshold) with the one
+/// the last run recorded, and the data dir with the one recorded in
+/// `trust_dir`. A change is audited (`trust-changed`) and shown in
+/// `status`; a renamed remote or a moved data dir starts from the old one's
+/// rollback floor rather than from nothing (`floor-carried-over`). Returns
+/// the change, if any.
+pub fn check_trust_root(
+    v: &Validated,
+    data: &DataDir,
+    trust_dir: Option<&std::path::Path>,
+    now: u64,
+    warn: &dyn Fn(&str),
+) -> Result<Option<String>, StateError> {
+    let remote = v.remote.as_str();
+    let journal = Journal::new(data, remote);
+    let append = |ev: &crate::host::journal::AuditEvent| {
+        if let Err(e) = journal.append(ev) {
+            warn(&e.to_string());
+        }
+    };
+    let new = TrustRecord::of(v);
+    let old = data.load_trust();
+    let change = old.as_ref().and_then(|o| new.changes_from(o));
+    if let (Some(old), Some(change)) = (&old, &change) {
+        let mut ev = journal.event(now, "trust-changed");
+        ev.detail = Some(change.clone());
+        append(&ev);
+        if old.remote != new.remote {
+            let _lock = data.lock_wait()?;
+            let mut st = data.load()?;
+            let carried = reached(&st, &old.remote);
+            let rs = st.remote_mut(remote);
+            if let (Some(floor), None) = (carried, rs.highest) {
+                if rs.floor.is_none_or(|f| f < floor) {
+                    rs.floor = Some(floor);
+                    data.save(&st)?;
+                    let mut ev = journal.event(now, "floor-carried-over");
+                    ev.detail = Some(format!(
+                        "remote renamed from {}: versions below {floor} are refused",
+                        old.remote
+                    ));
+                    append(&ev);
+                }
+            }
+        }
+        let mut s = data.load_status();
+        s.trust_changed = Some(format!(
+            "{change} (at {})",
+            crate::format::time::rfc3339(now)
+        ));
+        let _ = data.save_status(&s);
+    }
+    if old.as_ref() != Some(&new) {
+        if let Err(e) = data.save_trust(&new) {
+            warn(&format!("could not record the trust root: {e}"));
+        }
+    }
+    let moved = match trust_dir {
+        Some(dir) => check_state_dir(remote, data, dir, now, warn)?,
+        None => None,
+    };
+    Ok(match (change, moved) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    })
+}
+
+/// Notices a move of the data dir (a release can change `stateDir`): the
+/// new dir starts from the old one's rollback floor, not from nothing.
+fn check_state_dir(
+    remote: &str,
+    data: &DataDir,
+    dir: &std::path::Path,
+    now: u64,
+    warn: &dyn Fn(&str),
+) -> Result<Option<String>, StateError> {
+    let journal = Journal::new(data, remote);
+    let append = |ev: &crate::host::journal::AuditEvent| {
+        if let Err(e) = journal.append(ev) {
+            warn(&e.to_string());
+        }
+    };
+    let here = Breadcrumb {
+        state_dir: data.root.clone(),
+    };
+    let last = load_breadcrumb(dir, remote);
+    let mut change = None;
+    if let Some(last) = last.as_ref().filter(|b| b.state_dir != here.state_dir) {
+        let what = format!(
+            "state dir {} -> {}",
+            last.state_dir.display(),
+            here.state_dir.display()
+        );
+        let mut ev = journal.event(now, "trust-changed");
+        ev.detail = Some(what.clone());
+        append(&ev);
+        let old_floor = DataDir {
+            root: last.state_dir.clone(),
+        }
+        .peek()
+        .ok()
+        .and_then(|st| reached(&st, remote));
+        if let Some(floor) = old_floor {
+            let _lock = data.lock_wait()?;
+            let mut st = data.load()?;
+            let rs = st.remote_mut(remote);
+            if rs.highest.is_none_or(|h| h.version < floor) && rs.floor.is_none_or(|f| f < floor) {
+                rs.floor = Some(floor);
+                data.save(&st)?;
+                let mut ev = journal.event(now, "floor-carried-over");
+                ev.detail = Some(format!(
+                    "state dir moved from {}: versions below {floor} are refused",
+                    last.state_dir.display()
+                ));
+                append(&ev);
+            }
+        }
+        let mut s = data.load_status();
+        s.trust_changed = Some(format!("{what} (at {})", crate::format::time::rfc3339(now)));
+        let _ = data.save_status(&s);
+        change = Some(what);
+    }
+    if last.as_ref() != Some(&here) {
+        if let Err(e) = save_breadcrumb(dir, remote, &here) {
+            warn(&format!("could not record the state dir: {e}"));
+        }
+    }
+    Ok(change)
 }

@@ -35,11 +35,24 @@ pub struct VerifiedRelease {
     statement: Statement,
     statement_bytes: Vec<u8>,
     statement_hash: Digest,
+    /// The bundle's signatures, as received (the release can be judged
+    /// again under another policy: the lockout inspection does).
+    signatures: Vec<String>,
     signers: Vec<KeyId>,
     ignored: Vec<KeyId>,
 }
 
 impl VerifiedRelease {
+    /// The bundle (statement and signatures) this release was verified
+    /// from, encoded again.
+    pub fn bundle(&self) -> Vec<u8> {
+        Bundle {
+            statement: self.statement_bytes.clone(),
+            signatures: self.signatures.clone(),
+        }
+        .encode()
+    }
+
     pub fn statement(&self) -> &Statement {
         &self.statement
     }
@@ -274,6 +287,7 @@ pub fn verify_signatures(
         statement,
         statement_bytes: bundle.statement,
         statement_hash,
+        signatures: bundle.signatures,
         signers,
         ignored,
     })

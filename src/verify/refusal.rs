@@ -135,6 +135,19 @@ impl Refusal {
         }
     }
 
+    /// A refusal about which keys signed, not about what they signed: what
+    /// a key rotation explains (a release signed by the keys a host trusted
+    /// before, for a system that trusts others).
+    pub fn is_about_signers(&self) -> bool {
+        matches!(
+            self,
+            Refusal::UntrustedKey(_)
+                | Refusal::Threshold { .. }
+                | Refusal::KeyNotScoped(_)
+                | Refusal::KeyExpired(_)
+        )
+    }
+
     /// The one-line form every surface prints: `rejected (CHECK): MESSAGE`.
     pub fn line(&self) -> String {
         format!("rejected ({}): {self}", self.check())

@@ -1,0 +1,522 @@
+//! The host agent: one poll gathers the host's [`Facts`], asks
+//! [`lifecycle::decide`] what to do, runs that [`Step`] (fetch and judge the
+//! head, confirm or roll back a probation, walk the chain, download, then
+//! install and activate, `apply.rs`), updates the facts and asks again,
+//! until a step ends the poll. `npcnix follow` runs polls in a loop with
+//! jitter; only a failing store backs off.
+//!
+//! The effects sit behind traits ([`Activation`], [`Watchdog`], [`Clock`],
+//! [`Store`]), so whole poll sequences, crash points and clock steps run as
+//! in-process tests (`tests.rs`); the binary tests drive the same code
+//! through the CLI with stand-ins at the NixOS boundary.
+//!
+//! Invariants (see SECURITY.md, "The host's own state"):
+//! * the highest verified version is recorded durably before activation
+//!   starts, so a crash or kill at any point never lets a lower version in;
+//! * a release that failed its health check is marked bad and never retried
+//!   until a newer version appears; a failed activation is retried with
+//!   exponential backoff, at most [`MAX_ACTIVATION_ATTEMPTS`] times;
+//! * no activation starts while a probation is pending, so a rollback never
+//!   lands on a system that was never confirmed;
+//! * one poll at a time holds the data dir lock, so two agents (or an agent
+//!   and a manual `npcnix activate`) never activate concurrently;
+//! * an unchanged remote costs one conditional request and no disk writes
+//!   besides the non-durable status file, and its cached bytes are judged
+//!   again on every poll (freshness, current keys and policy);
+//! * a refusal is never remembered: the next poll fetches and judges again,
+//!   and the failure counter grows until a release is accepted.
+
+mod apply;
+mod reachability;
+mod report;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::host::activate::{Activation, Plan};
+use crate::host::clock::{Clock, Moment};
+use crate::host::config::Validated;
+use crate::host::journal::{Journal, JournalError};
+use crate::host::lifecycle::{self, Facts, Head, Stage, Step, Vouch};
+use crate::host::pipeline::{self, PipelineError};
+use crate::host::probation::{self, Observed, Probation};
+use crate::host::state::{DataDir, DataLock, HostState, RemoteState, StateError};
+use crate::host::watchdog::Watchdog;
+use crate::store::{ReleaseLog, Store};
+use crate::verify::{Cause, VerifiedRelease};
+
+pub use crate::host::outcome::Outcome;
+pub use report::{next_delay, MAX_BACKOFF_FACTOR};
+
+/// Activation attempts before a release is marked bad.
+pub const MAX_ACTIVATION_ATTEMPTS: u32 = 3;
+
+/// Points in a poll where a test may kill the process (like `kill -9`) to
+/// prove crash safety; see [`Hooks::fault`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultPoint {
+    AfterRecord,
+    BeforeActivate,
+    /// Probation armed, the switch not started.
+    AfterArm,
+    AfterActivate,
+}
+
+impl FaultPoint {
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultPoint::AfterRecord => "after-record",
+            FaultPoint::BeforeActivate => "before-activate",
+            FaultPoint::AfterArm => "after-arm",
+            FaultPoint::AfterActivate => "after-activate",
+        }
+    }
+}
+
+/// How the agent reaches its caller without printing or exiting itself.
+pub struct Hooks {
+    /// Shows a warning that does not change a decision (the CLI prints it).
+    pub warn: Box<dyn Fn(&str) + Send + Sync>,
+    /// Called at each [`FaultPoint`]; the CLI's test hook aborts there.
+    pub fault: Box<dyn Fn(FaultPoint) + Send + Sync>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            warn: Box::new(|_| {}),
+            fault: Box::new(|_| {}),
+        }
+    }
+}
+
+/// A poll that could not reach a verdict (store, state or local I/O).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct AgentError(#[from] PipelineError);
+
+impl From<StateError> for AgentError {
+    fn from(e: StateError) -> Self {
+        AgentError(e.into())
+    }
+}
+
+impl AgentError {
+    /// The store failed rather than answered: back off.
+    pub fn is_transient(&self) -> bool {
+        self.0.is_transient()
+    }
+}
+
+/// The host: what it runs with, and the effects behind their traits.
+pub struct Agent {
+    pub v: Validated,
+    pub store: Box<dyn Store>,
+    pub data: DataDir,
+    pub activation: Box<dyn Activation>,
+    pub watchdog: Box<dyn Watchdog>,
+    pub clock: Box<dyn Clock>,
+    /// Holds `current-system` and `booted-system` (`/run`).
+    pub run_dir: PathBuf,
+    /// Set by SIGTERM/SIGINT: finish the current step, then stop.
+    pub stop: Arc<AtomicBool>,
+    pub hooks: Hooks,
+    /// Where the network side runs, for `status` (e.g. "separate: uid 991").
+    pub fetcher: String,
+    /// Where the data dir of each remote is recorded, outside any data dir
+    /// (`None`: not recorded, a move of the data dir goes unnoticed).
+    pub trust_dir: Option<PathBuf>,
+    /// True while a poll is on its network side (no lock held, nothing
+    /// durable being written): the caller may abandon it on a stop signal.
+    fetching: AtomicBool,
+    /// Set once the store refused a receipt as unsupported (read-only).
+    receipts_unsupported: AtomicBool,
+}
+
+/// The parts an [`Agent`] is built from.
+pub struct Parts {
+    pub v: Validated,
+    pub store: Box<dyn Store>,
+    pub data: DataDir,
+    pub activation: Box<dyn Activation>,
+    pub watchdog: Box<dyn Watchdog>,
+    pub clock: Box<dyn Clock>,
+    pub run_dir: PathBuf,
+    pub stop: Arc<AtomicBool>,
+    pub hooks: Hooks,
+    pub fetcher: String,
+    pub trust_dir: Option<PathBuf>,
+}
+
+/// Sets the agent's `fetching` flag for as long as it lives: the network
+/// steps, which hold no lock and write nothing durable.
+struct OnNetwork<'a>(&'a AtomicBool);
+
+impl<'a> OnNetwork<'a> {
+    fn enter(flag: &'a AtomicBool) -> OnNetwork<'a> {
+        flag.store(true, Ordering::SeqCst);
+        OnNetwork(flag)
+    }
+}
+
+impl Drop for OnNetwork<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// One poll in progress: the facts [`lifecycle::decide`] reads, and the
+/// stage the head has reached.
+struct Poll {
+    now: Moment,
+    state: HostState,
+    remote: RemoteState,
+    probation: Option<Probation>,
+    observed: Option<Observed>,
+    head: Head,
+    vouch: Vouch,
+    /// The head's stage object (the facts only say how far it came).
+    stage: Option<StageData>,
+    /// What reading the head gave when it did not verify.
+    failure: Option<PipelineError>,
+    /// Held from the download on: the rest of the poll writes state.
+    lock: Option<DataLock>,
+}
+
+enum StageData {
+    Judged(pipeline::Judged),
+    Accepted(pipeline::Accepted, Plan),
+    Downloaded(pipeline::Downloaded, Plan),
+}
+
+impl Agent {
+    pub fn new(p: Parts) -> Agent {
+        Agent {
+            v: p.v,
+            store: p.store,
+            data: p.data,
+            activation: p.activation,
+            watchdog: p.watchdog,
+            clock: p.clock,
+            run_dir: p.run_dir,
+            stop: p.stop,
+            hooks: p.hooks,
+            fetcher: p.fetcher,
+            trust_dir: p.trust_dir,
+            fetching: AtomicBool::new(false),
+            receipts_unsupported: AtomicBool::new(false),
+        }
+    }
+
+    fn remote(&self) -> &str {
+        self.v.remote.as_str()
+    }
+
+    fn journal(&self) -> Journal<'_> {
+        Journal::new(&self.data, self.remote())
+    }
+
+    fn warn(&self, w: Result<(), JournalError>) {
+        if let Err(w) = w {
+            (self.hooks.warn)(&w.to_string());
+        }
+    }
+
+    fn warn_msg(&self, msg: &str) {
+        (self.hooks.warn)(msg);
+    }
+
+    fn audit_release(&self, event: &str, r: &VerifiedRelease, detail: Option<String>, now: u64) {
+        self.warn(self.journal().release(event, r, detail, now));
+    }
+
+    /// Whether a poll is on its network side right now (see `fetching`).
+    pub fn is_fetching(&self) -> bool {
+        self.fetching.load(Ordering::SeqCst)
+    }
+
+    pub fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn log(&self) -> ReleaseLog<'_> {
+        ReleaseLog::new(self.store.as_ref()).with_min_rate(
+            self.v
+                .config
+                .remote
+                .min_rate_bytes_per_sec
+                .unwrap_or(crate::store::transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC),
+        )
+    }
+
+    /// One poll. The network side (fetch, judge, chain, download) runs
+    /// without the data dir lock, so a store that stalls never keeps
+    /// `npcnix activate` or another agent out; the lock is taken to judge
+    /// the release again against the state as it is then, extract, record
+    /// and activate. Every refusal is audited and returned as
+    /// [`Outcome::Refused`]; nothing about it is remembered, so the next
+    /// poll fetches and judges `latest` again.
+    pub fn poll_once(&self) -> Result<Outcome, AgentError> {
+        let now = self.clock.now();
+        match self.run(now) {
+            Err(PipelineError::Refused(r)) => {
+                // A refused head is never remembered: the next poll fetches
+                // `latest` in full and judges it again.
+                self.forget_head();
+                self.warn(self.journal().refusal(&r, self.clock.now().wall));
+                Ok(Outcome::Refused(r))
+            }
+            Err(e) => {
+                // A store that fails our condition (or answers it against
+                // the protocol) gets an unconditional request next time.
+                if !e.is_transient() {
+                    self.forget_head();
+                }
+                Err(e.into())
+            }
+            Ok(o) => Ok(o),
+        }
+    }
+
+    fn forget_head(&self) {
+        if let Err(e) = self.data.save_head(self.remote(), None) {
+            self.warn_msg(&format!("could not drop the cached head: {e}"));
+        }
+    }
+
+    fn run(&self, now: Moment) -> Result<Outcome, PipelineError> {
+        // Read-only without the lock: the state is created (and written)
+        // only under it.
+        let state = self.data.peek()?;
+        let remote = state.remote(self.remote()).cloned().unwrap_or_default();
+        let mut poll = Poll {
+            now,
+            state,
+            remote,
+            probation: probation::load(&self.data, self.remote())?,
+            observed: probation::load_observed(&self.data, self.remote()),
+            head: Head::Unread,
+            vouch: Vouch::MayNot,
+            stage: None,
+            failure: None,
+            lock: None,
+        };
+        self.reboot_if_due(&poll.now);
+        loop {
+            let facts = Facts {
+                remote: &poll.remote,
+                probation: poll.probation.as_ref(),
+                observed: poll.observed.as_ref(),
+                now: &poll.now,
+                head: poll.head,
+                vouch: poll.vouch,
+                stop: self.should_stop(),
+            };
+            match lifecycle::decide(&facts) {
+                Step::End(o) => return Ok(o),
+                Step::RollBack => {
+                    if let Some(o) = self.roll_back_expired(&mut poll)? {
+                        return Ok(o);
+                    }
+                }
+                Step::StartProbation => self.start_probation(&mut poll)?,
+                Step::ReadHead => self.read_head(&mut poll)?,
+                Step::Confirm => {
+                    if let Some(o) = self.confirm(&mut poll)? {
+                        return Ok(o);
+                    }
+                }
+                Step::Convict => self.convict(&mut poll)?,
+                Step::Fail { note } => {
+                    if let Some(n) = note {
+                        self.note(&mut poll, n);
+                    }
+                    return Err(poll.failure.take().unwrap_or_else(|| {
+                        PipelineError::io("judging the head")(std::io::Error::other(
+                            "no verdict was kept",
+                        ))
+                    }));
+                }
+                Step::Descend => self.descend(&mut poll)?,
+                Step::Download => {
+                    if let Some(o) = self.download(&mut poll)? {
+                        return Ok(o);
+                    }
+                }
+                Step::Install => {
+                    let Some(StageData::Downloaded(d, plan)) = poll.stage.take() else {
+                        return Err(PipelineError::io("installing")(std::io::Error::other(
+                            "no downloaded release",
+                        )));
+                    };
+                    return self.install(&mut poll, d, plan);
+                }
+            }
+        }
+    }
+
+    /// Fetches `latest` (conditionally on the cached verified copy) and
+    /// judges it.
+    fn read_head(&self, poll: &mut Poll) -> Result<(), PipelineError> {
+        let _net = OnNetwork::enter(&self.fetching);
+        let cached = self.data.load_head(self.remote());
+        let head = match pipeline::fetch_head(&self.log(), cached.as_ref()) {
+            Ok(h) => h,
+            Err(PipelineError::State(e)) => return Err(e.into()),
+            Err(e) => {
+                poll.head = match &e {
+                    PipelineError::Store(s) if s.is_transient() => Head::Unreachable,
+                    _ => Head::Refused,
+                };
+                poll.failure = Some(e);
+                self.check_vouch(poll);
+                return Ok(());
+            }
+        };
+        let statement = head.unverified_statement_hash();
+        let on_probation = poll
+            .probation
+            .as_ref()
+            .filter(|p| Some(p.statement) == statement);
+        let rotation = on_probation
+            .filter(|p| !p.rotation_keys.is_empty())
+            .map(|p| (head.clone(), p.rotation_keys.clone()));
+        match pipeline::judge(&self.v.policy, Some(&poll.remote), head, poll.now.wall) {
+            Ok(judged) => {
+                if !judged.revalidated() {
+                    // Verified bytes only (and dropped again if a later
+                    // stage refuses the release).
+                    if let Err(e) = self
+                        .data
+                        .save_head(self.remote(), judged.cache_entry().as_ref())
+                    {
+                        self.warn_msg(&format!("could not cache the verified head: {e}"));
+                    }
+                }
+                poll.head = Head::Verified {
+                    seen: judged.release().seen(),
+                    new: judged.verdict.is_new(),
+                    revalidated: judged.revalidated(),
+                    stage: Stage::Judged,
+                };
+                poll.stage = Some(StageData::Judged(judged));
+            }
+            Err(refusal) => {
+                poll.head = if refusal.cause() == Cause::History {
+                    Head::Behind
+                } else if on_probation.is_none() {
+                    Head::Refused
+                } else if rotation.is_some_and(|(head, keys)| {
+                    refusal.is_about_signers()
+                        && pipeline::judge_rotation(
+                            &self.v.policy,
+                            Some(&poll.remote),
+                            head,
+                            &keys,
+                            poll.now.wall,
+                        )
+                        .is_ok()
+                }) {
+                    Head::Rotated
+                } else {
+                    Head::RefusesProbation
+                };
+                poll.failure = Some(refusal.into());
+            }
+        }
+        self.check_vouch(poll);
+        Ok(())
+    }
+
+    /// Walks the chain (`require_chain`), plans the activation and finds
+    /// this host's rollout slot.
+    fn descend(&self, poll: &mut Poll) -> Result<(), PipelineError> {
+        let Some(StageData::Judged(judged)) = poll.stage.take() else {
+            return Ok(());
+        };
+        let _net = OnNetwork::enter(&self.fetching);
+        let accepted = pipeline::descend(
+            &self.log(),
+            &self.v.policy,
+            Some(&poll.remote),
+            judged,
+            self.v.require_chain,
+            poll.now.wall,
+        )?;
+        let plan = self
+            .activation
+            .activator()
+            .plan(accepted.release.statement().toplevels.as_ref())?;
+        let slot = self.rollout_slot(&accepted.release);
+        if let Head::Verified { stage, .. } = &mut poll.head {
+            *stage = Stage::Accepted { slot };
+        }
+        poll.stage = Some(StageData::Accepted(accepted, plan));
+        Ok(())
+    }
+
+    /// Downloads the archive, then takes the lock and judges the release
+    /// again against the state as it is now (another process may have
+    /// recorded, activated or marked something meanwhile). `Some`: the poll
+    /// ends (busy).
+    fn download(&self, poll: &mut Poll) -> Result<Option<Outcome>, PipelineError> {
+        let Some(StageData::Accepted(accepted, plan)) = poll.stage.take() else {
+            return Ok(None);
+        };
+        let mut downloaded = {
+            let _net = OnNetwork::enter(&self.fetching);
+            pipeline::download(&self.log(), accepted, &self.v.limits, &self.data)?
+        };
+        // From here on the poll writes durable state: never abandoned.
+        let lock = match self.data.try_lock() {
+            Ok(l) => l,
+            Err(StateError::Locked(_)) => return Ok(Some(Outcome::Busy)),
+            Err(e) => return Err(e.into()),
+        };
+        let state = self.data.load()?;
+        let remote = state.remote(self.remote()).cloned().unwrap_or_default();
+        if remote.highest != poll.remote.highest {
+            // Another process recorded a release meanwhile: what was checked
+            // against the old state (the chain walk) is stale. Start over.
+            return Ok(Some(Outcome::Busy));
+        }
+        // The download may have taken long: judge and record with the time
+        // it is now, not when the poll started.
+        poll.now = self.clock.now();
+        pipeline::rejudge(
+            &self.v.policy,
+            Some(&remote),
+            &mut downloaded,
+            poll.now.wall,
+        )?;
+        poll.head = Head::Verified {
+            seen: downloaded.release.seen(),
+            new: downloaded.new,
+            revalidated: false,
+            stage: Stage::Downloaded,
+        };
+        poll.state = state;
+        poll.remote = remote;
+        poll.probation = probation::load(&self.data, self.remote())?;
+        poll.observed = probation::load_observed(&self.data, self.remote());
+        poll.stage = Some(StageData::Downloaded(downloaded, plan));
+        poll.lock = Some(lock);
+        Ok(None)
+    }
+
+    /// When this host may activate `release` under its signed rollout wave
+    /// (`None`: no wave, the host ignores waves, or it has no host ID).
+    fn rollout_slot(&self, release: &VerifiedRelease) -> Option<u64> {
+        let st = release.statement();
+        let plan = st.rollout.as_ref()?;
+        if self.v.config.rollout == crate::host::config::RolloutMode::Immediate
+            || self.v.host_id.is_empty()
+        {
+            return None;
+        }
+        Some(plan.slot(st.created, self.remote(), st.version, &self.v.host_id))
+    }
+}

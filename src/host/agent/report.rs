@@ -1,0 +1,226 @@
+//! What follows a poll: the status file, this host's receipt in the store
+//! and the metrics file, written from one reading of the state
+//! ([`Agent::finish_poll`]); and the delay before the next poll.
+
+use std::sync::atomic::Ordering;
+
+use super::{Agent, AgentError};
+use crate::host::journal;
+use crate::host::outcome::Outcome;
+use crate::host::probation::{self, Probation};
+use crate::host::receipts;
+use crate::host::state::{HostState, PollStatus, RemoteState, StateError};
+
+/// Most a failing store stretches the poll interval: 2, then 4 times it.
+pub const MAX_BACKOFF_FACTOR: u64 = 4;
+
+/// Delay before the next poll: the interval plus random jitter. Only a store
+/// that fails (connection errors, time-outs, 5xx: `store_errors` polls in a
+/// row) backs off, doubling up to [`MAX_BACKOFF_FACTOR`] times the interval.
+/// Refused answers never back off: a store serving garbage must not be able
+/// to hold hosts back from the next good release.
+pub fn next_delay(interval: u64, jitter: u64, store_errors: u32, random: u64) -> u64 {
+    let factor = (1u64 << store_errors.min(8)).min(MAX_BACKOFF_FACTOR);
+    interval.saturating_mul(factor)
+        + if jitter == 0 {
+            0
+        } else {
+            random % (jitter + 1)
+        }
+}
+
+impl Agent {
+    /// Compares the trust root and the data dir with the last run's (see
+    /// [`crate::host::trust::check_trust_root`]); returns the change, if any.
+    pub fn check_trust_root(&self, now: u64) -> Result<Option<String>, StateError> {
+        crate::host::trust::check_trust_root(
+            &self.v,
+            &self.data,
+            self.trust_dir.as_deref(),
+            now,
+            &|w| (self.hooks.warn)(w),
+        )
+    }
+
+    /// After a poll: records its result in the status file, sends this
+    /// host's receipt if one is due and writes the metrics file, all from
+    /// one reading of the state and the probation. Returns the status (the
+    /// caller takes the backoff from it).
+    pub fn finish_poll(
+        &self,
+        now: u64,
+        result: &Result<Outcome, AgentError>,
+        next_poll: Option<u64>,
+    ) -> PollStatus {
+        let status = self.record_status(now, result, next_poll);
+        let state = self.data.peek().ok();
+        let probation = probation::load(&self.data, self.remote()).ok().flatten();
+        if let (Ok(o), Some(st)) = (result, &state) {
+            self.send_receipt(o, st, probation.as_ref(), now);
+        }
+        if let Some(path) = &self.v.config.metrics_path {
+            let rep = crate::host::status::status_report(
+                &self.v,
+                &state.unwrap_or_default(),
+                &status,
+                probation.as_ref(),
+                now,
+            );
+            if let Err(e) = crate::fsutil::write_atomic(
+                path,
+                crate::host::status::metrics_text(&rep).as_bytes(),
+                0o644,
+            ) {
+                self.warn_msg(&format!("writing metrics to {}: {e}", path.display()));
+            }
+        }
+        status
+    }
+
+    /// Records a poll's result in the status file (non-durable) and returns
+    /// it.
+    pub fn record_status(
+        &self,
+        now: u64,
+        result: &Result<Outcome, AgentError>,
+        next_poll: Option<u64>,
+    ) -> PollStatus {
+        let clip = |s: String| journal::clip(&s, journal::DETAIL_MAX_CHARS);
+        let mut s = self.data.load_status();
+        s.last_check = Some(now);
+        s.next_poll = next_poll;
+        s.fetcher = Some(self.fetcher.clone());
+        match result {
+            Ok(o) => {
+                s.last_result = Some(clip(o.to_string()));
+                s.consecutive_store_errors = 0;
+                s.last_refusal = match o {
+                    Outcome::Refused(r) => Some(r.check().name().to_owned()),
+                    _ => None,
+                };
+                s.waiting = match o {
+                    Outcome::Waiting { version, until } => Some((*version, *until)),
+                    _ => None,
+                };
+                if o.is_failure() {
+                    s.consecutive_failures += 1;
+                    s.last_error = Some(clip(o.to_string()));
+                } else if !matches!(o, Outcome::Busy) {
+                    s.consecutive_failures = 0;
+                }
+            }
+            Err(e) => {
+                s.consecutive_failures += 1;
+                s.last_result = Some("error".into());
+                s.last_error = Some(clip(format!("{e:#}")));
+                s.last_refusal = None;
+                if e.is_transient() {
+                    s.consecutive_store_errors += 1;
+                } else {
+                    s.consecutive_store_errors = 0;
+                }
+            }
+        }
+        if let Err(e) = self.data.save_status(&s) {
+            self.warn_msg(&format!(
+                "could not write {}: {e}",
+                self.data.status_path().display()
+            ));
+        }
+        s
+    }
+
+    /// Writes this host's signed receipt to the store if one is due (a
+    /// changed decision, or the heartbeat). Best effort: a failure is a
+    /// warning.
+    fn send_receipt(&self, o: &Outcome, st: &HostState, pr: Option<&Probation>, now: u64) {
+        let cfg = &self.v.config.receipts;
+        if !cfg.enabled || self.v.host_id.is_empty() || matches!(o, Outcome::Busy | Outcome::Interrupted)
+        {
+            return;
+        }
+        let r: RemoteState = st.remote(self.remote()).cloned().unwrap_or_default();
+        let report = receipts::Report {
+            host_id: self.v.host_id.clone(),
+            remote: self.remote().to_owned(),
+            configuration: self.v.config.configuration.clone(),
+            active: r.active.map(|a| crate::format::receipt::VersionRef {
+                version: a.version,
+                statement: a.statement,
+            }),
+            highest_verified: r.highest.map(|h| h.version),
+            // "unchanged" and "up-to-date" are the same state for a reader.
+            result: match o {
+                Outcome::Unchanged => "up-to-date".to_owned(),
+                o => o.label().to_owned(),
+            },
+            check: match o {
+                Outcome::Refused(x) => Some(x.check().name().to_owned()),
+                _ => None,
+            },
+            about_version: o
+                .version()
+                .filter(|_| !matches!(o, Outcome::UpToDate { .. })),
+            bad: r.bad.iter().map(|b| b.version).collect(),
+            waiting_until: match o {
+                Outcome::Waiting { until, .. } => Some(*until),
+                _ => None,
+            },
+            probation: pr.map(|p| p.version),
+        };
+        let (bytes, log) = match receipts::due(
+            &self.data,
+            &report,
+            cfg.heartbeat_secs,
+            env!("CARGO_PKG_VERSION"),
+            now,
+        ) {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => return self.warn_msg(&format!("no receipt: {e}")),
+        };
+        match self
+            .store
+            .put(&receipts::object_key(&self.v.host_id), &bytes)
+        {
+            Ok(()) => {
+                if let Err(e) = receipts::sent(&self.data, &log) {
+                    self.warn_msg(&format!("receipt written but not recorded: {e}"));
+                }
+            }
+            // A read-only store (an HTTP mirror) holds no receipts: say so
+            // once per run, not at every decision.
+            Err(e) if e.kind == crate::store::StoreErrorKind::Unsupported => {
+                if !self.receipts_unsupported.swap(true, Ordering::SeqCst) {
+                    self.warn_msg(&format!(
+                        "this store takes no host receipts ({e}); set receipts.enabled = false to silence this"
+                    ));
+                }
+            }
+            Err(e) => self.warn_msg(&format!("could not write this host's receipt: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_failure_backoff_grows_and_stays_a_small_multiple_of_the_interval() {
+        assert_eq!(next_delay(300, 0, 0, 0), 300);
+        assert_eq!(next_delay(300, 0, 1, 0), 600);
+        assert_eq!(next_delay(300, 0, 2, 0), 1200);
+        assert_eq!(next_delay(300, 0, 20, 0), 1200);
+        assert_eq!(next_delay(1, 0, u32::MAX, 0), 4);
+        assert!(next_delay(300, 60, 0, 12345) <= 360);
+    }
+
+    #[test]
+    fn activation_retry_delay_is_exponential_and_capped() {
+        use crate::host::probation::retry_delay;
+        assert_eq!(retry_delay(1), 60);
+        assert_eq!(retry_delay(2), 120);
+        assert_eq!(retry_delay(30), 3600);
+    }
+}

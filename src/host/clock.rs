@@ -1,0 +1,163 @@
+//! Time as the host's lifecycle needs it: the wall clock for what people
+//! read and for deadlines that must survive a reboot, and the boot clock
+//! (`CLOCK_BOOTTIME`, which counts suspend and never steps) for deadlines
+//! within one boot, so that a clock step (NTP after a dead RTC battery, an
+//! operator's `date -s`) neither fires a probation early nor keeps it armed
+//! for hours.
+//!
+//! The agent reads time only through [`Clock`]; tests pass a clock they
+//! step by hand.
+
+/// One reading of the host's clocks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Moment {
+    /// Unix seconds (wall clock): display, and deadlines across reboots.
+    pub wall: u64,
+    /// The boot clock, where the kernel gives one with a boot ID.
+    pub boot: Option<BootTime>,
+}
+
+/// Seconds since boot (`CLOCK_BOOTTIME`) in the boot named by `id`
+/// (`/proc/sys/kernel/random/boot_id`): comparable only within that boot.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootTime {
+    pub id: String,
+    pub secs: u64,
+}
+
+impl Moment {
+    /// A moment with only a wall clock (commands that compare nothing
+    /// within a boot, and tests).
+    pub fn wall(wall: u64) -> Moment {
+        Moment { wall, boot: None }
+    }
+
+    pub fn boot_id(&self) -> Option<&str> {
+        self.boot.as_ref().map(|b| b.id.as_str())
+    }
+
+    /// The deadline `secs` from now: on the wall clock, and on the boot
+    /// clock where there is one.
+    pub fn deadline_in(&self, secs: u64) -> Deadline {
+        Deadline {
+            wall: self.wall.saturating_add(secs),
+            boot: self.boot.as_ref().map(|b| BootTime {
+                id: b.id.clone(),
+                secs: b.secs.saturating_add(secs),
+            }),
+        }
+    }
+}
+
+/// A point in time both clocks can name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    pub wall: u64,
+    pub boot: Option<BootTime>,
+}
+
+impl Deadline {
+    /// Whether the deadline has passed at `now`: by the boot clock within
+    /// the boot it was set in (a wall-clock step does not move it), by the
+    /// wall clock otherwise (after a reboot the boot clock starts again).
+    pub fn passed(&self, now: &Moment) -> bool {
+        match (&self.boot, &now.boot) {
+            (Some(d), Some(n)) if d.id == n.id => n.secs >= d.secs,
+            _ => now.wall >= self.wall,
+        }
+    }
+
+    /// Seconds left at `now` (0 once passed), by the same rule.
+    pub fn remaining(&self, now: &Moment) -> u64 {
+        match (&self.boot, &now.boot) {
+            (Some(d), Some(n)) if d.id == n.id => d.secs.saturating_sub(n.secs),
+            _ => self.wall.saturating_sub(now.wall),
+        }
+    }
+}
+
+/// Where the agent reads the time.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Moment;
+}
+
+/// The host's clocks. `boot_id` overrides the kernel's boot ID (test builds
+/// simulate a reboot with it; see `cli/env.rs`).
+#[derive(Clone, Debug, Default)]
+pub struct SystemClock {
+    pub boot_id: Option<String>,
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> Moment {
+        let boot = self.boot_id.clone().or_else(read_boot_id).map(|id| {
+            let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+            BootTime {
+                id,
+                secs: u64::try_from(t.tv_sec).unwrap_or(0),
+            }
+        });
+        Moment {
+            wall: crate::fsutil::now_unix(),
+            boot,
+        }
+    }
+}
+
+/// This boot's ID (`/proc/sys/kernel/random/boot_id`), if readable.
+pub fn read_boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty() && s.len() <= 64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(wall: u64, boot: Option<(&str, u64)>) -> Moment {
+        Moment {
+            wall,
+            boot: boot.map(|(id, secs)| BootTime {
+                id: id.into(),
+                secs,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_wall_clock_step_within_the_boot_does_not_move_a_deadline() {
+        let d = at(100_000, Some(("b1", 50))).deadline_in(300);
+        // The wall clock jumped a day ahead, 10 s later.
+        assert!(!d.passed(&at(100_000 + 86_400, Some(("b1", 60)))));
+        assert_eq!(d.remaining(&at(100_000 + 86_400, Some(("b1", 60)))), 290);
+        // ... or a day back: the deadline still comes 300 s after arming.
+        assert!(!d.passed(&at(100_000 - 86_400, Some(("b1", 349)))));
+        assert!(d.passed(&at(100_000 - 86_400, Some(("b1", 350)))));
+    }
+
+    #[test]
+    fn after_a_reboot_or_without_a_boot_clock_the_wall_clock_decides() {
+        let d = at(1_000, Some(("b1", 50))).deadline_in(300);
+        assert!(!d.passed(&at(1_299, Some(("b2", 5_000)))));
+        assert!(d.passed(&at(1_300, Some(("b2", 1)))));
+        assert!(d.passed(&at(1_300, None)));
+        let w = Moment::wall(1_000).deadline_in(10);
+        assert!(!w.passed(&at(1_009, Some(("b1", 0)))));
+        assert!(w.passed(&at(1_010, Some(("b1", 0)))));
+    }
+
+    #[test]
+    fn the_system_clock_reads_a_boot_clock_that_moves_forward() {
+        let c = SystemClock {
+            boot_id: Some("test-boot".into()),
+        };
+        let a = c.now();
+        let b = c.now();
+        let (a, b) = (a.boot.expect("boot clock"), b.boot.expect("boot clock"));
+        assert_eq!(a.id, "test-boot");
+        assert!(b.secs >= a.secs);
+    }
+}
