@@ -284,7 +284,11 @@ pub fn follow_loop(
             _ => {}
         }
         if exit_after_switch
-            && agent.activation.activator().effective_mode().changes_running_system()
+            && agent
+                .activation
+                .activator()
+                .effective_mode()
+                .changes_running_system()
             && matches!(res, Ok(Outcome::Activated { .. }))
         {
             return Err(RestartRequested.into());

@@ -90,14 +90,8 @@ fn expire(a: ExpireArgs) -> Result<()> {
     let _lock = data.lock_wait()?;
     let why = if a.now { Why::ByHand } else { Why::Deadline };
     let undo = Activator::for_undo(env::nix());
-    let done = probation::roll_back_locked(
-        &data,
-        remote.as_str(),
-        a.version,
-        &undo,
-        &clock.now(),
-        &why,
-    )?;
+    let done =
+        probation::roll_back_locked(&data, remote.as_str(), a.version, &undo, &clock.now(), &why)?;
     if a.json {
         super::common::print_json(&serde_json::json!({
             "remote": remote.as_str(),

@@ -142,8 +142,7 @@ pub trait Activation: Send + Sync {
     fn roll_back(&self, plan: &Plan, env: &[(&str, String)]) -> Result<(), ActivationError>;
     /// Undoes a release on probation as recorded when it was armed (what
     /// the watchdog runs too).
-    fn undo(&self, rollback: &RollbackPlan, env: &[(&str, String)])
-        -> Result<(), ActivationError>;
+    fn undo(&self, rollback: &RollbackPlan, env: &[(&str, String)]) -> Result<(), ActivationError>;
     /// Activates `system` (a system that ran before) with `action`, without
     /// touching the profile: the exact undo of a `test` activation.
     fn restore(
@@ -420,7 +419,9 @@ impl Activator {
         let what = format!(
             "{} {}",
             self.program,
-            args.first().map(|a| a.to_string_lossy()).unwrap_or_default()
+            args.first()
+                .map(|a| a.to_string_lossy())
+                .unwrap_or_default()
         );
         self.status(self.command(args, env), what)
     }
@@ -543,11 +544,7 @@ impl Activation for Activator {
         }
     }
 
-    fn undo(
-        &self,
-        rollback: &RollbackPlan,
-        env: &[(&str, String)],
-    ) -> Result<(), ActivationError> {
+    fn undo(&self, rollback: &RollbackPlan, env: &[(&str, String)]) -> Result<(), ActivationError> {
         let plan = if rollback.toplevel {
             Plan::Toplevel(String::new())
         } else {
@@ -673,7 +670,11 @@ mod tests {
         let e = activator("nixos-rebiuld", Some("/usr/bin:/bin"))
             .probe()
             .expect_err("not on PATH");
-        assert!(e.to_string().contains("\"nixos-rebiuld\" is not found on PATH"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("\"nixos-rebiuld\" is not found on PATH"),
+            "{e}"
+        );
         let e = activator("/nonexistent/nixos-rebuild", None)
             .probe()
             .expect_err("no such file");

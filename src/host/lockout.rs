@@ -248,7 +248,10 @@ pub fn with_keys(policy: &Policy, extra: &[TrustedKey]) -> Policy {
 
 /// The previous keys a probation record kept for a key rotation, as keys
 /// scoped to `remote` (unreadable entries are left out).
-pub fn rotation_trust(remote: &crate::format::remote::RemoteName, keys: &[RotationKey]) -> Vec<TrustedKey> {
+pub fn rotation_trust(
+    remote: &crate::format::remote::RemoteName,
+    keys: &[RotationKey],
+) -> Vec<TrustedKey> {
     keys.iter()
         .filter_map(|k| {
             crate::format::keys::PublicKey::from_base64(&k.public_key)
@@ -352,7 +355,7 @@ mod tests {
             kind: crate::format::statement::STATEMENT_TYPE.into(),
             remote: crate::format::remote::RemoteName::new("prod").expect("name"),
             version: 2,
-            previous: None,
+            previous: Some(crate::format::statement::Digest([1; 32])),
             archive: crate::format::statement::ArchiveRef {
                 blake3: crate::format::statement::Digest([9; 32]),
                 size: 1234,
@@ -542,15 +545,30 @@ mod tests {
         let (cur, key) = setup();
         let base = || config(&key, "prod", "file:///srv/prod", 1);
         check(
-            judge(&cur, &extended(base(), r#""policy":{"min_version":1000}"#), &rel(), 0),
+            judge(
+                &cur,
+                &extended(base(), r#""policy":{"min_version":1000}"#),
+                &rel(),
+                0,
+            ),
             "would refuse this very release (min-version",
         );
         check(
-            judge(&cur, &extended(base(), r#""policy":{"expiry":"required"}"#), &rel(), 0),
+            judge(
+                &cur,
+                &extended(base(), r#""policy":{"expiry":"required"}"#),
+                &rel(),
+                0,
+            ),
             "would refuse this very release (expiry-required",
         );
-        judge(&cur, &extended(base(), r#""policy":{"min_version":2}"#), &rel(), 0)
-            .expect("a floor at this release's own version is fine");
+        judge(
+            &cur,
+            &extended(base(), r#""policy":{"min_version":2}"#),
+            &rel(),
+            0,
+        )
+        .expect("a floor at this release's own version is fine");
         // The host's rollback floor counts as the new policy's too.
         let e = super::judge(&cur, &view(Some(base())), &rel(), 5, 0).expect_err("floor 5");
         assert!(e.to_string().contains("min-version"), "{e}");
@@ -574,11 +592,22 @@ mod tests {
             }]
         );
         // Same keys: no rotation to remember.
-        let same = super::judge(&cur, &view(Some(config(&key, "prod", "file:///srv/prod", 1))), &rel(), 0, 0)
-            .expect("same keys");
+        let same = super::judge(
+            &cur,
+            &view(Some(config(&key, "prod", "file:///srv/prod", 1))),
+            &rel(),
+            0,
+            0,
+        )
+        .expect("same keys");
         assert!(same.rotation_keys.is_empty());
         check(
-            judge(&cur, &extended(rotated(), r#""policy":{"min_version":1000}"#), &rel(), 0),
+            judge(
+                &cur,
+                &extended(rotated(), r#""policy":{"min_version":1000}"#),
+                &rel(),
+                0,
+            ),
             "would refuse this very release (min-version",
         );
     }

@@ -11,19 +11,30 @@ pub enum Outcome {
     /// head, judged again now, is still the active release.
     Unchanged,
     /// The latest release is the one running.
-    UpToDate { version: u64 },
-    Paused { until: u64 },
+    UpToDate {
+        version: u64,
+    },
+    Paused {
+        until: u64,
+    },
     /// Another npcnix process holds the lock (an activation is running), or
     /// recorded a release while this poll was on the network.
     Busy,
-    Activated { version: u64 },
+    Activated {
+        version: u64,
+    },
     /// Verification refused the release.
     Refused(Refusal),
     /// The release is marked bad (failed before); waiting for a newer one.
-    SkippedBad { version: u64 },
+    SkippedBad {
+        version: u64,
+    },
     /// A failed activation (or a rolled-back release) waits for its
     /// backoff to expire.
-    Backoff { version: u64, until: u64 },
+    Backoff {
+        version: u64,
+        until: u64,
+    },
     ActivationFailed {
         version: u64,
         message: String,
@@ -40,11 +51,17 @@ pub enum Outcome {
     Interrupted,
     /// The release verified, and this host's slot in its signed rollout
     /// wave has not come yet.
-    Waiting { version: u64, until: u64 },
+    Waiting {
+        version: u64,
+        until: u64,
+    },
     /// The release verified, and another one (`pending`) is on probation:
     /// nothing is activated until that one is confirmed or rolled back, so
     /// a rollback never lands on a system that was never confirmed.
-    AwaitingConfirmation { version: u64, pending: u64 },
+    AwaitingConfirmation {
+        version: u64,
+        pending: u64,
+    },
 }
 
 impl Outcome {

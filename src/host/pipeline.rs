@@ -204,7 +204,12 @@ pub fn judge_rotation(
     now: u64,
 ) -> Result<Judged, Refusal> {
     let extra = crate::host::lockout::rotation_trust(&policy.remote, previous_keys);
-    judge(&crate::host::lockout::with_keys(policy, &extra), remote, head, now)
+    judge(
+        &crate::host::lockout::with_keys(policy, &extra),
+        remote,
+        head,
+        now,
+    )
 }
 
 /// A release that may be downloaded. Only [`descend`] builds one.

@@ -122,7 +122,11 @@ impl Watchdog for SystemdWatchdog {
             .arg(t.data)
             .args(["--remote-name", t.remote, "--version"])
             .arg(t.version.to_string());
-        run(&self.systemd_run, &mut c, format!("{} --unit={unit}", self.systemd_run))?;
+        run(
+            &self.systemd_run,
+            &mut c,
+            format!("{} --unit={unit}", self.systemd_run),
+        )?;
         if let Some(old) = t.replaces.filter(|u| *u != unit) {
             let _ = self.disarm(old);
         }

@@ -249,9 +249,19 @@ impl Agent {
         let seen = p.release.seen();
         if let Some(pr) = &poll.probation {
             if pr.seen() == seen {
-                // Applied again after a crash: the probation stands.
+                // Applied again after a crash: the probation stands (its
+                // restore point is the system from before the release), and
+                // names the system this attempt built, which is what the
+                // switch runs and what may confirm.
+                let mut pr = pr.clone();
+                if i.system.is_some() && i.system != pr.system {
+                    pr.system = i.system;
+                    pr.rotation_keys = i.verdict.rotation_keys;
+                    probation::save(&self.data, self.remote(), Some(&pr))?;
+                    poll.probation = Some(pr.clone());
+                }
                 return Ok(Armed {
-                    probation: Some(pr.clone()),
+                    probation: Some(pr),
                 });
             }
             // `decide` installs nothing while another release is on

@@ -18,7 +18,12 @@ use crate::host::state::BadRelease;
 use crate::host::watchdog::Target;
 
 impl Agent {
-    fn roll_back_now(&self, poll: &Poll, version: u64, why: &Why) -> Result<Option<Outcome>, PipelineError> {
+    fn roll_back_now(
+        &self,
+        poll: &Poll,
+        version: u64,
+        why: &Why,
+    ) -> Result<Option<Outcome>, PipelineError> {
         let done = probation::roll_back_locked(
             &self.data,
             self.remote(),
@@ -37,7 +42,10 @@ impl Agent {
     /// A probation whose deadline passed: the watchdog did not run (a
     /// reboot, `watchdog = none`), so this agent rolls back. `None`: it was
     /// confirmed or replaced meanwhile (the facts are read again).
-    pub(super) fn roll_back_expired(&self, poll: &mut Poll) -> Result<Option<Outcome>, PipelineError> {
+    pub(super) fn roll_back_expired(
+        &self,
+        poll: &mut Poll,
+    ) -> Result<Option<Outcome>, PipelineError> {
         let Some(version) = poll.probation.as_ref().map(|p| p.version) else {
             return Ok(None);
         };
@@ -163,8 +171,7 @@ impl Agent {
             self.warn_msg(&e.to_string());
         }
         let after = pr.deadline().map_or(0, |d| {
-            pr.probation_secs
-                .saturating_sub(d.remaining(&poll.now))
+            pr.probation_secs.saturating_sub(d.remaining(&poll.now))
         });
         let mut ev = self.journal().event(poll.now.wall, "confirmed");
         ev.version = Some(pr.version);

@@ -135,7 +135,9 @@ impl Agent {
     /// warning.
     fn send_receipt(&self, o: &Outcome, st: &HostState, pr: Option<&Probation>, now: u64) {
         let cfg = &self.v.config.receipts;
-        if !cfg.enabled || self.v.host_id.is_empty() || matches!(o, Outcome::Busy | Outcome::Interrupted)
+        if !cfg.enabled
+            || self.v.host_id.is_empty()
+            || matches!(o, Outcome::Busy | Outcome::Interrupted)
         {
             return;
         }

@@ -1,0 +1,621 @@
+//! The in-process test world: a `file://` store on disk that can be made to
+//! fail or serve garbage, releases published with the library's own
+//! publisher, a clock stepped by hand, and a scripted NixOS (systems,
+//! generations, `current-system`, the boot default) with a scripted
+//! watchdog. Only the NixOS and systemd boundary is scripted.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::format::bundle::Bundle;
+use crate::format::keys::SecretKey;
+use crate::format::remote::RemoteName;
+use crate::format::statement::ArchiveRef;
+use crate::fsutil::TempDir;
+use crate::host::activate::{Activation, ActivationError, Activator, Plan, RollbackPlan};
+use crate::host::agent::{Agent, FaultPoint, Hooks, Outcome, Parts};
+use crate::host::clock::{BootTime, Clock, Moment};
+use crate::host::config::{ActivationMode, HostConfig};
+use crate::host::journal::AuditEvent;
+use crate::host::probation::{self, Probation};
+use crate::host::state::{DataDir, RemoteState};
+use crate::host::watchdog::{Target, Watchdog, WatchdogError};
+use crate::store::file::FileStore;
+use crate::store::{ETag, Fetched, Store, StoreError, StoreErrorKind};
+
+pub const START: u64 = 1_800_000_000;
+
+/// What the store does besides serving its files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    /// Every request fails (connection refused, time-out).
+    Down,
+    /// `latest` is garbage (no key needed).
+    Garbage,
+}
+
+/// The scripted host: systems, generations, the running system, the boot
+/// default, and what was done to them.
+pub struct Sys {
+    pub run: PathBuf,
+    pub systems: PathBuf,
+    pub profile: PathBuf,
+    pub generations: Vec<PathBuf>,
+    pub log: Vec<String>,
+    pub fail_apply: bool,
+    pub crash_at: Option<FaultPoint>,
+    pub warnings: Vec<String>,
+    pub reboots: u32,
+    /// The host config a system gets when its flake carries none.
+    pub base_config: Vec<u8>,
+    n: u32,
+}
+
+impl Sys {
+    fn link(&self, link: &Path, to: &Path) {
+        let tmp = link.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(to, &tmp).expect("symlink");
+        std::fs::rename(&tmp, link).expect("rename");
+    }
+
+    fn make_system(&mut self, marker: &str, config: &[u8]) -> PathBuf {
+        self.n += 1;
+        let dir = self.systems.join(format!("{marker}-{}", self.n));
+        let wants = dir.join("etc/systemd/system/multi-user.target.wants");
+        std::fs::create_dir_all(&wants).expect("mkdir");
+        std::fs::create_dir_all(dir.join("etc/npcnix")).expect("mkdir");
+        std::fs::write(dir.join("etc/npcnix/config.json"), config).expect("config");
+        std::fs::write(dir.join("etc/systemd/system/npcnix.service"), "[Service]\n").expect("unit");
+        std::os::unix::fs::symlink("../npcnix.service", wants.join("npcnix.service"))
+            .expect("wants");
+        std::fs::canonicalize(dir).expect("canonical")
+    }
+
+    pub fn current(&self) -> PathBuf {
+        std::fs::canonicalize(self.run.join("current-system")).expect("current-system")
+    }
+
+    pub fn boot_default(&self) -> PathBuf {
+        std::fs::canonicalize(&self.profile).expect("profile")
+    }
+
+    /// The marker of the system `path` was built from.
+    pub fn marker(path: &Path) -> String {
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        name.rsplit_once('-')
+            .map_or(name.clone(), |(m, _)| m.to_owned())
+    }
+
+    fn switch_to(&mut self, system: &Path, mode: ActivationMode) {
+        match mode {
+            ActivationMode::Switch => {
+                self.generations.push(system.to_owned());
+                self.link(&self.run.join("current-system"), system);
+                self.link(&self.profile.clone(), system);
+            }
+            ActivationMode::Boot => {
+                self.generations.push(system.to_owned());
+                self.link(&self.profile.clone(), system);
+            }
+            ActivationMode::Test => self.link(&self.run.join("current-system"), system),
+            _ => {}
+        }
+    }
+
+    fn step_back(&mut self, mode: ActivationMode) {
+        match mode {
+            ActivationMode::Test => {
+                let n = self.generations.len();
+                let to = self.generations[n.saturating_sub(2)].clone();
+                self.link(&self.run.join("current-system"), &to);
+            }
+            _ => {
+                self.generations.pop();
+                let to = self.generations.last().expect("a generation").clone();
+                self.link(&self.profile.clone(), &to);
+                if mode == ActivationMode::Switch {
+                    self.link(&self.run.join("current-system"), &to);
+                }
+            }
+        }
+    }
+
+    /// A reboot: the boot default runs.
+    pub fn reboot(&mut self) {
+        let to = self.boot_default();
+        self.link(&self.run.join("current-system"), &to);
+        self.link(&self.run.join("booted-system"), &to);
+    }
+}
+
+/// `nixos-rebuild` as the scripted host sees it.
+pub struct FakeActivation {
+    activator: Activator,
+    sys: Arc<Mutex<Sys>>,
+}
+
+fn marker_of(flake_dir: &Path) -> String {
+    std::fs::read_to_string(flake_dir.join("marker"))
+        .expect("marker")
+        .trim()
+        .to_owned()
+}
+
+fn scripted(what: &str) -> ActivationError {
+    ActivationError::Setting(format!("scripted failure: {what}"))
+}
+
+impl Activation for FakeActivation {
+    fn activator(&self) -> &Activator {
+        &self.activator
+    }
+
+    fn build(
+        &self,
+        _plan: &Plan,
+        flake_dir: &Path,
+        _workdir: &Path,
+        _env: &[(&str, String)],
+    ) -> Result<PathBuf, ActivationError> {
+        let marker = marker_of(flake_dir);
+        let mut s = self.sys.lock().expect("sys");
+        let config = std::fs::read(flake_dir.join("npcnix-config.json"))
+            .unwrap_or_else(|_| s.base_config.clone());
+        s.log.push(format!("build {marker}"));
+        Ok(s.make_system(&marker, &config))
+    }
+
+    fn apply(
+        &self,
+        _plan: &Plan,
+        flake_dir: &Path,
+        _env: &[(&str, String)],
+    ) -> Result<(), ActivationError> {
+        let marker = marker_of(flake_dir);
+        let mode = self.activator.effective_mode();
+        let mut s = self.sys.lock().expect("sys");
+        s.log.push(format!("{} {marker}", mode.as_arg()));
+        if s.fail_apply {
+            return Err(scripted("apply"));
+        }
+        let built = std::fs::read_dir(&s.systems)
+            .expect("systems")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| Sys::marker(p) == marker)
+            .max();
+        let system = match built {
+            Some(p) => std::fs::canonicalize(p).expect("canonical"),
+            None => {
+                let config = std::fs::read(flake_dir.join("npcnix-config.json"))
+                    .unwrap_or_else(|_| s.base_config.clone());
+                s.make_system(&marker, &config)
+            }
+        };
+        s.switch_to(&system, mode);
+        Ok(())
+    }
+
+    fn roll_back(&self, _plan: &Plan, _env: &[(&str, String)]) -> Result<(), ActivationError> {
+        let mut s = self.sys.lock().expect("sys");
+        s.log.push("rollback".into());
+        s.step_back(self.activator.effective_mode());
+        Ok(())
+    }
+
+    fn undo(&self, rb: &RollbackPlan, _env: &[(&str, String)]) -> Result<(), ActivationError> {
+        let mut s = self.sys.lock().expect("sys");
+        s.log.push(format!("undo {}", rb.mode.as_arg()));
+        s.step_back(rb.mode);
+        Ok(())
+    }
+
+    fn restore(
+        &self,
+        system: &Path,
+        action: &str,
+        _env: &[(&str, String)],
+    ) -> Result<(), ActivationError> {
+        let mut s = self.sys.lock().expect("sys");
+        s.log
+            .push(format!("restore {action} {}", Sys::marker(system)));
+        let link = s.run.join("current-system");
+        s.link(&link, system);
+        Ok(())
+    }
+
+    fn probe(&self) -> Result<(), ActivationError> {
+        self.activator.resolve_program().map(drop)
+    }
+}
+
+/// The probation timer: recorded, never fired (tests roll back by polling
+/// past the deadline, as the agent does after a reboot).
+pub struct FakeWatchdog {
+    sys: Arc<Mutex<Sys>>,
+}
+
+impl FakeWatchdog {
+    pub fn new(sys: Arc<Mutex<Sys>>) -> FakeWatchdog {
+        FakeWatchdog { sys }
+    }
+}
+
+impl Watchdog for FakeWatchdog {
+    fn arm(&self, t: &Target<'_>, secs: u64) -> Result<Option<String>, WatchdogError> {
+        let mut s = self.sys.lock().expect("sys");
+        s.log.push(format!("arm v{} {secs}s", t.version));
+        Ok(Some(format!("timer-v{}-{}", t.version, s.log.len())))
+    }
+
+    fn disarm(&self, unit: &str) -> Result<(), WatchdogError> {
+        self.sys
+            .lock()
+            .expect("sys")
+            .log
+            .push(format!("disarm {unit}"));
+        Ok(())
+    }
+
+    fn reboot(&self) -> Result<(), WatchdogError> {
+        self.sys.lock().expect("sys").reboots += 1;
+        Ok(())
+    }
+
+    fn which(&self, program: &str) -> String {
+        program.to_owned()
+    }
+}
+
+/// A clock stepped by hand: `advance` moves both clocks, `step_wall` only
+/// the wall clock (NTP, `date -s`), `reboot` starts a new boot.
+pub struct FakeClock(Mutex<Moment>);
+
+impl Clock for Arc<FakeClock> {
+    fn now(&self) -> Moment {
+        self.0.lock().expect("clock").clone()
+    }
+}
+
+impl FakeClock {
+    pub fn advance(&self, secs: u64) {
+        let mut m = self.0.lock().expect("clock");
+        m.wall += secs;
+        if let Some(b) = &mut m.boot {
+            b.secs += secs;
+        }
+    }
+
+    pub fn step_wall(&self, secs: i64) {
+        let mut m = self.0.lock().expect("clock");
+        m.wall = m.wall.saturating_add_signed(secs);
+    }
+
+    pub fn reboot(&self, id: &str) {
+        let mut m = self.0.lock().expect("clock");
+        m.wall += 30;
+        m.boot = Some(BootTime {
+            id: id.into(),
+            secs: 10,
+        });
+    }
+
+    pub fn wall(&self) -> u64 {
+        self.0.lock().expect("clock").wall
+    }
+}
+
+/// The store, with faults.
+pub struct FaultyStore {
+    inner: FileStore,
+    fault: Arc<Mutex<Fault>>,
+}
+
+impl FaultyStore {
+    fn check(&self, key: &str) -> Result<Fault, StoreError> {
+        match *self.fault.lock().expect("fault") {
+            Fault::Down => Err(StoreError::new(
+                StoreErrorKind::Transient,
+                &self.inner.describe(),
+                key,
+                "connection refused (scripted)".into(),
+            )),
+            f => Ok(f),
+        }
+    }
+}
+
+impl Store for FaultyStore {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn get(&self, key: &str, inm: Option<&ETag>, limit: u64) -> Result<Fetched, StoreError> {
+        if self.check(key)? == Fault::Garbage && key == crate::store::LATEST {
+            return Ok(Fetched::Object {
+                bytes: b"this is not a bundle".to_vec(),
+                etag: Some(ETag("\"garbage\"".into())),
+            });
+        }
+        self.inner.get(key, inm, limit)
+    }
+
+    fn open(&self, key: &str, max: u64) -> Result<Box<dyn Read + Send>, StoreError> {
+        self.check(key)?;
+        self.inner.open(key, max)
+    }
+
+    fn put_new(&self, key: &str, body: &mut dyn Read, len: u64) -> Result<(), StoreError> {
+        self.check(key)?;
+        self.inner.put_new(key, body, len)
+    }
+
+    fn put_swap(&self, key: &str, body: &[u8], e: Option<&ETag>) -> Result<ETag, StoreError> {
+        self.check(key)?;
+        self.inner.put_swap(key, body, e)
+    }
+
+    fn put(&self, key: &str, body: &[u8]) -> Result<(), StoreError> {
+        self.check(key)?;
+        self.inner.put(key, body)
+    }
+
+    fn list(&self, prefix: &str, max: usize) -> Result<Vec<String>, StoreError> {
+        self.check(prefix)?;
+        self.inner.list(prefix, max)
+    }
+}
+
+pub struct Kit {
+    pub tmp: TempDir,
+    key: SecretKey,
+    pub clock: Arc<FakeClock>,
+    pub sys: Arc<Mutex<Sys>>,
+    pub fault: Arc<Mutex<Fault>>,
+    base: serde_json::Value,
+}
+
+impl Kit {
+    /// A host on `switch` with probation (300 s) and inspection on, running
+    /// system `v0`; `edit` adjusts its host config.
+    pub fn new(edit: impl FnOnce(&mut serde_json::Value)) -> Kit {
+        let tmp = TempDir::new_in(&std::env::temp_dir(), "npcnix-agent-test-").expect("tmp");
+        let root = std::fs::canonicalize(tmp.path()).expect("canonical");
+        let key = SecretKey::generate().expect("key");
+        for d in ["store", "data", "run", "sys/systems"] {
+            std::fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        let mut base = serde_json::json!({
+            "format": "npcnix-host-config/v1",
+            "remote": {"url": format!("file://{}", root.join("store").display()), "name": "prod", "threshold": 1},
+            "configuration": "web",
+            "trusted_keys": [{"public_key": key.public_key().to_base64(), "remotes": ["prod"]}],
+            "activation": {"mode": "switch", "program": "/bin/sh", "profile": root.join("sys/profile")},
+            "state_dir": root.join("data"),
+            "lockout": {"probation_secs": 300},
+        });
+        edit(&mut base);
+        let base_config = serde_json::to_vec_pretty(&base).expect("json");
+        let mut sys = Sys {
+            run: root.join("run"),
+            systems: root.join("sys/systems"),
+            profile: root.join("sys/profile"),
+            generations: Vec::new(),
+            log: Vec::new(),
+            fail_apply: false,
+            crash_at: None,
+            warnings: Vec::new(),
+            reboots: 0,
+            base_config: base_config.clone(),
+            n: 0,
+        };
+        let v0 = sys.make_system("v0", &base_config);
+        sys.switch_to(&v0, ActivationMode::Switch);
+        sys.reboot();
+        sys.log.clear();
+        Kit {
+            tmp,
+            key,
+            clock: Arc::new(FakeClock(Mutex::new(Moment {
+                wall: START,
+                boot: Some(BootTime {
+                    id: "boot-1".into(),
+                    secs: 100,
+                }),
+            }))),
+            sys: Arc::new(Mutex::new(sys)),
+            fault: Arc::new(Mutex::new(Fault::None)),
+            base,
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        std::fs::canonicalize(self.tmp.path()).expect("canonical")
+    }
+
+    /// The host config of the first system, to edit for a release.
+    pub fn config(&self) -> serde_json::Value {
+        self.base.clone()
+    }
+
+    pub fn set_fault(&self, f: Fault) {
+        *self.fault.lock().expect("fault") = f;
+    }
+
+    fn store(&self) -> FileStore {
+        let dir = self.root().join("store");
+        FileStore::new(dir.clone(), format!("file://{}", dir.display()))
+    }
+
+    /// Publishes the next release: a flake whose `marker` file is `marker`
+    /// and, with `system_config`, whose system carries that host config.
+    pub fn publish(&self, marker: &str, system_config: Option<&serde_json::Value>) -> u64 {
+        let root = self.root();
+        let src = root.join(format!("src-{marker}"));
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(src.join("flake.nix"), "{ outputs = _: { }; }\n").expect("flake");
+        std::fs::write(src.join("marker"), marker).expect("marker");
+        if let Some(c) = system_config {
+            std::fs::write(
+                src.join("npcnix-config.json"),
+                serde_json::to_vec_pretty(c).expect("json"),
+            )
+            .expect("config");
+        }
+        let tree = crate::archive::collect_entries(&src, crate::archive::FileSelection::AllFiles)
+            .expect("tree");
+        let archive = root.join(format!("archive-{marker}.tar.zst"));
+        let f = std::fs::File::create(&archive).expect("archive");
+        let (_, packed) = crate::archive::write_archive(&tree, f).expect("pack");
+        let aref = ArchiveRef {
+            blake3: packed.blake3,
+            size: packed.size,
+        };
+        let store = self.store();
+        let remote = RemoteName::new("prod").expect("name");
+        let policy = crate::verify::Policy::manual(remote.clone(), vec![self.key.public_key()]);
+        let now = self.clock.wall();
+        let head = crate::publish::read_head(&store, &policy, now).expect("head");
+        let st = crate::publish::next_statement(
+            head.as_ref(),
+            aref.clone(),
+            crate::publish::StatementParams {
+                remote,
+                version: None,
+                created: now,
+                expires: None,
+                source: None,
+            },
+        )
+        .expect("statement");
+        let bytes = st.to_bytes();
+        let sig = crate::publish::sign_statement(&st, &bytes, &self.key);
+        let bundle = Bundle {
+            statement: bytes,
+            signatures: vec![sig],
+        }
+        .encode();
+        crate::publish::upload(
+            &store,
+            &archive,
+            &aref,
+            st.version,
+            &bundle,
+            head.as_ref().and_then(|h| h.etag.as_ref()),
+            &crate::store::retry::Retry::none(),
+        )
+        .expect("upload");
+        st.version
+    }
+
+    /// An agent with `config` (what runs on the host).
+    pub fn agent(&self, config: &serde_json::Value) -> Agent {
+        let bytes = serde_json::to_vec(config).expect("json");
+        let v = HostConfig::parse(&bytes)
+            .expect("parse")
+            .validate()
+            .expect("valid config");
+        let activator = Activator::from_config(
+            &v.config.activation,
+            &v.config.configuration,
+            None,
+            crate::nix::Nix::default(),
+        );
+        let sys = Arc::clone(&self.sys);
+        let warn_sys = Arc::clone(&self.sys);
+        let fault_sys = Arc::clone(&self.sys);
+        let root = self.root();
+        Agent::new(Parts {
+            v,
+            store: Box::new(FaultyStore {
+                inner: self.store(),
+                fault: Arc::clone(&self.fault),
+            }),
+            data: DataDir::open(&root.join("data")).expect("data"),
+            activation: Box::new(FakeActivation {
+                activator,
+                sys: Arc::clone(&sys),
+            }),
+            watchdog: Box::new(FakeWatchdog { sys }),
+            clock: Box::new(Arc::clone(&self.clock)),
+            run_dir: root.join("run"),
+            stop: Arc::default(),
+            hooks: Hooks {
+                warn: Box::new(move |w| warn_sys.lock().expect("sys").warnings.push(w.into())),
+                fault: Box::new(move |p| {
+                    let crash = fault_sys.lock().expect("sys").crash_at == Some(p);
+                    if crash {
+                        panic!("crash at {}", p.name());
+                    }
+                }),
+            },
+            fetcher: "in-process (test)".into(),
+            trust_dir: None,
+        })
+    }
+
+    /// The agent of the running system: its host config is the one
+    /// `current-system` carries (what a switch and restart give).
+    pub fn running_agent(&self) -> Agent {
+        let current = self.sys.lock().expect("sys").current();
+        let bytes = std::fs::read(current.join("etc/npcnix/config.json")).expect("config");
+        self.agent(&serde_json::from_slice(&bytes).expect("json"))
+    }
+
+    /// One poll; `Err` is shown with its message.
+    pub fn poll(&self, agent: &Agent) -> Result<Outcome, String> {
+        agent.poll_once().map_err(|e| format!("{e:#}"))
+    }
+
+    /// One poll that crashes at the fault point set in `sys.crash_at`.
+    pub fn poll_crashing(&self, agent: &Agent) {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| agent.poll_once()));
+        assert!(r.is_err(), "the poll was to crash");
+        self.sys.lock().expect("sys").crash_at = None;
+    }
+
+    pub fn remote_state(&self) -> RemoteState {
+        DataDir::open(&self.root().join("data"))
+            .expect("data")
+            .peek()
+            .expect("state")
+            .remote("prod")
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn probation(&self) -> Option<Probation> {
+        probation::load(
+            &DataDir::open(&self.root().join("data")).expect("data"),
+            "prod",
+        )
+        .expect("probation")
+    }
+
+    pub fn events(&self, name: &str) -> Vec<AuditEvent> {
+        crate::host::journal::read(&self.root().join("data/audit.jsonl"))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.event == name)
+            .collect()
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.sys.lock().expect("sys").log.clone()
+    }
+
+    pub fn running_marker(&self) -> String {
+        Sys::marker(&self.sys.lock().expect("sys").current())
+    }
+
+    pub fn boot_marker(&self) -> String {
+        Sys::marker(&self.sys.lock().expect("sys").boot_default())
+    }
+}
