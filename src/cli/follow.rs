@@ -155,9 +155,22 @@ fn report(json: bool, now: u64, res: &Result<Outcome, agent::AgentError>) {
         Ok(o) if json => {
             let mut v =
                 serde_json::json!({"time": now, "result": o.label(), "detail": o.to_string()});
-            if let Outcome::Waiting { version, until } = o {
-                v["version"] = (*version).into();
-                v["until"] = (*until).into();
+            match o {
+                Outcome::Waiting { version, until } => {
+                    v["version"] = (*version).into();
+                    v["until"] = (*until).into();
+                }
+                Outcome::AwaitingConfirmation { version, pending } => {
+                    v["version"] = (*version).into();
+                    v["pending"] = (*pending).into();
+                }
+                Outcome::RolledBack {
+                    version, retry_at, ..
+                } => {
+                    v["version"] = (*version).into();
+                    v["retry_at"] = (*retry_at).into();
+                }
+                _ => {}
             }
             out::json_line(&v)
         }

@@ -4,7 +4,7 @@
 //!
 //! A [`Store`] is addressed per remote: keys are relative to the remote's
 //! prefix (`latest`, `releases/<v>`, `archives/<hash>.tar.zst`). Backends
-//! implement five operations with the semantics the protocol needs; limits
+//! implement six operations with the semantics the protocol needs; limits
 //! and hashing are applied by the caller through [`crate::store::transfer`], in one
 //! place for all backends.
 
@@ -328,6 +328,23 @@ pub fn default_remote_name(url: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    /// The module doc says how many operations a backend implements: the
+    /// count of `fn`s in the `Store` trait.
+    #[test]
+    fn the_module_doc_counts_the_store_operations() {
+        let src = include_str!("mod.rs");
+        let start = src.find("pub trait Store").expect("trait");
+        let body = &src[start..start + src[start..].find("\n}\n").expect("end")];
+        let n = body.matches("    fn ").count();
+        let words = [
+            "zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+        ];
+        assert!(
+            src.contains(&format!("implement {} operations", words[n])),
+            "the Store trait has {n} operations; fix the module doc"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -654,3 +654,74 @@ fn one_step_key_rotation_is_confirmed_not_rolled_back() {
     assert!(events(&h, "rolled-back").is_empty(), "{:?}", h.audit());
     assert_eq!(h.status()["active_version"], 2);
 }
+
+/// Issue 28, defect 1, through the binary: a release whose own host config
+/// would refuse it (and so every later release like it) is refused by the
+/// inspection before any switch, with the check the new agent would fail.
+#[test]
+fn release_whose_own_policy_refuses_it_is_refused_before_any_switch() {
+    let h = Host::new();
+    h.publish("v1");
+    assert_eq!(h.once().0, "activated");
+    for (marker, policy, check) in [
+        (
+            "v2",
+            serde_json::json!({"min_version": 1000}),
+            "min-version",
+        ),
+        (
+            "v3",
+            serde_json::json!({"expiry": "required"}),
+            "expiry-required",
+        ),
+    ] {
+        let mut cfg = h.config();
+        cfg["policy"] = policy;
+        publish_with(&h, marker, &[("npcnix-config.json", cfg.to_string())], &[]);
+        let (label, r) = h.once();
+        assert_eq!(label, "rejected", "{}", r.stderr);
+        assert!(r.stderr.contains("would-lock-out"), "{}", r.stderr);
+        assert!(
+            r.stderr
+                .contains(&format!("would refuse this very release ({check}")),
+            "{}",
+            r.stderr
+        );
+    }
+    assert_eq!(switches(&h), 1, "neither was switched to");
+    assert_eq!(h.status()["active_version"], 1);
+}
+
+/// Break-glass during a probation (issue 28): `npcnix activate` ends the
+/// probation (audited, watchdog stopped) before it runs, so the watchdog
+/// never rolls back over the operator's fix.
+#[test]
+fn break_glass_activation_during_probation_is_never_undone_by_the_watchdog() {
+    let h = host(serde_json::json!({"probation_secs": 5}));
+    h.publish("v1");
+    assert_eq!(h.once().0, "activated");
+    assert_eq!(h.status()["probation"]["version"], 1);
+    let fix = h.kit.flake("operator-fix", "# operator fix");
+    let r = h.run(&["activate", "--src", fix.to_str().expect("utf8")]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("ended the probation of version 1"),
+        "{}",
+        r.stderr
+    );
+    assert!(h.status()["probation"].is_null());
+    let ended = events(&h, "probation-ended");
+    assert_eq!(ended.len(), 1, "{:?}", h.audit());
+    assert!(ended[0]["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("manual activation from"));
+    assert!(sys_log(&h).contains("systemctl stop npcnix-probation-prod-v1-"));
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(events(&h, "rolled-back").is_empty(), "{:?}", h.audit());
+    assert!(
+        !h.rebuild_log().contains("--rollback"),
+        "{}",
+        h.rebuild_log()
+    );
+}

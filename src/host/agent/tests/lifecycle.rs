@@ -150,7 +150,7 @@ fn newer_release_waits_while_another_is_on_probation() {
     let pr = k.probation().expect("v3 on probation");
     assert_eq!(pr.version, 3);
     let restore = pr.rollback.restore.expect("restore point").target;
-    assert_eq!(super::kit::Sys::marker(&restore), "v2");
+    assert_eq!(super::nixos::Sys::marker(&restore), "v2");
 }
 
 /// Issue 28, defect 3 (`boot`, default settings): v2 then v3 before a
@@ -397,7 +397,7 @@ fn operator_activation_ends_the_probation_so_the_deadline_never_undoes_it() {
         Ok(Outcome::Activated { version: 2 })
     );
     let data = crate::host::state::DataDir::open(&k.root().join("data")).expect("data");
-    let watchdog = super::kit::FakeWatchdog::new(std::sync::Arc::clone(&k.sys));
+    let watchdog = super::nixos::FakeWatchdog::new(std::sync::Arc::clone(&k.sys));
     let ended = crate::host::probation::end_by_operator(
         &data,
         "prod",

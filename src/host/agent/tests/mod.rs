@@ -6,3 +6,4 @@
 
 mod kit;
 mod lifecycle;
+mod nixos;

@@ -17,14 +17,17 @@
 //! side refuses like any hostile store.
 //!
 //! Wire format on the worker's stdin/stdout (all sizes bounded by the root):
-//! * request: one JSON line, `{"op":"get","key":K,"if_none_match":E|null,"limit":N}`
-//!   or `{"op":"open","key":K,"max":N}`;
-//! * response: one JSON header line (at most 4 KiB), then for `object`
-//!   exactly `len` bytes, for `stream` chunks of `u32` big-endian length and
-//!   bytes, ended by a zero-length chunk (a length of `u32::MAX` announces an
+//! * request: one JSON line, `{"op":"get","key":K,"if_none_match":E|null,"limit":N}`,
+//!   `{"op":"open","key":K,"max":N}`, or `{"op":"put","key":K,"len":N}`
+//!   followed by exactly `N` body bytes (at most [`PUT_MAX`]: a host
+//!   receipt, the only object an agent writes);
+//! * response: one JSON header line (at most 4 KiB): `object` followed by
+//!   exactly `len` bytes, `not-modified`, `stored` (a `put`), `error`, or
+//!   `stream` followed by chunks of `u32` big-endian length and bytes,
+//!   ended by a zero-length chunk (a length of `u32::MAX` announces an
 //!   error header line instead).
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,10 +38,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{ETag, Fetched, Store, StoreError, StoreErrorKind, StoreOptions};
 
-/// Longest response header line.
-const HEADER_MAX: u64 = 4096;
-/// Chunk length announcing an error header instead of data.
-pub const CHUNK_ERROR: u32 = u32::MAX;
+mod protocol;
+
+use protocol::kind_from_name;
+pub use protocol::{kind_name, read_header, Request, Response, CHUNK_ERROR, PUT_MAX};
 
 /// Whether the network side must run unprivileged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,67 +55,6 @@ pub enum Isolation {
     Required,
     /// Always fetch in-process.
     Off,
-}
-
-/// A request to the worker.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Request {
-    Get {
-        key: String,
-        if_none_match: Option<String>,
-        limit: u64,
-    },
-    Open {
-        key: String,
-        max: u64,
-    },
-    /// Followed by exactly `len` body bytes (at most [`PUT_MAX`]).
-    Put {
-        key: String,
-        len: u64,
-    },
-}
-
-/// Largest object the worker writes (host receipts are a few KiB).
-pub const PUT_MAX: u64 = 64 * 1024;
-
-/// A response header from the worker.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Response {
-    Object { len: u64, etag: Option<String> },
-    NotModified,
-    Stream,
-    Stored,
-    Error { kind: String, detail: String },
-}
-
-/// The names of store error kinds on the wire.
-pub fn kind_name(k: StoreErrorKind) -> &'static str {
-    match k {
-        StoreErrorKind::NotFound => "not-found",
-        StoreErrorKind::PreconditionFailed => "precondition-failed",
-        StoreErrorKind::TooLarge => "too-large",
-        StoreErrorKind::Unauthorized => "unauthorized",
-        StoreErrorKind::Transient => "transient",
-        StoreErrorKind::Protocol => "protocol",
-        StoreErrorKind::Unsupported => "unsupported",
-        StoreErrorKind::Other => "other",
-    }
-}
-
-fn kind_from_name(s: &str) -> StoreErrorKind {
-    match s {
-        "not-found" => StoreErrorKind::NotFound,
-        "precondition-failed" => StoreErrorKind::PreconditionFailed,
-        "too-large" => StoreErrorKind::TooLarge,
-        "unauthorized" => StoreErrorKind::Unauthorized,
-        "transient" => StoreErrorKind::Transient,
-        "protocol" => StoreErrorKind::Protocol,
-        "unsupported" => StoreErrorKind::Unsupported,
-        _ => StoreErrorKind::Other,
-    }
 }
 
 /// The unprivileged account the worker runs as.
@@ -391,19 +333,6 @@ impl FetcherStore {
             }
         }
     }
-}
-
-/// Reads one bounded JSON header line.
-pub fn read_header<R: BufRead, T: for<'de> Deserialize<'de>>(r: &mut R) -> io::Result<T> {
-    let mut line = Vec::new();
-    r.take(HEADER_MAX).read_until(b'\n', &mut line)?;
-    if line.last() != Some(&b'\n') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "header line missing or too long",
-        ));
-    }
-    serde_json::from_slice(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 impl Store for FetcherStore {

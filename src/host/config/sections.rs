@@ -1,0 +1,397 @@
+//! The sections of the host config (`remote`, `trusted_keys`, `policy`,
+//! `poll`, `activation`, `health_check`, `lockout`, `reboot`, `fetcher`,
+//! `rollout`, `receipts`): their JSON shape and defaults. The whole config
+//! and its validation are in the parent module.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::verify::{ExpiryPolicy, DEFAULT_MAX_FUTURE_SKEW_SECS};
+
+fn default_threshold() -> usize {
+    1
+}
+fn default_interval() -> u64 {
+    300
+}
+fn default_jitter() -> u64 {
+    60
+}
+pub(super) fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/npcnix")
+}
+fn default_health_timeout() -> u64 {
+    120
+}
+fn default_skew() -> u64 {
+    DEFAULT_MAX_FUTURE_SKEW_SECS
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// `file:///...`, `s3://bucket/prefix/name`, `https://mirror/...`.
+    pub url: String,
+    /// The signed identity; defaults to the URL's last path segment.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Distinct trusted keys (scoped to this remote) that must sign.
+    #[serde(default = "default_threshold")]
+    pub threshold: usize,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub path_style: bool,
+    /// Slowest transfer rate waited for, in bytes per second: every object
+    /// read has an overall deadline of a minute plus its size at this rate
+    /// (default 32 KiB/s), besides the per-read time-out.
+    #[serde(default)]
+    pub min_rate_bytes_per_sec: Option<u64>,
+    /// Connect time-out in seconds (default 10).
+    #[serde(default)]
+    pub connect_timeout_secs: Option<u64>,
+    /// Time-out of each network read in seconds (default 30;
+    /// `NPCNIX_READ_TIMEOUT_SECS` overrides it).
+    #[serde(default)]
+    pub read_timeout_secs: Option<u64>,
+    /// A PEM file of CA certificates the store's (or mirror's) HTTPS
+    /// certificate may be issued by, besides the platform's trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKeyConfig {
+    /// The minisign public key (`RW...`).
+    pub public_key: String,
+    /// Remotes this key may sign for; `"*"` means any (discouraged).
+    pub remotes: Vec<String>,
+    /// Unix seconds after which the key's signatures no longer count.
+    #[serde(default)]
+    pub not_after: Option<u64>,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default)]
+    pub min_version: u64,
+    #[serde(default = "default_expiry")]
+    pub expiry: ExpiryPolicy,
+    #[serde(default)]
+    pub max_version_jump: Option<u64>,
+    #[serde(default)]
+    pub require_chain: bool,
+    /// `required`: refuse to extract unless Landlock confines the extraction.
+    #[serde(default)]
+    pub confinement: crate::archive::confine::ConfinementPolicy,
+    #[serde(default = "default_skew")]
+    pub max_future_skew_secs: u64,
+}
+
+fn default_expiry() -> ExpiryPolicy {
+    ExpiryPolicy::Optional
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            min_version: 0,
+            expiry: ExpiryPolicy::Optional,
+            max_version_jump: None,
+            require_chain: false,
+            confinement: Default::default(),
+            max_future_skew_secs: DEFAULT_MAX_FUTURE_SKEW_SECS,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollConfig {
+    #[serde(default = "default_interval")]
+    pub interval_secs: u64,
+    #[serde(default = "default_jitter")]
+    pub jitter_secs: u64,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig {
+            interval_secs: default_interval(),
+            jitter_secs: default_jitter(),
+        }
+    }
+}
+
+/// How a verified release is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActivationMode {
+    /// `nixos-rebuild switch`: activate now and make it the boot default.
+    Switch,
+    /// `nixos-rebuild boot`: make it the boot default only.
+    Boot,
+    /// `nixos-rebuild test`: activate now, not the boot default.
+    Test,
+    /// `nixos-rebuild dry-activate`: show what would change.
+    DryActivate,
+    /// No evaluation on the host: realise the signed system path for this
+    /// configuration from the substituters and run its
+    /// `bin/switch-to-configuration <toplevel_action>`.
+    Toplevel,
+}
+
+impl ActivationMode {
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            ActivationMode::Switch => "switch",
+            ActivationMode::Boot => "boot",
+            ActivationMode::Test => "test",
+            ActivationMode::DryActivate => "dry-activate",
+            ActivationMode::Toplevel => "toplevel",
+        }
+    }
+
+    /// Whether the running system changes (so a health check and rollback
+    /// make sense).
+    pub fn changes_running_system(self) -> bool {
+        matches!(self, ActivationMode::Switch | ActivationMode::Test)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationConfig {
+    pub mode: ActivationMode,
+    /// Program to run instead of `nixos-rebuild` (`NPCNIX_NIXOS_REBUILD`
+    /// overrides this).
+    #[serde(default)]
+    pub program: Option<String>,
+    #[serde(default)]
+    pub extra_substituters: Vec<String>,
+    #[serde(default)]
+    pub extra_trusted_public_keys: Vec<String>,
+    /// Mode `toplevel`: what `switch-to-configuration` does (`switch`,
+    /// `boot`, `test`, `dry-activate`; default `switch`).
+    #[serde(default)]
+    pub toplevel_action: Option<ActivationMode>,
+    /// Mode `toplevel`: the system profile (default
+    /// `/nix/var/nix/profiles/system`).
+    #[serde(default)]
+    pub profile: Option<PathBuf>,
+    /// Mode `toplevel`: what to do with a release that carries no signed
+    /// path for this configuration.
+    #[serde(default)]
+    pub toplevel_fallback: ToplevelFallback,
+}
+
+/// What a `toplevel` host does when a release names no path for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ToplevelFallback {
+    /// Refuse the release (the default: the host never evaluates Nix).
+    #[default]
+    Refuse,
+    /// Evaluate the flake with `nixos-rebuild switch` instead.
+    Evaluate,
+}
+
+impl Default for ActivationConfig {
+    fn default() -> Self {
+        ActivationConfig {
+            mode: ActivationMode::Switch,
+            program: None,
+            extra_substituters: Vec::new(),
+            extra_trusted_public_keys: Vec::new(),
+            toplevel_action: None,
+            profile: None,
+            toplevel_fallback: ToplevelFallback::Refuse,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// argv of the check; exit 0 = healthy.
+    pub command: Vec<String>,
+    #[serde(default = "default_health_timeout")]
+    pub timeout_secs: u64,
+}
+
+/// Whether this host follows the rollout waves releases sign.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutMode {
+    #[default]
+    Wave,
+    Immediate,
+}
+
+/// Signed host receipts in the store (`<remote>/hosts/<host_id>.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptsConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A receipt is written at least this often even when nothing changes.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+}
+
+fn default_heartbeat() -> u64 {
+    3600
+}
+
+impl Default for ReceiptsConfig {
+    fn default() -> Self {
+        ReceiptsConfig {
+            enabled: true,
+            heartbeat_secs: default_heartbeat(),
+        }
+    }
+}
+
+/// Lockout protection (see `docs/lockout.md`): inspect a built system before
+/// switching to it, and keep a switched host on probation until its new
+/// agent proves it can still reach the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockoutConfig {
+    /// Build the new system first and refuse it (`would-lock-out`) unless it
+    /// still runs this agent, following this remote with enough keys.
+    #[serde(default = "default_true")]
+    pub inspect: bool,
+    /// Seconds a switched system has to confirm (one successful poll, and
+    /// the health check if configured) before it is rolled back; 0 turns
+    /// probation off.
+    #[serde(default = "default_probation")]
+    pub probation_secs: u64,
+    /// What rolls back an unconfirmed switch if the new agent never runs.
+    #[serde(default)]
+    pub watchdog: WatchdogKind,
+}
+
+/// The deadline keeper that lives outside the service being replaced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WatchdogKind {
+    /// A transient systemd timer (`systemd-run --on-active`) running this
+    /// npcnix binary's `probation expire`.
+    #[default]
+    SystemdRun,
+    /// None: only the agent itself acts on an expired probation (at its next
+    /// start). For hosts without systemd; see docs/lockout.md.
+    None,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        LockoutConfig {
+            inspect: true,
+            probation_secs: default_probation(),
+            watchdog: WatchdogKind::SystemdRun,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_probation() -> u64 {
+    300
+}
+
+/// Rebooting into a `boot`-mode release whose kernel, initrd or kernel
+/// modules changed (as `system.autoUpgrade.allowReboot` does).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebootConfig {
+    #[serde(default)]
+    pub allow: bool,
+    /// Local-time window (`HH:MM`, may wrap past midnight) outside which the
+    /// agent waits with a reboot; `null` = any time.
+    #[serde(default)]
+    pub window: Option<RebootWindow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebootWindow {
+    pub lower: String,
+    pub upper: String,
+}
+
+impl RebootWindow {
+    /// Minutes after midnight of `HH:MM`.
+    pub fn parse_hhmm(s: &str) -> Option<u32> {
+        let (h, m) = s.split_once(':')?;
+        if h.len() != 2 || m.len() != 2 {
+            return None;
+        }
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    }
+
+    /// Whether `minute` (minutes after local midnight) is inside the window;
+    /// a window whose upper bound is below its lower one wraps midnight.
+    pub fn contains(&self, minute: u32) -> bool {
+        let (Some(lo), Some(hi)) = (Self::parse_hhmm(&self.lower), Self::parse_hhmm(&self.upper))
+        else {
+            return false;
+        };
+        if lo <= hi {
+            (lo..hi).contains(&minute)
+        } else {
+            minute >= lo || minute < hi
+        }
+    }
+}
+
+/// Where the network side of a poll runs (see [`crate::host::fetcher`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetcherConfig {
+    /// The unprivileged user the fetch worker runs as.
+    #[serde(default = "default_fetch_user")]
+    pub user: String,
+    #[serde(default)]
+    pub isolation: crate::host::fetcher::Isolation,
+}
+
+fn default_fetch_user() -> String {
+    "npcnix-fetch".into()
+}
+
+impl Default for FetcherConfig {
+    fn default() -> Self {
+        FetcherConfig {
+            user: default_fetch_user(),
+            isolation: Default::default(),
+        }
+    }
+}
+
+impl RemoteConfig {
+    /// Backend settings for [`crate::store::open_url`].
+    /// `read_timeout_secs`: an override of the configured read time-out.
+    pub fn store_options(&self, read_timeout_secs: Option<u64>) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            path_style: self.path_style,
+            read_timeout_secs: read_timeout_secs.or(self.read_timeout_secs),
+            connect_timeout_secs: self.connect_timeout_secs,
+            ca_file: self.ca_file.clone(),
+            min_rate_bytes_per_sec: self.min_rate_bytes_per_sec,
+            client_attempts: None,
+        }
+    }
+}
