@@ -37,6 +37,9 @@ pub mod publish;
 pub mod store;
 pub mod verify;
 
+#[cfg(test)]
+mod layers;
+
 pub use format::{Digest, RemoteName};
 pub use host::pipeline::PipelineError;
 pub use verify::{Check, Policy, Refusal, Verdict, VerifiedRelease};

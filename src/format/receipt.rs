@@ -88,16 +88,33 @@ pub fn encode(receipt_bytes: &[u8], signature: &str) -> Vec<u8> {
     v
 }
 
+/// Why receipt bytes are not a receipt.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptFormatError {
+    #[error("receipt is larger than {RECEIPT_MAX_BYTES} bytes")]
+    TooLarge,
+    #[error("receipt envelope: {0}")]
+    Envelope(String),
+    #[error("receipt: {0}")]
+    Json(String),
+    #[error("unknown receipt type {0:?}")]
+    UnknownType(String),
+    #[error("receipt host_id is not a valid host ID")]
+    HostId,
+    #[error("receipt text fields must be short single-line text")]
+    Text,
+}
+
 /// Splits an envelope into (receipt bytes, signature text), bounded.
-pub fn decode(bytes: &[u8]) -> Result<(Vec<u8>, String), String> {
+pub fn decode(bytes: &[u8]) -> Result<(Vec<u8>, String), ReceiptFormatError> {
     if bytes.len() > RECEIPT_MAX_BYTES {
-        return Err(format!("receipt is larger than {RECEIPT_MAX_BYTES} bytes"));
+        return Err(ReceiptFormatError::TooLarge);
     }
     let env: Envelope =
-        serde_json::from_slice(bytes).map_err(|e| format!("receipt envelope: {e}"))?;
+        serde_json::from_slice(bytes).map_err(|e| ReceiptFormatError::Envelope(e.to_string()))?;
     let receipt = B64
         .decode(env.receipt.as_bytes())
-        .map_err(|e| format!("receipt envelope: {e}"))?;
+        .map_err(|e| ReceiptFormatError::Envelope(e.to_string()))?;
     Ok((receipt, env.signature))
 }
 
@@ -108,13 +125,14 @@ impl Receipt {
 
     /// Parses receipt bytes (call only after the signature verified, or to
     /// read the public key for trust on first use).
-    pub fn parse(bytes: &[u8]) -> Result<Receipt, String> {
-        let r: Receipt = serde_json::from_slice(bytes).map_err(|e| format!("receipt: {e}"))?;
+    pub fn parse(bytes: &[u8]) -> Result<Receipt, ReceiptFormatError> {
+        let r: Receipt =
+            serde_json::from_slice(bytes).map_err(|e| ReceiptFormatError::Json(e.to_string()))?;
         if r.kind != RECEIPT_TYPE {
-            return Err(format!("unknown receipt type {:?}", r.kind));
+            return Err(ReceiptFormatError::UnknownType(r.kind));
         }
         if !super::rollout::is_host_id(&r.host_id) {
-            return Err("receipt host_id is not a valid host ID".into());
+            return Err(ReceiptFormatError::HostId);
         }
         let texts = [&r.remote, &r.configuration, &r.result, &r.npcnix_version];
         if texts
@@ -122,7 +140,7 @@ impl Receipt {
             .chain(r.check.iter())
             .any(|t| t.len() > 256 || !super::text::is_plain(t))
         {
-            return Err("receipt text fields must be short single-line text".into());
+            return Err(ReceiptFormatError::Text);
         }
         Ok(r)
     }

@@ -36,6 +36,23 @@ pub struct Rollout {
     pub points: Vec<(u64, u32)>,
 }
 
+/// Why a rollout plan is not valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RolloutError {
+    #[error("rollout needs 2 to {MAX_POINTS} points")]
+    PointCount,
+    #[error("rollout must start at second 0")]
+    Start,
+    #[error("rollout must end at 100 percent")]
+    End,
+    #[error("rollout must last 1 to {MAX_ROLLOUT_SECS} seconds")]
+    Duration,
+    #[error("rollout points must be increasing in time and non-decreasing in percent")]
+    Order,
+    #[error("rollout percentages are at most 100")]
+    Percent,
+}
+
 impl Rollout {
     /// A linear rollout over `secs` seconds.
     pub fn linear(secs: u64) -> Rollout {
@@ -50,30 +67,25 @@ impl Rollout {
     }
 
     /// Why the plan is not valid, if it is not.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), RolloutError> {
         let p = &self.points;
         if p.len() < 2 || p.len() > MAX_POINTS {
-            return Err(format!("rollout needs 2 to {MAX_POINTS} points"));
+            return Err(RolloutError::PointCount);
         }
         if p[0].0 != 0 {
-            return Err("rollout must start at second 0".into());
+            return Err(RolloutError::Start);
         }
         if p.last().map(|l| l.1) != Some(100) {
-            return Err("rollout must end at 100 percent".into());
+            return Err(RolloutError::End);
         }
         if self.duration() == 0 || self.duration() > MAX_ROLLOUT_SECS {
-            return Err(format!("rollout must last 1 to {MAX_ROLLOUT_SECS} seconds"));
+            return Err(RolloutError::Duration);
         }
-        for w in p.windows(2) {
-            if w[1].0 <= w[0].0 || w[1].1 < w[0].1 {
-                return Err(
-                    "rollout points must be increasing in time and non-decreasing in percent"
-                        .into(),
-                );
-            }
+        if p.windows(2).any(|w| w[1].0 <= w[0].0 || w[1].1 < w[0].1) {
+            return Err(RolloutError::Order);
         }
         if p.iter().any(|x| x.1 > 100) {
-            return Err("rollout percentages are at most 100".into());
+            return Err(RolloutError::Percent);
         }
         Ok(())
     }

@@ -207,7 +207,8 @@ impl Statement {
             }
         }
         if let Some(r) = &self.rollout {
-            r.check().map_err(StatementError::Malformed)?;
+            r.check()
+                .map_err(|e| StatementError::Malformed(e.to_string()))?;
         }
         Ok(())
     }

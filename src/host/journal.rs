@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::pipeline::PipelineError;
 use crate::host::state::DataDir;
 use crate::verify::{Refusal, VerifiedRelease};
 
@@ -289,13 +288,11 @@ impl<'a> Journal<'a> {
         self.append(&ev)
     }
 
-    /// A pipeline that stopped: a refusal, or an `error` event.
-    pub fn failure(&self, e: &PipelineError, now: u64) -> Result<(), JournalError> {
-        if let Some(r) = e.refusal() {
-            return self.refusal(r, now);
-        }
+    /// Something that stopped a pull or a poll without a refusal: an
+    /// `error` event with its message.
+    pub fn error(&self, message: &str, now: u64) -> Result<(), JournalError> {
         let mut ev = self.event(now, "error");
-        ev.detail = Some(format!("{e:#}"));
+        ev.detail = Some(message.to_owned());
         self.append(&ev)
     }
 

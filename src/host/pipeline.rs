@@ -192,26 +192,6 @@ pub fn judge(
     Ok(Judged { verdict, head })
 }
 
-/// Stage 2, for the release on probation when it is a key rotation: the
-/// head judged with the keys of the system before it added (the record
-/// kept them; see `host::lockout::judge`). Only ever used for the exact
-/// statement on probation.
-pub fn judge_rotation(
-    policy: &Policy,
-    remote: Option<&RemoteState>,
-    head: Head,
-    previous_keys: &[crate::host::probation::RotationKey],
-    now: u64,
-) -> Result<Judged, Refusal> {
-    let extra = crate::host::lockout::rotation_trust(&policy.remote, previous_keys);
-    judge(
-        &crate::host::lockout::with_keys(policy, &extra),
-        remote,
-        head,
-        now,
-    )
-}
-
 /// A release that may be downloaded. Only [`descend`] builds one.
 #[derive(Debug)]
 #[non_exhaustive]

@@ -113,7 +113,10 @@ pub fn pull_to(
         Err(e) => {
             // The refusal is the result; a failed audit write is reported
             // with it but never turns it into anything else.
-            let _ = journal.failure(&e, now);
+            let _ = match e.refusal() {
+                Some(r) => journal.refusal(r, now),
+                None => journal.error(&format!("{e:#}"), now),
+            };
             return Err(e.into());
         }
     };

@@ -329,13 +329,13 @@ pub fn default_remote_name(url: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     /// The module doc says how many operations a backend implements: the
-    /// count of `fn`s in the `Store` trait.
+    /// `fn`s of the `Store` trait besides `describe`.
     #[test]
     fn the_module_doc_counts_the_store_operations() {
         let src = include_str!("mod.rs");
         let start = src.find("pub trait Store").expect("trait");
         let body = &src[start..start + src[start..].find("\n}\n").expect("end")];
-        let n = body.matches("    fn ").count();
+        let n = body.matches("    fn ").count() - body.matches("    fn describe").count();
         let words = [
             "zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
         ];

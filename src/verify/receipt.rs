@@ -18,7 +18,8 @@ pub enum ReceiptError {
 /// trusted-comment binding, then parses the receipt; `object_host` is the
 /// host ID the object's name claims.
 pub fn verify(bytes: &[u8], key: &PublicKey, object_host: &str) -> Result<Receipt, ReceiptError> {
-    let (body, sig_text) = receipt::decode(bytes).map_err(ReceiptError::Malformed)?;
+    let (body, sig_text) =
+        receipt::decode(bytes).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
     let sig = minisign_verify::Signature::decode(&sig_text)
         .map_err(|e| ReceiptError::Malformed(format!("signature: {e}")))?;
     let pk = key
@@ -26,7 +27,7 @@ pub fn verify(bytes: &[u8], key: &PublicKey, object_host: &str) -> Result<Receip
         .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
     pk.verify(&body, &sig, false)
         .map_err(|_| ReceiptError::BadSignature(key.key_id.to_string()))?;
-    let r = Receipt::parse(&body).map_err(ReceiptError::Malformed)?;
+    let r = Receipt::parse(&body).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
     if sig.trusted_comment() != receipt::trusted_comment(&r.host_id, r.seq, &body) {
         return Err(ReceiptError::Binding(
             "the trusted comment names another host, sequence or receipt".into(),
@@ -49,8 +50,8 @@ pub fn verify(bytes: &[u8], key: &PublicKey, object_host: &str) -> Result<Receip
 /// The public key a receipt claims (for trust on first use), read without
 /// verifying anything else.
 pub fn claimed_key(bytes: &[u8]) -> Result<PublicKey, ReceiptError> {
-    let (body, _) = receipt::decode(bytes).map_err(ReceiptError::Malformed)?;
-    let r = Receipt::parse(&body).map_err(ReceiptError::Malformed)?;
+    let (body, _) = receipt::decode(bytes).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+    let r = Receipt::parse(&body).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
     PublicKey::from_base64(&r.public_key).map_err(|e| ReceiptError::Malformed(e.to_string()))
 }
 

@@ -41,6 +41,7 @@ use crate::host::clock::{Clock, Moment};
 use crate::host::config::Validated;
 use crate::host::journal::{Journal, JournalError};
 use crate::host::lifecycle::{self, Facts, Head, Stage, Step, Vouch};
+use crate::host::lockout;
 use crate::host::pipeline::{self, PipelineError};
 use crate::host::probation::{self, Observed, Probation};
 use crate::host::state::{DataDir, DataLock, HostState, RemoteState, StateError};
@@ -411,11 +412,13 @@ impl Agent {
                     Head::Refused
                 } else if rotation.is_some_and(|(head, keys)| {
                     refusal.is_about_signers()
-                        && pipeline::judge_rotation(
-                            &self.v.policy,
+                        && pipeline::judge(
+                            &lockout::with_keys(
+                                &self.v.policy,
+                                &lockout::rotation_trust(&self.v.remote, &keys),
+                            ),
                             Some(&poll.remote),
                             head,
-                            &keys,
                             poll.now.wall,
                         )
                         .is_ok()
