@@ -56,7 +56,7 @@ pub fn run(a: Args) -> Result<()> {
     // The operator takes over: a release on probation must not be rolled
     // back over the operator's fix by its watchdog.
     let watchdog = super::env::watchdog(v.config.lockout.watchdog);
-    if let Some(pr) = probation::end_by_operator(
+    if let Some(ended) = probation::end_by_operator(
         &data,
         v.remote.as_str(),
         &watchdog,
@@ -65,8 +65,11 @@ pub fn run(a: Args) -> Result<()> {
     )? {
         info!(
             "ended the probation of version {} (recorded in the audit log): the watchdog will not roll back this activation",
-            pr.version
+            ended.probation.version
         );
+        if let Some(w) = ended.audit_failed {
+            warn!("{w}");
+        }
     }
     let result = act.run(
         &act.args(&a.src),

@@ -178,7 +178,8 @@ fn report(json: bool, now: u64, res: &Result<Outcome, agent::AgentError>) {
         Ok(
             o @ (Outcome::Refused(_)
             | Outcome::ActivationFailed { .. }
-            | Outcome::RolledBack { .. }),
+            | Outcome::RolledBack { .. }
+            | Outcome::RollbackFailed { .. }),
         ) => {
             warn!("{o}")
         }
@@ -266,6 +267,11 @@ pub fn follow_loop(
         if let Ok(Outcome::Waiting { until, .. }) = &res {
             delay = delay.min(until.saturating_sub(now).max(1));
         }
+        // A release on probation gets several chances to be confirmed, and
+        // no store-error backoff runs past its deadline.
+        if let Some(d) = agent.probation_poll_delay() {
+            delay = delay.min(d);
+        }
         agent.finish_poll(
             now,
             &res,
@@ -279,9 +285,11 @@ pub fn follow_loop(
             Some(Once::Any) => {
                 return match res {
                     Ok(Outcome::Refused(r)) => Err(Rejected(r).into()),
-                    Ok(o @ (Outcome::ActivationFailed { .. } | Outcome::RolledBack { .. })) => {
-                        Err(anyhow::anyhow!("{o}"))
-                    }
+                    Ok(
+                        o @ (Outcome::ActivationFailed { .. }
+                        | Outcome::RolledBack { .. }
+                        | Outcome::RollbackFailed { .. }),
+                    ) => Err(anyhow::anyhow!("{o}")),
                     Ok(_) => Ok(()),
                     Err(e) => Err(e.into()),
                 };
@@ -295,6 +303,18 @@ pub fn follow_loop(
                 return Ok(());
             }
             _ => {}
+        }
+        // After a switch or a rollback (this agent's, or the watchdog's)
+        // this process runs another system's binary and config: restart
+        // with the running one's.
+        if exit_after_switch {
+            if let Some(now_running) = agent.system_changed() {
+                info!(
+                    "the running system is now {}; exiting so the service restarts with its npcnix and config",
+                    now_running.display()
+                );
+                return Err(RestartRequested.into());
+            }
         }
         if exit_after_switch
             && agent

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use npcnix::host::activate::Activator;
 use npcnix::host::clock::Clock;
-use npcnix::host::probation::{self, Why};
+use npcnix::host::probation::{self, Verdict, Why};
 use npcnix::host::state::DataDir;
 
 use super::env;
@@ -16,10 +16,12 @@ use super::env;
 #[command(
     about = "Lockout protection: roll back a release that was never confirmed",
     long_about = "Lockout protection. After switching to a release, the agent keeps the host on \
-probation: unless the new system's agent confirms (one successful poll of the store, and a passing \
-health check if configured) before the deadline, the release is rolled back and marked bad \
-(`unconfirmed`). The deadline is kept by a transient systemd timer that runs this command with the \
-npcnix binary that did the switch, so it works even when the new system has no working agent.\n\n\
+probation: unless the new system's agent confirms before the deadline (it accepts the store's head, \
+can run its activation program, and passes the health check if configured), the release is rolled \
+back: marked bad (`unconfirmed`), or retried with backoff when the new system reached nothing it \
+could verify (docs/lockout.md). The deadline is kept by a transient systemd timer that runs this \
+command with the npcnix binary that did the switch, so it works even when the new system has no \
+working agent.\n\n\
 `npcnix status` shows a pending probation.\n\nExample (what the timer runs):\n  npcnix probation \
 expire --data-dir /var/lib/npcnix --remote-name prod --version 42"
 )]
@@ -37,9 +39,13 @@ enum Sub {
 #[command(
     about = "Roll back the release on probation if its deadline passed unconfirmed",
     long_about = "Roll back the release on probation for a remote if its deadline has passed \
-without a confirmation (or at once with --now), mark it bad (`unconfirmed`) and record that in the \
-audit log. Nothing happens if the release was confirmed, superseded or is not due yet. The probation \
-watchdog's systemd timer runs this; run it by hand with --now to give up on a release early.\n\n\
+without a confirmation (or at once with --now, which always marks it bad), and record that in the \
+audit log. The release is marked bad (`unconfirmed`), or retried with backoff when the new system \
+reached nothing it could verify; a release that never ran (the switch never happened) only ends \
+its probation. If the rollback itself fails, the probation stays and the rollback is tried again \
+one probation period later (exit 1). Nothing happens if the release was confirmed, superseded or \
+is not due yet. The probation watchdog's systemd timer runs this; run it by hand with --now to \
+give up on a release early.\n\n\
 Example:\n  npcnix probation expire --data-dir /var/lib/npcnix --remote-name prod --now"
 )]
 struct ExpireArgs {
@@ -90,20 +96,44 @@ fn expire(a: ExpireArgs) -> Result<()> {
     let _lock = data.lock_wait()?;
     let why = if a.now { Why::ByHand } else { Why::Deadline };
     let undo = Activator::for_undo(env::nix());
-    let done =
-        probation::roll_back_locked(&data, remote.as_str(), a.version, &undo, &clock.now(), &why)?;
+    // Re-armed only if the rollback fails (the record names a timer unit).
+    let watchdog = env::watchdog(npcnix::host::config::WatchdogKind::SystemdRun);
+    let done = probation::roll_back_locked(
+        &data,
+        remote.as_str(),
+        a.version,
+        &undo,
+        &watchdog,
+        &clock.now(),
+        &why,
+    )?;
+    let (verdict, retry_at, next_attempt) = match done.as_ref().map(|r| r.verdict) {
+        None => (None, None, None),
+        Some(Verdict::Bad) => (Some("marked-bad"), None, None),
+        Some(Verdict::Retry { at }) => (Some("retried"), Some(at), None),
+        Some(Verdict::NotSwitched) => (Some("never-switched"), None, None),
+        Some(Verdict::Undone) => (Some("undone"), None, None),
+        Some(Verdict::Failed { next_attempt }) => {
+            (Some("rollback-failed"), None, Some(next_attempt))
+        }
+    };
     if a.json {
         super::common::print_json(&serde_json::json!({
             "remote": remote.as_str(),
             "rolled_back": done.as_ref().map(|r| r.version),
             "result": done.as_ref().map(|r| &r.detail),
-            "retry_at": done.as_ref().and_then(|r| r.retry_at),
+            "verdict": verdict,
+            "retry_at": retry_at,
+            "next_attempt": next_attempt,
         }));
     }
     match done {
         Some(rb) => {
+            if let Some(w) = &rb.audit_failed {
+                warn!("{w}");
+            }
             info!("version {} of {remote}: {}", rb.version, rb.detail);
-            if rb.failed {
+            if let Verdict::Failed { .. } = rb.verdict {
                 anyhow::bail!(
                     "the rollback of version {} failed; see the audit log",
                     rb.version

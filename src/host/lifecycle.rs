@@ -28,8 +28,8 @@
 
 use crate::host::clock::Moment;
 use crate::host::outcome::Outcome;
-use crate::host::probation::{Observed, Probation};
-use crate::host::state::RemoteState;
+use crate::host::probation::{Observed, Probation, MAX_RETRY_DELAY};
+use crate::host::state::{RemoteState, Retry};
 use crate::verify::Seen;
 
 /// Everything a decision depends on.
@@ -106,6 +106,8 @@ pub enum Vouch {
 pub enum Observation {
     Unreachable,
     Refused,
+    /// Its own policy refuses the release it runs.
+    RefusedOwn,
 }
 
 /// What the agent does next.
@@ -180,6 +182,11 @@ pub fn decide(f: &Facts<'_>) -> Step {
                 note: Some(Observation::Refused),
             }
         }
+        Head::RefusesProbation if vouching => {
+            return Step::Fail {
+                note: Some(Observation::RefusedOwn),
+            }
+        }
         Head::Behind
         | Head::Rotated
         | Head::RefusesProbation
@@ -190,8 +197,11 @@ pub fn decide(f: &Facts<'_>) -> Step {
         return Step::Confirm;
     }
     let version = seen.version;
+    // A `next_at` further ahead than any backoff is a wall-clock step back:
+    // due now.
+    let waiting = |t: &Retry| now < t.next_at && t.next_at - now <= MAX_RETRY_DELAY;
     if let (Some(t), Some(o)) = (&r.retry, f.observed) {
-        if o.version == t.version && !o.store_refused() && now < t.next_at {
+        if o.version == t.version && o.convictable() && waiting(t) {
             return Step::Convict;
         }
     }
@@ -206,7 +216,7 @@ pub fn decide(f: &Facts<'_>) -> Step {
         });
     }
     if let Some(t) = r.retry.as_ref().filter(|t| t.version == version) {
-        if now < t.next_at {
+        if waiting(t) {
             return Step::End(Outcome::Backoff {
                 version,
                 until: t.next_at,

@@ -47,6 +47,14 @@ pub enum Outcome {
         reason: String,
         retry_at: Option<u64>,
     },
+    /// A release on probation was to be undone and the rollback failed: the
+    /// probation stays (nothing else is applied) and the rollback is tried
+    /// again at `next_attempt`.
+    RollbackFailed {
+        version: u64,
+        reason: String,
+        next_attempt: u64,
+    },
     /// A stop signal arrived before the next step; nothing was activated.
     Interrupted,
     /// The release verified, and this host's slot in its signed rollout
@@ -77,6 +85,7 @@ impl Outcome {
             Outcome::Backoff { .. } => "backoff",
             Outcome::ActivationFailed { .. } => "activation-failed",
             Outcome::RolledBack { .. } => "rolled-back",
+            Outcome::RollbackFailed { .. } => "rollback-failed",
             Outcome::Interrupted => "interrupted",
             Outcome::Waiting { .. } => "waiting",
             Outcome::AwaitingConfirmation { .. } => "awaiting-confirmation",
@@ -87,7 +96,10 @@ impl Outcome {
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
-            Outcome::Refused(_) | Outcome::ActivationFailed { .. } | Outcome::RolledBack { .. }
+            Outcome::Refused(_)
+                | Outcome::ActivationFailed { .. }
+                | Outcome::RolledBack { .. }
+                | Outcome::RollbackFailed { .. }
         )
     }
 
@@ -100,6 +112,7 @@ impl Outcome {
             | Outcome::Backoff { version, .. }
             | Outcome::ActivationFailed { version, .. }
             | Outcome::RolledBack { version, .. }
+            | Outcome::RollbackFailed { version, .. }
             | Outcome::Waiting { version, .. }
             | Outcome::AwaitingConfirmation { version, .. } => Some(*version),
             _ => None,
@@ -148,6 +161,15 @@ impl std::fmt::Display for Outcome {
                 f,
                 "version {version} rolled back, to be retried from {}: {reason}",
                 rfc3339(*at)
+            ),
+            Outcome::RollbackFailed {
+                version,
+                reason,
+                next_attempt,
+            } => write!(
+                f,
+                "ROLLBACK of version {version} FAILED, tried again at {}: {reason}",
+                rfc3339(*next_attempt)
             ),
             Outcome::Interrupted => write!(f, "interrupted by a stop signal"),
             Outcome::Waiting { version, until } => write!(

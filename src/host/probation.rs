@@ -11,12 +11,21 @@
 //! agent at its next start after a reboot) rolls back with
 //! [`roll_back_locked`].
 //!
-//! What the new system's agent observed while it could not confirm is kept
-//! beside the record ([`Observed`], `<remote>.observed.json`: a separate file
-//! so the record the watchdog reads is only ever written by the binary that
-//! armed it). It decides what a rollback at the deadline means: a new
-//! system that reached nothing it could verify is retried with backoff
-//! rather than marked bad for ever.
+//! Two files beside the record keep what the round-2 record format has no
+//! field for, so the record stays readable by every npcnix that may run the
+//! watchdog or the agent after a rollback or a downgrade (they refuse
+//! unknown fields):
+//! * `<remote>.armed.json` ([`Armed`]), written with the record by whoever
+//!   arms a watchdog: the deadline on the boot clock and a key rotation's
+//!   previous keys. A record without it was armed by an older npcnix.
+//! * `<remote>.observed.json` ([`Observed`]), written by the new system's
+//!   agent while it cannot confirm: what it saw instead of a verifiable
+//!   head. It decides what a rollback at the deadline means: a new system
+//!   that reached nothing it could verify is retried with backoff rather
+//!   than marked bad for ever (D103).
+//!
+//! All three are read tolerantly (unknown fields are ignored), so a later
+//! npcnix can add to them without stranding this one.
 
 use std::fs;
 use std::io::{self, Read};
@@ -31,6 +40,7 @@ use crate::host::clock::{BootTime, Deadline, Moment};
 use crate::host::config::ActivationMode;
 use crate::host::journal::Journal;
 use crate::host::state::{BadRelease, DataDir, Retry, StateError};
+use crate::host::watchdog::Watchdog;
 use crate::verify::Seen;
 
 pub const PROBATION_FORMAT: &str = "npcnix-probation/v1";
@@ -46,7 +56,6 @@ pub fn retry_delay(attempts: u32) -> u64 {
 /// hands the host to other keys (a key rotation, docs/lockout.md): the new
 /// system's agent accepts exactly that release with it, nothing else.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RotationKey {
     /// The `RW...` line of the key's `.pub` file.
     pub public_key: String,
@@ -54,9 +63,9 @@ pub struct RotationKey {
     pub not_after: Option<u64>,
 }
 
-/// A release applied but not yet confirmed.
+/// A release applied but not yet confirmed: the record (`<remote>.json`,
+/// the round-2 format) with what [`Armed`] adds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Probation {
     pub format: String,
     pub remote: String,
@@ -67,10 +76,6 @@ pub struct Probation {
     /// judged after a reboot). `None` while a `boot` release waits for the
     /// reboot that starts it.
     pub deadline: Option<u64>,
-    /// The same deadline on the boot clock, judged within the boot it was
-    /// set in (a clock step does not move it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deadline_boot: Option<BootTime>,
     pub probation_secs: u64,
     /// The boot the release was applied in (`/proc/sys/kernel/random/boot_id`).
     #[serde(default)]
@@ -85,9 +90,33 @@ pub struct Probation {
     /// The inspected system, when the release was built before switching.
     #[serde(default)]
     pub system: Option<PathBuf>,
+    /// The same deadline on the boot clock, judged within the boot it was
+    /// set in (a clock step does not move it). From [`Armed`].
+    #[serde(skip)]
+    pub deadline_boot: Option<BootTime>,
     /// A key rotation: the keys of the system before, which signed this
-    /// release and which the new system no longer trusts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// release and which the new system no longer trusts. From [`Armed`].
+    #[serde(skip)]
+    pub rotation_keys: Vec<RotationKey>,
+    /// Armed by an npcnix that kept no [`Armed`] file (before D102): its
+    /// confirmation follows the rule of that time for refusals about the
+    /// signers of the release itself.
+    #[serde(skip)]
+    pub legacy: bool,
+}
+
+/// What the record's format has no field for (`<remote>.armed.json`),
+/// written with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Armed {
+    pub version: u64,
+    pub statement: Digest,
+    /// The record's wall-clock deadline this boot-clock deadline belongs to.
+    #[serde(default)]
+    pub deadline: Option<u64>,
+    #[serde(default)]
+    pub deadline_boot: Option<BootTime>,
+    #[serde(default)]
     pub rotation_keys: Vec<RotationKey>,
 }
 
@@ -172,6 +201,12 @@ fn read_bounded(p: &std::path::Path) -> Result<Option<Vec<u8>>, StateError> {
     Ok(Some(bytes))
 }
 
+fn armed_path(data: &DataDir, remote: &str) -> PathBuf {
+    data.root
+        .join("probation")
+        .join(format!("{remote}.armed.json"))
+}
+
 /// The probation of `remote`, if any. A record that cannot be read is an
 /// error: nobody could tell whether the running system was confirmed.
 pub fn load(data: &DataDir, remote: &str) -> Result<Option<Probation>, StateError> {
@@ -191,12 +226,22 @@ pub fn load(data: &DataDir, remote: &str) -> Result<Option<Probation>, StateErro
     if bytes.len() as u64 > PROBATION_MAX_BYTES {
         return Err(corrupt("probation record is too large".into()));
     }
-    let pr: Probation = serde_json::from_slice(&bytes)
+    let mut pr: Probation = serde_json::from_slice(&bytes)
         .map_err(|e| corrupt(format!("probation record is not valid: {e}")))?;
     if pr.format != PROBATION_FORMAT || pr.remote != remote {
         return Err(corrupt(
             "probation record is for another format or remote".into(),
         ));
+    }
+    let armed: Option<Armed> = read_bounded(&armed_path(data, remote))?
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|a: &Armed| a.version == pr.version && a.statement == pr.statement);
+    match armed {
+        Some(a) => {
+            pr.deadline_boot = a.deadline_boot.filter(|_| a.deadline == pr.deadline);
+            pr.rotation_keys = a.rotation_keys;
+        }
+        None => pr.legacy = true,
     }
     Ok(Some(pr))
 }
@@ -224,14 +269,29 @@ fn remove_durably(data: &DataDir, p: &std::path::Path) -> Result<(), StateError>
     }
 }
 
-/// Records (durably) or clears the probation of `remote`.
+/// Records (durably) or clears the probation of `remote`: [`Armed`] first,
+/// then the record (a crash between leaves an [`Armed`] that does not match
+/// the record's deadline, and its boot clock is not used).
 pub fn save(data: &DataDir, remote: &str, pr: Option<&Probation>) -> Result<(), StateError> {
     match pr {
         // The removal is made durable: a confirmation lost to a power cut
         // would bring the record back, and the next start would roll back
         // (and mark bad) a release that was confirmed.
-        None => remove_durably(data, &path(data, remote)),
-        Some(pr) => write_json(data, &path(data, remote), pr),
+        None => {
+            remove_durably(data, &path(data, remote))?;
+            remove_durably(data, &armed_path(data, remote))
+        }
+        Some(pr) => {
+            let armed = Armed {
+                version: pr.version,
+                statement: pr.statement,
+                deadline: pr.deadline,
+                deadline_boot: pr.deadline_boot.clone(),
+                rotation_keys: pr.rotation_keys.clone(),
+            };
+            write_json(data, &armed_path(data, remote), &armed)?;
+            write_json(data, &path(data, remote), pr)
+        }
     }
 }
 
@@ -240,14 +300,21 @@ pub fn save(data: &DataDir, remote: &str, pr: Option<&Probation>) -> Result<(), 
 /// refused (bytes that were not the release on probation). Kept after a
 /// rollback while the release waits for its retry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Observed {
     pub version: u64,
     pub statement: Digest,
+    /// Polls without an answer the new system could judge (the store
+    /// failed, denied access or did not have `latest`).
     #[serde(default)]
     pub unreachable: u32,
+    /// Polls whose answer it refused that were not the release on
+    /// probation as signed (garbage, another head, a re-signed copy).
     #[serde(default)]
     pub refused: u32,
+    /// Polls where its policy refused the release on probation itself: not
+    /// the store's doing, so they never earn a retry.
+    #[serde(default)]
+    pub refused_own: u32,
 }
 
 impl Observed {
@@ -258,12 +325,6 @@ impl Observed {
         }
     }
 
-    /// The rollback was the store's doing (it served something the new
-    /// system refused): only that, never the new system's own network.
-    pub fn store_refused(&self) -> bool {
-        self.refused > 0
-    }
-
     /// Nothing observed yet, about `seen`.
     pub fn new(seen: Seen) -> Observed {
         Observed {
@@ -271,11 +332,22 @@ impl Observed {
             statement: seen.statement,
             unreachable: 0,
             refused: 0,
+            refused_own: 0,
         }
     }
 
-    pub fn any(&self) -> bool {
-        self.unreachable > 0 || self.refused > 0
+    /// The new system reached nothing it could verify, and never refused
+    /// the release it runs: a rollback at the deadline earns a retry.
+    pub fn store_at_fault(&self) -> bool {
+        (self.unreachable > 0 || self.refused > 0) && self.refused_own == 0
+    }
+
+    /// The old system, back in place, may convict the release if it
+    /// verifies the store during the backoff: the new system got no answer
+    /// at all, in more than one poll (one failed poll right after a switch
+    /// is the network settling).
+    pub fn convictable(&self) -> bool {
+        self.store_at_fault() && self.refused == 0 && self.unreachable >= 2
     }
 }
 
@@ -300,6 +372,16 @@ pub fn save_observed(
     }
 }
 
+/// Most times a release is retried after rollbacks the store caused (the
+/// new system reached nothing it could verify); the next such rollback
+/// marks it bad. Bounds a store (or a proxy on the new system's path) that
+/// serves garbage through every probation window.
+pub const MAX_STORE_RETRIES: u32 = 5;
+
+/// The longest a retry waits ([`retry_delay`]'s cap): a `next_at` further
+/// ahead than this is a wall-clock step back, and counts as due.
+pub const MAX_RETRY_DELAY: u64 = 3600;
+
 /// Why a release on probation is rolled back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Why {
@@ -307,10 +389,32 @@ pub enum Why {
     Deadline,
     /// An operator gave up on it (`npcnix probation expire --now`).
     ByHand,
-    /// The health check failed when the new system's agent confirmed.
+    /// The health check failed (right after the switch, or when the new
+    /// system's agent confirmed).
     Unhealthy(String),
     /// The new system cannot apply its next release (the probe failed).
     CannotActivate(String),
+    /// The switch failed after changing the system: undone, and the caller
+    /// records the failed activation (retried with backoff).
+    SwitchFailed(String),
+}
+
+/// What became of the release after the rollback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Marked bad: never applied again.
+    Bad,
+    /// Retried from `at` (the new system reached nothing it could verify).
+    Retry { at: u64 },
+    /// No verdict: the switch failed and was undone (the caller records an
+    /// activation failure).
+    Undone,
+    /// The release never ran (the agent stopped between arming and
+    /// switching): the probation ended, the release is applied again.
+    NotSwitched,
+    /// The rollback itself failed: the probation stays, and the rollback is
+    /// tried again at `next_attempt` (no release is applied meanwhile).
+    Failed { next_attempt: u64 },
 }
 
 /// What a rollback did.
@@ -319,48 +423,87 @@ pub struct RolledBack {
     pub version: u64,
     /// What happened, in the audit log's words.
     pub detail: String,
-    /// Retried from then on (the new system reached nothing it could
-    /// verify); `None`: marked bad.
-    pub retry_at: Option<u64>,
-    /// The rollback command itself failed.
-    pub failed: bool,
+    pub verdict: Verdict,
+    /// The audit log could not be written (a warning to show).
+    pub audit_failed: Option<String>,
 }
 
 /// Undoes the release on probation for `remote` if its deadline has passed
 /// (or at once, for every [`Why`] but the deadline): rolls the system back
-/// as recorded when it was armed, makes the previous release the active
-/// one again, clears the record and audits it. The release is marked bad,
-/// unless the new system's agent saw only a store it could not verify: then
-/// it is retried with backoff (docs/lockout.md, "No confirmation"). The
-/// caller holds the data dir lock. `None`: nothing to do (confirmed
-/// meanwhile, another version, not yet expired).
+/// as recorded when it was armed, checks it arrived, makes the previous
+/// release the active one again, clears the record and audits it; the
+/// release gets its [`Verdict`] (docs/lockout.md, "No confirmation"). A
+/// rollback that fails keeps the record, restarts its deadline and re-arms
+/// the `watchdog`, so it is tried again. The caller holds the data dir
+/// lock. `None`: nothing to do (confirmed meanwhile, another version, not
+/// yet expired).
 pub fn roll_back_locked(
     data: &DataDir,
     remote: &str,
     only_version: Option<u64>,
     activation: &dyn Activation,
+    watchdog: &dyn Watchdog,
     now: &Moment,
     why: &Why,
 ) -> Result<Option<RolledBack>, StateError> {
-    let Some(pr) = load(data, remote)? else {
+    let Some(mut pr) = load(data, remote)? else {
         return Ok(None);
     };
     if only_version.is_some_and(|v| v != pr.version) || (*why == Why::Deadline && !pr.expired(now))
     {
         return Ok(None);
     }
+    let journal = Journal::new(data, remote);
+    let seen = pr.seen();
+    let audit = |event: &str, detail: &str| {
+        let mut ev = journal.event(now.wall, event);
+        ev.version = Some(seen.version);
+        ev.statement = Some(seen.statement.to_hex());
+        ev.detail = Some(detail.to_owned());
+        journal.append(&ev).err().map(|e| e.to_string())
+    };
+    let restore = pr.rollback.restore.clone();
+    // Stopped between arming and switching: the release never ran, and
+    // rolling back now would step one generation *behind* the running
+    // system. End the probation without a verdict; the release is applied
+    // again (a rollback asked for by hand still marks it bad).
+    if let (Some(r), Why::Deadline) = (&restore, why) {
+        if r.holds() {
+            let detail = format!(
+                "version {} never ran: {} is still {}, the system from before it; the probation ended without a verdict and the release is applied again",
+                pr.version,
+                r.link.display(),
+                r.target.display()
+            );
+            let mut st = data.load()?;
+            let rs = st.remote_mut(remote);
+            if rs.active == Some(pr.seen()) {
+                rs.active = pr.previous_active;
+                data.save(&st)?;
+            }
+            save(data, remote, None)?;
+            save_observed(data, remote, None)?;
+            return Ok(Some(RolledBack {
+                version: pr.version,
+                audit_failed: audit("probation-ended", &detail),
+                detail,
+                verdict: Verdict::NotSwitched,
+            }));
+        }
+    }
     let env = [
         ("NPCNIX_REMOTE", remote.to_owned()),
         ("NPCNIX_VERSION", pr.version.to_string()),
         ("NPCNIX_STATEMENT", pr.statement.to_hex()),
     ];
-    let note = match &pr.rollback.restore {
-        // Stopped between arming and switching: rolling back now would step
-        // one generation *behind* the system that runs.
-        Some(r) if r.holds() => format!(
-            "nothing to undo: {} is still {}, the system from before the release",
-            r.link.display(),
-            r.target.display()
+    let (note, undone) = match &restore {
+        Some(r) if r.holds() => (
+            format!(
+                "nothing to undo: {} is still {}, the system from before the release",
+                r.link.display(),
+                r.target.display()
+            ),
+            true,
         ),
         // `nixos-rebuild test --rollback` activates the generation before
         // the profile's current one, one older than what ran before a
@@ -370,49 +513,89 @@ pub fn roll_back_locked(
         }
         Some(r) => checked(activation.undo(&pr.rollback, &env), r),
         None => match activation.undo(&pr.rollback, &env) {
-            Ok(()) => "rolled back to the previous generation".to_owned(),
-            Err(e) => format!("ROLLBACK FAILED: {e}"),
+            Ok(()) => ("rolled back to the previous generation".to_owned(), true),
+            Err(e) => (format!("ROLLBACK FAILED: {e}"), false),
         },
     };
-    let observed = load_observed(data, remote).filter(|o| o.seen() == pr.seen() && o.any());
+    let observed = load_observed(data, remote).filter(|o| o.seen() == pr.seen());
     let reason = match why {
         Why::Deadline => match &observed {
-            Some(o) => format!(
+            Some(o) if o.refused_own > 0 => format!(
+                "unconfirmed: the new system refuses the release it runs ({} poll(s))",
+                o.refused_own
+            ),
+            Some(o) if o.store_at_fault() => format!(
                 "unconfirmed: in {} poll(s) before the deadline the new system reached nothing it could verify ({} without an answer, {} refused)",
                 o.unreachable + o.refused,
                 o.unreachable,
                 o.refused
             ),
-            None => format!(
+            _ => format!(
                 "unconfirmed: no successful poll within {}s of the switch",
                 pr.probation_secs
             ),
         },
         Why::ByHand => "unconfirmed: rolled back by hand (`npcnix probation expire --now`)".into(),
-        Why::Unhealthy(w) => format!("unconfirmed: health check failed during probation: {w}"),
+        Why::Unhealthy(w) => format!("health check failed: {w}"),
         Why::CannotActivate(w) => {
             format!("unconfirmed: the new system could not apply its next release: {w}")
         }
+        Why::SwitchFailed(w) => format!("the switch failed after changing the system: {w}"),
     };
+    if !undone {
+        // The system is not back: keep the probation (nothing else is
+        // applied meanwhile) and try again after another period.
+        pr.start(now);
+        if pr.watchdog_unit.is_some() {
+            let target = crate::host::watchdog::Target {
+                data: &data.root,
+                remote,
+                version: pr.version,
+                replaces: pr.watchdog_unit.as_deref(),
+            };
+            if let Ok(unit) = watchdog.arm(&target, pr.probation_secs) {
+                pr.watchdog_unit = unit;
+            }
+        }
+        save(data, remote, Some(&pr))?;
+        let next_attempt = pr.deadline.unwrap_or(now.wall);
+        let detail = format!(
+            "{reason}; {note}; the probation stays and the rollback is tried again at {}",
+            crate::format::time::rfc3339(next_attempt)
+        );
+        return Ok(Some(RolledBack {
+            version: pr.version,
+            audit_failed: audit("rolled-back", &detail),
+            detail,
+            verdict: Verdict::Failed { next_attempt },
+        }));
+    }
     let mut st = data.load()?;
     let rs = st.remote_mut(remote);
-    let retry_at = match (why, &observed) {
-        (Why::Deadline, Some(_)) => {
-            let attempts = rs
-                .retry
-                .as_ref()
-                .filter(|r| r.version == pr.version)
-                .map_or(0, |r| r.attempts)
-                + 1;
-            let at = now.wall.saturating_add(retry_delay(attempts));
+    let attempts = rs
+        .retry
+        .as_ref()
+        .filter(|r| r.version == pr.version)
+        .map_or(0, |r| r.attempts)
+        + 1;
+    let verdict = match (why, &observed) {
+        (Why::SwitchFailed(_), _) => Verdict::Undone,
+        (Why::Deadline, Some(o)) if o.store_at_fault() && attempts <= MAX_STORE_RETRIES => {
+            Verdict::Retry {
+                at: now.wall.saturating_add(retry_delay(attempts)),
+            }
+        }
+        _ => Verdict::Bad,
+    };
+    match verdict {
+        Verdict::Retry { at } => {
             rs.retry = Some(Retry {
                 version: pr.version,
                 attempts,
                 next_at: at,
-            });
-            Some(at)
+            })
         }
-        _ => {
+        Verdict::Bad => {
             if !rs.is_bad(&pr.seen()) {
                 rs.bad.push(BadRelease {
                     version: pr.version,
@@ -422,55 +605,64 @@ pub fn roll_back_locked(
                 });
             }
             rs.retry = None;
-            None
         }
-    };
+        _ => {}
+    }
     if rs.active == Some(pr.seen()) {
         rs.active = pr.previous_active;
     }
     data.save(&st)?;
     save(data, remote, None)?;
-    if retry_at.is_none() {
+    if !matches!(verdict, Verdict::Retry { .. }) {
         save_observed(data, remote, None)?;
     }
-    let detail = match (retry_at, &observed) {
-        (Some(at), Some(o)) if o.store_refused() => format!(
-            "{reason}; {note}; the store served what the new system refused, so the release is retried from {}",
+    let detail = match (verdict, &observed) {
+        (Verdict::Retry { at }, Some(o)) if !o.convictable() => format!(
+            "{reason}; {note}; the store did not serve what the new system could verify, so the release is retried from {} (attempt {attempts} of {MAX_STORE_RETRIES})",
             crate::format::time::rfc3339(at)
         ),
-        (Some(at), _) => format!(
-            "{reason}; {note}; retried from {}, unless this system reaches and verifies the store before then (then the new system could not, and the release is marked bad)",
+        (Verdict::Retry { at }, _) => format!(
+            "{reason}; {note}; retried from {} (attempt {attempts} of {MAX_STORE_RETRIES}), unless this system reaches and verifies the store before then (then the new system could not, and the release is marked bad)",
             crate::format::time::rfc3339(at)
         ),
-        (None, _) => format!("{reason}; {note}"),
+        (Verdict::Bad, Some(o)) if o.store_at_fault() => format!(
+            "{reason}; {note}; marked bad after {MAX_STORE_RETRIES} retries"
+        ),
+        _ => format!("{reason}; {note}"),
     };
-    let journal = Journal::new(data, remote);
-    let mut ev = journal.event(now.wall, "rolled-back");
-    ev.version = Some(pr.version);
-    ev.statement = Some(pr.statement.to_hex());
-    ev.detail = Some(detail.clone());
-    let _ = journal.append(&ev);
     Ok(Some(RolledBack {
         version: pr.version,
-        failed: detail.contains("ROLLBACK FAILED"),
+        audit_failed: audit("rolled-back", &detail),
         detail,
-        retry_at,
+        verdict,
     }))
 }
 
-/// What a rollback towards `r` achieved, in the audit log's words.
-fn checked(res: Result<(), ActivationError>, r: &RestorePoint) -> String {
+/// What a rollback towards `r` achieved, in the audit log's words, and
+/// whether the system is back.
+fn checked(res: Result<(), ActivationError>, r: &RestorePoint) -> (String, bool) {
     match res {
-        Err(e) => format!("ROLLBACK FAILED: {e}"),
-        Ok(()) if r.holds() => format!("rolled back to {}", r.target.display()),
-        Ok(()) => format!(
-            "ROLLBACK INCOMPLETE: {} is {}, not {} as before the release",
-            r.link.display(),
-            fs::canonicalize(&r.link)
-                .map_or_else(|e| format!("unreadable ({e})"), |t| t.display().to_string()),
-            r.target.display()
+        Err(e) => (format!("ROLLBACK FAILED: {e}"), false),
+        Ok(()) if r.holds() => (format!("rolled back to {}", r.target.display()), true),
+        Ok(()) => (
+            format!(
+                "ROLLBACK INCOMPLETE: {} is {}, not {} as before the release",
+                r.link.display(),
+                fs::canonicalize(&r.link)
+                    .map_or_else(|e| format!("unreadable ({e})"), |t| t.display().to_string()),
+                r.target.display()
+            ),
+            false,
         ),
     }
+}
+
+/// A probation an operator ended.
+#[derive(Clone, Debug)]
+pub struct Ended {
+    pub probation: Probation,
+    /// The audit log could not be written (a warning to show).
+    pub audit_failed: Option<String>,
 }
 
 /// Ends the probation of `remote` without a verdict on the release, because
@@ -481,10 +673,10 @@ fn checked(res: Result<(), ActivationError>, r: &RestorePoint) -> String {
 pub fn end_by_operator(
     data: &DataDir,
     remote: &str,
-    watchdog: &dyn crate::host::watchdog::Watchdog,
+    watchdog: &dyn Watchdog,
     now: u64,
     what: &str,
-) -> Result<Option<Probation>, StateError> {
+) -> Result<Option<Ended>, StateError> {
     let Some(pr) = load(data, remote)? else {
         return Ok(None);
     };
@@ -505,6 +697,9 @@ pub fn end_by_operator(
         "{what}: version {} is no longer on probation (nothing will roll it back); {timer}",
         pr.version
     ));
-    let _ = journal.append(&ev);
-    Ok(Some(pr))
+    let audit_failed = journal.append(&ev).err().map(|e| e.to_string());
+    Ok(Some(Ended {
+        probation: pr,
+        audit_failed,
+    }))
 }

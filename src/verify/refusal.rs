@@ -148,6 +148,20 @@ impl Refusal {
         )
     }
 
+    /// A refusal of the signed statement's content by the host's policy
+    /// (expiry, dating, the version floor): reached only once the
+    /// signatures verified, so the same bytes are refused whoever serves
+    /// them.
+    pub fn is_about_signed_content(&self) -> bool {
+        matches!(
+            self,
+            Refusal::Expired { .. }
+                | Refusal::ExpiryRequired
+                | Refusal::FutureDated { .. }
+                | Refusal::BelowFloor { .. }
+        )
+    }
+
     /// The one-line form every surface prints: `rejected (CHECK): MESSAGE`.
     pub fn line(&self) -> String {
         format!("rejected ({}): {self}", self.check())

@@ -22,7 +22,7 @@ use crate::host::config::ActivationMode;
 use crate::host::lockout::{self, Inspection};
 use crate::host::outcome::Outcome;
 use crate::host::pipeline::{self, PipelineError};
-use crate::host::probation::{self, retry_delay, Probation, PROBATION_FORMAT};
+use crate::host::probation::{self, retry_delay, Probation, Why, PROBATION_FORMAT};
 use crate::host::state::{BadRelease, Retry, StateError};
 use crate::host::watchdog::Target;
 use crate::verify::VerifiedRelease;
@@ -30,12 +30,18 @@ use crate::verify::VerifiedRelease;
 /// Why an activation stage ended the poll.
 pub(super) enum Halt {
     Done(Outcome),
-    State(StateError),
+    Error(PipelineError),
 }
 
 impl From<StateError> for Halt {
     fn from(e: StateError) -> Self {
-        Halt::State(e)
+        Halt::Error(e.into())
+    }
+}
+
+impl From<PipelineError> for Halt {
+    fn from(e: PipelineError) -> Self {
+        Halt::Error(e)
     }
 }
 
@@ -122,7 +128,7 @@ impl Agent {
         };
         match self.activate(poll, placed) {
             Ok(o) | Err(Halt::Done(o)) => Ok(o),
-            Err(Halt::State(e)) => Err(e.into()),
+            Err(Halt::Error(e)) => Err(e),
         }
     }
 
@@ -292,6 +298,7 @@ impl Agent {
             watchdog_unit: None,
             system: i.system,
             rotation_keys: i.verdict.rotation_keys,
+            legacy: false,
         };
         // A `boot` release's probation starts in the boot that runs it.
         if mode != ActivationMode::Boot {
@@ -313,7 +320,8 @@ impl Agent {
             match self.watchdog.arm(&target, secs) {
                 Ok(unit) => pr.watchdog_unit = unit,
                 Err(e) => {
-                    let _ = probation::save(&self.data, self.remote(), None);
+                    probation::save(&self.data, self.remote(), None)?;
+                    poll.probation = None;
                     return Err(self.failed(
                         poll,
                         &p.release,
@@ -339,13 +347,46 @@ impl Agent {
         (self.hooks.fault)(FaultPoint::AfterArm);
         let failure = self.activation.apply(&p.plan, &p.dir, &p.env).err();
         (self.hooks.fault)(FaultPoint::AfterActivate);
-        if let Some(e) = failure {
+        let Some(e) = failure else {
+            return Ok(Switched {
+                probation: a.probation,
+            });
+        };
+        // A switch can fail after it changed the system (a unit that did
+        // not start): if the system from before is gone, undo the release
+        // as its probation records, and only then count the failure.
+        let changed = a
+            .probation
+            .as_ref()
+            .and_then(|pr| pr.rollback.restore.as_ref())
+            .is_some_and(|r| !r.holds());
+        if !changed {
             self.end_probation(poll, a.probation.as_ref());
             return Err(self.failed(poll, &p.release, e.to_string()));
         }
-        Ok(Switched {
-            probation: a.probation,
-        })
+        let version = p.release.version();
+        let undo = self.roll_back_now(poll, version, &Why::SwitchFailed(e.to_string()))?;
+        self.reload(poll)?;
+        match undo {
+            Some(o) => Err(Halt::Done(o)),
+            None => Err(self.failed(
+                poll,
+                &p.release,
+                format!("{e}; the system it had changed was rolled back"),
+            )),
+        }
+    }
+
+    /// Reads the state and the probation again (a rollback wrote them).
+    fn reload(&self, poll: &mut Poll) -> Result<(), StateError> {
+        poll.state = self.data.load()?;
+        poll.remote = poll
+            .state
+            .remote(self.remote())
+            .cloned()
+            .unwrap_or_default();
+        poll.probation = probation::load(&self.data, self.remote())?;
+        Ok(())
     }
 
     /// The health check right after a switch: failing it rolls back at
@@ -360,6 +401,21 @@ impl Agent {
         };
         let now = poll.now.wall;
         self.audit_release("health-check-failed", &p.release, Some(reason.clone()), now);
+        if let Some(pr) = &s.probation {
+            // Undone exactly as the probation records (the restore point,
+            // `test` mode's exact system), and checked to have arrived.
+            let undo = self.roll_back_now(poll, pr.version, &Why::Unhealthy(reason))?;
+            self.reload(poll)?;
+            return Err(match undo {
+                Some(o) => Halt::Done(o),
+                None => Halt::from(StateError::Io {
+                    path: self.data.root.join("probation"),
+                    source: std::io::Error::other(
+                        "the probation record vanished during the health check",
+                    ),
+                }),
+            });
+        }
         let rb_note = match self.activation.roll_back(&p.plan, &p.env) {
             Ok(()) => "rolled back to the previous generation".to_owned(),
             Err(e) => format!("ROLLBACK FAILED: {e}"),
@@ -479,7 +535,7 @@ impl Agent {
             });
         }
         if let Err(e) = self.data.save(&poll.state) {
-            return Halt::State(e);
+            return Halt::from(e);
         }
         self.audit_release(
             if marked_bad {

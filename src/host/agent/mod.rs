@@ -135,6 +135,8 @@ pub struct Agent {
     fetching: AtomicBool,
     /// Set once the store refused a receipt as unsupported (read-only).
     receipts_unsupported: AtomicBool,
+    /// The running system when this agent started (`current-system`).
+    started_in: Option<PathBuf>,
 }
 
 /// The parts an [`Agent`] is built from.
@@ -202,13 +204,14 @@ impl Agent {
             activation: p.activation,
             watchdog: p.watchdog,
             clock: p.clock,
-            run_dir: p.run_dir,
             stop: p.stop,
             hooks: p.hooks,
             fetcher: p.fetcher,
             trust_dir: p.trust_dir,
             fetching: AtomicBool::new(false),
             receipts_unsupported: AtomicBool::new(false),
+            started_in: std::fs::canonicalize(p.run_dir.join("current-system")).ok(),
+            run_dir: p.run_dir,
         }
     }
 
@@ -335,11 +338,7 @@ impl Agent {
                     if let Some(n) = note {
                         self.note(&mut poll, n);
                     }
-                    return Err(poll.failure.take().unwrap_or_else(|| {
-                        PipelineError::io("judging the head")(std::io::Error::other(
-                            "no verdict was kept",
-                        ))
-                    }));
+                    return Err(poll.failure.take().unwrap_or_else(|| no_stage("judging")));
                 }
                 Step::Descend => self.descend(&mut poll)?,
                 Step::Download => {
@@ -349,9 +348,7 @@ impl Agent {
                 }
                 Step::Install => {
                     let Some(StageData::Downloaded(d, plan)) = poll.stage.take() else {
-                        return Err(PipelineError::io("installing")(std::io::Error::other(
-                            "no downloaded release",
-                        )));
+                        return Err(no_stage("installing"));
                     };
                     return self.install(&mut poll, d, plan);
                 }
@@ -368,8 +365,14 @@ impl Agent {
             Ok(h) => h,
             Err(PipelineError::State(e)) => return Err(e.into()),
             Err(e) => {
+                // No answer to judge (the store failed, denied access, has
+                // no `latest`): unreachable. An answer against the protocol,
+                // or one too large, is something the store served: refused.
                 poll.head = match &e {
-                    PipelineError::Store(s) if s.is_transient() => Head::Unreachable,
+                    PipelineError::Store(s) if s.kind == crate::store::StoreErrorKind::Protocol => {
+                        Head::Refused
+                    }
+                    PipelineError::Store(_) => Head::Unreachable,
                     _ => Head::Refused,
                 };
                 poll.failure = Some(e);
@@ -385,6 +388,7 @@ impl Agent {
         let rotation = on_probation
             .filter(|p| !p.rotation_keys.is_empty())
             .map(|p| (head.clone(), p.rotation_keys.clone()));
+        let legacy = on_probation.is_some_and(|p| p.legacy);
         match pipeline::judge(&self.v.policy, Some(&poll.remote), head, poll.now.wall) {
             Ok(judged) => {
                 if !judged.revalidated() {
@@ -406,26 +410,34 @@ impl Agent {
                 poll.stage = Some(StageData::Judged(judged));
             }
             Err(refusal) => {
+                // How the refusal bears on the release on probation (see
+                // `lifecycle::Head`): the same statement refused at the
+                // signatures is a copy someone re-signed or damaged, not
+                // the release the inspection verified.
                 poll.head = if refusal.cause() == Cause::History {
                     Head::Behind
                 } else if on_probation.is_none() {
                     Head::Refused
-                } else if rotation.is_some_and(|(head, keys)| {
-                    refusal.is_about_signers()
-                        && pipeline::judge(
-                            &lockout::with_keys(
-                                &self.v.policy,
-                                &lockout::rotation_trust(&self.v.remote, &keys),
-                            ),
-                            Some(&poll.remote),
-                            head,
-                            poll.now.wall,
-                        )
-                        .is_ok()
-                }) {
+                } else if refusal.is_about_signers()
+                    && (legacy
+                        || rotation.is_some_and(|(head, keys)| {
+                            pipeline::judge(
+                                &lockout::with_keys(
+                                    &self.v.policy,
+                                    &lockout::rotation_trust(&self.v.remote, &keys),
+                                ),
+                                Some(&poll.remote),
+                                head,
+                                poll.now.wall,
+                            )
+                            .is_ok()
+                        }))
+                {
                     Head::Rotated
-                } else {
+                } else if refusal.is_about_signed_content() {
                     Head::RefusesProbation
+                } else {
+                    Head::Refused
                 };
                 poll.failure = Some(refusal.into());
             }
@@ -438,7 +450,7 @@ impl Agent {
     /// this host's rollout slot.
     fn descend(&self, poll: &mut Poll) -> Result<(), PipelineError> {
         let Some(StageData::Judged(judged)) = poll.stage.take() else {
-            return Ok(());
+            return Err(no_stage("descending"));
         };
         let _net = OnNetwork::enter(&self.fetching);
         let accepted = pipeline::descend(
@@ -467,7 +479,7 @@ impl Agent {
     /// ends (busy).
     fn download(&self, poll: &mut Poll) -> Result<Option<Outcome>, PipelineError> {
         let Some(StageData::Accepted(accepted, plan)) = poll.stage.take() else {
-            return Ok(None);
+            return Err(no_stage("downloading"));
         };
         let mut downloaded = {
             let _net = OnNetwork::enter(&self.fetching);
@@ -522,4 +534,12 @@ impl Agent {
         }
         Some(plan.slot(st.created, self.remote(), st.version, &self.v.host_id))
     }
+}
+
+/// A step met a stage it does not follow (`decide` and the stages
+/// disagree): an error, never a loop.
+fn no_stage(step: &str) -> PipelineError {
+    PipelineError::io(step.to_owned())(std::io::Error::other(
+        "internal error: the release is not at the stage this step needs",
+    ))
 }

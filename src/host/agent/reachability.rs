@@ -13,30 +13,54 @@ use crate::host::lifecycle::{Observation, Vouch};
 use crate::host::lockout;
 use crate::host::outcome::Outcome;
 use crate::host::pipeline::PipelineError;
-use crate::host::probation::{self, Observed, Why};
+use crate::host::probation::{self, Observed, Verdict, Why};
 use crate::host::state::BadRelease;
+use crate::host::state::StateError;
 use crate::host::watchdog::Target;
 
 impl Agent {
-    fn roll_back_now(
+    /// Rolls back the release on probation (the caller holds the lock).
+    /// `None`: nothing was undone (confirmed or replaced meanwhile, or the
+    /// release never ran: its probation ended and the poll goes on).
+    pub(super) fn roll_back_now(
         &self,
         poll: &Poll,
         version: u64,
         why: &Why,
     ) -> Result<Option<Outcome>, PipelineError> {
-        let done = probation::roll_back_locked(
+        let Some(rb) = probation::roll_back_locked(
             &self.data,
             self.remote(),
             Some(version),
             self.activation.as_ref(),
+            self.watchdog.as_ref(),
             &poll.now,
             why,
-        )?;
-        Ok(done.map(|rb| Outcome::RolledBack {
-            version: rb.version,
-            reason: rb.detail,
-            retry_at: rb.retry_at,
-        }))
+        )?
+        else {
+            return Ok(None);
+        };
+        if let Some(w) = &rb.audit_failed {
+            self.warn_msg(w);
+        }
+        Ok(match rb.verdict {
+            Verdict::Bad => Some(Outcome::RolledBack {
+                version: rb.version,
+                reason: rb.detail,
+                retry_at: None,
+            }),
+            Verdict::Retry { at } => Some(Outcome::RolledBack {
+                version: rb.version,
+                reason: rb.detail,
+                retry_at: Some(at),
+            }),
+            Verdict::Failed { next_attempt } => Some(Outcome::RollbackFailed {
+                version: rb.version,
+                reason: rb.detail,
+                next_attempt,
+            }),
+            Verdict::NotSwitched | Verdict::Undone => None,
+        })
     }
 
     /// A probation whose deadline passed: the watchdog did not run (a
@@ -53,7 +77,13 @@ impl Agent {
         if let Some(o) = self.roll_back_now(poll, version, &Why::Deadline)? {
             return Ok(Some(o));
         }
+        // Confirmed or replaced meanwhile, or the release never ran: decide
+        // again on what is recorded now.
+        let st = self.data.load()?;
+        poll.remote = st.remote(self.remote()).cloned().unwrap_or_default();
+        poll.state = st;
         poll.probation = probation::load(&self.data, self.remote())?;
+        poll.observed = probation::load_observed(&self.data, self.remote());
         Ok(None)
     }
 
@@ -133,10 +163,11 @@ impl Agent {
             Some(_) => None,
             None => match self.data.try_lock() {
                 Ok(l) => Some(l),
-                Err(_) => {
+                Err(StateError::Locked(_)) => {
                     poll.vouch = Vouch::MayNot;
                     return Ok(None);
                 }
+                Err(e) => return Err(e.into()),
             },
         };
         let now_record = probation::load(&self.data, self.remote())?;
@@ -191,6 +222,18 @@ impl Agent {
         let Some(pr) = &poll.probation else {
             return;
         };
+        // Under the lock: a rollback reads and clears the file under it. A
+        // busy lock (the watchdog is rolling back) loses this one poll.
+        let Ok(_lock) = self.data.try_lock() else {
+            return;
+        };
+        if probation::load(&self.data, self.remote())
+            .ok()
+            .flatten()
+            .is_none_or(|now| now.seen() != pr.seen())
+        {
+            return;
+        }
         let mut o = poll
             .observed
             .clone()
@@ -199,6 +242,7 @@ impl Agent {
         match what {
             Observation::Unreachable => o.unreachable = o.unreachable.saturating_add(1),
             Observation::Refused => o.refused = o.refused.saturating_add(1),
+            Observation::RefusedOwn => o.refused_own = o.refused_own.saturating_add(1),
         }
         if let Err(e) = probation::save_observed(&self.data, self.remote(), Some(&o)) {
             self.warn_msg(&format!(
@@ -220,7 +264,8 @@ impl Agent {
             Some(_) => None,
             None => match self.data.try_lock() {
                 Ok(l) => Some(l),
-                Err(_) => return Ok(()),
+                Err(StateError::Locked(_)) => return Ok(()),
+                Err(e) => return Err(e.into()),
             },
         };
         let mut st = self.data.load()?;

@@ -42,6 +42,27 @@ impl Agent {
         )
     }
 
+    /// The running system changed since this agent started (a switch, or a
+    /// rollback by this agent or by the watchdog): this process runs the
+    /// binary and config of another system, and should be restarted with
+    /// the running one's (`follow --exit-after-switch` exits 75). Returns
+    /// the system that runs now.
+    pub fn system_changed(&self) -> Option<std::path::PathBuf> {
+        let now = std::fs::canonicalize(self.run_dir.join("current-system")).ok()?;
+        (self.started_in.as_ref().is_some_and(|s| *s != now)).then_some(now)
+    }
+
+    /// While a release this host switched to is on probation, how soon to
+    /// poll again: often enough that a poll that fails right after the
+    /// switch (the network settling) is not the only chance to confirm
+    /// before the deadline, and never later than the deadline. `None`: no
+    /// probation is running.
+    pub fn probation_poll_delay(&self) -> Option<u64> {
+        let pr = probation::load(&self.data, self.remote()).ok().flatten()?;
+        let left = pr.deadline()?.remaining(&self.clock.now());
+        Some((pr.probation_secs / 6).clamp(5, 60).min(left.max(1)))
+    }
+
     /// After a poll: records its result in the status file, sends this
     /// host's receipt if one is due and writes the metrics file, all from
     /// one reading of the state and the probation. Returns the status (the

@@ -51,6 +51,7 @@ fn probation(v: u64) -> Probation {
         watchdog_unit: None,
         system: None,
         rotation_keys: Vec::new(),
+        legacy: false,
     };
     p.start(&Moment {
         wall: NOW - 100,
@@ -290,7 +291,9 @@ fn decide_takes_the_one_step_each_situation_calls_for() {
     let mut c = case(
         "the new system refuses the release it runs: no confirmation (issue 28, 1)",
         Head::RefusesProbation,
-        Step::Fail { note: None },
+        Step::Fail {
+            note: Some(Observation::RefusedOwn),
+        },
     );
     c.probation = Some(probation(2));
     cases.push(c);
@@ -350,6 +353,10 @@ fn decide_takes_the_one_step_each_situation_calls_for() {
         refused: 3,
         ..Observed::new(seen(2))
     };
+    let once_unreachable = Observed {
+        unreachable: 1,
+        ..Observed::new(seen(2))
+    };
     cases.push(retried(
         "the old system verifies the store the new one never reached: convict",
         unreachable.clone(),
@@ -358,13 +365,30 @@ fn decide_takes_the_one_step_each_situation_calls_for() {
     ));
     cases.push(retried(
         "the store served garbage to the new system: no conviction, backoff",
-        served_garbage,
+        served_garbage.clone(),
         verified(2, false, Stage::Judged),
         end(Outcome::Backoff {
             version: 2,
             until: NOW + 60,
         }),
     ));
+    cases.push(retried(
+        "one unreachable poll right after the switch: no conviction",
+        once_unreachable,
+        verified(2, false, Stage::Judged),
+        end(Outcome::Backoff {
+            version: 2,
+            until: NOW + 60,
+        }),
+    ));
+    let mut c = retried(
+        "a backoff past the longest retry delay is a wall-clock step back: due now",
+        served_garbage.clone(),
+        verified(2, false, Stage::Judged),
+        Step::Descend,
+    );
+    c.remote.retry.as_mut().expect("retry").next_at = NOW + 86_400;
+    cases.push(c);
     let mut c = retried(
         "after the backoff the release is retried",
         unreachable,

@@ -27,13 +27,17 @@ use crate::store::{ETag, Fetched, Store, StoreError, StoreErrorKind};
 pub const START: u64 = 1_800_000_000;
 
 /// What the store does besides serving its files.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     None,
     /// Every request fails (connection refused, time-out).
     Down,
+    /// Every request is denied (credentials the new system lost).
+    Denied,
     /// `latest` is garbage (no key needed).
     Garbage,
+    /// `latest` is these bytes.
+    Serve(Vec<u8>),
 }
 
 /// A clock stepped by hand: `advance` moves both clocks, `step_wall` only
@@ -82,13 +86,17 @@ pub struct FaultyStore {
 
 impl FaultyStore {
     fn check(&self, key: &str) -> Result<Fault, StoreError> {
-        match *self.fault.lock().expect("fault") {
-            Fault::Down => Err(StoreError::new(
-                StoreErrorKind::Transient,
+        let fail = |kind, what: &str| {
+            Err(StoreError::new(
+                kind,
                 &self.inner.describe(),
                 key,
-                "connection refused (scripted)".into(),
-            )),
+                format!("{what} (scripted)"),
+            ))
+        };
+        match self.fault.lock().expect("fault").clone() {
+            Fault::Down => fail(StoreErrorKind::Transient, "connection refused"),
+            Fault::Denied => fail(StoreErrorKind::Unauthorized, "access denied"),
             f => Ok(f),
         }
     }
@@ -100,10 +108,15 @@ impl Store for FaultyStore {
     }
 
     fn get(&self, key: &str, inm: Option<&ETag>, limit: u64) -> Result<Fetched, StoreError> {
-        if self.check(key)? == Fault::Garbage && key == crate::store::LATEST {
+        let served = match self.check(key)? {
+            Fault::Garbage => Some(b"this is not a bundle".to_vec()),
+            Fault::Serve(b) => Some(b),
+            _ => None,
+        };
+        if let (Some(bytes), crate::store::LATEST) = (served, key) {
             return Ok(Fetched::Object {
-                bytes: b"this is not a bundle".to_vec(),
-                etag: Some(ETag("\"garbage\"".into())),
+                etag: Some(ETag(format!("\"{}\"", crate::format::Digest::of(&bytes)))),
+                bytes,
             });
         }
         self.inner.get(key, inm, limit)
@@ -172,6 +185,8 @@ impl Kit {
             generations: Vec::new(),
             log: Vec::new(),
             fail_apply: false,
+            fail_after_switch: false,
+            fail_undo: false,
             crash_at: None,
             warnings: Vec::new(),
             reboots: 0,
@@ -275,6 +290,31 @@ impl Kit {
         )
         .expect("upload");
         st.version
+    }
+
+    /// The bundle `latest` holds now.
+    pub fn latest(&self) -> Vec<u8> {
+        match self
+            .store()
+            .get(crate::store::LATEST, None, 1 << 20)
+            .expect("latest")
+        {
+            Fetched::Object { bytes, .. } => bytes,
+            Fetched::NotModified => panic!("not modified"),
+        }
+    }
+
+    /// The bundle `latest` holds, with its signatures replaced by one from a
+    /// key nobody trusts (what a store attacker can make of a release).
+    pub fn latest_resigned(&self) -> Vec<u8> {
+        let b = Bundle::decode(&self.latest()).expect("bundle");
+        let st = crate::format::statement::Statement::parse(&b.statement).expect("statement");
+        let attacker = SecretKey::generate().expect("key");
+        Bundle {
+            signatures: vec![crate::publish::sign_statement(&st, &b.statement, &attacker)],
+            statement: b.statement,
+        }
+        .encode()
     }
 
     /// An agent with `config` (what runs on the host).

@@ -19,6 +19,10 @@ pub struct Sys {
     pub generations: Vec<PathBuf>,
     pub log: Vec<String>,
     pub fail_apply: bool,
+    /// The switch changes the system, then fails (a unit did not start).
+    pub fail_after_switch: bool,
+    /// Undoing a release fails.
+    pub fail_undo: bool,
     pub crash_at: Option<FaultPoint>,
     pub warnings: Vec<String>,
     pub reboots: u32,
@@ -173,6 +177,9 @@ impl Activation for FakeActivation {
             }
         };
         s.switch_to(&system, mode);
+        if s.fail_after_switch {
+            return Err(scripted("a unit did not start after the switch"));
+        }
         Ok(())
     }
 
@@ -186,6 +193,9 @@ impl Activation for FakeActivation {
     fn undo(&self, rb: &RollbackPlan, _env: &[(&str, String)]) -> Result<(), ActivationError> {
         let mut s = self.sys.lock().expect("sys");
         s.log.push(format!("undo {}", rb.mode.as_arg()));
+        if s.fail_undo {
+            return Err(scripted("undo"));
+        }
         s.step_back(rb.mode);
         Ok(())
     }
