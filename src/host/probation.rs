@@ -389,9 +389,10 @@ pub enum Why {
     Deadline,
     /// An operator gave up on it (`npcnix probation expire --now`).
     ByHand,
-    /// The health check failed (right after the switch, or when the new
-    /// system's agent confirmed).
+    /// The health check failed right after the switch.
     Unhealthy(String),
+    /// The health check failed when the new system's agent confirmed.
+    UnhealthyOnProbation(String),
     /// The new system cannot apply its next release (the probe failed).
     CannotActivate(String),
     /// The switch failed after changing the system: undone, and the caller
@@ -537,6 +538,9 @@ pub fn roll_back_locked(
         },
         Why::ByHand => "unconfirmed: rolled back by hand (`npcnix probation expire --now`)".into(),
         Why::Unhealthy(w) => format!("health check failed: {w}"),
+        Why::UnhealthyOnProbation(w) => {
+            format!("unconfirmed: health check failed during probation: {w}")
+        }
         Why::CannotActivate(w) => {
             format!("unconfirmed: the new system could not apply its next release: {w}")
         }

@@ -187,7 +187,7 @@ impl Agent {
                 ("NPCNIX_CONFIGURATION", self.v.config.configuration.clone()),
             ];
             if let Health::Unhealthy(why) = health_check(h, &env) {
-                return self.roll_back_now(poll, pr.version, &Why::Unhealthy(why));
+                return self.roll_back_now(poll, pr.version, &Why::UnhealthyOnProbation(why));
             }
         }
         if let Some(unit) = &pr.watchdog_unit {
