@@ -4,6 +4,7 @@
 //! faults are unit tests. The binary tests (`tests/it/`) cover the same
 //! lifecycle through the CLI.
 
+mod faults;
 mod kit;
 mod lifecycle;
 mod nixos;
