@@ -83,6 +83,39 @@ pub fn write_new(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     sync_dir(parent_of(path))
 }
 
+/// Opens a file that must be a regular file: not a symlink (`O_NOFOLLOW`),
+/// FIFO, device or directory. A two-faced file could give a hasher and an
+/// uploader different bytes, and `/dev/zero` would read for ever.
+pub fn open_regular(path: &Path) -> io::Result<fs::File> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (a symlink, FIFO, device or directory)",
+        ));
+    }
+    Ok(f)
+}
+
+/// Reads a small regular file whole ([`open_regular`]), refusing one larger
+/// than `max` bytes without reading past `max + 1`.
+pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = open_regular(path)?;
+    let mut bytes = Vec::new();
+    f.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Creates `dir` (and parents) if missing and makes sure it is a real
 /// directory, not a symlink. New directories get mode 0700.
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {

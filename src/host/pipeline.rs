@@ -4,7 +4,7 @@
 //! one, so a poll reads top to bottom and no stage can be skipped:
 //!
 //! ```text
-//! fetch_head  -> Head        latest's bytes: fresh, or the cached verified copy on "not modified"
+//! fetch_head  -> HeadBytes   latest's bytes: fresh, or the cached verified copy on "not modified"
 //! judge       -> Judged      signatures, binding, remote, freshness, rollback (pure verify)
 //! descend     -> Accepted    require_chain: intermediate releases link back to what the host holds
 //! download    -> Downloaded  at most the signed size, BLAKE3 checked, in the private temp dir
@@ -87,14 +87,14 @@ impl PipelineError {
 
 /// The bytes of `latest` to judge.
 #[derive(Clone, Debug)]
-pub struct Head {
+pub struct HeadBytes {
     bytes: Vec<u8>,
     etag: Option<ETag>,
     /// The store said "not modified": these are the cached bytes.
     revalidated: bool,
 }
 
-impl Head {
+impl HeadBytes {
     /// BLAKE3 of the statement the head carries, read from the envelope
     /// without verifying anything (a probation compares it with a release
     /// this host verified before; nothing else may use it).
@@ -116,10 +116,10 @@ impl Head {
 pub fn fetch_head(
     log: &ReleaseLog<'_>,
     cached: Option<&CachedHead>,
-) -> Result<Head, PipelineError> {
+) -> Result<HeadBytes, PipelineError> {
     let etag = cached.map(|c| ETag(c.etag.clone()));
     match log.latest(etag.as_ref()) {
-        Ok(Fetched::Object { bytes, etag }) => Ok(Head {
+        Ok(Fetched::Object { bytes, etag }) => Ok(HeadBytes {
             bytes,
             etag,
             revalidated: false,
@@ -134,7 +134,7 @@ pub fn fetch_head(
                     "'not modified' without a cached copy".into(),
                 )
             })?;
-            Ok(Head {
+            Ok(HeadBytes {
                 bytes: c.bundle.clone(),
                 etag: Some(ETag(c.etag.clone())),
                 revalidated: true,
@@ -151,7 +151,7 @@ pub fn fetch_head(
 #[derive(Debug)]
 pub struct Judged {
     pub verdict: Verdict,
-    head: Head,
+    head: HeadBytes,
 }
 
 impl Judged {
@@ -183,7 +183,7 @@ pub fn effective_policy(policy: &Policy, remote: Option<&RemoteState>) -> Policy
 pub fn judge(
     policy: &Policy,
     remote: Option<&RemoteState>,
-    head: Head,
+    head: HeadBytes,
     now: u64,
 ) -> Result<Judged, Refusal> {
     let policy = effective_policy(policy, remote);

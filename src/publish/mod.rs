@@ -31,6 +31,13 @@ use crate::store::{
 };
 use crate::verify::{self, Policy};
 
+pub mod editor;
+pub mod policy;
+pub mod prepared;
+pub mod review;
+
+pub use editor::{Editor, Published, RemoteTrust, RevertSource, TrustOrigin};
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("version {version} is already published on {store} (another publisher won the race); run again to publish as the next version")]
@@ -45,6 +52,25 @@ pub enum PublishError {
     HeadUntrusted(String),
     #[error("`latest` is missing but the log holds {releases} release(s): another publisher may be mid-publish (retry), or the store is damaged (restore `latest` from the newest releases/ object)")]
     HeadMissing { releases: usize },
+    /// The new head would be refused by the remote's hosts: nothing was
+    /// uploaded (exit code 3).
+    #[error("hosts would refuse this release, so it was not published: {}; {hint}", .refusal.line())]
+    WouldBeRefused {
+        refusal: verify::Refusal,
+        hint: String,
+    },
+    #[error("version {version} is {} versions past the head (version {head}); hosts refuse jumps of more than {max}, and so would every later publisher: publish the next version, or a few past it", .version - .head)]
+    VersionGap { version: u64, head: u64, max: u64 },
+    #[error("cannot revert: {0}")]
+    Revert(String),
+    /// A prepared release directory that is not one.
+    #[error("{}: {problem}", .path.display())]
+    Prepared { path: PathBuf, problem: String },
+    #[error("version {to} was signed by key(s) {} that the remote's policy no longer trusts: its configuration most likely trusts them, and publishing it again re-pins them on every host; pass --allow-trust-change to revert anyway", list_keys(.keys))]
+    TrustChange {
+        to: u64,
+        keys: Vec<crate::format::keys::KeyId>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{path}")]
@@ -55,7 +81,25 @@ pub enum PublishError {
     },
 }
 
+fn list_keys(keys: &[crate::format::keys::KeyId]) -> String {
+    keys.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl PublishError {
+    /// Hosts would refuse what was to be published, or the history it
+    /// builds on does not verify (exit code 3).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            PublishError::WouldBeRefused { .. }
+                | PublishError::Revert(_)
+                | PublishError::TrustChange { .. }
+        )
+    }
+
     /// Lost a race: scripts may retry (exit code 4).
     pub fn is_conflict(&self) -> bool {
         matches!(
@@ -74,10 +118,13 @@ pub const MAX_HEAD_GAP: u64 = 1000;
 
 /// The remote's current head, as read by a publisher.
 #[derive(Clone, Debug)]
-pub struct Head {
+pub struct CurrentHead {
     pub statement: Statement,
     pub hash: Digest,
     pub etag: Option<ETag>,
+    /// Signatures the head's bundle carries (a hint of the remote's
+    /// threshold: a publisher given no threshold requires at least as many).
+    pub signatures: usize,
 }
 
 /// Reads and verifies `latest`, the head the new release will extend.
@@ -92,7 +139,7 @@ pub fn read_head(
     store: &dyn Store,
     policy: &Policy,
     now: u64,
-) -> Result<Option<Head>, PublishError> {
+) -> Result<Option<CurrentHead>, PublishError> {
     let log = ReleaseLog::new(store);
     let (bytes, etag) = match log.latest(None) {
         Ok(Fetched::Object { bytes, etag }) => (bytes, etag),
@@ -170,29 +217,12 @@ pub fn read_head(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(Some(Head {
+    Ok(Some(CurrentHead {
         hash: release.statement_hash(),
         statement: release.statement().clone(),
         etag,
+        signatures: crate::format::bundle::Bundle::decode(&bytes).map_or(0, |b| b.signatures.len()),
     }))
-}
-
-/// Opens a file that must be a regular file (not a FIFO, device or
-/// symlink): a two-faced file could give the hasher and the uploader
-/// different bytes.
-fn open_regular(path: &Path) -> io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file (a FIFO, device or directory cannot be an archive)",
-        ));
-    }
-    Ok(f)
 }
 
 /// Copies the archive at `src` (a regular file) to `dst` (created new, 0600,
@@ -209,7 +239,7 @@ pub fn private_copy(src: &Path, dst: &Path) -> Result<ArchiveRef, PublishError> 
         path: dst.to_owned(),
         source,
     };
-    let mut from = open_regular(src).map_err(src_err)?;
+    let mut from = crate::fsutil::open_regular(src).map_err(src_err)?;
     let mut to = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -242,7 +272,7 @@ pub fn hash_file(path: &Path) -> Result<ArchiveRef, PublishError> {
         path: path.to_owned(),
         source,
     };
-    let mut f = open_regular(path).map_err(io_err)?;
+    let mut f = crate::fsutil::open_regular(path).map_err(io_err)?;
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
@@ -264,7 +294,7 @@ pub fn hash_file(path: &Path) -> Result<ArchiveRef, PublishError> {
 /// archive. Sign [`Draft::statement_bytes`].
 #[derive(Clone, Debug)]
 pub struct Draft {
-    pub head: Option<Head>,
+    pub head: Option<CurrentHead>,
     pub statement: Statement,
 }
 
@@ -311,7 +341,7 @@ pub struct StatementParams {
 
 /// Builds the next statement on top of `head`.
 pub fn next_statement(
-    head: Option<&Head>,
+    head: Option<&CurrentHead>,
     archive: ArchiveRef,
     p: StatementParams,
 ) -> Result<Statement, PublishError> {
@@ -392,7 +422,7 @@ pub fn upload(
     let mut local = None;
     let mut sent = None;
     let put = retry.run(|_| {
-        let f = match open_regular(archive_path) {
+        let f = match crate::fsutil::open_regular(archive_path) {
             Ok(f) => f,
             Err(e) => {
                 local = Some(e);

@@ -411,7 +411,7 @@ fn publisher_that_read_a_stale_head_loses_cleanly() {
         .expect("head")
         .expect("some");
     let head_b = head_a.clone();
-    let mk = |marker: &str, head: &publish::Head| {
+    let mk = |marker: &str, head: &publish::CurrentHead| {
         let archive = kit.pack(&kit.flake(marker, marker), &format!("{marker}.tar.zst"));
         let aref = publish::hash_file(&archive).expect("hash");
         let s = publish::next_statement(

@@ -1,0 +1,372 @@
+//! The publisher's lifecycle as one object: every way of writing a release
+//! (`publish`, `release prepare` + `publish`, `release revert`) goes
+//! through an [`Editor`], which knows what the remote's hosts require and
+//! checks each new head as they will before anything is uploaded.
+//!
+//! ```text
+//! Editor::new(store, trust)   the remote's keys and threshold (policy file, host config, flags)
+//!   head()                    `latest`, verified at that threshold
+//!   draft()                   the next statement; a version gap is capped here, as hosts cap it
+//!   publish()                 the bundle checked as a host would check it, then uploaded
+//!   revert_source()           an earlier release, through the signed chain, and the keys it brings back
+//! ```
+//!
+//! A head that hosts would refuse is never uploaded: a one-key publish on a
+//! 2-of-2 remote fails before the store changes (exit 3), instead of
+//! wedging the remote with a head nobody can extend.
+
+use std::path::{Path, PathBuf};
+
+use crate::format::bundle::Bundle;
+use crate::format::keys::KeyId;
+use crate::format::statement::{ArchiveRef, Statement};
+use crate::store::retry::Retry;
+use crate::store::{ReleaseLog, Store};
+use crate::verify::{self, Policy, Refusal, Seen, VerifiedRelease};
+
+use super::{read_head, upload, CurrentHead, Draft, PublishError, StatementParams, MAX_HEAD_GAP};
+
+/// Where the publisher learnt what the remote's hosts require.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrustOrigin {
+    /// The policy file the hosts' NixOS module reads.
+    PolicyFile(PathBuf),
+    /// A host's own config.
+    HostConfig(PathBuf),
+    /// `--trusted-key` and `--threshold` on the command line.
+    Flags,
+    /// `--trusted-key` only: the threshold is at least the number of
+    /// signatures the current head carries (a k-of-n remote is never
+    /// treated as 1-of-n because a flag was forgotten).
+    FlagsWithoutThreshold,
+}
+
+impl std::fmt::Display for TrustOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrustOrigin::PolicyFile(p) => write!(f, "the policy file {}", p.display()),
+            TrustOrigin::HostConfig(p) => write!(f, "the host config {}", p.display()),
+            TrustOrigin::Flags => write!(f, "--trusted-key and --threshold"),
+            TrustOrigin::FlagsWithoutThreshold => write!(
+                f,
+                "--trusted-key, with the threshold the current head was signed at"
+            ),
+        }
+    }
+}
+
+/// What the remote's hosts require of a release.
+#[derive(Clone, Debug)]
+pub struct RemoteTrust {
+    pub policy: Policy,
+    pub origin: TrustOrigin,
+}
+
+/// A release that was published.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub release: VerifiedRelease,
+    pub archive: ArchiveRef,
+}
+
+/// An earlier release to publish again (a revert), found through the signed
+/// chain from the head.
+#[derive(Clone, Debug)]
+pub struct RevertSource {
+    pub release: VerifiedRelease,
+    /// Keys that signed it and that the remote's policy no longer trusts:
+    /// its configuration most likely trusted them, so publishing its
+    /// content again re-pins them on every host.
+    pub brings_back: Vec<KeyId>,
+}
+
+/// The publisher side of one remote.
+pub struct Editor<'s> {
+    store: &'s dyn Store,
+    trust: RemoteTrust,
+    now: u64,
+    retry: Retry,
+}
+
+impl<'s> Editor<'s> {
+    pub fn new(store: &'s dyn Store, trust: RemoteTrust, now: u64, retry: Retry) -> Editor<'s> {
+        Editor {
+            store,
+            trust,
+            now,
+            retry,
+        }
+    }
+
+    pub fn trust(&self) -> &RemoteTrust {
+        &self.trust
+    }
+
+    pub fn store(&self) -> &'s dyn Store {
+        self.store
+    }
+
+    /// `latest`, verified at the remote's keys and threshold.
+    pub fn head(&self) -> Result<Option<CurrentHead>, PublishError> {
+        read_head(self.store, &self.trust.policy, self.now)
+    }
+
+    /// Signatures from distinct trusted keys a new head needs: the policy's
+    /// threshold, and with only `--trusted-key` given, at least as many as
+    /// the current head carries.
+    pub fn required_signatures(&self, head: Option<&CurrentHead>) -> usize {
+        let t = self.trust.policy.threshold.max(1);
+        match (&self.trust.origin, head) {
+            (TrustOrigin::FlagsWithoutThreshold, Some(h)) => t.max(h.signatures),
+            _ => t,
+        }
+    }
+
+    /// The next statement on top of the verified head. A version further
+    /// ahead than hosts accept is refused here, before anything is signed
+    /// (hosts cap the jump on read; so does every later publisher).
+    pub fn draft(
+        &self,
+        archive: ArchiveRef,
+        params: StatementParams,
+    ) -> Result<Draft, PublishError> {
+        let head = self.head()?;
+        let statement = super::next_statement(head.as_ref(), archive, params)?;
+        let base = head.as_ref().map_or(0, |h| h.statement.version);
+        let max = self
+            .trust
+            .policy
+            .max_version_jump
+            .map_or(MAX_HEAD_GAP, |j| j.min(MAX_HEAD_GAP));
+        if statement.version - base > max {
+            return Err(PublishError::VersionGap {
+                version: statement.version,
+                head: base,
+                max,
+            });
+        }
+        Ok(Draft { head, statement })
+    }
+
+    /// Verifies `bundle` (the draft, signed) exactly as the remote's hosts
+    /// will: keys, scopes, threshold, remote, expiry, dating, the link to
+    /// the head and the version jump. `Err`: hosts would refuse it, and it
+    /// must not become the head.
+    pub fn check_write(
+        &self,
+        draft: &Draft,
+        bundle: &[u8],
+    ) -> Result<VerifiedRelease, PublishError> {
+        let mut policy = self.trust.policy.clone();
+        policy.threshold = self.required_signatures(draft.head.as_ref());
+        let seen = draft.head.as_ref().map(|h| Seen {
+            version: h.statement.version,
+            statement: h.hash,
+        });
+        verify::verify_release(&policy, seen, bundle, self.now)
+            .map(verify::Verdict::into_release)
+            .map_err(|refusal| PublishError::WouldBeRefused {
+                hint: self.hint(&refusal, policy.threshold),
+                refusal,
+            })
+    }
+
+    fn hint(&self, r: &Refusal, need: usize) -> String {
+        match r {
+            Refusal::Threshold { .. } | Refusal::UntrustedKey(_) => format!(
+                "the remote needs {need} signature(s) from distinct trusted keys (from {}); a k-of-n remote is published offline: `npcnix release prepare` (`--revert-to N` for a revert), `npcnix sign` by each signer, then `npcnix release publish`",
+                self.trust.origin
+            ),
+            Refusal::Expired { .. } => {
+                "the release would be expired on arrival: choose a longer --expires".into()
+            }
+            Refusal::FastForward { .. } => format!(
+                "hosts accept at most {} versions past the head (policy.max_version_jump)",
+                self.trust.policy.max_version_jump.unwrap_or(0)
+            ),
+            _ => format!("as {} has it", self.trust.origin),
+        }
+    }
+
+    /// Checks the draft signed with `signatures` as a host would, then
+    /// uploads the archive (from `archive_path`), `releases/<v>` and
+    /// `latest` (compare-and-swap on the head it extends).
+    pub fn publish(
+        &self,
+        draft: &Draft,
+        archive_path: &Path,
+        signatures: Vec<String>,
+    ) -> Result<Published, PublishError> {
+        self.publish_signed(draft, draft.statement_bytes(), archive_path, signatures)
+    }
+
+    /// [`Editor::publish`] for statement bytes signed elsewhere (a
+    /// prepared release: the signatures cover these bytes, which must be
+    /// the statement of `draft`).
+    pub fn publish_signed(
+        &self,
+        draft: &Draft,
+        statement_bytes: Vec<u8>,
+        archive_path: &Path,
+        signatures: Vec<String>,
+    ) -> Result<Published, PublishError> {
+        let bundle = Bundle {
+            statement: statement_bytes,
+            signatures,
+        }
+        .encode();
+        let release = self.check_write(draft, &bundle)?;
+        if release.statement() != &draft.statement {
+            return Err(PublishError::Revert(
+                "the signed statement is not the one drafted".into(),
+            ));
+        }
+        upload(
+            self.store,
+            archive_path,
+            &draft.statement.archive,
+            draft.statement.version,
+            &bundle,
+            draft.head_etag(),
+            &self.retry,
+        )?;
+        Ok(Published {
+            archive: draft.statement.archive.clone(),
+            release,
+        })
+    }
+
+    /// Downloads `archive` from the store into the new file `to`, checked
+    /// against its signed size and hash.
+    pub fn download(&self, archive: &ArchiveRef, to: &Path) -> Result<(), PublishError> {
+        let io_err = |source| PublishError::Io {
+            path: to.to_owned(),
+            source,
+        };
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(to)
+                .map_err(io_err)?
+        };
+        ReleaseLog::new(self.store)
+            .download(archive, &mut f)?
+            .map_err(|m| PublishError::Revert(format!("the archive in the store: {m}")))
+    }
+
+    /// Version `to`, verified and found in the signed history the head
+    /// extends (walking the `previous` links down from the head, so a store
+    /// cannot pass off a forked or planted release as it), with the keys it
+    /// would bring back. `extra` are keys that may have signed it besides
+    /// the remote's (retired keys: `--trusted-key`). A revert that brings
+    /// keys back needs `allow_trust_change`.
+    pub fn revert_source(
+        &self,
+        head: &CurrentHead,
+        to: u64,
+        extra: &[crate::format::keys::PublicKey],
+        allow_trust_change: bool,
+    ) -> Result<RevertSource, PublishError> {
+        let log = ReleaseLog::new(self.store);
+        let mut policy = self.trust.policy.clone();
+        policy.keys.extend(extra.iter().map(|k| verify::TrustedKey {
+            key: k.clone(),
+            scope: verify::KeyScope::AnyRemote,
+            not_after: None,
+        }));
+        let fetch = |v: u64| -> Result<VerifiedRelease, PublishError> {
+            let bytes = log.release(v)?.ok_or_else(|| {
+                PublishError::Revert(format!("releases/{v:020} is missing from the store"))
+            })?;
+            verify::verify_signatures(&policy, &bytes, self.now).map_err(|r| {
+                PublishError::Revert(format!(
+                    "version {v} does not verify ({}); if retired keys signed it, pass them with --trusted-key",
+                    r.line()
+                ))
+            })
+        };
+        if to == 0 || to > head.statement.version {
+            return Err(PublishError::Revert(format!(
+                "version {to} is not in the history of the head (version {})",
+                head.statement.version
+            )));
+        }
+        let mut expected = Some(head.hash);
+        let mut v = head.statement.version;
+        let target = loop {
+            let r = fetch(v)?;
+            if r.version() != v || Some(r.statement_hash()) != expected {
+                return Err(PublishError::Revert(format!(
+                    "the chain from the head down to version {to} is broken at version {v} (a fork or a planted release)"
+                )));
+            }
+            if v == to {
+                break r;
+            }
+            if head.statement.version - v > 10_000 {
+                return Err(PublishError::Revert(format!(
+                    "version {to} is more than 10000 releases below the head"
+                )));
+            }
+            expected = r.statement().previous;
+            v -= 1;
+        };
+        let trusted: Vec<KeyId> = self
+            .trust
+            .policy
+            .keys
+            .iter()
+            .filter(|k| k.scope.allows(&self.trust.policy.remote))
+            .map(|k| k.key.key_id)
+            .collect();
+        let brings_back: Vec<KeyId> = target
+            .signers()
+            .iter()
+            .filter(|k| !trusted.contains(k))
+            .copied()
+            .collect();
+        if !brings_back.is_empty() && !allow_trust_change {
+            return Err(PublishError::TrustChange {
+                to,
+                keys: brings_back,
+            });
+        }
+        Ok(RevertSource {
+            release: target,
+            brings_back,
+        })
+    }
+
+    /// The statement of a revert to `source`: its archive and signed system
+    /// paths, no rollout wave (hosts waiting for their slot of the bad
+    /// release and hosts running it both go back at once), a comment.
+    pub fn revert_draft(
+        &self,
+        source: &RevertSource,
+        created: u64,
+        expires: Option<u64>,
+    ) -> Result<Draft, PublishError> {
+        let old: &Statement = source.release.statement();
+        let mut draft = self.draft(
+            old.archive.clone(),
+            StatementParams {
+                remote: old.remote.clone(),
+                version: None,
+                created,
+                expires,
+                source: Some(crate::format::statement::Source {
+                    comment: Some(format!("revert to version {}", old.version)),
+                    ..Default::default()
+                }),
+            },
+        )?;
+        draft.statement.toplevels = old.toplevels.clone();
+        Ok(draft)
+    }
+}
+
+#[cfg(test)]
+mod tests;
