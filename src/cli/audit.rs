@@ -1,13 +1,8 @@
 //! `npcnix audit`: the host's audit log checked against the store's log.
 
-use std::collections::BTreeMap;
-
 use anyhow::Result;
 
 use npcnix::fsutil;
-use npcnix::host::journal;
-use npcnix::store::ReleaseLog;
-use npcnix::verify;
 
 use super::common;
 use super::env;
@@ -38,60 +33,11 @@ pub fn run(a: Args) -> Result<()> {
         r.store_options(env::read_timeout()),
         super::common::env_retries(),
     )?;
-    let log = ReleaseLog::new(store.as_ref());
-    // version -> statement hashes the host recorded for it.
-    let mut seen: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    let mut malformed = Vec::new();
-    for line in journal::read(&data.audit_path())? {
-        match line {
-            Ok(ev)
-                if ev.remote == v.remote.as_str()
-                    && matches!(ev.event.as_str(), "verified" | "activated") =>
-            {
-                if let (Some(ver), Some(h)) = (ev.version, ev.statement) {
-                    let list = seen.entry(ver).or_default();
-                    if !list.contains(&h) {
-                        list.push(h);
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(e) => malformed.push(e),
-        }
-    }
-    let now = fsutil::now_unix();
-    let mut problems = Vec::new();
-    let mut checked = 0;
-    for (ver, hashes) in &seen {
-        let logged = match log.release(*ver) {
-            Ok(Some(bytes)) => match verify::verify_signatures(&v.policy, &bytes, now) {
-                Ok(rel) => Some(rel.statement_hash().to_hex()),
-                Err(rej) => {
-                    problems.push(format!(
-                        "version {ver}: the store's release does not verify ({rej})"
-                    ));
-                    continue;
-                }
-            },
-            Ok(None) => None,
-            Err(e) => return Err(e.into()),
-        };
-        checked += 1;
-        for h in hashes {
-            match &logged {
-                Some(l) if l == h => {}
-                Some(l) => problems.push(format!(
-                    "version {ver}: this host verified statement {h}, but the store's log holds {l} (fork or equivocation)"
-                )),
-                None => problems.push(format!(
-                    "version {ver}: this host verified statement {h}, which is missing from the store's log"
-                )),
-            }
-        }
-    }
-    for m in &malformed {
-        problems.push(format!("audit log: {m}"));
-    }
+    // Today's keys join the history the agent keeps.
+    let _ = npcnix::host::trust::remember_keys(&data, &v);
+    let report = npcnix::host::audit::audit(&store, &data, &v, fsutil::now_unix())?;
+    let checked = report.versions_checked;
+    let problems = report.problems;
     if a.json {
         common::print_json(&serde_json::json!({
             "remote": v.remote.as_str(),
@@ -103,7 +49,7 @@ pub fn run(a: Args) -> Result<()> {
         outln!("OK: all {checked} version(s) this host verified match the store's signed log");
     } else {
         for p in &problems {
-            outln!("MISMATCH: {p}");
+            outln!("MISMATCH: {}", npcnix::format::text::visible(p));
         }
     }
     if let Some(p) = problems.first() {

@@ -169,19 +169,12 @@ pub fn remote_name(url: &str, explicit: Option<&str>) -> Result<RemoteName> {
 /// well-formed location, so a typo is a usage error (exit 2) before
 /// anything runs.
 pub fn remote_url(s: &str) -> std::result::Result<String, String> {
-    let ok = match s.split_once("://") {
-        Some(("file", path)) => !path.is_empty() && path.starts_with('/'),
-        #[cfg(feature = "s3")]
-        Some(("s3", _)) => npcnix::store::s3::parse_url(s).is_some(),
-        #[cfg(feature = "http")]
-        Some(("http" | "https", rest)) => !rest.is_empty() && !rest.starts_with('/'),
-        _ => false,
-    };
-    if ok {
+    if store::Scheme::well_formed(s) {
         Ok(s.to_owned())
     } else {
         Err(format!(
-            "unsupported remote URL {s:?}: expected file:///absolute/path, s3://bucket/prefix/remote or https://mirror.example.org/path"
+            "unsupported remote URL {s:?}: expected {}",
+            store::Scheme::accepted()
         ))
     }
 }
@@ -318,7 +311,7 @@ impl StoreArgs {
 
     /// Opens the remote for an operator command: transient failures
     /// retried visibly ([`retry`]), transfers shown as progress.
-    pub fn open(&self, url: &str) -> Result<Box<dyn store::Store>> {
+    pub fn open(&self, url: &str) -> Result<store::Remote> {
         open_observed(url, self.options(), self.retries)
     }
 }
@@ -344,14 +337,14 @@ pub fn open_observed(
     url: &str,
     mut opts: store::StoreOptions,
     retries: u32,
-) -> Result<Box<dyn store::Store>> {
+) -> Result<store::Remote> {
     opts.client_attempts = Some(1);
     let inner = store::open_url(url, &opts)?;
-    Ok(Box::new(store::retry::ObservedStore::new(
+    Ok(store::retry::observed(
         inner,
         retry(retries),
         super::progress::handle(),
-    )))
+    ))
 }
 
 /// `NPCNIX_RETRIES` for commands without `--retries` (they read the host
@@ -671,5 +664,91 @@ mod tests {
         ] {
             assert!(all.contains(expect), "missing {expect:?} in:\n{all}");
         }
+    }
+}
+
+/// Where a publisher command learns the keys and threshold the remote's
+/// hosts require (docs/cli.md, "The remote's policy"): `--policy`,
+/// `--host-config`, the policy file in `--src`, or the flags.
+#[derive(clap::Args, Debug, Default)]
+pub struct TrustArgs {
+    /// The fleet's policy file (npcnix-policy.json, also read by the NixOS
+    /// module): the remote's keys and threshold [default: npcnix-policy.json
+    /// in --src, if there is one]
+    #[arg(long, value_name = "FILE", conflicts_with = "host_config")]
+    pub policy: Option<PathBuf>,
+    /// A host's config file: exactly the keys and threshold its agent uses
+    #[arg(long, value_name = "FILE")]
+    pub host_config: Option<PathBuf>,
+    /// Another key the remote trusts (repeatable); with --policy or
+    /// --host-config, a retired key that may have signed earlier releases
+    #[arg(long = "trusted-key", value_name = "PUBKEY")]
+    pub trusted_keys: Vec<String>,
+    /// Signatures from distinct trusted keys a release needs (the remote's
+    /// threshold) [default: the policy's; without one, at least as many as
+    /// the current head carries]
+    #[arg(long, value_name = "N", conflicts_with_all = ["policy", "host_config"])]
+    pub threshold: Option<usize>,
+}
+
+impl TrustArgs {
+    /// What the remote's hosts require, with `own` (the publisher's keys)
+    /// trusted when it comes from the flags; and the extra (retired) keys
+    /// given with a policy, for reading history.
+    pub fn resolve(
+        &self,
+        remote: &RemoteName,
+        own: &[PublicKey],
+        src: Option<&Path>,
+    ) -> Result<(npcnix::publish::RemoteTrust, Vec<PublicKey>)> {
+        use npcnix::publish::{policy, RemoteTrust, TrustOrigin};
+        let extra = self
+            .trusted_keys
+            .iter()
+            .map(|a| load_public_key(a))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(p) = &self.host_config {
+            let policy = host_policy(p, remote)?;
+            return Ok((
+                RemoteTrust {
+                    policy,
+                    origin: TrustOrigin::HostConfig(p.clone()),
+                },
+                extra,
+            ));
+        }
+        let discovered = src
+            .map(|s| s.join(policy::POLICY_FILE))
+            .filter(|p| p.is_file() && self.trusted_keys.is_empty() && self.threshold.is_none());
+        if let Some(p) = self.policy.clone().or(discovered) {
+            let bytes = npcnix::fsutil::read_regular(&p, policy::POLICY_MAX_BYTES)
+                .with_context(|| format!("reading the policy file {}", p.display()))?;
+            let policy = policy::PolicyFile::parse(&bytes)
+                .and_then(|f| f.policy_for(remote))
+                .with_context(|| format!("policy file {}", p.display()))?;
+            return Ok((
+                RemoteTrust {
+                    policy,
+                    origin: TrustOrigin::PolicyFile(p),
+                },
+                extra,
+            ));
+        }
+        let mut keys = own.to_vec();
+        keys.extend(extra);
+        if keys.is_empty() {
+            return Err(super::exit::usage(
+                "no key to verify the remote with: pass --policy, --host-config or --trusted-key"
+                    .into(),
+            ));
+        }
+        let mut policy = npcnix::verify::Policy::manual(remote.clone(), keys);
+        policy.threshold = self.threshold.unwrap_or(1);
+        let origin = if self.threshold.is_some() {
+            TrustOrigin::Flags
+        } else {
+            TrustOrigin::FlagsWithoutThreshold
+        };
+        Ok((npcnix::publish::RemoteTrust { policy, origin }, Vec::new()))
     }
 }

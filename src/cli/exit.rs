@@ -51,6 +51,12 @@ pub struct RestartRequested;
 
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if cause
+            .downcast_ref::<PublishError>()
+            .is_some_and(PublishError::is_refusal)
+        {
+            return ExitCodes::REJECTED;
+        }
         let refused = cause.is::<Rejected>()
             || cause.is::<Unverified>()
             || cause.is::<Refusal>()
@@ -84,7 +90,14 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 /// The one-line message `main` prints for a failed command: the chain of
 /// contexts down to the first store error, whose own causes (the SDK's or
 /// the HTTP client's error values) are left to `-v` ([`render_debug`]).
+/// Escaped ([`npcnix::format::text::visible`]): an error may quote bytes a
+/// store or a tampered file chose (a field name in serde's "unknown field"),
+/// and a terminal must never obey them.
 pub fn render(e: &(dyn std::error::Error + 'static)) -> String {
+    npcnix::format::text::visible(&render_raw(e))
+}
+
+fn render_raw(e: &(dyn std::error::Error + 'static)) -> String {
     use npcnix::store::StoreErrorKind;
     let mut parts: Vec<String> = Vec::new();
     for cause in std::iter::successors(Some(e), |c| c.source()) {
@@ -134,14 +147,16 @@ fn store_error<'a>(
 }
 
 /// Every cause, one per line, each with its `Debug` form where it adds
-/// something (an SDK error's structure): for `-v`.
+/// something (an SDK error's structure): for `-v`. Each escaped like
+/// [`render`].
 pub fn render_debug(e: &(dyn std::error::Error + 'static)) -> String {
+    use npcnix::format::text::visible;
     let mut out = String::new();
     for (i, cause) in std::iter::successors(Some(e), |c| c.source()).enumerate() {
-        out.push_str(&format!("  {i}: {cause}\n"));
+        out.push_str(&format!("  {i}: {}\n", visible(&cause.to_string())));
         let debug = format!("{cause:?}");
         if debug != cause.to_string() && !debug.starts_with('"') {
-            out.push_str(&format!("     {debug}\n"));
+            out.push_str(&format!("     {}\n", visible(&debug)));
         }
     }
     out.trim_end().to_owned()

@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use npcnix::format::keys::PublicKey;
-use npcnix::format::receipt::{Receipt, RECEIPT_MAX_BYTES};
+use npcnix::format::receipt::Receipt;
 use npcnix::format::text::visible;
 use npcnix::fsutil;
-use npcnix::store::Fetched;
 use npcnix::verify::receipt::{claimed_key, verify, ReceiptError};
 
 use super::common;
@@ -138,23 +137,21 @@ fn status(a: StatusArgs) -> Result<()> {
         BTreeMap::new()
     };
     let store = a.store.open(&a.remote)?;
-    let keys = store.list("hosts/", 1_000_000)?;
+    let log = store.log();
+    let hosts = log.receipt_hosts(1_000_000)?;
     let now = fsutil::now_unix();
     let mut rows = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     let mut learned = false;
-    for key in keys {
-        let Some(host) = key
-            .strip_prefix("hosts/")
-            .and_then(|k| k.strip_suffix(".json"))
-            .filter(|h| npcnix::format::rollout::is_host_id(h))
-        else {
+    for host in &hosts {
+        let host = host.as_str();
+        if !npcnix::format::rollout::is_host_id(host) {
             continue;
-        };
+        }
         seen.insert(host.to_owned());
-        let bytes = match store.get(&key, None, RECEIPT_MAX_BYTES as u64) {
-            Ok(Fetched::Object { bytes, .. }) => bytes,
-            Ok(Fetched::NotModified) => continue,
+        let bytes = match log.receipt(host) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => continue,
             Err(e) => {
                 rows.push(row(
                     host,

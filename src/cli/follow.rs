@@ -96,12 +96,12 @@ pub fn build_agent(cfg: &common::ConfigArgs) -> Result<Agent> {
 fn fetch_side(
     v: &npcnix::host::config::Validated,
     stop: &Arc<AtomicBool>,
-) -> Result<(Box<dyn store::Store>, String)> {
+) -> Result<(store::Remote, String)> {
     use npcnix::host::fetcher::{FetchUser, FetcherStore, Isolation, WorkerCommand};
     let r = &v.config.remote;
     let opts = r.store_options(env::read_timeout());
     let f = &v.config.fetcher;
-    let in_process = |why: String| -> Result<(Box<dyn store::Store>, String)> {
+    let in_process = |why: String| -> Result<(store::Remote, String)> {
         if f.isolation == Isolation::Required {
             anyhow::bail!(
                 "fetcher.isolation is \"required\" but the fetch side cannot be separated: {why}"
@@ -133,7 +133,7 @@ fn fetch_side(
         Arc::clone(stop),
     );
     Ok((
-        Box::new(fetch),
+        fetch.into_remote(),
         format!("separate: user {} (uid {})", f.user, user.uid),
     ))
 }

@@ -102,7 +102,7 @@ fn pinned_head(v: &npcnix::host::config::Validated, retries: u32) -> Result<u64>
     let r = &v.config.remote;
     let store =
         common::open_observed(&r.url, r.store_options(super::env::read_timeout()), retries)?;
-    let log = npcnix::store::ReleaseLog::new(store.as_ref());
+    let log = store.log();
     let bytes = match log.latest(None) {
         Ok(npcnix::store::Fetched::Object { bytes, .. }) => bytes,
         Err(e) if e.kind == npcnix::store::StoreErrorKind::NotFound => return Ok(0),

@@ -4,10 +4,9 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use npcnix::format::bundle::BUNDLE_MAX_BYTES;
 use npcnix::format::text::visible;
 use npcnix::fsutil;
-use npcnix::store::{self, Fetched, ReleaseLog, StoreErrorKind};
+use npcnix::publish::history as history_walk;
 use npcnix::verify::history;
 use npcnix::verify::Policy;
 
@@ -53,9 +52,6 @@ pub struct Args {
     json: bool,
 }
 
-/// Most versions `log` will fetch one by one from a store that cannot list.
-const MAX_ENUMERATED: u64 = 100_000;
-
 pub fn run(a: Args) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
     let policy = match &a.host_config {
@@ -67,49 +63,12 @@ pub fn run(a: Args) -> Result<()> {
         }
     };
     let store = a.store.open(&a.remote)?;
-    let log = ReleaseLog::new(store.as_ref());
-    let latest = match log.latest(None) {
-        Ok(Fetched::Object { bytes, .. }) => Some(bytes),
-        Err(e) if e.kind == StoreErrorKind::NotFound => None,
-        Ok(Fetched::NotModified) => {
-            anyhow::bail!("the store answered 'not modified' to an unconditional request")
-        }
-        Err(e) => return Err(e.into()),
-    };
-    // Stores that cannot list (HTTP mirrors): enumerate versions up to the
-    // verified head; missing ones show up as gaps in the chain.
-    let keys = match store.list("releases/", store::MAX_LISTED) {
-        Ok(k) => k,
-        Err(e) if e.kind == StoreErrorKind::Unsupported => {
-            let head = latest
-                .as_deref()
-                .and_then(|b| {
-                    npcnix::verify::verify_signatures(&policy, b, fsutil::now_unix()).ok()
-                })
-                .map_or(0, |r| r.version());
-            if head > MAX_ENUMERATED {
-                anyhow::bail!("the head is version {head}; too many releases to enumerate over HTTP (max {MAX_ENUMERATED}); run `npcnix log` against the origin store");
-            }
-            (1..=head).map(store::release_key).collect()
-        }
-        Err(e) if e.kind == StoreErrorKind::TooLarge => {
-            anyhow::bail!(
-                "{}: more than {} objects under releases/; refusing to list them all (clean up junk objects, or audit with the store's own tools)",
-                store.describe(),
-                store::MAX_LISTED
-            )
-        }
-        Err(e) => return Err(e.into()),
-    };
     // One release at a time: fetched, checked, printed, dropped. Memory
     // stays constant whatever the store holds.
     // Output to a closed pipe is dropped; the log is still checked to its
     // end, so the exit code is the verdict (super::out).
     let mut out = std::io::BufWriter::new(super::out::Stdout);
-    let mut check = history::HistoryCheck::new(&policy, fsutil::now_unix());
-    let mut unreadable: Vec<String> = Vec::new();
-    let mut more_unreadable = 0u64;
-    let mut count = 0u64;
+    let mut first = true;
     if a.json {
         write!(
             out,
@@ -124,107 +83,68 @@ pub fn run(a: Args) -> Result<()> {
             "VERSION", "CREATED", "SIGNED BY", "ARCHIVE", "SIZE"
         )?;
     }
-    let mut note = |u: String, list: &mut Vec<String>| {
-        if list.len() < history::MAX_PROBLEMS {
-            list.push(u);
+    let mut write_error = None;
+    let mut each = |entry: &history::LogEntry| {
+        let res = if a.json {
+            let sep = if first { "" } else { "," };
+            first = false;
+            write!(out, "{sep}").and_then(|()| {
+                serde_json::to_writer(&mut out, entry).map_err(std::io::Error::other)
+            })
         } else {
-            more_unreadable += 1;
+            print_entry(&mut out, entry)
+        };
+        if let Err(e) = res {
+            write_error.get_or_insert(e);
         }
     };
-    for key in keys {
-        let Some(v) = store::parse_release_key(&key) else {
-            note(format!("unexpected object {key}"), &mut unreadable);
-            continue;
-        };
-        let entry = match log.release(v) {
-            Ok(Some(bytes)) => check.push(v, &bytes),
-            // Listed but gone: the log shows the gap.
-            Ok(None) => continue,
-            Err(e) if e.kind == StoreErrorKind::TooLarge => {
-                check.push(v, &vec![b' '; BUNDLE_MAX_BYTES + 1])
-            }
-            Err(e) if e.kind == StoreErrorKind::Protocol => {
-                note(format!("{key}: {}", e.detail), &mut unreadable);
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if a.json {
-            if count > 0 {
-                write!(out, ",")?;
-            }
-            serde_json::to_writer(&mut out, &entry)?;
-        } else if entry.verified {
-            writeln!(
-                out,
-                "{:>8}  {:<20}  {:<16}  {:<16}  {:>10}  {}",
-                entry.version,
-                entry
-                    .created
-                    .map(npcnix::format::time::rfc3339)
-                    .unwrap_or_default(),
-                entry.signers.join(","),
-                entry
-                    .archive_blake3
-                    .as_deref()
-                    .map(|h| &h[..16])
-                    .unwrap_or(""),
-                super::out::size_short(entry.archive_size.unwrap_or(0)),
-                entry
-                    .source_commit
-                    .as_deref()
-                    .map(|c| visible(&c.chars().take(12).collect::<String>()))
-                    .unwrap_or_else(|| "-".into()),
-            )?;
-        } else {
-            writeln!(
-                out,
-                "{:>8}  UNVERIFIED: {}",
-                entry.version,
-                visible(entry.error.as_deref().unwrap_or(""))
-            )?;
-        }
-        count += 1;
+    let walked = history_walk::walk(&store, &policy, fsutil::now_unix(), &mut each)?;
+    if let Some(e) = write_error {
+        return Err(e.into());
     }
-    let (problems, more_problems) = check.finish(latest.as_deref());
+    let problems = &walked.problems;
     if a.json {
         write!(
             out,
-            "],\"problems\":{},\"more_problems\":{more_problems},\"unexpected_objects\":{},\"more_unexpected_objects\":{more_unreadable},\"ok\":{}}}",
-            serde_json::to_string(&problems)?,
-            serde_json::to_string(&unreadable)?,
-            problems.is_empty() && unreadable.is_empty()
+            "],\"problems\":{},\"more_problems\":{},\"unexpected_objects\":{},\"more_unexpected_objects\":{},\"ok\":{}}}",
+            serde_json::to_string(problems)?,
+            walked.more_problems,
+            serde_json::to_string(&walked.unexpected)?,
+            walked.more_unexpected,
+            walked.ok()
         )?;
         writeln!(out)?;
     } else {
-        for u in &unreadable {
+        for u in &walked.unexpected {
             writeln!(out, "warning: {}", visible(u))?;
         }
-        if more_unreadable > 0 {
+        if walked.more_unexpected > 0 {
             writeln!(
                 out,
-                "warning: and {more_unreadable} more unexpected objects"
+                "warning: and {} more unexpected objects",
+                walked.more_unexpected
             )?;
         }
         if problems.is_empty() {
             writeln!(
                 out,
-                "{count} releases; signatures, versions and hash chain verified"
+                "{} releases; signatures, versions and hash chain verified",
+                walked.count
             )?;
         }
     }
     out.flush()?;
     drop(out);
-    if problems.is_empty() && !unreadable.is_empty() {
+    if problems.is_empty() && !walked.unexpected.is_empty() {
         return Err(Unverified(format!(
             "the log holds {} object(s) that are not releases (first: {})",
-            unreadable.len() as u64 + more_unreadable,
-            visible(&unreadable[0])
+            walked.unexpected.len() as u64 + walked.more_unexpected,
+            visible(&walked.unexpected[0])
         ))
         .into());
     }
     if let Some(p) = problems.first() {
-        let total = problems.len() as u64 + more_problems;
+        let total = problems.len() as u64 + walked.more_problems;
         let more = if total > 1 {
             format!(" (and {} more problems)", total - 1)
         } else {
@@ -237,6 +157,60 @@ pub fn run(a: Args) -> Result<()> {
             visible(&p.detail)
         ))
         .into());
+    }
+    Ok(())
+}
+
+/// One line of the table (and, for a release that retires hosts or rolls
+/// out in waves, a line that says so).
+fn print_entry(out: &mut impl Write, entry: &history::LogEntry) -> std::io::Result<()> {
+    if !entry.verified {
+        return writeln!(
+            out,
+            "{:>8}  UNVERIFIED: {}",
+            entry.version,
+            visible(entry.error.as_deref().unwrap_or(""))
+        );
+    }
+    writeln!(
+        out,
+        "{:>8}  {:<20}  {:<16}  {:<16}  {:>10}  {}",
+        entry.version,
+        entry
+            .created
+            .map(npcnix::format::time::rfc3339)
+            .unwrap_or_default(),
+        entry.signers.join(","),
+        entry
+            .archive_blake3
+            .as_deref()
+            .map(|h| &h[..16])
+            .unwrap_or(""),
+        super::out::size_short(entry.archive_size.unwrap_or(0)),
+        entry
+            .source_commit
+            .as_deref()
+            .map(|c| visible(&c.chars().take(12).collect::<String>()))
+            .unwrap_or_else(|| "-".into()),
+    )?;
+    if let Some(d) = &entry.decommission {
+        writeln!(
+            out,
+            "{:>8}  !! decommission: {} (those hosts skip lockout protection)",
+            "",
+            d.iter()
+                .map(|n| npcnix::publish::review::quoted(n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
+    if let Some(r) = &entry.rollout {
+        writeln!(
+            out,
+            "{:>8}  rollout: {}",
+            "",
+            npcnix::publish::review::rollout_words(r)
+        )?;
     }
     Ok(())
 }

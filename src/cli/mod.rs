@@ -80,7 +80,7 @@ pub(crate) struct Cli {
 enum Command {
     Keygen(keygen::Args),
     Pack(pack::Args),
-    Publish(publish::Args),
+    Publish(Box<publish::Args>),
     Pull(pull::Args),
     Verify(verify::Args),
     Log(log::Args),
@@ -128,7 +128,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen(a) => keygen::run(a),
         Command::Pack(a) => pack::run(a),
-        Command::Publish(a) => publish::run(a),
+        Command::Publish(a) => publish::run(*a),
         Command::Pull(a) => pull::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Log(a) => log::run(a),

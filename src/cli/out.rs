@@ -166,7 +166,9 @@ pub fn message(level: Level, args: fmt::Arguments<'_>) {
     let text = format!("{args}");
     let mut err = std::io::stderr().lock();
     erase_progress(&mut err);
-    for line in text.lines() {
+    // Every line escaped: a message may carry text a store or a file
+    // chose, and a terminal (or journald) must not obey it.
+    for line in text.lines().map(npcnix::format::text::visible) {
         let _ = if JOURNAL.load(Ordering::Relaxed) {
             writeln!(err, "<{}>npcnix: {prefix}{line}", level.priority())
         } else {

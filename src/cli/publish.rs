@@ -3,13 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use npcnix::format::bundle::Bundle;
 use npcnix::format::statement::{Digest, Source};
 use npcnix::fsutil::{self, TempDir};
-use npcnix::publish::{self, StatementParams};
-use npcnix::store;
+use npcnix::publish::{self, Editor, StatementParams};
 
 use super::common;
 
@@ -64,19 +62,8 @@ pub struct Args {
     decommission: Vec<String>,
     #[command(flatten)]
     rollout: RolloutArgs,
-    /// Another key whose releases this publisher may extend (the head must be
-    /// signed by this publisher's key or one of these; repeatable)
-    #[arg(long = "trusted-key", value_name = "PUBKEY")]
-    trusted_keys: Vec<String>,
-    /// Signatures from distinct trusted keys the remote's head (and, for
-    /// `log`, every release) must carry: the remote's threshold, as its
-    /// hosts have it
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    threshold: usize,
-    /// Verify with exactly the keys and threshold the remote's hosts use:
-    /// their host config file (overrides --trusted-key and --threshold)
-    #[arg(long, value_name = "FILE")]
-    host_config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    trust: common::TrustArgs,
     #[command(flatten)]
     store: common::StoreArgs,
     #[command(flatten)]
@@ -207,8 +194,9 @@ pub fn run(a: Args) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
     let store = a.store.open(&a.remote)?;
     let sk = common::load_secret_key(&a.key)?;
-    let expires_in = a.expires;
-
+    let (trust, _) = a
+        .trust
+        .resolve(&remote, &[sk.public_key()], a.src.as_deref())?;
     let work = TempDir::new_in(&std::env::temp_dir(), "npcnix-publish-")
         .context("creating a private temp dir")?;
     let archive_path = work.path().join("release.tar.zst");
@@ -222,98 +210,82 @@ pub fn run(a: Args) -> Result<()> {
     )?;
     let aref = publish::hash_file(&archive_path)?;
     let now = fsutil::now_unix();
-    let mut head_keys = vec![sk.public_key()];
-    for k in &a.trusted_keys {
-        head_keys.push(common::load_public_key(k)?);
-    }
-    let head_policy = match &a.host_config {
-        Some(p) => common::host_policy(p, &remote)?,
-        None => {
-            let mut p = npcnix::verify::Policy::manual(remote.clone(), head_keys);
-            p.threshold = a.threshold;
-            p
-        }
-    };
-    let mut draft = publish::draft(
-        store.as_ref(),
-        &head_policy,
+    let editor = Editor::new(&store, trust, now, a.store.retry());
+    let mut draft = editor.draft(
         aref.clone(),
         StatementParams {
             remote: remote.clone(),
             version: a.version,
             created: now,
-            expires: expires_in.map(|d| now + d),
+            expires: a.expires.map(|d| now + d),
             source,
         },
-        now,
     )?;
     if a.build.build {
         draft.statement.toplevels = Some(build_toplevels(&archive_path, work.path(), &a.build)?);
     }
     draft.statement.decommission = decommission_list(&a.decommission)?;
     draft.statement.rollout = a.rollout.plan()?;
-    let bundle = Bundle {
-        statement: draft.statement_bytes(),
-        signatures: vec![draft.sign(&sk)],
-    }
-    .encode();
-    publish::upload(
-        store.as_ref(),
-        &archive_path,
-        &aref,
-        draft.statement.version,
-        &bundle,
-        draft.head_etag(),
-        &a.store.retry(),
-    )?;
-    let statement = draft.statement;
-    let statement_bytes = statement.to_bytes();
-    let statement_hash = Digest::of(&statement_bytes);
-    if a.json {
-        common::print_json(&serde_json::json!({
-            "remote": remote.as_str(),
-            "url": a.remote,
-            "version": statement.version,
-            "previous": statement.previous.map(|d| d.to_hex()),
-            "statement": statement_hash.to_hex(),
-            "archive": {"blake3": aref.blake3.to_hex(), "size": aref.size, "key": aref.object_key()},
-            "key_id": sk.key_id.to_string(),
-            "expires": statement.expires,
-            "toplevels": statement.toplevels,
-            "decommission": statement.decommission,
-            "rollout": statement.rollout,
-        }));
-    } else {
-        outln!(
-            "published {} version {} to {}",
-            remote,
-            statement.version,
-            a.remote
-        );
-        outln!(
-            "  archive:   {} ({})",
-            aref.blake3,
-            super::out::size(aref.size)
-        );
-        outln!("  statement: {}", statement_hash);
-        outln!("  signed by: {}", sk.key_id);
-        if let Some(e) = statement.expires {
-            outln!("  expires:   {}", npcnix::format::time::rfc3339(e));
-        }
-        if let Some(r) = &statement.rollout {
-            outln!(
-                "  rollout:   over {}s from now (hosts activate at their slot; `npcnix release revert` halts it)",
-                r.duration()
-            );
-        }
-        if let Some(d) = &statement.decommission {
-            outln!(
-                "  retires:   {} (no lockout protection for them)",
-                d.join(", ")
-            );
-        }
-    }
+    let published = editor.publish(&draft, &archive_path, vec![draft.sign(&sk)])?;
+    report_published(&published, &a.remote, a.json, &[sk.key_id]);
     Ok(())
+}
+
+/// What every publishing command prints: the release as hosts will see it.
+pub fn report_published(
+    p: &npcnix::publish::Published,
+    url: &str,
+    json: bool,
+    signed_here: &[npcnix::format::keys::KeyId],
+) {
+    let r = &p.release;
+    let st = r.statement();
+    let signers: Vec<String> = r.signers().iter().map(|k| k.to_string()).collect();
+    if json {
+        common::print_json(&serde_json::json!({
+            "remote": st.remote.as_str(),
+            "url": url,
+            "version": st.version,
+            "previous": st.previous.map(|d| d.to_hex()),
+            "statement": r.statement_hash().to_hex(),
+            "archive": {"blake3": p.archive.blake3.to_hex(), "size": p.archive.size, "key": p.archive.object_key()},
+            "key_id": signed_here.first().map(|k| k.to_string()),
+            "signers": signers,
+            "expires": st.expires,
+            "toplevels": st.toplevels,
+            "decommission": st.decommission,
+            "rollout": st.rollout,
+        }));
+        return;
+    }
+    outln!("published {} version {} to {url}", st.remote, st.version);
+    outln!(
+        "  archive:   {} ({})",
+        p.archive.blake3,
+        super::out::size(p.archive.size)
+    );
+    outln!("  statement: {}", r.statement_hash());
+    outln!("  signed by: {}", signers.join(", "));
+    outln!(
+        "  expires:   {}",
+        st.expires
+            .map_or("none".to_owned(), npcnix::format::time::rfc3339)
+    );
+    if let Some(r) = &st.rollout {
+        outln!(
+            "  rollout:   {} (hosts activate at their slot; `npcnix release revert` halts it)",
+            npcnix::publish::review::rollout_words(r)
+        );
+    }
+    if let Some(d) = &st.decommission {
+        outln!(
+            "  retires:   {} (no lockout protection for them)",
+            d.iter()
+                .map(|n| npcnix::publish::review::quoted(n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
 }
 
 /// `--rollout` / `--rollout-plan`: a signed rollout wave.
@@ -406,12 +378,12 @@ pub struct RevertArgs {
     /// Remote name signed into the release (default: the URL's last path segment)
     #[arg(long, value_name = "NAME")]
     remote_name: Option<String>,
-    /// Another key whose releases (the head, version N) may be trusted (repeatable)
-    #[arg(long = "trusted-key", value_name = "PUBKEY")]
-    trusted_keys: Vec<String>,
-    /// Signatures the head and version N must carry
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    threshold: usize,
+    #[command(flatten)]
+    trust: common::TrustArgs,
+    /// Revert even if version N was signed by keys the remote no longer
+    /// trusts (its configuration most likely re-pins them on every host)
+    #[arg(long)]
+    allow_trust_change: bool,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -420,7 +392,6 @@ pub struct RevertArgs {
 }
 
 pub fn revert(a: RevertArgs) -> Result<()> {
-    use npcnix::format::bundle::BUNDLE_MAX_BYTES;
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
     let store = a.store.open(&a.remote)?;
     let sk = common::load_secret_key(&a.key)?;
@@ -429,139 +400,50 @@ pub fn revert(a: RevertArgs) -> Result<()> {
         .as_deref()
         .map(common::parse_duration)
         .transpose()?;
+    let (trust, retired) = a.trust.resolve(&remote, &[sk.public_key()], None)?;
     let now = fsutil::now_unix();
-    let mut keys = vec![sk.public_key()];
-    for k in &a.trusted_keys {
-        keys.push(common::load_public_key(k)?);
-    }
-    let mut policy = npcnix::verify::Policy::manual(remote.clone(), keys);
-    policy.threshold = a.threshold;
-    let bytes = match store.get(&store::release_key(a.to), None, BUNDLE_MAX_BYTES as u64)? {
-        store::Fetched::Object { bytes, .. } => bytes,
-        store::Fetched::NotModified => bail!("the store answered 'not modified' to a plain read"),
-    };
-    let target = npcnix::verify::verify_signatures(&policy, &bytes, now)
-        .map_err(super::exit::Rejected)
-        .with_context(|| {
-            format!("version {} does not verify with this key (add --trusted-key for the keys that signed it)", a.to)
-        })?;
-    if target.version() != a.to {
-        bail!(
-            "the store serves version {} as releases/{}: refusing to revert to it",
-            target.version(),
-            a.to
+    let editor = Editor::new(&store, trust, now, a.store.retry());
+    let head = editor
+        .head()?
+        .ok_or_else(|| anyhow::anyhow!("{} has no releases: nothing to revert", a.remote))?;
+    let source = editor.revert_source(&head, a.to, &retired, a.allow_trust_change)?;
+    if !source.brings_back.is_empty() {
+        warn!(
+            "version {} was signed by key(s) {} that the remote no longer trusts; its configuration most likely trusts them again on every host (--allow-trust-change)",
+            a.to,
+            source
+                .brings_back
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
-    let old = target.statement().clone();
+    if head.statement.version == a.to {
+        info!("note: version {} is the current head", a.to);
+    }
     let work = TempDir::new_in(&std::env::temp_dir(), "npcnix-revert-")
         .context("creating a private temp dir")?;
     let archive_path = work.path().join("release.tar.zst");
-    {
-        let mut f = fsutil_create(&archive_path)?;
-        let src = store.open(&old.archive.object_key(), old.archive.size)?;
-        npcnix::store::transfer::copy_verified(src, &mut f, &old.archive)
-            .context("downloading the archive")?
-            .map_err(|m| anyhow::anyhow!("version {}'s archive in the store: {m}", a.to))?;
-    }
-    let mut draft = publish::draft(
-        store.as_ref(),
-        &policy,
-        old.archive.clone(),
-        StatementParams {
-            remote: remote.clone(),
-            version: None,
-            created: now,
-            expires: expires_in.map(|d| now + d),
-            source: Some(Source {
-                comment: Some(format!("revert to version {}", a.to)),
-                ..Source::default()
-            }),
-        },
-        now,
-    )?;
-    if draft.statement.version <= a.to + 1 && draft.statement.previous.is_some() {
-        // Reverting to the head itself publishes a copy: allowed, but say so.
-        info!("note: version {} is the current head", a.to);
-    }
-    // Version N must be in the history the head extends: walk the signed
-    // `previous` links down from the head, so a store cannot pass off a
-    // forked or planted release as N.
-    let mut expected = draft.statement.previous;
-    let mut v = draft.statement.version.saturating_sub(1);
-    let mut steps = 0u32;
-    while v > a.to {
-        steps += 1;
-        if steps > 10_000 {
-            bail!(
-                "version {} is more than 10000 releases below the head",
-                a.to
-            );
-        }
-        let b = match store.get(&store::release_key(v), None, BUNDLE_MAX_BYTES as u64)? {
-            store::Fetched::Object { bytes, .. } => bytes,
-            store::Fetched::NotModified => {
-                bail!("the store answered 'not modified' to a plain read")
-            }
-        };
-        let r = npcnix::verify::verify_signatures(&policy, &b, now)
-            .map_err(super::exit::Rejected)
-            .with_context(|| format!("release {v} between the head and version {}", a.to))?;
-        if r.version() != v || Some(r.statement_hash()) != expected {
-            return Err(super::exit::Unverified(format!(
-                "the chain from the head down to version {} is broken at version {v}",
-                a.to
-            ))
-            .into());
-        }
-        expected = r.statement().previous;
-        v -= 1;
-    }
-    if Some(target.statement_hash()) != expected {
-        return Err(super::exit::Unverified(format!(
-            "version {} in the store is not the one the head's history names (a fork or a planted release)",
-            a.to
-        ))
-        .into());
-    }
-    draft.statement.toplevels = old.toplevels.clone();
-    let bundle = Bundle {
-        statement: draft.statement_bytes(),
-        signatures: vec![draft.sign(&sk)],
-    }
-    .encode();
-    publish::upload(
-        store.as_ref(),
-        &archive_path,
-        &old.archive,
-        draft.statement.version,
-        &bundle,
-        draft.head_etag(),
-        &a.store.retry(),
-    )?;
-    let version = draft.statement.version;
+    editor.download(&source.release.statement().archive, &archive_path)?;
+    let draft = editor.revert_draft(&source, now, expires_in.map(|d| now + d))?;
+    let published = editor.publish(&draft, &archive_path, vec![draft.sign(&sk)])?;
     if a.json {
+        let st = published.release.statement();
         common::print_json(&serde_json::json!({
             "remote": remote.as_str(),
-            "version": version,
+            "version": st.version,
             "reverted_to": a.to,
-            "archive": {"blake3": old.archive.blake3.to_hex(), "size": old.archive.size},
-            "toplevels": draft.statement.toplevels,
+            "archive": {"blake3": published.archive.blake3.to_hex(), "size": published.archive.size},
+            "toplevels": st.toplevels,
+            "brings_back": source.brings_back.iter().map(ToString::to_string).collect::<Vec<_>>(),
         }));
     } else {
         outln!(
-            "published {remote} version {version}: the content of version {} (revert)",
+            "published {remote} version {}: the content of version {} (revert)",
+            published.release.version(),
             a.to
         );
     }
     Ok(())
-}
-
-fn fsutil_create(path: &std::path::Path) -> Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))
 }

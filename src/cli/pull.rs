@@ -86,7 +86,7 @@ pub fn run(a: Args) -> Result<()> {
         dst: &a.dst,
         progress: &*progress,
     };
-    let pulled = pull::pull_to(store.as_ref(), &data, &req, now)?;
+    let pulled = pull::pull_to(&store, &data, &req, now)?;
     for w in &pulled.warnings {
         warn!("{w}");
     }

@@ -15,15 +15,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::{Deserialize, Serialize};
 
-use npcnix::format::bundle::Bundle;
 use npcnix::format::statement::{Digest, Statement};
 use npcnix::format::text::visible;
-use npcnix::format::time::rfc3339;
 use npcnix::fsutil;
-use npcnix::publish::{self, StatementParams};
-use npcnix::verify::{self, Policy};
+use npcnix::publish::policy::{PolicyKey, RemotePolicy};
+use npcnix::publish::{self, prepared, review, Editor, StatementParams};
 
 use super::common;
 use super::exit::{Rejected, Unverified};
@@ -72,13 +69,22 @@ pub struct PrepareArgs {
     #[arg(
         long,
         value_name = "DIR",
-        conflicts_with = "archive",
-        required_unless_present = "archive"
+        conflicts_with_all = ["archive", "revert_to"],
+        required_unless_present_any = ["archive", "revert_to"]
     )]
     src: Option<PathBuf>,
     /// Use an already packed archive
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "revert_to")]
     archive: Option<PathBuf>,
+    /// Prepare a revert: a new version with the content of version N (its
+    /// archive and signed system paths, no rollout wave), found through the
+    /// signed chain from the head; how a k-of-n remote halts a rollout
+    #[arg(long, value_name = "N")]
+    revert_to: Option<u64>,
+    /// With --revert-to: go ahead even if version N was signed by keys the
+    /// remote no longer trusts (its configuration re-pins them)
+    #[arg(long, requires = "revert_to")]
+    allow_trust_change: bool,
     /// Version (default: head + 1)
     #[arg(long, value_name = "N")]
     version: Option<u64>,
@@ -88,18 +94,8 @@ pub struct PrepareArgs {
     /// The remote's signed name (default: the URL's last path segment)
     #[arg(long, value_name = "NAME")]
     remote_name: Option<String>,
-    /// Keys whose signatures may sign the current head (repeatable; the head must verify)
-    #[arg(long = "trusted-key", value_name = "PUBKEY")]
-    trusted_keys: Vec<String>,
-    /// Signatures from distinct trusted keys the remote's head (and, for
-    /// `log`, every release) must carry: the remote's threshold, as its
-    /// hosts have it
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    threshold: usize,
-    /// Verify with exactly the keys and threshold the remote's hosts use:
-    /// their host config file (overrides --trusted-key and --threshold)
-    #[arg(long, value_name = "FILE")]
-    host_config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    trust: common::TrustArgs,
 
     /// Public key of an expected signer: prints its exact minisign command (repeatable)
     #[arg(long = "signer", value_name = "PUBKEY")]
@@ -142,21 +138,10 @@ pub struct PublishArgs {
     /// Remote URL (default: the one recorded by prepare)
     #[arg(long, value_name = "URL", value_parser = common::remote_url)]
     remote: Option<String>,
-    /// Keys the signatures must come from (repeatable)
-    #[arg(
-        long = "trusted-key",
-        value_name = "PUBKEY",
-        required_unless_present = "host_config"
-    )]
-    trusted_keys: Vec<String>,
-    /// Signatures required from distinct trusted keys
-    #[arg(long, default_value_t = 1)]
-    threshold: usize,
-    /// Verify with exactly the keys and threshold the remote's hosts use:
-    /// their host config file (overrides --trusted-key and --threshold)
-    #[arg(long, value_name = "FILE")]
-    host_config: Option<std::path::PathBuf>,
-
+    /// The remote's keys and threshold [default: the policy prepare
+    /// recorded in release.json]
+    #[command(flatten)]
+    trust: common::TrustArgs,
     #[command(flatten)]
     store: common::StoreArgs,
     /// Print the result as JSON
@@ -202,17 +187,6 @@ pub struct CheckArgs {
     json: bool,
 }
 
-/// `release.json`: what prepare recorded.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Prepared {
-    pub url: String,
-    pub remote: String,
-    pub version: u64,
-    /// Statement hash of the head this release extends (null: first).
-    pub extends: Option<Digest>,
-}
-
 pub fn run(a: Args) -> Result<()> {
     match a.cmd {
         Cmd::Prepare(p) => prepare(*p),
@@ -222,56 +196,74 @@ pub fn run(a: Args) -> Result<()> {
     }
 }
 
+/// The statement of a prepared release directory, read bounded (exit 1
+/// with a clear message if `dir` is not one).
 pub fn read_statement(dir: &Path) -> Result<(Vec<u8>, Statement)> {
-    let path = dir.join("statement.json");
-    let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    // Not yet signed: parsed for display and checks only; hosts verify first.
-    let st = Statement::parse(&bytes).with_context(|| format!("{}", path.display()))?;
-    Ok((bytes, st))
+    if fs::symlink_metadata(dir.join(prepared::STATEMENT_JSON)).is_err() {
+        return Err(err_no_dir(dir));
+    }
+    Ok(prepared::read_statement(dir)?)
+}
+
+/// The policy to record for the signers and `release publish`: the keys,
+/// and the signatures a new head needs.
+fn snapshot(editor: &Editor<'_>, head: Option<&publish::CurrentHead>) -> RemotePolicy {
+    let p = &editor.trust().policy;
+    RemotePolicy {
+        threshold: editor.required_signatures(head),
+        keys: p
+            .keys
+            .iter()
+            .map(|k| PolicyKey {
+                public_key: k.key.to_base64(),
+                comment: None,
+                not_after: k.not_after,
+            })
+            .collect(),
+        max_version_jump: p.max_version_jump,
+    }
 }
 
 fn prepare(a: PrepareArgs) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
     let store = a.store.open(&a.remote)?;
-    let expires_in = a.expires;
     let signers = a
         .signers
         .iter()
         .map(|s| common::load_public_key(s))
         .collect::<Result<Vec<_>>>()?;
-    if a.out.exists() {
+    if fs::symlink_metadata(&a.out).is_ok() {
         bail!(
             "{} already exists; prepare into a new directory",
             a.out.display()
         );
     }
-    let mut head_keys = signers.clone();
-    for k in &a.trusted_keys {
-        head_keys.push(common::load_public_key(k)?);
-    }
-    if head_keys.is_empty() && a.host_config.is_none() {
-        return Err(super::exit::usage("pass --signer, --trusted-key or --host-config: the remote's head must be verified before a release extends it".into()));
-    }
+    let (trust, retired) = a.trust.resolve(&remote, &signers, a.src.as_deref())?;
     let now = fsutil::now_unix();
-    let head_policy = match &a.host_config {
-        Some(p) => common::host_policy(p, &remote)?,
-        None => {
-            let mut p = Policy::manual(remote.clone(), head_keys);
-            p.threshold = a.threshold;
-            p
+    let editor = Editor::new(&store, trust, now, a.store.retry());
+    let work = fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-prepare-")
+        .context("creating a private temp dir")?;
+    let archive_path = work.path().join(prepared::ARCHIVE);
+    let expires = a.expires.map(|d| now + d);
+    let draft = if let Some(n) = a.revert_to {
+        let head = editor
+            .head()?
+            .ok_or_else(|| anyhow!("{} has no releases: nothing to revert", a.remote))?;
+        let source = editor.revert_source(&head, n, &retired, a.allow_trust_change)?;
+        if !source.brings_back.is_empty() {
+            warn!(
+                "version {n} was signed by key(s) {} that the remote no longer trusts; its configuration most likely trusts them again on every host (--allow-trust-change)",
+                source
+                    .brings_back
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
-    };
-    let tmp = a.out.with_file_name(format!(
-        ".{}.tmp-{}",
-        a.out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        fsutil::random_suffix()
-    ));
-    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let res = (|| -> Result<Statement> {
-        let archive_path = tmp.join("archive.tar.zst");
+        editor.download(&source.release.statement().archive, &archive_path)?;
+        editor.revert_draft(&source, now, expires)?
+    } else {
         let source = super::publish::stage_archive(
             a.src.as_deref(),
             a.archive.as_deref(),
@@ -281,51 +273,42 @@ fn prepare(a: PrepareArgs) -> Result<()> {
             &a.threads,
         )?;
         let aref = publish::hash_file(&archive_path)?;
-        let mut draft = publish::draft(
-            store.as_ref(),
-            &head_policy,
+        let mut draft = editor.draft(
             aref,
             StatementParams {
                 remote: remote.clone(),
                 version: a.version,
                 created: now,
-                expires: expires_in.map(|d| now + d),
+                expires,
                 source,
             },
-            now,
         )?;
         if a.build.build {
-            let work = tmp.join(".build");
-            fs::create_dir(&work)?;
-            let built = super::publish::build_toplevels(&archive_path, &work, &a.build);
-            let _ = fs::remove_dir_all(&work);
-            draft.statement.toplevels = Some(built?);
+            let build = work.path().join("build");
+            fs::create_dir(&build)?;
+            draft.statement.toplevels = Some(super::publish::build_toplevels(
+                &archive_path,
+                &build,
+                &a.build,
+            )?);
         }
         draft.statement.decommission = super::publish::decommission_list(&a.decommission)?;
         draft.statement.rollout = a.rollout.plan()?;
-        fs::write(tmp.join("statement.json"), draft.statement_bytes())?;
-        let prepared = Prepared {
-            url: a.remote.clone(),
-            remote: remote.to_string(),
-            version: draft.statement.version,
-            extends: draft.head.as_ref().map(|h| h.hash),
-        };
-        let st = draft.statement;
-        fs::write(
-            tmp.join("release.json"),
-            serde_json::to_vec_pretty(&prepared)?,
-        )?;
-        Ok(st)
-    })();
-    let st = match res {
-        Ok(st) => st,
-        Err(e) => {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
+        draft
     };
-    fs::rename(&tmp, &a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let meta = prepared::Prepared {
+        url: a.remote.clone(),
+        remote: remote.to_string(),
+        version: draft.statement.version,
+        extends: draft.head.as_ref().map(|h| h.hash),
+        policy: Some(snapshot(&editor, draft.head.as_ref())),
+        policy_origin: Some(editor.trust().origin.to_string()),
+        revert_of: a.revert_to,
+    };
+    prepared::write(&a.out, &meta, &draft.statement, &archive_path)?;
+    let st = draft.statement;
     let bytes = st.to_bytes();
+    let need = meta.policy.as_ref().map_or(1, |p| p.threshold);
     if a.json {
         common::print_json(&serde_json::json!({
             "remote": remote.as_str(),
@@ -336,6 +319,11 @@ fn prepare(a: PrepareArgs) -> Result<()> {
             "previous": st.previous.map(|d| d.to_hex()),
             "archive": {"blake3": st.archive.blake3.to_hex(), "size": st.archive.size},
             "expires": st.expires,
+            "toplevels": st.toplevels,
+            "decommission": st.decommission,
+            "rollout": st.rollout,
+            "revert_of": a.revert_to,
+            "signatures_needed": need,
             "signers": signers.iter().map(|pk| serde_json::json!({
                 "key_id": pk.key_id.to_string(),
                 "trusted_comment": publish::trusted_comment(&st, &bytes, pk.key_id),
@@ -344,22 +332,22 @@ fn prepare(a: PrepareArgs) -> Result<()> {
         return Ok(());
     }
     outln!(
-        "prepared {} version {} in {}",
+        "prepared {} version {} in {}{}",
         remote,
         st.version,
-        a.out.display()
+        a.out.display(),
+        a.revert_to
+            .map_or(String::new(), |n| format!(" (a revert to version {n})"))
     );
     outln!(
-        "  statement: {} ({} bytes)",
-        Digest::of(&bytes),
-        bytes.len()
+        "{}",
+        review::render(&review::review(&st, &bytes)).trim_end()
     );
     outln!(
-        "  archive:   {} ({})",
-        st.archive.blake3,
-        super::out::size(st.archive.size)
+        "\nIt needs {need} signature(s) from distinct trusted keys ({}).",
+        editor.trust().origin
     );
-    outln!("\nSign on the offline machine, either with npcnix:");
+    outln!("Sign on the offline machine, either with npcnix:");
     outln!("  npcnix sign {} --key RELEASE.key", a.out.display());
     if signers.is_empty() {
         outln!(
@@ -376,68 +364,60 @@ fn prepare(a: PrepareArgs) -> Result<()> {
             pk.key_id
         );
     }
-    outln!(
-        "\nThen, online: npcnix release publish {} --trusted-key PUBKEY...",
-        a.out.display()
-    );
+    outln!("\nThen, online: npcnix release publish {}", a.out.display());
     Ok(())
 }
 
-/// Every `*.minisig` file in a release directory, sorted.
-pub fn signatures(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let p = e?.path();
-        if p.extension().is_some_and(|x| x == "minisig") {
-            let text =
-                common::read_small(&p, npcnix::format::bundle::SIGNATURE_MAX_BYTES, "signature")?;
-            out.push((p, text));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 fn publish_dir(a: PublishArgs) -> Result<()> {
-    let prepared: Prepared = serde_json::from_slice(
-        &fs::read(a.dir.join("release.json"))
-            .with_context(|| format!("reading {}/release.json", a.dir.display()))?,
-    )
-    .context("release.json")?;
-    let url = a.remote.clone().unwrap_or_else(|| prepared.url.clone());
-    let remote = common::remote_name(&url, Some(&prepared.remote))?;
-    let (bytes, st) = read_statement(&a.dir)?;
-    let sigs = signatures(&a.dir)?;
-    if sigs.is_empty() {
+    if fs::symlink_metadata(a.dir.join(prepared::STATEMENT_JSON)).is_err() {
+        return Err(err_no_dir(&a.dir));
+    }
+    let p = prepared::read(&a.dir)?;
+    let url = a.remote.clone().unwrap_or_else(|| p.meta.url.clone());
+    let remote = common::remote_name(&url, Some(&p.meta.remote))?;
+    if p.signatures.is_empty() {
         bail!(
             "{} has no *.minisig signatures yet; run `npcnix sign` (or minisign) first",
             a.dir.display()
         );
     }
-    let bundle = Bundle {
-        statement: bytes.clone(),
-        signatures: sigs.into_iter().map(|(_, t)| t).collect(),
-    }
-    .encode();
-    let policy = match &a.host_config {
-        Some(p) => common::host_policy(p, &remote)?,
-        None => {
-            let mut p = Policy::manual(remote.clone(), common::load_public_keys(&a.trusted_keys)?);
-            p.threshold = a.threshold;
-            p
+    let flags_given = a.trust.policy.is_some()
+        || a.trust.host_config.is_some()
+        || !a.trust.trusted_keys.is_empty()
+        || a.trust.threshold.is_some();
+    let trust = if flags_given {
+        a.trust.resolve(&remote, &[], None)?.0
+    } else {
+        let recorded = p.meta.policy.as_ref().ok_or_else(|| {
+            super::exit::usage(format!(
+                "{} records no policy (prepared by an older npcnix): pass --policy, --host-config or --trusted-key",
+                a.dir.join(prepared::RELEASE_JSON).display()
+            ))
+        })?;
+        let file = npcnix::publish::policy::PolicyFile {
+            format: npcnix::publish::policy::POLICY_FORMAT.into(),
+            remotes: [(remote.to_string(), recorded.clone())]
+                .into_iter()
+                .collect(),
+        };
+        npcnix::publish::RemoteTrust {
+            policy: file.policy_for(&remote)?,
+            origin: npcnix::publish::TrustOrigin::Recorded(
+                p.meta
+                    .policy_origin
+                    .clone()
+                    .unwrap_or_else(|| "release prepare".into()),
+            ),
         }
     };
-    let now = fsutil::now_unix();
-    let release = verify::verify_signatures(&policy, &bundle, now).map_err(Rejected)?;
-    verify::check_policy(&policy, None, &release, now).map_err(Rejected)?;
     // Work on a private copy: the bytes checked here are the bytes uploaded,
     // whatever happens to the directory (a USB stick, a shared folder) now.
-    let source = a.dir.join("archive.tar.zst");
+    let source = a.dir.join(prepared::ARCHIVE);
     let work = fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-publish-")
         .context("creating a private temp dir")?;
-    let archive = work.path().join("archive.tar.zst");
+    let archive = work.path().join(prepared::ARCHIVE);
     let aref = publish::private_copy(&source, &archive)?;
-    if let Some(m) = ArchiveMismatch::between(&aref, &st.archive) {
+    if let Some(m) = ArchiveMismatch::between(&aref, &p.statement.archive) {
         return Err(Rejected(Refusal::Archive(m))).with_context(|| {
             format!(
                 "{} is not the archive the statement names",
@@ -446,60 +426,37 @@ fn publish_dir(a: PublishArgs) -> Result<()> {
         });
     }
     let store = a.store.open(&url)?;
-    // The head must still be the one this release extends.
-    // At the remote's threshold: a head planted with one stolen key is not
-    // extended.
-    let head = publish::read_head(store.as_ref(), &policy, now)?;
-    let head_hash = head.as_ref().map(|h| h.hash);
-    if head_hash != st.previous {
+    let editor = Editor::new(&store, trust, fsutil::now_unix(), a.store.retry());
+    // The head must still be the one this release extends, verified at
+    // the remote's threshold (a head planted with one stolen key is not
+    // extended).
+    let head = editor.head()?;
+    if head.as_ref().map(|h| h.hash) != p.statement.previous {
         return Err(npcnix::publish::PublishError::HeadMoved {
-            version: st.version,
+            version: p.statement.version,
             store: store.describe(),
         })
         .context(
             "the remote's head changed since this release was prepared; prepare and sign again",
         );
     }
-    publish::upload(
-        store.as_ref(),
+    let draft = publish::Draft {
+        head,
+        statement: p.statement.clone(),
+    };
+    let published = editor.publish_signed(
+        &draft,
+        p.statement_bytes.clone(),
         &archive,
-        &aref,
-        st.version,
-        &bundle,
-        head.as_ref().and_then(|h| h.etag.as_ref()),
-        &a.store.retry(),
+        p.signatures.into_iter().map(|(_, t)| t).collect(),
     )?;
-    if a.json {
-        common::print_json(&serde_json::json!({
-            "remote": remote.as_str(),
-            "url": url,
-            "version": st.version,
-            "previous": st.previous.map(|d| d.to_hex()),
-            "statement": release.statement_hash().to_hex(),
-            "archive": {"blake3": aref.blake3.to_hex(), "size": aref.size, "key": aref.object_key()},
-            "signers": release.signers().iter().map(|k| k.to_string()).collect::<Vec<_>>(),
-            "expires": st.expires,
-        }));
-        return Ok(());
-    }
-    outln!(
-        "published {} version {} to {} (signed by {})",
-        remote,
-        st.version,
-        url,
-        release
-            .signers()
-            .iter()
-            .map(|k| k.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    super::publish::report_published(&published, &url, a.json, &[]);
     Ok(())
 }
 
 fn check(a: CheckArgs) -> Result<()> {
     common::existing_dir("--src", &a.src)?;
-    let (_, st) = read_statement(&a.dir)?;
+    let (bytes, st) = read_statement(&a.dir)?;
     let tree = npcnix::archive::collect_entries(&a.src, super::pack::selection(a.all_files))?;
     let work = fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-check-")
         .context("creating a private temp dir")?;
@@ -549,9 +506,13 @@ fn check(a: CheckArgs) -> Result<()> {
                 "dir": a.dir,
                 "src": a.src,
                 "version": st.version,
+                "statement": Digest::of(&bytes).to_hex(),
                 "archive": {"blake3": packed.blake3.to_hex(), "size": packed.size},
                 "pack_format": options.format.to_string(),
                 "toplevels": toplevels,
+                "decommission": st.decommission,
+                "rollout": st.rollout,
+                "expires": st.expires,
             }));
         }
     };
@@ -563,6 +524,18 @@ fn check(a: CheckArgs) -> Result<()> {
             super::out::size(packed.size),
             options.format
         );
+        // What the archive does not cover, and the signers sign too.
+        for l in review::review(&st, &bytes)
+            .into_iter()
+            .filter(|l| matches!(l.field.as_str(), "decommission" | "rollout" | "expires"))
+        {
+            outln!(
+                "{} {}: {}",
+                if l.alert { "!!" } else { "  " },
+                l.field,
+                l.value
+            );
+        }
     }
     let Some(signed) = st.toplevels.as_ref().filter(|t| !t.is_empty()) else {
         report("none");
@@ -611,46 +584,6 @@ fn check(a: CheckArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Renders a statement for a human about to sign it.
-pub fn describe(st: &Statement, bytes: &[u8]) -> String {
-    let mut s = String::new();
-    s.push_str(&format!("  remote:    {}\n", st.remote));
-    s.push_str(&format!("  version:   {}\n", st.version));
-    s.push_str(&format!(
-        "  previous:  {}\n",
-        st.previous
-            .map_or("(none: first release)".to_owned(), |d| d.to_hex())
-    ));
-    s.push_str(&format!(
-        "  archive:   {} ({})\n",
-        st.archive.blake3,
-        super::out::size(st.archive.size)
-    ));
-    s.push_str(&format!("  created:   {}\n", rfc3339(st.created)));
-    if let Some(e) = st.expires {
-        s.push_str(&format!("  expires:   {}\n", rfc3339(e)));
-    }
-    if let Some(t) = &st.toplevels {
-        for (name, path) in t {
-            s.push_str(&format!(
-                "  toplevel:  {} -> {}\n",
-                visible(name),
-                visible(path)
-            ));
-        }
-    }
-    if let Some(src) = &st.source {
-        if let Some(c) = &src.git_commit {
-            s.push_str(&format!("  commit:    {}\n", visible(c)));
-        }
-        if let Some(c) = &src.comment {
-            s.push_str(&format!("  comment:   {}\n", visible(c)));
-        }
-    }
-    s.push_str(&format!("  statement: {}\n", Digest::of(bytes)));
-    s
 }
 
 pub fn err_no_dir(dir: &Path) -> anyhow::Error {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use npcnix::fsutil;
-use npcnix::publish;
+use npcnix::publish::{self, prepared, review};
 
 use super::common;
 use super::out;
@@ -35,16 +35,19 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    if !a.dir.join("statement.json").exists() {
-        return Err(release::err_no_dir(&a.dir));
-    }
     let (bytes, st) = release::read_statement(&a.dir)?;
+    let lines = review::review(&st, &bytes);
     out::text(format_args!(
-        "About to sign:\n{}\n",
-        release::describe(&st, &bytes)
+        "About to sign (every signed field, as hosts will read it):\n{}\n",
+        review::render(&lines)
     ));
-    let archive = a.dir.join("archive.tar.zst");
-    if archive.exists() {
+    if lines.iter().any(|l| l.alert) {
+        out::text(format_args!(
+            "!! This release takes hosts out of lockout protection (decommission): sign only if that is intended.\n\n"
+        ));
+    }
+    let archive = a.dir.join(prepared::ARCHIVE);
+    if std::fs::symlink_metadata(&archive).is_ok() {
         let aref = publish::hash_file(&archive)?;
         if aref != st.archive {
             bail!(
@@ -64,7 +67,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     out::text(format_args!(
         "\nWhat this machine can check: the archive hash (above; `npcnix release check {d} --src CHECKOUT` \
-re-packs your own checkout), and remote, version, dates and comment as shown.\n\
+re-packs your own checkout), and every other field as shown.\n\
 What it cannot: `previous` (the store's head; `release publish` re-checks it online){}.\n",
         if st.toplevels.as_ref().is_some_and(|t| !t.is_empty()) {
             ", and that the toplevel paths are what the archive builds (`npcnix release check --build` on a machine with Nix)"

@@ -23,6 +23,7 @@
 
 pub mod activate;
 pub mod agent;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod fetcher;

@@ -14,7 +14,7 @@ use crate::archive::{ExtractStats, Limits};
 use crate::host::journal::Journal;
 use crate::host::pipeline::{self, PipelineError};
 use crate::host::state::{DataDir, StateError};
-use crate::store::{ReleaseLog, Store};
+use crate::store::Remote;
 use crate::verify::{Policy, VerifiedRelease};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ pub struct PullRequest<'a> {
 /// Verifies the remote's latest release and extracts it to `req.dst`.
 /// Every outcome, refusal or acceptance, is appended to the audit log.
 pub fn pull_to(
-    store: &dyn Store,
+    store: &Remote,
     data: &DataDir,
     req: &PullRequest<'_>,
     now: u64,
@@ -76,7 +76,7 @@ pub fn pull_to(
         data.load()?
     };
     let journal = Journal::new(data, req.policy.remote.as_str());
-    let log = ReleaseLog::new(store);
+    let log = store.log();
     let remote = snapshot.remote(req.policy.remote.as_str()).cloned();
     let mut lock = None;
     let mut state = snapshot.clone();

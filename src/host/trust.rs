@@ -192,6 +192,9 @@ pub fn check_trust_root(
             warn(&format!("could not record the trust root: {e}"));
         }
     }
+    if let Err(e) = remember_keys(data, v) {
+        warn(&format!("could not record the pinned keys: {e}"));
+    }
     let moved = match trust_dir {
         Some(dir) => check_state_dir(remote, data, dir, now, warn)?,
         None => None,
@@ -263,4 +266,42 @@ fn check_state_dir(
         }
     }
     Ok(change)
+}
+
+/// Every key this host has pinned for a remote, ever
+/// (`<data>/trust-keys/<remote>.json`, `KEYID:RW...` lines): what `npcnix
+/// audit` verifies the store's old releases with after a key rotation.
+fn key_history_path(data: &DataDir, remote: &str) -> PathBuf {
+    data.root.join("trust-keys").join(format!("{remote}.json"))
+}
+
+/// The keys ever pinned for `remote` (unreadable: none).
+pub fn key_history(data: &DataDir, remote: &str) -> Vec<String> {
+    crate::fsutil::read_regular(&key_history_path(data, remote), 1 << 20)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Adds the keys `v` pins for its remote to the remote's key history.
+pub fn remember_keys(data: &DataDir, v: &Validated) -> io::Result<()> {
+    let remote = v.remote.as_str();
+    let mut keys = key_history(data, remote);
+    let before = keys.len();
+    for k in TrustRecord::of(v).keys {
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    if keys.len() == before && key_history_path(data, remote).exists() {
+        return Ok(());
+    }
+    keys.sort();
+    let dir = data.root.join("trust-keys");
+    crate::fsutil::ensure_private_dir(&dir)?;
+    crate::fsutil::write_atomic(
+        &key_history_path(data, remote),
+        &serde_json::to_vec_pretty(&keys).map_err(io::Error::other)?,
+        0o600,
+    )
 }

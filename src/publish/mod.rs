@@ -26,12 +26,11 @@ use crate::format::sign::sign_minisign;
 use crate::format::statement::{
     ArchiveRef, Binding, Digest, RemoteName, Source, Statement, STATEMENT_TYPE,
 };
-use crate::store::{
-    release_key, ETag, Fetched, ReleaseLog, Store, StoreError, StoreErrorKind, LATEST,
-};
+use crate::store::{release_key, ETag, Fetched, Remote, StoreError, StoreErrorKind, LATEST};
 use crate::verify::{self, Policy};
 
 pub mod editor;
+pub mod history;
 pub mod policy;
 pub mod prepared;
 pub mod review;
@@ -136,11 +135,11 @@ pub struct CurrentHead {
 /// host far ahead — freezing them. Likewise a missing `latest` with releases
 /// present is a damaged store, not a fresh remote.
 pub fn read_head(
-    store: &dyn Store,
+    store: &Remote,
     policy: &Policy,
     now: u64,
 ) -> Result<Option<CurrentHead>, PublishError> {
-    let log = ReleaseLog::new(store);
+    let log = store.log();
     let (bytes, etag) = match log.latest(None) {
         Ok(Fetched::Object { bytes, etag }) => (bytes, etag),
         Ok(Fetched::NotModified) => {
@@ -315,20 +314,6 @@ impl Draft {
     }
 }
 
-/// Step 1 of every publish: reads and verifies the remote's head with
-/// `head_policy`, and builds the next statement for `archive` on top of it.
-pub fn draft(
-    store: &dyn Store,
-    head_policy: &Policy,
-    archive: ArchiveRef,
-    params: StatementParams,
-    now: u64,
-) -> Result<Draft, PublishError> {
-    let head = read_head(store, head_policy, now)?;
-    let statement = next_statement(head.as_ref(), archive, params)?;
-    Ok(Draft { head, statement })
-}
-
 /// What goes into a new statement besides the archive.
 #[derive(Clone, Debug)]
 pub struct StatementParams {
@@ -406,7 +391,7 @@ pub fn sign_statement(statement: &Statement, statement_bytes: &[u8], sk: &Secret
 /// object holds exactly this bundle (the earlier attempt landed, its answer
 /// was lost). Anything else stays a lost race.
 pub fn upload(
-    store: &dyn Store,
+    remote: &Remote,
     archive_path: &Path,
     archive: &ArchiveRef,
     version: u64,
@@ -415,6 +400,7 @@ pub fn upload(
     retry: &crate::store::retry::Retry,
 ) -> Result<(), PublishError> {
     use crate::store::retry::{put_new_resolving, put_swap_resolving};
+    let store = remote.store();
     let io_err = |source| PublishError::Io {
         path: archive_path.to_owned(),
         source,

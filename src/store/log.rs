@@ -21,6 +21,8 @@ pub enum Object<'a> {
     Release(u64),
     /// A content-addressed archive.
     Archive(&'a ArchiveRef),
+    /// A host's signed receipt (`hosts/<host_id>.json`).
+    Receipt(&'a str),
 }
 
 impl Object<'_> {
@@ -30,6 +32,7 @@ impl Object<'_> {
             Object::Latest => super::LATEST.to_owned(),
             Object::Release(v) => super::release_key(*v),
             Object::Archive(a) => a.object_key(),
+            Object::Receipt(h) => format!("{RECEIPTS}{h}.json"),
         }
     }
 
@@ -38,9 +41,13 @@ impl Object<'_> {
         match self {
             Object::Latest | Object::Release(_) => BUNDLE_MAX_BYTES as u64,
             Object::Archive(a) => a.size,
+            Object::Receipt(_) => crate::format::receipt::RECEIPT_MAX_BYTES as u64,
         }
     }
 }
+
+/// Where hosts' receipts live under a remote.
+const RECEIPTS: &str = "hosts/";
 
 /// Typed, bounded reads of one remote's log.
 pub struct ReleaseLog<'s> {
@@ -49,7 +56,7 @@ pub struct ReleaseLog<'s> {
 }
 
 impl<'s> ReleaseLog<'s> {
-    pub fn new(store: &'s dyn Store) -> ReleaseLog<'s> {
+    pub(crate) fn new(store: &'s dyn Store) -> ReleaseLog<'s> {
         ReleaseLog {
             store,
             min_rate: transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC,
@@ -63,7 +70,7 @@ impl<'s> ReleaseLog<'s> {
         self
     }
 
-    pub fn store(&self) -> &'s dyn Store {
+    pub(crate) fn store(&self) -> &'s dyn Store {
         self.store
     }
 
@@ -106,6 +113,51 @@ impl<'s> ReleaseLog<'s> {
             Err(e) if e.kind == StoreErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Every key under `releases/`, sorted, including what is not a
+    /// release (an audit reports junk); more than `max` is
+    /// [`StoreErrorKind::TooLarge`].
+    pub fn release_keys(&self, max: usize) -> Result<Vec<String>, StoreError> {
+        self.store.list("releases/", max)
+    }
+
+    /// The host IDs that have a receipt (keys `hosts/<id>.json`; anything
+    /// else under `hosts/` is skipped), sorted; more than `max` is
+    /// [`StoreErrorKind::TooLarge`].
+    pub fn receipt_hosts(&self, max: usize) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .store
+            .list(RECEIPTS, max)?
+            .into_iter()
+            .filter_map(|k| {
+                k.strip_prefix(RECEIPTS)
+                    .and_then(|r| r.strip_suffix(".json"))
+                    .map(str::to_owned)
+            })
+            .collect())
+    }
+
+    /// A host's receipt (`Ok(None)`: none), at most
+    /// [`crate::format::receipt::RECEIPT_MAX_BYTES`].
+    pub fn receipt(&self, host_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let obj = Object::Receipt(host_id);
+        match self.store.get(&obj.key(), None, obj.limit()) {
+            Ok(Fetched::Object { bytes, .. }) => Ok(Some(bytes)),
+            Ok(Fetched::NotModified) => Err(StoreError::new(
+                StoreErrorKind::Protocol,
+                &self.store.describe(),
+                &obj.key(),
+                "the store answered 'not modified' to a request without If-None-Match".into(),
+            )),
+            Err(e) if e.kind == StoreErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes this host's receipt (the one object an agent writes).
+    pub fn put_receipt(&self, host_id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.store.put(&Object::Receipt(host_id).key(), bytes)
     }
 
     /// The versions the log holds, ascending (keys that are not

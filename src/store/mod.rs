@@ -170,8 +170,11 @@ pub enum Fetched {
     },
 }
 
-/// A release store for one remote.
-pub trait Store: Send + Sync {
+/// A release store for one remote: what a backend implements. Private to
+/// the library: everything outside reads through [`Remote::log`] (the
+/// bounded, typed [`ReleaseLog`]) and writes through the editor
+/// (`crate::publish`) or the agent's receipts.
+pub(crate) trait Store: Send + Sync {
     /// Human-readable location (URL) for messages.
     fn describe(&self) -> String;
 
@@ -240,7 +243,7 @@ pub fn parse_release_key(key: &str) -> Option<u64> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UrlError {
-    #[error("unsupported remote URL {0:?}: expected file:///path, s3://bucket/prefix/remote or https://mirror/path")]
+    #[error("unsupported remote URL {url:?}: expected {accepted}", url = .0, accepted = Scheme::accepted())]
     Scheme(String),
     #[error("remote URL {0:?} has no path")]
     Empty(String),
@@ -287,23 +290,131 @@ pub struct StoreOptions {
 }
 
 /// Opens the store a remote URL names.
-pub fn open_url(url: &str, opts: &StoreOptions) -> Result<Box<dyn Store>, UrlError> {
-    if let Some(path) = url.strip_prefix("file://") {
-        if path.is_empty() {
-            return Err(UrlError::Empty(url.to_owned()));
+pub fn open_url(url: &str, opts: &StoreOptions) -> Result<Remote, UrlError> {
+    let scheme = Scheme::of(url).ok_or_else(|| UrlError::Scheme(url.to_owned()))?;
+    let store: Box<dyn Store> = match scheme.kind {
+        SchemeKind::File => {
+            let path = url.strip_prefix(scheme.prefix).unwrap_or_default();
+            if path.is_empty() {
+                return Err(UrlError::Empty(url.to_owned()));
+            }
+            Box::new(file::FileStore::new(path.into(), url.to_owned()))
         }
-        return Ok(Box::new(file::FileStore::new(path.into(), url.to_owned())));
-    }
-    #[cfg(feature = "s3")]
-    if url.starts_with("s3://") {
-        return s3::S3Store::new(url, opts).map(|s| Box::new(s) as Box<dyn Store>);
-    }
-    #[cfg(feature = "http")]
-    if url.starts_with("https://") || url.starts_with("http://") {
-        return http::HttpStore::new(url, opts).map(|s| Box::new(s) as Box<dyn Store>);
-    }
+        #[cfg(feature = "s3")]
+        SchemeKind::S3 => Box::new(s3::S3Store::new(url, opts)?),
+        #[cfg(feature = "http")]
+        SchemeKind::Http => Box::new(http::HttpStore::new(url, opts)?),
+    };
     let _ = opts;
-    Err(UrlError::Scheme(url.to_owned()))
+    Ok(Remote(store))
+}
+
+/// The kinds of store npcnix can open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemeKind {
+    File,
+    #[cfg(feature = "s3")]
+    S3,
+    #[cfg(feature = "http")]
+    Http,
+}
+
+/// One URL scheme: the one table every URL check and every `open_url`
+/// reads (the host config, `--remote`, the fetch worker).
+#[derive(Clone, Copy, Debug)]
+pub struct Scheme {
+    pub prefix: &'static str,
+    pub kind: SchemeKind,
+    /// What a well-formed URL of this scheme looks like (for messages).
+    pub example: &'static str,
+}
+
+/// The schemes this build can open.
+pub const SCHEMES: &[Scheme] = &[
+    Scheme {
+        prefix: "file://",
+        kind: SchemeKind::File,
+        example: "file:///absolute/path",
+    },
+    #[cfg(feature = "s3")]
+    Scheme {
+        prefix: "s3://",
+        kind: SchemeKind::S3,
+        example: "s3://bucket/prefix/remote",
+    },
+    #[cfg(feature = "http")]
+    Scheme {
+        prefix: "https://",
+        kind: SchemeKind::Http,
+        example: "https://mirror.example.org/path",
+    },
+    #[cfg(feature = "http")]
+    Scheme {
+        prefix: "http://",
+        kind: SchemeKind::Http,
+        example: "http://mirror.example.org/path",
+    },
+];
+
+impl Scheme {
+    /// The scheme of `url`, if this build can open it.
+    pub fn of(url: &str) -> Option<&'static Scheme> {
+        SCHEMES.iter().find(|s| url.starts_with(s.prefix))
+    }
+
+    /// Whether `url` is well formed for its scheme (a typo is caught before
+    /// anything runs).
+    pub fn well_formed(url: &str) -> bool {
+        let Some(s) = Scheme::of(url) else {
+            return false;
+        };
+        let rest = &url[s.prefix.len()..];
+        match s.kind {
+            SchemeKind::File => rest.starts_with('/'),
+            #[cfg(feature = "s3")]
+            SchemeKind::S3 => s3::parse_url(url).is_some(),
+            #[cfg(feature = "http")]
+            SchemeKind::Http => !rest.is_empty() && !rest.starts_with('/'),
+        }
+    }
+
+    /// "file:///absolute/path, s3://... or https://...": what is accepted.
+    pub fn accepted() -> String {
+        let ex: Vec<&str> = SCHEMES.iter().map(|s| s.example).collect();
+        match ex.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => ex.join(""),
+        }
+    }
+}
+
+/// A remote's store, as the world outside the library holds it: it can say
+/// where it is and hand out its [`ReleaseLog`], the one bounded, typed read
+/// path; writes are the editor's (`crate::publish`) and the agent's.
+pub struct Remote(Box<dyn Store>);
+
+impl Remote {
+    pub(crate) fn new(store: Box<dyn Store>) -> Remote {
+        Remote(store)
+    }
+
+    /// Where the store is (its URL), for messages.
+    pub fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    /// The remote's objects, read bounded and typed.
+    pub fn log(&self) -> ReleaseLog<'_> {
+        ReleaseLog::new(self.0.as_ref())
+    }
+
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.0.as_ref()
+    }
+
+    pub(crate) fn into_inner(self) -> Box<dyn Store> {
+        self.0
+    }
 }
 
 /// Reads a PEM CA bundle (`StoreOptions::ca_file`): its bytes, checked to
@@ -333,7 +444,7 @@ mod tests {
     #[test]
     fn the_module_doc_counts_the_store_operations() {
         let src = include_str!("mod.rs");
-        let start = src.find("pub trait Store").expect("trait");
+        let start = src.find("pub(crate) trait Store").expect("trait");
         let body = &src[start..start + src[start..].find("\n}\n").expect("end")];
         let n = body.matches("    fn ").count() - body.matches("    fn describe").count();
         let words = [

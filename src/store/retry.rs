@@ -165,7 +165,7 @@ fn jitter() -> f64 {
 /// transient failure is checked by reading the object back: if it holds
 /// exactly `body`, the earlier attempt did write it and this is success.
 /// Any other refusal stays a refusal (someone else's object).
-pub fn put_new_resolving(
+pub(crate) fn put_new_resolving(
     store: &dyn Store,
     retry: &Retry,
     key: &str,
@@ -193,7 +193,7 @@ pub fn put_new_resolving(
 /// publisher's head; a refusal after a transient failure is success only if
 /// `key` holds exactly `body` (the earlier attempt landed). Returns the new
 /// ETag (`None` when it was resolved by reading and the store gave none).
-pub fn put_swap_resolving(
+pub(crate) fn put_swap_resolving(
     store: &dyn Store,
     retry: &Retry,
     key: &str,
@@ -233,24 +233,29 @@ fn holds(store: &dyn Store, retry: &Retry, key: &str, body: &[u8]) -> Result<boo
 /// A store front for operator commands: transient read failures retried
 /// (visibly, through the [`Retry`]'s notifier), transfers reported to a
 /// [`Progress`]. Conditional writes pass through once (module docs).
-pub struct ObservedStore {
+pub(crate) struct ObservedStore {
     inner: Arc<dyn Store>,
     retry: Retry,
     progress: Arc<dyn Progress>,
 }
 
+/// `remote` for an operator command: transient read failures retried
+/// visibly, transfers reported to `progress` ([`ObservedStore`]).
+pub fn observed(remote: super::Remote, retry: Retry, progress: Arc<dyn Progress>) -> super::Remote {
+    super::Remote::new(Box::new(ObservedStore::new(
+        remote.into_inner(),
+        retry,
+        progress,
+    )))
+}
+
 impl ObservedStore {
-    pub fn new(inner: Box<dyn Store>, retry: Retry, progress: Arc<dyn Progress>) -> Self {
+    fn new(inner: Box<dyn Store>, retry: Retry, progress: Arc<dyn Progress>) -> Self {
         ObservedStore {
             inner: Arc::from(inner),
             retry,
             progress,
         }
-    }
-
-    /// The retry policy, for the writes a caller retries itself.
-    pub fn retry(&self) -> &Retry {
-        &self.retry
     }
 }
 

@@ -27,6 +27,10 @@ pub struct LogEntry {
     pub untrusted_signers: Vec<String>,
     pub source_commit: Option<String>,
     pub comment: Option<String>,
+    /// Configurations the release retires (they skip lockout protection).
+    pub decommission: Option<Vec<String>>,
+    /// The signed rollout wave, if any.
+    pub rollout: Option<crate::format::rollout::Rollout>,
     pub verified: bool,
     pub error: Option<String>,
 }
@@ -97,6 +101,8 @@ impl<'p> HistoryCheck<'p> {
             untrusted_signers: Vec::new(),
             source_commit: None,
             comment: None,
+            decommission: None,
+            rollout: None,
             verified: false,
             error: None,
         };
@@ -120,6 +126,8 @@ impl<'p> HistoryCheck<'p> {
                 e.untrusted_signers = rel.ignored().iter().map(|k| k.to_string()).collect();
                 e.source_commit = st.source.as_ref().and_then(|s| s.git_commit.clone());
                 e.comment = st.source.as_ref().and_then(|s| s.comment.clone());
+                e.decommission = st.decommission.clone();
+                e.rollout = st.rollout.clone();
                 e.verified = true;
                 let (version, previous) = (st.version, st.previous);
                 if version != key_version {

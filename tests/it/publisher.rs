@@ -156,19 +156,33 @@ fn log_over_thousands_of_junk_releases_stays_in_constant_memory() {
     );
 }
 
+/// A (stolen or mistaken) signing key with its own tooling writes a head
+/// far ahead of the log: honest publishers refuse to extend it.
 #[test]
 fn version_burn_by_a_signed_head_far_ahead_of_the_log_is_not_extended() {
     let kit = Kit::new();
     let (key, _pubkey) = kit.keygen("release");
     kit.publish("prod", &key, &kit.flake("v1", "v1"), &[]).ok();
-    // A (stolen or mistaken) signing key publishes a head far ahead.
-    kit.publish(
+    let v1 = fs::read(kit.store_path("prod", "latest")).expect("latest");
+    let v1 = npcnix::format::bundle::Bundle::decode(&v1).expect("bundle");
+    let archive = npcnix::format::statement::Statement::parse(&v1.statement)
+        .expect("statement")
+        .archive;
+    let mut st = statement(
         "prod",
-        &key,
-        &kit.flake("v5000", "x"),
-        &["--version", "5000"],
+        5000,
+        Some(npcnix::format::statement::Digest::of(&v1.statement)),
+        archive,
+        now(),
+    );
+    st.expires = None;
+    let burnt = signed_bundle(&st, &kit.secret_key(&key));
+    fs::write(
+        kit.store_path("prod", "releases/00000000000000005000"),
+        &burnt,
     )
-    .ok();
+    .expect("plant");
+    fs::write(kit.store_path("prod", "latest"), &burnt).expect("plant");
     let r = kit.publish("prod", &key, &kit.flake("next", "next"), &[]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
@@ -179,4 +193,29 @@ fn version_burn_by_a_signed_head_far_ahead_of_the_log_is_not_extended() {
     assert!(!kit
         .store_path("prod", "releases/00000000000000005001")
         .exists());
+}
+
+/// Issue 29: `publish --version <head + 1500>` was accepted, and the next
+/// publish then refused to extend it. The jump is capped on write.
+#[test]
+fn version_burn_by_our_own_publisher_is_refused_on_write() {
+    let kit = Kit::new();
+    let (key, _pubkey) = kit.keygen("release");
+    kit.publish("prod", &key, &kit.flake("v1", "v1"), &[]).ok();
+    let r = kit.publish(
+        "prod",
+        &key,
+        &kit.flake("v1501", "x"),
+        &["--version", "1501"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("hosts refuse jumps of more than 1000"),
+        "{}",
+        r.stderr
+    );
+    assert!(!kit
+        .store_path("prod", "releases/00000000000000001501")
+        .exists());
+    kit.publish("prod", &key, &kit.flake("v2", "v2"), &[]).ok();
 }

@@ -407,7 +407,7 @@ fn publisher_that_read_a_stale_head_loses_cleanly() {
     let pk = npcnix::format::keys::PublicKey::parse(&fs::read_to_string(&_pubkey).expect("pub"))
         .expect("pk");
     let policy = npcnix::verify::Policy::manual(remote.clone(), vec![pk]);
-    let head_a = publish::read_head(st.as_ref(), &policy, now())
+    let head_a = publish::read_head(&st, &policy, now())
         .expect("head")
         .expect("some");
     let head_b = head_a.clone();
@@ -438,7 +438,7 @@ fn publisher_that_read_a_stale_head_loses_cleanly() {
     let (b_path, b_ref, b_v, b_bundle) = mk("b", &head_b);
     assert_eq!((a_v, b_v), (2, 2));
     publish::upload(
-        st.as_ref(),
+        &st,
         &a_path,
         &a_ref,
         a_v,
@@ -448,7 +448,7 @@ fn publisher_that_read_a_stale_head_loses_cleanly() {
     )
     .expect("a wins");
     let err = publish::upload(
-        st.as_ref(),
+        &st,
         &b_path,
         &b_ref,
         b_v,

@@ -72,7 +72,7 @@ fn offline_flow_prepare_sign_publish_then_pull() {
     assert!(s.stdout.contains("signed prod version 1"), "{}", s.stdout);
     // The signer saw what it signed.
     assert!(
-        s.stderr.contains("version:   1") && s.stderr.contains("archive:"),
+        s.stderr.contains("version         1") && s.stderr.contains("archive.blake3"),
         "{}",
         s.stderr
     );
@@ -182,9 +182,14 @@ fn two_of_three_remote_refuses_one_signature_and_accepts_two() {
 
     // One stolen key with store access plants v2 signed by it alone: the
     // host refuses it.
-    prepare(&h, "two", "v2", &["--trusted-key", &h.pubkey]).ok();
+    // (Given no threshold, a publisher requires as many signatures as the
+    // head carries; the thief says 1.)
+    let r = prepare(&h, "two-careless", "v2", &["--trusted-key", &h.pubkey]).ok();
+    assert!(r.stdout.contains("It needs 2 signature(s)"), "{}", r.stdout);
+    let thief = ["--trusted-key", h.pubkey.as_str(), "--threshold", "1"];
+    prepare(&h, "two", "v2", &thief).ok();
     sign(&h, "two", &h.key).ok();
-    publish_dir(&h, "two", &["--trusted-key", &h.pubkey]).ok();
+    publish_dir(&h, "two", &thief).ok();
     let (label, r) = h.once();
     assert_eq!(label, "rejected");
     assert!(
@@ -207,7 +212,7 @@ fn two_of_three_remote_refuses_one_signature_and_accepts_two() {
         h.kit.path("three/copy.minisig"),
     )
     .expect("copy");
-    publish_dir(&h, "three", &["--trusted-key", &h.pubkey]).ok();
+    publish_dir(&h, "three", &thief).ok();
     assert_eq!(h.once().0, "rejected");
 
     // The honest 2-of-3 signers, checking the head at the remote's

@@ -6,7 +6,7 @@
 //! jitter; only a failing store backs off.
 //!
 //! The effects sit behind traits ([`Activation`], [`Watchdog`], [`Clock`],
-//! [`Store`]), so whole poll sequences, crash points and clock steps run as
+//! [`Remote`]), so whole poll sequences, crash points and clock steps run as
 //! in-process tests (`tests.rs`); the binary tests drive the same code
 //! through the CLI with stand-ins at the NixOS boundary.
 //!
@@ -46,7 +46,7 @@ use crate::host::pipeline::{self, PipelineError};
 use crate::host::probation::{self, Observed, Probation};
 use crate::host::state::{DataDir, DataLock, HostState, RemoteState, StateError};
 use crate::host::watchdog::Watchdog;
-use crate::store::{ReleaseLog, Store};
+use crate::store::{ReleaseLog, Remote};
 use crate::verify::{Cause, VerifiedRelease};
 
 pub use crate::host::outcome::Outcome;
@@ -115,7 +115,7 @@ impl AgentError {
 /// The host: what it runs with, and the effects behind their traits.
 pub struct Agent {
     pub v: Validated,
-    pub store: Box<dyn Store>,
+    pub store: Remote,
     pub data: DataDir,
     pub activation: Box<dyn Activation>,
     pub watchdog: Box<dyn Watchdog>,
@@ -142,7 +142,7 @@ pub struct Agent {
 /// The parts an [`Agent`] is built from.
 pub struct Parts {
     pub v: Validated,
-    pub store: Box<dyn Store>,
+    pub store: Remote,
     pub data: DataDir,
     pub activation: Box<dyn Activation>,
     pub watchdog: Box<dyn Watchdog>,
@@ -247,7 +247,7 @@ impl Agent {
     }
 
     fn log(&self) -> ReleaseLog<'_> {
-        ReleaseLog::new(self.store.as_ref()).with_min_rate(
+        self.store.log().with_min_rate(
             self.v
                 .config
                 .remote

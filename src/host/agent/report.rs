@@ -202,10 +202,7 @@ impl Agent {
             Ok(None) => return,
             Err(e) => return self.warn_msg(&format!("no receipt: {e}")),
         };
-        match self
-            .store
-            .put(&receipts::object_key(&self.v.host_id), &bytes)
-        {
+        match self.store.log().put_receipt(&self.v.host_id, &bytes) {
             Ok(()) => {
                 if let Err(e) = receipts::sent(&self.data, &log) {
                     self.warn_msg(&format!("receipt written but not recorded: {e}"));

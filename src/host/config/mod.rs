@@ -120,14 +120,10 @@ impl HostConfig {
                 format!("expected {CONFIG_FORMAT:?}, got {:?}", self.format),
             ));
         }
-        if !(self.remote.url.starts_with("file://")
-            || self.remote.url.starts_with("s3://")
-            || self.remote.url.starts_with("http://")
-            || self.remote.url.starts_with("https://"))
-        {
+        if !crate::store::Scheme::well_formed(&self.remote.url) {
             errs.push(invalid(
                 "remote.url",
-                "must start with file://, s3://, http:// or https://",
+                format!("must be {}", crate::store::Scheme::accepted()),
             ));
         }
         let name = self

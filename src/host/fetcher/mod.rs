@@ -39,6 +39,9 @@ use serde::{Deserialize, Serialize};
 use crate::store::{ETag, Fetched, Store, StoreError, StoreErrorKind, StoreOptions};
 
 mod protocol;
+mod worker;
+
+pub use worker::{serve, WorkerError};
 
 use protocol::kind_from_name;
 pub use protocol::{kind_name, read_header, Request, Response, CHUNK_ERROR, PUT_MAX};
@@ -332,6 +335,13 @@ impl FetcherStore {
                 Err(self.broken(key, e))
             }
         }
+    }
+}
+
+impl FetcherStore {
+    /// This store as the agent holds it.
+    pub fn into_remote(self) -> crate::store::Remote {
+        crate::store::Remote::new(Box::new(self))
     }
 }
 

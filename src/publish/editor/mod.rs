@@ -21,7 +21,7 @@ use crate::format::bundle::Bundle;
 use crate::format::keys::KeyId;
 use crate::format::statement::{ArchiveRef, Statement};
 use crate::store::retry::Retry;
-use crate::store::{ReleaseLog, Store};
+use crate::store::Remote;
 use crate::verify::{self, Policy, Refusal, Seen, VerifiedRelease};
 
 use super::{read_head, upload, CurrentHead, Draft, PublishError, StatementParams, MAX_HEAD_GAP};
@@ -39,6 +39,9 @@ pub enum TrustOrigin {
     /// signatures the current head carries (a k-of-n remote is never
     /// treated as 1-of-n because a flag was forgotten).
     FlagsWithoutThreshold,
+    /// What `release prepare` recorded in the release directory (from the
+    /// source it names).
+    Recorded(String),
 }
 
 impl std::fmt::Display for TrustOrigin {
@@ -51,6 +54,7 @@ impl std::fmt::Display for TrustOrigin {
                 f,
                 "--trusted-key, with the threshold the current head was signed at"
             ),
+            TrustOrigin::Recorded(from) => write!(f, "release.json, recorded from {from}"),
         }
     }
 }
@@ -82,14 +86,14 @@ pub struct RevertSource {
 
 /// The publisher side of one remote.
 pub struct Editor<'s> {
-    store: &'s dyn Store,
+    store: &'s Remote,
     trust: RemoteTrust,
     now: u64,
     retry: Retry,
 }
 
 impl<'s> Editor<'s> {
-    pub fn new(store: &'s dyn Store, trust: RemoteTrust, now: u64, retry: Retry) -> Editor<'s> {
+    pub fn new(store: &'s Remote, trust: RemoteTrust, now: u64, retry: Retry) -> Editor<'s> {
         Editor {
             store,
             trust,
@@ -102,7 +106,7 @@ impl<'s> Editor<'s> {
         &self.trust
     }
 
-    pub fn store(&self) -> &'s dyn Store {
+    pub fn store(&self) -> &'s Remote {
         self.store
     }
 
@@ -252,7 +256,8 @@ impl<'s> Editor<'s> {
                 .open(to)
                 .map_err(io_err)?
         };
-        ReleaseLog::new(self.store)
+        self.store
+            .log()
             .download(archive, &mut f)?
             .map_err(|m| PublishError::Revert(format!("the archive in the store: {m}")))
     }
@@ -270,7 +275,7 @@ impl<'s> Editor<'s> {
         extra: &[crate::format::keys::PublicKey],
         allow_trust_change: bool,
     ) -> Result<RevertSource, PublishError> {
-        let log = ReleaseLog::new(self.store);
+        let log = self.store.log();
         let mut policy = self.trust.policy.clone();
         policy.keys.extend(extra.iter().map(|k| verify::TrustedKey {
             key: k.clone(),

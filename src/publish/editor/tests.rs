@@ -12,7 +12,7 @@ const NOW: u64 = 1_800_000_000;
 
 struct World {
     tmp: TempDir,
-    store: FileStore,
+    store: Remote,
     alice: SecretKey,
     bob: SecretKey,
     n: std::cell::Cell<u32>,
@@ -23,7 +23,10 @@ fn world() -> World {
     let dir = tmp.path().join("store");
     std::fs::create_dir(&dir).expect("mkdir");
     World {
-        store: FileStore::new(dir.clone(), format!("file://{}", dir.display())),
+        store: Remote::new(Box::new(FileStore::new(
+            dir.clone(),
+            format!("file://{}", dir.display()),
+        ))),
         tmp,
         alice: SecretKey::generate().expect("key"),
         bob: SecretKey::generate().expect("key"),
@@ -109,7 +112,7 @@ fn one_key_publish_on_a_two_of_two_remote_wedges_nothing() {
     );
     assert_eq!(w.head_version(), Some(1), "the head did not move");
     assert!(
-        w.store.list("releases/", 10).expect("list").len() == 1,
+        w.store.log().release_keys(10).expect("list").len() == 1,
         "no releases/2 was created"
     );
     // Both signatures: accepted and extended.

@@ -259,6 +259,7 @@ impl Kit {
         let remote = RemoteName::new("prod").expect("name");
         let policy = crate::verify::Policy::manual(remote.clone(), vec![self.key.public_key()]);
         let now = self.clock.wall();
+        let store = crate::store::Remote::new(Box::new(store));
         let head = crate::publish::read_head(&store, &policy, now).expect("head");
         let st = crate::publish::next_statement(
             head.as_ref(),
@@ -336,10 +337,10 @@ impl Kit {
         let root = self.root();
         Agent::new(Parts {
             v,
-            store: Box::new(FaultyStore {
+            store: crate::store::Remote::new(Box::new(FaultyStore {
                 inner: self.store(),
                 fault: Arc::clone(&self.fault),
-            }),
+            })),
             data: DataDir::open(&root.join("data")).expect("data"),
             activation: Box::new(FakeActivation {
                 activator,
