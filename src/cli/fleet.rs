@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use npcnix::format::keys::PublicKey;
-use npcnix::format::receipt::Receipt;
 use npcnix::format::text::visible;
 use npcnix::fsutil;
-use npcnix::verify::receipt::{claimed_key, verify, ReceiptError};
+use npcnix::publish::fleet;
 
 use super::common;
 
@@ -76,25 +75,6 @@ pub fn run(a: Args) -> Result<()> {
     }
 }
 
-#[derive(serde::Serialize)]
-struct Row {
-    host: String,
-    verdict: &'static str,
-    pinned: bool,
-    key_id: Option<String>,
-    configuration: Option<String>,
-    active_version: Option<u64>,
-    result: Option<String>,
-    check: Option<String>,
-    waiting_until: Option<u64>,
-    probation: Option<u64>,
-    bad: Vec<u64>,
-    time: Option<u64>,
-    age_secs: Option<u64>,
-    seq: Option<u64>,
-    detail: Option<String>,
-}
-
 fn read_keys(path: &Path) -> Result<BTreeMap<String, PublicKey>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading host keys {}", path.display()))?;
@@ -137,99 +117,9 @@ fn status(a: StatusArgs) -> Result<()> {
         BTreeMap::new()
     };
     let store = a.store.open(&a.remote)?;
-    let log = store.log();
-    let hosts = log.receipt_hosts(1_000_000)?;
-    let now = fsutil::now_unix();
-    let mut rows = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    let mut learned = false;
-    for host in &hosts {
-        let host = host.as_str();
-        if !npcnix::format::rollout::is_host_id(host) {
-            continue;
-        }
-        seen.insert(host.to_owned());
-        let bytes = match log.receipt(host) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => continue,
-            Err(e) => {
-                rows.push(row(
-                    host,
-                    "bad-signature",
-                    pinned.contains_key(host),
-                    None,
-                    Some(e.to_string()),
-                ));
-                continue;
-            }
-        };
-        let (key_to_use, is_pinned) = match pinned.get(host) {
-            Some(k) => (Some(k.clone()), true),
-            None => (known.get(host).cloned(), false),
-        };
-        let verdict_key = match key_to_use {
-            Some(k) => k,
-            None => match claimed_key(&bytes) {
-                // First use: remember the key this receipt claims.
-                Ok(k) => {
-                    known.insert(host.to_owned(), k.clone());
-                    learned = true;
-                    k
-                }
-                Err(e) => {
-                    rows.push(row(host, "bad-signature", false, None, Some(e.to_string())));
-                    continue;
-                }
-            },
-        };
-        match verify(&bytes, &verdict_key, host) {
-            Ok(r) => {
-                let age = now.saturating_sub(r.time);
-                let verdict = if age > stale_after {
-                    "stale"
-                } else if is_pinned {
-                    "ok"
-                } else {
-                    "unpinned"
-                };
-                rows.push(from_receipt(
-                    host,
-                    verdict,
-                    is_pinned,
-                    &verdict_key,
-                    &r,
-                    now,
-                ));
-            }
-            Err(ReceiptError::BadSignature(_)) | Err(ReceiptError::Binding(_))
-                if !is_pinned && claimed_key(&bytes).is_ok_and(|k| k != verdict_key) =>
-            {
-                rows.push(row(
-                    host,
-                    "key-changed",
-                    false,
-                    Some(verdict_key.key_id.to_string()),
-                    Some("signed by another key than the one remembered on first use".into()),
-                ));
-            }
-            Err(e) => rows.push(row(
-                host,
-                "bad-signature",
-                is_pinned,
-                Some(verdict_key.key_id.to_string()),
-                Some(e.to_string()),
-            )),
-        }
-    }
-    for host in pinned.keys().filter(|h| !seen.contains(*h)) {
-        rows.push(row(
-            host,
-            "stale",
-            true,
-            None,
-            Some("no receipt in the store".into()),
-        ));
-    }
+    let survey = fleet::survey(&store, &pinned, &mut known, stale_after, fsutil::now_unix())?;
+    let learned = survey.learned;
+    let rows = &survey.rows;
     if learned {
         if let Some(parent) = known_path.parent() {
             fsutil::ensure_private_dir(parent)
@@ -242,10 +132,8 @@ fn status(a: StatusArgs) -> Result<()> {
         fsutil::write_atomic(&known_path, text.as_bytes(), 0o600)
             .with_context(|| format!("writing {}", known_path.display()))?;
     }
-    let failing = rows
-        .iter()
-        .any(|r| r.verdict == "stale" || (r.pinned && r.verdict != "ok"));
-    let summary = summarize(&rows);
+    let failing = survey.failing();
+    let summary = fleet::summarize(rows);
     if a.json {
         common::print_json(&serde_json::json!({
             "remote": remote.as_str(),
@@ -262,7 +150,7 @@ fn status(a: StatusArgs) -> Result<()> {
             "SEEN",
             "KEY"
         );
-        for r in &rows {
+        for r in rows {
             outln!(
                 "{:<24} {:<14} {:>7} {:<18} {:>9} {:<17} {}",
                 r.host,
@@ -296,102 +184,4 @@ fn age(secs: u64) -> String {
         s if s < 172_800 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86_400),
     }
-}
-
-fn row(
-    host: &str,
-    verdict: &'static str,
-    pinned: bool,
-    key_id: Option<String>,
-    detail: Option<String>,
-) -> Row {
-    Row {
-        host: host.to_owned(),
-        verdict,
-        pinned,
-        key_id,
-        configuration: None,
-        active_version: None,
-        result: None,
-        check: None,
-        waiting_until: None,
-        probation: None,
-        bad: Vec::new(),
-        time: None,
-        age_secs: None,
-        seq: None,
-        detail,
-    }
-}
-
-fn from_receipt(
-    host: &str,
-    verdict: &'static str,
-    pinned: bool,
-    key: &PublicKey,
-    r: &Receipt,
-    now: u64,
-) -> Row {
-    Row {
-        host: host.to_owned(),
-        verdict,
-        pinned,
-        key_id: Some(key.key_id.to_string()),
-        configuration: Some(r.configuration.clone()),
-        active_version: r.active.map(|a| a.version),
-        result: Some(r.result.clone()),
-        check: r.check.clone(),
-        waiting_until: r.waiting_until,
-        probation: r.probation,
-        bad: r.bad.clone(),
-        time: Some(r.time),
-        age_secs: Some(now.saturating_sub(r.time)),
-        seq: Some(r.seq),
-        detail: None,
-    }
-}
-
-/// "v12: 37 hosts", "refused: 1 host (archive-hash)", ... from verified rows.
-fn summarize(rows: &[Row]) -> Vec<String> {
-    let plural = |n: usize| if n == 1 { "host" } else { "hosts" };
-    let mut by_version: BTreeMap<u64, usize> = BTreeMap::new();
-    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
-    let mut none = 0;
-    let mut unverified = 0;
-    for r in rows {
-        if r.time.is_none() {
-            unverified += 1;
-            continue;
-        }
-        match r.active_version {
-            Some(v) => *by_version.entry(v).or_default() += 1,
-            None => none += 1,
-        }
-        if r.result.as_deref() == Some("rejected") {
-            *refused
-                .entry(r.check.clone().unwrap_or_else(|| "?".into()))
-                .or_default() += 1;
-        }
-    }
-    let mut out: Vec<String> = by_version
-        .iter()
-        .rev()
-        .map(|(v, n)| format!("v{v}: {n} {}", plural(*n)))
-        .collect();
-    if none > 0 {
-        out.push(format!("no active version: {none} {}", plural(none)));
-    }
-    for (check, n) in refused {
-        out.push(format!(
-            "refused the latest release: {n} {} ({check})",
-            plural(n)
-        ));
-    }
-    if unverified > 0 {
-        out.push(format!(
-            "unverified or missing: {unverified} {}",
-            plural(unverified)
-        ));
-    }
-    out
 }

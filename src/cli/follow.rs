@@ -281,50 +281,8 @@ pub fn follow_loop(
                 Some(now + delay)
             },
         );
-        match a.once {
-            Some(Once::Any) => {
-                return match res {
-                    Ok(Outcome::Refused(r)) => Err(Rejected(r).into()),
-                    Ok(
-                        o @ (Outcome::ActivationFailed { .. }
-                        | Outcome::RolledBack { .. }
-                        | Outcome::RollbackFailed { .. }),
-                    ) => Err(anyhow::anyhow!("{o}")),
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(e.into()),
-                };
-            }
-            Some(Once::Activate)
-                if matches!(
-                    res,
-                    Ok(Outcome::Activated { .. } | Outcome::UpToDate { .. } | Outcome::Unchanged)
-                ) =>
-            {
-                return Ok(());
-            }
-            _ => {}
-        }
-        // After a switch or a rollback (this agent's, or the watchdog's)
-        // this process runs another system's binary and config: restart
-        // with the running one's.
-        if exit_after_switch {
-            if let Some(now_running) = agent.system_changed() {
-                info!(
-                    "the running system is now {}; exiting so the service restarts with its npcnix and config",
-                    now_running.display()
-                );
-                return Err(RestartRequested.into());
-            }
-        }
-        if exit_after_switch
-            && agent
-                .activation
-                .activator()
-                .effective_mode()
-                .changes_running_system()
-            && matches!(res, Ok(Outcome::Activated { .. }))
-        {
-            return Err(RestartRequested.into());
+        if let Some(end) = loop_ends(agent, a.once, exit_after_switch, res) {
+            return end;
         }
         // Sleep in small steps so SIGTERM between polls exits promptly.
         let until = std::time::Instant::now() + Duration::from_secs(delay);
@@ -340,4 +298,56 @@ pub fn follow_loop(
             return Ok(());
         }
     }
+}
+
+/// Whether the loop ends after a poll with `res`, and how: `--once`, the
+/// first activation (`install`), or a restart after the running system
+/// changed (a switch or a rollback: this process runs another system's
+/// binary and config).
+fn loop_ends(
+    agent: &Agent,
+    once: Option<Once>,
+    exit_after_switch: bool,
+    res: Result<Outcome, agent::AgentError>,
+) -> Option<Result<()>> {
+    match once {
+        Some(Once::Any) => {
+            return Some(match res {
+                Ok(Outcome::Refused(r)) => Err(Rejected(r).into()),
+                Ok(
+                    o @ (Outcome::ActivationFailed { .. }
+                    | Outcome::RolledBack { .. }
+                    | Outcome::RollbackFailed { .. }),
+                ) => Err(anyhow::anyhow!("{o}")),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.into()),
+            });
+        }
+        Some(Once::Activate)
+            if matches!(
+                res,
+                Ok(Outcome::Activated { .. } | Outcome::UpToDate { .. } | Outcome::Unchanged)
+            ) =>
+        {
+            return Some(Ok(()));
+        }
+        _ => {}
+    }
+    if !exit_after_switch {
+        return None;
+    }
+    if let Some(now_running) = agent.system_changed() {
+        info!(
+            "the running system is now {}; exiting so the service restarts with its npcnix and config",
+            now_running.display()
+        );
+        return Some(Err(RestartRequested.into()));
+    }
+    let switched = agent
+        .activation
+        .activator()
+        .effective_mode()
+        .changes_running_system()
+        && matches!(res, Ok(Outcome::Activated { .. }));
+    switched.then(|| Err(RestartRequested.into()))
 }

@@ -126,71 +126,7 @@ fn pinned_head(v: &npcnix::host::config::Validated, retries: u32) -> Result<u64>
 pub fn run(a: Args) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
     let keys = common::load_public_keys(&a.trusted_keys)?;
-    let cfg = HostConfig {
-        format: CONFIG_FORMAT.to_owned(),
-        remote: RemoteConfig {
-            url: a.remote.clone(),
-            name: Some(remote.to_string()),
-            threshold: a.threshold,
-            region: a.store.remote_region.clone(),
-            endpoint: a.store.endpoint.clone(),
-            path_style: a.store.path_style,
-            min_rate_bytes_per_sec: None,
-            connect_timeout_secs: a.store.connect_timeout,
-            read_timeout_secs: a.store.read_timeout,
-            ca_file: a
-                .store
-                .ca_file
-                .as_deref()
-                .map(std::path::absolute)
-                .transpose()
-                .context("resolving --ca-file")?,
-        },
-        configuration: a.configuration.clone(),
-        trusted_keys: keys
-            .iter()
-            .map(|k| TrustedKeyConfig {
-                public_key: k.to_base64(),
-                remotes: vec![remote.to_string()],
-                not_after: None,
-                comment: Some("pinned by npcnix install".into()),
-            })
-            .collect(),
-        policy: PolicyConfig {
-            min_version: 0,
-            expiry: if a.require_expiry {
-                ExpiryPolicy::Required
-            } else {
-                ExpiryPolicy::Optional
-            },
-            max_version_jump: a.max_version_jump,
-            ..PolicyConfig::default()
-        },
-        poll: PollConfig {
-            interval_secs: a.interval,
-            ..PollConfig::default()
-        },
-        activation: ActivationConfig {
-            mode: match a.activation {
-                Mode::Switch => ActivationMode::Switch,
-                Mode::Boot => ActivationMode::Boot,
-                Mode::Test => ActivationMode::Test,
-                Mode::DryActivate => ActivationMode::DryActivate,
-            },
-            ..ActivationConfig::default()
-        },
-        health_check: None,
-        metrics_path: None,
-        state_dir: std::path::absolute(&a.data_dir).context("resolving --data-dir")?,
-        limits: Default::default(),
-        fetcher: Default::default(),
-        lockout: Default::default(),
-        reboot: Default::default(),
-        host_id: a.host_id.clone(),
-        rollout: Default::default(),
-        receipts: Default::default(),
-    };
-    let mut cfg = cfg;
+    let mut cfg = host_config(&a, &remote, &keys)?;
     let v = match cfg.validate() {
         Ok(v) => v,
         Err(errs) => {
@@ -261,4 +197,76 @@ pub fn run(a: Args) -> Result<()> {
         }));
     }
     Ok(())
+}
+
+/// The host config `install` writes, from its arguments.
+fn host_config(
+    a: &Args,
+    remote: &npcnix::format::statement::RemoteName,
+    keys: &[npcnix::format::keys::PublicKey],
+) -> Result<HostConfig> {
+    Ok(HostConfig {
+        format: CONFIG_FORMAT.to_owned(),
+        remote: RemoteConfig {
+            url: a.remote.clone(),
+            name: Some(remote.to_string()),
+            threshold: a.threshold,
+            region: a.store.remote_region.clone(),
+            endpoint: a.store.endpoint.clone(),
+            path_style: a.store.path_style,
+            min_rate_bytes_per_sec: None,
+            connect_timeout_secs: a.store.connect_timeout,
+            read_timeout_secs: a.store.read_timeout,
+            ca_file: a
+                .store
+                .ca_file
+                .as_deref()
+                .map(std::path::absolute)
+                .transpose()
+                .context("resolving --ca-file")?,
+        },
+        configuration: a.configuration.clone(),
+        trusted_keys: keys
+            .iter()
+            .map(|k| TrustedKeyConfig {
+                public_key: k.to_base64(),
+                remotes: vec![remote.to_string()],
+                not_after: None,
+                comment: Some("pinned by npcnix install".into()),
+            })
+            .collect(),
+        policy: PolicyConfig {
+            min_version: 0,
+            expiry: if a.require_expiry {
+                ExpiryPolicy::Required
+            } else {
+                ExpiryPolicy::Optional
+            },
+            max_version_jump: a.max_version_jump,
+            ..PolicyConfig::default()
+        },
+        poll: PollConfig {
+            interval_secs: a.interval,
+            ..PollConfig::default()
+        },
+        activation: ActivationConfig {
+            mode: match a.activation {
+                Mode::Switch => ActivationMode::Switch,
+                Mode::Boot => ActivationMode::Boot,
+                Mode::Test => ActivationMode::Test,
+                Mode::DryActivate => ActivationMode::DryActivate,
+            },
+            ..ActivationConfig::default()
+        },
+        health_check: None,
+        metrics_path: None,
+        state_dir: std::path::absolute(&a.data_dir).context("resolving --data-dir")?,
+        limits: Default::default(),
+        fetcher: Default::default(),
+        lockout: Default::default(),
+        reboot: Default::default(),
+        host_id: a.host_id.clone(),
+        rollout: Default::default(),
+        receipts: Default::default(),
+    })
 }

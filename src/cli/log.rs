@@ -8,7 +8,6 @@ use npcnix::format::text::visible;
 use npcnix::fsutil;
 use npcnix::publish::history as history_walk;
 use npcnix::verify::history;
-use npcnix::verify::Policy;
 
 use super::common;
 use super::exit::Unverified;
@@ -25,22 +24,8 @@ pub struct Args {
     /// Remote URL
     #[arg(long, value_name = "URL", value_parser = common::remote_url)]
     remote: String,
-    /// Trusted public key: a .pub file or an RW... string (repeatable)
-    #[arg(
-        long = "trusted-key",
-        value_name = "PUBKEY",
-        required_unless_present = "host_config"
-    )]
-    trusted_keys: Vec<String>,
-    /// Signatures from distinct trusted keys the remote's head (and, for
-    /// `log`, every release) must carry: the remote's threshold, as its
-    /// hosts have it
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    threshold: usize,
-    /// Verify with exactly the keys and threshold the remote's hosts use:
-    /// their host config file (overrides --trusted-key and --threshold)
-    #[arg(long, value_name = "FILE")]
-    host_config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    trust: common::TrustArgs,
 
     /// The remote's signed name (default: the URL's last path segment)
     #[arg(long, value_name = "NAME")]
@@ -54,14 +39,17 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
-    let policy = match &a.host_config {
-        Some(p) => common::host_policy(p, &remote)?,
-        None => {
-            let mut p = Policy::manual(remote.clone(), common::load_public_keys(&a.trusted_keys)?);
-            p.threshold = a.threshold;
-            p
-        }
-    };
+    // Every release is checked at the remote's threshold (1 when only
+    // keys are given).
+    let (trust, retired) = a.trust.resolve(&remote, &[], None)?;
+    let mut policy = trust.policy;
+    policy
+        .keys
+        .extend(retired.into_iter().map(|key| npcnix::verify::TrustedKey {
+            key,
+            scope: npcnix::verify::KeyScope::AnyRemote,
+            not_after: None,
+        }));
     let store = a.store.open(&a.remote)?;
     // One release at a time: fetched, checked, printed, dropped. Memory
     // stays constant whatever the store holds.

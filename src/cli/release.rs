@@ -306,7 +306,26 @@ fn prepare(a: PrepareArgs) -> Result<()> {
         revert_of: a.revert_to,
     };
     prepared::write(&a.out, &meta, &draft.statement, &archive_path)?;
-    let st = draft.statement;
+    print_prepared(
+        &a,
+        &draft.statement,
+        &meta,
+        &signers,
+        &editor.trust().origin,
+    );
+    Ok(())
+}
+
+/// What `release prepare` says: the review the signers will see, how many
+/// signatures it needs and how to sign it.
+fn print_prepared(
+    a: &PrepareArgs,
+    st: &Statement,
+    meta: &prepared::Prepared,
+    signers: &[npcnix::format::keys::PublicKey],
+    origin: &npcnix::publish::TrustOrigin,
+) {
+    let remote = &st.remote;
     let bytes = st.to_bytes();
     let need = meta.policy.as_ref().map_or(1, |p| p.threshold);
     if a.json {
@@ -326,10 +345,10 @@ fn prepare(a: PrepareArgs) -> Result<()> {
             "signatures_needed": need,
             "signers": signers.iter().map(|pk| serde_json::json!({
                 "key_id": pk.key_id.to_string(),
-                "trusted_comment": publish::trusted_comment(&st, &bytes, pk.key_id),
+                "trusted_comment": publish::trusted_comment(st, &bytes, pk.key_id),
             })).collect::<Vec<_>>(),
         }));
-        return Ok(());
+        return;
     }
     outln!(
         "prepared {} version {} in {}{}",
@@ -339,14 +358,8 @@ fn prepare(a: PrepareArgs) -> Result<()> {
         a.revert_to
             .map_or(String::new(), |n| format!(" (a revert to version {n})"))
     );
-    outln!(
-        "{}",
-        review::render(&review::review(&st, &bytes)).trim_end()
-    );
-    outln!(
-        "\nIt needs {need} signature(s) from distinct trusted keys ({}).",
-        editor.trust().origin
-    );
+    outln!("{}", review::render(&review::review(st, &bytes)).trim_end());
+    outln!("\nIt needs {need} signature(s) from distinct trusted keys ({origin}).");
     outln!("Sign on the offline machine, either with npcnix:");
     outln!("  npcnix sign {} --key RELEASE.key", a.out.display());
     if signers.is_empty() {
@@ -354,8 +367,8 @@ fn prepare(a: PrepareArgs) -> Result<()> {
             "or with stock minisign (pass --signer PUBKEY to prepare to get the exact command)."
         );
     }
-    for pk in &signers {
-        let tc = publish::trusted_comment(&st, &bytes, pk.key_id);
+    for pk in signers {
+        let tc = publish::trusted_comment(st, &bytes, pk.key_id);
         outln!("or with stock minisign, for key {}:", pk.key_id);
         outln!(
             "  minisign -S -s KEY -m {}/statement.json -x {}/statement.json.{}.minisig -t '{tc}'",
@@ -365,7 +378,6 @@ fn prepare(a: PrepareArgs) -> Result<()> {
         );
     }
     outln!("\nThen, online: npcnix release publish {}", a.out.display());
-    Ok(())
 }
 
 fn publish_dir(a: PublishArgs) -> Result<()> {
@@ -461,30 +473,14 @@ fn check(a: CheckArgs) -> Result<()> {
     let work = fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-check-")
         .context("creating a private temp dir")?;
     let repacked = work.path().join("archive.tar.zst");
-    // Newest pack format first; a release packed by an older npcnix is
-    // re-derived with the format it was packed in (D: pack format v2).
-    // On a mismatch the error names the current format's archive.
-    let mut options = a.threads.options();
-    let mut current = None;
-    let mut matched = None;
-    for format in npcnix::archive::PackFormat::ALL {
-        options.format = format;
-        let out = fs::File::create(&repacked).context("writing the re-packed archive")?;
-        let (_, p) = npcnix::archive::write_archive_observed(
-            &tree,
-            out,
-            &options,
-            &*super::progress::handle(),
-        )?;
-        current.get_or_insert(p);
-        if p.blake3 == st.archive.blake3 && p.size == st.archive.size {
-            matched = Some(p);
-            break;
-        }
-    }
-    let packed = matched
-        .or(current)
-        .context("no pack format to re-pack with")?;
+    let r = npcnix::publish::repack::repack(
+        &tree,
+        &st.archive,
+        &a.threads.options(),
+        &repacked,
+        &*super::progress::handle(),
+    )?;
+    let (packed, format) = (r.packed, r.format);
     if packed.blake3 != st.archive.blake3 || packed.size != st.archive.size {
         let m = ArchiveMismatch::Hash {
             got: packed.blake3,
@@ -508,7 +504,7 @@ fn check(a: CheckArgs) -> Result<()> {
                 "version": st.version,
                 "statement": Digest::of(&bytes).to_hex(),
                 "archive": {"blake3": packed.blake3.to_hex(), "size": packed.size},
-                "pack_format": options.format.to_string(),
+                "pack_format": format.to_string(),
                 "toplevels": toplevels,
                 "decommission": st.decommission,
                 "rollout": st.rollout,
@@ -522,7 +518,7 @@ fn check(a: CheckArgs) -> Result<()> {
             a.src.display(),
             packed.blake3,
             super::out::size(packed.size),
-            options.format
+            format
         );
         // What the archive does not cover, and the signers sign too.
         for l in review::review(&st, &bytes)

@@ -30,9 +30,11 @@ use crate::store::{release_key, ETag, Fetched, Remote, StoreError, StoreErrorKin
 use crate::verify::{self, Policy};
 
 pub mod editor;
+pub mod fleet;
 pub mod history;
 pub mod policy;
 pub mod prepared;
+pub mod repack;
 pub mod review;
 
 pub use editor::{Editor, Published, RemoteTrust, RevertSource, TrustOrigin};

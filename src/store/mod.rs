@@ -352,7 +352,8 @@ pub const SCHEMES: &[Scheme] = &[
     Scheme {
         prefix: "http://",
         kind: SchemeKind::Http,
-        example: "http://mirror.example.org/path",
+        // Said once, with https.
+        example: "",
     },
 ];
 
@@ -380,7 +381,11 @@ impl Scheme {
 
     /// "file:///absolute/path, s3://... or https://...": what is accepted.
     pub fn accepted() -> String {
-        let ex: Vec<&str> = SCHEMES.iter().map(|s| s.example).collect();
+        let ex: Vec<&str> = SCHEMES
+            .iter()
+            .map(|s| s.example)
+            .filter(|e| !e.is_empty())
+            .collect();
         match ex.split_last() {
             Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
             _ => ex.join(""),

@@ -113,10 +113,27 @@ fn fast_forward_fresh_host_to_2_pow_53_minus_1_is_refused_when_jumps_are_capped(
     // A key holder publishes straight to the largest version on a remote
     // this fresh host has never polled.
     h.publish("v1");
-    let src = h.kit.flake("src-max", "max");
-    h.kit
-        .publish("prod", &h.key, &src, &["--version", "9007199254740991"])
-        .ok();
+    // With tooling of its own: npcnix's publisher caps the jump on write.
+    let latest = fs::read(h.kit.store_path("prod", "latest")).expect("latest");
+    let v1 = npcnix::format::bundle::Bundle::decode(&latest).expect("bundle");
+    let archive = npcnix::format::statement::Statement::parse(&v1.statement)
+        .expect("statement")
+        .archive;
+    let st = crate::common::statement(
+        "prod",
+        9007199254740991,
+        Some(npcnix::format::statement::Digest::of(&v1.statement)),
+        archive,
+        crate::common::now(),
+    );
+    let max = crate::common::signed_bundle(&st, &h.kit.secret_key(&h.key));
+    fs::write(
+        h.kit
+            .store_path("prod", &format!("releases/{:020}", 9007199254740991u64)),
+        &max,
+    )
+    .expect("plant");
+    fs::write(h.kit.store_path("prod", "latest"), &max).expect("plant");
     let (label, r) = h.once();
     assert_eq!(label, "rejected", "{}", r.stdout);
     assert!(r.stdout.contains("fast-forward"), "{}", r.stdout);

@@ -219,3 +219,322 @@ fn version_burn_by_our_own_publisher_is_refused_on_write() {
         .exists());
     kit.publish("prod", &key, &kit.flake("v2", "v2"), &[]).ok();
 }
+
+/// The `RW...` line of a `.pub` file.
+fn rw(pub_path: &str) -> String {
+    fs::read_to_string(pub_path)
+        .expect("pub")
+        .lines()
+        .nth(1)
+        .expect("key line")
+        .to_owned()
+}
+
+/// A 2-of-2 remote: the fleet's policy file (what the NixOS module reads)
+/// beside the flake.
+fn two_of_two(kit: &Kit) -> (String, String, String, String, std::path::PathBuf) {
+    let (a_key, a_pub) = kit.keygen("alice");
+    let (b_key, b_pub) = kit.keygen("bob");
+    let policy = kit.path("npcnix-policy.json");
+    fs::write(
+        &policy,
+        serde_json::json!({
+            "format": "npcnix-policy/v1",
+            "remotes": {"prod": {"threshold": 2, "keys": [
+                {"public_key": rw(&a_pub), "comment": "alice"},
+                {"public_key": rw(&b_pub), "comment": "bob"},
+            ]}}
+        })
+        .to_string(),
+    )
+    .expect("policy");
+    (a_key, a_pub, b_key, b_pub, policy)
+}
+
+/// prepare (with `extra`), sign by both, release publish: the k-of-n way.
+fn offline_release(kit: &Kit, keys: &[&str], out: &str, extra: &[&str]) -> Run {
+    let dir = kit.path(out);
+    let url = kit.url("prod");
+    let mut args = vec![
+        "release",
+        "prepare",
+        "--remote",
+        &url,
+        "--out",
+        dir.to_str().expect("utf8"),
+    ];
+    args.extend_from_slice(extra);
+    kit.run(&args).ok();
+    for k in keys {
+        kit.run(&["sign", dir.to_str().expect("utf8"), "--key", k, "--yes"])
+            .ok();
+    }
+    kit.run(&["release", "publish", dir.to_str().expect("utf8")])
+}
+
+/// Issue 29: a one-key `publish` or `release revert` on a 2-of-2 remote
+/// uploaded a head with one signature, even given the hosts' policy: hosts
+/// refused it and honest publishers refused to extend it, so the remote was
+/// wedged. Now both exit 3 and upload nothing, and a revert is done offline
+/// (`release prepare --revert-to N`, two signatures, `release publish`).
+#[test]
+fn one_key_write_on_a_two_of_two_remote_wedges_nothing_and_revert_goes_offline() {
+    let kit = Kit::new();
+    let (a_key, _, b_key, _, policy) = two_of_two(&kit);
+    let policy = policy.to_str().expect("utf8").to_owned();
+    for (out, marker) in [("v1", "good"), ("v2", "bad")] {
+        let src = kit.flake(&format!("src-{out}"), marker);
+        offline_release(
+            &kit,
+            &[&a_key, &b_key],
+            out,
+            &["--src", src.to_str().expect("utf8"), "--policy", &policy],
+        )
+        .ok();
+    }
+    let url = kit.url("prod");
+    let src = kit.flake("src-v3", "v3");
+    let r = kit.run(&[
+        "publish",
+        "--remote",
+        &url,
+        "--key",
+        &a_key,
+        "--src",
+        src.to_str().expect("utf8"),
+        "--policy",
+        &policy,
+    ]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("hosts would refuse this release"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("2 required"), "{}", r.stderr);
+    assert!(r.stderr.contains("release prepare"), "{}", r.stderr);
+    let r = kit.run(&[
+        "release", "revert", "--remote", &url, "--key", &a_key, "--to", "1", "--policy", &policy,
+    ]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("--revert-to"), "{}", r.stderr);
+    assert!(!kit
+        .store_path("prod", "releases/00000000000000000003")
+        .exists());
+    // The documented way to halt a k-of-n rollout.
+    let r = offline_release(
+        &kit,
+        &[&a_key, &b_key],
+        "revert",
+        &["--revert-to", "1", "--policy", &policy],
+    )
+    .ok();
+    assert!(
+        r.stdout.contains("published prod version 3"),
+        "{}",
+        r.stdout
+    );
+    let log = kit.run(&["log", "--remote", &url, "--policy", &policy, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&log.stdout).expect("json");
+    let releases = v["releases"].as_array().expect("releases");
+    assert_eq!(releases[2]["comment"], "revert to version 1");
+    assert_eq!(releases[2]["archive_blake3"], releases[0]["archive_blake3"]);
+    assert_eq!(releases[2]["signers"].as_array().expect("signers").len(), 2);
+}
+
+/// Given no policy and no threshold, a publisher requires as many
+/// signatures as the head carries: a 2-of-2 remote is not published at
+/// threshold 1 because the operator forgot `--threshold`.
+#[test]
+fn forgotten_threshold_never_publishes_a_k_of_n_remote_at_1() {
+    let kit = Kit::new();
+    let (a_key, a_pub, b_key, b_pub, policy) = two_of_two(&kit);
+    let src = kit.flake("src-v1", "v1");
+    offline_release(
+        &kit,
+        &[&a_key, &b_key],
+        "v1",
+        &[
+            "--src",
+            src.to_str().expect("utf8"),
+            "--policy",
+            policy.to_str().expect("utf8"),
+        ],
+    )
+    .ok();
+    let url = kit.url("prod");
+    let src = kit.flake("src-v2", "v2");
+    let r = kit.run(&[
+        "publish",
+        "--remote",
+        &url,
+        "--key",
+        &a_key,
+        "--src",
+        src.to_str().expect("utf8"),
+        "--trusted-key",
+        &b_pub,
+    ]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("threshold the current head was signed at"),
+        "{}",
+        r.stderr
+    );
+    let _ = a_pub;
+}
+
+/// Issue 29: `npcnix sign` never showed `decommission` or `rollout`, yet
+/// signed them; a compromised prepare machine could add
+/// `"decommission": ["web1"]` unseen. The review shows every field, flags
+/// decommission and says "expires: none".
+#[test]
+fn decommission_added_on_the_prepare_machine_is_flagged_to_the_signer() {
+    let kit = Kit::new();
+    let (key, pubkey) = kit.keygen("release");
+    prepare(&kit, &pubkey, "rel").ok();
+    let st_path = kit.path("rel/statement.json");
+    let mut st: serde_json::Value =
+        serde_json::from_slice(&fs::read(&st_path).expect("statement")).expect("json");
+    st["decommission"] = serde_json::json!(["web1"]);
+    st["rollout"] = serde_json::json!({"points": [[0, 1], [3600, 100]]});
+    fs::write(&st_path, serde_json::to_vec(&st).expect("json")).expect("write");
+    let r = kit.run(&[
+        "sign",
+        kit.path("rel").to_str().expect("utf8"),
+        "--key",
+        &key,
+        "--yes",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("!! decommission"), "{}", r.stderr);
+    assert!(r.stderr.contains("\"web1\" (4 chars)"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("takes hosts out of lockout protection"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("rollout"), "{}", r.stderr);
+    assert!(r.stderr.contains("0s=1%, 1h=100%"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some("expires") && l.contains("none")),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Issue 29: serde's "unknown field" error names a field taken from a
+/// tampered statement; printed raw, an OSC 52 sequence writes the
+/// operator's clipboard. Every error is printed escaped.
+#[test]
+fn error_quoting_a_field_name_with_terminal_escapes_is_printed_escaped() {
+    let kit = Kit::new();
+    let (key, pubkey) = kit.keygen("release");
+    prepare(&kit, &pubkey, "rel").ok();
+    let st_path = kit.path("rel/statement.json");
+    let text = fs::read_to_string(&st_path).expect("statement");
+    let evil = text.replacen('{', "{\"\\u001b]52;c;aGk=\\u0007\":1,", 1);
+    fs::write(&st_path, evil).expect("write");
+    for args in [
+        vec![
+            "sign",
+            kit.path("rel").to_str().expect("utf8"),
+            "--key",
+            &key,
+            "--yes",
+        ],
+        vec![
+            "sign",
+            kit.path("rel").to_str().expect("utf8"),
+            "--key",
+            &key,
+            "--yes",
+            "-v",
+        ],
+    ] {
+        let r = kit.run(&args);
+        assert_ne!(r.code, 0, "{}", r.stderr);
+        assert!(!r.stderr.contains('\u{1b}'), "raw escape: {:?}", r.stderr);
+        assert!(!r.stderr.contains('\u{7}'), "raw bell: {:?}", r.stderr);
+        assert!(r.stderr.contains("\\u{001b}]52"), "{}", r.stderr);
+    }
+}
+
+/// `release check`, `release publish` and `log --json` show `decommission`
+/// and `rollout` (they were silent).
+#[test]
+fn decommission_and_rollout_show_in_check_publish_and_log() {
+    let kit = Kit::new();
+    let (key, pubkey) = kit.keygen("release");
+    let src = kit.flake("src", "v1");
+    let url = kit.url("prod");
+    let dir = kit.path("rel");
+    kit.run(&[
+        "release",
+        "prepare",
+        "--remote",
+        &url,
+        "--out",
+        dir.to_str().expect("utf8"),
+        "--src",
+        src.to_str().expect("utf8"),
+        "--signer",
+        &pubkey,
+        "--decommission",
+        "web1",
+        "--rollout",
+        "1h",
+    ])
+    .ok();
+    let r = kit
+        .run(&[
+            "release",
+            "check",
+            dir.to_str().expect("utf8"),
+            "--src",
+            src.to_str().expect("utf8"),
+            "--json",
+        ])
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["decommission"], serde_json::json!(["web1"]));
+    assert!(v["rollout"].is_object(), "{v}");
+    let r = kit
+        .run(&[
+            "release",
+            "check",
+            dir.to_str().expect("utf8"),
+            "--src",
+            src.to_str().expect("utf8"),
+        ])
+        .ok();
+    assert!(r.stdout.contains("!! decommission"), "{}", r.stdout);
+    kit.run(&["sign", dir.to_str().expect("utf8"), "--key", &key, "--yes"])
+        .ok();
+    let r = kit
+        .run(&["release", "publish", dir.to_str().expect("utf8"), "--json"])
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["decommission"], serde_json::json!(["web1"]));
+    assert!(v["rollout"].is_object(), "{v}");
+    let r = kit
+        .run(&["log", "--remote", &url, "--trusted-key", &pubkey, "--json"])
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(
+        v["releases"][0]["decommission"],
+        serde_json::json!(["web1"])
+    );
+    assert!(v["releases"][0]["rollout"].is_object(), "{v}");
+    let r = kit
+        .run(&["log", "--remote", &url, "--trusted-key", &pubkey])
+        .ok();
+    assert!(
+        r.stdout.contains("!! decommission: \"web1\""),
+        "{}",
+        r.stdout
+    );
+}

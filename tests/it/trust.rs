@@ -316,6 +316,30 @@ fn key_rotation_through_the_hosts_own_configuration() {
         r.stdout
     );
     assert_eq!(h.status()["active_version"], 3);
+
+    // Issue 29: `npcnix audit` re-verified v1 and v2 with today's keys and
+    // reported MISMATCH for ever after this rotation. The host recorded
+    // their statement hashes; the store's log holds those statements.
+    let r = h.run(&["audit", "--json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["versions_checked"], 3);
+    // A store that swaps in another release as version 1, signed by the
+    // retired key: still a fork, named with the key from the host's
+    // history.
+    let v1 = h.kit.store_path("prod", "releases/00000000000000000001");
+    let old = npcnix::format::bundle::Bundle::decode(&fs::read(&v1).expect("v1")).expect("bundle");
+    let mut st = npcnix::format::statement::Statement::parse(&old.statement).expect("st");
+    st.created += 1;
+    fs::write(
+        &v1,
+        crate::common::signed_bundle(&st, &h.kit.secret_key(&h.key)),
+    )
+    .expect("fork");
+    let r = h.run(&["audit"]);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("fork or equivocation"), "{}", r.stdout);
 }
 
 #[test]

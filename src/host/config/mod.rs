@@ -20,7 +20,10 @@ pub const CONFIG_FORMAT: &str = "npcnix-host-config/v1";
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/npcnix/config.json";
 const CONFIG_MAX_BYTES: usize = 1 << 20;
 
+mod check;
 mod sections;
+
+pub use check::check;
 
 use sections::default_state_dir;
 pub use sections::*;

@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use super::{load, load_observed, retry_delay, save, save_observed};
+use super::{load, load_observed, retry_delay, save, save_observed, Probation};
 use crate::host::activate::{Activation, ActivationError, RestorePoint};
 use crate::host::clock::Moment;
 use crate::host::config::ActivationMode;
@@ -68,6 +68,28 @@ pub struct RolledBack {
     pub audit_failed: Option<String>,
 }
 
+/// Where a rollback runs: the data dir, the remote and its effects.
+struct Ctx<'a> {
+    data: &'a DataDir,
+    remote: &'a str,
+    activation: &'a dyn Activation,
+    watchdog: &'a dyn Watchdog,
+    now: &'a Moment,
+}
+
+impl Ctx<'_> {
+    /// Audits `event` about `pr`; `Some`: the audit log could not be
+    /// written (a warning to show).
+    fn audit(&self, pr: &Probation, event: &str, detail: &str) -> Option<String> {
+        let journal = Journal::new(self.data, self.remote);
+        let mut ev = journal.event(self.now.wall, event);
+        ev.version = Some(pr.version);
+        ev.statement = Some(pr.statement.to_hex());
+        ev.detail = Some(detail.to_owned());
+        journal.append(&ev).err().map(|e| e.to_string())
+    }
+}
+
 /// Undoes the release on probation for `remote` if its deadline has passed
 /// (or at once, for every [`Why`] but the deadline): rolls the system back
 /// as recorded when it was armed, checks it arrived, makes the previous
@@ -86,57 +108,73 @@ pub fn roll_back_locked(
     now: &Moment,
     why: &Why,
 ) -> Result<Option<RolledBack>, StateError> {
-    let Some(mut pr) = load(data, remote)? else {
+    let Some(pr) = load(data, remote)? else {
         return Ok(None);
     };
     if only_version.is_some_and(|v| v != pr.version) || (*why == Why::Deadline && !pr.expired(now))
     {
         return Ok(None);
     }
-    let journal = Journal::new(data, remote);
-    let seen = pr.seen();
-    let audit = |event: &str, detail: &str| {
-        let mut ev = journal.event(now.wall, event);
-        ev.version = Some(seen.version);
-        ev.statement = Some(seen.statement.to_hex());
-        ev.detail = Some(detail.to_owned());
-        journal.append(&ev).err().map(|e| e.to_string())
+    let cx = Ctx {
+        data,
+        remote,
+        activation,
+        watchdog,
+        now,
     };
-    let restore = pr.rollback.restore.clone();
     // Stopped between arming and switching: the release never ran, and
     // rolling back now would step one generation *behind* the running
     // system. End the probation without a verdict; the release is applied
     // again (a rollback asked for by hand still marks it bad).
-    if let (Some(r), Why::Deadline) = (&restore, why) {
-        if r.holds() {
-            let detail = format!(
-                "version {} never ran: {} is still {}, the system from before it; the probation ended without a verdict and the release is applied again",
-                pr.version,
-                r.link.display(),
-                r.target.display()
-            );
-            let mut st = data.load()?;
-            let rs = st.remote_mut(remote);
-            if rs.active == Some(pr.seen()) {
-                rs.active = pr.previous_active;
-                data.save(&st)?;
-            }
-            save(data, remote, None)?;
-            save_observed(data, remote, None)?;
-            return Ok(Some(RolledBack {
-                version: pr.version,
-                audit_failed: audit("probation-ended", &detail),
-                detail,
-                verdict: Verdict::NotSwitched,
-            }));
-        }
+    if *why == Why::Deadline && pr.rollback.restore.as_ref().is_some_and(|r| r.holds()) {
+        return never_switched(&cx, &pr).map(Some);
     }
+    let (note, undone) = undo(&cx, &pr);
+    let observed = load_observed(data, remote).filter(|o| o.seen() == pr.seen());
+    let reason = reason(why, &pr, observed.as_ref());
+    if !undone {
+        return try_again_later(&cx, pr, &reason, &note).map(Some);
+    }
+    settle(&cx, &pr, why, observed.as_ref(), &reason, &note).map(Some)
+}
+
+/// The release never ran: end its probation without a verdict.
+fn never_switched(cx: &Ctx<'_>, pr: &Probation) -> Result<RolledBack, StateError> {
+    let (link, target) = pr
+        .rollback
+        .restore
+        .as_ref()
+        .map(|r| (r.link.display().to_string(), r.target.display().to_string()))
+        .unwrap_or_default();
+    let detail = format!(
+        "version {} never ran: {link} is still {target}, the system from before it; the probation ended without a verdict and the release is applied again",
+        pr.version
+    );
+    let mut st = cx.data.load()?;
+    let rs = st.remote_mut(cx.remote);
+    if rs.active == Some(pr.seen()) {
+        rs.active = pr.previous_active;
+        cx.data.save(&st)?;
+    }
+    save(cx.data, cx.remote, None)?;
+    save_observed(cx.data, cx.remote, None)?;
+    Ok(RolledBack {
+        version: pr.version,
+        audit_failed: cx.audit(pr, "probation-ended", &detail),
+        detail,
+        verdict: Verdict::NotSwitched,
+    })
+}
+
+/// Runs the rollback as recorded; returns what it did, in the audit log's
+/// words, and whether the system is back.
+fn undo(cx: &Ctx<'_>, pr: &Probation) -> (String, bool) {
     let env = [
-        ("NPCNIX_REMOTE", remote.to_owned()),
+        ("NPCNIX_REMOTE", cx.remote.to_owned()),
         ("NPCNIX_VERSION", pr.version.to_string()),
         ("NPCNIX_STATEMENT", pr.statement.to_hex()),
     ];
-    let (note, undone) = match &restore {
+    match &pr.rollback.restore {
         Some(r) if r.holds() => (
             format!(
                 "nothing to undo: {} is still {}, the system from before the release",
@@ -149,17 +187,20 @@ pub fn roll_back_locked(
         // the profile's current one, one older than what ran before a
         // `test` release (which adds no generation): go back to exactly it.
         Some(r) if pr.rollback.mode == ActivationMode::Test => {
-            checked(activation.restore(&r.target, "test", &env), r)
+            checked(cx.activation.restore(&r.target, "test", &env), r)
         }
-        Some(r) => checked(activation.undo(&pr.rollback, &env), r),
-        None => match activation.undo(&pr.rollback, &env) {
+        Some(r) => checked(cx.activation.undo(&pr.rollback, &env), r),
+        None => match cx.activation.undo(&pr.rollback, &env) {
             Ok(()) => ("rolled back to the previous generation".to_owned(), true),
             Err(e) => (format!("ROLLBACK FAILED: {e}"), false),
         },
-    };
-    let observed = load_observed(data, remote).filter(|o| o.seen() == pr.seen());
-    let reason = match why {
-        Why::Deadline => match &observed {
+    }
+}
+
+/// Why the release is undone, in the audit log's and the bad mark's words.
+fn reason(why: &Why, pr: &Probation, observed: Option<&super::Observed>) -> String {
+    match why {
+        Why::Deadline => match observed {
             Some(o) if o.refused_own > 0 => format!(
                 "unconfirmed: the new system refuses the release it runs ({} poll(s))",
                 o.refused_own
@@ -184,48 +225,67 @@ pub fn roll_back_locked(
             format!("unconfirmed: the new system could not apply its next release: {w}")
         }
         Why::SwitchFailed(w) => format!("the switch failed after changing the system: {w}"),
-    };
-    if !undone {
-        // The system is not back: keep the probation (nothing else is
-        // applied meanwhile) and try again after another period.
-        pr.start(now);
-        if pr.watchdog_unit.is_some() {
-            let target = crate::host::watchdog::Target {
-                data: &data.root,
-                remote,
-                version: pr.version,
-                replaces: pr.watchdog_unit.as_deref(),
-            };
-            if let Ok(unit) = watchdog.arm(&target, pr.probation_secs) {
-                pr.watchdog_unit = unit;
-            }
-        }
-        save(data, remote, Some(&pr))?;
-        let next_attempt = pr.deadline.unwrap_or(now.wall);
-        let detail = format!(
-            "{reason}; {note}; the probation stays and the rollback is tried again at {}",
-            crate::format::time::rfc3339(next_attempt)
-        );
-        return Ok(Some(RolledBack {
-            version: pr.version,
-            audit_failed: audit("rolled-back", &detail),
-            detail,
-            verdict: Verdict::Failed { next_attempt },
-        }));
     }
-    let mut st = data.load()?;
-    let rs = st.remote_mut(remote);
+}
+
+/// The system is not back: keep the probation (nothing else is applied
+/// meanwhile) and try again after another period, with the watchdog
+/// re-armed.
+fn try_again_later(
+    cx: &Ctx<'_>,
+    mut pr: Probation,
+    reason: &str,
+    note: &str,
+) -> Result<RolledBack, StateError> {
+    pr.start(cx.now);
+    if pr.watchdog_unit.is_some() {
+        let target = crate::host::watchdog::Target {
+            data: &cx.data.root,
+            remote: cx.remote,
+            version: pr.version,
+            replaces: pr.watchdog_unit.as_deref(),
+        };
+        if let Ok(unit) = cx.watchdog.arm(&target, pr.probation_secs) {
+            pr.watchdog_unit = unit;
+        }
+    }
+    save(cx.data, cx.remote, Some(&pr))?;
+    let next_attempt = pr.deadline.unwrap_or(cx.now.wall);
+    let detail = format!(
+        "{reason}; {note}; the probation stays and the rollback is tried again at {}",
+        crate::format::time::rfc3339(next_attempt)
+    );
+    Ok(RolledBack {
+        version: pr.version,
+        audit_failed: cx.audit(&pr, "rolled-back", &detail),
+        detail,
+        verdict: Verdict::Failed { next_attempt },
+    })
+}
+
+/// The system is back: the release gets its verdict, the previous release
+/// is the active one again, the record is cleared.
+fn settle(
+    cx: &Ctx<'_>,
+    pr: &Probation,
+    why: &Why,
+    observed: Option<&super::Observed>,
+    reason: &str,
+    note: &str,
+) -> Result<RolledBack, StateError> {
+    let mut st = cx.data.load()?;
+    let rs = st.remote_mut(cx.remote);
     let attempts = rs
         .retry
         .as_ref()
         .filter(|r| r.version == pr.version)
         .map_or(0, |r| r.attempts)
         + 1;
-    let verdict = match (why, &observed) {
+    let verdict = match (why, observed) {
         (Why::SwitchFailed(_), _) => Verdict::Undone,
         (Why::Deadline, Some(o)) if o.store_at_fault() && attempts <= MAX_STORE_RETRIES => {
             Verdict::Retry {
-                at: now.wall.saturating_add(retry_delay(attempts)),
+                at: cx.now.wall.saturating_add(retry_delay(attempts)),
             }
         }
         _ => Verdict::Bad,
@@ -243,8 +303,8 @@ pub fn roll_back_locked(
                 rs.bad.push(BadRelease {
                     version: pr.version,
                     statement: pr.statement,
-                    reason: reason.clone(),
-                    at: now.wall,
+                    reason: reason.to_owned(),
+                    at: cx.now.wall,
                 });
             }
             rs.retry = None;
@@ -254,12 +314,12 @@ pub fn roll_back_locked(
     if rs.active == Some(pr.seen()) {
         rs.active = pr.previous_active;
     }
-    data.save(&st)?;
-    save(data, remote, None)?;
+    cx.data.save(&st)?;
+    save(cx.data, cx.remote, None)?;
     if !matches!(verdict, Verdict::Retry { .. }) {
-        save_observed(data, remote, None)?;
+        save_observed(cx.data, cx.remote, None)?;
     }
-    let detail = match (verdict, &observed) {
+    let detail = match (verdict, observed) {
         (Verdict::Retry { at }, Some(o)) if !o.convictable() => format!(
             "{reason}; {note}; the store did not serve what the new system could verify, so the release is retried from {} (attempt {attempts} of {MAX_STORE_RETRIES})",
             crate::format::time::rfc3339(at)
@@ -268,17 +328,17 @@ pub fn roll_back_locked(
             "{reason}; {note}; retried from {} (attempt {attempts} of {MAX_STORE_RETRIES}), unless this system reaches and verifies the store before then (then the new system could not, and the release is marked bad)",
             crate::format::time::rfc3339(at)
         ),
-        (Verdict::Bad, Some(o)) if o.store_at_fault() => format!(
-            "{reason}; {note}; marked bad after {MAX_STORE_RETRIES} retries"
-        ),
+        (Verdict::Bad, Some(o)) if o.store_at_fault() => {
+            format!("{reason}; {note}; marked bad after {MAX_STORE_RETRIES} retries")
+        }
         _ => format!("{reason}; {note}"),
     };
-    Ok(Some(RolledBack {
+    Ok(RolledBack {
         version: pr.version,
-        audit_failed: audit("rolled-back", &detail),
+        audit_failed: cx.audit(pr, "rolled-back", &detail),
         detail,
         verdict,
-    }))
+    })
 }
 
 /// What a rollback towards `r` achieved, in the audit log's words, and

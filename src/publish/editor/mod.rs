@@ -303,7 +303,13 @@ impl<'s> Editor<'s> {
         let mut v = head.statement.version;
         let target = loop {
             let r = fetch(v)?;
-            if r.version() != v || Some(r.statement_hash()) != expected {
+            if r.version() != v {
+                return Err(PublishError::Revert(format!(
+                    "the store serves version {} as releases/{v}: a planted or misfiled release",
+                    r.version()
+                )));
+            }
+            if Some(r.statement_hash()) != expected {
                 return Err(PublishError::Revert(format!(
                     "the chain from the head down to version {to} is broken at version {v} (a fork or a planted release)"
                 )));

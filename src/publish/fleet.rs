@@ -1,0 +1,252 @@
+//! The fleet as its hosts report it (`npcnix fleet status`): every host's
+//! signed receipt in a remote, read through the remote's
+//! [`crate::store::ReleaseLog`] and verified against the host's key (pinned
+//! by the operator, or remembered on first use), with a verdict per host.
+//! The CLI reads and writes the key files and prints.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::format::keys::PublicKey;
+use crate::format::receipt::Receipt;
+use crate::store::{Remote, StoreError};
+use crate::verify::receipt::{claimed_key, verify, ReceiptError};
+
+/// One host's line.
+#[derive(serde::Serialize)]
+pub struct Row {
+    pub host: String,
+    pub verdict: &'static str,
+    pub pinned: bool,
+    pub key_id: Option<String>,
+    pub configuration: Option<String>,
+    pub active_version: Option<u64>,
+    pub result: Option<String>,
+    pub check: Option<String>,
+    pub waiting_until: Option<u64>,
+    pub probation: Option<u64>,
+    pub bad: Vec<u64>,
+    pub time: Option<u64>,
+    pub age_secs: Option<u64>,
+    pub seq: Option<u64>,
+    pub detail: Option<String>,
+}
+
+/// The hosts' lines, and whether a key was learned on first use (the
+/// caller saves `known`).
+pub struct Survey {
+    pub rows: Vec<Row>,
+    pub learned: bool,
+}
+
+impl Survey {
+    /// A host failed verification (pinned) or is stale.
+    pub fn failing(&self) -> bool {
+        self.rows
+            .iter()
+            .any(|r| r.verdict == "stale" || (r.pinned && r.verdict != "ok"))
+    }
+}
+
+/// Reads and verifies every receipt of `remote`: with the pinned key of a
+/// host, else the one `known` remembers (learned on first use, added to
+/// `known`). A receipt older than `stale_after` is stale, and so is a
+/// pinned host without one.
+pub fn survey(
+    remote: &Remote,
+    pinned: &BTreeMap<String, PublicKey>,
+    known: &mut BTreeMap<String, PublicKey>,
+    stale_after: u64,
+    now: u64,
+) -> Result<Survey, StoreError> {
+    let log = remote.log();
+    let hosts = log.receipt_hosts(1_000_000)?;
+    let mut rows = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut learned = false;
+    for host in &hosts {
+        let host = host.as_str();
+        if !crate::format::rollout::is_host_id(host) {
+            continue;
+        }
+        seen.insert(host.to_owned());
+        let bytes = match log.receipt(host) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => continue,
+            Err(e) => {
+                rows.push(row(
+                    host,
+                    "bad-signature",
+                    pinned.contains_key(host),
+                    None,
+                    Some(e.to_string()),
+                ));
+                continue;
+            }
+        };
+        let (key_to_use, is_pinned) = match pinned.get(host) {
+            Some(k) => (Some(k.clone()), true),
+            None => (known.get(host).cloned(), false),
+        };
+        let verdict_key = match key_to_use {
+            Some(k) => k,
+            None => match claimed_key(&bytes) {
+                // First use: remember the key this receipt claims.
+                Ok(k) => {
+                    known.insert(host.to_owned(), k.clone());
+                    learned = true;
+                    k
+                }
+                Err(e) => {
+                    rows.push(row(host, "bad-signature", false, None, Some(e.to_string())));
+                    continue;
+                }
+            },
+        };
+        match verify(&bytes, &verdict_key, host) {
+            Ok(r) => {
+                let age = now.saturating_sub(r.time);
+                let verdict = if age > stale_after {
+                    "stale"
+                } else if is_pinned {
+                    "ok"
+                } else {
+                    "unpinned"
+                };
+                rows.push(from_receipt(
+                    host,
+                    verdict,
+                    is_pinned,
+                    &verdict_key,
+                    &r,
+                    now,
+                ));
+            }
+            Err(ReceiptError::BadSignature(_)) | Err(ReceiptError::Binding(_))
+                if !is_pinned && claimed_key(&bytes).is_ok_and(|k| k != verdict_key) =>
+            {
+                rows.push(row(
+                    host,
+                    "key-changed",
+                    false,
+                    Some(verdict_key.key_id.to_string()),
+                    Some("signed by another key than the one remembered on first use".into()),
+                ));
+            }
+            Err(e) => rows.push(row(
+                host,
+                "bad-signature",
+                is_pinned,
+                Some(verdict_key.key_id.to_string()),
+                Some(e.to_string()),
+            )),
+        }
+    }
+    for host in pinned.keys().filter(|h| !seen.contains(*h)) {
+        rows.push(row(
+            host,
+            "stale",
+            true,
+            None,
+            Some("no receipt in the store".into()),
+        ));
+    }
+    Ok(Survey { rows, learned })
+}
+
+fn row(
+    host: &str,
+    verdict: &'static str,
+    pinned: bool,
+    key_id: Option<String>,
+    detail: Option<String>,
+) -> Row {
+    Row {
+        host: host.to_owned(),
+        verdict,
+        pinned,
+        key_id,
+        configuration: None,
+        active_version: None,
+        result: None,
+        check: None,
+        waiting_until: None,
+        probation: None,
+        bad: Vec::new(),
+        time: None,
+        age_secs: None,
+        seq: None,
+        detail,
+    }
+}
+
+fn from_receipt(
+    host: &str,
+    verdict: &'static str,
+    pinned: bool,
+    key: &PublicKey,
+    r: &Receipt,
+    now: u64,
+) -> Row {
+    Row {
+        host: host.to_owned(),
+        verdict,
+        pinned,
+        key_id: Some(key.key_id.to_string()),
+        configuration: Some(r.configuration.clone()),
+        active_version: r.active.map(|a| a.version),
+        result: Some(r.result.clone()),
+        check: r.check.clone(),
+        waiting_until: r.waiting_until,
+        probation: r.probation,
+        bad: r.bad.clone(),
+        time: Some(r.time),
+        age_secs: Some(now.saturating_sub(r.time)),
+        seq: Some(r.seq),
+        detail: None,
+    }
+}
+
+/// "v12: 37 hosts", "refused: 1 host (archive-hash)", ... from verified rows.
+pub fn summarize(rows: &[Row]) -> Vec<String> {
+    let plural = |n: usize| if n == 1 { "host" } else { "hosts" };
+    let mut by_version: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+    let mut none = 0;
+    let mut unverified = 0;
+    for r in rows {
+        if r.time.is_none() {
+            unverified += 1;
+            continue;
+        }
+        match r.active_version {
+            Some(v) => *by_version.entry(v).or_default() += 1,
+            None => none += 1,
+        }
+        if r.result.as_deref() == Some("rejected") {
+            *refused
+                .entry(r.check.clone().unwrap_or_else(|| "?".into()))
+                .or_default() += 1;
+        }
+    }
+    let mut out: Vec<String> = by_version
+        .iter()
+        .rev()
+        .map(|(v, n)| format!("v{v}: {n} {}", plural(*n)))
+        .collect();
+    if none > 0 {
+        out.push(format!("no active version: {none} {}", plural(none)));
+    }
+    for (check, n) in refused {
+        out.push(format!(
+            "refused the latest release: {n} {} ({check})",
+            plural(n)
+        ));
+    }
+    if unverified > 0 {
+        out.push(format!(
+            "unverified or missing: {unverified} {}",
+            plural(unverified)
+        ));
+    }
+    out
+}
