@@ -27,6 +27,25 @@ let
 
   # StateDirectory= only manages directories below /var/lib.
   stateDirUnderVarLib = lib.hasPrefix "/var/lib/" cfg.stateDir;
+
+  # The fleet's policy file: this remote's keys and threshold (the same
+  # file publishers read). The remote name as host-config.nix derives it.
+  policyRemote =
+    let
+      m = builtins.match "[a-z0-9+.-]+://(.*/)?([^/]+)/*" cfg.remote;
+    in
+    if cfg.remoteName != null then cfg.remoteName
+    else if m == null then null
+    else builtins.elemAt m 1;
+  policy =
+    let
+      file = builtins.fromJSON (builtins.readFile cfg.policyFile);
+    in
+    if file.format or null != "npcnix-policy/v1" then
+      throw "services.npcnix.policyFile: ${toString cfg.policyFile} is not an npcnix-policy/v1 file"
+    else if !(file.remotes ? ${policyRemote}) then
+      throw "services.npcnix.policyFile: ${toString cfg.policyFile} has no entry for remote \"${policyRemote}\" (it lists: ${lib.concatStringsSep ", " (builtins.attrNames file.remotes)})"
+    else file.remotes.${policyRemote};
 in
 {
   imports = [ ./options.nix ];
@@ -35,6 +54,18 @@ in
     # Set here rather than in options.nix because it reads another module's
     # option; options.nix shows it as defaultText.
     services.npcnix.configuration = lib.mkOptionDefault config.networking.hostName;
+
+    services.npcnix.trustedKeys = lib.mkIf (cfg.policyFile != null) (lib.mkDefault (map
+      (k: {
+        publicKey = k.public_key;
+        remotes = [ policyRemote ];
+        notAfter = k.not_after or null;
+        comment = k.comment or null;
+      })
+      policy.keys));
+    services.npcnix.threshold = lib.mkIf (cfg.policyFile != null) (lib.mkDefault policy.threshold);
+    services.npcnix.maxVersionJump = lib.mkIf (cfg.policyFile != null && (policy.max_version_jump or null) != null)
+      (lib.mkDefault policy.max_version_jump);
 
     assertions = import ./assertions.nix cfg;
 

@@ -323,6 +323,22 @@ in
       '';
     };
 
+    policyFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = literalExpression "./npcnix-policy.json";
+      description = ''
+        The fleet's policy file (`npcnix-policy.json`, format
+        `npcnix-policy/v1`; docs/cli.md, "The remote's policy"): the keys and
+        threshold of each remote. Publishers read the same file (`npcnix
+        publish`, `release prepare` find it in `--src`), so hosts and
+        publishers never disagree about a remote's threshold. When set,
+        `trustedKeys`, `threshold` and `maxVersionJump` default to the
+        file's entry for this host's remote (each key scoped to that remote);
+        setting them explicitly overrides the file.
+      '';
+    };
+
     trustedKeys = mkOption {
       type = types.listOf (types.submodule trustedKeyModule);
       example = literalExpression ''
