@@ -12,8 +12,10 @@ use super::exit::Unverified;
 #[command(
     about = "Check this host's audit log against the store's signed version log",
     long_about = "Check this host's audit log against the store's version log: every release the \
-host verified or activated must be exactly the release recorded as releases/<version> in the store, \
-validly signed for this remote. A mismatch is evidence of a fork or equivocation (the host was shown a \
+host verified or activated must be exactly the release recorded as releases/<version> in the store \
+(the same statement: its hash is what the host recorded when it verified it). A store that holds \
+another statement for a version is classified with today's keys and every key the host pinned \
+before (a fork signed by trusted keys, or a release that does not verify). A mismatch is evidence of a fork or equivocation (the host was shown a \
 release the public log does not contain) and exits 3.\n\nExample:\n  npcnix audit --config /etc/npcnix/config.json"
 )]
 pub struct Args {
@@ -46,7 +48,7 @@ pub fn run(a: Args) -> Result<()> {
             "problems": problems,
         }));
     } else if problems.is_empty() {
-        outln!("OK: all {checked} version(s) this host verified match the store's signed log");
+        outln!("OK: all {checked} version(s) this host verified are the statements the store's log holds");
     } else {
         for p in &problems {
             outln!("MISMATCH: {}", npcnix::format::text::visible(p));

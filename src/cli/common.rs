@@ -326,7 +326,9 @@ pub fn retry(retries: u32) -> npcnix::store::retry::Retry {
             n.attempt,
             n.of,
             n.delay.as_secs_f64(),
-            n.error
+            // The store's own words: escaped whole, newlines included, so
+            // they cannot draw lines of their own.
+            npcnix::format::text::visible(&n.error.to_string())
         )
     })
 }

@@ -152,8 +152,7 @@ pub fn stage_archive(
             Ok(source_info(src, comment))
         }
         (None, Some(archive)) => {
-            std::fs::copy(archive, out)
-                .with_context(|| format!("reading {}", archive.display()))?;
+            publish::private_copy(archive, out)?;
             Ok(comment.map(|c| Source {
                 comment: Some(c),
                 ..Source::default()
@@ -179,7 +178,7 @@ pub fn source_info(src: &Path, comment: Option<String>) -> Option<Source> {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty());
-    let flake_lock_blake3 = std::fs::read(src.join("flake.lock"))
+    let flake_lock_blake3 = fsutil::read_regular(&src.join("flake.lock"), 16 << 20)
         .ok()
         .map(|b| Digest::of(&b));
     let s = Source {
@@ -194,7 +193,7 @@ pub fn run(a: Args) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
     let store = a.store.open(&a.remote)?;
     let sk = common::load_secret_key(&a.key)?;
-    let (trust, _) = a
+    let (trust, retired) = a
         .trust
         .resolve(&remote, &[sk.public_key()], a.src.as_deref())?;
     let work = TempDir::new_in(&std::env::temp_dir(), "npcnix-publish-")
@@ -210,7 +209,7 @@ pub fn run(a: Args) -> Result<()> {
     )?;
     let aref = publish::hash_file(&archive_path)?;
     let now = fsutil::now_unix();
-    let editor = Editor::new(&store, trust, now, a.store.retry());
+    let editor = Editor::new(&store, trust, now, a.store.retry()).with_retired(retired);
     let mut draft = editor.draft(
         aref.clone(),
         StatementParams {
@@ -258,7 +257,12 @@ pub fn report_published(
         }));
         return;
     }
-    outln!("published {} version {} to {url}", st.remote, st.version);
+    outln!(
+        "published {} version {} to {}",
+        st.remote,
+        st.version,
+        npcnix::format::text::visible(url)
+    );
     outln!(
         "  archive:   {} ({})",
         p.archive.blake3,
@@ -402,14 +406,14 @@ pub fn revert(a: RevertArgs) -> Result<()> {
         .transpose()?;
     let (trust, retired) = a.trust.resolve(&remote, &[sk.public_key()], None)?;
     let now = fsutil::now_unix();
-    let editor = Editor::new(&store, trust, now, a.store.retry());
+    let editor = Editor::new(&store, trust, now, a.store.retry()).with_retired(retired);
     let head = editor
         .head()?
         .ok_or_else(|| anyhow::anyhow!("{} has no releases: nothing to revert", a.remote))?;
-    let source = editor.revert_source(&head, a.to, &retired, a.allow_trust_change)?;
+    let source = editor.revert_source(&head, a.to, a.allow_trust_change)?;
     if !source.brings_back.is_empty() {
         warn!(
-            "version {} was signed by key(s) {} that the remote no longer trusts; its configuration most likely trusts them again on every host (--allow-trust-change)",
+            "the history from version {} to the head was signed by key(s) {} that the remote does not trust today; its configuration most likely trusts them again on every host (--allow-trust-change)",
             a.to,
             source
                 .brings_back

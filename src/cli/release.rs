@@ -214,6 +214,7 @@ fn snapshot(editor: &Editor<'_>, head: Option<&publish::CurrentHead>) -> RemoteP
         keys: p
             .keys
             .iter()
+            .filter(|k| k.scope.allows(&p.remote))
             .map(|k| PolicyKey {
                 public_key: k.key.to_base64(),
                 comment: None,
@@ -240,7 +241,7 @@ fn prepare(a: PrepareArgs) -> Result<()> {
     }
     let (trust, retired) = a.trust.resolve(&remote, &signers, a.src.as_deref())?;
     let now = fsutil::now_unix();
-    let editor = Editor::new(&store, trust, now, a.store.retry());
+    let editor = Editor::new(&store, trust, now, a.store.retry()).with_retired(retired);
     let work = fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-prepare-")
         .context("creating a private temp dir")?;
     let archive_path = work.path().join(prepared::ARCHIVE);
@@ -249,10 +250,10 @@ fn prepare(a: PrepareArgs) -> Result<()> {
         let head = editor
             .head()?
             .ok_or_else(|| anyhow!("{} has no releases: nothing to revert", a.remote))?;
-        let source = editor.revert_source(&head, n, &retired, a.allow_trust_change)?;
+        let source = editor.revert_source(&head, n, a.allow_trust_change)?;
         if !source.brings_back.is_empty() {
             warn!(
-                "version {n} was signed by key(s) {} that the remote no longer trusts; its configuration most likely trusts them again on every host (--allow-trust-change)",
+                "the history from version {n} to the head was signed by key(s) {} that the remote does not trust today; its configuration most likely trusts them again on every host (--allow-trust-change)",
                 source
                     .brings_back
                     .iter()
@@ -358,7 +359,10 @@ fn print_prepared(
         a.revert_to
             .map_or(String::new(), |n| format!(" (a revert to version {n})"))
     );
-    outln!("{}", review::render(&review::review(st, &bytes)).trim_end());
+    outln!(
+        "{}",
+        review::render(&review::review(st, &bytes, fsutil::now_unix())).trim_end()
+    );
     outln!("\nIt needs {need} signature(s) from distinct trusted keys ({origin}).");
     outln!("Sign on the offline machine, either with npcnix:");
     outln!("  npcnix sign {} --key RELEASE.key", a.out.display());
@@ -385,7 +389,19 @@ fn publish_dir(a: PublishArgs) -> Result<()> {
         return Err(err_no_dir(&a.dir));
     }
     let p = prepared::read(&a.dir)?;
-    let url = a.remote.clone().unwrap_or_else(|| p.meta.url.clone());
+    let url = match &a.remote {
+        Some(u) => u.clone(),
+        // Recorded by prepare, on a medium that may have passed through
+        // other hands: checked like `--remote`, and shown.
+        None => {
+            let u = common::remote_url(&p.meta.url).map_err(super::exit::usage)?;
+            info!(
+                "publishing to {} (the URL release.json records; --remote to choose)",
+                visible(&u)
+            );
+            u
+        }
+    };
     let remote = common::remote_name(&url, Some(&p.meta.remote))?;
     if p.signatures.is_empty() {
         bail!(
@@ -412,8 +428,19 @@ fn publish_dir(a: PublishArgs) -> Result<()> {
                 .into_iter()
                 .collect(),
         };
+        let policy = file.policy_for(&remote)?;
+        info!(
+            "checking the signatures against the policy release.json records: {} of {} (--policy, --host-config or --trusted-key to choose)",
+            policy.threshold,
+            policy
+                .keys
+                .iter()
+                .map(|k| k.key.key_id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         npcnix::publish::RemoteTrust {
-            policy: file.policy_for(&remote)?,
+            policy,
             origin: npcnix::publish::TrustOrigin::Recorded(
                 p.meta
                     .policy_origin
@@ -521,7 +548,7 @@ fn check(a: CheckArgs) -> Result<()> {
             format
         );
         // What the archive does not cover, and the signers sign too.
-        for l in review::review(&st, &bytes)
+        for l in review::review(&st, &bytes, fsutil::now_unix())
             .into_iter()
             .filter(|l| matches!(l.field.as_str(), "decommission" | "rollout" | "expires"))
         {

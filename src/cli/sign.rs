@@ -36,7 +36,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let (bytes, st) = release::read_statement(&a.dir)?;
-    let lines = review::review(&st, &bytes);
+    let lines = review::review(&st, &bytes, fsutil::now_unix());
     out::text(format_args!(
         "About to sign (every signed field, as hosts will read it):\n{}\n",
         review::render(&lines)

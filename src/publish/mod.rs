@@ -67,7 +67,7 @@ pub enum PublishError {
     /// A prepared release directory that is not one.
     #[error("{}: {problem}", .path.display())]
     Prepared { path: PathBuf, problem: String },
-    #[error("version {to} was signed by key(s) {} that the remote's policy no longer trusts: its configuration most likely trusts them, and publishing it again re-pins them on every host; pass --allow-trust-change to revert anyway", list_keys(.keys))]
+    #[error("the history from version {to} to the head was signed by key(s) {} that the remote's policy does not trust today: version {to}'s configuration most likely trusts them, and publishing it again re-pins them on every host; pass --allow-trust-change to revert anyway", list_keys(.keys))]
     TrustChange {
         to: u64,
         keys: Vec<crate::format::keys::KeyId>,
@@ -96,6 +96,7 @@ impl PublishError {
         matches!(
             self,
             PublishError::WouldBeRefused { .. }
+                | PublishError::VersionGap { .. }
                 | PublishError::Revert(_)
                 | PublishError::TrustChange { .. }
         )
@@ -222,7 +223,7 @@ pub fn read_head(
         hash: release.statement_hash(),
         statement: release.statement().clone(),
         etag,
-        signatures: crate::format::bundle::Bundle::decode(&bytes).map_or(0, |b| b.signatures.len()),
+        signatures: verify::signature_key_ids(&bytes).map_or(0, |k| k.len()),
     }))
 }
 

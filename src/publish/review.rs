@@ -54,7 +54,14 @@ pub fn quoted(s: &str) -> String {
             continue;
         }
         flush(&mut out, &mut spaces);
-        if c.is_whitespace() && !c.is_ascii() {
+        // Unicode spaces and characters that render blank (Braille blank,
+        // Hangul fillers) would pad a value as well as spaces do.
+        if (c.is_whitespace() && !c.is_ascii())
+            || matches!(
+                c,
+                '\u{2800}' | '\u{3164}' | '\u{115F}' | '\u{1160}' | '\u{FFA0}'
+            )
+        {
             out.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
         } else {
             out.push_str(&visible(c.encode_utf8(&mut [0; 4])));
@@ -105,8 +112,25 @@ pub fn rollout_words(r: &Rollout) -> String {
     )
 }
 
-/// Every field of `st` (whose exact bytes are `bytes`), in signing order.
-pub fn review(st: &Statement, bytes: &[u8]) -> Vec<Line> {
+/// `t` relative to `now` ("in 3h", "2d ago"), from the reviewing
+/// machine's clock.
+fn relative(t: u64, now: u64) -> String {
+    let words = |d: u64| match d {
+        d if d >= 2 * 86_400 => format!("{}d", d / 86_400),
+        d if d >= 2 * 3600 => format!("{}h", d / 3600),
+        d if d >= 120 => format!("{}m", d / 60),
+        d => format!("{d}s"),
+    };
+    if t >= now {
+        format!("in {}", words(t - now))
+    } else {
+        format!("{} ago", words(now - t))
+    }
+}
+
+/// Every field of `st` (whose exact bytes are `bytes`), in signing order;
+/// times also relative to `now` (this machine's clock).
+pub fn review(st: &Statement, bytes: &[u8], now: u64) -> Vec<Line> {
     let Statement {
         kind,
         remote,
@@ -136,11 +160,14 @@ pub fn review(st: &Statement, bytes: &[u8]) -> Vec<Line> {
         ),
         line("archive.blake3", blake3.to_hex()),
         line("archive.size", size(*bytes_len)),
-        line("created", format!("{} ({created})", rfc3339(*created))),
+        line(
+            "created",
+            format!("{} ({created}, {})", rfc3339(*created), relative(*created, now)),
+        ),
         line(
             "expires",
             match expires {
-                Some(e) => format!("{} ({e})", rfc3339(*e)),
+                Some(e) => format!("{} ({e}, {})", rfc3339(*e), relative(*e, now)),
                 None => "none: hosts accept this release for as long as no newer one exists (no freeze protection)".into(),
             },
         ),
@@ -286,7 +313,10 @@ mod tests {
             "",
             &mut signed,
         );
-        let shown: Vec<String> = review(&st, &bytes).into_iter().map(|l| l.field).collect();
+        let shown: Vec<String> = review(&st, &bytes, 1_800_000_000)
+            .into_iter()
+            .map(|l| l.field)
+            .collect();
         for p in &signed {
             assert!(
                 shown.iter().any(|s| s == p),
@@ -300,7 +330,7 @@ mod tests {
     #[test]
     fn decommission_added_by_a_prepare_machine_is_flagged_to_the_signer() {
         let st = full();
-        let lines = review(&st, &st.to_bytes());
+        let lines = review(&st, &st.to_bytes(), 1_800_000_000);
         let d = lines
             .iter()
             .find(|l| l.field == "decommission")
@@ -323,7 +353,7 @@ mod tests {
             )),
             ..Source::default()
         });
-        let lines = review(&st, &st.to_bytes());
+        let lines = review(&st, &st.to_bytes(), 1_800_000_000);
         let text = render(&lines);
         let c = lines
             .iter()
@@ -345,6 +375,8 @@ mod tests {
     fn control_and_unicode_spaces_are_escaped() {
         assert_eq!(quoted("a\u{1b}[2Kb"), "\"a\\u{001b}[2Kb\" (6 chars)");
         assert_eq!(quoted("a\u{2003}b"), "\"a\\u{2003}b\" (3 chars)");
+        assert_eq!(quoted("a\u{2800}b"), "\"a\\u{2800}b\" (3 chars)");
+        assert_eq!(quoted("\u{3164}"), "\"\\u{3164}\" (1 chars)");
         assert_eq!(quoted(" x "), "\" x \" (3 chars)");
         assert_eq!(quoted("\t"), "\"\\u{0009}\" (1 chars)");
     }
@@ -357,7 +389,7 @@ mod tests {
         st.toplevels = None;
         st.decommission = None;
         st.rollout = None;
-        let text = render(&review(&st, &st.to_bytes()));
+        let text = render(&review(&st, &st.to_bytes(), 1_800_000_000));
         for needle in [
             "expires",
             "none: hosts accept",

@@ -130,6 +130,21 @@ fn signature_key_id(text: &str) -> Option<KeyId> {
     Some(KeyId(id))
 }
 
+/// The key IDs the signatures of a bundle name, unverified and without
+/// duplicates: for reports about who signed a release whose statement is
+/// authenticated otherwise (through the hash chain). `Err`: not a bundle.
+pub fn signature_key_ids(bundle_bytes: &[u8]) -> Result<Vec<KeyId>, Refusal> {
+    let bundle = Bundle::decode(bundle_bytes).map_err(Refusal::Bundle)?;
+    let mut ids: Vec<KeyId> = bundle
+        .signatures
+        .iter()
+        .filter_map(|t| signature_key_id(t))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
 /// Outcome of checking one signature, kept to explain a failure.
 enum SigOutcome {
     Counted(Binding, [u8; 32]),

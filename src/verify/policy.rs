@@ -17,7 +17,7 @@ pub enum KeyScope {
 }
 
 impl KeyScope {
-    pub(crate) fn allows(&self, remote: &RemoteName) -> bool {
+    pub fn allows(&self, remote: &RemoteName) -> bool {
         match self {
             KeyScope::AnyRemote => true,
             KeyScope::Remotes(list) => list.contains(remote),

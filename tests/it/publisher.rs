@@ -208,7 +208,7 @@ fn version_burn_by_our_own_publisher_is_refused_on_write() {
         &kit.flake("v1501", "x"),
         &["--version", "1501"],
     );
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(
         r.stderr.contains("hosts refuse jumps of more than 1000"),
         "{}",

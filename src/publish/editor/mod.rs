@@ -78,9 +78,10 @@ pub struct Published {
 #[derive(Clone, Debug)]
 pub struct RevertSource {
     pub release: VerifiedRelease,
-    /// Keys that signed it and that the remote's policy no longer trusts:
-    /// its configuration most likely trusted them, so publishing its
-    /// content again re-pins them on every host.
+    /// Keys that signed it, or a release between it and the head, and that
+    /// the remote's policy does not trust today: its configuration (or the
+    /// one it replaced) most likely trusted them, so publishing its content
+    /// again may re-pin them on every host.
     pub brings_back: Vec<KeyId>,
 }
 
@@ -90,6 +91,10 @@ pub struct Editor<'s> {
     trust: RemoteTrust,
     now: u64,
     retry: Retry,
+    /// Keys the policy no longer trusts that may have signed the current
+    /// head (the first publish after a rotation): used to read the head
+    /// and the history, never to count a new release's signatures.
+    retired: Vec<crate::format::keys::PublicKey>,
 }
 
 impl<'s> Editor<'s> {
@@ -99,7 +104,27 @@ impl<'s> Editor<'s> {
             trust,
             now,
             retry,
+            retired: Vec::new(),
         }
+    }
+
+    /// Lets `keys` (retired: `--trusted-key` beside a policy) vouch for the
+    /// current head and the history, not for what is published.
+    pub fn with_retired(mut self, keys: Vec<crate::format::keys::PublicKey>) -> Self {
+        self.retired = keys;
+        self
+    }
+
+    /// The remote's policy, with the retired keys added (scoped to it).
+    fn reading_policy(&self) -> Policy {
+        let mut p = self.trust.policy.clone();
+        p.keys
+            .extend(self.retired.iter().map(|k| verify::TrustedKey {
+                key: k.clone(),
+                scope: verify::KeyScope::Remotes(vec![p.remote.clone()]),
+                not_after: None,
+            }));
+        p
     }
 
     pub fn trust(&self) -> &RemoteTrust {
@@ -112,18 +137,31 @@ impl<'s> Editor<'s> {
 
     /// `latest`, verified at the remote's keys and threshold.
     pub fn head(&self) -> Result<Option<CurrentHead>, PublishError> {
-        read_head(self.store, &self.trust.policy, self.now)
+        read_head(self.store, &self.reading_policy(), self.now)
     }
 
     /// Signatures from distinct trusted keys a new head needs: the policy's
-    /// threshold, and with only `--trusted-key` given, at least as many as
-    /// the current head carries.
+    /// threshold, and with only `--trusted-key` given (or a policy a
+    /// release directory recorded, which may have passed through other
+    /// hands), at least as many as the current head carries.
     pub fn required_signatures(&self, head: Option<&CurrentHead>) -> usize {
         let t = self.trust.policy.threshold.max(1);
         match (&self.trust.origin, head) {
-            (TrustOrigin::FlagsWithoutThreshold, Some(h)) => t.max(h.signatures),
+            (TrustOrigin::FlagsWithoutThreshold | TrustOrigin::Recorded(_), Some(h)) => {
+                t.max(h.signatures)
+            }
             _ => t,
         }
+    }
+
+    /// The most versions a new head may be past the current one: the
+    /// policy's cap, and never more than [`MAX_HEAD_GAP`] (every later
+    /// publisher refuses to extend a wider gap).
+    pub fn max_jump(&self) -> u64 {
+        self.trust
+            .policy
+            .max_version_jump
+            .map_or(MAX_HEAD_GAP, |j| j.min(MAX_HEAD_GAP))
     }
 
     /// The next statement on top of the verified head. A version further
@@ -137,11 +175,7 @@ impl<'s> Editor<'s> {
         let head = self.head()?;
         let statement = super::next_statement(head.as_ref(), archive, params)?;
         let base = head.as_ref().map_or(0, |h| h.statement.version);
-        let max = self
-            .trust
-            .policy
-            .max_version_jump
-            .map_or(MAX_HEAD_GAP, |j| j.min(MAX_HEAD_GAP));
+        let max = self.max_jump();
         if statement.version - base > max {
             return Err(PublishError::VersionGap {
                 version: statement.version,
@@ -163,6 +197,9 @@ impl<'s> Editor<'s> {
     ) -> Result<VerifiedRelease, PublishError> {
         let mut policy = self.trust.policy.clone();
         policy.threshold = self.required_signatures(draft.head.as_ref());
+        // A statement signed elsewhere (a prepared release) never went
+        // through `draft`: the jump is capped here too.
+        policy.max_version_jump = Some(self.max_jump());
         let seen = draft.head.as_ref().map(|h| Seen {
             version: h.statement.version,
             statement: h.hash,
@@ -262,69 +299,28 @@ impl<'s> Editor<'s> {
             .map_err(|m| PublishError::Revert(format!("the archive in the store: {m}")))
     }
 
-    /// Version `to`, verified and found in the signed history the head
-    /// extends (walking the `previous` links down from the head, so a store
-    /// cannot pass off a forked or planted release as it), with the keys it
-    /// would bring back. `extra` are keys that may have signed it besides
-    /// the remote's (retired keys: `--trusted-key`). A revert that brings
-    /// keys back needs `allow_trust_change`.
+    /// Version `to`, found in the history the verified head extends: the
+    /// `previous` links are followed down from the head (gaps allowed), each
+    /// release's statement checked against the hash the one above names, so
+    /// a store cannot pass off a forked or planted release as it, and no
+    /// old release needs today's keys. Every key that signed a release from
+    /// `to` up to the head and that the remote's policy does not trust
+    /// today is one the revert may bring back (its configuration likely
+    /// trusted it, or the history around it was signed with it): such a
+    /// revert needs `allow_trust_change`.
     pub fn revert_source(
         &self,
         head: &CurrentHead,
         to: u64,
-        extra: &[crate::format::keys::PublicKey],
         allow_trust_change: bool,
     ) -> Result<RevertSource, PublishError> {
         let log = self.store.log();
-        let mut policy = self.trust.policy.clone();
-        policy.keys.extend(extra.iter().map(|k| verify::TrustedKey {
-            key: k.clone(),
-            scope: verify::KeyScope::AnyRemote,
-            not_after: None,
-        }));
-        let fetch = |v: u64| -> Result<VerifiedRelease, PublishError> {
-            let bytes = log.release(v)?.ok_or_else(|| {
-                PublishError::Revert(format!("releases/{v:020} is missing from the store"))
-            })?;
-            verify::verify_signatures(&policy, &bytes, self.now).map_err(|r| {
-                PublishError::Revert(format!(
-                    "version {v} does not verify ({}); if retired keys signed it, pass them with --trusted-key",
-                    r.line()
-                ))
-            })
-        };
         if to == 0 || to > head.statement.version {
             return Err(PublishError::Revert(format!(
                 "version {to} is not in the history of the head (version {})",
                 head.statement.version
             )));
         }
-        let mut expected = Some(head.hash);
-        let mut v = head.statement.version;
-        let target = loop {
-            let r = fetch(v)?;
-            if r.version() != v {
-                return Err(PublishError::Revert(format!(
-                    "the store serves version {} as releases/{v}: a planted or misfiled release",
-                    r.version()
-                )));
-            }
-            if Some(r.statement_hash()) != expected {
-                return Err(PublishError::Revert(format!(
-                    "the chain from the head down to version {to} is broken at version {v} (a fork or a planted release)"
-                )));
-            }
-            if v == to {
-                break r;
-            }
-            if head.statement.version - v > 10_000 {
-                return Err(PublishError::Revert(format!(
-                    "version {to} is more than 10000 releases below the head"
-                )));
-            }
-            expected = r.statement().previous;
-            v -= 1;
-        };
         let trusted: Vec<KeyId> = self
             .trust
             .policy
@@ -333,12 +329,65 @@ impl<'s> Editor<'s> {
             .filter(|k| k.scope.allows(&self.trust.policy.remote))
             .map(|k| k.key.key_id)
             .collect();
-        let brings_back: Vec<KeyId> = target
-            .signers()
-            .iter()
-            .filter(|k| !trusted.contains(k))
-            .copied()
-            .collect();
+        let mut brings_back: Vec<KeyId> = Vec::new();
+        let mut expected = head.hash;
+        let mut v = head.statement.version;
+        let target = loop {
+            // The release whose statement hash is `expected`: at `v`, or
+            // below it past a gap (`--version` may skip up to the cap).
+            let (bytes, statement) = loop {
+                let found = log.release(v)?.and_then(|b| {
+                    let bundle = Bundle::decode(&b).ok()?;
+                    (crate::format::statement::Digest::of(&bundle.statement) == expected)
+                        .then_some((b, bundle.statement))
+                });
+                if let Some(f) = found {
+                    break f;
+                }
+                if v <= to || head.statement.version - v > 10_000 + MAX_HEAD_GAP {
+                    return Err(PublishError::Revert(format!(
+                        "the chain from the head down to version {to} is broken at releases/{v}: it does not hold the release the one above names (a fork, a planted or a missing release)"
+                    )));
+                }
+                v -= 1;
+            };
+            let st = Statement::parse(&statement)
+                .map_err(|e| PublishError::Revert(format!("release {v} in the chain: {e}")))?;
+            if st.version != v {
+                return Err(PublishError::Revert(format!(
+                    "the store serves version {} as releases/{v}: a planted or misfiled release",
+                    st.version
+                )));
+            }
+            for k in verify::signature_key_ids(&bytes).unwrap_or_default() {
+                if !trusted.contains(&k) && !brings_back.contains(&k) {
+                    brings_back.push(k);
+                }
+            }
+            if v == to {
+                break (bytes, st);
+            }
+            if v < to {
+                return Err(PublishError::Revert(format!(
+                    "version {to} is not in the history of the head (a gap skips it)"
+                )));
+            }
+            expected = st.previous.ok_or_else(|| {
+                PublishError::Revert(format!("version {to} is before the first release"))
+            })?;
+            v -= 1;
+        };
+        // Who signed the target, as far as the keys known here tell (the
+        // chain already proved the statement is the one the head extends).
+        let mut lenient = self.reading_policy();
+        lenient.threshold = 1;
+        let release = verify::verify_signatures(&lenient, &target.0, self.now)
+            .map_err(|r| {
+                PublishError::Revert(format!(
+                    "version {to} is in the history, but no key known here signed it ({}); pass the keys that did with --trusted-key",
+                    r.line()
+                ))
+            })?;
         if !brings_back.is_empty() && !allow_trust_change {
             return Err(PublishError::TrustChange {
                 to,
@@ -346,7 +395,7 @@ impl<'s> Editor<'s> {
             });
         }
         Ok(RevertSource {
-            release: target,
+            release,
             brings_back,
         })
     }

@@ -215,8 +215,9 @@ fn revert_across_a_key_rotation_names_the_keys_it_brings_back() {
     w.publish(&with_alice, &[&w.bob]).expect("v3");
     let head = new.head().expect("head").expect("some");
     assert_eq!(head.statement.version, 3);
+    let new = new.with_retired(vec![w.alice.public_key()]);
     let e = new
-        .revert_source(&head, 1, &[w.alice.public_key()], false)
+        .revert_source(&head, 1, false)
         .expect_err("brings alice back");
     match &e {
         PublishError::TrustChange { to: 1, keys } => {
@@ -225,14 +226,13 @@ fn revert_across_a_key_rotation_names_the_keys_it_brings_back() {
         other => panic!("expected a trust change, got {other:?}"),
     }
     assert!(e.to_string().contains("--allow-trust-change"), "{e}");
-    let src = new
-        .revert_source(&head, 1, &[w.alice.public_key()], true)
-        .expect("consented");
+    let src = new.revert_source(&head, 1, true).expect("consented");
     assert_eq!(src.brings_back, vec![w.alice.key_id]);
     assert_eq!(src.release.version(), 1);
-    // Without the retired key, version 1 does not verify at all.
+    // Without the retired key nobody known here signed version 1.
+    let bob_only = w.editor(w.trust(&[&w.bob], 1, TrustOrigin::Flags));
     assert!(matches!(
-        new.revert_source(&head, 1, &[], true),
+        bob_only.revert_source(&head, 1, true),
         Err(PublishError::Revert(_))
     ));
 }
@@ -263,13 +263,86 @@ fn revert_to_a_release_planted_in_the_store_is_refused() {
         .join("store")
         .join(crate::store::release_key(1));
     std::fs::write(&key, bundle).expect("plant");
-    match e.revert_source(&head, 1, &[], false) {
-        Err(PublishError::Revert(m)) => assert!(m.contains("broken at version 1"), "{m}"),
+    match e.revert_source(&head, 1, false) {
+        Err(PublishError::Revert(m)) => assert!(m.contains("broken at releases/1"), "{m}"),
         other => panic!("expected a broken chain, got {other:?}"),
     }
-    let src = e.revert_source(&head, 2, &[], false).expect("v2 is fine");
+    let src = e.revert_source(&head, 2, false).expect("v2 is fine");
     let draft = e.revert_draft(&src, NOW, None).expect("draft");
     assert_eq!(draft.statement.version, 4);
     assert_eq!(draft.statement.archive, src.release.statement().archive);
     assert!(draft.statement.rollout.is_none());
+}
+
+/// Review finding: `release publish` never called `draft`, so a prepared
+/// statement edited to head+1500 on the stick was uploaded: hosts accepted
+/// it and every later publisher refused to extend it. The jump is checked
+/// on write too.
+#[test]
+fn prepared_statement_far_past_the_head_is_refused_on_write() {
+    let w = world();
+    let e = w.editor(w.trust(&[&w.alice], 1, TrustOrigin::Flags));
+    w.publish(&e, &[&w.alice]).expect("v1");
+    let head = e.head().expect("head");
+    let (path, aref) = w.archive();
+    let st = crate::publish::next_statement(head.as_ref(), aref, w.params(Some(1501), None))
+        .expect("statement");
+    let draft = Draft {
+        head,
+        statement: st,
+    };
+    let sig = draft.sign(&w.alice);
+    assert_eq!(
+        refused(
+            e.publish_signed(&draft, draft.statement_bytes(), &path, vec![sig])
+                .map(|p| p.release.version())
+        ),
+        verify::Check::FastForward
+    );
+    assert_eq!(w.head_version(), Some(1));
+}
+
+/// Review finding: the revert walked `v -= 1` and failed at a legal gap
+/// (`--version` may skip versions); it follows the `previous` links now.
+#[test]
+fn revert_across_a_version_gap_follows_the_previous_links() {
+    let w = world();
+    let e = w.editor(w.trust(&[&w.alice], 1, TrustOrigin::Flags));
+    w.publish(&e, &[&w.alice]).expect("v1");
+    let (path, aref) = w.archive();
+    let draft = e.draft(aref, w.params(Some(5), None)).expect("v5");
+    e.publish(&draft, &path, vec![draft.sign(&w.alice)])
+        .expect("publish v5");
+    w.publish(&e, &[&w.alice]).expect("v6");
+    let head = e.head().expect("head").expect("some");
+    let src = e
+        .revert_source(&head, 1, false)
+        .expect("v1 through the gap");
+    assert_eq!(src.release.version(), 1);
+    assert!(matches!(
+        e.revert_source(&head, 3, false),
+        Err(PublishError::Revert(_))
+    ));
+}
+
+/// Review finding: a key removed from the policy (a compromised CI key)
+/// that signed only the releases between the target and the head went
+/// unnoticed, although the target's configuration trusts it again. Every
+/// key in the history from the target to the head counts.
+#[test]
+fn revert_past_a_removed_key_that_signed_the_history_between_needs_consent() {
+    let w = world();
+    let both = w.editor(w.trust(&[&w.alice, &w.bob], 1, TrustOrigin::Flags));
+    w.publish(&both, &[&w.bob]).expect("v1 by the offline key");
+    w.publish(&both, &[&w.alice]).expect("v2 by the CI key");
+    // The CI key (alice) is removed; bob signs from now on.
+    let bob_only = w
+        .editor(w.trust(&[&w.bob], 1, TrustOrigin::Flags))
+        .with_retired(vec![w.alice.public_key()]);
+    w.publish(&bob_only, &[&w.bob]).expect("v3");
+    let head = bob_only.head().expect("head").expect("some");
+    match bob_only.revert_source(&head, 1, false) {
+        Err(PublishError::TrustChange { to: 1, keys }) => assert_eq!(keys, vec![w.alice.key_id]),
+        other => panic!("expected a trust change, got {other:?}"),
+    }
 }
