@@ -140,7 +140,7 @@ impl Sandbox {
         for (k, v) in env {
             c.env(k, v);
         }
-        Run::from(c.output().expect("run npcnix"))
+        Run::from(output(&mut c))
     }
 
     /// A key pair and version 1 of a small flake on a `file://` store, all
@@ -354,11 +354,26 @@ fn pull_into_a_data_dir_it_cannot_write_names_data_dir_and_the_variable() {
         "--dst",
         dst.to_str().expect("utf8"),
     ]);
-    let run = Run::from(c.output().expect("run"));
+    let run = Run::from(output(&mut c));
     assert_eq!(run.code, 1, "stderr: {}", run.stderr);
     assert!(
         run.stderr.contains("--data-dir") && run.stderr.contains("NPCNIX_DATA_DIR"),
         "{}",
         run.stderr
     );
+}
+
+/// Runs `c`, retrying while its program is "text file busy": the sandbox's
+/// copy of the binary was open for writing when another test thread
+/// forked, and that child holds the descriptor until it execs.
+fn output(c: &mut Command) -> std::process::Output {
+    for _ in 0..100 {
+        match c.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r.expect("run npcnix"),
+        }
+    }
+    c.output().expect("run npcnix (text file busy for 2 s)")
 }
