@@ -41,6 +41,17 @@ pub enum NixError {
     Unexpected(String),
 }
 
+/// Flags for evaluating a flake with exactly the lock it ships: an input
+/// its `flake.lock` does not pin is an error, not a lock entry made on the
+/// spot for whatever the input's branch points at today (issue 30); and
+/// evaluation is pure. Placed after the subcommand (`nix build`,
+/// `nixos-rebuild switch`). Not `--no-write-lock-file`: Nix only applies
+/// `--no-update-lock-file` when it may write the lock, so the two together
+/// evaluate an unlocked input after all (seen with Nix 2.8, D117). Nix
+/// fetches the missing input before it refuses, which is why hosts judge
+/// the lock themselves first (`verify::flake_inputs`).
+pub const LOCKED_ONLY: [&str; 4] = ["--no-update-lock-file", "--option", "pure-eval", "true"];
+
 /// Runs the Nix commands, from `bin_dir` if set (else from PATH).
 #[derive(Clone, Debug, Default)]
 pub struct Nix {
@@ -69,16 +80,7 @@ impl Nix {
                 program: prog.clone(),
                 source,
             })?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
-            return Err(NixError::Failed {
-                what: what.to_owned(),
-                status: out.status.to_string(),
-                stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-            });
-        }
-        Ok(out)
+        checked(out, what)
     }
 
     fn flake_args() -> Vec<String> {
@@ -86,6 +88,38 @@ impl Nix {
             "--extra-experimental-features".into(),
             "nix-command flakes".into(),
         ]
+    }
+
+    /// The inputs `flake.nix` (in `dir`) names: its `inputs` attributes and
+    /// the arguments of its `outputs` function (an input named only there
+    /// comes from the registry). Evaluated in restricted mode against no
+    /// store: only files under `dir` can be read and no URI fetched, so
+    /// reading a release's `flake.nix` fetches nothing, whatever it says.
+    pub fn declared_inputs(&self, dir: &Path) -> Result<Vec<String>, NixError> {
+        let mut include = std::ffi::OsString::from("flake=");
+        include.push(dir.as_os_str());
+        let prog = self.program("nix-instantiate");
+        let out = Command::new(&prog)
+            .args(["--eval", "--strict", "--json"])
+            .args(["--option", "store", "dummy://"])
+            .args(["--option", "restrict-eval", "true"])
+            .args(["--option", "allowed-uris", ""])
+            .arg("-I")
+            .arg(include)
+            .args(["--expr", DECLARED_INPUTS])
+            .env_remove("NIX_PATH")
+            .env_remove("NPCNIX_PASSPHRASE")
+            .output()
+            .map_err(|source| NixError::Spawn {
+                program: prog.clone(),
+                source,
+            })?;
+        let out = checked(out, "evaluating flake.nix's inputs")?;
+        let mut names: Vec<String> = serde_json::from_slice(&out.stdout)
+            .map_err(|e| NixError::Unexpected(format!("nix-instantiate output: {e}")))?;
+        names.sort();
+        names.dedup();
+        Ok(names)
     }
 
     /// The names of a flake's `nixosConfigurations`.
@@ -96,8 +130,9 @@ impl Nix {
     ) -> Result<Vec<String>, NixError> {
         let mut a = Self::flake_args();
         a.extend(extra.iter().cloned());
+        a.extend(["eval".into()]);
+        a.extend(LOCKED_ONLY.iter().map(|s| s.to_string()));
         a.extend([
-            "eval".into(),
             "--json".into(),
             format!("path:{}#nixosConfigurations", flake_dir.display()),
             "--apply".into(),
@@ -118,8 +153,9 @@ impl Nix {
     ) -> Result<String, NixError> {
         let mut a = Self::flake_args();
         a.extend(extra.iter().cloned());
+        a.extend(["build".into()]);
+        a.extend(LOCKED_ONLY.iter().map(|s| s.to_string()));
         a.extend([
-            "build".into(),
             "--no-link".into(),
             "--json".into(),
             format!(
@@ -218,3 +254,22 @@ impl Nix {
             .map_err(|e| NixError::Unexpected(format!("reading {}: {e}", profile.display())))
     }
 }
+
+/// `out` if its command succeeded, else the failure with the end of its
+/// stderr.
+fn checked(out: Output, what: &str) -> Result<Output, NixError> {
+    if out.status.success() {
+        return Ok(out);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+    Err(NixError::Failed {
+        what: what.to_owned(),
+        status: out.status.to_string(),
+        stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+    })
+}
+
+/// The names `flake.nix` (at `<flake>`) gives its inputs.
+const DECLARED_INPUTS: &str = "let f = import <flake/flake.nix>; in \
+builtins.attrNames (f.inputs or {}) ++ builtins.attrNames (builtins.functionArgs f.outputs)";

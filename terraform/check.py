@@ -469,6 +469,19 @@ def check_install_flake(out):
     return p
 
 
+def check_install_flake_pinned(out):
+    """The accepted immutable forms besides github:OWNER/REPO/<commit>: a
+    git+ reference with rev=, and a narHash. Each is built exactly as
+    given (issue 30)."""
+    p = []
+    for key, ref in (("user_data", "git+https://example.com/npcnix.git?ref=main&rev=0123456789abcdef0123456789abcdef01234567#npcnix"),
+                     ("user_data_narhash", "https://example.com/npcnix.tar.gz?narHash=sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")):
+        p += [f"{key}: {x}" for x in check_install_script(out[key], [K2], 1, None, "flake")]
+        if f"'{ref}'" not in out[key]:
+            p.append(f"{key}: the pinned reference is not built as given (single-quoted)")
+    return p
+
+
 def check_remote_policy(out, kms_key=None):
     p = []
     bucket = "arn:aws:s3:::example-bucket"
@@ -937,6 +950,7 @@ def check_instance(work):
 ROOT_CHECKS = {
     "tests/install_url": check_install_url,
     "tests/install_flake": check_install_flake,
+    "tests/install_flake_git_rev": check_install_flake_pinned,
     "tests/install_url_standin": check_install_url_standin,
     "tests/remote_policy": check_remote_policy,
     "tests/remote_policy_kms": lambda out: check_remote_policy(out, KMS_KEY),

@@ -18,7 +18,9 @@ use super::common;
     long_about = "Activate a local flake directory by hand (break-glass), with the configured \
 activation program and mode. Takes the same lock as the agent, so it never runs while the agent \
 activates (and the agent waits for it). Nothing is verified: this is the operator acting directly. The \
-agent's verified state is left as it is; the action is recorded in the audit log.\n\nExample:\n  npcnix activate --src /root/fleet-checkout"
+agent's verified state is left as it is; the action is recorded in the audit log. The flake is \
+evaluated with its flake.lock as it is (--no-update-lock-file): run `nix flake lock` in DIR first if \
+an input is missing from it.\n\nExample:\n  npcnix activate --src /root/fleet-checkout"
 )]
 pub struct Args {
     #[command(flatten)]

@@ -1,12 +1,12 @@
 //! `npcnix pack`: deterministic tar.zst of a flake.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use npcnix::archive::{self, FileSelection, PackFormat, PackOptions, Packed};
 use npcnix::fsutil;
+use npcnix::publish::flake::FlakeInputs;
 
 #[derive(clap::Args)]
 #[command(
@@ -71,13 +71,47 @@ pub fn selection(all_files: bool) -> FileSelection {
     }
 }
 
-/// Packs `src` into a new file `out` (temp + rename).
+/// The flake in the archive at `archive` pins every input it names (with
+/// Nix where it can be run; without, the lock itself is still checked, and
+/// a warning says what was not).
+pub fn check_flake(archive: &Path, src: Option<&Path>) -> Result<FlakeInputs> {
+    use npcnix::nix::NixError;
+    use npcnix::publish::flake::{check_archive, FlakeError};
+    let work = fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-flake-")
+        .context("creating a private temp dir")?;
+    let nix = super::env::nix();
+    let res = match check_archive(archive, src, Some(&nix), work.path()) {
+        Err(FlakeError::Eval(NixError::Spawn { source, .. }))
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            warn!(
+                "nix-instantiate not found: flake.nix's inputs were not compared with flake.lock (the lock itself is checked; install Nix to check both)"
+            );
+            check_archive(archive, src, None, work.path())
+        }
+        r => r,
+    };
+    Ok(res?)
+}
+
+/// What [`pack_to_file`] made.
+pub struct PackedFile {
+    pub packed: Packed,
+    /// Only the files git tracks were packed.
+    pub from_git: bool,
+    /// The flake as packed pins its inputs (see `publish::flake`).
+    pub flake: FlakeInputs,
+}
+
+/// Packs `src` into a new file `out` (temp + rename), once the flake as
+/// packed is known to pin its inputs: an archive that would let each host
+/// resolve them is never left at `out`.
 pub fn pack_to_file(
     src: &Path,
     out: &Path,
     all_files: bool,
     options: &PackOptions,
-) -> Result<(Packed, bool)> {
+) -> Result<PackedFile> {
     let tree = archive::collect_entries(src, selection(all_files))?;
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -88,7 +122,7 @@ pub fn pack_to_file(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", fsutil::random_suffix()));
-    let res = (|| -> Result<Packed> {
+    let res = (|| -> Result<(Packed, FlakeInputs)> {
         let f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -105,23 +139,19 @@ pub fn pack_to_file(
         // uses it (publish), not state (D23); an fsync of hundreds of MB
         // would double the time of a large pack.
         w.into_inner().map_err(|e| e.into_error())?;
+        let flake = check_flake(&tmp, Some(src))?;
         std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
-        Ok(packed)
+        Ok((packed, flake))
     })();
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    Ok((res?, tree.from_git))
-}
-
-struct Sink;
-impl Write for Sink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    let (packed, flake) = res?;
+    Ok(PackedFile {
+        packed,
+        from_git: tree.from_git,
+        flake,
+    })
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -130,29 +160,28 @@ pub fn run(a: Args) -> Result<()> {
     if a.pack_format == "v1" {
         options.format = PackFormat::V1;
     }
-    let (packed, from_git) = match &a.out {
-        Some(out) => pack_to_file(&a.src, out, a.all_files, &options)?,
-        None if a.hash_only => {
-            let tree = archive::collect_entries(&a.src, selection(a.all_files))?;
-            (
-                archive::write_archive_observed(
-                    &tree,
-                    Sink,
-                    &options,
-                    &*super::progress::handle(),
-                )?
-                .1,
-                tree.from_git,
-            )
-        }
-        None => bail!("--out FILE or --hash-only is required"),
+    // --hash-only packs into a private temp dir: the flake is checked on
+    // the archive as packed, whatever is asked for.
+    let work = fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-pack-")
+        .context("creating a private temp dir")?;
+    let out = match (&a.out, a.hash_only) {
+        (Some(out), _) => out.clone(),
+        (None, true) => work.path().join("archive.tar.zst"),
+        (None, false) => bail!("--out FILE or --hash-only is required"),
     };
+    let PackedFile {
+        packed,
+        from_git,
+        flake,
+    } = pack_to_file(&a.src, &out, a.all_files, &options)?;
     if a.json {
         super::common::print_json(&serde_json::json!({
             "blake3": packed.blake3.to_hex(),
             "size": packed.size,
             "entries": packed.entries,
             "git_tracked_only": from_git,
+            "flake_lock_blake3": flake.lock_blake3.map(|d| d.to_hex()),
+            "flake_inputs": flake.inputs,
             "out": a.out,
         }));
     } else {
@@ -167,6 +196,10 @@ pub fn run(a: Args) -> Result<()> {
                 ""
             }
         );
+        match flake.lock_blake3 {
+            Some(d) => outln!("lock:    flake.lock {d} ({})", flake.pins()),
+            None => outln!("lock:    none (the flake has no inputs)"),
+        }
         if let Some(out) = &a.out {
             outln!("written: {}", out.display());
         }

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use npcnix::format::statement::{Digest, Source};
+use npcnix::format::statement::Source;
 use npcnix::fsutil::{self, TempDir};
 use npcnix::publish::{self, Editor, StatementParams};
 
@@ -50,9 +50,8 @@ pub struct Args {
     /// With --src: pack every file, not just those git tracks
     #[arg(long)]
     all_files: bool,
-    /// A one-line comment recorded in the statement (shown by `npcnix log`)
-    #[arg(long)]
-    comment: Option<String>,
+    #[command(flatten)]
+    provenance: ProvenanceArgs,
     #[command(flatten)]
     build: BuildArgs,
     /// Retire hosts of this configuration from the remote on purpose: they
@@ -134,59 +133,102 @@ pub fn build_toplevels(
     Ok(out)
 }
 
+/// Provenance for the statement, besides what the archive shows.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ProvenanceArgs {
+    /// A one-line comment recorded in the statement (shown by `npcnix log`)
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// With --archive: the git commit the archive was packed from (40 hex;
+    /// with --src it is read from the checkout)
+    #[arg(
+        long,
+        value_name = "COMMIT",
+        value_parser = git_commit,
+        requires = "archive",
+        conflicts_with = "src"
+    )]
+    pub git_commit: Option<String>,
+}
+
+/// clap value parser for `--git-commit`: 40 (SHA-1) or 64 (SHA-256) hex.
+fn git_commit(s: &str) -> std::result::Result<String, String> {
+    let ok = matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!("{s:?} is not a git commit (40 or 64 hex digits)"))
+    }
+}
+
 /// Puts the release's archive at `out` (a private path): packs `src`, or
 /// copies `archive` so the bytes hashed are the bytes uploaded even if the
-/// original changes meanwhile. Returns the provenance to record.
+/// original changes meanwhile. Then checks that the flake as packed pins
+/// its inputs (`publish::flake`). Returns the provenance to record: the
+/// commit, and the hash of the packed `flake.lock`.
 pub fn stage_archive(
     src: Option<&Path>,
     archive: Option<&Path>,
     all_files: bool,
-    comment: Option<String>,
+    provenance: &ProvenanceArgs,
     out: &Path,
     threads: &super::pack::Threads,
 ) -> Result<Option<Source>> {
-    match (src, archive) {
+    let (git_commit, lock) = match (src, archive) {
         (Some(src), _) => {
             common::existing_dir("--src", src)?;
-            super::pack::pack_to_file(src, out, all_files, &threads.options())?;
-            Ok(source_info(src, comment))
+            let p = super::pack::pack_to_file(src, out, all_files, &threads.options())?;
+            (head_commit(src), p.flake)
         }
         (None, Some(archive)) => {
             publish::private_copy(archive, out)?;
-            Ok(comment.map(|c| Source {
-                comment: Some(c),
-                ..Source::default()
-            }))
+            (
+                provenance.git_commit.clone(),
+                super::pack::check_flake(out, None)?,
+            )
         }
-        (None, None) => Err(super::exit::usage(
-            "--src DIR or --archive FILE is required".into(),
-        )),
-    }
+        (None, None) => {
+            return Err(super::exit::usage(
+                "--src DIR or --archive FILE is required".into(),
+            ))
+        }
+    };
+    let s = Source {
+        git_commit,
+        flake_lock_blake3: lock.lock_blake3,
+        comment: provenance.comment.clone(),
+    };
+    Ok((s != Source::default()).then_some(s))
 }
 
-/// Informational provenance of a source tree.
-pub fn source_info(src: &Path, comment: Option<String>) -> Option<Source> {
-    let git_commit = Command::new("git")
-        .env_remove("NPCNIX_PASSPHRASE")
-        .arg("-C")
-        .arg(src)
-        .args(["rev-parse", "--verify", "-q", "HEAD"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
+/// The commit checked out in `src`, if it is a git work tree whose tracked
+/// files are that commit's: with an uncommitted change the archive is not
+/// the commit, and recording it would send a reviewer to the wrong tree.
+fn head_commit(src: &Path) -> Option<String> {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .env_remove("NPCNIX_PASSPHRASE")
+            .arg("-C")
+            .arg(src)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+    };
+    let commit = git(&["rev-parse", "--verify", "-q", "HEAD"])
         .filter(|o| o.status.success())
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty());
-    let flake_lock_blake3 = fsutil::read_regular(&src.join("flake.lock"), 16 << 20)
-        .ok()
-        .map(|b| Digest::of(&b));
-    let s = Source {
-        git_commit,
-        flake_lock_blake3,
-        comment,
-    };
-    (s != Source::default()).then_some(s)
+        .filter(|s| !s.is_empty())?;
+    if git(&["diff", "--quiet", "HEAD", "--"]).is_some_and(|o| o.status.success()) {
+        Some(commit)
+    } else {
+        warn!(
+            "{} has uncommitted changes: the statement records no git commit (commit first to record one)",
+            src.display()
+        );
+        None
+    }
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -203,7 +245,7 @@ pub fn run(a: Args) -> Result<()> {
         a.src.as_deref(),
         a.archive.as_deref(),
         a.all_files,
-        a.comment.clone(),
+        &a.provenance,
         &archive_path,
         &a.threads,
     )?;

@@ -103,9 +103,8 @@ pub struct PrepareArgs {
     /// With --src: pack every file, not just those git tracks
     #[arg(long)]
     all_files: bool,
-    /// A one-line comment recorded in the statement
-    #[arg(long)]
-    comment: Option<String>,
+    #[command(flatten)]
+    provenance: super::publish::ProvenanceArgs,
     #[command(flatten)]
     build: super::publish::BuildArgs,
     /// Retire hosts of this configuration on purpose (repeatable; see
@@ -269,7 +268,7 @@ fn prepare(a: PrepareArgs) -> Result<()> {
             a.src.as_deref(),
             a.archive.as_deref(),
             a.all_files,
-            a.comment.clone(),
+            &a.provenance,
             &archive_path,
             &a.threads,
         )?;
@@ -522,6 +521,14 @@ fn check(a: CheckArgs) -> Result<()> {
             )
         });
     }
+    // The archive is the signed one; its flake must pin its inputs, and the
+    // lock hash the statement records must be that of its flake.lock.
+    let lock = super::pack::check_flake(&repacked, Some(&a.src))
+        .map_err(|e| Unverified(format!("{e:#}")))
+        .context("the signed archive lets each host resolve the flake's inputs itself")?;
+    let recorded = st.source.as_ref().and_then(|s| s.flake_lock_blake3);
+    let lock_how = npcnix::publish::flake::check_recorded(lock.lock_blake3, recorded)
+        .map_err(|e| Unverified(e.to_string()))?;
     let report = |toplevels: &str| {
         if a.json {
             common::print_json(&serde_json::json!({
@@ -532,6 +539,8 @@ fn check(a: CheckArgs) -> Result<()> {
                 "statement": Digest::of(&bytes).to_hex(),
                 "archive": {"blake3": packed.blake3.to_hex(), "size": packed.size},
                 "pack_format": format.to_string(),
+                "flake_lock_blake3": lock.lock_blake3.map(|d| d.to_hex()),
+                "flake_lock_recorded": lock_how == npcnix::publish::flake::Recorded::Matches,
                 "toplevels": toplevels,
                 "decommission": st.decommission,
                 "rollout": st.rollout,
@@ -547,6 +556,7 @@ fn check(a: CheckArgs) -> Result<()> {
             super::out::size(packed.size),
             format
         );
+        outln!("   {}", npcnix::publish::flake::describe(&lock, lock_how));
         // What the archive does not cover, and the signers sign too.
         for l in review::review(&st, &bytes, fsutil::now_unix())
             .into_iter()

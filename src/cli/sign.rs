@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use npcnix::fsutil;
+use npcnix::publish::flake;
 use npcnix::publish::{self, prepared, review};
 
 use super::common;
@@ -60,6 +61,11 @@ pub fn run(a: Args) -> Result<()> {
         out::text(format_args!(
             "  archive.tar.zst in the directory matches the statement.\n"
         ));
+        let lock = super::pack::check_flake(&archive, None)
+            .context("the archive's flake does not pin its inputs; refusing to sign")?;
+        let recorded = st.source.as_ref().and_then(|s| s.flake_lock_blake3);
+        let how = flake::check_recorded(lock.lock_blake3, recorded).context("refusing to sign")?;
+        out::text(format_args!("  {}\n", flake::describe(&lock, how)));
     } else {
         out::text(format_args!(
             "  (no archive.tar.zst here: check the hash against your own `npcnix pack`)\n"

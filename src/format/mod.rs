@@ -7,6 +7,7 @@
 
 pub mod bundle;
 pub mod digest;
+pub mod flake_lock;
 pub mod keys;
 pub mod receipt;
 pub mod remote;

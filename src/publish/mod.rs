@@ -30,6 +30,7 @@ use crate::store::{release_key, ETag, Fetched, Remote, StoreError, StoreErrorKin
 use crate::verify::{self, Policy};
 
 pub mod editor;
+pub mod flake;
 pub mod fleet;
 pub mod history;
 pub mod policy;

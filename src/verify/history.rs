@@ -26,6 +26,9 @@ pub struct LogEntry {
     /// this remote.
     pub untrusted_signers: Vec<String>,
     pub source_commit: Option<String>,
+    /// BLAKE3 of the `flake.lock` in the archive, as the statement records
+    /// it (hex).
+    pub source_flake_lock: Option<String>,
     pub comment: Option<String>,
     /// Configurations the release retires (they skip lockout protection).
     pub decommission: Option<Vec<String>>,
@@ -100,6 +103,7 @@ impl<'p> HistoryCheck<'p> {
             signers: Vec::new(),
             untrusted_signers: Vec::new(),
             source_commit: None,
+            source_flake_lock: None,
             comment: None,
             decommission: None,
             rollout: None,
@@ -125,6 +129,11 @@ impl<'p> HistoryCheck<'p> {
                 e.signers = rel.signers().iter().map(|k| k.to_string()).collect();
                 e.untrusted_signers = rel.ignored().iter().map(|k| k.to_string()).collect();
                 e.source_commit = st.source.as_ref().and_then(|s| s.git_commit.clone());
+                e.source_flake_lock = st
+                    .source
+                    .as_ref()
+                    .and_then(|s| s.flake_lock_blake3)
+                    .map(|d| d.to_hex());
                 e.comment = st.source.as_ref().and_then(|s| s.comment.clone());
                 e.decommission = st.decommission.clone();
                 e.rollout = st.rollout.clone();

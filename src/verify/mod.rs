@@ -9,6 +9,7 @@
 //! outcomes.
 
 pub mod chain;
+pub mod flake_inputs;
 pub mod history;
 mod policy;
 pub mod receipt;

@@ -80,6 +80,10 @@ pub enum Refusal {
     /// release (see `docs/lockout.md`).
     #[error("{0}")]
     WouldLockOut(String),
+    /// The release's `flake.lock` does not pin every input its `flake.nix`
+    /// names: evaluating it would resolve inputs on this host (issue 30).
+    #[error("{0}")]
+    UnlockedInputs(String),
 }
 
 fn list_ids(ids: &[KeyId]) -> String {
@@ -123,6 +127,7 @@ impl Refusal {
             Refusal::ArchiveContent(_) => Check::ArchiveContent,
             Refusal::ToplevelMissing(_) => Check::ToplevelMissing,
             Refusal::WouldLockOut(_) => Check::WouldLockOut,
+            Refusal::UnlockedInputs(_) => Check::UnlockedInputs,
         }
     }
 
@@ -252,12 +257,13 @@ pub enum Check {
     ArchiveHash,
     ArchiveContent,
     ToplevelMissing,
+    UnlockedInputs,
     WouldLockOut,
 }
 
 impl Check {
     /// Every check, in verification order.
-    pub const ALL: [Check; 26] = [
+    pub const ALL: [Check; 27] = [
         Check::BundleSize,
         Check::NoSignatures,
         Check::BundleFormat,
@@ -283,6 +289,7 @@ impl Check {
         Check::ArchiveHash,
         Check::ArchiveContent,
         Check::ToplevelMissing,
+        Check::UnlockedInputs,
         Check::WouldLockOut,
     ];
 
@@ -314,6 +321,7 @@ impl Check {
             Check::ArchiveHash => "archive-hash",
             Check::ArchiveContent => "archive-content",
             Check::ToplevelMissing => "toplevel-missing",
+            Check::UnlockedInputs => "unlocked-inputs",
             Check::WouldLockOut => "would-lock-out",
         }
     }
@@ -335,6 +343,7 @@ impl Check {
             | Check::StatementType
             | Check::StatementFormat
             | Check::ArchiveContent
+            | Check::UnlockedInputs
             | Check::WouldLockOut => Cause::Release,
             Check::UntrustedKey
             | Check::KeyScope

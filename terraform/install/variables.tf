@@ -83,7 +83,7 @@ variable "npcnix_sha256" {
 }
 
 variable "npcnix_flake" {
-  description = "Flake reference the first-boot script builds npcnix from with `nix build` (for NixOS images), pinned to a commit, e.g. github:OWNER/npcnix/<40-hex commit> or ...?rev=<commit>. Alternative to npcnix_url."
+  description = "Flake reference the first-boot script builds npcnix from with `nix build` (for NixOS images), pinned: github:OWNER/npcnix/<40-hex commit>, git+https://...?rev=<40-hex commit>, or any reference with ?narHash=sha256-.... Alternative to npcnix_url."
   type        = string
   default     = null
 
@@ -94,15 +94,19 @@ variable "npcnix_flake" {
 
   validation {
     # Immutable forms only: a github: reference whose third path segment is
-    # the commit, a `rev=` query parameter, or a narHash. A 40-hex string
-    # elsewhere (`?ref=<hex>`, a tarball URL ending in hex) names something
-    # the server may serve differently tomorrow.
+    # the commit, a git+ reference with a `rev=` query parameter (git checks
+    # the commit it fetches), or a narHash (Nix checks the tree it
+    # unpacks). `rev=` on anything else (a tarball URL) pins nothing: Nix
+    # 2.8 unpacked whatever the server served under the same reference
+    # (issue 30). A 40-hex string elsewhere (`?ref=<hex>`, a tarball URL
+    # ending in hex) names something the server may serve differently
+    # tomorrow.
     condition = var.npcnix_flake == null || (
       can(regex("^github:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[0-9a-f]{40}(#[A-Za-z0-9_.-]+)?$", var.npcnix_flake)) ||
-      can(regex("[?&]rev=[0-9a-f]{40}([&#]|$)", var.npcnix_flake)) ||
-      can(regex("[?&]narHash=sha256-[A-Za-z0-9+/]{43}=", var.npcnix_flake))
+      can(regex("^git\\+(https|ssh|file)://[^?#]+\\?([^#]*&)?rev=[0-9a-f]{40}([&#]|$)", var.npcnix_flake)) ||
+      can(regex("^[^?#]+\\?([^#]*&)?narHash=sha256-[A-Za-z0-9+/]{43}=([&#]|$)", var.npcnix_flake))
     )
-    error_message = "npcnix_flake must be pinned by an immutable form: github:OWNER/REPO/<40-hex commit>, ...?rev=<40-hex commit>, or a narHash, so every first boot runs the same, reviewed npcnix."
+    error_message = "npcnix_flake must be pinned by an immutable form: github:OWNER/REPO/<40-hex commit>, git+https://...?rev=<40-hex commit> (rev= only for git+ references), or ...?narHash=sha256-..., so every first boot runs the same, reviewed npcnix."
   }
 }
 

@@ -27,6 +27,16 @@ if [ -n "$NPCNIX_REMOTE_REGION" ]; then set -- "$@" --remote-region "$NPCNIX_REM
 if [ -n "$NPCNIX_ENDPOINT" ]; then set -- "$@" --endpoint "$NPCNIX_ENDPOINT"; fi
 if [ -n "$NPCNIX_EXPIRES" ]; then set -- "$@" --expires "$NPCNIX_EXPIRES"; fi
 if [ -n "$NPCNIX_COMMENT" ]; then set -- "$@" --comment "$NPCNIX_COMMENT"; fi
+# Provenance: the commit the tree was packed from, when the files packed are
+# exactly that commit's (no uncommitted change to a tracked file). The lock
+# hash is read from the archive by npcnix itself.
+if [ "$NPCNIX_ALL_FILES" != "1" ] &&
+  commit="$(git -C "$NPCNIX_SRC" rev-parse --verify -q HEAD 2>/dev/null)" &&
+  git -C "$NPCNIX_SRC" diff --quiet HEAD -- 2>/dev/null; then
+  set -- "$@" --git-commit "$commit"
+else
+  echo "remote_s3_upload: $NPCNIX_SRC is not a clean git checkout; the statement records no commit" >&2
+fi
 
 # Exit code 4: another publisher took the version first; nothing visible to
 # hosts changed, so publishing again (as the next version) is safe.

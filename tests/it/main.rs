@@ -16,6 +16,7 @@ mod freshness;
 mod hardening;
 mod hostile_archives;
 mod interop_minisign;
+mod locked_inputs;
 mod lockout;
 mod pack;
 mod publisher;

@@ -104,6 +104,7 @@ fn git_work_tree_packs_only_tracked_files() {
     git(&[
         "add",
         "flake.nix",
+        "flake.lock",
         "hosts/web.nix",
         "deploy.sh",
         "default-host.nix",
@@ -327,7 +328,7 @@ fn pack_output_is_identical_for_1_2_and_4_threads() {
     let stats =
         npcnix::archive::extract(&one[..], &dst, &npcnix::archive::limits::Limits::default())
             .expect("a multithreaded archive extracts");
-    assert_eq!(stats.files, 4 * 7 + 3);
+    assert_eq!(stats.files, 4 * 7 + 4);
     assert_eq!(
         fs::read(dst.join("data/d3/f6.nix")).expect("read"),
         fs::read(src.join("data/d3/f6.nix")).expect("read")
@@ -467,7 +468,7 @@ fn two_thread_extraction_round_trips_large_and_small_files() {
         &npcnix::archive::limits::Limits::default(),
     )
     .expect("extracts");
-    assert_eq!(stats.files, 4 * 7 + 3 + 1 + 500);
+    assert_eq!(stats.files, 4 * 7 + 4 + 1 + 500);
     assert!(
         fs::read(dst.join("big.bin")).expect("read") == big,
         "big.bin differs"

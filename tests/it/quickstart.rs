@@ -12,7 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::common::{skip, Run, BIN};
+use crate::common::{skip, Run, BIN, EMPTY_FLAKE_LOCK};
 use npcnix::fsutil::TempDir;
 
 const BEGIN: &str = "<!-- quickstart:begin";
@@ -149,6 +149,7 @@ impl Sandbox {
         let d = self.path(dir);
         fs::create_dir_all(d.join("flake")).expect("mkdir");
         fs::write(d.join("flake/flake.nix"), "{ outputs = { self }: { }; }\n").expect("write");
+        fs::write(d.join("flake/flake.lock"), EMPTY_FLAKE_LOCK).expect("write");
         self.give_away(&d);
         let key = d.join("k");
         let key = key.to_str().expect("utf8");

@@ -9,9 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{realised_system, Activation, ActivationError, Plan, RollbackPlan};
+use crate::format::flake_lock::LockError;
 use crate::host::config::{ActivationConfig, ActivationMode, ToplevelFallback};
 use crate::nix::{Nix, SYSTEM_PROFILE};
+use crate::verify::flake_inputs::{self, InputsError};
 use crate::verify::Refusal;
+
+/// Largest `flake.lock` read (as the publisher's limit).
+const LOCK_MAX_BYTES: u64 = 16 << 20;
 
 /// The real activation: `nixos-rebuild` (or the configured program), or
 /// a signed system path's own `switch-to-configuration`.
@@ -222,12 +227,16 @@ impl Activator {
         a
     }
 
-    /// `nixos-rebuild <mode> --flake <dir>#<configuration> [--option ...]`.
+    /// `nixos-rebuild <mode> --flake <dir>#<configuration> <locked-only>
+    /// [--option ...]`. The flake is evaluated with its lock as shipped:
+    /// an input the signed `flake.lock` does not pin fails the evaluation
+    /// instead of being resolved, differently, on each host (issue 30).
     pub fn args(&self, flake_dir: &Path) -> Vec<OsString> {
         let mut flake = OsString::from(flake_dir.as_os_str());
         flake.push("#");
         flake.push(&self.configuration);
         let mut a: Vec<OsString> = vec![self.mode.as_arg().into(), "--flake".into(), flake];
+        a.extend(crate::nix::LOCKED_ONLY.iter().map(OsString::from));
         a.extend(self.nix_options());
         a
     }
@@ -285,6 +294,28 @@ impl Activator {
 impl Activation for Activator {
     fn activator(&self) -> &Activator {
         self
+    }
+
+    /// The lock as shipped, and the inputs `flake.nix` names read with
+    /// `nix-instantiate` in restricted mode (nothing fetched).
+    fn check_inputs(&self, plan: &Plan, flake_dir: &Path) -> Result<(), ActivationError> {
+        if *plan != Plan::Flake {
+            return Ok(());
+        }
+        let path = flake_dir.join("flake.lock");
+        let lock = match crate::fsutil::read_regular(&path, LOCK_MAX_BYTES) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(InputsError::Lock(LockError::Parse(format!(
+                    "flake.lock cannot be read: {e}"
+                )))
+                .into())
+            }
+        };
+        let declared = self.nix.declared_inputs(flake_dir)?;
+        flake_inputs::judge(lock.as_deref(), Some(&declared))?;
+        Ok(())
     }
 
     /// `nixos-rebuild build` (run in `workdir`, where it leaves its `result`

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::config::{ActivationMode, HealthCheckConfig};
 use crate::nix::NixError;
+use crate::verify::flake_inputs::InputsError;
 
 /// Environment variable that overrides the activation program (tests point
 /// it at a recording script; operators may point it at a wrapper).
@@ -52,6 +53,10 @@ pub enum ActivationError {
     /// A substituter or its key is not usable.
     #[error("{0}")]
     Setting(String),
+    /// The release's flake does not pin its inputs: a property of the
+    /// signed release, so it is refused, not retried.
+    #[error("{0}")]
+    Unlocked(#[from] InputsError),
 }
 
 /// How a release is applied.
@@ -118,6 +123,11 @@ impl RestorePoint {
 pub trait Activation: Send + Sync {
     /// The activation settings (pure: plan, arguments, modes).
     fn activator(&self) -> &Activator;
+    /// Before anything evaluates a flake: its `flake.lock` pins every input
+    /// its `flake.nix` names ([`crate::verify::flake_inputs`]), so no input
+    /// is resolved (or fetched) on this host. Nothing to check for a
+    /// signed system path.
+    fn check_inputs(&self, plan: &Plan, flake_dir: &Path) -> Result<(), ActivationError>;
     /// Builds the system a release would switch to, without activating it,
     /// and returns its path.
     fn build(

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 use super::{Agent, FaultPoint, Poll, MAX_ACTIVATION_ATTEMPTS};
 use crate::archive::confine::Confinement;
-use crate::host::activate::{health_check, Health, Plan, RestorePoint, RollbackPlan};
+use crate::host::activate::{
+    health_check, ActivationError, Health, Plan, RestorePoint, RollbackPlan,
+};
 use crate::host::config::ActivationMode;
 use crate::host::lockout::{self, Inspection};
 use crate::host::outcome::Outcome;
@@ -25,7 +27,7 @@ use crate::host::pipeline::{self, PipelineError};
 use crate::host::probation::{self, retry_delay, Probation, Why, PROBATION_FORMAT};
 use crate::host::state::{BadRelease, Retry, StateError};
 use crate::host::watchdog::Target;
-use crate::verify::VerifiedRelease;
+use crate::verify::{Refusal, VerifiedRelease};
 
 /// Why an activation stage ended the poll.
 pub(super) enum Halt {
@@ -144,6 +146,7 @@ impl Agent {
                 poll.now.wall,
             );
         }
+        self.check_inputs(poll, &p)?;
         let inspected = self.inspect(poll, &p)?;
         let armed = self.arm(poll, &p, inspected)?;
         let switched = self.switch(poll, &p, armed)?;
@@ -182,6 +185,48 @@ impl Agent {
         ]
     }
 
+    /// Refuses a flake whose lock does not pin its inputs before anything
+    /// evaluates it (it would be resolved here, differently than on other
+    /// hosts): marked bad, never retried. A check that could not run (no
+    /// `nix-instantiate`) is an activation failure, retried.
+    fn check_inputs(&self, poll: &mut Poll, p: &Placed) -> Result<(), Halt> {
+        match self.activation.check_inputs(&p.plan, &p.dir) {
+            Ok(()) => Ok(()),
+            Err(ActivationError::Unlocked(e)) => {
+                let r = Refusal::UnlockedInputs(format!(
+                    "{e}: evaluating the release would resolve inputs on this host (the publisher must pin them: `nix flake lock`)"
+                ));
+                Err(self.mark_bad(poll, &p.release, r))
+            }
+            Err(e) => Err(self.failed(
+                poll,
+                &p.release,
+                format!("checking the flake's inputs: {e}"),
+            )),
+        }
+    }
+
+    /// Records `release` as bad for `r` (a property of the signed release:
+    /// never retried) and ends the attempt as refused.
+    fn mark_bad(&self, poll: &mut Poll, release: &VerifiedRelease, r: Refusal) -> Halt {
+        let now = poll.now.wall;
+        let seen = release.seen();
+        let rs = poll.state.remote_mut(self.remote());
+        rs.retry = None;
+        rs.bad.push(BadRelease {
+            version: seen.version,
+            statement: seen.statement,
+            reason: r.line(),
+            at: now,
+        });
+        if let Err(e) = self.data.save(&poll.state) {
+            return Halt::from(e);
+        }
+        self.warn(self.journal().refusal(&r, now));
+        self.audit_release("marked-bad", release, Some(r.line()), now);
+        Halt::Done(Outcome::Refused(r))
+    }
+
     /// Builds the new system and judges whether it keeps this host
     /// reachable ([`crate::host::lockout`]). A refusal marks the release bad
     /// (it would strand the host: never retried); a failed build is an
@@ -216,22 +261,8 @@ impl Agent {
                 system: Some(view.path),
                 verdict,
             }),
-            Err(r) => {
-                // The release itself would strand the host: never retried.
-                let seen = p.release.seen();
-                let rs = poll.state.remote_mut(self.remote());
-                rs.retry = None;
-                rs.bad.push(BadRelease {
-                    version: seen.version,
-                    statement: seen.statement,
-                    reason: r.line(),
-                    at: now,
-                });
-                self.data.save(&poll.state)?;
-                self.warn(self.journal().refusal(&r, now));
-                self.audit_release("marked-bad", &p.release, Some(r.line()), now);
-                Err(Halt::Done(Outcome::Refused(r)))
-            }
+            // The release itself would strand the host: never retried.
+            Err(r) => Err(self.mark_bad(poll, &p.release, r)),
         }
     }
 

@@ -15,6 +15,10 @@ use npcnix::publish;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_npcnix");
 
+/// What `nix flake lock` writes for a flake without inputs.
+pub const EMPTY_FLAKE_LOCK: &str =
+    "{\n  \"nodes\": {\n    \"root\": {}\n  },\n  \"root\": \"root\",\n  \"version\": 7\n}\n";
+
 pub struct Kit {
     tmp: TempDir,
 }
@@ -141,7 +145,8 @@ impl Kit {
         SecretKey::parse(&fs::read_to_string(path).expect("key"), None).expect("parse key")
     }
 
-    /// A small flake; `marker` makes its content (and hash) distinct.
+    /// A small flake (no inputs, and the lock `nix flake lock` writes for
+    /// that); `marker` makes its content (and hash) distinct.
     pub fn flake(&self, name: &str, marker: &str) -> PathBuf {
         let dir = self.path(name);
         fs::create_dir_all(dir.join("hosts")).expect("mkdir");
@@ -150,6 +155,7 @@ impl Kit {
             "{ outputs = { self }: { nixosConfigurations = { }; }; }\n",
         )
         .expect("write");
+        fs::write(dir.join("flake.lock"), EMPTY_FLAKE_LOCK).expect("write");
         fs::write(dir.join("hosts/web.nix"), format!("# {marker}\n{{ }}\n")).expect("write");
         fs::write(dir.join("deploy.sh"), "#!/bin/sh\necho hi\n").expect("write");
         fs::set_permissions(dir.join("deploy.sh"), fs::Permissions::from_mode(0o755))

@@ -224,3 +224,46 @@ fn agent_notices_when_the_running_system_changed_under_it() {
     // While v1 is on probation the agent polls every 50 s (probation/6).
     assert_eq!(a.probation_poll_delay(), Some(50));
 }
+
+/// Issue 30: a signed release whose `flake.lock` does not pin an input its
+/// `flake.nix` names (an upstream branch) would be resolved by each host
+/// at evaluation time. It is refused before anything is built, marked bad
+/// (the signed bytes will not change), not retried after a restart, and a
+/// later release that pins the input goes ahead.
+#[test]
+fn release_following_an_upstream_branch_is_refused_before_any_evaluation() {
+    let k = Kit::new(|_| {});
+    with_v1_confirmed(&k);
+    let builds = || k.log().iter().filter(|l| l.starts_with("build ")).count();
+    let before = builds();
+    k.publish_with("v2", None, &[("declared-inputs", "self\nnixpkgs\n")]);
+    assert_eq!(refused(k.poll(&k.running_agent())), Check::UnlockedInputs);
+    assert_eq!(builds(), before, "evaluated anyway: {:?}", k.log());
+    assert_eq!(k.running_marker(), "v1");
+    let bad = k.remote_state().bad;
+    assert!(
+        bad.iter()
+            .any(|b| b.version == 2 && b.reason.contains("nixpkgs")),
+        "{bad:?}"
+    );
+    assert!(k.events("marked-bad").iter().any(|e| e.version == Some(2)));
+    // A restarted agent (a reboot) does not try it again.
+    assert_eq!(
+        k.poll(&k.running_agent()),
+        Ok(Outcome::SkippedBad { version: 2 })
+    );
+    assert_eq!(builds(), before);
+    // The publisher pins it: version 3 is activated.
+    let lock = r#"{"nodes": {"nixpkgs": {"locked": {"type": "github", "owner": "NixOS", "repo": "nixpkgs",
+        "rev": "5e2305d5ab0a39d8e3d5a2cd1e8ed5d1e4e4a6b1", "narHash": "sha256-x"}},
+        "root": {"inputs": {"nixpkgs": "nixpkgs"}}}, "root": "root", "version": 7}"#;
+    k.publish_with(
+        "v3",
+        None,
+        &[("declared-inputs", "self\nnixpkgs\n"), ("flake.lock", lock)],
+    );
+    assert_eq!(
+        k.poll(&k.running_agent()),
+        Ok(Outcome::Activated { version: 3 })
+    );
+}

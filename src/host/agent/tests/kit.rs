@@ -234,11 +234,25 @@ impl Kit {
     /// Publishes the next release: a flake whose `marker` file is `marker`
     /// and, with `system_config`, whose system carries that host config.
     pub fn publish(&self, marker: &str, system_config: Option<&serde_json::Value>) -> u64 {
+        self.publish_with(marker, system_config, &[])
+    }
+
+    /// [`Self::publish`] with extra files in the flake (`flake.lock`, and
+    /// `declared-inputs`: what the scripted Nix reads from `flake.nix`).
+    pub fn publish_with(
+        &self,
+        marker: &str,
+        system_config: Option<&serde_json::Value>,
+        files: &[(&str, &str)],
+    ) -> u64 {
         let root = self.root();
         let src = root.join(format!("src-{marker}"));
         std::fs::create_dir_all(&src).expect("mkdir");
         std::fs::write(src.join("flake.nix"), "{ outputs = _: { }; }\n").expect("flake");
         std::fs::write(src.join("marker"), marker).expect("marker");
+        for (name, text) in files {
+            std::fs::write(src.join(name), text).expect("file");
+        }
         if let Some(c) = system_config {
             std::fs::write(
                 src.join("npcnix-config.json"),

@@ -135,6 +135,19 @@ impl Activation for FakeActivation {
         &self.activator
     }
 
+    /// The real judgement of the lock, with the inputs `flake.nix` names
+    /// scripted in `declared-inputs` (none: only `self`).
+    fn check_inputs(&self, _plan: &Plan, flake_dir: &Path) -> Result<(), ActivationError> {
+        let lock = std::fs::read(flake_dir.join("flake.lock")).ok();
+        let declared: Vec<String> = std::fs::read_to_string(flake_dir.join("declared-inputs"))
+            .unwrap_or_else(|_| "self".into())
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        crate::verify::flake_inputs::judge(lock.as_deref(), Some(&declared))?;
+        Ok(())
+    }
+
     fn build(
         &self,
         _plan: &Plan,
