@@ -15,7 +15,8 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Environment variable naming the directory holding `nix`, `nix-store` and
 /// `nix-env` (default: PATH).
@@ -92,34 +93,56 @@ impl Nix {
 
     /// The inputs `flake.nix` (in `dir`) names: its `inputs` attributes and
     /// the arguments of its `outputs` function (an input named only there
-    /// comes from the registry). Evaluated in restricted mode against no
-    /// store: only files under `dir` can be read and no URI fetched, so
-    /// reading a release's `flake.nix` fetches nothing, whatever it says.
+    /// comes from the registry). Evaluated in restricted mode, against no
+    /// store, with no experimental features (no `builtins.getFlake`) and no
+    /// search path: only files under `dir` can be read and no URI fetched,
+    /// so reading a release's `flake.nix` fetches nothing, whatever it
+    /// says. At most [`EVAL_TIMEOUT`].
     pub fn declared_inputs(&self, dir: &Path) -> Result<Vec<String>, NixError> {
         let mut include = std::ffi::OsString::from("flake=");
         include.push(dir.as_os_str());
         let prog = self.program("nix-instantiate");
-        let out = Command::new(&prog)
-            .args(["--eval", "--strict", "--json"])
+        let mut c = Command::new(&prog);
+        c.args(["--eval", "--strict", "--json"])
             .args(["--option", "store", "dummy://"])
             .args(["--option", "restrict-eval", "true"])
             .args(["--option", "allowed-uris", ""])
+            .args(["--option", "experimental-features", ""])
+            .args(["--option", "nix-path", ""])
             .arg("-I")
             .arg(include)
             .args(["--expr", DECLARED_INPUTS])
             .env_remove("NIX_PATH")
-            .env_remove("NPCNIX_PASSPHRASE")
-            .output()
-            .map_err(|source| NixError::Spawn {
-                program: prog.clone(),
-                source,
-            })?;
+            .env_remove("NPCNIX_PASSPHRASE");
+        let out = output_within(c, &prog, EVAL_TIMEOUT)?;
         let out = checked(out, "evaluating flake.nix's inputs")?;
         let mut names: Vec<String> = serde_json::from_slice(&out.stdout)
             .map_err(|e| NixError::Unexpected(format!("nix-instantiate output: {e}")))?;
         names.sort();
         names.dedup();
         Ok(names)
+    }
+
+    /// Nix's own verdict on the lock of the flake in `dir`: it computes the
+    /// lock from `flake.nix` with `--no-update-lock-file`, which fails when
+    /// an entry no longer matches what `flake.nix` says (an input whose URL
+    /// changed under the same name). An up-to-date lock needs nothing
+    /// fetched; a stale one is fetched here, on the publisher (at most one
+    /// attempt), never on a host. `store` is a private directory for a
+    /// throw-away Nix store, so no daemon or writable `/nix` is needed.
+    pub fn lock_is_current(&self, dir: &Path, store: &Path) -> Result<(), NixError> {
+        let prog = self.program("nix");
+        let mut c = Command::new(&prog);
+        c.args(Self::flake_args())
+            .arg("--store")
+            .arg(store)
+            .args(["--option", "download-attempts", "1"])
+            .args(["--option", "substituters", ""])
+            .args(["flake", "metadata", "--json", "--no-update-lock-file"])
+            .arg(format!("path:{}", dir.display()))
+            .env_remove("NPCNIX_PASSPHRASE");
+        let out = output_within(c, &prog, LOCK_CHECK_TIMEOUT)?;
+        checked(out, "checking flake.lock against flake.nix with Nix").map(|_| ())
     }
 
     /// The names of a flake's `nixosConfigurations`.
@@ -269,6 +292,64 @@ fn checked(out: Output, what: &str) -> Result<Output, NixError> {
         stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
     })
 }
+
+/// Longest evaluation of a `flake.nix`'s input names.
+pub const EVAL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest `nix flake metadata` of a publisher's lock check.
+pub const LOCK_CHECK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs `c` (program `prog`) to completion, killing it past `limit`.
+fn output_within(mut c: Command, prog: &str, limit: Duration) -> Result<Output, NixError> {
+    use std::io::Read;
+    let spawn_err = |source| NixError::Spawn {
+        program: prog.to_owned(),
+        source,
+    };
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_err)?;
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                // Bounded: a runaway child cannot fill root's memory.
+                let _ = r.by_ref().take(OUTPUT_MAX).read_to_end(&mut buf);
+                let _ = std::io::copy(&mut r, &mut std::io::sink());
+            }
+            buf
+        })
+    };
+    let out = drain(child.stdout.take().map(|r| Box::new(r) as _));
+    let err = drain(child.stderr.take().map(|r| Box::new(r) as _));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().map_err(spawn_err)? {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(NixError::Failed {
+                what: prog.to_owned(),
+                status: "killed".into(),
+                stderr: format!("no answer within {} s", limit.as_secs()),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
+/// Most output kept from a Nix command (the rest is read and dropped).
+const OUTPUT_MAX: u64 = 4 << 20;
 
 /// The names `flake.nix` (at `<flake>`) gives its inputs.
 const DECLARED_INPUTS: &str = "let f = import <flake/flake.nix>; in \

@@ -24,6 +24,8 @@ pub fn read_members(path: &Path, names: &[&str], max: u64) -> io::Result<Vec<Opt
             continue;
         }
         let p = entry.path()?.into_owned();
+        // `tar -C dir -cf - .` names members `./flake.nix`.
+        let p = p.strip_prefix(".").unwrap_or(&p);
         let Some(i) = names.iter().position(|n| p == Path::new(n)) else {
             continue;
         };

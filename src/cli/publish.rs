@@ -178,7 +178,9 @@ pub fn stage_archive(
         (Some(src), _) => {
             common::existing_dir("--src", src)?;
             let p = super::pack::pack_to_file(src, out, all_files, &threads.options())?;
-            (head_commit(src), p.flake)
+            // --all-files packs untracked files too: no commit describes it.
+            let commit = if all_files { None } else { head_commit(src) };
+            (commit, p.flake)
         }
         (None, Some(archive)) => {
             publish::private_copy(archive, out)?;
@@ -437,6 +439,20 @@ pub struct RevertArgs {
     store: common::StoreArgs,
 }
 
+/// The flake inputs of the archive a revert brings back: hosts refuse a
+/// flake whose lock does not pin them (`unlocked-inputs`), so a revert to a
+/// release made before that rule would be refused by every host.
+pub fn revert_target_inputs(
+    archive: &Path,
+    version: u64,
+) -> Result<npcnix::publish::flake::FlakeInputs> {
+    super::pack::check_flake(archive, None).with_context(|| {
+        format!(
+            "version {version}'s flake does not pin its inputs, so hosts refuse it (unlocked-inputs): publish a fixed release with its content instead (check it out, `nix flake lock`, publish)"
+        )
+    })
+}
+
 pub fn revert(a: RevertArgs) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
     let store = a.store.open(&a.remote)?;
@@ -472,7 +488,8 @@ pub fn revert(a: RevertArgs) -> Result<()> {
         .context("creating a private temp dir")?;
     let archive_path = work.path().join("release.tar.zst");
     editor.download(&source.release.statement().archive, &archive_path)?;
-    let draft = editor.revert_draft(&source, now, expires_in.map(|d| now + d))?;
+    let lock = revert_target_inputs(&archive_path, a.to)?;
+    let draft = editor.revert_draft(&source, now, expires_in.map(|d| now + d), lock.lock_blake3)?;
     let published = editor.publish(&draft, &archive_path, vec![draft.sign(&sk)])?;
     if a.json {
         let st = published.release.statement();

@@ -262,7 +262,8 @@ fn prepare(a: PrepareArgs) -> Result<()> {
             );
         }
         editor.download(&source.release.statement().archive, &archive_path)?;
-        editor.revert_draft(&source, now, expires)?
+        let lock = super::publish::revert_target_inputs(&archive_path, n)?;
+        editor.revert_draft(&source, now, expires, lock.lock_blake3)?
     } else {
         let source = super::publish::stage_archive(
             a.src.as_deref(),
@@ -523,9 +524,17 @@ fn check(a: CheckArgs) -> Result<()> {
     }
     // The archive is the signed one; its flake must pin its inputs, and the
     // lock hash the statement records must be that of its flake.lock.
-    let lock = super::pack::check_flake(&repacked, Some(&a.src))
-        .map_err(|e| Unverified(format!("{e:#}")))
-        .context("the signed archive lets each host resolve the flake's inputs itself")?;
+    let lock = super::pack::check_flake(&repacked, Some(&a.src)).map_err(|e| {
+        let refused = e
+            .downcast_ref::<npcnix::publish::flake::FlakeError>()
+            .is_some_and(|f| f.is_refusal());
+        if refused {
+            anyhow::Error::new(Unverified(format!("{e:#}")))
+                .context("the signed archive lets each host resolve the flake's inputs itself")
+        } else {
+            e.context("checking the archive's flake inputs")
+        }
+    })?;
     let recorded = st.source.as_ref().and_then(|s| s.flake_lock_blake3);
     let lock_how = npcnix::publish::flake::check_recorded(lock.lock_blake3, recorded)
         .map_err(|e| Unverified(e.to_string()))?;

@@ -68,7 +68,9 @@ pub fn run(a: Args) -> Result<()> {
         out::text(format_args!("  {}\n", flake::describe(&lock, how)));
     } else {
         out::text(format_args!(
-            "  (no archive.tar.zst here: check the hash against your own `npcnix pack`)\n"
+            "  (no archive.tar.zst here: check the hash against your own `npcnix pack`)\n\
+  !! NOT CHECKED: whether the flake's flake.lock pins every input and is the one source.flake_lock_blake3 names\n\
+     (`npcnix release check DIR --src CHECKOUT` checks both)\n"
         ));
     }
     out::text(format_args!(

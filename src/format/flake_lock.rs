@@ -10,9 +10,9 @@
 //! ```
 //!
 //! An input is pinned when its node has a `locked` reference with a
-//! `narHash` (what Nix checks the fetched tree against) or a `rev` (a
-//! commit). A `follows` input (a path of names) is pinned when the node it
-//! follows is.
+//! `narHash` (what Nix checks the fetched tree against; a `rev` alone is
+//! not enough, see [`pins`]). A `follows` input (a path of names) is pinned
+//! when the node it follows is.
 
 use std::collections::BTreeMap;
 
@@ -27,7 +27,7 @@ pub struct FlakeLock {
     /// The inputs of the flake itself (the root node's), sorted.
     pub root_inputs: Vec<String>,
     /// Nodes (by name) whose reference pins nothing: no `locked`, or one
-    /// without `narHash` and `rev`.
+    /// without `narHash` (see [`pins`]).
     pub unpinned: Vec<String>,
 }
 
@@ -57,6 +57,27 @@ struct Node {
     locked: Option<BTreeMap<String, serde_json::Value>>,
 }
 
+/// Whether a `locked` reference names exactly one tree: it carries the
+/// `narHash` Nix checks what it fetched against. A `rev` alone is not
+/// enough: on a `path` or tarball reference Nix ignores it (a `path` input
+/// "locked" by `rev` evaluated whatever the directory held). The one
+/// exception is a relative `path` (an input inside the flake itself, as newer
+/// Nix writes it): the archive pins it.
+fn pins(locked: &BTreeMap<String, serde_json::Value>) -> bool {
+    if locked
+        .get("narHash")
+        .is_some_and(|h| h.as_str().is_some_and(|h| !h.is_empty()))
+    {
+        return true;
+    }
+    let is_path = locked.get("type").and_then(|t| t.as_str()) == Some("path");
+    let relative = locked
+        .get("path")
+        .and_then(|p| p.as_str())
+        .is_some_and(|p| !p.starts_with('/') && !p.split('/').any(|c| c == ".."));
+    is_path && relative
+}
+
 impl FlakeLock {
     /// Reads a lock file's bytes.
     pub fn parse(bytes: &[u8]) -> Result<FlakeLock, LockError> {
@@ -73,10 +94,7 @@ impl FlakeLock {
             if *name == f.root {
                 continue;
             }
-            let pinned = node
-                .locked
-                .as_ref()
-                .is_some_and(|l| l.contains_key("narHash") || l.contains_key("rev"));
+            let pinned = node.locked.as_ref().is_some_and(pins);
             if !pinned {
                 unpinned.push(name.clone());
             }
@@ -144,6 +162,31 @@ mod tests {
         );
         let l = FlakeLock::parse(text.as_bytes()).expect("lock");
         assert_eq!(l.unpinned, ["nixpkgs"]);
+    }
+
+    #[test]
+    fn path_input_locked_by_rev_alone_is_unpinned() {
+        // Nix ignores `rev` on a path reference: the host would evaluate
+        // whatever its directory holds.
+        let text = LOCK.replace(
+            r#"{"type": "github", "owner": "NixOS", "repo": "nixpkgs",
+                               "rev": "5e2305d5ab0a39d8e3d5a2cd1e8ed5d1e4e4a6b1", "narHash": "sha256-x"}"#,
+            r#"{"type": "path", "path": "/srv/nixpkgs", "rev": "5e2305d5ab0a39d8e3d5a2cd1e8ed5d1e4e4a6b1"}"#,
+        );
+        assert_ne!(text, LOCK);
+        let l = FlakeLock::parse(text.as_bytes()).expect("lock");
+        assert_eq!(l.unpinned, ["nixpkgs"]);
+        // A path inside the flake itself is pinned by the archive.
+        let inside = text.replace(r#""path": "/srv/nixpkgs""#, r#""path": "./modules""#);
+        assert!(FlakeLock::parse(inside.as_bytes())
+            .expect("lock")
+            .unpinned
+            .is_empty());
+        let outside = text.replace(r#""path": "/srv/nixpkgs""#, r#""path": "../elsewhere""#);
+        assert_eq!(
+            FlakeLock::parse(outside.as_bytes()).expect("lock").unpinned,
+            ["nixpkgs"]
+        );
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub enum FlakeError {
     LockUntracked,
     #[error("{0}: every host would resolve the flake's inputs itself, and two hosts could build different systems from one signed release; run `nix flake lock`, then `git add flake.lock`{hint}", hint = if matches!(.0, InputsError::NoLock(n) if n.is_empty()) { " (a flake without inputs needs no lock, but telling so needs nix-instantiate on this machine)" } else { "" })]
     Inputs(InputsError),
+    #[error("flake.lock does not match flake.nix (an input changed since the last `nix flake lock`, so hosts would resolve it themselves): run `nix flake lock`, then `git add flake.lock`. Nix said: {0}")]
+    Stale(String),
     #[error("unpacking the archive to evaluate flake.nix: {0}")]
     Extract(#[from] ExtractError),
     #[error("evaluating flake.nix's inputs (to compare them with flake.lock): {0}")]
@@ -52,8 +54,9 @@ pub enum FlakeError {
 
 /// Checks the flake in the archive at `archive` (`src`: the source tree it
 /// was packed from, to tell an untracked lock from a missing one). With
-/// `nix`, the inputs `flake.nix` names are compared with the lock (`work`:
-/// a private directory to unpack the archive in for that).
+/// `nix`, the inputs `flake.nix` names are compared with the lock, and Nix
+/// confirms the lock is current (`work`: a private directory to unpack the
+/// archive in for that).
 pub fn check_archive(
     archive: &Path,
     src: Option<&Path>,
@@ -63,37 +66,58 @@ pub fn check_archive(
     let mut m = read_members(archive, &["flake.nix", "flake.lock"], MEMBER_MAX_BYTES)?;
     let lock = m.pop().flatten();
     m.pop().flatten().ok_or(FlakeError::NoFlake)?;
-    let declared = match nix {
-        Some(nix) => Some(declared_inputs(archive, nix, work)?),
-        None => None,
-    };
-    match judge(lock.as_deref(), declared.as_deref()) {
-        Ok(locked) => Ok(FlakeInputs {
+    let tree = work.join("flake-inputs");
+    let res = (|| {
+        let declared = match nix {
+            Some(nix) => {
+                std::fs::create_dir(&tree)?;
+                extract(
+                    crate::fsutil::open_regular(archive)?,
+                    &tree,
+                    &Limits::default(),
+                )?;
+                Some(nix.declared_inputs(&tree)?)
+            }
+            None => None,
+        };
+        let locked = match judge(lock.as_deref(), declared.as_deref()) {
+            Ok(locked) => locked,
+            Err(InputsError::NoLock(_)) if src.is_some_and(|s| s.join("flake.lock").is_file()) => {
+                return Err(FlakeError::LockUntracked)
+            }
+            Err(e) => return Err(FlakeError::Inputs(e)),
+        };
+        if let (Some(nix), Some(_)) = (nix, &locked) {
+            let store = work.join("flake-check-store");
+            let current = nix.lock_is_current(&tree, &store);
+            let _ = std::fs::remove_dir_all(&store);
+            match current {
+                Err(NixError::Failed { stderr, .. }) => return Err(FlakeError::Stale(stderr)),
+                r => r?,
+            }
+        }
+        Ok(FlakeInputs {
             lock_blake3: locked.as_ref().map(|l| l.lock_blake3),
             inputs: locked.map(|l| l.inputs).unwrap_or_default(),
             declared_checked: declared.is_some(),
-        }),
-        Err(InputsError::NoLock(_)) if src.is_some_and(|s| s.join("flake.lock").is_file()) => {
-            Err(FlakeError::LockUntracked)
-        }
-        Err(e) => Err(FlakeError::Inputs(e)),
-    }
-}
-
-/// The inputs the archive's `flake.nix` names, evaluated in a copy of the
-/// archive's tree (`outputs` may be imported from another file).
-fn declared_inputs(archive: &Path, nix: &Nix, work: &Path) -> Result<Vec<String>, FlakeError> {
-    let tree = work.join("flake-inputs");
-    std::fs::create_dir(&tree)?;
-    let res = extract(
-        crate::fsutil::open_regular(archive)?,
-        &tree,
-        &Limits::default(),
-    )
-    .map_err(FlakeError::from)
-    .and_then(|_| Ok(nix.declared_inputs(&tree)?));
+        })
+    })();
     let _ = std::fs::remove_dir_all(&tree);
     res
+}
+
+impl FlakeError {
+    /// A verdict on the flake itself (what `release check` reports as a
+    /// refusal), not a failure to check it.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            FlakeError::NoFlake
+                | FlakeError::LockUntracked
+                | FlakeError::Inputs(_)
+                | FlakeError::Stale(_)
+        )
+    }
 }
 
 impl FlakeInputs {

@@ -23,7 +23,7 @@ pub enum InputsError {
     Lock(#[from] LockError),
     #[error("flake.lock does not lock input(s) {} that flake.nix names", .0.join(", "))]
     Unlocked(Vec<String>),
-    #[error("flake.lock pins nothing for {} (no narHash or rev)", .0.join(", "))]
+    #[error("flake.lock pins nothing for {} (no narHash)", .0.join(", "))]
     Unpinned(Vec<String>),
 }
 

@@ -632,3 +632,162 @@ fn publish_from_a_checkout_with_uncommitted_changes_records_no_commit() {
         "{j}"
     );
 }
+
+/// Runs real `nix` with a private chroot store under `kit` (no daemon, no
+/// writable /nix needed), asserting success.
+fn nix_in(kit: &Kit, dir: &Path, args: &[&str]) {
+    let o = Command::new("nix")
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .env("XDG_CACHE_HOME", kit.path("xdg-cache"))
+        .arg("--store")
+        .arg(kit.path("nix-store"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("nix");
+    assert!(
+        o.status.success(),
+        "nix {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn stale_lock_whose_input_moved_under_the_same_name_is_refused() {
+    // The everyday mistake: `inputs.nixpkgs.url` moved to another branch
+    // (here: another directory) and nobody ran `nix flake lock`. The names
+    // still match; the lock pins the old tree, and Nix would resolve the new
+    // one on each host.
+    if !require_tool("nix") || !require_tool("nix-instantiate") {
+        return;
+    }
+    let kit = Kit::new();
+    for (d, text) in [("b1", "old tree\n"), ("b2", "new tree\n")] {
+        fs::create_dir_all(kit.path(d)).expect("mkdir");
+        fs::write(kit.path(d).join("file"), text).expect("write");
+    }
+    let flake = |dir: &str| {
+        format!(
+            "{{ inputs.up = {{ url = \"path:{}\"; flake = false; }};\n  outputs = {{ self, up }}: {{ }}; }}\n",
+            kit.path(dir).display()
+        )
+    };
+    let src = flake_with(&kit, "moved", &flake("b1"), None);
+    nix_in(&kit, &src, &["flake", "lock"]);
+    // Locked and current: accepted.
+    let r = kit
+        .run(&["pack", "--src", s(&src), "--hash-only", "--json"])
+        .ok();
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(j["flake_inputs"], serde_json::json!(["up"]), "{j}");
+    // The URL moves, the lock stays.
+    fs::write(src.join("flake.nix"), flake("b2")).expect("write");
+    refused_everywhere(&kit, &src, "flake.lock does not match flake.nix");
+}
+
+#[test]
+fn reading_flake_nix_fetches_nothing_even_through_get_flake() {
+    // flake.nix is evaluated to learn its input names; a flake.nix that
+    // fetches while being read (builtins.getFlake, fetchTarball) must not
+    // get a request out, on the publisher or on a host.
+    if !require_tool("nix-instantiate") {
+        return;
+    }
+    let kit = Kit::new();
+    let www = kit.path("www");
+    fs::create_dir_all(&www).expect("mkdir");
+    let httpd = crate::common::httpd::Httpd::serve(www);
+    for (name, expr) in [
+        (
+            "getflake",
+            format!("(builtins.getFlake \"{}\").outputs", httpd.url("f.tar.gz")),
+        ),
+        (
+            "tarball",
+            format!(
+                "import (builtins.fetchTarball \"{}\")",
+                httpd.url("t.tar.gz")
+            ),
+        ),
+        ("nixpath", "import <nixpkgs>".to_string()),
+    ] {
+        let src = flake_with(
+            &kit,
+            name,
+            &format!("{{ outputs = {expr}; }}\n"),
+            Some(EMPTY_FLAKE_LOCK),
+        );
+        let r = kit.run(&["pack", "--src", s(&src), "--hash-only"]);
+        assert_eq!(r.code, 1, "{name}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("evaluating flake.nix"),
+            "{name}: {}",
+            r.stderr
+        );
+    }
+    assert_eq!(httpd.count(), 0, "reading flake.nix fetched something");
+}
+
+#[test]
+fn revert_to_a_release_whose_inputs_are_not_pinned_is_refused_before_signing() {
+    // Version 1 was published before hosts checked locks: every host now
+    // refuses it, so a revert to it would be an outage, not a fix.
+    let kit = Kit::new();
+    let (key, pubkey) = kit.keygen("release");
+    let old = flake_with(&kit, "old", BRANCH_INPUT, None);
+    let archive = kit.path("old.tar.zst");
+    let tree = npcnix::archive::collect_entries(&old, npcnix::archive::FileSelection::AllFiles)
+        .expect("tree");
+    npcnix::archive::write_archive(&tree, fs::File::create(&archive).expect("create"))
+        .expect("pack");
+    let aref = kit.put_archive("prod", &archive);
+    let v1 = statement("prod", 1, None, aref, now());
+    kit.put_raw("prod", 1, &signed_bundle(&v1, &kit.secret_key(&key)));
+    let good = flake_with(&kit, "good", BRANCH_INPUT, Some(NIXPKGS_LOCK));
+    let trusted = ["--trusted-key", pubkey.as_str()];
+    kit.publish("prod", &key, &good, &trusted).ok();
+    kit.publish("prod", &key, &kit.flake("v3", "v3"), &trusted)
+        .ok();
+    let revert = |to: &str| {
+        kit.run(&[
+            "release",
+            "revert",
+            "--remote",
+            &kit.url("prod"),
+            "--key",
+            &key,
+            "--trusted-key",
+            &pubkey,
+            "--to",
+            to,
+        ])
+    };
+    let r = revert("1");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("version 1's flake does not pin its inputs"),
+        "{}",
+        r.stderr
+    );
+    // A revert to a locked release records the lock it brings back.
+    revert("2").ok();
+    let r = kit
+        .run(&[
+            "log",
+            "--remote",
+            &kit.url("prod"),
+            "--trusted-key",
+            &pubkey,
+            "--json",
+        ])
+        .ok();
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let v4 = &j["releases"][3];
+    assert_eq!(v4["version"], 4, "{j}");
+    assert_eq!(
+        v4["source_flake_lock"],
+        Digest::of(NIXPKGS_LOCK.as_bytes()).to_hex().as_str(),
+        "{j}"
+    );
+}

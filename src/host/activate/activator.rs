@@ -18,6 +18,17 @@ use crate::verify::Refusal;
 /// Largest `flake.lock` read (as the publisher's limit).
 const LOCK_MAX_BYTES: u64 = 16 << 20;
 
+/// A read error that the extracted tree itself explains (not the host).
+fn is_property_of_the_tree(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+    ) || matches!(
+        e.raw_os_error(),
+        Some(libc::ELOOP | libc::EISDIR | libc::ENXIO)
+    )
+}
+
 /// The real activation: `nixos-rebuild` (or the configured program), or
 /// a signed system path's own `switch-to-configuration`.
 #[derive(Clone, Debug)]
@@ -306,11 +317,20 @@ impl Activation for Activator {
         let lock = match crate::fsutil::read_regular(&path, LOCK_MAX_BYTES) {
             Ok(b) => Some(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
+            // What the signed archive holds: a symlink, a directory, an
+            // oversized lock. Anything else is this host's trouble (EIO,
+            // EMFILE): retried, never held against the release.
+            Err(e) if is_property_of_the_tree(&e) => {
                 return Err(InputsError::Lock(LockError::Parse(format!(
-                    "flake.lock cannot be read: {e}"
+                    "flake.lock is not a regular file of at most {LOCK_MAX_BYTES} bytes: {e}"
                 )))
                 .into())
+            }
+            Err(e) => {
+                return Err(ActivationError::System {
+                    path,
+                    reason: format!("reading it: {e}"),
+                })
             }
         };
         let declared = self.nix.declared_inputs(flake_dir)?;

@@ -408,6 +408,7 @@ impl<'s> Editor<'s> {
         source: &RevertSource,
         created: u64,
         expires: Option<u64>,
+        flake_lock: Option<crate::format::statement::Digest>,
     ) -> Result<Draft, PublishError> {
         let old: &Statement = source.release.statement();
         let mut draft = self.draft(
@@ -417,9 +418,13 @@ impl<'s> Editor<'s> {
                 version: None,
                 created,
                 expires,
+                // The same archive: the same commit, and the lock as the
+                // caller read it from the archive (not as the old statement
+                // claimed it).
                 source: Some(crate::format::statement::Source {
+                    git_commit: old.source.as_ref().and_then(|s| s.git_commit.clone()),
+                    flake_lock_blake3: flake_lock,
                     comment: Some(format!("revert to version {}", old.version)),
-                    ..Default::default()
                 }),
             },
         )?;

@@ -268,7 +268,7 @@ fn revert_to_a_release_planted_in_the_store_is_refused() {
         other => panic!("expected a broken chain, got {other:?}"),
     }
     let src = e.revert_source(&head, 2, false).expect("v2 is fine");
-    let draft = e.revert_draft(&src, NOW, None).expect("draft");
+    let draft = e.revert_draft(&src, NOW, None, None).expect("draft");
     assert_eq!(draft.statement.version, 4);
     assert_eq!(draft.statement.archive, src.release.statement().archive);
     assert!(draft.statement.rollout.is_none());
