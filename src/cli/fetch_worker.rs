@@ -8,8 +8,8 @@ use std::io::{self, BufReader};
 
 use anyhow::{bail, Result};
 
-use npcnix::archive::confine::{self, Confinement};
-use npcnix::host::fetcher::serve;
+use npcnix::archive::confine;
+use npcnix::host::fetcher::{serve, Hello};
 use npcnix::store::{self, StoreOptions};
 
 #[derive(clap::Args)]
@@ -37,7 +37,16 @@ pub struct Args {
 /// (a byte of the signed statement in a bundle, every chunk of an archive).
 #[cfg(feature = "test-hooks")]
 fn tamper(what: &str, bytes: &mut [u8]) {
-    if !std::env::var("NPCNIX_TEST_FETCHER_TAMPER").is_ok_and(|v| v == what) {
+    let mode = std::env::var("NPCNIX_TEST_FETCHER_TAMPER").unwrap_or_default();
+    if mode == "hold-pipe" {
+        // A child that leaves the process group and keeps the pipes open,
+        // and a worker that never answers.
+        let _ = std::process::Command::new("setsid")
+            .args(["sleep", "301"])
+            .spawn();
+        std::thread::sleep(std::time::Duration::from_secs(600));
+    }
+    if mode != what {
         return;
     }
     let at = match what {
@@ -55,17 +64,42 @@ fn tamper(what: &str, bytes: &mut [u8]) {
 #[cfg(not(feature = "test-hooks"))]
 fn tamper(_: &str, _: &mut [u8]) {}
 
+/// Test builds only: a compromised worker's moves before it serves
+/// (`NPCNIX_TEST_FETCHER_TAMPER`): `forge-log` writes a line made to look
+/// like the agent's own, with a journald priority, to its stderr;
+/// `no-landlock` reports the Landlock status of a kernel without it.
+#[cfg(feature = "test-hooks")]
+fn tamper_start(hello: &mut Hello) {
+    match std::env::var("NPCNIX_TEST_FETCHER_TAMPER").as_deref() {
+        Ok("forge-log") => {
+            use std::io::Write;
+            let _ = std::io::stderr()
+                .write_all(b"<0>npcnix: confirmed version 99 (forged by the worker)\n");
+        }
+        Ok("no-landlock") => {
+            *hello = Hello::new(
+                hello.uid,
+                &confine::Confinement::Unavailable("not supported by this kernel".into()),
+            );
+        }
+        _ => {}
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn tamper_start(_: &mut Hello) {}
+
 pub fn run(a: Args) -> Result<()> {
     let confinement = confine::deny_all_writes();
     let uid = npcnix::fsutil::current_uid();
-    if !matches!(confinement, Confinement::Enforced) {
-        info!("fetch worker: {confinement}");
-    }
-    match uid {
+    let uid = match uid {
         Ok(0) => bail!("the fetch worker must not run as root"),
-        Ok(uid) => info!("fetch worker running as uid {uid}"),
+        Ok(uid) => uid,
         Err(e) => bail!("cannot tell which user the fetch worker runs as: {e}"),
-    }
+    };
+    info!("fetch worker running as uid {uid}");
+    let mut hello = Hello::new(uid, &confinement);
+    tamper_start(&mut hello);
     let opts = StoreOptions {
         region: a.remote_region,
         endpoint: a.endpoint,
@@ -79,5 +113,5 @@ pub fn run(a: Args) -> Result<()> {
     let remote = store::open_url(&a.url, &opts)?;
     let mut input = BufReader::new(io::stdin().lock());
     let mut out = io::BufWriter::new(io::stdout().lock());
-    Ok(serve(&remote, &mut input, &mut out, &tamper)?)
+    Ok(serve(&remote, &hello, &mut input, &mut out, &tamper)?)
 }

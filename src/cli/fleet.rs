@@ -38,11 +38,14 @@ host, configuration, active version, last result, last seen, key ID and a verdic
 signed by the host's pinned key\n  unpinned       valid, but the key is only trusted on first use\n  \
 bad-signature  does not verify with the pinned (or remembered) key: forged or corrupt\n  key-changed    \
 signed by another key than the one remembered on first use\n  stale          valid but older than \
---stale-after (or a pinned host with no receipt)\n\nthen a summary per version. Pin host keys with \
+--stale-after\n  missing        pinned, known or seen before, and no receipt now\n  replayed       \
+valid, but older than a receipt of the same host seen before\n\nthen a summary per version. Pin host keys with \
 --host-keys FILE (lines `host_id RW...`, as `npcnix install` prints them); without it, keys are \
-remembered on first use in --known-hosts and a change is flagged. A store attacker can delete or replay \
-receipts (an old time and sequence show) but cannot forge one for a pinned host.\n\nExit codes: 0 all \
-fine, 1 a pinned host failed verification or a host is stale.\n\nExample:\n  npcnix fleet status \
+remembered on first use in --known-hosts and a change is flagged. The newest receipt of each host is \
+remembered next to it (<known-hosts>.seen.json): an older one served again is `replayed`, and a host seen \
+before whose receipt is gone is `missing`. A store attacker can delete or replay receipts (both are \
+flagged) but cannot forge one for a pinned host.\n\nExit codes: 0 every host ok (or unpinned), 1 any \
+host stale, missing, replayed, key-changed or with a bad signature.\n\nExample:\n  npcnix fleet status \
 --remote s3://bucket/npcnix/remotes/prod --host-keys hosts.txt --stale-after 3h"
 )]
 struct StatusArgs {
@@ -116,21 +119,41 @@ fn status(a: StatusArgs) -> Result<()> {
     } else {
         BTreeMap::new()
     };
+    let seen_path = seen_path(&known_path);
+    let mut seen = read_seen(&seen_path)?;
     let store = a.store.open(&a.remote)?;
-    let survey = fleet::survey(&store, &pinned, &mut known, stale_after, fsutil::now_unix())?;
-    let learned = survey.learned;
+    let survey = fleet::survey(
+        &store,
+        remote.as_str(),
+        &pinned,
+        &mut known,
+        &mut seen,
+        stale_after,
+        fsutil::now_unix(),
+    )?;
     let rows = &survey.rows;
-    if learned {
+    if survey.learned || survey.seen_changed {
         if let Some(parent) = known_path.parent() {
             fsutil::ensure_private_dir(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
+    }
+    if survey.learned {
         let text: String = known
             .iter()
             .map(|(h, k)| format!("{h} {}\n", k.to_base64()))
             .collect();
         fsutil::write_atomic(&known_path, text.as_bytes(), 0o600)
             .with_context(|| format!("writing {}", known_path.display()))?;
+    }
+    if survey.seen_changed {
+        let file = fleet::SeenFile {
+            format: fleet::SEEN_FORMAT.into(),
+            hosts: seen,
+        };
+        let bytes = serde_json::to_vec_pretty(&file)?;
+        fsutil::write_atomic(&seen_path, &bytes, 0o600)
+            .with_context(|| format!("writing {}", seen_path.display()))?;
     }
     let failing = survey.failing();
     let summary = fleet::summarize(rows);
@@ -172,9 +195,35 @@ fn status(a: StatusArgs) -> Result<()> {
         }
     }
     if failing {
-        anyhow::bail!("some hosts failed verification or are stale (see above)");
+        anyhow::bail!("some hosts are stale, missing, replayed or failed verification (see above)");
     }
     Ok(())
+}
+
+/// Where the newest receipt seen of each host is remembered: next to the
+/// known-hosts file.
+fn seen_path(known: &Path) -> PathBuf {
+    let mut p = known.as_os_str().to_owned();
+    p.push(".seen.json");
+    PathBuf::from(p)
+}
+
+fn read_seen(path: &Path) -> Result<BTreeMap<String, fleet::LastSeen>> {
+    let bytes = match fsutil::read_regular(path, 16 << 20) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let f: fleet::SeenFile = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a file npcnix wrote", path.display()))?;
+    anyhow::ensure!(
+        f.format == fleet::SEEN_FORMAT,
+        "{} has format {:?}, expected {:?}",
+        path.display(),
+        f.format,
+        fleet::SEEN_FORMAT
+    );
+    Ok(f.hosts)
 }
 
 fn age(secs: u64) -> String {

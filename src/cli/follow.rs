@@ -123,6 +123,7 @@ fn fetch_side(
         return in_process(format!("no unprivileged user {:?}", f.user));
     };
     let program = std::env::current_exe().context("locating the npcnix binary")?;
+    let required = f.isolation == Isolation::Required;
     let fetch = FetcherStore::new(
         WorkerCommand {
             program,
@@ -131,10 +132,22 @@ fn fetch_side(
             user,
         },
         Arc::clone(stop),
+        Arc::new(|line: &str| info!("{line}")),
+        required,
     );
+    // Started now, so `status` and the audit log say how it is confined
+    // (and `required` refuses a worker without Landlock at once).
+    let confinement = match fetch.probe() {
+        Ok(h) => h.confinement,
+        Err(e) if required => anyhow::bail!("{e}"),
+        Err(e) => format!("not started yet: {e}"),
+    };
     Ok((
         fetch.into_remote(),
-        format!("separate: user {} (uid {})", f.user, user.uid),
+        format!(
+            "separate: user {} (uid {}), {confinement}",
+            f.user, user.uid
+        ),
     ))
 }
 

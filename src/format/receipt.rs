@@ -4,10 +4,12 @@
 //!
 //! The object is a small JSON envelope `{"receipt": base64(receipt bytes),
 //! "signature": minisign signature text}`; the signature is prehashed
-//! (`ED`) and its trusted comment binds the host, the sequence number and
-//! the receipt bytes: `npcnix-receipt/v1 host=<id> seq=<n> receipt=<BLAKE3>`.
-//! A store attacker can delete or replay receipts (an old `seq`/`time`
-//! shows), but cannot forge one for a host whose key is pinned.
+//! (`ED`) and its trusted comment binds the host, the remote, the sequence
+//! number and the receipt bytes: `npcnix-receipt/v1 host=<id> remote=<name>
+//! seq=<n> receipt=<BLAKE3>`. A store attacker can delete or replay receipts
+//! (`fleet status` remembers each host's last sequence number and flags a
+//! lower one, and a known host whose receipt is gone), but cannot forge one
+//! for a host whose key is pinned.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -69,10 +71,12 @@ struct Envelope {
     signature: String,
 }
 
-/// The trusted comment that binds a receipt's signature.
-pub fn trusted_comment(host_id: &str, seq: u64, receipt_bytes: &[u8]) -> String {
+/// The trusted comment that binds a receipt's signature: the host, the
+/// remote it reports on (a receipt a host signed for another remote is not
+/// this remote's), the sequence number and the receipt bytes.
+pub fn trusted_comment(host_id: &str, remote: &str, seq: u64, receipt_bytes: &[u8]) -> String {
     format!(
-        "{RECEIPT_TYPE} host={host_id} seq={seq} receipt={}",
+        "{RECEIPT_TYPE} host={host_id} remote={remote} seq={seq} receipt={}",
         Digest::of(receipt_bytes)
     )
 }

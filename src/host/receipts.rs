@@ -170,7 +170,7 @@ pub fn due(
     let sig = crate::format::sign::sign_minisign(
         &sk,
         &body,
-        &receipt::trusted_comment(&r.host_id, seq, &body),
+        &receipt::trusted_comment(&r.host_id, &r.remote, seq, &body),
     );
     // The sequence is durable before the receipt leaves: never reused.
     let next = ReceiptLog {

@@ -32,46 +32,76 @@ pub struct Row {
 }
 
 /// The hosts' lines, and whether a key was learned on first use (the
-/// caller saves `known`).
+/// caller saves `known`) or a newer receipt seen (the caller saves `seen`).
 pub struct Survey {
     pub rows: Vec<Row>,
     pub learned: bool,
+    pub seen_changed: bool,
 }
 
 impl Survey {
-    /// A host failed verification (pinned) or is stale.
+    /// A host is anything but `ok` or `unpinned`: stale, missing, replayed,
+    /// a bad signature or a changed key (trust on first use included).
     pub fn failing(&self) -> bool {
         self.rows
             .iter()
-            .any(|r| r.verdict == "stale" || (r.pinned && r.verdict != "ok"))
+            .any(|r| !matches!(r.verdict, "ok" | "unpinned"))
     }
 }
 
-/// Reads and verifies every receipt of `remote`: with the pinned key of a
-/// host, else the one `known` remembers (learned on first use, added to
-/// `known`). A receipt older than `stale_after` is stale, and so is a
-/// pinned host without one.
+/// What `fleet status` remembers of a host between runs: the newest receipt
+/// it verified. A receipt with a lower sequence number is a replay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LastSeen {
+    pub seq: u64,
+    pub time: u64,
+}
+
+/// The file format of the remembered receipts (`<known-hosts>.seen.json`).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeenFile {
+    pub format: String,
+    pub hosts: BTreeMap<String, LastSeen>,
+}
+
+pub const SEEN_FORMAT: &str = "npcnix-fleet-seen/v1";
+
+/// Reads and verifies every receipt of `remote` (named `remote_name`):
+/// with the pinned key of a host, else the one `known` remembers (learned
+/// on first use, added to `known`). A receipt older than `stale_after` is
+/// stale; one older than the newest `seen` for its host is replayed (newer
+/// ones update `seen`); a host pinned, known or seen before without a
+/// receipt now is missing.
 pub fn survey(
     remote: &Remote,
+    remote_name: &str,
     pinned: &BTreeMap<String, PublicKey>,
     known: &mut BTreeMap<String, PublicKey>,
+    seen: &mut BTreeMap<String, LastSeen>,
     stale_after: u64,
     now: u64,
 ) -> Result<Survey, StoreError> {
+    let mut seen_changed = false;
     let log = remote.log();
     let hosts = log.receipt_hosts(1_000_000)?;
     let mut rows = Vec::new();
-    let mut seen = BTreeSet::new();
+    let mut listed = BTreeSet::new();
     let mut learned = false;
     for host in &hosts {
         let host = host.as_str();
         if !crate::format::rollout::is_host_id(host) {
             continue;
         }
-        seen.insert(host.to_owned());
+        listed.insert(host.to_owned());
         let bytes = match log.receipt(host) {
             Ok(Some(bytes)) => bytes,
-            Ok(None) => continue,
+            // Listed, then gone: reported missing below.
+            Ok(None) => {
+                listed.remove(host);
+                continue;
+            }
             Err(e) => {
                 rows.push(row(
                     host,
@@ -102,24 +132,41 @@ pub fn survey(
                 }
             },
         };
-        match verify(&bytes, &verdict_key, host) {
+        match verify(&bytes, &verdict_key, host, remote_name) {
             Ok(r) => {
                 let age = now.saturating_sub(r.time);
-                let verdict = if age > stale_after {
+                let last = seen.get(host).copied();
+                let replayed =
+                    last.is_some_and(|l| r.seq < l.seq || (r.seq == l.seq && r.time != l.time));
+                let verdict = if replayed {
+                    "replayed"
+                } else if age > stale_after {
                     "stale"
                 } else if is_pinned {
                     "ok"
                 } else {
                     "unpinned"
                 };
-                rows.push(from_receipt(
-                    host,
-                    verdict,
-                    is_pinned,
-                    &verdict_key,
-                    &r,
-                    now,
-                ));
+                let mut row = from_receipt(host, verdict, is_pinned, &verdict_key, &r, now);
+                if let (true, Some(l)) = (replayed, last) {
+                    row.detail = Some(format!(
+                        "sequence {} from {}, but sequence {} from {} was seen before: an older receipt served again",
+                        r.seq,
+                        crate::format::time::rfc3339(r.time),
+                        l.seq,
+                        crate::format::time::rfc3339(l.time)
+                    ));
+                } else if last.is_none_or(|l| r.seq > l.seq) {
+                    seen.insert(
+                        host.to_owned(),
+                        LastSeen {
+                            seq: r.seq,
+                            time: r.time,
+                        },
+                    );
+                    seen_changed = true;
+                }
+                rows.push(row);
             }
             Err(ReceiptError::BadSignature(_)) | Err(ReceiptError::Binding(_))
                 if !is_pinned && claimed_key(&bytes).is_ok_and(|k| k != verdict_key) =>
@@ -141,16 +188,32 @@ pub fn survey(
             )),
         }
     }
-    for host in pinned.keys().filter(|h| !seen.contains(*h)) {
+    let expected: BTreeSet<&String> = pinned
+        .keys()
+        .chain(known.keys())
+        .chain(seen.keys())
+        .collect();
+    for host in expected.into_iter().filter(|h| !listed.contains(*h)) {
         rows.push(row(
             host,
-            "stale",
-            true,
+            "missing",
+            pinned.contains_key(host),
             None,
-            Some("no receipt in the store".into()),
+            Some(match seen.get(host) {
+                Some(l) => format!(
+                    "no receipt in the store, where sequence {} from {} was before (deleted?)",
+                    l.seq,
+                    crate::format::time::rfc3339(l.time)
+                ),
+                None => "no receipt in the store".into(),
+            }),
         ));
     }
-    Ok(Survey { rows, learned })
+    Ok(Survey {
+        rows,
+        learned,
+        seen_changed,
+    })
 }
 
 fn row(

@@ -66,6 +66,11 @@ impl HttpStore {
             .build();
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            // No redirects (D122): a mirror is one origin; following a
+            // `Location` would let whoever serves the mirror make the host
+            // send GETs anywhere its network position reaches (another
+            // host, port or scheme). A 3xx is an error naming the target.
+            .max_redirects(0)
             .tls_config(tls)
             .timeout_connect(Some(connect))
             .timeout_recv_response(Some(read))
@@ -123,6 +128,7 @@ impl HttpStore {
         let hint = match status {
             401 | 403 => " (hint: the mirror refuses access: check its access rules; npcnix sends no credentials to HTTP mirrors)",
             404 | 410 => " (hint: check the URL: it names the remote's directory, the one holding `latest`)",
+            300..=399 => " (hint: the mirror redirects; npcnix follows no redirects: set the remote URL to the final location)",
             _ => "",
         };
         self.fail(

@@ -16,8 +16,13 @@ pub enum ReceiptError {
 
 /// Checks the envelope's signature with `key` (prehashed only) and its
 /// trusted-comment binding, then parses the receipt; `object_host` is the
-/// host ID the object's name claims.
-pub fn verify(bytes: &[u8], key: &PublicKey, object_host: &str) -> Result<Receipt, ReceiptError> {
+/// host ID the object's name claims, `remote` the remote it was read from.
+pub fn verify(
+    bytes: &[u8],
+    key: &PublicKey,
+    object_host: &str,
+    remote: &str,
+) -> Result<Receipt, ReceiptError> {
     let (body, sig_text) =
         receipt::decode(bytes).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
     let sig = minisign_verify::Signature::decode(&sig_text)
@@ -28,10 +33,16 @@ pub fn verify(bytes: &[u8], key: &PublicKey, object_host: &str) -> Result<Receip
     pk.verify(&body, &sig, false)
         .map_err(|_| ReceiptError::BadSignature(key.key_id.to_string()))?;
     let r = Receipt::parse(&body).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
-    if sig.trusted_comment() != receipt::trusted_comment(&r.host_id, r.seq, &body) {
+    if sig.trusted_comment() != receipt::trusted_comment(&r.host_id, &r.remote, r.seq, &body) {
         return Err(ReceiptError::Binding(
-            "the trusted comment names another host, sequence or receipt".into(),
+            "the trusted comment names another host, remote, sequence or receipt".into(),
         ));
+    }
+    if r.remote != remote {
+        return Err(ReceiptError::Binding(format!(
+            "the host signed it for remote {:?}, not {remote:?} (copied here from another remote)",
+            r.remote
+        )));
     }
     if r.host_id != object_host {
         return Err(ReceiptError::Binding(format!(
@@ -84,7 +95,7 @@ mod tests {
         let sig = crate::format::sign::sign_minisign(
             sk,
             &body,
-            &receipt::trusted_comment(host, seq, &body),
+            &receipt::trusted_comment(host, "prod", seq, &body),
         );
         receipt::encode(&body, &sig)
     }
@@ -95,16 +106,18 @@ mod tests {
         let other = SecretKey::generate().expect("key");
         let bytes = signed(&sk, "web-1", 7);
         assert_eq!(
-            verify(&bytes, &sk.public_key(), "web-1").expect("ok").seq,
+            verify(&bytes, &sk.public_key(), "web-1", "prod")
+                .expect("ok")
+                .seq,
             7
         );
         assert!(matches!(
-            verify(&bytes, &other.public_key(), "web-1"),
+            verify(&bytes, &other.public_key(), "web-1", "prod"),
             Err(ReceiptError::BadSignature(_))
         ));
         // Stored under another host's name: a replay across hosts.
         assert!(matches!(
-            verify(&bytes, &sk.public_key(), "web-2"),
+            verify(&bytes, &sk.public_key(), "web-2", "prod"),
             Err(ReceiptError::Binding(_))
         ));
         assert_eq!(claimed_key(&bytes).expect("key"), sk.public_key());
@@ -115,6 +128,19 @@ mod tests {
         let sk = SecretKey::generate().expect("key");
         let forger = SecretKey::generate().expect("key");
         let forged = signed(&forger, "web-1", 99);
-        assert!(verify(&forged, &sk.public_key(), "web-1").is_err());
+        assert!(verify(&forged, &sk.public_key(), "web-1", "prod").is_err());
+    }
+
+    #[test]
+    fn receipt_copied_from_another_remote_is_refused() {
+        // A host following `staging` and `prod` with one key: its staging
+        // receipt, copied into prod's store, must not speak for prod.
+        let sk = SecretKey::generate().expect("key");
+        let staging = signed(&sk, "web-1", 3);
+        assert!(matches!(
+            verify(&staging, &sk.public_key(), "web-1", "staging"),
+            Err(ReceiptError::Binding(_))
+        ));
+        assert!(verify(&staging, &sk.public_key(), "web-1", "prod").is_ok());
     }
 }

@@ -273,8 +273,96 @@ fn key_change_after_first_use_is_flagged() {
     fs::remove_file(f.h.kit.path("data-host-00/receipt.json")).expect("rm");
     f.publish("v2", &[]);
     f.once("host-00");
-    let (_, v, _) = f.fleet_status(&[]);
+    let (code, v, _) = f.fleet_status(&[]);
     assert_eq!(v["hosts"][0]["verdict"], "key-changed", "{v}");
+    // Issue 31: in trust-on-first-use mode too, a changed key fails the
+    // check (it exited 0).
+    assert_eq!(code, 1);
+}
+
+/// Issue 31: a store attacker deletes a failing host's receipt. The host
+/// was seen before, so it is reported missing and the check fails (it
+/// vanished from the report with exit 0).
+#[test]
+fn deleted_receipt_of_a_host_seen_before_is_missing_and_fails_the_check() {
+    let f = Fleet::new(2, |_, _| {});
+    f.publish("v1", &[]);
+    for id in &f.hosts {
+        f.once(id);
+    }
+    let (code, _, err) = f.fleet_status(&[]);
+    assert_eq!(code, 0, "{err}");
+    fs::remove_file(f.h.kit.store_path("prod", "hosts/host-01.json")).expect("rm");
+    let (code, v, _) = f.fleet_status(&[]);
+    assert_eq!(code, 1, "{v}");
+    let row = v["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .find(|r| r["host"] == "host-01")
+        .expect("host-01 still reported")
+        .clone();
+    assert_eq!(row["verdict"], "missing", "{row}");
+    assert!(
+        row["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("sequence")),
+        "{row}"
+    );
+}
+
+/// Issue 31: the store serves a host's older receipt again (from before a
+/// refusal, say). It verifies, but an earlier run saw a newer one: replayed.
+#[test]
+fn older_receipt_served_again_is_flagged_as_replayed() {
+    let f = Fleet::new(1, |_, _| {});
+    f.publish("v1", &[]);
+    f.once("host-00");
+    let receipt = f.h.kit.store_path("prod", "hosts/host-00.json");
+    let old = fs::read(&receipt).expect("receipt");
+    let pins = f.pin_file();
+    let pins = pins.to_str().expect("utf8");
+    f.publish("v2", &[]);
+    f.once("host-00");
+    let (code, v, _) = f.fleet_status(&["--host-keys", pins]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["hosts"][0]["active_version"], 2, "{v}");
+    fs::write(&receipt, old).expect("replay");
+    let (code, v, _) = f.fleet_status(&["--host-keys", pins]);
+    assert_eq!(v["hosts"][0]["verdict"], "replayed", "{v}");
+    assert_eq!(code, 1);
+}
+
+/// Issue 31: one host key, two remotes. The receipt it signed for `prod`,
+/// copied into `staging`'s store, must not speak for staging (the remote
+/// was not in the signed comment: it verified as `ok`).
+#[test]
+fn receipt_copied_from_another_remote_is_refused() {
+    let f = Fleet::new(1, |_, _| {});
+    f.publish("v1", &[]);
+    f.once("host-00");
+    let pins = f.pin_file();
+    let staging = f.h.kit.store_path("staging", "hosts/host-00.json");
+    fs::create_dir_all(staging.parent().expect("parent")).expect("mkdir");
+    fs::copy(f.h.kit.store_path("prod", "hosts/host-00.json"), &staging).expect("copy");
+    let url = f.h.kit.url("staging");
+    let o =
+        f.h.kit
+            .cmd()
+            .args(["fleet", "status", "--remote", &url, "--json", "--host-keys"])
+            .arg(&pins)
+            .env("NPCNIX_DATA_DIR", f.h.kit.path("operator"))
+            .output()
+            .expect("run");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(o.status.code(), Some(1), "{v}");
+    assert_eq!(v["hosts"][0]["verdict"], "bad-signature", "{v}");
+    assert!(
+        v["hosts"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("prod")),
+        "{v}"
+    );
 }
 
 #[test]

@@ -29,3 +29,4 @@ mod soak;
 mod tls;
 mod toplevel;
 mod trust;
+mod worker;

@@ -16,7 +16,14 @@
 //! so a compromised worker can at most withhold or corrupt, which the root
 //! side refuses like any hostile store.
 //!
-//! Wire format on the worker's stdin/stdout (all sizes bounded by the root):
+//! The root side never blocks on the worker: its pipe ends wait with
+//! poll(2) until the request's deadline or a stop request, and the worker's
+//! process group is killed when it is dropped ([`pipe`], D120). Its stderr
+//! is relayed quoted and rate-limited, never passed through.
+//!
+//! Wire format on the worker's stdin/stdout (all sizes bounded by the root).
+//! The worker's first line is `hello` (its uid and Landlock status, D123),
+//! written before it reads a request:
 //! * request: one JSON line, `{"op":"get","key":K,"if_none_match":E|null,"limit":N}`,
 //!   `{"op":"open","key":K,"max":N}`, or `{"op":"put","key":K,"len":N}`
 //!   followed by exactly `N` body bytes (at most [`PUT_MAX`]: a host
@@ -30,21 +37,27 @@
 use std::io::{self, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::store::{ETag, Fetched, Store, StoreError, StoreErrorKind, StoreOptions};
 
+mod pipe;
 mod protocol;
 mod worker;
 
 pub use worker::{serve, WorkerError};
 
 use protocol::kind_from_name;
-pub use protocol::{kind_name, read_header, Request, Response, CHUNK_ERROR, PUT_MAX};
+pub use protocol::{kind_name, read_header, Hello, Request, Response, CHUNK_ERROR, PUT_MAX};
+
+use pipe::{Deadline, TimedReader, TimedWriter};
+
+/// How long a new worker may take to introduce itself.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether the network side must run unprivileged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,111 +131,116 @@ impl WorkerCommand {
         if let Some(r) = self.options.min_rate_bytes_per_sec {
             c.arg("--min-rate").arg(r.to_string());
         }
+        // Its own process group, killed whole at the end (children a
+        // compromised worker forks go with it unless they leave the group;
+        // the root side's reads are time-bounded either way). Its stderr is
+        // a pipe to the root side, relayed quoted (`pipe::relay_stderr`).
         c.uid(self.user.uid)
             .gid(self.user.gid)
+            .process_group(0)
             .env_remove("NPCNIX_PASSPHRASE")
             .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         c
     }
 }
 
 struct Worker {
     child: Child,
-    to: ChildStdin,
-    from: BufReader<ChildStdout>,
-    /// Cleared when this worker is dropped; ends its watcher.
+    to: TimedWriter<ChildStdin>,
+    from: BufReader<TimedReader<ChildStdout>>,
+    deadline: Deadline,
+    /// Cleared when this worker is dropped; ends its stderr relay.
     alive: Arc<AtomicBool>,
-    /// The current request's deadline, in milliseconds since `epoch`
-    /// (0: no request in flight).
-    deadline_ms: Arc<AtomicU64>,
-    epoch: Instant,
-    watcher: Option<std::thread::JoinHandle<()>>,
+    relay: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Worker {
-    /// Arms the watcher: past `budget` from now, the worker is killed.
+    /// Past `budget` from now, reads and writes to the worker fail (and
+    /// the worker is then dropped).
     fn arm(&self, budget: Duration) {
-        let at = self.epoch.elapsed().saturating_add(budget).as_millis();
-        self.deadline_ms.store(
-            u64::try_from(at).unwrap_or(u64::MAX).max(1),
-            Ordering::SeqCst,
-        );
+        self.deadline.arm(budget);
     }
 
     fn disarm(&self) {
-        self.deadline_ms.store(0, Ordering::SeqCst);
+        self.deadline.disarm();
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
         self.alive.store(false, Ordering::SeqCst);
-        let _ = self.child.kill();
-        // The watcher is joined before the child is reaped: until then the
-        // pid is a zombie's and cannot be reused by another process.
-        if let Some(w) = self.watcher.take() {
-            let _ = w.join();
+        // The whole process group, then the worker itself (reaped below,
+        // so its pid, which is the group's ID, is not reused before).
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
+        let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(r) = self.relay.take() {
+            let _ = r.join();
+        }
     }
 }
 
-/// Kills the worker as soon as `stop` is set (SIGTERM/SIGINT) or the
-/// request in flight passes its deadline, so a read blocked on a stalling
-/// store or a stuck worker ends: the root side's pipe read returns, and the
-/// poll fails (or the agent exits).
-fn watch(
-    pid: u32,
-    stop: Arc<AtomicBool>,
-    alive: Arc<AtomicBool>,
-    deadline_ms: Arc<AtomicU64>,
-    epoch: Instant,
-) -> Option<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("npcnix-fetch-watch".into())
-        .spawn(move || {
-            while alive.load(Ordering::SeqCst) {
-                let d = deadline_ms.load(Ordering::SeqCst);
-                let late = d != 0 && epoch.elapsed().as_millis() > u128::from(d);
-                if stop.load(Ordering::SeqCst) || late {
-                    // `kill(2)` without `unsafe`: the kill command.
-                    let _ = Command::new("kill")
-                        .args(["-KILL", &pid.to_string()])
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status();
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-        .ok()
-}
-
 /// A [`Store`] whose reads run in the unprivileged worker. Writes are not
-/// offered (the agent never writes to the store).
+/// offered, but for a host receipt (`put`).
 pub struct FetcherStore {
     cmd: WorkerCommand,
     describe: String,
     worker: Arc<Mutex<Option<Worker>>>,
     stop: Arc<AtomicBool>,
+    log: Arc<dyn Fn(&str) + Send + Sync>,
+    require_landlock: bool,
+    hello: Arc<Mutex<Option<Hello>>>,
+    /// A `file://` remote, for the root side's own receipt writes: the
+    /// worker may write nothing (Landlock), and a local directory needs no
+    /// network parsing to be kept away from root (D121).
+    local: Option<crate::store::Remote>,
 }
 
 impl FetcherStore {
-    /// `stop` (the agent's SIGTERM flag) kills a running worker, which ends
-    /// any read in progress.
-    pub fn new(cmd: WorkerCommand, stop: Arc<AtomicBool>) -> FetcherStore {
+    /// `stop` (the agent's SIGTERM flag) ends any read in progress; the
+    /// worker's stderr lines go to `log`, quoted. With `require_landlock`,
+    /// a worker that reports anything short of enforced Landlock is not
+    /// used.
+    pub fn new(
+        cmd: WorkerCommand,
+        stop: Arc<AtomicBool>,
+        log: Arc<dyn Fn(&str) + Send + Sync>,
+        require_landlock: bool,
+    ) -> FetcherStore {
         let describe = cmd.url.clone();
+        let local = cmd
+            .url
+            .starts_with("file://")
+            .then(|| crate::store::open_url(&cmd.url, &cmd.options).ok())
+            .flatten();
         FetcherStore {
             cmd,
             describe,
             worker: Arc::new(Mutex::new(None)),
             stop,
+            log,
+            require_landlock,
+            hello: Arc::new(Mutex::new(None)),
+            local,
         }
+    }
+
+    /// Starts the worker (if it is not running) and returns how it
+    /// introduced itself: its uid and confinement, as `status` and the
+    /// audit log report them.
+    pub fn probe(&self) -> Result<Hello, StoreError> {
+        let guard = self.started("(start)")?;
+        drop(guard);
+        self.hello
+            .lock()
+            .ok()
+            .and_then(|h| h.clone())
+            .ok_or_else(|| self.broken("(start)", "no introduction"))
     }
 
     pub fn user(&self) -> FetchUser {
@@ -263,6 +281,78 @@ impl FetcherStore {
         )
     }
 
+    /// The worker, started (and introduced) if it was not running.
+    fn started(&self, key: &str) -> Result<std::sync::MutexGuard<'_, Option<Worker>>, StoreError> {
+        let mut guard = self
+            .worker
+            .lock()
+            .map_err(|_| self.broken(key, "lock poisoned"))?;
+        if guard.is_none() {
+            *guard = Some(self.spawn(key)?);
+        }
+        Ok(guard)
+    }
+
+    fn spawn(&self, key: &str) -> Result<Worker, StoreError> {
+        let mut child = self
+            .cmd
+            .command()
+            .spawn()
+            .map_err(|e| self.broken(key, format!("starting it: {e}")))?;
+        let alive = Arc::new(AtomicBool::new(true));
+        let relay = child
+            .stderr
+            .take()
+            .and_then(|e| pipe::relay_stderr(e, Arc::clone(&alive), Arc::clone(&self.log)));
+        let deadline = Deadline::new(Arc::clone(&self.stop));
+        let pipes = match (child.stdin.take(), child.stdout.take()) {
+            (Some(to), Some(from)) => TimedWriter::new(to, deadline.clone())
+                .map(|to| (to, BufReader::new(TimedReader::new(from, deadline.clone())))),
+            _ => Err(io::Error::other("no pipes")),
+        };
+        let (to, from) = match pipes {
+            Ok(p) => p,
+            Err(e) => {
+                // Dropped through a Worker-like cleanup: kill and reap.
+                let _ = child.kill();
+                let _ = child.wait();
+                alive.store(false, Ordering::SeqCst);
+                return Err(self.broken(key, e));
+            }
+        };
+        let mut w = Worker {
+            child,
+            to,
+            from,
+            deadline,
+            alive,
+            relay,
+        };
+        // Its introduction, written before it reads any request (so before
+        // it has parsed anything from the network).
+        w.arm(HELLO_TIMEOUT);
+        let hello = match read_header::<_, Response>(&mut w.from) {
+            Ok(Response::Hello(h)) => h,
+            Ok(other) => return Err(self.broken(key, format!("introduced itself as {other:?}"))),
+            Err(e) => return Err(self.broken(key, format!("no introduction: {e}"))),
+        };
+        w.disarm();
+        if self.require_landlock && !hello.landlock_enforced() {
+            return Err(self.fail(
+                key,
+                StoreErrorKind::Other,
+                format!(
+                    "fetcher.isolation is \"required\" but the fetch worker runs without enforced Landlock ({}); not using it",
+                    hello.confinement
+                ),
+            ));
+        }
+        if let Ok(mut h) = self.hello.lock() {
+            *h = Some(hello);
+        }
+        Ok(w)
+    }
+
     /// Sends `req` and reads the response header, starting the worker if it
     /// is not running. On any transport problem the worker is dropped (and
     /// killed), so the next request starts a fresh one.
@@ -282,39 +372,7 @@ impl FetcherStore {
         req: &Request,
         body: &[u8],
     ) -> Result<(Response, std::sync::MutexGuard<'_, Option<Worker>>), StoreError> {
-        let mut guard = self
-            .worker
-            .lock()
-            .map_err(|_| self.broken(key, "lock poisoned"))?;
-        if guard.is_none() {
-            let mut child = self
-                .cmd
-                .command()
-                .spawn()
-                .map_err(|e| self.broken(key, format!("starting it: {e}")))?;
-            let (Some(to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
-                return Err(self.broken(key, "no pipes"));
-            };
-            let alive = Arc::new(AtomicBool::new(true));
-            let deadline_ms = Arc::new(AtomicU64::new(0));
-            let epoch = Instant::now();
-            let watcher = watch(
-                child.id(),
-                Arc::clone(&self.stop),
-                Arc::clone(&alive),
-                Arc::clone(&deadline_ms),
-                epoch,
-            );
-            *guard = Some(Worker {
-                child,
-                to,
-                from: BufReader::new(from),
-                alive,
-                deadline_ms,
-                epoch,
-                watcher,
-            });
-        }
+        let mut guard = self.started(key)?;
         let budget = self.budget(req);
         let result = (|| -> io::Result<Response> {
             let w = guard
@@ -396,9 +454,12 @@ impl Store for FetcherStore {
                 }
                 Err(self.fail(key, kind_from_name(&kind), detail))
             }
-            Response::Stream | Response::Stored => {
+            Response::Stream | Response::Stored | Response::Hello(_) => {
                 *guard = None;
-                Err(self.broken(key, "answered a read with a stream or a write"))
+                Err(self.broken(
+                    key,
+                    "answered a read with a stream, a write or an introduction",
+                ))
             }
         }
     }
@@ -449,6 +510,9 @@ impl Store for FetcherStore {
     }
 
     fn put(&self, key: &str, body: &[u8]) -> Result<(), StoreError> {
+        if let Some(local) = &self.local {
+            return local.store().put(key, body);
+        }
         if body.len() as u64 > PUT_MAX {
             return Err(self.fail(
                 key,

@@ -41,11 +41,57 @@ pub const PUT_MAX: u64 = 64 * 1024;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Response {
-    Object { len: u64, etag: Option<String> },
+    Object {
+        len: u64,
+        etag: Option<String>,
+    },
     NotModified,
     Stream,
     Stored,
-    Error { kind: String, detail: String },
+    Error {
+        kind: String,
+        detail: String,
+    },
+    /// The worker's first line, before it reads a request: who it runs as
+    /// and how it is confined (trustworthy as far as the worker is: it has
+    /// parsed nothing from the network yet).
+    Hello(Hello),
+}
+
+/// How a worker introduced itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub uid: u32,
+    /// `enforced`, `partial` or `unavailable`.
+    pub landlock: String,
+    /// In words.
+    pub confinement: String,
+}
+
+impl Hello {
+    pub fn new(uid: u32, c: &crate::archive::confine::Confinement) -> Hello {
+        use crate::archive::confine::Confinement;
+        let (landlock, confinement) = match c {
+            Confinement::Enforced => (
+                "enforced",
+                "landlock enforced: no file-system writes".to_string(),
+            ),
+            Confinement::Partial => ("partial", c.to_string()),
+            Confinement::Unavailable(why) => (
+                "unavailable",
+                format!("landlock unavailable ({why}): file permissions only"),
+            ),
+        };
+        Hello {
+            uid,
+            landlock: landlock.into(),
+            confinement,
+        }
+    }
+
+    pub fn landlock_enforced(&self) -> bool {
+        self.landlock == "enforced"
+    }
 }
 
 /// The names of store error kinds on the wire.

@@ -32,16 +32,19 @@ pub enum WorkerError {
     Io(#[from] io::Error),
 }
 
-/// Serves requests until `input` closes. `tamper` sees every bundle and
+/// Introduces itself (`hello`), then serves requests until `input` closes. `tamper` sees every bundle and
 /// archive chunk before it is sent (test builds corrupt them there to
 /// model a compromised worker; otherwise it does nothing).
 pub fn serve(
     remote: &Remote,
+    hello: &super::Hello,
     input: &mut impl BufRead,
     out: &mut impl Write,
     tamper: &dyn Fn(&str, &mut [u8]),
 ) -> Result<(), WorkerError> {
     let store = remote.store();
+    header(out, &Response::Hello(hello.clone()))?;
+    out.flush()?;
     loop {
         let req: Request = match read_header(input) {
             Ok(r) => r,

@@ -29,6 +29,9 @@ pub struct Httpd {
     /// The next this-many answers with a body of more than 64 KiB send
     /// half of it and close the connection (a transfer that breaks).
     pub cut_next_body: Arc<AtomicUsize>,
+    /// When set, every request is answered "302 Found" with this prefix
+    /// and the request's path as `Location` (a mirror that redirects).
+    pub redirect_to: Arc<Mutex<Option<String>>>,
 }
 
 impl Httpd {
@@ -48,6 +51,8 @@ impl Httpd {
         let fails = Arc::clone(&fail_next);
         let cut_next_body = Arc::new(AtomicUsize::new(0));
         let cuts = Arc::clone(&cut_next_body);
+        let redirect_to: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let redirect = Arc::clone(&redirect_to);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let root = root.clone();
@@ -57,6 +62,7 @@ impl Httpd {
                 let st = Arc::clone(&st);
                 let fails = Arc::clone(&fails);
                 let cuts = Arc::clone(&cuts);
+                let redirect = Arc::clone(&redirect);
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
                     let mut out = stream;
@@ -95,6 +101,15 @@ impl Httpd {
                             let r =
                                 b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
                             if out.write_all(r).is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        if let Some(to) = redirect.lock().expect("lock").clone() {
+                            let r = format!(
+                                "HTTP/1.1 302 Found\r\nlocation: {to}{path}\r\ncontent-length: 0\r\n\r\n"
+                            );
+                            if out.write_all(r.as_bytes()).is_err() {
                                 return;
                             }
                             continue;
@@ -156,6 +171,7 @@ impl Httpd {
             stall,
             fail_next,
             cut_next_body,
+            redirect_to,
         }
     }
 

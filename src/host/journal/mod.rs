@@ -4,10 +4,8 @@
 //! fsynced, so concurrent writers never interleave within a line and a
 //! decision is on disk before npcnix acts on it.
 
-use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -84,155 +82,11 @@ pub fn shows_verified(event: &str) -> bool {
     )
 }
 
-/// Where the log at `path` is rotated to.
-pub fn rotated_path(path: &Path) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(".1");
-    PathBuf::from(p)
-}
+mod file;
 
-/// Appends `event` to the log at `path` (created 0600 if missing), rotating
-/// it first when the line would take it past [`ROTATE_AT_BYTES`].
-pub fn append(path: &Path, event: &AuditEvent) -> io::Result<()> {
-    append_rotating_at(path, event, ROTATE_AT_BYTES)
-}
-
-/// [`append`] with the rotation size as a parameter (tests use small ones).
-pub fn append_rotating_at(path: &Path, event: &AuditEvent, rotate_at: u64) -> io::Result<()> {
-    let mut event = event.clone();
-    event.detail = event.detail.map(|d| clip(&d, DETAIL_MAX_CHARS));
-    let mut line = serde_json::to_vec(&event).map_err(io::Error::other)?;
-    line.push(b'\n');
-    // Writers (the agent, a manual `activate`, `pause`) serialise on an
-    // flock of the file itself. One that opened the file just before
-    // another rotated it finds a different inode at `path` once it holds
-    // the lock, and opens again; twice is enough unless rotations race
-    // faster than a line is written.
-    for _ in 0..3 {
-        let f = open_log(path)?;
-        f.lock()?;
-        if !same_file(&f, path)? {
-            continue;
-        }
-        let len = f.metadata()?.len();
-        let mut f = f;
-        if len > 0 && len + line.len() as u64 > rotate_at {
-            f = rotate(path, f, &event)?;
-        }
-        f.write_all(&line)?;
-        return f.sync_data();
-    }
-    Err(io::Error::other(format!(
-        "{} kept being rotated by another writer",
-        path.display()
-    )))
-}
-
-fn open_log(path: &Path) -> io::Result<fs::File> {
-    fs::OpenOptions::new()
-        .append(true)
-        .read(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-}
-
-fn same_file(f: &fs::File, path: &Path) -> io::Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let open = f.metadata()?;
-    Ok(match fs::symlink_metadata(path) {
-        Ok(now) => now.dev() == open.dev() && now.ino() == open.ino(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-        Err(e) => return Err(e),
-    })
-}
-
-/// Moves the log (held locked as `old`) to its rotated path and returns the
-/// new log, locked, opened by the carried-over high-water lines.
-fn rotate(path: &Path, mut old: fs::File, event: &AuditEvent) -> io::Result<fs::File> {
-    use std::io::{Read, Seek};
-    let mut bytes = Vec::new();
-    old.seek(io::SeekFrom::Start(0))?;
-    // Bounded: the file is at most ROTATE_AT_BYTES plus one line, unless
-    // something other than npcnix appended to it.
-    Read::by_ref(&mut old)
-        .take(4 * ROTATE_AT_BYTES)
-        .read_to_end(&mut bytes)?;
-    let carried = high_water(&String::from_utf8_lossy(&bytes));
-    fs::rename(path, rotated_path(path))?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    let mut new = open_log(path)?;
-    new.lock()?;
-    let mut head = Vec::new();
-    for (remote, version) in carried {
-        let mut ev = AuditEvent::new(event.time, ROTATED_EVENT, &remote);
-        ev.version = Some(version);
-        ev.detail = Some(format!(
-            "audit log rotated to {}; highest version verified for this remote before it",
-            rotated_path(path).display()
-        ));
-        head.extend(serde_json::to_vec(&ev).map_err(io::Error::other)?);
-        head.push(b'\n');
-    }
-    new.write_all(&head)?;
-    drop(old);
-    Ok(new)
-}
-
-/// Per remote, the highest version that `text`'s lines show verified.
-fn high_water(text: &str) -> std::collections::BTreeMap<String, u64> {
-    let mut high = std::collections::BTreeMap::new();
-    for ev in text
-        .lines()
-        .filter(|l| l.len() <= 64 * 1024)
-        .filter_map(|l| serde_json::from_str::<AuditEvent>(l).ok())
-        .filter(|ev| shows_verified(&ev.event))
-    {
-        if let Some(v) = ev.version {
-            let h = high.entry(ev.remote).or_insert(v);
-            *h = (*h).max(v);
-        }
-    }
-    high
-}
-
-/// Reads the log: the rotated file's lines, then the current file's
-/// (bounded per line); malformed lines are reported, not skipped silently.
-pub fn read(path: &Path) -> io::Result<Vec<Result<AuditEvent, MalformedLine>>> {
-    let mut all = read_one(&rotated_path(path))?;
-    all.extend(read_one(path)?);
-    Ok(all)
-}
-
-fn read_one(path: &Path) -> io::Result<Vec<Result<AuditEvent, MalformedLine>>> {
-    let bytes = match fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let file = path.display().to_string();
-    // A torn or corrupt byte spoils its line, not the whole log.
-    let text = String::from_utf8_lossy(&bytes);
-    Ok(text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| {
-            let malformed = |detail: String| MalformedLine {
-                file: file.clone(),
-                line: i + 1,
-                detail,
-            };
-            if l.len() > 64 * 1024 {
-                return Err(malformed("too long".into()));
-            }
-            serde_json::from_str(l).map_err(|e| malformed(e.to_string()))
-        })
-        .collect())
-}
+pub use file::{append, append_rotating_at, read, rotated_path};
+#[cfg(test)]
+pub(crate) use file::{append_with, Step};
 
 /// An audit log line that does not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -317,6 +171,7 @@ impl<'a> Journal<'a> {
 mod tests {
     use super::*;
     use crate::fsutil::TempDir;
+    use std::fs;
 
     fn refusal(time: u64) -> AuditEvent {
         let mut ev = AuditEvent::new(time, "rejected", "prod");
@@ -372,6 +227,73 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
             0o600
         );
+    }
+
+    /// Issue 31: a power cut in the middle of a rotation, at each step in
+    /// turn. Reading then sees every line once, the next append finishes or
+    /// undoes the rotation, and the floor evidence (`log-rotated`) survives
+    /// it and the rotation after.
+    #[test]
+    fn power_cut_at_each_step_of_a_rotation_loses_no_floor_evidence() {
+        for step in [Step::NewWritten, Step::OldLinked, Step::NewPlaced] {
+            let dir = TempDir::new_in(&std::env::temp_dir(), "npcnix-journal-").expect("temp dir");
+            let log = dir.path().join("audit.jsonl");
+            let rotate_at = 2048;
+            append_rotating_at(&log, &verified(1, "prod", 8), rotate_at).expect("append");
+            // Lines until the one whose rotation is cut short at `step`.
+            let mut t = 2;
+            loop {
+                let r = append_with(&log, &refusal(t), rotate_at, &|s| {
+                    if s == step {
+                        Err(io::Error::other("power cut"))
+                    } else {
+                        Ok(())
+                    }
+                });
+                if r.is_err() {
+                    break;
+                }
+                t += 1;
+                assert!(t < 100, "{step:?}: the rotation was not reached");
+            }
+            let check = |when: &str| {
+                let lines: Vec<AuditEvent> = read(&log)
+                    .expect("read")
+                    .into_iter()
+                    .map(|l| l.expect("well-formed line"))
+                    .collect();
+                let mut refused: Vec<u64> = lines
+                    .iter()
+                    .filter(|e| e.event == "rejected")
+                    .map(|e| e.time)
+                    .collect();
+                let n = refused.len();
+                refused.dedup();
+                assert_eq!(refused.len(), n, "{step:?} {when}: a line read twice");
+                let floor = lines
+                    .iter()
+                    .filter(|e| e.remote == "prod" && shows_verified(&e.event))
+                    .filter_map(|e| e.version)
+                    .max();
+                assert_eq!(floor, Some(8), "{step:?} {when}: floor evidence lost");
+                refused
+            };
+            let before = check("after the cut");
+            append_rotating_at(&log, &refusal(t + 1), rotate_at).expect("append");
+            let after = check("after the next append");
+            assert!(
+                before.iter().all(|t| after.contains(t)),
+                "{step:?}: lines lost"
+            );
+            assert!(
+                !dir.path().join("audit.jsonl.next").exists(),
+                "{step:?}: the cut rotation was left half-done"
+            );
+            for t in t + 2..t + 60 {
+                append_rotating_at(&log, &refusal(t), rotate_at).expect("append");
+            }
+            check("after more rotations");
+        }
     }
 
     #[test]
