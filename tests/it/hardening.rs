@@ -385,8 +385,9 @@ fn network_side_runs_as_the_unprivileged_fetch_user() {
     );
     let s = h.status();
     assert!(
-        s["fetcher"].as_str().is_some_and(|f| f
-            .starts_with("separate: user nobody (uid 65534), landlock")),
+        s["fetcher"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("separate: user nobody (uid 65534), landlock")),
         "{s}"
     );
     assert!(h.audit().iter().any(|e| e["event"] == "agent-start"

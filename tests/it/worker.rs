@@ -121,7 +121,10 @@ fn receipts_reach_a_file_store_from_a_host_that_runs_the_worker() {
     // The worker (nobody) reads the directory store, as it would an S3
     // bucket it may read.
     let store = h.kit.path("store");
-    for p in store.ancestors().take_while(|p| p.starts_with(h.kit.path(""))) {
+    for p in store
+        .ancestors()
+        .take_while(|p| p.starts_with(h.kit.path("")))
+    {
         std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod");
     }
