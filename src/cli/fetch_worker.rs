@@ -39,11 +39,18 @@ pub struct Args {
 fn tamper(what: &str, bytes: &mut [u8]) {
     let mode = std::env::var("NPCNIX_TEST_FETCHER_TAMPER").unwrap_or_default();
     if mode == "hold-pipe" {
-        // A child that leaves the process group and keeps the pipes open,
+        // A child that leaves the process group and keeps the pipes open
+        // (its pid goes to stderr, for the test to check and clean up),
         // and a worker that never answers.
-        let _ = std::process::Command::new("setsid")
+        use std::io::Write;
+        let line = match std::process::Command::new("setsid")
             .args(["sleep", "301"])
-            .spawn();
+            .spawn()
+        {
+            Ok(c) => format!("holder pid {}\n", c.id()),
+            Err(e) => format!("holder not started: {e}\n"),
+        };
+        let _ = std::io::stderr().write_all(line.as_bytes());
         std::thread::sleep(std::time::Duration::from_secs(600));
     }
     if mode != what {
@@ -100,6 +107,11 @@ pub fn run(a: Args) -> Result<()> {
     info!("fetch worker running as uid {uid}");
     let mut hello = Hello::new(uid, &confinement);
     tamper_start(&mut hello);
+    // The introduction comes first, before the store client is built (an
+    // S3 client may already ask the instance metadata service for a
+    // region): nothing from the network has been parsed when it is sent.
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    npcnix::host::fetcher::introduce(&mut out, &hello)?;
     let opts = StoreOptions {
         region: a.remote_region,
         endpoint: a.endpoint,
@@ -112,6 +124,5 @@ pub fn run(a: Args) -> Result<()> {
     };
     let remote = store::open_url(&a.url, &opts)?;
     let mut input = BufReader::new(io::stdin().lock());
-    let mut out = io::BufWriter::new(io::stdout().lock());
-    Ok(serve(&remote, &hello, &mut input, &mut out, &tamper)?)
+    Ok(serve(&remote, &mut input, &mut out, &tamper)?)
 }

@@ -65,6 +65,15 @@ struct StatusArgs {
     /// Flag hosts whose last receipt is older than this (e.g. 3h)
     #[arg(long, value_name = "DURATION", default_value = "3h")]
     stale_after: String,
+    /// The remote's name as the hosts know it (default: the URL's last path
+    /// segment; as `install --remote-name`): receipts are signed for it
+    #[arg(long, value_name = "NAME")]
+    remote_name: Option<String>,
+    /// Forget a host before reading (its remembered key and newest
+    /// receipt): a retired host that is no longer `missing`, or a
+    /// reinstalled one (repeatable)
+    #[arg(long, value_name = "HOST")]
+    forget: Vec<String>,
     /// Print as JSON
     #[arg(long)]
     json: bool,
@@ -98,7 +107,7 @@ fn read_keys(path: &Path) -> Result<BTreeMap<String, PublicKey>> {
 }
 
 fn status(a: StatusArgs) -> Result<()> {
-    let remote = common::remote_name(&a.remote, None)?;
+    let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
     let stale_after = common::parse_duration(&a.stale_after)
         .map_err(|e| super::exit::usage(format!("--stale-after {:?}: {e:#}", a.stale_after)))?;
     let pinned = match &a.host_keys {
@@ -121,6 +130,18 @@ fn status(a: StatusArgs) -> Result<()> {
     };
     let seen_path = seen_path(&known_path);
     let mut seen = read_seen(&seen_path)?;
+    let mut forgot = false;
+    for h in &a.forget {
+        let k = known.remove(h).is_some();
+        let s = seen.remove(h).is_some();
+        if !(k || s) {
+            warn!("--forget {h:?}: no such host remembered");
+        }
+        forgot |= k || s;
+        if pinned.contains_key(h) {
+            warn!("--forget {h:?}: the host is pinned in --host-keys; remove its line there too");
+        }
+    }
     let store = a.store.open(&a.remote)?;
     let survey = fleet::survey(
         &store,
@@ -132,13 +153,13 @@ fn status(a: StatusArgs) -> Result<()> {
         fsutil::now_unix(),
     )?;
     let rows = &survey.rows;
-    if survey.learned || survey.seen_changed {
+    if survey.learned || survey.seen_changed || forgot {
         if let Some(parent) = known_path.parent() {
             fsutil::ensure_private_dir(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
     }
-    if survey.learned {
+    if survey.learned || forgot {
         let text: String = known
             .iter()
             .map(|(h, k)| format!("{h} {}\n", k.to_base64()))
@@ -146,10 +167,16 @@ fn status(a: StatusArgs) -> Result<()> {
         fsutil::write_atomic(&known_path, text.as_bytes(), 0o600)
             .with_context(|| format!("writing {}", known_path.display()))?;
     }
-    if survey.seen_changed {
+    if survey.seen_changed || forgot {
+        // Another run may have written meanwhile: never move a host back.
+        let hosts = if forgot {
+            seen
+        } else {
+            fleet::merge_seen(read_seen(&seen_path)?, &seen)
+        };
         let file = fleet::SeenFile {
             format: fleet::SEEN_FORMAT.into(),
-            hosts: seen,
+            hosts,
         };
         let bytes = serde_json::to_vec_pretty(&file)?;
         fsutil::write_atomic(&seen_path, &bytes, 0o600)

@@ -130,6 +130,8 @@ fn fetch_side(
             url: r.url.clone(),
             options: opts,
             user,
+            // `nobody` runs other services' processes too: never swept.
+            dedicated: f.user != "nobody",
         },
         Arc::clone(stop),
         Arc::new(|line: &str| info!("{line}")),
@@ -138,7 +140,7 @@ fn fetch_side(
     // Started now, so `status` and the audit log say how it is confined
     // (and `required` refuses a worker without Landlock at once).
     let confinement = match fetch.probe() {
-        Ok(h) => h.confinement,
+        Ok(h) => h.describe(),
         Err(e) if required => anyhow::bail!("{e}"),
         Err(e) => format!("not started yet: {e}"),
     };

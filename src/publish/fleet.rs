@@ -51,11 +51,15 @@ impl Survey {
 
 /// What `fleet status` remembers of a host between runs: the newest receipt
 /// it verified. A receipt with a lower sequence number is a replay.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LastSeen {
     pub seq: u64,
     pub time: u64,
+    /// The key (ID) that signed it: a host reinstalled with a new key starts
+    /// its sequence again, and is not held to the old key's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// The file format of the remembered receipts (`<known-hosts>.seen.json`).
@@ -67,6 +71,25 @@ pub struct SeenFile {
 }
 
 pub const SEEN_FORMAT: &str = "npcnix-fleet-seen/v1";
+
+/// `ours` merged into what another run wrote meanwhile (`theirs`): per
+/// host, the newer receipt of the same key wins, so concurrent runs never
+/// move a host's sequence back.
+pub fn merge_seen(
+    theirs: BTreeMap<String, LastSeen>,
+    ours: &BTreeMap<String, LastSeen>,
+) -> BTreeMap<String, LastSeen> {
+    let mut out = theirs;
+    for (host, mine) in ours {
+        match out.get(host) {
+            Some(t) if t.key == mine.key && t.seq >= mine.seq => {}
+            _ => {
+                out.insert(host.clone(), mine.clone());
+            }
+        }
+    }
+    out
+}
 
 /// Reads and verifies every receipt of `remote` (named `remote_name`):
 /// with the pinned key of a host, else the one `known` remembers (learned
@@ -135,9 +158,14 @@ pub fn survey(
         match verify(&bytes, &verdict_key, host, remote_name) {
             Ok(r) => {
                 let age = now.saturating_sub(r.time);
-                let last = seen.get(host).copied();
-                let replayed =
-                    last.is_some_and(|l| r.seq < l.seq || (r.seq == l.seq && r.time != l.time));
+                let key_id = verdict_key.key_id.to_string();
+                let last = seen
+                    .get(host)
+                    .filter(|l| l.key.as_deref().is_none_or(|k| k == key_id))
+                    .cloned();
+                let replayed = last
+                    .as_ref()
+                    .is_some_and(|l| r.seq < l.seq || (r.seq == l.seq && r.time != l.time));
                 let verdict = if replayed {
                     "replayed"
                 } else if age > stale_after {
@@ -148,7 +176,7 @@ pub fn survey(
                     "unpinned"
                 };
                 let mut row = from_receipt(host, verdict, is_pinned, &verdict_key, &r, now);
-                if let (true, Some(l)) = (replayed, last) {
+                if let (true, Some(l)) = (replayed, &last) {
                     row.detail = Some(format!(
                         "sequence {} from {}, but sequence {} from {} was seen before: an older receipt served again",
                         r.seq,
@@ -156,12 +184,13 @@ pub fn survey(
                         l.seq,
                         crate::format::time::rfc3339(l.time)
                     ));
-                } else if last.is_none_or(|l| r.seq > l.seq) {
+                } else if last.as_ref().is_none_or(|l| r.seq > l.seq) {
                     seen.insert(
                         host.to_owned(),
                         LastSeen {
                             seq: r.seq,
                             time: r.time,
+                            key: Some(key_id),
                         },
                     );
                     seen_changed = true;

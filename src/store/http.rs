@@ -69,7 +69,8 @@ impl HttpStore {
             // No redirects (D122): a mirror is one origin; following a
             // `Location` would let whoever serves the mirror make the host
             // send GETs anywhere its network position reaches (another
-            // host, port or scheme). A 3xx is an error naming the target.
+            // host, port or scheme). A 3xx is an error naming the mirror
+            // URL and the status.
             .max_redirects(0)
             .tls_config(tls)
             .timeout_connect(Some(connect))

@@ -333,6 +333,48 @@ fn older_receipt_served_again_is_flagged_as_replayed() {
     assert_eq!(code, 1);
 }
 
+/// Issue 31 review: a reinstalled host (new key, sequence from 1) is not
+/// held to its old key's sequence once re-pinned, and a retired host stops
+/// being `missing` once forgotten.
+#[test]
+fn reinstalled_host_is_not_a_replay_and_a_retired_one_can_be_forgotten() {
+    let f = Fleet::new(2, |_, _| {});
+    f.publish("v1", &[]);
+    for id in &f.hosts {
+        f.once(id);
+    }
+    f.publish("v2", &[]);
+    for id in &f.hosts {
+        f.once(id);
+    }
+    let pins = f.pin_file();
+    let (code, _, err) = f.fleet_status(&["--host-keys", pins.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{err}");
+    // host-00 is reinstalled: a new key, its receipts start at 1 again.
+    fs::remove_file(f.h.kit.path("data-host-00/host.key")).expect("rm");
+    fs::remove_file(f.h.kit.path("data-host-00/receipt.json")).expect("rm");
+    f.publish("v3", &[]);
+    f.once("host-00");
+    f.once("host-01");
+    let pins = f.pin_file();
+    let (code, v, _) = f.fleet_status(&["--host-keys", pins.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{v}");
+    // host-01 is retired: its receipt removed; missing until forgotten.
+    fs::remove_file(f.h.kit.store_path("prod", "hosts/host-01.json")).expect("rm");
+    let (code, v, _) = f.fleet_status(&[]);
+    assert_eq!(code, 1, "{v}");
+    let (code, v, err) = f.fleet_status(&["--forget", "host-01"]);
+    assert_eq!(code, 0, "{v}\n{err}");
+    assert!(
+        !v["hosts"]
+            .as_array()
+            .expect("hosts")
+            .iter()
+            .any(|r| r["host"] == "host-01"),
+        "{v}"
+    );
+}
+
 /// Issue 31: one host key, two remotes. The receipt it signed for `prod`,
 /// copied into `staging`'s store, must not speak for staging (the remote
 /// was not in the signed comment: it verified as `ok`).

@@ -24,11 +24,18 @@ fn compromised_worker_whose_child_holds_the_pipe_open_ends_the_poll_at_its_deadl
     let t = Instant::now();
     let out = retry_busy(|| c.output());
     let took = t.elapsed();
-    // Best effort: the holder sleeps 301 s otherwise.
-    let _ = std::process::Command::new("pkill")
-        .args(["-f", "^sleep 301$"])
-        .status();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // The holder existed (its pid came through the stderr relay); it left
+    // the worker's process group, so only the bounded reads ended the poll.
+    let holder: u32 = stderr
+        .split("holder pid ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the worker started no holder: {stderr}"));
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &holder.to_string()])
+        .status();
     // The budget of a bundle read: the transfer deadline's 60 s base plus
     // the read time-out; the worker itself sleeps 600 s.
     assert!(

@@ -49,7 +49,7 @@ mod pipe;
 mod protocol;
 mod worker;
 
-pub use worker::{serve, WorkerError};
+pub use worker::{introduce, serve, WorkerError};
 
 use protocol::kind_from_name;
 pub use protocol::{kind_name, read_header, Hello, Request, Response, CHUNK_ERROR, PUT_MAX};
@@ -103,6 +103,12 @@ pub struct WorkerCommand {
     pub url: String,
     pub options: StoreOptions,
     pub user: FetchUser,
+    /// The fetch user runs nothing but workers (the NixOS module's
+    /// `npcnix-fetch`): every process of it is killed before a worker
+    /// starts and after one is dropped, so a child that left the worker's
+    /// process group does not survive it. Never for a shared user such as
+    /// `nobody`.
+    pub dedicated: bool,
 }
 
 impl WorkerCommand {
@@ -155,6 +161,8 @@ struct Worker {
     /// Cleared when this worker is dropped; ends its stderr relay.
     alive: Arc<AtomicBool>,
     relay: Option<std::thread::JoinHandle<()>>,
+    /// The dedicated fetch user's uid, swept when the worker is dropped.
+    sweep_uid: Option<u32>,
 }
 
 impl Worker {
@@ -169,6 +177,48 @@ impl Worker {
     }
 }
 
+/// The real uid in a `/proc/<pid>/status` text.
+fn status_uid(text: &str) -> Option<u32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Kills every process whose real uid is `uid` (a dedicated fetch user's:
+/// workers and whatever they left behind), a few rounds in case one forks
+/// meanwhile.
+fn sweep(uid: u32) {
+    use rustix::process::{kill_process, Pid, Signal};
+    for _ in 0..3 {
+        let mut found = false;
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for e in dir.flatten() {
+            let Some(pid) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+                .and_then(Pid::from_raw)
+            else {
+                continue;
+            };
+            let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+            if status_uid(&status) == Some(uid) {
+                found = true;
+                let _ = kill_process(pid, Signal::KILL);
+            }
+        }
+        if !found {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
         self.alive.store(false, Ordering::SeqCst);
@@ -179,6 +229,9 @@ impl Drop for Worker {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(uid) = self.sweep_uid {
+            sweep(uid);
+        }
         if let Some(r) = self.relay.take() {
             let _ = r.join();
         }
@@ -193,13 +246,19 @@ pub struct FetcherStore {
     worker: Arc<Mutex<Option<Worker>>>,
     stop: Arc<AtomicBool>,
     log: Arc<dyn Fn(&str) + Send + Sync>,
+    /// The stderr relay's rate limit, across respawns.
+    window: Arc<Mutex<pipe::Window>>,
     require_landlock: bool,
     hello: Arc<Mutex<Option<Hello>>>,
     /// A `file://` remote, for the root side's own receipt writes: the
     /// worker may write nothing (Landlock), and a local directory needs no
     /// network parsing to be kept away from root (D121).
-    local: Option<crate::store::Remote>,
+    local: Option<Arc<crate::store::Remote>>,
 }
+
+/// Longest a root-side receipt write to a `file://` store may take (a hung
+/// network file system must not stop the agent).
+const LOCAL_PUT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl FetcherStore {
     /// `stop` (the agent's SIGTERM flag) ends any read in progress; the
@@ -217,13 +276,15 @@ impl FetcherStore {
             .url
             .starts_with("file://")
             .then(|| crate::store::open_url(&cmd.url, &cmd.options).ok())
-            .flatten();
+            .flatten()
+            .map(Arc::new);
         FetcherStore {
             cmd,
             describe,
             worker: Arc::new(Mutex::new(None)),
             stop,
             log,
+            window: Arc::new(Mutex::new(pipe::Window::default())),
             require_landlock,
             hello: Arc::new(Mutex::new(None)),
             local,
@@ -294,16 +355,24 @@ impl FetcherStore {
     }
 
     fn spawn(&self, key: &str) -> Result<Worker, StoreError> {
+        let sweep_uid = self.cmd.dedicated.then_some(self.cmd.user.uid);
+        if let Some(uid) = sweep_uid {
+            sweep(uid);
+        }
         let mut child = self
             .cmd
             .command()
             .spawn()
             .map_err(|e| self.broken(key, format!("starting it: {e}")))?;
         let alive = Arc::new(AtomicBool::new(true));
-        let relay = child
-            .stderr
-            .take()
-            .and_then(|e| pipe::relay_stderr(e, Arc::clone(&alive), Arc::clone(&self.log)));
+        let relay = child.stderr.take().and_then(|e| {
+            pipe::relay_stderr(
+                e,
+                Arc::clone(&alive),
+                Arc::clone(&self.window),
+                Arc::clone(&self.log),
+            )
+        });
         let deadline = Deadline::new(Arc::clone(&self.stop));
         let pipes = match (child.stdin.take(), child.stdout.take()) {
             (Some(to), Some(from)) => TimedWriter::new(to, deadline.clone())
@@ -327,6 +396,7 @@ impl FetcherStore {
             deadline,
             alive,
             relay,
+            sweep_uid,
         };
         // Its introduction, written before it reads any request (so before
         // it has parsed anything from the network).
@@ -337,13 +407,22 @@ impl FetcherStore {
             Err(e) => return Err(self.broken(key, format!("no introduction: {e}"))),
         };
         w.disarm();
+        if hello.uid != self.cmd.user.uid {
+            return Err(self.broken(
+                key,
+                format!(
+                    "it says it runs as uid {}, not the fetch user's {}",
+                    hello.uid, self.cmd.user.uid
+                ),
+            ));
+        }
         if self.require_landlock && !hello.landlock_enforced() {
             return Err(self.fail(
                 key,
                 StoreErrorKind::Other,
                 format!(
                     "fetcher.isolation is \"required\" but the fetch worker runs without enforced Landlock ({}); not using it",
-                    hello.confinement
+                    hello.describe()
                 ),
             ));
         }
@@ -511,7 +590,24 @@ impl Store for FetcherStore {
 
     fn put(&self, key: &str, body: &[u8]) -> Result<(), StoreError> {
         if let Some(local) = &self.local {
-            return local.store().put(key, body);
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (local, owned_key, body) = (Arc::clone(local), key.to_owned(), body.to_vec());
+            std::thread::Builder::new()
+                .name("npcnix-receipt-write".into())
+                .spawn(move || {
+                    let _ = tx.send(local.store().put(&owned_key, &body));
+                })
+                .map_err(|e| self.broken(key, e))?;
+            return rx.recv_timeout(LOCAL_PUT_TIMEOUT).unwrap_or_else(|_| {
+                Err(self.fail(
+                    key,
+                    StoreErrorKind::Transient,
+                    format!(
+                        "writing it did not finish within {} s (a hung network file system?)",
+                        LOCAL_PUT_TIMEOUT.as_secs()
+                    ),
+                ))
+            });
         }
         if body.len() as u64 > PUT_MAX {
             return Err(self.fail(
@@ -630,5 +726,16 @@ mod tests {
         assert_eq!(FetchUser::from_passwd(passwd, "root"), None);
         assert_eq!(FetchUser::from_passwd(passwd, "evil"), None);
         assert_eq!(FetchUser::from_passwd(passwd, "nobody"), None);
+    }
+
+    #[test]
+    fn the_real_uid_is_read_from_proc_status() {
+        let status = "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t991\t991\t991\t991\nGid:\t990\t990\t990\t990\n";
+        assert_eq!(status_uid(status), Some(991));
+        assert_eq!(status_uid("Name:\tx\n"), None);
+        assert_eq!(
+            status_uid(&std::fs::read_to_string("/proc/self/status").expect("status")),
+            crate::fsutil::current_uid().ok()
+        );
     }
 }

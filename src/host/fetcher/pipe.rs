@@ -153,14 +153,72 @@ const LINE_MAX: usize = 512;
 const LINES_PER_WINDOW: u32 = 20;
 const WINDOW: Duration = Duration::from_secs(60);
 
+/// The relay's rate limit, shared by every worker a store starts (a
+/// respawned worker gets no fresh allowance).
+#[derive(Debug)]
+pub(super) struct Window {
+    started: Instant,
+    shown: u32,
+    dropped: u64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            started: Instant::now(),
+            shown: 0,
+            dropped: 0,
+        }
+    }
+}
+
+impl Window {
+    /// Whether a line may be shown now; `Some(n)`: first report `n` lines
+    /// dropped in the window that just ended.
+    fn admit(&mut self) -> (bool, Option<u64>) {
+        let mut report = None;
+        if self.started.elapsed() > WINDOW {
+            if self.dropped > 0 {
+                report = Some(self.dropped);
+            }
+            *self = Window::default();
+        }
+        if self.shown >= LINES_PER_WINDOW {
+            self.dropped += 1;
+            return (false, report);
+        }
+        self.shown += 1;
+        (true, report)
+    }
+}
+
+/// A worker's stderr line as the root side shows it: escaped so nothing is
+/// obeyed by a terminal or the journal (control and invisible characters,
+/// line separators), and with `"` and `\` escaped so the quotes it is shown
+/// in cannot be closed from inside.
+pub(super) fn quote(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len() + 2);
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{2028}' | '\u{2029}' => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push_str(&crate::format::text::visible(&c.to_string())),
+        }
+    }
+    format!("\"{out}\"")
+}
+
 /// Relays the worker's stderr to `log` until it closes or `alive` is
-/// cleared: each line escaped and quoted, cut at [`LINE_MAX`] bytes, at most
-/// [`LINES_PER_WINDOW`] a minute. A worker cannot write lines that look like
-/// the agent's own (a journald `<0>` priority, "confirmed version 99") or
-/// flood the journal to hide them.
+/// cleared: each line quoted ([`quote`]), cut at [`LINE_MAX`] bytes, at most
+/// [`LINES_PER_WINDOW`] a minute across every worker of the store. A worker
+/// cannot write lines that look like the agent's own (a journald `<0>`
+/// priority, "confirmed version 99") or flood the journal to hide them.
 pub(super) fn relay_stderr<R: Read + AsFd + Send + 'static>(
     stderr: R,
     alive: Arc<AtomicBool>,
+    window: Arc<std::sync::Mutex<Window>>,
     log: Arc<dyn Fn(&str) + Send + Sync>,
 ) -> Option<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -169,27 +227,23 @@ pub(super) fn relay_stderr<R: Read + AsFd + Send + 'static>(
             let mut r = stderr;
             let mut line: Vec<u8> = Vec::new();
             let mut cut = false;
-            let mut window = (Instant::now(), 0u32, 0u64);
-            let mut emit = |bytes: &[u8], cut: bool| {
-                if window.0.elapsed() > WINDOW {
-                    if window.2 > 0 {
-                        log(&format!(
-                            "fetch worker: {} more line(s) not shown (rate limit)",
-                            window.2
-                        ));
-                    }
-                    window = (Instant::now(), 0, 0);
+            let emit = |bytes: &[u8], cut: bool| {
+                let (show, dropped) = window
+                    .lock()
+                    .map(|mut w| w.admit())
+                    .unwrap_or((false, None));
+                if let Some(n) = dropped {
+                    log(&format!(
+                        "fetch worker: {n} more line(s) were not shown (rate limit)"
+                    ));
                 }
-                if window.1 >= LINES_PER_WINDOW {
-                    window.2 += 1;
-                    return;
+                if show {
+                    log(&format!(
+                        "fetch worker said: {}{}",
+                        quote(bytes),
+                        if cut { " (cut)" } else { "" }
+                    ));
                 }
-                window.1 += 1;
-                let text = crate::format::text::visible(&String::from_utf8_lossy(bytes));
-                log(&format!(
-                    "fetch worker said: \"{text}\"{}",
-                    if cut { " (cut)" } else { "" }
-                ));
             };
             let mut buf = [0u8; 4096];
             while alive.load(Ordering::SeqCst) {
@@ -217,12 +271,33 @@ pub(super) fn relay_stderr<R: Read + AsFd + Send + 'static>(
             if !line.is_empty() {
                 emit(&line, cut);
             }
-            if window.2 > 0 {
-                log(&format!(
-                    "fetch worker: {} more line(s) not shown (rate limit)",
-                    window.2
-                ));
-            }
         })
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_line_cannot_close_its_quotes_or_draw_its_own_lines() {
+        assert_eq!(quote(b"ok"), "\"ok\"");
+        let q = quote(b"x\" (cut)\x1b[2K\r<0>npcnix: confirmed\xe2\x80\xa8y\\");
+        assert!(q.starts_with("\"x\\\" (cut)"), "{q}");
+        assert!(
+            !q.contains('\x1b') && !q.contains('\r') && !q.contains('\u{2028}'),
+            "{q}"
+        );
+        assert!(q.ends_with("\\\\\""), "{q}");
+    }
+
+    #[test]
+    fn a_flood_is_cut_to_the_window_and_counted() {
+        let mut w = Window::default();
+        let shown = (0..100).filter(|_| w.admit().0).count();
+        assert_eq!(shown, LINES_PER_WINDOW as usize);
+        assert_eq!(w.dropped, 100 - u64::from(LINES_PER_WINDOW));
+        w.started -= WINDOW + Duration::from_secs(1);
+        assert_eq!(w.admit(), (true, Some(100 - u64::from(LINES_PER_WINDOW))));
+    }
 }

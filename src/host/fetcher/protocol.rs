@@ -64,7 +64,8 @@ pub struct Hello {
     pub uid: u32,
     /// `enforced`, `partial` or `unavailable`.
     pub landlock: String,
-    /// In words.
+    /// In words, from the worker (its kernel's reason): shown by the worker
+    /// only; the root side describes `landlock` in its own words.
     pub confinement: String,
 }
 
@@ -91,6 +92,16 @@ impl Hello {
 
     pub fn landlock_enforced(&self) -> bool {
         self.landlock == "enforced"
+    }
+
+    /// The confinement in the root side's words (the worker's own text is
+    /// never repeated into status or the audit log).
+    pub fn describe(&self) -> String {
+        match self.landlock.as_str() {
+            "enforced" => "landlock enforced: no file-system writes".into(),
+            "partial" => "landlock partially enforced (older kernel ABI)".into(),
+            _ => "landlock unavailable: file permissions only".into(),
+        }
     }
 }
 

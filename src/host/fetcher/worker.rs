@@ -32,19 +32,22 @@ pub enum WorkerError {
     Io(#[from] io::Error),
 }
 
-/// Introduces itself (`hello`), then serves requests until `input` closes. `tamper` sees every bundle and
+/// Serves requests until `input` closes (after [`introduce`]). `tamper` sees every bundle and
 /// archive chunk before it is sent (test builds corrupt them there to
 /// model a compromised worker; otherwise it does nothing).
+/// The worker's first line (D123), written before anything else happens.
+pub fn introduce(out: &mut impl Write, hello: &super::Hello) -> io::Result<()> {
+    header(out, &Response::Hello(hello.clone()))?;
+    out.flush()
+}
+
 pub fn serve(
     remote: &Remote,
-    hello: &super::Hello,
     input: &mut impl BufRead,
     out: &mut impl Write,
     tamper: &dyn Fn(&str, &mut [u8]),
 ) -> Result<(), WorkerError> {
     let store = remote.store();
-    header(out, &Response::Hello(hello.clone()))?;
-    out.flush()?;
     loop {
         let req: Request = match read_header(input) {
             Ok(r) => r,

@@ -190,7 +190,21 @@ fn rotate(
     // 2. The old log at its rotated name too (replacing the one before).
     let linking = suffixed(path, ".1.link");
     let _ = fs::remove_file(&linking);
-    fs::hard_link(path, &linking)?;
+    if let Err(e) = fs::hard_link(path, &linking) {
+        // A file system without hard links (vfat, some FUSE/9p mounts): a
+        // durable copy instead. A crash before step 3 then leaves the old
+        // lines in both files until the next rotation (read twice), never
+        // lost.
+        let unsupported = matches!(
+            e.raw_os_error(),
+            Some(libc::EPERM | libc::EXDEV | libc::EOPNOTSUPP | libc::EMLINK | libc::ENOSYS)
+        );
+        if !unsupported {
+            return Err(e);
+        }
+        fs::copy(path, &linking)?;
+        fs::File::open(&linking)?.sync_all()?;
+    }
     fs::rename(&linking, rotated_path(path))?;
     sync_dir(path)?;
     fault(Step::OldLinked)?;
