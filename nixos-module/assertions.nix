@@ -31,9 +31,12 @@ let
   # Keys whose signatures count for the followed remote. Counted as distinct
   # public keys: the agent counts distinct key IDs, so a key listed twice
   # must not make an unreachable threshold look reachable.
-  scoped = builtins.filter
+  scopedAll = builtins.filter
     (k: builtins.elem name k.remotes || builtins.elem "*" k.remotes)
     keys;
+  scoped = builtins.filter (k: k.role == "release") scopedAll;
+  timestampCount = builtins.length (unique (map (k: k.publicKey)
+    (builtins.filter (k: k.role == "timestamp") scopedAll)));
   scopedCount = builtins.length (unique (map (k: k.publicKey) scoped));
 
   showList = xs: builtins.concatStringsSep ", " (map (x: "\"${x}\"") xs);
@@ -102,6 +105,13 @@ in
       services.npcnix.threshold = ${toString cfg.threshold}, but only ${toString scopedCount}
       distinct trusted key(s) are scoped to remote "${toString name}": no release could
       ever be accepted.'';
+  }
+  {
+    assertion = name == null || !cfg.freshness.required || cfg.freshness.threshold <= timestampCount;
+    message = ''
+      services.npcnix.freshness.required is set with threshold ${toString cfg.freshness.threshold}, but
+      ${toString timestampCount} trusted key(s) with role = "timestamp" are scoped to remote
+      "${toString name}": no timestamp, so no release, could ever be accepted.'';
   }
   {
     # The state directory is created (or chmod'ed) 0700: it must be a

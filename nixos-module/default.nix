@@ -62,8 +62,20 @@ in
         notAfter = k.not_after or null;
         comment = k.comment or null;
       })
-      policy.keys));
+      policy.keys
+      ++ map
+        (k: {
+          publicKey = k.public_key;
+          remotes = [ policyRemote ];
+          notAfter = k.not_after or null;
+          comment = k.comment or null;
+          role = "timestamp";
+        })
+        ((policy.timestamp or { keys = [ ]; }).keys)));
     services.npcnix.threshold = lib.mkIf (cfg.policyFile != null) (lib.mkDefault policy.threshold);
+    services.npcnix.freshness.required = lib.mkIf (cfg.policyFile != null) (lib.mkDefault (policy ? timestamp));
+    services.npcnix.freshness.threshold = lib.mkIf (cfg.policyFile != null && policy ? timestamp)
+      (lib.mkDefault (policy.timestamp.threshold or 1));
     services.npcnix.maxVersionJump = lib.mkIf (cfg.policyFile != null && (policy.max_version_jump or null) != null)
       (lib.mkDefault policy.max_version_jump);
 

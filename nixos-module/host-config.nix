@@ -7,8 +7,8 @@
 #
 # The Rust side parses this JSON with `deny_unknown_fields`: every key below
 # is always present (null when unset), except `host_id`, `rollout`,
-# `lockout` and `reboot`, which appear only when one of their options is
-# set, so that configs which do not use them stay readable by agents that
+# `lockout`, `reboot`, `policy.freshness` and a key's `role`, which appear
+# only when one of their options is set, so that configs which do not use them stay readable by agents that
 # predate them (and unchanged from before those options existed). Keep this file and the
 # expected files in ./tests in step; ./default.nix merges
 # services.npcnix.settings under the result.
@@ -40,7 +40,7 @@ let
     remotes = k.remotes;
     not_after = k.notAfter;
     comment = k.comment;
-  };
+  } // optionalAttrs (k.role != "release") { role = k.role; };
 in
 {
   format = "npcnix-host-config/v1";
@@ -66,6 +66,11 @@ in
     max_version_jump = cfg.maxVersionJump;
     require_chain = cfg.requireChain;
     confinement = cfg.confinement;
+  } // optionalAttrs cfg.freshness.required {
+    freshness = {
+      required = true;
+      threshold = cfg.freshness.threshold;
+    };
   };
 
   fetcher = {

@@ -76,6 +76,16 @@ let
         example = "offline release key, 2025";
         description = "Free-form note shown in logs and `npcnix status`.";
       };
+      role = mkOption {
+        type = types.enum [ "release" "timestamp" ];
+        default = "release";
+        description = ''
+          What the key may sign: `release` statements (counted toward
+          `threshold`), or only the head's freshness `timestamp`
+          (`freshness`; an online key that can delay the freshness cliff
+          and nothing else).
+        '';
+      };
     };
   };
 
@@ -372,6 +382,27 @@ in
         Release versions below this are refused, even on a host with no
         state (a pinned rollback floor, e.g. after a known-bad release).
       '';
+    };
+
+    freshness = {
+      required = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Accept a release only while an unexpired timestamp for exactly it,
+          signed by `freshness.threshold` keys with `role = "timestamp"`, is
+          in `latest` (`npcnix timestamp` refreshes it; docs/protocol.md).
+          Freeze protection without re-signing releases: a store that keeps
+          serving the old head is refused once its timestamp expires. With
+          `policyFile`, defaults to whether the remote's entry has a
+          `timestamp` section.
+        '';
+      };
+      threshold = mkOption {
+        type = types.ints.positive;
+        default = 1;
+        description = "Distinct timestamp keys, scoped to this remote, that must sign a timestamp.";
+      };
     };
 
     requireExpiry = mkOption {

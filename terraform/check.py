@@ -548,7 +548,33 @@ def check_remote_policy(out, kms_key=None):
             got = iam_allows(pol, action, res, ctx)
             if got != want:
                 p.append(f"{name} policy: {why}: {action} {res} {ctx} -> {'allowed' if got else 'denied'}")
-    return p + check_receipt_policies(out, kms_key)
+    return p + check_receipt_policies(out, kms_key) + check_timestamp_policy(out)
+
+
+def check_timestamp_policy(out):
+    """The freshness refresher (`npcnix timestamp`, D126) reads the remote
+    and swaps `latest`, nothing else."""
+    if "timestamp_policy_json" not in out:
+        return ["output timestamp_policy_json missing"]
+    ts = json.loads(out["timestamp_policy_json"])
+    bucket = "arn:aws:s3:::example-bucket"
+    rp = f"{bucket}/npcnix/fleet/remotes/prod"
+    other = f"{bucket}/npcnix/fleet/remotes/dev"
+    im = {"s3:if-match": '"etag"', "s3:ObjectCreationOperation": "true"}
+    inm = {"s3:if-none-match": "*", "s3:ObjectCreationOperation": "true"}
+    plain = {"s3:ObjectCreationOperation": "true"}
+    return _policy_problems([
+        ("timestamp", ts, "s3:GetObject", f"{rp}/latest", {}, True, "refresher reads latest"),
+        ("timestamp", ts, "s3:GetObject", f"{rp}/releases/00000000000000000001", {}, True, "refresher reads the head's release"),
+        ("timestamp", ts, "s3:PutObject", f"{rp}/latest", im, True, "refresher swaps latest (If-Match)"),
+        ("timestamp", ts, "s3:PutObject", f"{rp}/latest", plain, False, "blind overwrite of latest"),
+        ("timestamp", ts, "s3:PutObject", f"{rp}/latest", inm, False, "create latest (a first release is the publisher's)"),
+        ("timestamp", ts, "s3:PutObject", f"{rp}/releases/00000000000000000002", inm, False, "publish a release"),
+        ("timestamp", ts, "s3:PutObject", f"{rp}/archives/ab.tar.zst", inm, False, "upload an archive"),
+        ("timestamp", ts, "s3:PutObject", f"{other}/latest", im, False, "swap another remote's latest"),
+        ("timestamp", ts, "s3:DeleteObject", f"{rp}/latest", {}, False, "delete latest"),
+        ("timestamp", ts, "secretsmanager:GetSecretValue", "arn:aws:secretsmanager:eu-central-1:123456789012:secret:other", {}, False, "read another secret"),
+    ])
 
 
 def _policy_problems(cases):

@@ -186,6 +186,23 @@ pub fn parse_duration(s: &str) -> Result<u64> {
     duration_secs(s).map_err(|e| super::exit::usage(format!("{s:?}: {e}")))
 }
 
+/// Shortest release lifetime `--expires` accepts: a shorter one expires
+/// before a publish's wave reaches every host, or on arrival (`0s` was
+/// accepted and published an expired release).
+pub const MIN_RELEASE_EXPIRY_SECS: u64 = 3600;
+
+/// clap value parser for a release's `--expires`: a duration of at least
+/// [`MIN_RELEASE_EXPIRY_SECS`].
+pub fn release_expiry_secs(s: &str) -> std::result::Result<u64, String> {
+    let secs = duration_secs(s)?;
+    if secs < MIN_RELEASE_EXPIRY_SECS {
+        return Err(format!(
+            "{s:?} is shorter than an hour: hosts would refuse the release on arrival or soon after (for short-lived freshness, use a timestamp key: `npcnix timestamp`)"
+        ));
+    }
+    Ok(secs)
+}
+
 pub fn duration_secs(s: &str) -> std::result::Result<u64, String> {
     humantime::parse_duration(s)
         .map(|d| d.as_secs())

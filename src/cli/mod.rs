@@ -32,6 +32,7 @@ mod release;
 mod sign;
 mod state;
 mod status;
+mod timestamp;
 mod verify;
 
 use std::process::ExitCode;
@@ -94,6 +95,7 @@ enum Command {
     State(state::Args),
     Release(release::Args),
     Sign(sign::Args),
+    Timestamp(timestamp::Args),
     Audit(audit::Args),
     Probation(probation::Args),
     Fleet(fleet::Args),
@@ -142,6 +144,7 @@ pub fn main() -> ExitCode {
         Command::State(a) => state::run(a),
         Command::Release(a) => release::run(a),
         Command::Sign(a) => sign::run(a),
+        Command::Timestamp(a) => timestamp::run(a),
         Command::Audit(a) => audit::run(a),
         Command::Probation(a) => probation::run(a),
         Command::Fleet(a) => fleet::run(a),

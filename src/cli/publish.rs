@@ -41,8 +41,9 @@ pub struct Args {
     /// Version to publish (default: current latest + 1)
     #[arg(long, value_name = "N")]
     version: Option<u64>,
-    /// Hosts refuse the release after this long, e.g. 30d (freeze-attack defence)
-    #[arg(long, value_name = "DURATION", value_parser = common::duration_secs)]
+    /// Hosts refuse the release after this long, e.g. 30d (freeze-attack
+    /// defence; at least 1h)
+    #[arg(long, value_name = "DURATION", value_parser = common::release_expiry_secs)]
     expires: Option<u64>,
     /// Remote name signed into the release (default: the URL's last path segment)
     #[arg(long, value_name = "NAME")]
@@ -52,6 +53,8 @@ pub struct Args {
     all_files: bool,
     #[command(flatten)]
     provenance: ProvenanceArgs,
+    #[command(flatten)]
+    timestamp: super::timestamp::TimestampArgs,
     #[command(flatten)]
     build: BuildArgs,
     /// Retire hosts of this configuration from the remote on purpose: they
@@ -253,7 +256,10 @@ pub fn run(a: Args) -> Result<()> {
     )?;
     let aref = publish::hash_file(&archive_path)?;
     let now = fsutil::now_unix();
-    let editor = Editor::new(&store, trust, now, a.store.retry()).with_retired(retired);
+    let ts_keys = a.timestamp.load()?;
+    let editor = Editor::new(&store, trust, now, a.store.retry())
+        .with_retired(retired)
+        .with_timestamp(ts_keys.iter().collect(), a.timestamp.timestamp_expires);
     let mut draft = editor.draft(
         aref.clone(),
         StatementParams {
@@ -420,9 +426,9 @@ pub struct RevertArgs {
     /// The version whose content to publish again
     #[arg(long, value_name = "N")]
     to: u64,
-    /// Hosts refuse the release after this long, e.g. 30d
-    #[arg(long, value_name = "DURATION")]
-    expires: Option<String>,
+    /// Hosts refuse the release after this long, e.g. 30d (at least 1h)
+    #[arg(long, value_name = "DURATION", value_parser = common::release_expiry_secs)]
+    expires: Option<u64>,
     /// Remote name signed into the release (default: the URL's last path segment)
     #[arg(long, value_name = "NAME")]
     remote_name: Option<String>,
@@ -432,6 +438,8 @@ pub struct RevertArgs {
     /// trusts (its configuration most likely re-pins them on every host)
     #[arg(long)]
     allow_trust_change: bool,
+    #[command(flatten)]
+    timestamp: super::timestamp::TimestampArgs,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -457,14 +465,13 @@ pub fn revert(a: RevertArgs) -> Result<()> {
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
     let store = a.store.open(&a.remote)?;
     let sk = common::load_secret_key(&a.key)?;
-    let expires_in = a
-        .expires
-        .as_deref()
-        .map(common::parse_duration)
-        .transpose()?;
+    let expires_in = a.expires;
     let (trust, retired) = a.trust.resolve(&remote, &[sk.public_key()], None)?;
     let now = fsutil::now_unix();
-    let editor = Editor::new(&store, trust, now, a.store.retry()).with_retired(retired);
+    let ts_keys = a.timestamp.load()?;
+    let editor = Editor::new(&store, trust, now, a.store.retry())
+        .with_retired(retired)
+        .with_timestamp(ts_keys.iter().collect(), a.timestamp.timestamp_expires);
     let head = editor
         .head()?
         .ok_or_else(|| anyhow::anyhow!("{} has no releases: nothing to revert", a.remote))?;

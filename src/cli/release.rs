@@ -89,7 +89,7 @@ pub struct PrepareArgs {
     #[arg(long, value_name = "N")]
     version: Option<u64>,
     /// Hosts refuse the release after this long, e.g. 30d
-    #[arg(long, value_name = "DURATION", value_parser = common::duration_secs)]
+    #[arg(long, value_name = "DURATION", value_parser = common::release_expiry_secs)]
     expires: Option<u64>,
     /// The remote's signed name (default: the URL's last path segment)
     #[arg(long, value_name = "NAME")]
@@ -141,6 +141,8 @@ pub struct PublishArgs {
     /// recorded in release.json]
     #[command(flatten)]
     trust: common::TrustArgs,
+    #[command(flatten)]
+    timestamp: super::timestamp::TimestampArgs,
     #[command(flatten)]
     store: common::StoreArgs,
     /// Print the result as JSON
@@ -221,6 +223,18 @@ fn snapshot(editor: &Editor<'_>, head: Option<&publish::CurrentHead>) -> RemoteP
             })
             .collect(),
         max_version_jump: p.max_version_jump,
+        timestamp: p.freshness.as_ref().map(|f| publish::policy::TimestampPolicy {
+            threshold: f.threshold,
+            keys: f
+                .keys
+                .iter()
+                .map(|k| PolicyKey {
+                    public_key: k.key.to_base64(),
+                    comment: None,
+                    not_after: k.not_after,
+                })
+                .collect(),
+        }),
     }
 }
 
@@ -465,7 +479,9 @@ fn publish_dir(a: PublishArgs) -> Result<()> {
         });
     }
     let store = a.store.open(&url)?;
-    let editor = Editor::new(&store, trust, fsutil::now_unix(), a.store.retry());
+    let ts_keys = a.timestamp.load()?;
+    let editor = Editor::new(&store, trust, fsutil::now_unix(), a.store.retry())
+        .with_timestamp(ts_keys.iter().collect(), a.timestamp.timestamp_expires);
     // The head must still be the one this release extends, verified at
     // the remote's threshold (a head planted with one stolen key is not
     // extended).

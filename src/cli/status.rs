@@ -34,6 +34,7 @@ pub fn run(a: Args) -> Result<()> {
         &state,
         &data.load_status(),
         probation.as_ref(),
+        npcnix::host::status::expiries(&data, v.remote.as_str()),
         now,
     );
     rep.host_public_key = npcnix::host::receipts::host_public_key(&data).map(|k| k.to_base64());

@@ -16,6 +16,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::format::statement::STATEMENT_MAX_BYTES;
+use crate::format::timestamp::{SignedTimestamp, TIMESTAMP_MAX_BYTES};
 
 pub const BUNDLE_TYPE: &str = "npcnix-bundle/v1";
 /// Hard limit on a bundle's size; a store serving more is refused unread.
@@ -44,6 +45,16 @@ struct Envelope {
     kind: String,
     statement: String,
     signatures: Vec<String>,
+    /// Only in `latest`: the head's freshness timestamp (D126).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timestamp: Option<TimestampEnvelope>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimestampEnvelope {
+    statement: String,
+    signatures: Vec<String>,
 }
 
 /// A decoded bundle. Nothing in it is trusted yet.
@@ -53,6 +64,9 @@ pub struct Bundle {
     pub statement: Vec<u8>,
     /// `.minisig` texts.
     pub signatures: Vec<String>,
+    /// The head's freshness timestamp (`latest` only; never part of what
+    /// the release keys sign).
+    pub timestamp: Option<SignedTimestamp>,
 }
 
 impl Bundle {
@@ -83,10 +97,45 @@ impl Bundle {
         if statement.len() > STATEMENT_MAX_BYTES {
             return Err(BundleError::Malformed("statement is too large".into()));
         }
+        let timestamp = match env.timestamp {
+            None => None,
+            Some(t) => {
+                if t.signatures.is_empty() || t.signatures.len() > MAX_SIGNATURES {
+                    return Err(BundleError::Malformed(format!(
+                        "the timestamp has {} signatures (1 to {MAX_SIGNATURES})",
+                        t.signatures.len()
+                    )));
+                }
+                if t.signatures.iter().any(|s| s.len() > SIGNATURE_MAX_BYTES) {
+                    return Err(BundleError::Malformed(
+                        "a timestamp signature is too large".into(),
+                    ));
+                }
+                let bytes = B64.decode(t.statement.as_bytes()).map_err(|_| {
+                    BundleError::Malformed("timestamp is not valid base64".into())
+                })?;
+                if bytes.len() > TIMESTAMP_MAX_BYTES {
+                    return Err(BundleError::Malformed("timestamp is too large".into()));
+                }
+                Some(SignedTimestamp {
+                    bytes,
+                    signatures: t.signatures,
+                })
+            }
+        };
         Ok(Bundle {
             statement,
             signatures: env.signatures,
+            timestamp,
         })
+    }
+
+    /// The same release without a timestamp: what `releases/<v>` holds.
+    pub fn without_timestamp(&self) -> Bundle {
+        Bundle {
+            timestamp: None,
+            ..self.clone()
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -94,6 +143,10 @@ impl Bundle {
             kind: BUNDLE_TYPE.to_owned(),
             statement: B64.encode(&self.statement),
             signatures: self.signatures.clone(),
+            timestamp: self.timestamp.as_ref().map(|t| TimestampEnvelope {
+                statement: B64.encode(&t.bytes),
+                signatures: t.signatures.clone(),
+            }),
         };
         let mut v = serde_json::to_vec_pretty(&env).unwrap_or_default();
         v.push(b'\n');
@@ -107,11 +160,20 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let b = Bundle {
+        let mut b = Bundle {
             statement: b"{}\n".to_vec(),
             signatures: vec!["sig".into()],
+            timestamp: None,
         };
-        assert_eq!(Bundle::decode(&b.encode()), Ok(b));
+        assert_eq!(Bundle::decode(&b.encode()), Ok(b.clone()));
+        // A bundle without a timestamp encodes as before (no field).
+        assert!(!String::from_utf8_lossy(&b.encode()).contains("timestamp"));
+        b.timestamp = Some(SignedTimestamp {
+            bytes: b"{}\n".to_vec(),
+            signatures: vec!["ts-sig".into()],
+        });
+        assert_eq!(Bundle::decode(&b.encode()), Ok(b.clone()));
+        assert_eq!(b.without_timestamp().timestamp, None);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod remote;
 pub mod rollout;
 pub mod sign;
 pub mod statement;
+pub mod timestamp;
 pub mod text;
 pub mod time;
 

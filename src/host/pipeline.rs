@@ -298,6 +298,8 @@ pub fn rejudge(
     let p = effective_policy(policy, remote);
     downloaded.new =
         verify::check_policy(&p, remote.and_then(|r| r.highest), &downloaded.release, now)?;
+    // The timestamp may have expired during the download too.
+    verify::check_freshness(&p, &downloaded.release, now)?;
     Ok(())
 }
 

@@ -67,6 +67,16 @@ pub struct RemoteState {
     pub retry: Option<Retry>,
 }
 
+/// The newest freshness timestamp a host accepted for a remote: the floor
+/// below which a timestamp is a replay, and what `status` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimestampSeen {
+    pub version: u64,
+    pub created: u64,
+    pub expires: u64,
+}
+
 /// A verified copy of `latest` and the ETag the store gave it: polls are
 /// conditional on the ETag, and a "not modified" answer re-judges the bytes.
 /// A cache, not state: kept in `heads/<remote>.json` (so `state.json` stays
@@ -411,6 +421,41 @@ impl DataDir {
         let tmp = dir.join(format!(".{remote}.json.tmp-{}", fsutil::random_suffix()));
         fs::write(&tmp, serde_json::to_vec(head).map_err(io::Error::other)?)?;
         fs::rename(&tmp, path)
+    }
+
+    fn timestamp_path(&self, remote: &str) -> PathBuf {
+        self.root.join("timestamps").join(format!("{remote}.json"))
+    }
+
+    /// The newest freshness timestamp this host accepted for `remote` (a
+    /// sidecar, not `state.json`, which earlier versions read strictly).
+    /// Unreadable is an error: it is the replay floor.
+    pub fn load_timestamp(&self, remote: &str) -> Result<Option<TimestampSeen>, StateError> {
+        let path = self.timestamp_path(remote);
+        match fsutil::read_regular(&path, 4096) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| StateError::Corrupt {
+                    path,
+                    detail: e.to_string(),
+                }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+
+    /// Records `seen` as the newest accepted timestamp (durably: it is a
+    /// floor). The caller holds the lock.
+    pub fn save_timestamp(&self, remote: &str, seen: &TimestampSeen) -> Result<(), StateError> {
+        let path = self.timestamp_path(remote);
+        let dir = self.root.join("timestamps");
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
+        fsutil::ensure_private_dir(&dir).map_err(io)?;
+        let bytes = serde_json::to_vec(seen).map_err(|e| io(io::Error::other(e)))?;
+        fsutil::write_atomic(&path, &bytes, 0o600).map_err(io)
     }
 
     /// Takes the lock, waiting for a holder to finish (manual commands).

@@ -38,6 +38,31 @@ pub struct StatusReport {
     pub host_public_key: Option<String>,
     /// The last poll's release waits for this host's rollout slot.
     pub waiting: Option<WaitingReport>,
+    /// When the verified head (the release hosts are offered) expires.
+    pub release_expires: Option<u64>,
+    /// When the newest freshness timestamp accepted expires
+    /// (`policy.freshness`).
+    pub freshness_expires: Option<u64>,
+}
+
+/// The expiry times a host watches: the verified head's `expires` and the
+/// newest accepted timestamp's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expiries {
+    pub release: Option<u64>,
+    pub freshness: Option<u64>,
+}
+
+/// Reads them from the cached verified head and the timestamp record.
+pub fn expiries(data: &crate::host::state::DataDir, remote: &str) -> Expiries {
+    let release = data.load_head(remote).and_then(|h| {
+        let b = crate::format::bundle::Bundle::decode(&h.bundle).ok()?;
+        crate::format::statement::Statement::parse(&b.statement)
+            .ok()?
+            .expires
+    });
+    let freshness = data.load_timestamp(remote).ok().flatten().map(|t| t.expires);
+    Expiries { release, freshness }
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -63,6 +88,7 @@ pub fn status_report(
     state: &HostState,
     poll: &PollStatus,
     probation: Option<&Probation>,
+    expiry: Expiries,
     now: u64,
 ) -> StatusReport {
     let r = state.remote(v.remote.as_str()).cloned().unwrap_or_default();
@@ -103,6 +129,8 @@ pub fn status_report(
             },
             watchdog_unit: p.watchdog_unit.clone(),
         }),
+        release_expires: expiry.release,
+        freshness_expires: expiry.freshness,
     }
 }
 
@@ -144,6 +172,16 @@ pub fn metrics_text(rep: &StatusReport) -> String {
         "npcnix_paused",
         "1 if updates are paused.",
         u8::from(rep.paused_until.is_some()).to_string(),
+    );
+    gauge(
+        "npcnix_release_expiry_timestamp_seconds",
+        "When the verified head release expires (0: it does not).",
+        rep.release_expires.unwrap_or(0).to_string(),
+    );
+    gauge(
+        "npcnix_freshness_expiry_timestamp_seconds",
+        "When the newest accepted freshness timestamp expires (0: none).",
+        rep.freshness_expires.unwrap_or(0).to_string(),
     );
     gauge(
         "npcnix_probation_deadline_timestamp_seconds",

@@ -21,6 +21,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use crate::format::bundle::Bundle;
 use crate::format::keys::SecretKey;
 use crate::format::sign::sign_minisign;
 use crate::format::statement::{
@@ -128,6 +129,8 @@ pub struct CurrentHead {
     /// Signatures the head's bundle carries (a hint of the remote's
     /// threshold: a publisher given no threshold requires at least as many).
     pub signatures: usize,
+    /// `latest` as read (with its timestamp, if any).
+    pub bundle: Bundle,
 }
 
 /// Reads and verifies `latest`, the head the new release will extend.
@@ -184,8 +187,13 @@ pub fn read_head(
         ))
     })?;
     let v = release.version();
+    // `latest` is `releases/<v>` plus, at most, a freshness timestamp.
+    let bundle = Bundle::decode(&bytes).map_err(|e| PublishError::HeadUnreadable(e.to_string()))?;
+    let same = |logged: &[u8]| {
+        Bundle::decode(logged).is_ok_and(|l| l.timestamp.is_none() && l == bundle.without_timestamp())
+    };
     match log.release(v)? {
-        Some(logged) if logged == bytes => {}
+        Some(logged) if same(&logged) => {}
         Some(_) => {
             return Err(PublishError::HeadUntrusted(format!(
                 "`latest` (version {v}) differs from releases/{v:020}"
@@ -225,6 +233,7 @@ pub fn read_head(
         statement: release.statement().clone(),
         etag,
         signatures: verify::signature_key_ids(&bytes).map_or(0, |k| k.len()),
+        bundle,
     }))
 }
 
@@ -400,6 +409,7 @@ pub fn upload(
     archive: &ArchiveRef,
     version: u64,
     bundle: &[u8],
+    latest: &[u8],
     head_etag: Option<&ETag>,
     retry: &crate::store::retry::Retry,
 ) -> Result<(), PublishError> {
@@ -477,7 +487,48 @@ pub fn upload(
         }
         Err(e) => return Err(e.into()),
     }
-    match put_swap_resolving(store, retry, LATEST, bundle, head_etag) {
+    match put_swap_resolving(store, retry, LATEST, latest, head_etag) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind == StoreErrorKind::PreconditionFailed => Err(PublishError::HeadMoved {
+            version,
+            store: store.describe(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Signs a freshness timestamp for the release `version` of `remote` whose
+/// statement hashes to `statement`, valid from `created` to `expires`, by
+/// each of `keys` (D126).
+pub fn sign_timestamp(
+    remote: &RemoteName,
+    version: u64,
+    statement: Digest,
+    created: u64,
+    expires: u64,
+    keys: &[&SecretKey],
+) -> crate::format::timestamp::SignedTimestamp {
+    use crate::format::timestamp::{self, SignedTimestamp, Timestamp};
+    let bytes = Timestamp::new(remote.clone(), version, statement, created, expires).to_bytes();
+    let signatures = keys
+        .iter()
+        .map(|sk| sign_minisign(sk, &bytes, &timestamp::trusted_comment(&bytes, sk.key_id)))
+        .collect();
+    SignedTimestamp { bytes, signatures }
+}
+
+/// Rewrites `latest` with `bytes` (the same release, a new timestamp),
+/// compare-and-swap on the head's ETag: a head that moved meanwhile is
+/// left alone.
+pub fn swap_latest(
+    remote: &Remote,
+    bytes: &[u8],
+    head_etag: Option<&ETag>,
+    version: u64,
+    retry: &crate::store::retry::Retry,
+) -> Result<(), PublishError> {
+    let store = remote.store();
+    match crate::store::retry::put_swap_resolving(store, retry, LATEST, bytes, head_etag) {
         Ok(_) => Ok(()),
         Err(e) if e.kind == StoreErrorKind::PreconditionFailed => Err(PublishError::HeadMoved {
             version,

@@ -15,7 +15,8 @@
 //!         { "public_key": "RWQ...", "comment": "alice (offline)" },
 //!         { "public_key": "RWT...", "comment": "bob (offline)", "not_after": 1830000000 }
 //!       ],
-//!       "max_version_jump": 1000
+//!       "max_version_jump": 1000,
+//!       "timestamp": { "threshold": 1, "keys": [ { "public_key": "RWS...", "comment": "online timestamp key" } ] }
 //!     }
 //!   }
 //! }
@@ -30,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::keys::PublicKey;
 use crate::format::remote::RemoteName;
-use crate::verify::{KeyScope, Policy, TrustedKey};
+use crate::verify::{Freshness, KeyScope, Policy, TrustedKey};
 
 pub const POLICY_FORMAT: &str = "npcnix-policy/v1";
 /// Where a flake keeps its policy file.
@@ -54,6 +55,23 @@ pub struct RemotePolicy {
     pub keys: Vec<PolicyKey>,
     #[serde(default)]
     pub max_version_jump: Option<u64>,
+    /// The timestamp role: with it, hosts require an unexpired timestamp
+    /// signed by `threshold` of these keys (D126).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<TimestampPolicy>,
+}
+
+/// A remote's timestamp keys and their threshold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimestampPolicy {
+    #[serde(default = "one")]
+    pub threshold: usize,
+    pub keys: Vec<PolicyKey>,
+}
+
+fn one() -> usize {
+    1
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,9 +143,38 @@ impl PolicyFile {
             )));
         }
         let mut p = Policy::manual(remote.clone(), Vec::new());
-        p.keys = keys;
         p.threshold = rp.threshold;
         p.max_version_jump = rp.max_version_jump;
+        if let Some(t) = &rp.timestamp {
+            let mut ts_keys: Vec<TrustedKey> = Vec::new();
+            for (i, k) in t.keys.iter().enumerate() {
+                let key = PublicKey::from_base64(&k.public_key)
+                    .map_err(|e| invalid(format!("timestamp.keys[{i}].public_key: {e}")))?;
+                if keys.iter().chain(&ts_keys).any(|t: &TrustedKey| t.key.bytes == key.bytes) {
+                    return Err(invalid(format!(
+                        "timestamp.keys[{i}]: the key is listed twice (a key has one role)"
+                    )));
+                }
+                ts_keys.push(TrustedKey {
+                    key,
+                    scope: KeyScope::Remotes(vec![remote.clone()]),
+                    not_after: k.not_after,
+                });
+            }
+            if t.threshold == 0 || t.threshold > ts_keys.len() {
+                return Err(invalid(format!(
+                    "timestamp.threshold {} with {} key(s): it must be 1 to the number of keys",
+                    t.threshold,
+                    ts_keys.len()
+                )));
+            }
+            p.freshness = Some(Freshness {
+                keys: ts_keys,
+                threshold: t.threshold,
+                floor: 0,
+            });
+        }
+        p.keys = keys;
         Ok(p)
     }
 }

@@ -24,8 +24,11 @@ use base64::Engine as _;
 use crate::format::bundle::Bundle;
 use crate::format::keys::KeyId;
 use crate::format::statement::{Binding, Digest, Statement};
+use crate::format::timestamp::{self, SignedTimestamp, Timestamp};
 
-pub use policy::{ExpiryPolicy, KeyScope, Policy, Seen, TrustedKey, DEFAULT_MAX_FUTURE_SKEW_SECS};
+pub use policy::{
+    ExpiryPolicy, Freshness, KeyScope, Policy, Seen, TrustedKey, DEFAULT_MAX_FUTURE_SKEW_SECS,
+};
 pub use refusal::{ArchiveMismatch, Cause, Check, Refusal};
 
 /// A release whose signatures, binding and statement checked out. Only
@@ -41,6 +44,21 @@ pub struct VerifiedRelease {
     signatures: Vec<String>,
     signers: Vec<KeyId>,
     ignored: Vec<KeyId>,
+    /// The timestamp that came with it (`latest` only), unverified unless
+    /// [`Self::freshness`] is set.
+    timestamp: Option<SignedTimestamp>,
+    /// The timestamp, verified for exactly this release (when the policy
+    /// requires one).
+    fresh: Option<Fresh>,
+}
+
+/// A verified freshness timestamp.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fresh {
+    pub created: u64,
+    pub expires: u64,
+    /// Distinct timestamp keys whose signatures counted.
+    pub signers: Vec<KeyId>,
 }
 
 impl VerifiedRelease {
@@ -50,8 +68,14 @@ impl VerifiedRelease {
         Bundle {
             statement: self.statement_bytes.clone(),
             signatures: self.signatures.clone(),
+            timestamp: self.timestamp.clone(),
         }
         .encode()
+    }
+
+    /// The verified freshness timestamp, when the policy required one.
+    pub fn freshness(&self) -> Option<&Fresh> {
+        self.fresh.as_ref()
     }
 
     pub fn statement(&self) -> &Statement {
@@ -306,7 +330,119 @@ pub fn verify_signatures(
         signatures: bundle.signatures,
         signers,
         ignored,
+        timestamp: bundle.timestamp,
+        fresh: None,
     })
+}
+
+/// With `policy.freshness`: the release's timestamp, signed by at least the
+/// threshold of distinct timestamp keys scoped to the remote, names exactly
+/// this release, is not dated in the future, is unexpired, and is not older
+/// than the newest one this host accepted. `Ok(None)`: not required.
+pub fn check_freshness(
+    policy: &Policy,
+    release: &VerifiedRelease,
+    now: u64,
+) -> Result<Option<Fresh>, Refusal> {
+    let Some(f) = &policy.freshness else {
+        return Ok(None);
+    };
+    let Some(ts) = &release.timestamp else {
+        return Err(Refusal::Timestamp(format!(
+            "version {} carries no freshness timestamp, and this host requires one (policy.freshness): its timestamp keys must sign one (`npcnix timestamp`)",
+            release.version()
+        )));
+    };
+    let mut counted: Vec<([u8; 32], KeyId)> = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
+    for text in &ts.signatures {
+        let Some(key_id) = signature_key_id(text) else {
+            problems.push("an undecodable signature".into());
+            continue;
+        };
+        let Ok(sig) = minisign_verify::Signature::decode(text) else {
+            problems.push(format!("key {key_id}: undecodable signature"));
+            continue;
+        };
+        let verified = f.keys.iter().filter(|k| k.key.key_id == key_id).find(|k| {
+            k.key
+                .to_verifier()
+                .is_ok_and(|pk| pk.verify(&ts.bytes, &sig, false).is_ok())
+        });
+        let Some(k) = verified else {
+            problems.push(format!(
+                "key {key_id} is not a timestamp key of this remote, or its signature does not verify"
+            ));
+            continue;
+        };
+        if sig.trusted_comment() != timestamp::trusted_comment(&ts.bytes, key_id) {
+            problems.push(format!("key {key_id}: the trusted comment binds another timestamp"));
+            continue;
+        }
+        if !k.scope.allows(&policy.remote) {
+            problems.push(format!("key {key_id} is not scoped to this remote"));
+            continue;
+        }
+        if k.not_after.is_some_and(|t| now > t) {
+            problems.push(format!("key {key_id} is past its not_after date"));
+            continue;
+        }
+        if !counted.iter().any(|(pk, _)| *pk == k.key.bytes) {
+            counted.push((k.key.bytes, key_id));
+        }
+    }
+    let need = f.threshold.max(1);
+    if counted.len() < need {
+        return Err(Refusal::Timestamp(format!(
+            "the timestamp has {} valid signature(s) from distinct timestamp keys, {need} required{}",
+            counted.len(),
+            if problems.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", problems.join("; "))
+            }
+        )));
+    }
+    let t = Timestamp::parse(&ts.bytes).map_err(|e| Refusal::Timestamp(e.to_string()))?;
+    if t.remote != policy.remote
+        || t.version != release.version()
+        || t.statement != release.statement_hash
+    {
+        return Err(Refusal::Timestamp(format!(
+            "the timestamp is for {} version {} (statement {}), not this release (version {}, statement {})",
+            t.remote,
+            t.version,
+            t.statement,
+            release.version(),
+            release.statement_hash
+        )));
+    }
+    if t.created > now.saturating_add(policy.max_future_skew_secs) {
+        return Err(Refusal::Timestamp(format!(
+            "the timestamp is dated {}, more than {} s ahead of this host's clock",
+            crate::format::time::rfc3339(t.created),
+            policy.max_future_skew_secs
+        )));
+    }
+    if now >= t.expires {
+        return Err(Refusal::TimestampExpired {
+            expires: t.expires,
+            now,
+        });
+    }
+    if t.created < f.floor {
+        return Err(Refusal::TimestampReplay {
+            created: t.created,
+            floor: f.floor,
+        });
+    }
+    let mut signers: Vec<KeyId> = counted.into_iter().map(|(_, id)| id).collect();
+    signers.sort();
+    Ok(Some(Fresh {
+        created: t.created,
+        expires: t.expires,
+        signers,
+    }))
 }
 
 /// The freshness and rollback rules applied to a statement whose signatures
@@ -395,8 +531,10 @@ pub fn verify_release(
     bundle_bytes: &[u8],
     now: u64,
 ) -> Result<Verdict, Refusal> {
-    let release = verify_signatures(policy, bundle_bytes, now)?;
-    if check_policy(policy, seen, &release, now)? {
+    let mut release = verify_signatures(policy, bundle_bytes, now)?;
+    let new = check_policy(policy, seen, &release, now)?;
+    release.fresh = check_freshness(policy, &release, now)?;
+    if new {
         Ok(Verdict::New(release))
     } else {
         Ok(Verdict::Current(release))

@@ -60,6 +60,21 @@ pub struct Policy {
     /// Refuse a release more than this many versions ahead of the highest
     /// one seen (fast-forward defence); `None` disables the check.
     pub max_version_jump: Option<u64>,
+    /// Require an unexpired timestamp for exactly the release (D126);
+    /// `None`: timestamps are ignored.
+    pub freshness: Option<Freshness>,
+}
+
+/// The timestamp role: its own keys and threshold, and the newest
+/// timestamp this host accepted (an older one is a replay).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Freshness {
+    /// Keys that may sign timestamps (and nothing else: they are never
+    /// release keys).
+    pub keys: Vec<TrustedKey>,
+    pub threshold: usize,
+    /// `created` of the newest timestamp accepted for this remote.
+    pub floor: u64,
 }
 
 /// Default allowance for clocks running behind the publisher's.
@@ -84,6 +99,7 @@ impl Policy {
             max_future_skew_secs: DEFAULT_MAX_FUTURE_SKEW_SECS,
             min_version: 0,
             max_version_jump: None,
+            freshness: None,
         }
     }
 }

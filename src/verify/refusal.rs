@@ -84,6 +84,14 @@ pub enum Refusal {
     /// names: evaluating it would resolve inputs on this host (issue 30).
     #[error("{0}")]
     UnlockedInputs(String),
+    /// No valid timestamp for exactly this release (missing, signed by too
+    /// few timestamp keys, for another statement, dated in the future).
+    #[error("{0}")]
+    Timestamp(String),
+    #[error("the release's freshness timestamp expired at {} (now {}): its timestamp keys must sign a new one (`npcnix timestamp`)", rfc3339(*.expires), rfc3339(*.now))]
+    TimestampExpired { expires: u64, now: u64 },
+    #[error("timestamp created at {} is older than one this host already accepted ({}): a replay", rfc3339(*.created), rfc3339(*.floor))]
+    TimestampReplay { created: u64, floor: u64 },
 }
 
 fn list_ids(ids: &[KeyId]) -> String {
@@ -128,6 +136,9 @@ impl Refusal {
             Refusal::ToplevelMissing(_) => Check::ToplevelMissing,
             Refusal::WouldLockOut(_) => Check::WouldLockOut,
             Refusal::UnlockedInputs(_) => Check::UnlockedInputs,
+            Refusal::Timestamp(_) => Check::Timestamp,
+            Refusal::TimestampExpired { .. } => Check::TimestampExpired,
+            Refusal::TimestampReplay { .. } => Check::TimestampReplay,
         }
     }
 
@@ -257,13 +268,16 @@ pub enum Check {
     ArchiveHash,
     ArchiveContent,
     ToplevelMissing,
+    Timestamp,
+    TimestampExpired,
+    TimestampReplay,
     UnlockedInputs,
     WouldLockOut,
 }
 
 impl Check {
     /// Every check, in verification order.
-    pub const ALL: [Check; 27] = [
+    pub const ALL: [Check; 30] = [
         Check::BundleSize,
         Check::NoSignatures,
         Check::BundleFormat,
@@ -289,6 +303,9 @@ impl Check {
         Check::ArchiveHash,
         Check::ArchiveContent,
         Check::ToplevelMissing,
+        Check::Timestamp,
+        Check::TimestampExpired,
+        Check::TimestampReplay,
         Check::UnlockedInputs,
         Check::WouldLockOut,
     ];
@@ -321,6 +338,9 @@ impl Check {
             Check::ArchiveHash => "archive-hash",
             Check::ArchiveContent => "archive-content",
             Check::ToplevelMissing => "toplevel-missing",
+            Check::Timestamp => "timestamp",
+            Check::TimestampExpired => "timestamp-expired",
+            Check::TimestampReplay => "timestamp-replay",
             Check::UnlockedInputs => "unlocked-inputs",
             Check::WouldLockOut => "would-lock-out",
         }
@@ -350,13 +370,19 @@ impl Check {
             | Check::Threshold
             | Check::ExpiryRequired
             | Check::MinVersion => Cause::HostConfig,
-            Check::Expired | Check::KeyExpired | Check::FutureDated => Cause::Time,
-            Check::Rollback | Check::Equivocation | Check::Fork | Check::FastForward => {
-                Cause::History
+            Check::Expired | Check::KeyExpired | Check::FutureDated | Check::TimestampExpired => {
+                Cause::Time
             }
-            Check::Chain | Check::ArchiveSize | Check::ArchiveHash | Check::ToplevelMissing => {
-                Cause::Store
-            }
+            Check::Rollback
+            | Check::Equivocation
+            | Check::Fork
+            | Check::FastForward
+            | Check::TimestampReplay => Cause::History,
+            Check::Chain
+            | Check::ArchiveSize
+            | Check::ArchiveHash
+            | Check::ToplevelMissing
+            | Check::Timestamp => Cause::Store,
         }
     }
 }

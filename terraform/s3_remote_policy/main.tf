@@ -113,6 +113,47 @@ locals {
     ], local.kms_read)
   }
 
+  # The freshness refresher (`npcnix timestamp`, an online timestamp key,
+  # D126): read the remote, replace `latest` (compare-and-swap only), and
+  # nothing else: no archive, no release, no delete. Holding it, a thief can
+  # rewrite `latest` (hosts verify what it holds: a denial of service, like
+  # any store write) but never publish a release. The key itself comes from
+  # the secret named by timestamp_key_secret_arn, if given.
+  timestamp_policy = {
+    Version = "2012-10-17"
+    Statement = concat([
+      {
+        Sid      = "ReadRemote"
+        Effect   = "Allow"
+        Action   = ["s3:GetObject"]
+        Resource = ["${local.remote_arn}/*"]
+      },
+      {
+        # As write_policy: a missing `latest` must answer 404, not 403.
+        Sid      = "ListBucket"
+        Effect   = "Allow"
+        Action   = ["s3:ListBucket"]
+        Resource = [local.bucket_arn]
+      },
+      {
+        Sid      = "SwapLatestOnly"
+        Effect   = "Allow"
+        Action   = ["s3:PutObject"]
+        Resource = ["${local.remote_arn}/latest"]
+        Condition = {
+          Null = { "s3:if-match" = "false" }
+        }
+      },
+      ], local.kms_write, var.timestamp_key_secret_arn == null ? [] : [
+      {
+        Sid      = "ReadTimestampKey"
+        Effect   = "Allow"
+        Action   = ["secretsmanager:GetSecretValue"]
+        Resource = [var.timestamp_key_secret_arn]
+      },
+    ])
+  }
+
   # Hosts: read this remote, nothing else.
   read_policy = {
     Version = "2012-10-17"

@@ -42,3 +42,8 @@ output "fleet_status_policy_json" {
   description = "IAM policy document (JSON) for operators running `npcnix fleet status`: ListBucket restricted to <remote>/hosts/, GetObject on <remote>/hosts/*; no write. (The write policy already allows both.)"
   value       = jsonencode(local.fleet_status_policy)
 }
+
+output "timestamp_policy_json" {
+  description = "IAM policy document (JSON) for the scheduled freshness refresh (`npcnix timestamp`, an online timestamp key): GetObject on the remote, ListBucket, PutObject on exactly <remote>/latest with If-Match (compare-and-swap); no archive, release or delete; GetSecretValue on timestamp_key_secret_arn when set."
+  value       = jsonencode(local.timestamp_policy)
+}

@@ -60,3 +60,14 @@ variable "host_id" {
     error_message = "host_id must be 1-64 characters from a-z 0-9 - _ ., starting with a letter or digit (the rule npcnix applies to host IDs): it names the object <remote>/hosts/<host_id>.json."
   }
 }
+
+variable "timestamp_key_secret_arn" {
+  description = "Secrets Manager secret holding the remote's timestamp key (the secret key file's text), for the scheduled `npcnix timestamp`: timestamp_policy_json then allows reading exactly that secret. null: the key comes from elsewhere."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.timestamp_key_secret_arn == null || can(regex("^arn:[a-z-]+:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+$", var.timestamp_key_secret_arn))
+    error_message = "timestamp_key_secret_arn must be a Secrets Manager secret ARN."
+  }
+}

@@ -22,9 +22,13 @@ fn freeze_attack_expired_head_served_not_modified_is_refused_on_every_poll() {
     let h = Host::with(|c| c["policy"]["expiry"] = "required".into());
     let src = h.kit.flake("src-v1", "v1");
     let published = now();
+    // A release that expires in 3 s: signed directly (the publisher
+    // refuses lifetimes under an hour).
+    let aref = h.kit.put_archive("prod", &h.kit.pack(&src, "v1.tar.zst"));
+    let mut st = statement("prod", 1, None, aref, published);
+    st.expires = Some(published + 3);
     h.kit
-        .publish("prod", &h.key, &src, &["--expires", "3s"])
-        .ok();
+        .put_raw("prod", 1, &signed_bundle(&st, &h.kit.secret_key(&h.key)));
     assert_eq!(h.once().0, "activated");
     assert_eq!(h.once().0, "unchanged", "a conditional poll, answered 304");
     // The store keeps serving the same (now expired) head: every poll is a

@@ -27,6 +27,7 @@ mod s3;
 mod snapshots;
 mod soak;
 mod tls;
+mod timestamps;
 mod toplevel;
 mod trust;
 mod worker;

@@ -137,6 +137,8 @@ pub struct Agent {
     receipts_unsupported: AtomicBool,
     /// The running system when this agent started (`current-system`).
     started_in: Option<PathBuf>,
+    /// Expiry times already warned about (each once per agent run).
+    warned_expiry: std::sync::Mutex<std::collections::BTreeSet<u64>>,
 }
 
 /// The parts an [`Agent`] is built from.
@@ -210,6 +212,7 @@ impl Agent {
             trust_dir: p.trust_dir,
             fetching: AtomicBool::new(false),
             receipts_unsupported: AtomicBool::new(false),
+            warned_expiry: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             started_in: std::fs::canonicalize(p.run_dir.join("current-system")).ok(),
             run_dir: p.run_dir,
         }
@@ -282,6 +285,44 @@ impl Agent {
                 Err(e.into())
             }
             Ok(o) => Ok(o),
+        }
+    }
+
+    /// The host's policy with this remote's timestamp floor (the newest
+    /// timestamp accepted: an older one is a replay).
+    fn policy_now(&self) -> Result<crate::verify::Policy, StateError> {
+        let mut p = self.v.policy.clone();
+        if let Some(f) = &mut p.freshness {
+            f.floor = self
+                .data
+                .load_timestamp(self.remote())?
+                .map_or(0, |t| t.created);
+        }
+        Ok(p)
+    }
+
+    /// Records a newer verified timestamp as the replay floor. Under the
+    /// lock if it is free now; otherwise the next poll records it.
+    fn record_freshness(&self, release: &crate::verify::VerifiedRelease) {
+        let Some(f) = release.freshness() else {
+            return;
+        };
+        let seen = crate::host::state::TimestampSeen {
+            version: release.version(),
+            created: f.created,
+            expires: f.expires,
+        };
+        let Ok(_lock) = self.data.try_lock() else {
+            return;
+        };
+        let newer = match self.data.load_timestamp(self.remote()) {
+            Ok(old) => old.is_none_or(|o| o.created < seen.created || o.version < seen.version),
+            Err(_) => true,
+        };
+        if newer {
+            if let Err(e) = self.data.save_timestamp(self.remote(), &seen) {
+                self.warn_msg(&format!("could not record the freshness timestamp: {e}"));
+            }
         }
     }
 
@@ -389,8 +430,10 @@ impl Agent {
             .filter(|p| !p.rotation_keys.is_empty())
             .map(|p| (head.clone(), p.rotation_keys.clone()));
         let legacy = on_probation.is_some_and(|p| p.legacy);
-        match pipeline::judge(&self.v.policy, Some(&poll.remote), head, poll.now.wall) {
+        let policy = self.policy_now()?;
+        match pipeline::judge(&policy, Some(&poll.remote), head, poll.now.wall) {
             Ok(judged) => {
+                self.record_freshness(judged.release());
                 if !judged.revalidated() {
                     // Verified bytes only (and dropped again if a later
                     // stage refuses the release).
@@ -502,7 +545,7 @@ impl Agent {
         // it is now, not when the poll started.
         poll.now = self.clock.now();
         pipeline::rejudge(
-            &self.v.policy,
+            &self.policy_now()?,
             Some(&remote),
             &mut downloaded,
             poll.now.wall,

@@ -76,6 +76,8 @@ impl Agent {
         let status = self.record_status(now, result, next_poll);
         let state = self.data.peek().ok();
         let probation = probation::load(&self.data, self.remote()).ok().flatten();
+        let expiry = crate::host::status::expiries(&self.data, self.remote());
+        self.warn_before_expiry(expiry, now);
         if let (Ok(o), Some(st)) = (result, &state) {
             self.send_receipt(o, st, probation.as_ref(), now);
         }
@@ -85,6 +87,7 @@ impl Agent {
                 &state.unwrap_or_default(),
                 &status,
                 probation.as_ref(),
+                expiry,
                 now,
             );
             if let Err(e) = crate::fsutil::write_atomic(
@@ -96,6 +99,42 @@ impl Agent {
             }
         }
         status
+    }
+
+    /// Warns (once per expiry time and agent run) when the verified head or
+    /// its freshness timestamp expires within
+    /// `policy.warn_before_expiry_secs`: after that, every poll refuses
+    /// the head until a new release or timestamp is signed.
+    fn warn_before_expiry(&self, e: crate::host::status::Expiries, now: u64) {
+        let window = self.v.config.policy.warn_before_expiry_secs;
+        if window == 0 {
+            return;
+        }
+        for (what, at, fix) in [
+            ("the head release", e.release, "publish a new release"),
+            (
+                "its freshness timestamp",
+                e.freshness.filter(|_| self.v.policy.freshness.is_some()),
+                "run `npcnix timestamp` with the remote's timestamp key",
+            ),
+        ] {
+            let Some(at) = at.filter(|at| *at > now && at - now <= window) else {
+                continue;
+            };
+            let first = self
+                .warned_expiry
+                .lock()
+                .map(|mut w| w.insert(at))
+                .unwrap_or(false);
+            if first {
+                self.warn_msg(&format!(
+                    "{what} of remote {} expires at {} (in {}): this host refuses it from then on; {fix}",
+                    self.remote(),
+                    crate::format::time::rfc3339(at),
+                    crate::format::time::duration_words(at - now)
+                ));
+            }
+        }
     }
 
     /// Records a poll's result in the status file (non-durable) and returns

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::archive::limits::{LimitOverrides, Limits};
 use crate::format::keys::PublicKey;
 use crate::format::statement::RemoteName;
-use crate::verify::{KeyScope, Policy, TrustedKey};
+use crate::verify::{Freshness, KeyScope, Policy, TrustedKey};
 
 pub const CONFIG_FORMAT: &str = "npcnix-host-config/v1";
 /// Where the NixOS module puts the config.
@@ -149,6 +149,7 @@ impl HostConfig {
             ));
         }
         let mut keys = Vec::new();
+        let mut timestamp_keys: Vec<TrustedKey> = Vec::new();
         for (i, k) in self.trusted_keys.iter().enumerate() {
             let field = format!("trusted_keys[{i}]");
             let pk = match PublicKey::from_base64(&k.public_key) {
@@ -180,7 +181,11 @@ impl HostConfig {
                 }
                 KeyScope::Remotes(list)
             };
-            if keys.iter().any(|t: &TrustedKey| t.key.key_id == pk.key_id) {
+            if keys
+                .iter()
+                .chain(&timestamp_keys)
+                .any(|t: &TrustedKey| t.key.key_id == pk.key_id)
+            {
                 errs.push(invalid(
                     format!("{field}.public_key"),
                     format!("key ID {} is listed twice", pk.key_id),
@@ -189,17 +194,25 @@ impl HostConfig {
             // Thresholds count distinct Ed25519 keys: the same key under
             // another ID would let a config promise a threshold it can
             // never reach.
-            if keys.iter().any(|t: &TrustedKey| t.key.bytes == pk.bytes) {
+            if keys
+                .iter()
+                .chain(&timestamp_keys)
+                .any(|t: &TrustedKey| t.key.bytes == pk.bytes)
+            {
                 errs.push(invalid(
                     format!("{field}.public_key"),
                     "the same public key is listed twice (under another key ID)",
                 ));
             }
-            keys.push(TrustedKey {
+            let key = TrustedKey {
                 key: pk,
                 scope,
                 not_after: k.not_after,
-            });
+            };
+            match k.role {
+                KeyRole::Release => keys.push(key),
+                KeyRole::Timestamp => timestamp_keys.push(key),
+            }
         }
         if let Some(remote) = &remote {
             let scoped = keys
@@ -223,6 +236,24 @@ impl HostConfig {
                     format!(
                         "requires {} signatures but only {scoped} trusted key(s) are scoped to {remote:?}",
                         self.remote.threshold
+                    ),
+                ));
+            }
+        }
+        let fresh = &self.policy.freshness;
+        if let (Some(remote), true) = (&remote, fresh.required) {
+            let scoped = timestamp_keys
+                .iter()
+                .filter(|k| k.scope.allows(remote))
+                .count();
+            if fresh.threshold == 0 {
+                errs.push(invalid("policy.freshness.threshold", "must be at least 1"));
+            } else if fresh.threshold > scoped {
+                errs.push(invalid(
+                    "policy.freshness.threshold",
+                    format!(
+                        "requires {} timestamp signatures but {scoped} trusted key(s) with role \"timestamp\" are scoped to {remote:?}",
+                        fresh.threshold
                     ),
                 ));
             }
@@ -335,6 +366,11 @@ impl HostConfig {
                     max_future_skew_secs: self.policy.max_future_skew_secs,
                     min_version: self.policy.min_version,
                     max_version_jump: self.policy.max_version_jump,
+                    freshness: fresh.required.then(|| Freshness {
+                        keys: timestamp_keys,
+                        threshold: fresh.threshold,
+                        floor: 0,
+                    }),
                 },
                 remote,
                 limits,

@@ -75,6 +75,59 @@ pub struct TrustedKeyConfig {
     pub not_after: Option<u64>,
     #[serde(default)]
     pub comment: Option<String>,
+    /// What the key may sign: releases (default) or freshness timestamps
+    /// only (D126). A key has one role.
+    #[serde(default, skip_serializing_if = "KeyRole::is_release")]
+    pub role: KeyRole,
+}
+
+/// What a trusted key may sign.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyRole {
+    /// Release statements (counted toward `remote.threshold`).
+    #[default]
+    Release,
+    /// Freshness timestamps of the head, and nothing else.
+    Timestamp,
+}
+
+impl KeyRole {
+    pub fn is_release(&self) -> bool {
+        *self == KeyRole::Release
+    }
+}
+
+/// The timestamp role (`policy.freshness`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreshnessConfig {
+    /// Accept a release only with an unexpired timestamp for exactly it,
+    /// signed by `threshold` timestamp keys.
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default = "default_threshold")]
+    pub threshold: usize,
+}
+
+impl Default for FreshnessConfig {
+    fn default() -> Self {
+        FreshnessConfig {
+            required: false,
+            threshold: 1,
+        }
+    }
+}
+
+fn default_threshold() -> usize {
+    1
+}
+
+/// Default warning before the active release's or its timestamp's expiry.
+pub const DEFAULT_WARN_BEFORE_EXPIRY_SECS: u64 = 86_400;
+
+fn default_warn_before_expiry() -> u64 {
+    DEFAULT_WARN_BEFORE_EXPIRY_SECS
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +146,12 @@ pub struct PolicyConfig {
     pub confinement: crate::archive::confine::ConfinementPolicy,
     #[serde(default = "default_skew")]
     pub max_future_skew_secs: u64,
+    #[serde(default)]
+    pub freshness: FreshnessConfig,
+    /// Warn in the log this long before the head's `expires` or its
+    /// timestamp's (0: never).
+    #[serde(default = "default_warn_before_expiry")]
+    pub warn_before_expiry_secs: u64,
 }
 
 fn default_expiry() -> ExpiryPolicy {
@@ -108,6 +167,8 @@ impl Default for PolicyConfig {
             require_chain: false,
             confinement: Default::default(),
             max_future_skew_secs: DEFAULT_MAX_FUTURE_SKEW_SECS,
+            freshness: FreshnessConfig::default(),
+            warn_before_expiry_secs: DEFAULT_WARN_BEFORE_EXPIRY_SECS,
         }
     }
 }

@@ -18,8 +18,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::format::bundle::Bundle;
-use crate::format::keys::KeyId;
-use crate::format::statement::{ArchiveRef, Statement};
+use crate::format::keys::{KeyId, SecretKey};
+use crate::format::statement::{ArchiveRef, RemoteName, Statement};
 use crate::store::retry::Retry;
 use crate::store::Remote;
 use crate::verify::{self, Policy, Refusal, Seen, VerifiedRelease};
@@ -95,6 +95,19 @@ pub struct Editor<'s> {
     /// head (the first publish after a rotation): used to read the head
     /// and the history, never to count a new release's signatures.
     retired: Vec<crate::format::keys::PublicKey>,
+    /// Timestamp keys and the timestamp's lifetime (seconds): a published
+    /// head gets a freshness timestamp in `latest` (D126).
+    timestamp: Option<(Vec<&'s SecretKey>, u64)>,
+}
+
+/// A freshness timestamp written to `latest`.
+#[derive(Clone, Debug)]
+pub struct Refreshed {
+    pub version: u64,
+    pub statement: crate::format::statement::Digest,
+    pub created: u64,
+    pub expires: u64,
+    pub signers: Vec<crate::format::keys::KeyId>,
 }
 
 impl<'s> Editor<'s> {
@@ -105,7 +118,76 @@ impl<'s> Editor<'s> {
             now,
             retry,
             retired: Vec::new(),
+            timestamp: None,
         }
+    }
+
+    /// Signs a freshness timestamp, valid `lifetime` seconds, with `keys`
+    /// for every head this editor writes.
+    pub fn with_timestamp(mut self, keys: Vec<&'s SecretKey>, lifetime: u64) -> Self {
+        self.timestamp = (!keys.is_empty()).then_some((keys, lifetime));
+        self
+    }
+
+    /// `bundle` as `latest` holds it: with a timestamp when this editor
+    /// signs them.
+    fn latest_for(&self, bundle: &Bundle, remote: &RemoteName, version: u64) -> Bundle {
+        let mut b = bundle.without_timestamp();
+        if let Some((keys, lifetime)) = &self.timestamp {
+            b.timestamp = Some(super::sign_timestamp(
+                remote,
+                version,
+                crate::format::statement::Digest::of(&bundle.statement),
+                self.now,
+                self.now.saturating_add(*lifetime),
+                keys,
+            ));
+        }
+        b
+    }
+
+    /// Re-signs the freshness of the current head (`npcnix timestamp`):
+    /// the head must verify at the release keys' threshold; `latest` is
+    /// rewritten with a new timestamp (compare-and-swap), nothing else.
+    pub fn refresh_timestamp(&self) -> Result<Refreshed, PublishError> {
+        if self.timestamp.is_none() {
+            return Err(PublishError::Revert("no timestamp key given".into()));
+        }
+        let head = self.head()?.ok_or_else(|| {
+            PublishError::Revert("the remote has no release: nothing to timestamp".into())
+        })?;
+        let mut policy = self.trust.policy.clone();
+        policy.threshold = self.required_signatures(Some(&head));
+        let release = verify::verify_signatures(&policy, &head.bundle.encode(), self.now)
+            .map_err(|refusal| PublishError::WouldBeRefused {
+                hint: self.hint(&refusal, policy.threshold),
+                refusal,
+            })?;
+        let latest = self.latest_for(&head.bundle, &release.statement().remote, release.version());
+        let bytes = latest.encode();
+        // As a host would take it (the timestamp keys and threshold of the
+        // remote, when the trust source names them).
+        let checked = verify::verify_release(&policy, None, &bytes, self.now).map_err(|refusal| {
+            PublishError::WouldBeRefused {
+                hint: "the timestamp keys given are not the remote's (its policy file lists them under \"timestamp\")".into(),
+                refusal,
+            }
+        })?;
+        super::swap_latest(self.store, &bytes, head.etag.as_ref(), release.version(), &self.retry)?;
+        let ts = latest.timestamp.as_ref().map(|t| {
+            crate::format::timestamp::Timestamp::parse(&t.bytes).expect("just made")
+        });
+        Ok(Refreshed {
+            version: release.version(),
+            statement: release.statement_hash(),
+            created: ts.as_ref().map_or(self.now, |t| t.created),
+            expires: ts.as_ref().map_or(self.now, |t| t.expires),
+            signers: checked
+                .release()
+                .freshness()
+                .map(|f| f.signers.clone())
+                .unwrap_or_default(),
+        })
     }
 
     /// Lets `keys` (retired: `--trusted-key` beside a policy) vouch for the
@@ -251,12 +333,16 @@ impl<'s> Editor<'s> {
         archive_path: &Path,
         signatures: Vec<String>,
     ) -> Result<Published, PublishError> {
-        let bundle = Bundle {
+        let unsigned = Bundle {
             statement: statement_bytes,
             signatures,
-        }
-        .encode();
-        let release = self.check_write(draft, &bundle)?;
+            timestamp: None,
+        };
+        let bundle = unsigned.encode();
+        let latest = self
+            .latest_for(&unsigned, &draft.statement.remote, draft.statement.version)
+            .encode();
+        let release = self.check_write(draft, &latest)?;
         if release.statement() != &draft.statement {
             return Err(PublishError::Revert(
                 "the signed statement is not the one drafted".into(),
@@ -268,6 +354,7 @@ impl<'s> Editor<'s> {
             &draft.statement.archive,
             draft.statement.version,
             &bundle,
+            &latest,
             draft.head_etag(),
             &self.retry,
         )?;

@@ -41,3 +41,7 @@ output "receipt_key" {
 output "hosts_prefix" {
   value = module.prod.hosts_prefix
 }
+
+output "timestamp_policy_json" {
+  value = module.prod.timestamp_policy_json
+}

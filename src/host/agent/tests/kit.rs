@@ -292,6 +292,7 @@ impl Kit {
         let bundle = Bundle {
             statement: bytes,
             signatures: vec![sig],
+            timestamp: None,
         }
         .encode();
         crate::publish::upload(
@@ -299,6 +300,7 @@ impl Kit {
             &archive,
             &aref,
             st.version,
+            &bundle,
             &bundle,
             head.as_ref().and_then(|h| h.etag.as_ref()),
             &crate::store::retry::Retry::none(),
