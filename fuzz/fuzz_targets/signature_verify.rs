@@ -114,6 +114,7 @@ fn tampered(f: &Fixture, data: &[u8]) {
 
     let sig = sign_statement(&st, &st_bytes, &f.sk);
     let genuine = Bundle {
+        timestamp: None,
         statement: st_bytes.clone(),
         signatures: vec![sig],
     }

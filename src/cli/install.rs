@@ -233,6 +233,7 @@ fn host_config(
                 remotes: vec![remote.to_string()],
                 not_after: None,
                 comment: Some("pinned by npcnix install".into()),
+                role: Default::default(),
             })
             .collect(),
         policy: PolicyConfig {

@@ -223,18 +223,21 @@ fn snapshot(editor: &Editor<'_>, head: Option<&publish::CurrentHead>) -> RemoteP
             })
             .collect(),
         max_version_jump: p.max_version_jump,
-        timestamp: p.freshness.as_ref().map(|f| publish::policy::TimestampPolicy {
-            threshold: f.threshold,
-            keys: f
-                .keys
-                .iter()
-                .map(|k| PolicyKey {
-                    public_key: k.key.to_base64(),
-                    comment: None,
-                    not_after: k.not_after,
-                })
-                .collect(),
-        }),
+        timestamp: p
+            .freshness
+            .as_ref()
+            .map(|f| publish::policy::TimestampPolicy {
+                threshold: f.threshold,
+                keys: f
+                    .keys
+                    .iter()
+                    .map(|k| PolicyKey {
+                        public_key: k.key.to_base64(),
+                        comment: None,
+                        not_after: k.not_after,
+                    })
+                    .collect(),
+            }),
     }
 }
 

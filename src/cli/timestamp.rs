@@ -115,6 +115,11 @@ pub fn run(a: Args) -> Result<()> {
         }));
         return Ok(());
     }
+    if r.signers.is_empty() {
+        warn!(
+            "the trust source names no timestamp keys for {remote}: this timestamp was not checked as hosts check it (pass --policy with a \"timestamp\" section, or --host-config)"
+        );
+    }
     outln!(
         "{remote} version {} is fresh until {} (timestamp signed by {})",
         r.version,

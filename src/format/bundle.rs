@@ -111,9 +111,9 @@ impl Bundle {
                         "a timestamp signature is too large".into(),
                     ));
                 }
-                let bytes = B64.decode(t.statement.as_bytes()).map_err(|_| {
-                    BundleError::Malformed("timestamp is not valid base64".into())
-                })?;
+                let bytes = B64
+                    .decode(t.statement.as_bytes())
+                    .map_err(|_| BundleError::Malformed("timestamp is not valid base64".into()))?;
                 if bytes.len() > TIMESTAMP_MAX_BYTES {
                     return Err(BundleError::Malformed("timestamp is too large".into()));
                 }

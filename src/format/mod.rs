@@ -14,9 +14,9 @@ pub mod remote;
 pub mod rollout;
 pub mod sign;
 pub mod statement;
-pub mod timestamp;
 pub mod text;
 pub mod time;
+pub mod timestamp;
 
 pub use digest::Digest;
 pub use remote::RemoteName;

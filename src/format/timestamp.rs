@@ -75,8 +75,8 @@ impl Timestamp {
         if bytes.len() > TIMESTAMP_MAX_BYTES {
             return Err(TimestampError::TooLarge);
         }
-        let t: Timestamp = serde_json::from_slice(bytes)
-            .map_err(|e| TimestampError::Malformed(e.to_string()))?;
+        let t: Timestamp =
+            serde_json::from_slice(bytes).map_err(|e| TimestampError::Malformed(e.to_string()))?;
         if t.kind != TIMESTAMP_TYPE {
             return Err(TimestampError::Malformed(format!(
                 "unknown type {:?} (expected {TIMESTAMP_TYPE:?})",
@@ -92,7 +92,9 @@ impl Timestamp {
             return Err(TimestampError::Malformed("version 0".into()));
         }
         if t.expires > super::time::MAX_TIME {
-            return Err(TimestampError::Malformed("expires is past year 9999".into()));
+            return Err(TimestampError::Malformed(
+                "expires is past year 9999".into(),
+            ));
         }
         Ok(t)
     }
@@ -140,7 +142,9 @@ mod tests {
         let t = ts();
         let b = t.to_bytes();
         assert_eq!(Timestamp::parse(&b), Ok(t));
-        assert!(b.starts_with(b"{\"type\":\"npcnix-timestamp/v1\",\"remote\":\"prod\",\"version\":12,"));
+        assert!(
+            b.starts_with(b"{\"type\":\"npcnix-timestamp/v1\",\"remote\":\"prod\",\"version\":12,")
+        );
     }
 
     #[test]

@@ -61,7 +61,11 @@ pub fn expiries(data: &crate::host::state::DataDir, remote: &str) -> Expiries {
             .ok()?
             .expires
     });
-    let freshness = data.load_timestamp(remote).ok().flatten().map(|t| t.expires);
+    let freshness = data
+        .load_timestamp(remote)
+        .ok()
+        .flatten()
+        .map(|t| t.expires);
     Expiries { release, freshness }
 }
 

@@ -190,7 +190,8 @@ pub fn read_head(
     // `latest` is `releases/<v>` plus, at most, a freshness timestamp.
     let bundle = Bundle::decode(&bytes).map_err(|e| PublishError::HeadUnreadable(e.to_string()))?;
     let same = |logged: &[u8]| {
-        Bundle::decode(logged).is_ok_and(|l| l.timestamp.is_none() && l == bundle.without_timestamp())
+        Bundle::decode(logged)
+            .is_ok_and(|l| l.timestamp.is_none() && l == bundle.without_timestamp())
     };
     match log.release(v)? {
         Some(logged) if same(&logged) => {}
@@ -402,19 +403,21 @@ pub fn sign_statement(statement: &Statement, statement_bytes: &[u8], sk: &Secret
 /// `releases/<v>` and `latest` keep their preconditions on every attempt,
 /// and a refusal after a failed attempt counts as success only if the
 /// object holds exactly this bundle (the earlier attempt landed, its answer
-/// was lost). Anything else stays a lost race.
+/// was lost). Anything else stays a lost race. `releases/<v>` gets the
+/// bundle without its freshness timestamp, `latest` the bundle as given.
 pub fn upload(
     remote: &Remote,
     archive_path: &Path,
     archive: &ArchiveRef,
     version: u64,
-    bundle: &[u8],
-    latest: &[u8],
+    bundle: &Bundle,
     head_etag: Option<&ETag>,
     retry: &crate::store::retry::Retry,
 ) -> Result<(), PublishError> {
     use crate::store::retry::{put_new_resolving, put_swap_resolving};
     let store = remote.store();
+    let latest = bundle.encode();
+    let bundle = bundle.without_timestamp().encode();
     let io_err = |source| PublishError::Io {
         path: archive_path.to_owned(),
         source,
@@ -477,7 +480,7 @@ pub fn upload(
             })
         }
     }
-    match put_new_resolving(store, retry, &release_key(version), bundle) {
+    match put_new_resolving(store, retry, &release_key(version), &bundle) {
         Ok(()) => {}
         Err(e) if e.kind == StoreErrorKind::PreconditionFailed => {
             return Err(PublishError::VersionTaken {
@@ -487,7 +490,7 @@ pub fn upload(
         }
         Err(e) => return Err(e.into()),
     }
-    match put_swap_resolving(store, retry, LATEST, latest, head_etag) {
+    match put_swap_resolving(store, retry, LATEST, &latest, head_etag) {
         Ok(_) => Ok(()),
         Err(e) if e.kind == StoreErrorKind::PreconditionFailed => Err(PublishError::HeadMoved {
             version,

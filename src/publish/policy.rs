@@ -150,7 +150,11 @@ impl PolicyFile {
             for (i, k) in t.keys.iter().enumerate() {
                 let key = PublicKey::from_base64(&k.public_key)
                     .map_err(|e| invalid(format!("timestamp.keys[{i}].public_key: {e}")))?;
-                if keys.iter().chain(&ts_keys).any(|t: &TrustedKey| t.key.bytes == key.bytes) {
+                if keys
+                    .iter()
+                    .chain(&ts_keys)
+                    .any(|t: &TrustedKey| t.key.bytes == key.bytes)
+                {
                     return Err(invalid(format!(
                         "timestamp.keys[{i}]: the key is listed twice (a key has one role)"
                     )));

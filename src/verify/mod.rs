@@ -376,7 +376,9 @@ pub fn check_freshness(
             continue;
         };
         if sig.trusted_comment() != timestamp::trusted_comment(&ts.bytes, key_id) {
-            problems.push(format!("key {key_id}: the trusted comment binds another timestamp"));
+            problems.push(format!(
+                "key {key_id}: the trusted comment binds another timestamp"
+            ));
             continue;
         }
         if !k.scope.allows(&policy.remote) {

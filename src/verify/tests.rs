@@ -69,6 +69,7 @@ fn bundle(st: &Statement, keys: &[&SecretKey]) -> Vec<u8> {
         .map(|k| sign(k, &bytes, &binding(st, &bytes, k)))
         .collect();
     Bundle {
+        timestamp: None,
         statement: bytes,
         signatures,
     }
@@ -97,6 +98,7 @@ fn policy(w: &World) -> Policy {
         max_future_skew_secs: DEFAULT_MAX_FUTURE_SKEW_SECS,
         min_version: 0,
         max_version_jump: Some(100),
+        freshness: None,
     }
 }
 
@@ -247,6 +249,7 @@ fn cases(w: &World) -> Vec<Case> {
         let mut b = binding(&good, &bytes, &w.k1);
         edit(&mut b);
         Bundle {
+            timestamp: None,
             statement: bytes.clone(),
             signatures: vec![sign(&w.k1, &bytes, &b)],
         }

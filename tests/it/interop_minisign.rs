@@ -288,6 +288,7 @@ fn publish_minisigned(
         "prod",
         1,
         &Bundle {
+            timestamp: None,
             statement: bytes,
             signatures: vec![sig],
         }

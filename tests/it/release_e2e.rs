@@ -295,6 +295,7 @@ fn signature_bound_to_another_statement_is_refused() {
     );
     let sig = npcnix::format::sign::sign_minisign(&sk, &b.statement, &tc);
     let forged = Bundle {
+        timestamp: None,
         statement: b.statement.clone(),
         signatures: vec![sig],
     };
@@ -428,10 +429,10 @@ fn publisher_that_read_a_stale_head_loses_cleanly() {
         .expect("statement");
         let bytes = s.to_bytes();
         let bundle = Bundle {
+            timestamp: None,
             statement: bytes.clone(),
             signatures: vec![publish::sign_statement(&s, &bytes, &sk)],
-        }
-        .encode();
+        };
         (archive, aref, s.version, bundle)
     };
     let (a_path, a_ref, a_v, a_bundle) = mk("a", &head_a);
@@ -463,7 +464,7 @@ fn publisher_that_read_a_stale_head_loses_cleanly() {
     );
     assert_eq!(
         fs::read(kit.store_path("prod", "latest")).expect("latest"),
-        a_bundle
+        a_bundle.encode()
     );
 }
 

@@ -155,7 +155,13 @@ fn timestamp_for_another_statement_is_refused() {
     let (h, ts_key, _) = fresh_host();
     publish_fresh(&h, "v1", &ts_key).ok();
     let t = now();
-    plant_timestamp(&h, &ts_key, Some(Digest::of(b"another release")), t, t + 86_400);
+    plant_timestamp(
+        &h,
+        &ts_key,
+        Some(Digest::of(b"another release")),
+        t,
+        t + 86_400,
+    );
     let (label, r) = h.once();
     assert_eq!(label, "rejected", "{}", r.stdout);
     assert_eq!(check_of(&r), "timestamp", "{}", r.stdout);
@@ -197,9 +203,15 @@ fn timestamp_key_cannot_publish_a_release() {
         ],
     );
     assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(r.stderr.contains("untrusted-key") || r.stderr.contains("rejected"), "{}", r.stderr);
     assert!(
-        !h.kit.store_path("prod", "releases/00000000000000000002").exists(),
+        r.stderr.contains("untrusted-key") || r.stderr.contains("rejected"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !h.kit
+            .store_path("prod", "releases/00000000000000000002")
+            .exists(),
         "a release by the timestamp key was stored"
     );
 }
@@ -252,8 +264,41 @@ fn agent_warns_before_the_freshness_expires() {
     let (label, r) = h.once();
     assert_eq!(label, "activated", "{}", r.stderr);
     assert!(
-        r.stderr.contains("its freshness timestamp of remote prod expires at"),
+        r.stderr
+            .contains("its freshness timestamp of remote prod expires at"),
         "{}",
         r.stderr
+    );
+}
+
+#[test]
+fn timestamp_refuses_a_head_the_release_keys_did_not_sign() {
+    let (h, ts_key, _) = fresh_host();
+    publish_fresh(&h, "v1", &ts_key).ok();
+    let before = fs::read(h.kit.store_path("prod", "latest")).expect("latest");
+    // The timestamp job trusts another release key than the one that
+    // signed the head: a store-planted head must not get a timestamp.
+    let (_, other_pub) = h.kit.keygen("other-release");
+    let r = h.kit.run(&[
+        "timestamp",
+        "--remote",
+        &h.kit.url("prod"),
+        "--key",
+        &ts_key,
+        "--trusted-key",
+        &other_pub,
+        "--expires",
+        "1d",
+    ]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("`latest` does not verify"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        fs::read(h.kit.store_path("prod", "latest")).expect("latest"),
+        before,
+        "latest was rewritten"
     );
 }

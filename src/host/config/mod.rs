@@ -366,7 +366,7 @@ impl HostConfig {
                     max_future_skew_secs: self.policy.max_future_skew_secs,
                     min_version: self.policy.min_version,
                     max_version_jump: self.policy.max_version_jump,
-                    freshness: fresh.required.then(|| Freshness {
+                    freshness: fresh.required.then_some(Freshness {
                         keys: timestamp_keys,
                         threshold: fresh.threshold,
                         floor: 0,

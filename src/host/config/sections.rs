@@ -119,10 +119,6 @@ impl Default for FreshnessConfig {
     }
 }
 
-fn default_threshold() -> usize {
-    1
-}
-
 /// Default warning before the active release's or its timestamp's expiry.
 pub const DEFAULT_WARN_BEFORE_EXPIRY_SECS: u64 = 86_400;
 

@@ -64,6 +64,7 @@ fn signed(st: &Statement, key: &SecretKey) -> VerifiedRelease {
     let bytes = st.to_bytes();
     let sig = crate::publish::sign_statement(st, &bytes, key);
     let bundle = crate::format::bundle::Bundle {
+        timestamp: None,
         statement: bytes,
         signatures: vec![sig],
     }

@@ -158,11 +158,12 @@ impl<'s> Editor<'s> {
         })?;
         let mut policy = self.trust.policy.clone();
         policy.threshold = self.required_signatures(Some(&head));
-        let release = verify::verify_signatures(&policy, &head.bundle.encode(), self.now)
-            .map_err(|refusal| PublishError::WouldBeRefused {
+        let release = verify::verify_signatures(&policy, &head.bundle.encode(), self.now).map_err(
+            |refusal| PublishError::WouldBeRefused {
                 hint: self.hint(&refusal, policy.threshold),
                 refusal,
-            })?;
+            },
+        )?;
         let latest = self.latest_for(&head.bundle, &release.statement().remote, release.version());
         let bytes = latest.encode();
         // As a host would take it (the timestamp keys and threshold of the
@@ -173,10 +174,17 @@ impl<'s> Editor<'s> {
                 refusal,
             }
         })?;
-        super::swap_latest(self.store, &bytes, head.etag.as_ref(), release.version(), &self.retry)?;
-        let ts = latest.timestamp.as_ref().map(|t| {
-            crate::format::timestamp::Timestamp::parse(&t.bytes).expect("just made")
-        });
+        super::swap_latest(
+            self.store,
+            &bytes,
+            head.etag.as_ref(),
+            release.version(),
+            &self.retry,
+        )?;
+        let ts = latest
+            .timestamp
+            .as_ref()
+            .map(|t| crate::format::timestamp::Timestamp::parse(&t.bytes).expect("just made"));
         Ok(Refreshed {
             version: release.version(),
             statement: release.statement_hash(),
@@ -338,11 +346,8 @@ impl<'s> Editor<'s> {
             signatures,
             timestamp: None,
         };
-        let bundle = unsigned.encode();
-        let latest = self
-            .latest_for(&unsigned, &draft.statement.remote, draft.statement.version)
-            .encode();
-        let release = self.check_write(draft, &latest)?;
+        let latest = self.latest_for(&unsigned, &draft.statement.remote, draft.statement.version);
+        let release = self.check_write(draft, &latest.encode())?;
         if release.statement() != &draft.statement {
             return Err(PublishError::Revert(
                 "the signed statement is not the one drafted".into(),
@@ -353,7 +358,6 @@ impl<'s> Editor<'s> {
             archive_path,
             &draft.statement.archive,
             draft.statement.version,
-            &bundle,
             &latest,
             draft.head_etag(),
             &self.retry,

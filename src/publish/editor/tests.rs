@@ -253,6 +253,7 @@ fn revert_to_a_release_planted_in_the_store_is_refused() {
         crate::publish::next_statement(None, aref, w.params(Some(1), None)).expect("statement");
     let bytes = planted.to_bytes();
     let bundle = crate::format::bundle::Bundle {
+        timestamp: None,
         signatures: vec![crate::publish::sign_statement(&planted, &bytes, &w.alice)],
         statement: bytes,
     }

@@ -275,6 +275,7 @@ pub fn signed_bundle(st: &Statement, sk: &SecretKey) -> Vec<u8> {
     let bytes = st.to_bytes();
     let sig = publish::sign_statement(st, &bytes, sk);
     Bundle {
+        timestamp: None,
         statement: bytes,
         signatures: vec![sig],
     }

@@ -293,14 +293,12 @@ impl Kit {
             statement: bytes,
             signatures: vec![sig],
             timestamp: None,
-        }
-        .encode();
+        };
         crate::publish::upload(
             &store,
             &archive,
             &aref,
             st.version,
-            &bundle,
             &bundle,
             head.as_ref().and_then(|h| h.etag.as_ref()),
             &crate::store::retry::Retry::none(),
@@ -328,6 +326,7 @@ impl Kit {
         let st = crate::format::statement::Statement::parse(&b.statement).expect("statement");
         let attacker = SecretKey::generate().expect("key");
         Bundle {
+            timestamp: None,
             signatures: vec![crate::publish::sign_statement(&st, &b.statement, &attacker)],
             statement: b.statement,
         }
