@@ -142,6 +142,8 @@ pub fn run(a: Args) -> Result<()> {
             data.save(&st)?;
             data.save_head(remote.as_str(), None)
                 .context("dropping the cached head")?;
+            data.forget_timestamp(remote.as_str())
+                .context("dropping the freshness timestamp record")?;
             let mut ev = AuditEvent::new(now, "state-reset", remote.as_str());
             ev.detail = Some(match &lower_floor_because {
                 Some(why) => {

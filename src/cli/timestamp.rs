@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use npcnix::format::keys::SecretKey;
 use npcnix::format::time::rfc3339;
@@ -26,7 +26,7 @@ unexpired: a store that keeps serving an old head is refused once its timestamp 
 waking the offline release keys. The head must verify at the release keys' threshold (--policy, \
 --host-config or --trusted-key, as for publish). A timestamp key can sign freshness and nothing else: \
 stolen, it can delay the freshness cliff, never make a host accept a release. Run it well inside the \
-lifetime (e.g. every 6 h for --expires 1d; examples/timestamp.timer).\n\nExample:\n  npcnix timestamp \
+lifetime (e.g. every 6 h for --expires 1d; examples/npcnix-timestamp.timer).\n\nExample:\n  npcnix timestamp \
 --remote s3://bucket/npcnix/remotes/prod --key ts.key --policy npcnix-policy.json --expires 1d"
 )]
 pub struct Args {
@@ -44,6 +44,11 @@ pub struct Args {
     expires: u64,
     #[command(flatten)]
     trust: common::TrustArgs,
+    /// Remember the newest head timestamped here and refuse to timestamp
+    /// an older one (a store rolling `latest` back); the scheduled job
+    /// keeps it in its state directory
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -75,10 +80,36 @@ impl TimestampArgs {
     }
 }
 
+/// What `--state` remembers: the newest head this refresher timestamped.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefresherState {
+    remote: String,
+    version: u64,
+    statement: npcnix::format::digest::Digest,
+}
+
+fn read_state(path: &std::path::Path) -> Result<Option<RefresherState>> {
+    match fsutil::read_regular(path, 4096) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .with_context(|| format!("{} is not a timestamp refresher state", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// clap value parser for `--expires`: a duration of at least
 /// [`MIN_TIMESTAMP_SECS`].
 fn timestamp_lifetime(s: &str) -> std::result::Result<u64, String> {
     let secs = common::duration_secs(s)?;
+    let max = npcnix::verify::DEFAULT_MAX_TIMESTAMP_LIFETIME_SECS;
+    if secs > max {
+        return Err(format!(
+            "{s:?} is longer than {} days: hosts refuse a timestamp valid that long (policy.freshness.max_lifetime_secs)",
+            max / 86_400
+        ));
+    }
     if secs < MIN_TIMESTAMP_SECS {
         return Err(format!(
             "{s:?} is shorter than {} minutes: hosts would refuse the head before anyone noticed a failed refresh",
@@ -103,7 +134,30 @@ pub fn run(a: Args) -> Result<()> {
     let editor = Editor::new(&store, trust, now, a.store.retry())
         .with_retired(retired)
         .with_timestamp(keys.iter().collect(), a.expires);
-    let r = editor.refresh_timestamp()?;
+    let floor = a.state.as_deref().map(read_state).transpose()?.flatten();
+    if let Some(f) = &floor {
+        if f.remote != remote.as_str() {
+            anyhow::bail!(
+                "{} is the state of remote {:?}, not {remote}",
+                a.state
+                    .as_deref()
+                    .unwrap_or_else(|| std::path::Path::new(""))
+                    .display(),
+                f.remote
+            );
+        }
+    }
+    let r = editor.refresh_timestamp(floor.map(|f| (f.version, f.statement)))?;
+    if let Some(path) = &a.state {
+        let st = RefresherState {
+            remote: remote.to_string(),
+            version: r.version,
+            statement: r.statement,
+        };
+        let bytes = serde_json::to_vec_pretty(&st)?;
+        fsutil::write_atomic(path, &bytes, 0o600)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if a.json {
         common::print_json(&serde_json::json!({
             "remote": remote.as_str(),

@@ -444,6 +444,18 @@ impl DataDir {
         }
     }
 
+    /// Forgets the timestamp record (`state reset`: a corrupt record would
+    /// otherwise stop every poll).
+    pub fn forget_timestamp(&self, remote: &str) -> Result<(), StateError> {
+        let path = self.timestamp_path(remote);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(StateError::Io { path, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Records `seen` as the newest accepted timestamp (durably: it is a
     /// floor). The caller holds the lock.
     pub fn save_timestamp(&self, remote: &str, seen: &TimestampSeen) -> Result<(), StateError> {

@@ -51,6 +51,8 @@ pub struct StatusReport {
 pub struct Expiries {
     pub release: Option<u64>,
     pub freshness: Option<u64>,
+    /// When that timestamp was signed (its lifetime sets when to warn).
+    pub freshness_created: Option<u64>,
 }
 
 /// Reads them from the cached verified head and the timestamp record.
@@ -61,12 +63,12 @@ pub fn expiries(data: &crate::host::state::DataDir, remote: &str) -> Expiries {
             .ok()?
             .expires
     });
-    let freshness = data
-        .load_timestamp(remote)
-        .ok()
-        .flatten()
-        .map(|t| t.expires);
-    Expiries { release, freshness }
+    let ts = data.load_timestamp(remote).ok().flatten();
+    Expiries {
+        release,
+        freshness: ts.map(|t| t.expires),
+        freshness_created: ts.map(|t| t.created),
+    }
 }
 
 #[derive(Debug, serde::Serialize)]

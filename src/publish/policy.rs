@@ -175,7 +175,8 @@ impl PolicyFile {
             p.freshness = Some(Freshness {
                 keys: ts_keys,
                 threshold: t.threshold,
-                floor: 0,
+                floor: None,
+                max_lifetime_secs: crate::verify::DEFAULT_MAX_TIMESTAMP_LIFETIME_SECS,
             });
         }
         p.keys = keys;

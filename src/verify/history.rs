@@ -184,8 +184,14 @@ impl<'p> HistoryCheck<'p> {
     /// Checks `latest` (if any) against the newest release and returns every
     /// problem found (at most [`MAX_PROBLEMS`]; see `more_problems`).
     pub fn finish(mut self, latest: Option<&[u8]>) -> (Vec<Problem>, u64) {
+        // `latest` is the newest `releases/<v>` plus, at most, a freshness
+        // timestamp (D126), which the publisher wrote from the same bundle.
+        let head_digest = |head: &[u8]| match crate::format::bundle::Bundle::decode(head) {
+            Ok(b) if b.timestamp.is_some() => Digest::of(&b.without_timestamp().encode()),
+            _ => Digest::of(head),
+        };
         match (latest, self.last) {
-            (Some(head), Some((v, last))) if Digest::of(head) != last => {
+            (Some(head), Some((v, last))) if head_digest(head) != last => {
                 self.problem(
                     v,
                     "head",

@@ -28,6 +28,7 @@ use crate::format::timestamp::{self, SignedTimestamp, Timestamp};
 
 pub use policy::{
     ExpiryPolicy, Freshness, KeyScope, Policy, Seen, TrustedKey, DEFAULT_MAX_FUTURE_SKEW_SECS,
+    DEFAULT_MAX_TIMESTAMP_LIFETIME_SECS,
 };
 pub use refusal::{ArchiveMismatch, Cause, Check, Refusal};
 
@@ -432,11 +433,20 @@ pub fn check_freshness(
             now,
         });
     }
-    if t.created < f.floor {
-        return Err(Refusal::TimestampReplay {
-            created: t.created,
-            floor: f.floor,
-        });
+    if t.expires - t.created > f.max_lifetime_secs {
+        return Err(Refusal::Timestamp(format!(
+            "the timestamp is valid for {}, longer than this host accepts ({}, policy.freshness.max_lifetime_secs)",
+            crate::format::time::duration_words(t.expires - t.created),
+            crate::format::time::duration_words(f.max_lifetime_secs)
+        )));
+    }
+    if let Some((version, created)) = f.floor {
+        if t.version < version || (t.version == version && t.created < created) {
+            return Err(Refusal::TimestampReplay {
+                created: t.created,
+                floor: created,
+            });
+        }
     }
     let mut signers: Vec<KeyId> = counted.into_iter().map(|(_, id)| id).collect();
     signers.sort();

@@ -73,9 +73,17 @@ pub struct Freshness {
     /// release keys).
     pub keys: Vec<TrustedKey>,
     pub threshold: usize,
-    /// `created` of the newest timestamp accepted for this remote.
-    pub floor: u64,
+    /// The newest timestamp accepted for this remote: (version, created).
+    /// For that version, an older timestamp is a replay; a newer release's
+    /// timestamp may be dated earlier (another signer's clock).
+    pub floor: Option<(u64, u64)>,
+    /// Longest lifetime (`expires - created`) accepted: a timestamp for
+    /// years would switch freshness off.
+    pub max_lifetime_secs: u64,
 }
+
+/// Default [`Freshness::max_lifetime_secs`]: a week.
+pub const DEFAULT_MAX_TIMESTAMP_LIFETIME_SECS: u64 = 7 * 86_400;
 
 /// Default allowance for clocks running behind the publisher's.
 pub const DEFAULT_MAX_FUTURE_SKEW_SECS: u64 = 600;

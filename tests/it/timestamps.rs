@@ -257,18 +257,61 @@ fn expiry_shorter_than_the_minimum_is_a_usage_error() {
 #[test]
 fn agent_warns_before_the_freshness_expires() {
     let (h, ts_key, _) = fresh_host();
-    let mut cfg = h.config();
-    cfg["policy"]["warn_before_expiry_secs"] = serde_json::json!(2 * 86_400);
-    h.set_config(&cfg);
     publish_fresh(&h, "v1", &ts_key).ok();
+    // Refreshed on schedule (a day's timestamp, just signed): no warning.
     let (label, r) = h.once();
     assert_eq!(label, "activated", "{}", r.stderr);
+    assert!(!r.stderr.contains("expires at"), "{}", r.stderr);
+    // The next release, two refreshes missed: 4 h of a day's timestamp
+    // left (below half its lifetime and below the default day's warning).
+    publish_fresh(&h, "v2", &ts_key).ok();
+    let t = now();
+    plant_timestamp(&h, &ts_key, None, t - 20 * 3600, t + 4 * 3600);
+    let (_, r) = h.once();
     assert!(
         r.stderr
             .contains("its freshness timestamp of remote prod expires at"),
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn timestamp_valid_for_a_month_is_refused() {
+    let (h, ts_key, _) = fresh_host();
+    publish_fresh(&h, "v1", &ts_key).ok();
+    let t = now();
+    plant_timestamp(&h, &ts_key, None, t, t + 30 * 86_400);
+    let (label, r) = h.once();
+    assert_eq!(label, "rejected", "{}", r.stdout);
+    assert_eq!(check_of(&r), "timestamp", "{}", r.stdout);
+    assert!(
+        r.stdout.contains("longer than this host accepts"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn newer_release_timestamped_by_a_slower_clock_is_not_a_replay_and_log_stays_clean() {
+    let (h, ts_key, _) = fresh_host();
+    publish_fresh(&h, "v1", &ts_key).ok();
+    // The refresher's clock ran 5 minutes ahead of the publisher's.
+    let t = now();
+    plant_timestamp(&h, &ts_key, None, t + 300, t + 86_400);
+    assert_eq!(h.once().0, "activated");
+    publish_fresh(&h, "v2", &ts_key).ok();
+    let (label, r) = h.once();
+    assert_eq!(label, "activated", "{}\n{}", r.stdout, r.stderr);
+    // `npcnix log` reads `latest` with its timestamp as the newest release.
+    let r = h.kit.run(&[
+        "log",
+        "--remote",
+        &h.kit.url("prod"),
+        "--trusted-key",
+        &h.pubkey,
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
 }
 
 #[test]

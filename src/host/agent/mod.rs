@@ -296,7 +296,7 @@ impl Agent {
             f.floor = self
                 .data
                 .load_timestamp(self.remote())?
-                .map_or(0, |t| t.created);
+                .map(|t| (t.version, t.created));
         }
         Ok(p)
     }
@@ -316,7 +316,9 @@ impl Agent {
             return;
         };
         let newer = match self.data.load_timestamp(self.remote()) {
-            Ok(old) => old.is_none_or(|o| o.created < seen.created || o.version < seen.version),
+            Ok(old) => old.is_none_or(|o| {
+                o.version < seen.version || (o.version == seen.version && o.created < seen.created)
+            }),
             Err(_) => true,
         };
         if newer {
@@ -430,6 +432,7 @@ impl Agent {
             .filter(|p| !p.rotation_keys.is_empty())
             .map(|p| (head.clone(), p.rotation_keys.clone()));
         let legacy = on_probation.is_some_and(|p| p.legacy);
+        let probation_head = on_probation.map(|_| head.clone());
         let policy = self.policy_now()?;
         match pipeline::judge(&policy, Some(&poll.remote), head, poll.now.wall) {
             Ok(judged) => {
@@ -458,6 +461,20 @@ impl Agent {
                 // signatures is a copy someone re-signed or damaged, not
                 // the release the inspection verified.
                 poll.head = if refusal.cause() == Cause::History {
+                    Head::Behind
+                } else if matches!(refusal, crate::verify::Refusal::TimestampExpired { .. })
+                    && probation_head.is_some_and(|head| {
+                        let without = crate::verify::Policy {
+                            freshness: None,
+                            ..policy.clone()
+                        };
+                        pipeline::judge(&without, Some(&poll.remote), head, poll.now.wall).is_ok()
+                    })
+                {
+                    // The release on probation verifies and only its
+                    // timestamp lapsed (a refresh missed): the new system
+                    // reaches the store and accepts what it runs; rolling
+                    // back cannot make the signers refresh (D126).
                     Head::Behind
                 } else if on_probation.is_none() {
                     Head::Refused

@@ -101,20 +101,32 @@ impl Agent {
         status
     }
 
-    /// Warns (once per expiry time and agent run) when the verified head or
-    /// its freshness timestamp expires within
-    /// `policy.warn_before_expiry_secs`: after that, every poll refuses
-    /// the head until a new release or timestamp is signed.
+    /// Warns (once per expiry time and agent run) when the verified head
+    /// expires within `policy.warn_before_expiry_secs`, or its freshness
+    /// timestamp within that or half its lifetime, whichever is shorter (a
+    /// timestamp refreshed on schedule never warns; one missed refresh of
+    /// two does): after that, every poll refuses the head until a new
+    /// release or timestamp is signed.
     fn warn_before_expiry(&self, e: crate::host::status::Expiries, now: u64) {
         let window = self.v.config.policy.warn_before_expiry_secs;
         if window == 0 {
             return;
         }
-        for (what, at, fix) in [
-            ("the head release", e.release, "publish a new release"),
+        let half_life = match (e.freshness, e.freshness_created) {
+            (Some(x), Some(c)) => x.saturating_sub(c) / 2,
+            _ => window,
+        };
+        for (what, at, window, fix) in [
+            (
+                "the head release",
+                e.release,
+                window,
+                "publish a new release",
+            ),
             (
                 "its freshness timestamp",
                 e.freshness.filter(|_| self.v.policy.freshness.is_some()),
+                window.min(half_life),
                 "run `npcnix timestamp` with the remote's timestamp key",
             ),
         ] {

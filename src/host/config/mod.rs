@@ -369,7 +369,8 @@ impl HostConfig {
                     freshness: fresh.required.then_some(Freshness {
                         keys: timestamp_keys,
                         threshold: fresh.threshold,
-                        floor: 0,
+                        floor: None,
+                        max_lifetime_secs: fresh.max_lifetime_secs,
                     }),
                 },
                 remote,

@@ -108,6 +108,13 @@ pub struct FreshnessConfig {
     pub required: bool,
     #[serde(default = "default_threshold")]
     pub threshold: usize,
+    /// Refuse a timestamp valid for longer than this (`expires - created`).
+    #[serde(default = "default_max_timestamp_lifetime")]
+    pub max_lifetime_secs: u64,
+}
+
+fn default_max_timestamp_lifetime() -> u64 {
+    crate::verify::DEFAULT_MAX_TIMESTAMP_LIFETIME_SECS
 }
 
 impl Default for FreshnessConfig {
@@ -115,6 +122,7 @@ impl Default for FreshnessConfig {
         FreshnessConfig {
             required: false,
             threshold: 1,
+            max_lifetime_secs: default_max_timestamp_lifetime(),
         }
     }
 }

@@ -146,16 +146,54 @@ impl<'s> Editor<'s> {
         b
     }
 
+    /// The ETag of `latest` if it still holds the draft's head release,
+    /// only with another freshness timestamp.
+    fn refreshed_since(&self, draft: &Draft) -> Option<crate::store::ETag> {
+        let head = draft.head.as_ref()?;
+        match self.store.log().latest(None) {
+            Ok(crate::store::Fetched::Object {
+                bytes,
+                etag: Some(etag),
+            }) => Bundle::decode(&bytes)
+                .is_ok_and(|b| b.without_timestamp() == head.bundle.without_timestamp())
+                .then_some(etag),
+            _ => None,
+        }
+    }
+
     /// Re-signs the freshness of the current head (`npcnix timestamp`):
     /// the head must verify at the release keys' threshold; `latest` is
     /// rewritten with a new timestamp (compare-and-swap), nothing else.
-    pub fn refresh_timestamp(&self) -> Result<Refreshed, PublishError> {
+    ///
+    /// `floor`: the newest head this refresher timestamped (version,
+    /// statement): a head below it, or another statement at its version,
+    /// is a store rolling `latest` back and gets no timestamp. Neither
+    /// does a head below a release the store holds.
+    pub fn refresh_timestamp(
+        &self,
+        floor: Option<(u64, crate::format::statement::Digest)>,
+    ) -> Result<Refreshed, PublishError> {
+        let refuse = |m: String| PublishError::HeadUntrusted(m);
         if self.timestamp.is_none() {
-            return Err(PublishError::Revert("no timestamp key given".into()));
+            return Err(refuse("no timestamp key given".into()));
         }
-        let head = self.head()?.ok_or_else(|| {
-            PublishError::Revert("the remote has no release: nothing to timestamp".into())
-        })?;
+        let head = self
+            .head()?
+            .ok_or_else(|| refuse("the remote has no release: nothing to timestamp".into()))?;
+        let v = head.statement.version;
+        if let Some(newer) = self.store.log().versions()?.into_iter().find(|w| *w > v) {
+            return Err(refuse(format!(
+                "`latest` is version {v} but the store holds releases/{newer:020}: a head rolled back; refusing to timestamp it (publish again, or restore `latest`)"
+            )));
+        }
+        if let Some((fv, fs)) = floor {
+            let this = crate::format::statement::Digest::of(&head.bundle.statement);
+            if v < fv || (v == fv && this != fs) {
+                return Err(refuse(format!(
+                    "`latest` is version {v} (statement {this}), but this refresher last timestamped version {fv} (statement {fs}): a head rolled back or replaced; refusing to timestamp it"
+                )));
+            }
+        }
         let mut policy = self.trust.policy.clone();
         policy.threshold = self.required_signatures(Some(&head));
         let release = verify::verify_signatures(&policy, &head.bundle.encode(), self.now).map_err(
@@ -170,7 +208,11 @@ impl<'s> Editor<'s> {
         // remote, when the trust source names them).
         let checked = verify::verify_release(&policy, None, &bytes, self.now).map_err(|refusal| {
             PublishError::WouldBeRefused {
-                hint: "the timestamp keys given are not the remote's (its policy file lists them under \"timestamp\")".into(),
+                hint: if refusal.check().name().starts_with("timestamp") {
+                    "the timestamp keys given are not the remote's (its policy file lists them under \"timestamp\")".into()
+                } else {
+                    self.hint(&refusal, policy.threshold)
+                },
                 refusal,
             }
         })?;
@@ -184,7 +226,7 @@ impl<'s> Editor<'s> {
         let ts = latest
             .timestamp
             .as_ref()
-            .map(|t| crate::format::timestamp::Timestamp::parse(&t.bytes).expect("just made"));
+            .and_then(|t| crate::format::timestamp::Timestamp::parse(&t.bytes).ok());
         Ok(Refreshed {
             version: release.version(),
             statement: release.statement_hash(),
@@ -353,7 +395,7 @@ impl<'s> Editor<'s> {
                 "the signed statement is not the one drafted".into(),
             ));
         }
-        upload(
+        match upload(
             self.store,
             archive_path,
             &draft.statement.archive,
@@ -361,7 +403,24 @@ impl<'s> Editor<'s> {
             &latest,
             draft.head_etag(),
             &self.retry,
-        )?;
+        ) {
+            Err(PublishError::HeadMoved { version, store }) => {
+                // `releases/<v>` is written; if only a timestamp refresh
+                // (`npcnix timestamp`) rewrote `latest` meanwhile, the head
+                // is still the one this release extends: swap again.
+                let Some(etag) = self.refreshed_since(draft) else {
+                    return Err(PublishError::HeadMoved { version, store });
+                };
+                super::swap_latest(
+                    self.store,
+                    &latest.encode(),
+                    Some(&etag),
+                    version,
+                    &self.retry,
+                )?;
+            }
+            r => r?,
+        }
         Ok(Published {
             archive: draft.statement.archive.clone(),
             release,

@@ -347,3 +347,75 @@ fn revert_past_a_removed_key_that_signed_the_history_between_needs_consent() {
         other => panic!("expected a trust change, got {other:?}"),
     }
 }
+
+/// A remote whose trust names `ts` as its timestamp key.
+fn with_timestamp_key(mut t: RemoteTrust, ts: &SecretKey) -> RemoteTrust {
+    t.policy.freshness = Some(verify::Freshness {
+        keys: vec![TrustedKey {
+            key: ts.public_key(),
+            scope: KeyScope::Remotes(vec![prod()]),
+            not_after: None,
+        }],
+        threshold: 1,
+        floor: None,
+        max_lifetime_secs: verify::DEFAULT_MAX_TIMESTAMP_LIFETIME_SECS,
+    });
+    t
+}
+
+/// Issue 32 review: a scheduled timestamp refresh rewrote `latest` while a
+/// publish was between its draft and its upload; the publish then failed
+/// after writing `releases/<v>`, and every retry called the version taken.
+/// Now the publish sees that only the timestamp moved and swaps again.
+#[test]
+fn timestamp_refresh_during_a_publish_does_not_wedge_the_version() {
+    let w = world();
+    let ts = SecretKey::generate().expect("key");
+    let trust = || with_timestamp_key(w.trust(&[&w.alice], 1, TrustOrigin::Flags), &ts);
+    let e = w.editor(trust()).with_timestamp(vec![&ts], 86_400);
+    assert_eq!(w.publish(&e, &[&w.alice]).expect("v1"), 1);
+    let (path, aref) = w.archive();
+    let draft = e.draft(aref, w.params(None, None)).expect("draft");
+    // The refresher runs an hour later, in the middle of the publish.
+    let later =
+        Editor::new(&w.store, trust(), NOW + 3600, Retry::none()).with_timestamp(vec![&ts], 86_400);
+    assert_eq!(later.refresh_timestamp(None).expect("refresh").version, 1);
+    let sigs = vec![draft.sign(&w.alice)];
+    let published = e
+        .publish(&draft, &path, sigs)
+        .expect("publish after a refresh");
+    assert_eq!(published.release.version(), 2);
+    assert_eq!(w.head_version(), Some(2));
+}
+
+/// A store attacker copies an older release over `latest`: the refresher
+/// must not give it a fresh timestamp (new or lagging hosts would take it).
+#[test]
+fn rolled_back_head_gets_no_timestamp() {
+    let w = world();
+    let ts = SecretKey::generate().expect("key");
+    let e = w
+        .editor(with_timestamp_key(
+            w.trust(&[&w.alice], 1, TrustOrigin::Flags),
+            &ts,
+        ))
+        .with_timestamp(vec![&ts], 86_400);
+    assert_eq!(w.publish(&e, &[&w.alice]).expect("v1"), 1);
+    assert_eq!(w.publish(&e, &[&w.alice]).expect("v2"), 2);
+    let v2 = e.refresh_timestamp(None).expect("refresh v2");
+    let dir = w.tmp.path().join("store");
+    let v1 = std::fs::read(dir.join("releases/00000000000000000001")).expect("v1");
+    std::fs::write(dir.join("latest"), &v1).expect("roll back");
+    let err = e.refresh_timestamp(None).expect_err("rolled back");
+    assert!(err.to_string().contains("rolled back"), "{err}");
+    // With releases/2 deleted too, the refresher's own record still knows.
+    std::fs::remove_file(dir.join("releases/00000000000000000002")).expect("rm");
+    let err = e
+        .refresh_timestamp(Some((v2.version, v2.statement)))
+        .expect_err("below the refresher's record");
+    assert!(
+        err.to_string().contains("last timestamped version 2"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dir.join("latest")).expect("latest"), v1);
+}
