@@ -104,7 +104,11 @@ in
     environment.etc."npcnix/config.json".source = configFile;
 
     systemd.tmpfiles.rules = lib.optional (!stateDirUnderVarLib)
-      "d ${cfg.stateDir} 0700 root root - -";
+      "d ${cfg.stateDir} 0700 root root - -"
+    # The textfile collector's directory (node-exporter reads it as its own
+    # user: world-readable, written by root only).
+    ++ lib.optional (cfg.metricsPath != null)
+      "d ${dirOf cfg.metricsPath} 0755 root root - -";
 
     systemd.services.npcnix = {
       description = "npcnix: follow a signed remote and activate its releases";

@@ -114,6 +114,12 @@ in
     zstd_window_log = cfg.limits.zstdWindowLog;
   };
 }
+// optionalAttrs (cfg.hooks != [ ]) {
+  hooks = {
+    commands = map (h: { inherit (h) command events; timeout_secs = h.timeout; }) cfg.hooks;
+    stale_after_secs = cfg.hookStaleAfter;
+  };
+}
 // optionalAttrs (cfg.hostId != null) { host_id = cfg.hostId; }
 // optionalAttrs (cfg.rollout != null) { inherit (cfg) rollout; }
 // optionalAttrs (lockout != { }) { inherit lockout; }

@@ -109,6 +109,33 @@ let
     };
   };
 
+  hookModule = {
+    options = {
+      command = mkOption {
+        type = types.nonEmptyListOf types.str;
+        example = literalExpression ''[ "''${pkgs.curl}/bin/curl" "-fsS" "-d" "npcnix" "https://hooks.example.com/deploy" ]'';
+        description = ''
+          Program (an absolute path) and arguments (no shell), run after the
+          agent recorded a decision, with `NPCNIX_EVENT`, `NPCNIX_REMOTE`,
+          `NPCNIX_HOST_ID`, `NPCNIX_TIME` and, where they apply,
+          `NPCNIX_VERSION`, `NPCNIX_STATEMENT`, `NPCNIX_CHECK`,
+          `NPCNIX_DETAIL`. It cannot change the decision; a failure is
+          logged and counted (`npcnix_hook_failures_total`).
+        '';
+      };
+      events = mkOption {
+        type = types.listOf (types.enum [ "activated" "refused" "rolled-back" "probation-armed" "confirmed" "stale" ]);
+        default = [ "activated" "refused" "rolled-back" "probation-armed" "confirmed" "stale" ];
+        description = "Events that run it (`refused`: once per change of the refusing check; `stale`: once when no poll ended well for `hookStaleAfter` seconds).";
+      };
+      timeout = mkOption {
+        type = types.ints.between 1 3600;
+        default = 30;
+        description = "Seconds before the hook (and its process group) is killed.";
+      };
+    };
+  };
+
   limitsModule = {
     options = {
       archiveBytes = limit "Maximum compressed archive size in bytes.";
@@ -510,6 +537,23 @@ in
       description = "Optional check run after switching; failure rolls back.";
     };
 
+    hooks = mkOption {
+      type = types.listOf (types.submodule hookModule);
+      default = [ ];
+      description = ''
+        Notifications: programs run on `activated`, `refused`,
+        `rolled-back`, `probation-armed`, `confirmed` and `stale`, after
+        the decision is recorded (as comin's `postDeploymentCommand`;
+        unlike `healthCheck`, a failing hook rolls nothing back).
+      '';
+    };
+
+    hookStaleAfter = mkOption {
+      type = types.ints.positive;
+      default = 3600;
+      description = "Seconds of failing polls after which the `stale` hooks run (once per failing period).";
+    };
+
     extraSubstituters = mkOption {
       type = types.listOf types.str;
       default = [ ];
@@ -550,8 +594,12 @@ in
       example = "/var/lib/prometheus-node-exporter/textfile/npcnix.prom";
       description = ''
         If set, npcnix writes Prometheus text-format metrics to this file
-        (for the node exporter's textfile collector). Give it as a string:
-        a Nix path literal would be copied to the store.
+        (for the node exporter's textfile collector; the module creates its
+        directory). Give it as a string: a Nix path literal would be copied
+        to the store. With the node exporter:
+        `services.prometheus.exporters.node = { enable = true;
+        enabledCollectors = [ "textfile" ]; extraFlags = [
+        "--collector.textfile.directory=/var/lib/prometheus-node-exporter/textfile" ]; }`.
       '';
     };
 

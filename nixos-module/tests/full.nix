@@ -42,6 +42,14 @@
       command = [ "/run/current-system/sw/bin/systemctl" "is-active" "--quiet" "nginx.service" ];
       timeout = 30;
     };
+    hooks = [
+      {
+        command = [ "/run/current-system/sw/bin/logger" "-t" "npcnix-hook" ];
+        events = [ "rolled-back" "stale" ];
+        timeout = 10;
+      }
+    ];
+    hookStaleAfter = 7200;
     extraSubstituters = [ "https://cache.example.com" ];
     extraTrustedPublicKeys = [ "cache.example.com-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=" ];
     region = "eu-central-1";

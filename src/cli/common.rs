@@ -42,7 +42,13 @@ pub fn load_public_key(arg: &str) -> Result<PublicKey> {
         bail!("public key {arg:?}: no such file, and not a minisign public key (RW...)");
     }
     let text = read_small(path, KEY_FILE_MAX_BYTES, "public key file")?;
-    PublicKey::parse(&text).with_context(|| format!("public key file {arg}"))
+    match PublicKey::parse(&text) {
+        // The wrong file on the command line: a usage error.
+        Err(e @ npcnix::format::keys::KeyError::SecretKeyGiven) => {
+            Err(super::exit::usage(format!("public key file {arg}: {e}")))
+        }
+        r => r.with_context(|| format!("public key file {arg}")),
+    }
 }
 
 /// Whether a key argument is meant as the key itself: minisign public keys
@@ -296,6 +302,11 @@ pub struct StoreArgs {
     /// SSL_CERT_DIR are used too)
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// AWS profile for s3:// remotes (else AWS_PROFILE, else `default`):
+    /// keys, credential_process, assume-role; SSO through `credential_process
+    /// = aws configure export-credentials --profile P --format process`
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
     /// Retries of a store request that failed transiently (connection,
     /// time-out, HTTP 5xx, throttling), about 1 s, 2 s, 4 s ... apart; each
     /// is announced on stderr. 0: fail at once
@@ -318,6 +329,7 @@ impl StoreArgs {
             ca_file: self.ca_file.clone(),
             min_rate_bytes_per_sec: None,
             client_attempts: None,
+            profile: self.profile.clone(),
         }
     }
 

@@ -66,6 +66,15 @@ pub fn man(a: ManArgs) -> Result<()> {
                 .filter(|n| n.ends_with(".1"))
                 .collect();
             pages.sort();
+            for page in &pages {
+                let path = dir.join(page);
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                std::io::Write::write_all(&mut f, EXTRA_SECTIONS.as_bytes())
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             info!("wrote {} man page(s) to {}", pages.len(), dir.display());
             Ok(())
         }
@@ -74,8 +83,70 @@ pub fn man(a: ManArgs) -> Result<()> {
             clap_mangen::Man::new(cmd)
                 .render(&mut buf)
                 .context("rendering the man page")?;
+            buf.extend_from_slice(EXTRA_SECTIONS.as_bytes());
             super::out::stdout(format_args!("{}", String::from_utf8_lossy(&buf)));
             Ok(())
         }
     }
 }
+
+/// EXIT STATUS, ENVIRONMENT and FILES (roff), appended to every page: the
+/// same for every command (docs/cli.md has the details).
+const EXTRA_SECTIONS: &str = r#".SH "EXIT STATUS"
+.TP
+\fB0\fR
+Success.
+.TP
+\fB1\fR
+A failure that is not one of the below (I/O, the store, a file).
+.TP
+\fB2\fR
+Usage error: an option or value on the command line.
+.TP
+\fB3\fR
+Refused: a release, archive or log failed verification (the message names the check).
+.TP
+\fB4\fR
+A publish lost a race with another publisher: run it again.
+.TP
+\fB75\fR
+\fBfollow \-\-exit\-after\-switch\fR after a switch: the service manager restarts npcnix.
+.SH ENVIRONMENT
+.TP
+\fBNPCNIX_CONFIG\fR
+The host config (default /etc/npcnix/config.json).
+.TP
+\fBNPCNIX_DATA_DIR\fR
+The host's state directory (default: the config's state_dir).
+.TP
+\fBNPCNIX_TRUST_DIR\fR
+Where the trust root is remembered between runs (default /var/lib/npcnix-trust).
+.TP
+\fBNPCNIX_PASSPHRASE\fR
+The passphrase of an encrypted secret key (else asked on the terminal).
+.TP
+\fBNPCNIX_RETRIES\fR, \fBNPCNIX_READ_TIMEOUT_SECS\fR
+Retries of transient store failures and the read time-out of operator commands.
+.TP
+\fBNPCNIX_PROGRESS\fR
+never hides progress lines, always shows them even when stderr is not a terminal.
+.TP
+\fBNPCNIX_NIXOS_REBUILD\fR, \fBNPCNIX_SYSTEMD_RUN\fR, \fBNPCNIX_SYSTEMCTL\fR
+The programs the agent runs at the NixOS boundary (wrappers, tests).
+.TP
+\fBRUST_LOG\fR
+The log level when no \-v or \-q is given (error, warn, info, debug, trace).
+.TP
+\fBAWS_PROFILE\fR, \fBAWS_REGION\fR, \fBAWS_ACCESS_KEY_ID\fR, ...
+The AWS SDK's usual credential chain for s3:// remotes.
+.SH FILES
+.TP
+\fI/etc/npcnix/config.json\fR
+The host config (the NixOS module writes it).
+.TP
+\fI/var/lib/npcnix\fR
+The host's state: state.json, the audit log (audit.jsonl), status.json, the cached verified head.
+.TP
+\fInpcnix\-policy.json\fR
+A fleet's policy file in its flake: the remotes' keys and thresholds.
+"#;

@@ -45,10 +45,12 @@ struct ShowArgs {
     long_about = "Validate a host config file and explain it: the remote and its signed name, \
 the configuration, the trusted keys with their scopes, the threshold and the activation. An \
 invalid file exits 1 listing every problem found in one run (not just the first), each with the \
-field it concerns.\n\nExample:\n  npcnix config check ./hosts/web1/npcnix.json --json"
+field it concerns. Without FILE, checks this host's config.\n\nExample:\n  npcnix config check ./hosts/web1/npcnix.json --json"
 )]
 struct CheckArgs {
-    /// The file to check
+    /// The file to check (default: this host's, $NPCNIX_CONFIG or
+    /// /etc/npcnix/config.json)
+    #[arg(env = "NPCNIX_CONFIG", default_value = npcnix::host::config::DEFAULT_CONFIG_PATH)]
     file: PathBuf,
     /// Print the result as JSON
     #[arg(long)]

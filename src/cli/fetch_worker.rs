@@ -121,6 +121,7 @@ pub fn run(a: Args) -> Result<()> {
         ca_file: a.ca_file,
         min_rate_bytes_per_sec: a.min_rate,
         client_attempts: None,
+        profile: None,
     };
     let remote = store::open_url(&a.url, &opts)?;
     let mut input = BufReader::new(io::stdin().lock());

@@ -191,31 +191,40 @@ fn status(a: StatusArgs) -> Result<()> {
             "summary": summary,
         }));
     } else {
-        outln!(
-            "{:<24} {:<14} {:>7} {:<18} {:>9} {:<17} VERDICT",
-            "HOST",
-            "CONFIGURATION",
-            "ACTIVE",
-            "RESULT",
-            "SEEN",
-            "KEY"
-        );
-        for r in rows {
-            outln!(
-                "{:<24} {:<14} {:>7} {:<18} {:>9} {:<17} {}",
-                r.host,
-                visible(r.configuration.as_deref().unwrap_or("-")),
-                r.active_version.map_or("-".into(), |v| format!("v{v}")),
-                visible(&match (&r.result, &r.check) {
-                    (Some(x), Some(c)) => format!("{x} ({c})"),
-                    (Some(x), None) => x.clone(),
-                    _ => "-".into(),
-                }),
-                r.age_secs.map_or("-".into(), age),
-                r.key_id.as_deref().unwrap_or("-"),
-                r.verdict
-            );
-        }
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    visible(&r.host),
+                    visible(r.configuration.as_deref().unwrap_or("-")),
+                    r.active_version.map_or("-".into(), |v| format!("v{v}")),
+                    visible(&match (&r.result, &r.check) {
+                        (Some(x), Some(c)) => format!("{x} ({c})"),
+                        (Some(x), None) => x.clone(),
+                        _ => "-".into(),
+                    }),
+                    r.age_secs.map_or("-".into(), age),
+                    r.key_id.as_deref().unwrap_or("-").to_owned(),
+                    r.verdict.to_string(),
+                ]
+            })
+            .collect();
+        super::out::stdout(format_args!(
+            "{}",
+            super::out::table(
+                &[
+                    "HOST",
+                    "CONFIGURATION",
+                    "ACTIVE",
+                    "RESULT",
+                    "SEEN",
+                    "KEY",
+                    "VERDICT"
+                ],
+                &cells,
+                &[false, false, true, false, true, false, false],
+            )
+        ));
         outln!();
         for line in &summary {
             outln!("{line}");

@@ -287,6 +287,22 @@ pub fn follow_loop(
         if let Some(d) = agent.probation_poll_delay() {
             delay = delay.min(d);
         }
+        if a.once == Some(Once::Activate)
+            && !matches!(
+                res,
+                Ok(Outcome::Activated { .. } | Outcome::UpToDate { .. } | Outcome::Unchanged)
+            )
+        {
+            // `install` waits for a first activation: say why it is still
+            // waiting, every time, rather than poll in silence.
+            let why = match &res {
+                Ok(o) => o.to_string(),
+                Err(e) => format!("{e:#}"),
+            };
+            info!(
+                "no release activated yet ({why}); polling again in {delay} s until one is (Ctrl-C stops; the host config stays written)"
+            );
+        }
         agent.finish_poll(
             now,
             &res,

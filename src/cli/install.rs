@@ -269,5 +269,6 @@ fn host_config(
         host_id: a.host_id.clone(),
         rollout: Default::default(),
         receipts: Default::default(),
+        hooks: Default::default(),
     })
 }

@@ -58,27 +58,31 @@ pub fn run(a: Args) -> Result<()> {
     let mut out = std::io::BufWriter::new(super::out::Stdout);
     let mut first = true;
     if a.json {
+        // Pretty-printed like every --json, yet streamed: each release is
+        // printed (indented) as it is checked.
         write!(
             out,
-            "{{\"remote\":{},\"url\":{},\"releases\":[",
+            "{{\n  \"remote\": {},\n  \"url\": {},\n  \"releases\": [",
             serde_json::to_string(remote.as_str())?,
             serde_json::to_string(&a.remote)?
         )?;
     } else {
+        // The one column of unbounded width (signers) comes last, so the
+        // table stays aligned while it streams.
         writeln!(
             out,
-            "{:>8}  {:<20}  {:<16}  {:<16}  {:>10}  SOURCE",
-            "VERSION", "CREATED", "SIGNED BY", "ARCHIVE", "SIZE"
+            "{:>8}  {:<20}  {:<16}  {:>10}  {:<12}  SIGNED BY",
+            "VERSION", "CREATED", "ARCHIVE", "SIZE", "SOURCE"
         )?;
     }
     let mut write_error = None;
     let mut each = |entry: &history::LogEntry| {
         let res = if a.json {
-            let sep = if first { "" } else { "," };
+            let sep = if first { "\n" } else { ",\n" };
             first = false;
-            write!(out, "{sep}").and_then(|()| {
-                serde_json::to_writer(&mut out, entry).map_err(std::io::Error::other)
-            })
+            serde_json::to_string_pretty(entry)
+                .map_err(std::io::Error::other)
+                .and_then(|text| write!(out, "{sep}    {}", text.replace('\n', "\n    ")))
         } else {
             print_entry(&mut out, entry)
         };
@@ -92,14 +96,16 @@ pub fn run(a: Args) -> Result<()> {
     }
     let problems = &walked.problems;
     if a.json {
+        let indent = |v: String| v.replace('\n', "\n  ");
         write!(
             out,
-            "],\"problems\":{},\"more_problems\":{},\"unexpected_objects\":{},\"more_unexpected_objects\":{},\"ok\":{}}}",
-            serde_json::to_string(problems)?,
+            "{}],\n  \"problems\": {},\n  \"more_problems\": {},\n  \"unexpected_objects\": {},\n  \"more_unexpected_objects\": {},\n  \"ok\": {}\n}}",
+            if first { "" } else { "\n  " },
+            indent(serde_json::to_string_pretty(problems)?),
             walked.more_problems,
-            serde_json::to_string(&walked.unexpected)?,
+            indent(serde_json::to_string_pretty(&walked.unexpected)?),
             walked.more_unexpected,
-            walked.ok()
+            walked.ok() && walked.count > 0
         )?;
         writeln!(out)?;
     } else {
@@ -113,7 +119,7 @@ pub fn run(a: Args) -> Result<()> {
                 walked.more_unexpected
             )?;
         }
-        if problems.is_empty() {
+        if problems.is_empty() && walked.count > 0 {
             writeln!(
                 out,
                 "{} releases; signatures, versions and hash chain verified",
@@ -123,6 +129,13 @@ pub fn run(a: Args) -> Result<()> {
     }
     out.flush()?;
     drop(out);
+    if walked.count == 0 && problems.is_empty() && walked.unexpected.is_empty() {
+        // A mistyped URL reads as an empty store: say so, and fail.
+        anyhow::bail!(
+            "{} holds no releases and no `latest`: is the remote URL right? (nothing was verified)",
+            a.remote
+        );
+    }
     if problems.is_empty() && !walked.unexpected.is_empty() {
         return Err(Unverified(format!(
             "the log holds {} object(s) that are not releases (first: {})",
@@ -162,13 +175,12 @@ fn print_entry(out: &mut impl Write, entry: &history::LogEntry) -> std::io::Resu
     }
     writeln!(
         out,
-        "{:>8}  {:<20}  {:<16}  {:<16}  {:>10}  {}",
+        "{:>8}  {:<20}  {:<16}  {:>10}  {:<12}  {}",
         entry.version,
         entry
             .created
             .map(npcnix::format::time::rfc3339)
             .unwrap_or_default(),
-        entry.signers.join(","),
         entry
             .archive_blake3
             .as_deref()
@@ -180,6 +192,7 @@ fn print_entry(out: &mut impl Write, entry: &history::LogEntry) -> std::io::Resu
             .as_deref()
             .map(|c| visible(&c.chars().take(12).collect::<String>()))
             .unwrap_or_else(|| "-".into()),
+        entry.signers.join(","),
     )?;
     if let Some(d) = &entry.decommission {
         writeln!(

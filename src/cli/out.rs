@@ -122,6 +122,87 @@ pub fn init(verbose: u8, quiet: u8, rust_log: Option<&str>) {
     };
     LEVEL.store(level as u8, Ordering::Relaxed);
     JOURNAL.store(stderr_is_journal(), Ordering::Relaxed);
+    // The libraries' own events (the S3 SDK: credential source, endpoint,
+    // each request and its failure; its HTTP client) at -vv, or as
+    // RUST_LOG's targets say (`RUST_LOG=aws_config=debug`).
+    let explicit = verbose > 0 || quiet > 0;
+    let filter = if explicit {
+        // -vv: their debug events (as `aws --debug`); their trace level
+        // (wire bytes) only by name in RUST_LOG.
+        (level >= Level::Trace).then(|| {
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing_core::LevelFilter::DEBUG)
+        })
+    } else {
+        rust_log.and_then(|s| s.parse::<tracing_subscriber::filter::Targets>().ok())
+    };
+    if let Some(filter) = filter {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(Events)
+            .with_ansi(false)
+            .without_time()
+            .with_level(false)
+            .with_target(true);
+        let _ = tracing_core::dispatcher::set_global_default(tracing_core::Dispatch::new(
+            tracing_subscriber::registry().with(layer).with(filter),
+        ));
+    }
+}
+
+/// Where library events go: each one, when written, becomes message lines
+/// at its own level (prefix, journald priority, escaping as ours).
+struct Events;
+
+struct EventLines {
+    level: Level,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for EventLines {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        // An event is short; a runaway one is cut, not buffered unbounded.
+        let room = (16 * 1024usize).saturating_sub(self.buf.len());
+        self.buf.extend_from_slice(&b[..b.len().min(room)]);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventLines {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            emit(
+                self.level,
+                format_args!("{}", String::from_utf8_lossy(&self.buf)),
+            );
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Events {
+    type Writer = EventLines;
+    fn make_writer(&'a self) -> EventLines {
+        EventLines {
+            level: Level::Debug,
+            buf: Vec::new(),
+        }
+    }
+    fn make_writer_for(&'a self, meta: &tracing_core::Metadata<'_>) -> EventLines {
+        let level = match *meta.level() {
+            tracing_core::Level::ERROR => Level::Error,
+            tracing_core::Level::WARN => Level::Warn,
+            tracing_core::Level::INFO => Level::Info,
+            tracing_core::Level::DEBUG => Level::Debug,
+            _ => Level::Trace,
+        };
+        EventLines {
+            level,
+            buf: Vec::new(),
+        }
+    }
 }
 
 pub fn level() -> Level {
@@ -157,6 +238,12 @@ pub fn message(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
     }
+    emit(level, args);
+}
+
+/// Writes message lines at `level`, whatever the level setting (library
+/// events are filtered by their own targets).
+fn emit(level: Level, args: fmt::Arguments<'_>) {
     let prefix = match level {
         Level::Warn => "warning: ",
         Level::Debug => "debug: ",
@@ -170,7 +257,8 @@ pub fn message(level: Level, args: fmt::Arguments<'_>) {
     // chose, and a terminal (or journald) must not obey it.
     for line in text.lines().map(npcnix::format::text::visible) {
         let _ = if JOURNAL.load(Ordering::Relaxed) {
-            writeln!(err, "<{}>npcnix: {prefix}{line}", level.priority())
+            // journald already names the unit's program (`npcnix[pid]:`).
+            writeln!(err, "<{}>{prefix}{line}", level.priority())
         } else {
             writeln!(err, "npcnix: {prefix}{line}")
         };
@@ -239,6 +327,45 @@ pub fn json_line(v: &serde_json::Value) {
 /// A size for people: `1.4 MiB (1468006 bytes)` above 1 KiB, else `512 bytes`.
 /// `bytes` for a table column: "512 B", "1.2 KiB", "3.4 MiB" (the exact
 /// count is in `--json`).
+/// A table whose columns are as wide as their widest cell (headers
+/// included); `right[i]`: column i is right-aligned (numbers). The last
+/// column is not padded.
+pub fn table(headers: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
+    let width = |s: &str| s.chars().count();
+    let mut widths: Vec<usize> = headers.iter().map(|h| width(h)).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate().take(widths.len()) {
+            widths[i] = widths[i].max(width(c));
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, c) in cells.enumerate() {
+            let last = i + 1 == widths.len();
+            if i > 0 {
+                l.push_str("  ");
+            }
+            let pad = " ".repeat(widths[i].saturating_sub(width(c)));
+            if right.get(i).copied().unwrap_or(false) {
+                l.push_str(&pad);
+                l.push_str(c);
+            } else {
+                l.push_str(c);
+                if !last {
+                    l.push_str(&pad);
+                }
+            }
+        }
+        l.push('\n');
+        l
+    };
+    let mut out = line(&mut headers.iter().copied());
+    for r in rows {
+        out.push_str(&line(&mut r.iter().map(String::as_str)));
+    }
+    out
+}
+
 pub fn size_short(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if bytes < 1024 {

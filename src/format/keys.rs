@@ -63,6 +63,8 @@ pub enum KeyError {
     Inconsistent,
     #[error("could not get randomness from the operating system: {0}")]
     Random(String),
+    #[error("this is a secret key, not a public key: pass the `.pub` file (and keep the secret key to its signer)")]
+    SecretKeyGiven,
 }
 
 /// An 8-byte minisign key ID.
@@ -118,7 +120,18 @@ impl PublicKey {
     pub fn from_base64(s: &str) -> Result<PublicKey, KeyError> {
         let s = s.trim();
         if s.len() > 128 {
-            return Err(KeyError::Format("public key is too long"));
+            // A minisign secret key line (Ed25519 + KDF + checksum) is
+            // longer: name the mistake rather than the length.
+            let secret = s.len() < 512
+                && B64
+                    .decode(s)
+                    .map(Zeroizing::new)
+                    .is_ok_and(|raw| raw.len() == SK_LEN && raw.starts_with(&SIG_ALG));
+            return Err(if secret {
+                KeyError::SecretKeyGiven
+            } else {
+                KeyError::Format("public key is too long")
+            });
         }
         let raw = B64
             .decode(s)
@@ -147,6 +160,9 @@ impl PublicKey {
         }
         let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
         let first = lines.next().ok_or(KeyError::Format("empty public key"))?;
+        if first.starts_with("untrusted comment:") && first.contains("secret key") {
+            return Err(KeyError::SecretKeyGiven);
+        }
         let key_line = if first.starts_with("untrusted comment:") {
             lines.next().ok_or(KeyError::Format(
                 "public key line missing after the comment",

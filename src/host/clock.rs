@@ -113,6 +113,32 @@ pub fn read_boot_id() -> Option<String> {
         .filter(|s| !s.is_empty() && s.len() <= 64)
 }
 
+/// Minutes after local midnight at `unix` in `tz` (the reboot window is
+/// local time, as `system.autoUpgrade.rebootWindow`; D37). Across a DST
+/// change the local clock jumps, and so does this: a window inside the
+/// skipped hour never opens that night, one inside the repeated hour opens
+/// twice.
+pub fn local_minute(unix: u64, tz: &tz::TimeZone) -> u32 {
+    let secs = i64::try_from(unix).unwrap_or(i64::MAX);
+    let offset = tz
+        .find_local_time_type(secs)
+        .map_or(0, |t| i64::from(t.ut_offset()));
+    (secs.saturating_add(offset).rem_euclid(86_400) / 60) as u32
+}
+
+/// The host's time zone (`TZ`, else `/etc/localtime`, as libc reads it),
+/// or why it cannot be read (the caller falls back to UTC, as libc does
+/// without `/etc/localtime`).
+pub fn local_time_zone() -> Result<tz::TimeZone, String> {
+    match std::env::var("TZ") {
+        // A zone name (`Europe/Berlin`, `:Europe/Berlin`) or a POSIX rule.
+        Ok(tz) if !tz.is_empty() => {
+            tz::TimeZone::from_posix_tz(&tz).map_err(|e| format!("TZ={tz:?}: {e}"))
+        }
+        _ => tz::TimeZone::local().map_err(|e| format!("/etc/localtime: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +185,55 @@ mod tests {
         let (a, b) = (a.boot.expect("boot clock"), b.boot.expect("boot clock"));
         assert_eq!(a.id, "test-boot");
         assert!(b.secs >= a.secs);
+    }
+
+    /// Central European time with its DST rules (POSIX TZ: no tzdata
+    /// needed): CET (UTC+1), CEST (UTC+2) from the last Sunday of March
+    /// 02:00 to the last Sunday of October 03:00.
+    fn berlin() -> tz::TimeZone {
+        tz::TimeZone::from_posix_tz("CET-1CEST,M3.5.0,M10.5.0/3").expect("tz")
+    }
+
+    #[test]
+    fn local_minute_follows_the_time_zone_across_dst() {
+        use crate::host::config::RebootWindow;
+        let w = RebootWindow {
+            lower: "02:00".into(),
+            upper: "04:00".into(),
+        };
+        let tz = berlin();
+        // 2026-01-15 01:30 UTC = 02:30 CET: inside.
+        let winter = 1_768_440_600;
+        assert_eq!(local_minute(winter, &tz), 2 * 60 + 30);
+        assert!(w.contains(local_minute(winter, &tz)));
+        // 2026-07-15 01:30 UTC = 03:30 CEST: inside; the same UTC minute in
+        // a UTC comparison (01:30) would be outside.
+        let summer = 1_784_079_000;
+        assert_eq!(local_minute(summer, &tz), 3 * 60 + 30);
+        assert!(w.contains(local_minute(summer, &tz)));
+        assert!(!w.contains(((summer % 86_400) / 60) as u32));
+        // Spring forward, 2026-03-29: 01:59 CET is followed by 03:00 CEST.
+        let before = 1_774_745_940; // 00:59 UTC
+        assert_eq!(local_minute(before, &tz), 60 + 59);
+        assert_eq!(local_minute(before + 60, &tz), 3 * 60);
+        // A window inside the skipped hour never opens that night.
+        let skipped = RebootWindow {
+            lower: "02:15".into(),
+            upper: "02:45".into(),
+        };
+        assert!((0..180)
+            .map(|m| local_minute(before - 3600 + m * 60, &tz))
+            .all(|m| !skipped.contains(m)));
+        // Fall back, 2026-10-25: 02:30 local happens twice (CEST, then CET).
+        let first = 1_792_888_200; // 00:30 UTC = 02:30 CEST
+        let second = first + 3600; // 01:30 UTC = 02:30 CET
+        assert_eq!(local_minute(first, &tz), 150);
+        assert_eq!(local_minute(second, &tz), 150);
+    }
+
+    #[test]
+    fn utc_zone_gives_the_utc_minute() {
+        let utc = tz::TimeZone::utc();
+        assert_eq!(local_minute(1_784_079_000, &utc), 60 + 30);
     }
 }

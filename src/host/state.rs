@@ -363,6 +363,29 @@ pub struct PollStatus {
     /// The last poll's release waits for this host's rollout slot.
     #[serde(default)]
     pub waiting: Option<(u64, u64)>,
+    /// The last poll that ended well (no refusal, error or failure).
+    #[serde(default)]
+    pub last_success: Option<u64>,
+    /// The last activation of a release.
+    #[serde(default)]
+    pub last_activation: Option<u64>,
+    /// Refusals counted by check name since the status file was started
+    /// (Prometheus counters: they may reset with it).
+    #[serde(default)]
+    pub refusals: std::collections::BTreeMap<String, u64>,
+    /// How long the last poll that downloaded an archive spent on it
+    /// (milliseconds).
+    #[serde(default)]
+    pub last_fetch_ms: Option<u64>,
+    /// Since when polls fail (refusals, errors), if they do.
+    #[serde(default)]
+    pub failing_since: Option<u64>,
+    /// The `stale` hook ran for this failing period.
+    #[serde(default)]
+    pub stale_notified: bool,
+    /// Hook runs that failed (exit status, time-out, could not start).
+    #[serde(default)]
+    pub hook_failures: u64,
 }
 
 impl DataDir {

@@ -43,6 +43,16 @@ pub struct StatusReport {
     /// When the newest freshness timestamp accepted expires
     /// (`policy.freshness`).
     pub freshness_expires: Option<u64>,
+    /// The last poll that ended well (nothing refused, failed or errored).
+    pub last_success: Option<u64>,
+    /// The last activation of a release.
+    pub last_activation: Option<u64>,
+    /// Refusals by check name (since the status file was started).
+    pub refusals: std::collections::BTreeMap<String, u64>,
+    /// Seconds the last archive download took.
+    pub last_fetch_seconds: Option<f64>,
+    /// Event hook runs that failed.
+    pub hook_failures: u64,
 }
 
 /// The expiry times a host watches: the verified head's `expires` and the
@@ -137,6 +147,11 @@ pub fn status_report(
         }),
         release_expires: expiry.release,
         freshness_expires: expiry.freshness,
+        last_success: poll.last_success,
+        last_activation: poll.last_activation,
+        refusals: poll.refusals.clone(),
+        last_fetch_seconds: poll.last_fetch_ms.map(|ms| ms as f64 / 1000.0),
+        hook_failures: poll.hook_failures,
     }
 }
 
@@ -163,6 +178,21 @@ pub fn metrics_text(rep: &StatusReport) -> String {
         "npcnix_last_check_timestamp_seconds",
         "Time of the last poll.",
         rep.last_check.unwrap_or(0).to_string(),
+    );
+    gauge(
+        "npcnix_last_success_timestamp_seconds",
+        "Time of the last poll that ended well (0: none yet).",
+        rep.last_success.unwrap_or(0).to_string(),
+    );
+    gauge(
+        "npcnix_last_activation_timestamp_seconds",
+        "Time of the last activation of a release (0: none yet).",
+        rep.last_activation.unwrap_or(0).to_string(),
+    );
+    gauge(
+        "npcnix_fetch_duration_seconds",
+        "How long the last archive download took (0: none yet).",
+        format!("{:.3}", rep.last_fetch_seconds.unwrap_or(0.0)),
     );
     gauge(
         "npcnix_consecutive_failures",
@@ -207,5 +237,23 @@ pub fn metrics_text(rep: &StatusReport) -> String {
         "Releases marked bad.",
         rep.bad_releases.len().to_string(),
     );
+    let remote = &rep.remote;
+    m.push_str(
+        "# HELP npcnix_refusals_total Releases refused, by the check that refused them.\n# TYPE npcnix_refusals_total counter\n",
+    );
+    for (check, n) in &rep.refusals {
+        m.push_str(&format!(
+            "npcnix_refusals_total{{remote=\"{remote}\",check=\"{check}\"}} {n}\n"
+        ));
+    }
+    m.push_str(&format!(
+        "# HELP npcnix_hook_failures_total Event hook runs that failed (exit status, time-out).\n# TYPE npcnix_hook_failures_total counter\nnpcnix_hook_failures_total{{remote=\"{remote}\"}} {}\n",
+        rep.hook_failures
+    ));
+    m.push_str(&format!(
+        "# HELP npcnix_build_info The running npcnix: version and commit.\n# TYPE npcnix_build_info gauge\nnpcnix_build_info{{remote=\"{remote}\",version=\"{}\",commit=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("NPCNIX_GIT_COMMIT")
+    ));
     m
 }

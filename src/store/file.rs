@@ -34,6 +34,21 @@ impl FileStore {
             io::ErrorKind::AlreadyExists => StoreErrorKind::PreconditionFailed,
             _ => StoreErrorKind::Other,
         };
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            // Name who was denied where: a root agent reads a file:// store
+            // through its fetch worker, as the fetch user (D36, D121).
+            use std::os::unix::fs::MetadataExt as _;
+            let who = fs::metadata("/proc/self")
+                .map_or_else(|_| "this process".into(), |m| format!("uid {}", m.uid()));
+            return self.fail(
+                key,
+                kind,
+                format!(
+                    "{e}: {} is not readable (or writable) as {who}; a root agent reads file:// stores through its fetch worker, as the fetch user (fetcher.user): grant that user access",
+                    self.root.join(key).display()
+                ),
+            );
+        }
         self.fail(key, kind, e.to_string())
     }
 

@@ -287,6 +287,9 @@ pub struct StoreOptions {
     /// (`None`: the SDK's default, 3). The operator commands set 1 and
     /// retry visibly themselves ([`retry`]); the agent keeps the default.
     pub client_attempts: Option<u32>,
+    /// AWS profile of the shared config files (else `AWS_PROFILE`, else
+    /// `default`): SSO, `credential_process`, assume-role.
+    pub profile: Option<String>,
 }
 
 /// Opens the store a remote URL names.

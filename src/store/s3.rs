@@ -101,6 +101,9 @@ impl S3Store {
                 aws_config::retry::RetryConfig::standard().with_max_attempts(n.max(1)),
             );
         }
+        if let Some(p) = &opts.profile {
+            loader = loader.profile_name(p);
+        }
         if let Some(r) = &opts.region {
             loader = loader.region(aws_config::Region::new(r.clone()));
         }
@@ -206,6 +209,13 @@ impl S3Store {
             "AccessDenied" => Some("the credentials may not do this: check the IAM policy (README, \"Stores\") and the bucket policy"),
             _ => None,
         }
+        .or_else(|| {
+            // An SSO profile: npcnix leaves out the SDK's SSO provider (it
+            // would bring a second digest generation, D127).
+            (what.contains("sso") && what.contains("feature")).then_some(
+                "SSO profiles are read through the aws CLI: give npcnix a profile with `credential_process = aws configure export-credentials --profile YOUR-SSO-PROFILE --format process` (after `aws sso login`)",
+            )
+        })
         .or_else(|| super::network_hint(&what))
         .or_else(|| (kind == StoreErrorKind::Unauthorized).then_some(
             "check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, instance profile) and the IAM policy",

@@ -108,6 +108,14 @@ fn completions_and_man_pages_are_generated() {
     assert_eq!(npcnix(&["completions", "tcsh"]).code, 2);
     let page = npcnix(&["man"]).ok().stdout;
     assert!(page.contains(".TH npcnix 1"), "{page}");
+    for section in [
+        ".SH \"EXIT STATUS\"",
+        ".SH ENVIRONMENT",
+        ".SH FILES",
+        "NPCNIX_DATA_DIR",
+    ] {
+        assert!(page.contains(section), "{section}: {page}");
+    }
     let kit = Kit::new();
     let dir = kit.path("man");
     npcnix(&["man", "--out", dir.to_str().expect("utf8")]).ok();
@@ -116,6 +124,7 @@ fn completions_and_man_pages_are_generated() {
         assert!(text.contains(".TH"), "{p}");
     }
     let publish = fs::read_to_string(dir.join("npcnix-publish.1")).expect("page");
+    assert!(publish.contains(".SH \"EXIT STATUS\""), "{publish}");
     assert!(
         publish.contains("Example"),
         "the man page carries the long help"
@@ -445,8 +454,61 @@ fn quiet_verbose_and_journald_priorities() {
     assert!(st.status.success());
     let text = fs::read_to_string(&log).expect("read");
     assert!(text.lines().all(|l| l.starts_with('<')), "{text}");
-    assert!(text.contains("<6>npcnix: following prod"), "{text}");
-    assert!(text.contains("<7>npcnix: debug: "), "{text}");
+    // journald names the program (`npcnix[PID]:`): no second prefix.
+    assert!(text.contains("<6>following prod"), "{text}");
+    assert!(text.contains("<7>debug: "), "{text}");
+    assert!(!text.contains("npcnix: "), "{text}");
+}
+
+/// Issue 33: a secret key given where a public key belongs is named as
+/// such (it said "public key is too long"), as a file and as a line.
+#[test]
+fn secret_key_given_as_a_trusted_key_is_named_as_a_secret_key() {
+    let kit = Kit::new();
+    let (key, _pubkey) = kit.keygen("ci");
+    let url = kit.url("prod");
+    let r = kit.run(&["log", "--remote", &url, "--trusted-key", &key]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("this is a secret key, not a public key"),
+        "{}",
+        r.stderr
+    );
+    let line = fs::read_to_string(&key)
+        .expect("key")
+        .lines()
+        .nth(1)
+        .expect("line")
+        .to_owned();
+    let r = kit.run(&["log", "--remote", &url, "--trusted-key", &line]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("this is a secret key, not a public key"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Issue 33: `log` on a remote that holds nothing (a mistyped URL) fails
+/// and says so; it printed "0 releases; ... verified" and exited 0.
+#[test]
+fn log_of_an_empty_remote_exits_non_zero_and_says_why() {
+    let kit = Kit::new();
+    let (_key, pubkey) = kit.keygen("ci");
+    let r = kit.run(&[
+        "log",
+        "--remote",
+        &kit.url("prdo"),
+        "--trusted-key",
+        &pubkey,
+    ]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("is the remote URL right?"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stdout.contains("verified"), "{}", r.stdout);
 }
 
 // ---- --json on every command, and a closed stdout ----

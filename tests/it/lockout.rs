@@ -572,6 +572,58 @@ fn changed_kernel_reboots_once_inside_the_window() {
     assert_eq!(sys_log(&h).matches("systemctl reboot").count(), 1);
 }
 
+/// Issue 33: the window is the host's local time (as
+/// `system.autoUpgrade.rebootWindow`), not UTC. In a zone 5 hours east of
+/// UTC, a window around the local minute opens and one around the UTC
+/// minute does not.
+#[test]
+fn reboot_window_is_local_time() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let hhmm = |m: u64| format!("{:02}:{:02}", (m % 1440) / 60, m % 60);
+    let utc_minute = (now % 86_400) / 60;
+    let local_minute = utc_minute + 5 * 60;
+    for (label, around, reboots) in [("UTC", utc_minute, 0), ("local", local_minute, 1)] {
+        // From 10 minutes before to 10 minutes after.
+        let window =
+            serde_json::json!({"lower": hhmm(around + 1440 - 10), "upper": hhmm(around + 10)});
+        let h = Host::with(|c| {
+            c["activation"]["mode"] = serde_json::json!("boot");
+            c["reboot"] = serde_json::json!({"allow": true, "window": window});
+        });
+        let sys = |name: &str, kernel: &str| {
+            let d = h.kit.path(name);
+            fs::create_dir_all(&d).expect("mkdir");
+            fs::write(h.kit.path(kernel), kernel).expect("kernel");
+            std::os::unix::fs::symlink(h.kit.path(kernel), d.join("kernel")).expect("link");
+            d
+        };
+        let booted = sys("old-system", "kernel-1");
+        let next = sys("new-system", "kernel-2");
+        std::os::unix::fs::symlink(&booted, h.kit.path("run/booted-system")).expect("link");
+        let mut cfg = h.config();
+        cfg["activation"]["profile"] = serde_json::json!(h.kit.path("profile"));
+        h.set_config(&cfg);
+        std::os::unix::fs::symlink(&next, h.kit.path("profile")).expect("link");
+        h.publish("v1");
+        let o = h
+            .agent_cmd(&["follow", "--once", "--json"])
+            .env("TZ", "XYZ-5")
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            sys_log(&h).matches("systemctl reboot").count(),
+            reboots,
+            "window around the {label} minute ({window}): {}\n{}",
+            sys_log(&h),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
 #[test]
 fn reboot_window_outside_now_waits() {
     // A one-minute window two minutes from now (UTC).

@@ -14,6 +14,7 @@ mod docs_example;
 mod fleet;
 mod freshness;
 mod hardening;
+mod hooks;
 mod hostile_archives;
 mod interop_minisign;
 mod locked_inputs;

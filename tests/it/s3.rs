@@ -540,3 +540,131 @@ fn lost_answers_to_conditional_writes_are_retried_without_a_false_lost_race() {
     assert_eq!(v["ok"], true, "{}", log.stdout);
     assert_eq!(v["releases"].as_array().map(Vec::len), Some(3));
 }
+
+/// Issue 33: operators' profiles (SSO, `credential_process`, assume-role)
+/// work as with the aws CLI. A `credential_process` profile authenticates
+/// against the credential-checking server; a profile whose process hands
+/// out wrong keys is refused with the usual hint.
+#[test]
+fn credential_process_profile_authenticates_with_profile_and_aws_profile() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let kit = Kit::new();
+    let Some(srv) = S3sFs::start(&kit.path("")) else {
+        return;
+    };
+    let (key, _pubkey) = kit.keygen("ci");
+    let src = kit.flake("f", "x");
+    let endpoint = format!("http://127.0.0.1:{}", srv.port);
+    let script = |name: &str, ak: &str, sk: &str| {
+        let p = kit.path(name);
+        fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\nprintf '{{\"Version\":1,\"AccessKeyId\":\"{ak}\",\"SecretAccessKey\":\"{sk}\"}}'\n"
+            ),
+        )
+        .expect("script");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
+        p
+    };
+    let good = script("good-creds", S3sFs::ACCESS_KEY, S3sFs::SECRET_KEY);
+    let bad = script("bad-creds", "wrong-key", "wrong-secret");
+    let config = kit.path("aws-config");
+    fs::write(
+        &config,
+        format!(
+            "[profile fleet-admin]\ncredential_process = {}\nregion = us-east-1\n\n[profile wrong]\ncredential_process = {}\nregion = us-east-1\n\n[profile sso]\nsso_start_url = https://example.awsapps.com/start\nsso_region = us-east-1\nsso_account_id = 123456789012\nsso_role_name = Admin\nregion = us-east-1\n",
+            good.display(),
+            bad.display()
+        ),
+    )
+    .expect("config");
+    let run = |profile_flag: Option<&str>, env_profile: Option<&str>, version: &str| {
+        let mut c = kit.cmd();
+        c.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_REGION")
+            .env("AWS_CONFIG_FILE", &config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", kit.path("no-credentials"))
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        if let Some(p) = env_profile {
+            c.env("AWS_PROFILE", p);
+        }
+        c.args([
+            "publish",
+            "--remote",
+            "s3://npcnix-test/remotes/prod",
+            "--endpoint",
+            &endpoint,
+            "--path-style",
+            "--key",
+            &key,
+            "--version",
+            version,
+            "--src",
+        ])
+        .arg(&src);
+        if let Some(p) = profile_flag {
+            c.args(["--profile", p]);
+        }
+        let o = c.output().expect("run");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(Some("fleet-admin"), None, "1");
+    assert_eq!(code, Some(0), "--profile: {err}");
+    let (code, err) = run(None, Some("wrong"), "2");
+    assert_eq!(code, Some(1), "AWS_PROFILE=wrong: {err}");
+    assert!(err.contains("check the credentials"), "{err}");
+    // --profile wins over AWS_PROFILE.
+    let (code, err) = run(Some("fleet-admin"), Some("wrong"), "2");
+    assert_eq!(code, Some(0), "--profile over AWS_PROFILE: {err}");
+    // An SSO profile is read through the aws CLI: the error says how.
+    let (code, err) = run(Some("sso"), None, "3");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("aws configure export-credentials"), "{err}");
+}
+
+/// Issue 33: `-vv` shows the S3 SDK's own events (as `aws --debug`:
+/// credential source, endpoint, each request), through npcnix's lines;
+/// without it they stay hidden.
+#[test]
+fn vv_shows_the_s3_sdks_own_events_and_default_output_does_not() {
+    let kit = Kit::new();
+    let Some(moto) = Moto::start(&kit.path("")) else {
+        return;
+    };
+    let (key, pubkey) = kit.keygen("ci");
+    let url = moto.url("prod");
+    publish(&kit, &url, &moto.endpoint(), &key, &kit.flake("f", "x")).ok();
+    let endpoint = moto.endpoint();
+    let args = |extra: &'static [&'static str]| {
+        let mut a = vec![
+            "log",
+            "--remote",
+            url.as_str(),
+            "--endpoint",
+            endpoint.as_str(),
+            "--path-style",
+            "--trusted-key",
+            pubkey.as_str(),
+        ];
+        a.extend_from_slice(extra);
+        a
+    };
+    let r = run_s3(&kit, &args(&["-vv"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let sdk: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("npcnix: debug: ") && l.contains("aws_"))
+        .collect();
+    assert!(!sdk.is_empty(), "{}", r.stderr);
+    let r = run_s3(&kit, &args(&[]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("aws_"), "{}", r.stderr);
+}

@@ -137,6 +137,11 @@ pub struct Agent {
     receipts_unsupported: AtomicBool,
     /// The running system when this agent started (`current-system`).
     started_in: Option<PathBuf>,
+    /// Audit events of the current poll, for the event hooks.
+    audited: std::sync::Mutex<Vec<crate::host::journal::AuditEvent>>,
+    /// Milliseconds the last archive download took (0: none since the
+    /// last status write).
+    last_fetch_ms: std::sync::atomic::AtomicU64,
     /// Expiry times already warned about (each once per agent run).
     warned_expiry: std::sync::Mutex<std::collections::BTreeSet<u64>>,
 }
@@ -213,6 +218,8 @@ impl Agent {
             fetching: AtomicBool::new(false),
             receipts_unsupported: AtomicBool::new(false),
             warned_expiry: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            last_fetch_ms: std::sync::atomic::AtomicU64::new(0),
+            audited: std::sync::Mutex::new(Vec::new()),
             started_in: std::fs::canonicalize(p.run_dir.join("current-system")).ok(),
             run_dir: p.run_dir,
         }
@@ -223,7 +230,7 @@ impl Agent {
     }
 
     fn journal(&self) -> Journal<'_> {
-        Journal::new(&self.data, self.remote())
+        Journal::new(&self.data, self.remote()).observed(&self.audited)
     }
 
     fn warn(&self, w: Result<(), JournalError>) {
@@ -543,7 +550,11 @@ impl Agent {
         };
         let mut downloaded = {
             let _net = OnNetwork::enter(&self.fetching);
-            pipeline::download(&self.log(), accepted, &self.v.limits, &self.data)?
+            let started = std::time::Instant::now();
+            let d = pipeline::download(&self.log(), accepted, &self.v.limits, &self.data)?;
+            let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.last_fetch_ms.store(ms.max(1), Ordering::Relaxed);
+            d
         };
         // From here on the poll writes durable state: never abandoned.
         let lock = match self.data.try_lock() {

@@ -43,6 +43,13 @@ impl Agent {
         if let Some(w) = &rb.audit_failed {
             self.warn_msg(w);
         }
+        // The rollback audited itself (its own journal): tell the hooks.
+        if let Ok(mut heard) = self.audited.lock() {
+            let mut ev = self.journal().event(poll.now.wall, "rolled-back");
+            ev.version = Some(rb.version);
+            ev.detail = Some(rb.detail.clone());
+            heard.push(ev);
+        }
         Ok(match rb.verdict {
             Verdict::Bad => Some(Outcome::RolledBack {
                 version: rb.version,
@@ -313,9 +320,16 @@ impl Agent {
         if !booted.exists() || !kernel_changed(&booted, &next) {
             return;
         }
-        let minute = ((now.wall % 86_400) / 60) as u32;
-        if rb.window.as_ref().is_some_and(|w| !w.contains(minute)) {
-            return;
+        if let Some(w) = &rb.window {
+            let tz = crate::host::clock::local_time_zone().unwrap_or_else(|e| {
+                self.warn_msg(&format!(
+                    "reboot window: cannot read this host's time zone ({e}); using UTC"
+                ));
+                tz::TimeZone::utc()
+            });
+            if !w.contains(crate::host::clock::local_minute(now.wall, &tz)) {
+                return;
+            }
         }
         let target = next.display().to_string();
         let mut s = self.data.load_status();

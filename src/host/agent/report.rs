@@ -73,7 +73,8 @@ impl Agent {
         result: &Result<Outcome, AgentError>,
         next_poll: Option<u64>,
     ) -> PollStatus {
-        let status = self.record_status(now, result, next_poll);
+        let before = self.data.load_status();
+        let mut status = self.record_status(now, result, next_poll);
         let state = self.data.peek().ok();
         let probation = probation::load(&self.data, self.remote()).ok().flatten();
         let expiry = crate::host::status::expiries(&self.data, self.remote());
@@ -81,6 +82,8 @@ impl Agent {
         if let (Ok(o), Some(st)) = (result, &state) {
             self.send_receipt(o, st, probation.as_ref(), now);
         }
+        // Everything about this poll is recorded: tell the hooks.
+        self.run_hooks(&before, &mut status, now);
         if let Some(path) = &self.v.config.metrics_path {
             let rep = crate::host::status::status_report(
                 &self.v,
@@ -99,6 +102,58 @@ impl Agent {
             }
         }
         status
+    }
+
+    /// Runs the configured hooks for this poll's events (from the audit
+    /// events it appended, and `stale`), one after another, each bounded
+    /// by its time-out; failures are warnings and counted in the status.
+    fn run_hooks(&self, before: &PollStatus, status: &mut PollStatus, now: u64) {
+        use crate::host::config::HookEvent;
+        use crate::host::hooks::{self, Fired, HookResult};
+        let audited = self
+            .audited
+            .lock()
+            .map(|mut a| std::mem::take(&mut *a))
+            .unwrap_or_default();
+        let cfg = &self.v.config.hooks;
+        if cfg.commands.is_empty() {
+            return;
+        }
+        let new_refusal =
+            status.last_refusal.is_some() && status.last_refusal != before.last_refusal;
+        let mut fired: Vec<Fired> = audited
+            .iter()
+            .filter_map(|ev| HookEvent::of_audit(&ev.event, new_refusal).map(|h| Fired::of(h, ev)))
+            .collect();
+        // One `refused` per poll, however many refusals it audited.
+        let mut refused = false;
+        fired.retain(|f| f.event != HookEvent::Refused || !std::mem::replace(&mut refused, true));
+        if let Some(since) = status.failing_since {
+            if !status.stale_notified && now.saturating_sub(since) >= cfg.stale_after_secs {
+                status.stale_notified = true;
+                let mut ev = crate::host::journal::AuditEvent::new(now, "stale", self.remote());
+                ev.detail = status.last_error.clone();
+                fired.push(Fired::of(HookEvent::Stale, &ev));
+            }
+        }
+        let mut failures = 0;
+        for f in &fired {
+            for h in cfg.commands.iter().filter(|h| h.events.contains(&f.event)) {
+                if let HookResult::Failed(why) = hooks::run(h, f, self.remote(), &self.v.host_id) {
+                    failures += 1;
+                    self.warn_msg(&format!("hook for {}: {why}", f.event.name()));
+                }
+            }
+        }
+        if failures > 0 || status.stale_notified != before.stale_notified {
+            status.hook_failures += failures;
+            if let Err(e) = self.data.save_status(status) {
+                self.warn_msg(&format!(
+                    "could not write {}: {e}",
+                    self.data.status_path().display()
+                ));
+            }
+        }
     }
 
     /// Warns (once per expiry time and agent run) when the verified head
@@ -162,6 +217,13 @@ impl Agent {
         s.last_check = Some(now);
         s.next_poll = next_poll;
         s.fetcher = Some(self.fetcher.clone());
+        match self
+            .last_fetch_ms
+            .swap(0, std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => {}
+            ms => s.last_fetch_ms = Some(ms),
+        }
         match result {
             Ok(o) => {
                 s.last_result = Some(clip(o.to_string()));
@@ -170,6 +232,16 @@ impl Agent {
                     Outcome::Refused(r) => Some(r.check().name().to_owned()),
                     _ => None,
                 };
+                if let Some(check) = &s.last_refusal {
+                    // Check names are a fixed set: the map stays bounded.
+                    *s.refusals.entry(check.clone()).or_default() += 1;
+                }
+                if let Outcome::Activated { .. } = o {
+                    s.last_activation = Some(now);
+                }
+                if !o.is_failure() && !matches!(o, Outcome::Busy | Outcome::Interrupted) {
+                    s.last_success = Some(now);
+                }
                 s.waiting = match o {
                     Outcome::Waiting { version, until } => Some((*version, *until)),
                     _ => None,
@@ -177,12 +249,16 @@ impl Agent {
                 if o.is_failure() {
                     s.consecutive_failures += 1;
                     s.last_error = Some(clip(o.to_string()));
+                    s.failing_since.get_or_insert(now);
                 } else if !matches!(o, Outcome::Busy) {
                     s.consecutive_failures = 0;
+                    s.failing_since = None;
+                    s.stale_notified = false;
                 }
             }
             Err(e) => {
                 s.consecutive_failures += 1;
+                s.failing_since.get_or_insert(now);
                 s.last_result = Some("error".into());
                 s.last_error = Some(clip(format!("{e:#}")));
                 s.last_refusal = None;

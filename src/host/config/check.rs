@@ -41,6 +41,7 @@ const CONFIG_SECTIONS: &[&str] = &[
     "host_id",
     "rollout",
     "receipts",
+    "hooks",
 ];
 
 /// Sections a config must have; a stand-in value lets the others be
@@ -119,6 +120,7 @@ pub fn check(text: &str) -> Result<Validated, Vec<String>> {
             "host_id" => shape::<Option<String>>(v),
             "rollout" => shape::<RolloutMode>(v),
             "receipts" => shape::<ReceiptsConfig>(v),
+            "hooks" => shape::<super::HooksConfig>(v),
             _ => Ok(()),
         };
         if let Err(e) = res {

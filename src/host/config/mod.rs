@@ -65,6 +65,9 @@ pub struct HostConfig {
     pub rollout: RolloutMode,
     #[serde(default)]
     pub receipts: ReceiptsConfig,
+    /// Programs run after a decision is recorded (notifications).
+    #[serde(default)]
+    pub hooks: HooksConfig,
 }
 
 /// A config problem, with the field it concerns.
@@ -296,6 +299,20 @@ impl HostConfig {
                 "lockout.probation_secs",
                 "must be 0 (off) or between 5 and 86400 seconds (minutes are sensible)",
             ));
+        }
+        for (i, h) in self.hooks.commands.iter().enumerate() {
+            if !h.command.first().is_some_and(|p| p.starts_with('/')) {
+                errs.push(invalid(
+                    format!("hooks.commands[{i}].command"),
+                    "must start with an absolute program path (the agent's PATH is not the operator's)",
+                ));
+            }
+            if !(1..=3600).contains(&h.timeout_secs) {
+                errs.push(invalid(
+                    format!("hooks.commands[{i}].timeout_secs"),
+                    "must be between 1 and 3600 seconds",
+                ));
+            }
         }
         if let Some(w) = &self.reboot.window {
             for (f, v) in [("lower", &w.lower), ("upper", &w.upper)] {

@@ -457,6 +457,105 @@ impl RemoteConfig {
             ca_file: self.ca_file.clone(),
             min_rate_bytes_per_sec: self.min_rate_bytes_per_sec,
             client_attempts: None,
+            profile: None,
+        }
+    }
+}
+
+/// Programs run after the agent records a decision (`hooks`, issue 33):
+/// notifications, never a say in the decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    #[serde(default)]
+    pub commands: Vec<HookConfig>,
+    /// `stale` fires once when a poll fails and no poll ended well for
+    /// this long.
+    #[serde(default = "default_stale_after")]
+    pub stale_after_secs: u64,
+}
+
+fn default_stale_after() -> u64 {
+    3600
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            commands: Vec::new(),
+            stale_after_secs: default_stale_after(),
+        }
+    }
+}
+
+/// One hook: a program (absolute path, arguments) and the events that run it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    pub command: Vec<String>,
+    /// Events that run it (default: every one).
+    #[serde(default = "HookEvent::all")]
+    pub events: Vec<HookEvent>,
+    /// Killed (with its process group) after this long.
+    #[serde(default = "default_hook_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_hook_timeout() -> u64 {
+    30
+}
+
+/// What a hook is told about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookEvent {
+    /// A release was activated.
+    Activated,
+    /// A release was refused (once per change of the refusing check).
+    Refused,
+    /// A release on probation was rolled back.
+    RolledBack,
+    /// A release went on probation (the watchdog is armed).
+    ProbationArmed,
+    /// A release on probation was confirmed.
+    Confirmed,
+    /// No poll ended well for `stale_after_secs` (once per stale period).
+    Stale,
+}
+
+impl HookEvent {
+    pub fn all() -> Vec<HookEvent> {
+        vec![
+            HookEvent::Activated,
+            HookEvent::Refused,
+            HookEvent::RolledBack,
+            HookEvent::ProbationArmed,
+            HookEvent::Confirmed,
+            HookEvent::Stale,
+        ]
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HookEvent::Activated => "activated",
+            HookEvent::Refused => "refused",
+            HookEvent::RolledBack => "rolled-back",
+            HookEvent::ProbationArmed => "probation-armed",
+            HookEvent::Confirmed => "confirmed",
+            HookEvent::Stale => "stale",
+        }
+    }
+
+    /// The hook event an audit event is, if any (`rejected` only when
+    /// `new_refusal`: the refusing check changed).
+    pub fn of_audit(event: &str, new_refusal: bool) -> Option<HookEvent> {
+        match event {
+            "activated" => Some(HookEvent::Activated),
+            "rejected" if new_refusal => Some(HookEvent::Refused),
+            "rolled-back" => Some(HookEvent::RolledBack),
+            "probation-started" => Some(HookEvent::ProbationArmed),
+            "confirmed" => Some(HookEvent::Confirmed),
+            _ => None,
         }
     }
 }

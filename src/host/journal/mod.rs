@@ -112,18 +112,35 @@ pub struct JournalError {
 pub struct Journal<'a> {
     path: PathBuf,
     remote: &'a str,
+    /// Also handed every appended event (the agent's event hooks).
+    observer: Option<&'a std::sync::Mutex<Vec<AuditEvent>>>,
 }
+
+/// Most events an observer keeps between two reads (one poll's worth).
+const OBSERVED_MAX: usize = 64;
 
 impl<'a> Journal<'a> {
     pub fn new(data: &DataDir, remote: &'a str) -> Journal<'a> {
         Journal {
             path: data.audit_path(),
             remote,
+            observer: None,
         }
+    }
+
+    /// Hands every event appended through this journal to `sink` as well.
+    pub fn observed(mut self, sink: &'a std::sync::Mutex<Vec<AuditEvent>>) -> Journal<'a> {
+        self.observer = Some(sink);
+        self
     }
 
     /// Appends `ev`; `Err` is a warning for the caller to show.
     pub fn append(&self, ev: &AuditEvent) -> Result<(), JournalError> {
+        if let Some(Ok(mut sink)) = self.observer.map(|o| o.lock()) {
+            if sink.len() < OBSERVED_MAX {
+                sink.push(ev.clone());
+            }
+        }
         append(&self.path, ev).map_err(|source| JournalError {
             path: self.path.clone(),
             source,

@@ -116,6 +116,10 @@ impl Kit {
             .env_remove("NPCNIX_PASSPHRASE")
             .env_remove("NPCNIX_PROGRESS")
             .env_remove("NPCNIX_RETRIES")
+            // Reboot windows are local time: the machine's zone must not
+            // decide a test (a test sets TZ itself to check zones).
+            .env("TZ", "UTC")
+            .env_remove("RUST_LOG")
             .current_dir(self.tmp.path())
             .stdin(std::process::Stdio::null());
         c

@@ -233,6 +233,23 @@ impl Kit {
 
     /// Publishes the next release: a flake whose `marker` file is `marker`
     /// and, with `system_config`, whose system carries that host config.
+    /// Puts a freshness timestamp by `key` for the current head, valid
+    /// from `created` to `expires`, into `latest` (D126).
+    pub fn timestamp(&self, key: &SecretKey, created: u64, expires: u64) {
+        let latest = self.root().join("store/latest");
+        let mut b = Bundle::decode(&std::fs::read(&latest).expect("latest")).expect("bundle");
+        let st = crate::format::statement::Statement::parse(&b.statement).expect("statement");
+        b.timestamp = Some(crate::publish::sign_timestamp(
+            &st.remote,
+            st.version,
+            crate::format::digest::Digest::of(&b.statement),
+            created,
+            expires,
+            &[key],
+        ));
+        std::fs::write(&latest, b.encode()).expect("write");
+    }
+
     pub fn publish(&self, marker: &str, system_config: Option<&serde_json::Value>) -> u64 {
         self.publish_with(marker, system_config, &[])
     }

@@ -452,3 +452,32 @@ fn paused_host_still_rolls_back_an_expired_probation() {
         Ok(Outcome::RolledBack { version: 2, .. })
     ));
 }
+
+/// Issue 32 review: the release on probation verifies, only its freshness
+/// timestamp lapsed (a missed refresh). The new system reaches the store
+/// and accepts what it runs: it confirms (a rollback cannot make the
+/// signers refresh, and a retry loop would mark a healthy release bad).
+#[test]
+fn release_on_probation_whose_timestamp_lapses_is_confirmed_not_rolled_back() {
+    let ts = crate::format::keys::SecretKey::generate().expect("key");
+    let ts_public = ts.public_key().to_base64();
+    let k = Kit::new(|c| {
+        c["trusted_keys"].as_array_mut().expect("keys").push(
+            serde_json::json!({"public_key": ts_public, "remotes": ["prod"], "role": "timestamp"}),
+        );
+        c["policy"] = serde_json::json!({"freshness": {"required": true}});
+    });
+    k.publish("v1", None);
+    let now = crate::host::clock::Clock::now(&k.clock).wall;
+    k.timestamp(&ts, now, now + 100);
+    assert_eq!(
+        k.poll(&k.agent(&k.config())),
+        Ok(Outcome::Activated { version: 1 })
+    );
+    assert!(k.probation().is_some());
+    k.clock.advance(150);
+    assert_eq!(refused(k.poll(&k.running_agent())), Check::TimestampExpired);
+    assert!(k.probation().is_none(), "confirmed");
+    assert_eq!(k.events("confirmed").len(), 1);
+    assert_eq!(k.running_marker(), "v1");
+}
