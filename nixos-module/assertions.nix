@@ -145,6 +145,18 @@ in
       (e.g. /run/secrets/..., from sops-nix or agenix).'';
   }
   {
+    # The module creates the metrics file's directory world-readable
+    # (tmpfiles `d` also resets an existing directory's mode): never a
+    # shared or private one.
+    assertion = cfg.metricsPath == null || !builtins.elem (dirOf cfg.metricsPath)
+      [ "/" "/tmp" "/var/tmp" "/run" "/var/lib" "/var" "/etc" cfg.stateDir ];
+    message = ''
+      services.npcnix.metricsPath = "${toString cfg.metricsPath}": give the metrics file a
+      directory of its own (e.g. /var/lib/prometheus-node-exporter/textfile/npcnix.prom);
+      the module makes that directory 0755, which must not be the state directory or a
+      shared one.'';
+  }
+  {
     assertion = badCacheKeys == [ ];
     message = ''
       services.npcnix.extraTrustedPublicKeys: not a Nix binary cache key

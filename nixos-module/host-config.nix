@@ -120,6 +120,9 @@ in
     stale_after_secs = cfg.hookStaleAfter;
   };
 }
+// optionalAttrs (cfg.hold != null) {
+  hold = { max_version = cfg.hold.maxVersion; inherit (cfg.hold) reason; };
+}
 // optionalAttrs (cfg.hostId != null) { host_id = cfg.hostId; }
 // optionalAttrs (cfg.rollout != null) { inherit (cfg) rollout; }
 // optionalAttrs (lockout != { }) { inherit lockout; }

@@ -124,8 +124,8 @@ let
         '';
       };
       events = mkOption {
-        type = types.listOf (types.enum [ "activated" "refused" "rolled-back" "probation-armed" "confirmed" "stale" ]);
-        default = [ "activated" "refused" "rolled-back" "probation-armed" "confirmed" "stale" ];
+        type = types.listOf (types.enum [ "activated" "refused" "rolled-back" "rollback-failed" "probation-armed" "confirmed" "stale" ]);
+        default = [ "activated" "refused" "rolled-back" "rollback-failed" "probation-armed" "confirmed" "stale" ];
         description = "Events that run it (`refused`: once per change of the refusing check; `stale`: once when no poll ended well for `hookStaleAfter` seconds).";
       };
       timeout = mkOption {
@@ -545,6 +545,30 @@ in
         `rolled-back`, `probation-armed`, `confirmed` and `stale`, after
         the decision is recorded (as comin's `postDeploymentCommand`;
         unlike `healthCheck`, a failing hook rolls nothing back).
+      '';
+    };
+
+    hold = mkOption {
+      type = types.nullOr (types.submodule {
+        options = {
+          maxVersion = mkOption {
+            type = types.ints.unsigned;
+            description = "Activate no release above this version.";
+          };
+          reason = mkOption {
+            type = types.strMatching "[^\n]{1,200}";
+            example = "database migration window, ticket OPS-123";
+            description = "Why (shown by `npcnix status`, the receipts and `npcnix fleet status`).";
+          };
+        };
+      });
+      default = null;
+      example = literalExpression ''{ maxVersion = 41; reason = "holding for the migration"; }'';
+      description = ''
+        A declarative hold: the host verifies newer releases but activates
+        none above `maxVersion` until this changes (a release that changes
+        it lifts it). It never downgrades a host that already runs a newer
+        version.
       '';
     };
 

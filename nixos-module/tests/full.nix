@@ -50,6 +50,7 @@
       }
     ];
     hookStaleAfter = 7200;
+    hold = { maxVersion = 41; reason = "database migration, OPS-123"; };
     extraSubstituters = [ "https://cache.example.com" ];
     extraTrustedPublicKeys = [ "cache.example.com-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=" ];
     region = "eu-central-1";

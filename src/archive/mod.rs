@@ -5,6 +5,7 @@ pub mod confine;
 pub(crate) mod dirfd;
 pub mod extract;
 pub mod limits;
+pub mod listing;
 pub mod member;
 pub mod pack;
 pub mod path;

@@ -66,8 +66,12 @@ pub fn man(a: ManArgs) -> Result<()> {
                 .filter(|n| n.ends_with(".1"))
                 .collect();
             pages.sort();
-            for page in &pages {
+            // The pages just generated (npcnix*.1, each rewritten), once.
+            for page in pages.iter().filter(|p| p.starts_with("npcnix")) {
                 let path = dir.join(page);
+                if std::fs::read_to_string(&path).is_ok_and(|t| t.contains(".SH \"EXIT STATUS\"")) {
+                    continue;
+                }
                 let mut f = std::fs::OpenOptions::new()
                     .append(true)
                     .open(&path)

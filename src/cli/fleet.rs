@@ -198,9 +198,10 @@ fn status(a: StatusArgs) -> Result<()> {
                     visible(&r.host),
                     visible(r.configuration.as_deref().unwrap_or("-")),
                     r.active_version.map_or("-".into(), |v| format!("v{v}")),
-                    visible(&match (&r.result, &r.check) {
-                        (Some(x), Some(c)) => format!("{x} ({c})"),
-                        (Some(x), None) => x.clone(),
+                    visible(&match (&r.result, &r.check, &r.hold) {
+                        (Some(x), Some(c), _) => format!("{x} ({c})"),
+                        (Some(x), None, Some(h)) => format!("{x} (hold v{})", h.max_version),
+                        (Some(x), None, None) => x.clone(),
                         _ => "-".into(),
                     }),
                     r.age_secs.map_or("-".into(), age),

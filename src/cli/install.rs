@@ -270,5 +270,6 @@ fn host_config(
         rollout: Default::default(),
         receipts: Default::default(),
         hooks: Default::default(),
+        hold: None,
     })
 }

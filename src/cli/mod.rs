@@ -14,6 +14,7 @@ mod audit;
 mod common;
 mod completions;
 mod config;
+mod diff;
 mod env;
 mod exit;
 mod fetch_worker;
@@ -85,6 +86,7 @@ enum Command {
     Pull(pull::Args),
     Verify(verify::Args),
     Log(log::Args),
+    Diff(diff::Args),
     Follow(follow::Args),
     Status(status::Args),
     Config(config::Args),
@@ -134,6 +136,7 @@ pub fn main() -> ExitCode {
         Command::Pull(a) => pull::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Log(a) => log::run(a),
+        Command::Diff(a) => diff::run(a),
         Command::Follow(a) => follow::run(a),
         Command::Status(a) => status::run(a),
         Command::Config(a) => config::run(a),

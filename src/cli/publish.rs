@@ -70,6 +70,10 @@ pub struct Args {
     store: common::StoreArgs,
     #[command(flatten)]
     threads: super::pack::Threads,
+    /// Show the statement that would be signed (checked as publish checks
+    /// it) and the files it changes against the head; upload nothing
+    #[arg(long)]
+    dry_run: bool,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -275,8 +279,94 @@ pub fn run(a: Args) -> Result<()> {
     }
     draft.statement.decommission = decommission_list(&a.decommission)?;
     draft.statement.rollout = a.rollout.plan()?;
+    if a.dry_run {
+        return dry_run(
+            &editor,
+            &draft,
+            &archive_path,
+            &sk,
+            &store,
+            work.path(),
+            a.json,
+        );
+    }
     let published = editor.publish(&draft, &archive_path, vec![draft.sign(&sk)])?;
     report_published(&published, &a.remote, a.json, &[sk.key_id]);
+    Ok(())
+}
+
+/// `--dry-run`: the statement that would be signed, checked as a host
+/// would take it, and what it changes against the head; nothing uploaded.
+fn dry_run(
+    editor: &Editor<'_>,
+    draft: &npcnix::publish::Draft,
+    archive: &std::path::Path,
+    sk: &npcnix::format::keys::SecretKey,
+    store: &npcnix::store::Remote,
+    work: &std::path::Path,
+    json: bool,
+) -> Result<()> {
+    use npcnix::publish::{compare, diff};
+    let checked = editor.check_only(draft, vec![draft.sign(sk)])?;
+    let new = compare::local(archive)?;
+    let old = match &draft.head {
+        Some(h) => Some(compare::release(
+            store,
+            &editor.trust().policy,
+            h.statement.version,
+            fsutil::now_unix(),
+            work,
+        )?),
+        None => None,
+    };
+    let changes = diff::diff(
+        &old.as_ref().map(|o| o.members.clone()).unwrap_or_default(),
+        &new,
+    );
+    let (added, removed, changed, _, _) = diff::totals(&changes);
+    let statement: serde_json::Value =
+        serde_json::from_slice(&draft.statement_bytes()).unwrap_or_default();
+    if json {
+        common::print_json(&serde_json::json!({
+            "dry_run": true,
+            "statement": statement,
+            "statement_hash": checked.statement_hash().to_hex(),
+            "changes": changes,
+            "added": added,
+            "removed": removed,
+            "changed": changed,
+        }));
+        return Ok(());
+    }
+    outln!(
+        "dry run: nothing was uploaded; hosts would accept this release (checked as publish checks it)"
+    );
+    outln!(
+        "statement that would be signed ({}):",
+        checked.statement_hash()
+    );
+    outln!(
+        "{}",
+        serde_json::to_string_pretty(&statement).unwrap_or_default()
+    );
+    match &draft.head {
+        Some(h) => outln!(
+            "against the head, version {}: {added} added, {removed} removed, {changed} changed",
+            h.statement.version
+        ),
+        None => outln!("the remote has no release yet: {added} files"),
+    }
+    for c in &changes {
+        outln!(
+            "  {:<8} {}",
+            match c.change {
+                diff::ChangeKind::Added => "added",
+                diff::ChangeKind::Removed => "removed",
+                diff::ChangeKind::Changed => "changed",
+            },
+            npcnix::format::text::visible(&c.path)
+        );
+    }
     Ok(())
 }
 

@@ -323,7 +323,32 @@ fn prepare(a: PrepareArgs) -> Result<()> {
         policy_origin: Some(editor.trust().origin.to_string()),
         revert_of: a.revert_to,
     };
+    // What the release changes against the head, for the offline signer.
+    let changes = match &draft.head {
+        Some(h) => {
+            let old = npcnix::publish::compare::release(
+                &store,
+                &editor.trust().policy,
+                h.statement.version,
+                now,
+                work.path(),
+            )?;
+            let new = npcnix::publish::compare::local(&archive_path)?;
+            Some(npcnix::publish::diff::PreparedChanges {
+                from: h.statement.version,
+                changes: npcnix::publish::diff::diff(&old.members, &new),
+            })
+        }
+        None => None,
+    };
     prepared::write(&a.out, &meta, &draft.statement, &archive_path)?;
+    if let Some(c) = &changes {
+        let path = a.out.join("changes.json");
+        let mut bytes = serde_json::to_vec_pretty(c)?;
+        bytes.push(b'\n');
+        fsutil::write_new(&path, &bytes, 0o644)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     print_prepared(
         &a,
         &draft.statement,

@@ -66,6 +66,7 @@ pub fn run(a: Args) -> Result<()> {
         let recorded = st.source.as_ref().and_then(|s| s.flake_lock_blake3);
         let how = flake::check_recorded(lock.lock_blake3, recorded).context("refusing to sign")?;
         out::text(format_args!("  {}\n", flake::describe(&lock, how)));
+        show_changes(&a.dir, &archive)?;
     } else {
         out::text(format_args!(
             "  (no archive.tar.zst here: check the hash against your own `npcnix pack`)\n\
@@ -117,5 +118,63 @@ What it cannot: `previous` (the store's head; `release publish` re-checks it onl
         sk.key_id,
         out.display()
     );
+    Ok(())
+}
+
+/// What the release changes (`changes.json`, written by `release
+/// prepare`): shown, and checked against the archive here as far as this
+/// machine can (the new side; the head's files it cannot see). A list
+/// that contradicts the archive is refused.
+fn show_changes(dir: &std::path::Path, archive: &std::path::Path) -> Result<()> {
+    use npcnix::publish::diff::{self, ChangeKind, PreparedChanges};
+    let path = dir.join("changes.json");
+    let bytes = match fsutil::read_regular(&path, 4 << 20) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            out::text(format_args!(
+                "  (no changes.json: `npcnix diff --release-dir {}` on a machine that reaches the store shows what changes)\n",
+                dir.display()
+            ));
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let pc: PreparedChanges = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a change list", path.display()))?;
+    let listing = npcnix::publish::compare::local(archive)?;
+    let problems = diff::check_offline(&pc.changes, &listing);
+    if let Some(p) = problems.first() {
+        bail!(
+            "changes.json contradicts the archive ({p}{}); refusing to sign",
+            if problems.len() > 1 {
+                format!(" and {} more", problems.len() - 1)
+            } else {
+                String::new()
+            }
+        );
+    }
+    let (added, removed, changed, _, _) = diff::totals(&pc.changes);
+    out::text(format_args!(
+        "\nWhat it changes against version {} ({added} added, {removed} removed, {changed} changed):\n",
+        pc.from
+    ));
+    for c in pc.changes.iter().take(200) {
+        let what = match c.change {
+            ChangeKind::Added => "added",
+            ChangeKind::Removed => "removed",
+            ChangeKind::Changed => "changed",
+        };
+        out::text(format_args!(
+            "  {what:<8} {}\n",
+            npcnix::format::text::visible(&c.path)
+        ));
+    }
+    if pc.changes.len() > 200 {
+        out::text(format_args!("  ... and {} more\n", pc.changes.len() - 200));
+    }
+    out::text(format_args!(
+        "  Checked here: every added and changed file is in the archive with that size, every removed one is not.\n  Not checked here: what version {} held (as the preparing machine read it from the store).\n",
+        pc.from
+    ));
     Ok(())
 }

@@ -109,6 +109,19 @@ pub fn run(a: Args) -> Result<()> {
             ),
         }
     }
+    if let Some(h) = &rep.hold {
+        let above = rep.active_version.is_some_and(|v| v > h.max_version);
+        outln!(
+            "hold:              at version {} or below ({}){}",
+            h.max_version,
+            npcnix::format::text::visible(&h.reason),
+            if above {
+                "; this host already runs a newer version (a hold never downgrades)"
+            } else {
+                ""
+            }
+        );
+    }
     match rep.paused_until {
         Some(u64::MAX) => outln!("paused:            yes, until `npcnix unpause`"),
         Some(t) => outln!("paused:            until {}", rfc3339(t)),

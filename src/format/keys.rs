@@ -160,9 +160,6 @@ impl PublicKey {
         }
         let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
         let first = lines.next().ok_or(KeyError::Format("empty public key"))?;
-        if first.starts_with("untrusted comment:") && first.contains("secret key") {
-            return Err(KeyError::SecretKeyGiven);
-        }
         let key_line = if first.starts_with("untrusted comment:") {
             lines.next().ok_or(KeyError::Format(
                 "public key line missing after the comment",

@@ -55,6 +55,10 @@ pub struct Receipt {
     pub waiting_until: Option<u64>,
     /// A release on probation (lockout protection).
     pub probation: Option<u64>,
+    /// The host config's hold (issue 34); absent without one, so readers
+    /// before holds still read the receipts of hosts without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldRef>,
     pub time: u64,
     /// Monotonic per host: a replayed receipt shows an older one.
     pub seq: u64,
@@ -62,6 +66,14 @@ pub struct Receipt {
     /// The host's public key (`RW...`): trust on first use for operators
     /// who do not pin host keys.
     pub public_key: String,
+}
+
+/// A declarative hold as a receipt reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldRef {
+    pub max_version: u64,
+    pub reason: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -142,6 +154,7 @@ impl Receipt {
         if texts
             .into_iter()
             .chain(r.check.iter())
+            .chain(r.hold.iter().map(|h| &h.reason))
             .any(|t| t.len() > 256 || !super::text::is_plain(t))
         {
             return Err(ReceiptFormatError::Text);

@@ -131,11 +131,13 @@ pub fn local_minute(unix: u64, tz: &tz::TimeZone) -> u32 {
 /// without `/etc/localtime`).
 pub fn local_time_zone() -> Result<tz::TimeZone, String> {
     match std::env::var("TZ") {
+        // As libc: an empty TZ is UTC, and so is a host without
+        // /etc/localtime (NixOS with `time.timeZone = null`).
+        Ok(tz) if tz.is_empty() => Ok(tz::TimeZone::utc()),
         // A zone name (`Europe/Berlin`, `:Europe/Berlin`) or a POSIX rule.
-        Ok(tz) if !tz.is_empty() => {
-            tz::TimeZone::from_posix_tz(&tz).map_err(|e| format!("TZ={tz:?}: {e}"))
-        }
-        _ => tz::TimeZone::local().map_err(|e| format!("/etc/localtime: {e}")),
+        Ok(tz) => tz::TimeZone::from_posix_tz(&tz).map_err(|e| format!("TZ={tz:?}: {e}")),
+        Err(_) if std::fs::symlink_metadata("/etc/localtime").is_err() => Ok(tz::TimeZone::utc()),
+        Err(_) => tz::TimeZone::local().map_err(|e| format!("/etc/localtime: {e}")),
     }
 }
 

@@ -42,18 +42,35 @@ pub enum HookResult {
     Failed(String),
 }
 
-/// Runs `hook` for `fired`: the environment says what happened; stdin is
-/// empty, stdout and stderr go to the agent's (the log); killed with its
-/// process group after `timeout_secs`.
-pub fn run(hook: &HookConfig, fired: &Fired, remote: &str, host_id: &str) -> HookResult {
+/// Runs `hook` for `fired` within `limit` (its time-out, or less when the
+/// poll's hook budget is nearly spent), or until `stop` says the agent is
+/// stopping: the environment is only what it needs (no credentials of the
+/// agent's) and says what happened; stdin is empty, its stdout and stderr
+/// go to the agent's stderr (the log, never the `--json` stream). Its
+/// process group is killed when it ends, finishes or not.
+pub fn run(
+    hook: &HookConfig,
+    fired: &Fired,
+    remote: &str,
+    host_id: &str,
+    limit: Duration,
+    stop: &dyn Fn() -> bool,
+) -> HookResult {
     let Some((program, args)) = hook.command.split_first() else {
         return HookResult::Failed("empty command".into());
     };
     let mut c = Command::new(program);
     c.args(args)
+        .env_clear()
         .stdin(Stdio::null())
-        .process_group(0)
-        .env("NPCNIX_EVENT", fired.event.name())
+        .stdout(Stdio::from(std::io::stderr()))
+        .process_group(0);
+    for k in ["PATH", "LANG", "LC_ALL", "TZ"] {
+        if let Some(v) = std::env::var_os(k) {
+            c.env(k, v);
+        }
+    }
+    c.env("NPCNIX_EVENT", fired.event.name())
         .env("NPCNIX_REMOTE", remote)
         .env("NPCNIX_HOST_ID", host_id)
         .env("NPCNIX_TIME", fired.time.to_string());
@@ -63,10 +80,12 @@ pub fn run(hook: &HookConfig, fired: &Fired, remote: &str, host_id: &str) -> Hoo
         ("NPCNIX_CHECK", fired.check.clone()),
         (
             "NPCNIX_DETAIL",
+            // Store-chosen text: escaped (a NUL would fail the spawn and
+            // silence the notification; a terminal escape reaches mail).
             fired
                 .detail
                 .as_deref()
-                .map(|d| crate::host::journal::clip(d, 1024)),
+                .map(|d| crate::format::text::visible(&crate::host::journal::clip(d, 1024))),
         ),
     ] {
         match v {
@@ -78,25 +97,56 @@ pub fn run(hook: &HookConfig, fired: &Fired, remote: &str, host_id: &str) -> Hoo
         Ok(ch) => ch,
         Err(e) => return HookResult::Failed(format!("cannot start {program}: {e}")),
     };
-    let deadline = Instant::now() + Duration::from_secs(hook.timeout_secs);
+    let pgid = rustix::process::Pid::from_raw(child.id() as i32);
+    let end = |child: &mut std::process::Child| {
+        // Whatever the hook left running goes with it.
+        if let Some(pgid) = pgid {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    let deadline = Instant::now() + limit;
     loop {
-        match child.try_wait() {
-            Ok(Some(st)) if st.success() => return HookResult::Ok,
-            Ok(Some(st)) => return HookResult::Failed(format!("{program} exited with {st}")),
-            Ok(None) if Instant::now() >= deadline => {
-                if let Some(pgid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        // Whether it exited, without reaping it: its pid (the group's id)
+        // stays taken until the group is killed and it is reaped.
+        let exited = pgid.map(|p| {
+            use rustix::process::{waitid, WaitId, WaitIdOptions};
+            waitid(
+                WaitId::Pid(p),
+                WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+            )
+            .map(|s| s.is_some())
+        });
+        match exited.map(|r| r.map_err(std::io::Error::from)) {
+            Some(Ok(true)) => {
+                if let Some(pgid) = pgid {
                     let _ =
                         rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
                 }
-                let _ = child.kill();
-                let _ = child.wait();
-                return HookResult::Failed(format!(
-                    "{program} did not finish within {} s and was killed",
-                    hook.timeout_secs
-                ));
+                return match child.wait() {
+                    Ok(st) if st.success() => HookResult::Ok,
+                    Ok(st) => HookResult::Failed(format!("{program} exited with {st}")),
+                    Err(e) => HookResult::Failed(format!("waiting for {program}: {e}")),
+                };
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return HookResult::Failed(format!("waiting for {program}: {e}")),
+            Some(Err(e)) => {
+                end(&mut child);
+                return HookResult::Failed(format!("waiting for {program}: {e}"));
+            }
+            _ => {}
         }
+        if stop() {
+            end(&mut child);
+            return HookResult::Failed(format!("{program} was killed: the agent is stopping"));
+        }
+        if Instant::now() >= deadline {
+            end(&mut child);
+            return HookResult::Failed(format!(
+                "{program} did not finish within {} s and was killed",
+                limit.as_millis().div_ceil(1000)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -46,6 +46,8 @@ pub struct Facts<'a> {
     pub vouch: Vouch,
     /// A stop signal arrived.
     pub stop: bool,
+    /// The host config's hold: activate nothing above this version.
+    pub hold: Option<u64>,
 }
 
 /// What the store's head is to this host, so far.
@@ -214,6 +216,9 @@ pub fn decide(f: &Facts<'_>) -> Step {
         } else {
             Outcome::UpToDate { version }
         });
+    }
+    if let Some(max) = f.hold.filter(|max| version > *max) {
+        return Step::End(Outcome::Held { version, max });
     }
     if let Some(t) = r.retry.as_ref().filter(|t| t.version == version) {
         if waiting(t) {

@@ -70,6 +70,12 @@ pub enum Outcome {
         version: u64,
         pending: u64,
     },
+    /// The release verified, and this host's config holds it at or below
+    /// `max` (a declarative hold): nothing newer is activated.
+    Held {
+        version: u64,
+        max: u64,
+    },
 }
 
 impl Outcome {
@@ -89,6 +95,7 @@ impl Outcome {
             Outcome::Interrupted => "interrupted",
             Outcome::Waiting { .. } => "waiting",
             Outcome::AwaitingConfirmation { .. } => "awaiting-confirmation",
+            Outcome::Held { .. } => "held",
         }
     }
 
@@ -114,7 +121,8 @@ impl Outcome {
             | Outcome::RolledBack { version, .. }
             | Outcome::RollbackFailed { version, .. }
             | Outcome::Waiting { version, .. }
-            | Outcome::AwaitingConfirmation { version, .. } => Some(*version),
+            | Outcome::AwaitingConfirmation { version, .. }
+            | Outcome::Held { version, .. } => Some(*version),
             _ => None,
         }
     }
@@ -180,6 +188,10 @@ impl std::fmt::Display for Outcome {
             Outcome::AwaitingConfirmation { version, pending } => write!(
                 f,
                 "version {version} verified; waiting until version {pending}, on probation, is confirmed or rolled back"
+            ),
+            Outcome::Held { version, max } => write!(
+                f,
+                "version {version} verified; held at version {max} or below by this host's config (hold)"
             ),
         }
     }

@@ -104,6 +104,7 @@ pub struct Report {
     pub bad: Vec<u64>,
     pub waiting_until: Option<u64>,
     pub probation: Option<u64>,
+    pub hold: Option<crate::format::receipt::HoldRef>,
 }
 
 impl Report {
@@ -117,13 +118,14 @@ impl Report {
             r => r,
         };
         format!(
-            "{:?}|{:?}|{}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}",
             self.active.map(|a| (a.version, a.statement.to_hex())),
             self.highest_verified,
             result,
             self.check,
             self.bad,
             self.waiting_until,
+            self.hold,
         )
     }
 }
@@ -161,6 +163,7 @@ pub fn due(
         bad,
         waiting_until: report.waiting_until,
         probation: report.probation,
+        hold: report.hold.clone(),
         time: now,
         seq,
         npcnix_version: npcnix_version.into(),

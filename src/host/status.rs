@@ -53,6 +53,8 @@ pub struct StatusReport {
     pub last_fetch_seconds: Option<f64>,
     /// Event hook runs that failed.
     pub hook_failures: u64,
+    /// The host config's hold (issue 34).
+    pub hold: Option<crate::host::config::HoldConfig>,
 }
 
 /// The expiry times a host watches: the verified head's `expires` and the
@@ -152,6 +154,7 @@ pub fn status_report(
         refusals: poll.refusals.clone(),
         last_fetch_seconds: poll.last_fetch_ms.map(|ms| ms as f64 / 1000.0),
         hook_failures: poll.hook_failures,
+        hold: v.config.hold.clone(),
     }
 }
 
@@ -231,6 +234,11 @@ pub fn metrics_text(rep: &StatusReport) -> String {
         "npcnix_probation_version",
         "Version on probation (0: none).",
         rep.probation.as_ref().map_or(0, |p| p.version).to_string(),
+    );
+    gauge(
+        "npcnix_hold_version",
+        "The version this host is held at or below (0: no hold).",
+        rep.hold.as_ref().map_or(0, |h| h.max_version).to_string(),
     );
     gauge(
         "npcnix_bad_releases",

@@ -24,6 +24,8 @@ pub struct Row {
     pub check: Option<String>,
     pub waiting_until: Option<u64>,
     pub probation: Option<u64>,
+    /// The host's declarative hold (issue 34).
+    pub hold: Option<crate::format::receipt::HoldRef>,
     pub bad: Vec<u64>,
     pub time: Option<u64>,
     pub age_secs: Option<u64>,
@@ -263,6 +265,7 @@ fn row(
         check: None,
         waiting_until: None,
         probation: None,
+        hold: None,
         bad: Vec::new(),
         time: None,
         age_secs: None,
@@ -290,6 +293,7 @@ fn from_receipt(
         check: r.check.clone(),
         waiting_until: r.waiting_until,
         probation: r.probation,
+        hold: r.hold.clone(),
         bad: r.bad.clone(),
         time: Some(r.time),
         age_secs: Some(now.saturating_sub(r.time)),
@@ -305,10 +309,14 @@ pub fn summarize(rows: &[Row]) -> Vec<String> {
     let mut refused: BTreeMap<String, usize> = BTreeMap::new();
     let mut none = 0;
     let mut unverified = 0;
+    let mut held: BTreeMap<(u64, String), usize> = BTreeMap::new();
     for r in rows {
         if r.time.is_none() {
             unverified += 1;
             continue;
+        }
+        if let Some(h) = &r.hold {
+            *held.entry((h.max_version, h.reason.clone())).or_default() += 1;
         }
         match r.active_version {
             Some(v) => *by_version.entry(v).or_default() += 1,
@@ -327,6 +335,13 @@ pub fn summarize(rows: &[Row]) -> Vec<String> {
         .collect();
     if none > 0 {
         out.push(format!("no active version: {none} {}", plural(none)));
+    }
+    for ((max, reason), n) in held {
+        out.push(format!(
+            "held at v{max} or below: {n} {} ({})",
+            plural(n),
+            crate::format::text::visible(&reason)
+        ));
     }
     for (check, n) in refused {
         out.push(format!(

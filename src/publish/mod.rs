@@ -30,6 +30,8 @@ use crate::format::statement::{
 use crate::store::{release_key, ETag, Fetched, Remote, StoreError, StoreErrorKind, LATEST};
 use crate::verify::{self, Policy};
 
+pub mod compare;
+pub mod diff;
 pub mod editor;
 pub mod flake;
 pub mod fleet;

@@ -86,6 +86,7 @@ mod tests {
             bad: vec![],
             waiting_until: None,
             probation: None,
+            hold: None,
             time: 1,
             seq,
             npcnix_version: "0.1.0".into(),

@@ -41,7 +41,11 @@ fn hooks_hear_an_activation_a_rollback_a_refusal_and_staleness_and_change_nothin
     let (h, log) = hooked();
     h.publish("v1");
     assert_eq!(h.once().0, "activated");
-    assert_eq!(lines(&log), ["activated 1 - prod"]);
+    // The switch armed the probation watchdog.
+    assert_eq!(
+        lines(&log),
+        ["activated 1 - prod", "probation-armed 1 - prod"]
+    );
 
     h.publish("v2");
     let (label, r) = h.once();
@@ -145,4 +149,57 @@ fn hook_with_a_relative_program_is_a_config_error() {
         r.stdout,
         r.stderr
     );
+}
+
+/// Issue 33 review: hooks run before the agent hands over to the new
+/// system, whose agent must confirm the release within the probation: ten
+/// 30 s hooks ran out the default 300 s and got a good release rolled back.
+/// All hooks of a poll now share a fifth of the probation period.
+#[test]
+fn slow_hooks_never_run_out_the_probation_clock() {
+    let h = Host::with(|c| c["lockout"] = serde_json::json!({"probation_secs": 25}));
+    let mut cfg = h.config();
+    cfg["hooks"] = serde_json::json!({
+        "commands": [
+            {"command": ["/bin/sh", "-c", "sleep 60"], "events": ["activated"], "timeout_secs": 3600},
+            {"command": ["/bin/sh", "-c", "sleep 60"], "events": ["activated"], "timeout_secs": 3600}
+        ]
+    });
+    h.set_config(&cfg);
+    h.publish("v1");
+    let started = Instant::now();
+    let (label, r) = h.once();
+    assert_eq!(label, "activated", "{}", r.stderr);
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "hooks took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        r.stderr.contains("did not finish within 5 s"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("used their 5 s budget"), "{}", r.stderr);
+}
+
+/// The store chooses the refusal text a hook receives: escaped, so a NUL
+/// cannot fail the spawn (and silence the notification).
+#[test]
+fn store_text_with_a_nul_still_reaches_the_hook_escaped() {
+    let h = Host::new();
+    let log = h.kit.path("hook.log");
+    let mut cfg = h.config();
+    cfg["hooks"] = serde_json::json!({
+        "commands": [{
+            "command": ["/bin/sh", "-c", format!("printf '%s\\n' \"$NPCNIX_EVENT $NPCNIX_DETAIL\" >> '{}'", log.display())],
+            "events": ["refused"]
+        }]
+    });
+    h.set_config(&cfg);
+    h.publish("v1");
+    fs::write(h.kit.store_path("prod", "latest"), b"{\"\\u0000\":1}").expect("plant");
+    assert_eq!(h.once().0, "rejected");
+    let text = fs::read_to_string(&log).expect("the hook ran");
+    assert!(text.starts_with("refused "), "{text}");
 }

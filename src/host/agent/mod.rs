@@ -361,6 +361,7 @@ impl Agent {
         self.reboot_if_due(&poll.now);
         loop {
             let facts = Facts {
+                hold: self.v.config.hold.as_ref().map(|h| h.max_version),
                 remote: &poll.remote,
                 probation: poll.probation.as_ref(),
                 observed: poll.observed.as_ref(),

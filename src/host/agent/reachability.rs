@@ -43,9 +43,15 @@ impl Agent {
         if let Some(w) = &rb.audit_failed {
             self.warn_msg(w);
         }
-        // The rollback audited itself (its own journal): tell the hooks.
-        if let Ok(mut heard) = self.audited.lock() {
-            let mut ev = self.journal().event(poll.now.wall, "rolled-back");
+        // The rollback audited itself (its own journal): tell the hooks
+        // what happened to the system (not a probation that merely ended).
+        let heard_as = match rb.verdict {
+            Verdict::Bad | Verdict::Retry { .. } => Some("rolled-back"),
+            Verdict::Failed { .. } => Some("rollback-failed"),
+            Verdict::NotSwitched | Verdict::Undone => None,
+        };
+        if let (Some(name), Ok(mut heard)) = (heard_as, self.audited.lock()) {
+            let mut ev = crate::host::journal::AuditEvent::new(poll.now.wall, name, self.remote());
             ev.version = Some(rb.version);
             ev.detail = Some(rb.detail.clone());
             heard.push(ev);
@@ -321,10 +327,14 @@ impl Agent {
             return;
         }
         if let Some(w) = &rb.window {
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
             let tz = crate::host::clock::local_time_zone().unwrap_or_else(|e| {
-                self.warn_msg(&format!(
-                    "reboot window: cannot read this host's time zone ({e}); using UTC"
-                ));
+                if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    self.warn_msg(&format!(
+                        "reboot window: cannot read this host's time zone ({e}); using UTC"
+                    ));
+                }
                 tz::TimeZone::utc()
             });
             if !w.contains(crate::host::clock::local_minute(now.wall, &tz)) {

@@ -83,7 +83,7 @@ impl Agent {
             self.send_receipt(o, st, probation.as_ref(), now);
         }
         // Everything about this poll is recorded: tell the hooks.
-        self.run_hooks(&before, &mut status, now);
+        self.run_hooks(&before, &mut status, probation.as_ref(), now);
         if let Some(path) = &self.v.config.metrics_path {
             let rep = crate::host::status::status_report(
                 &self.v,
@@ -107,7 +107,13 @@ impl Agent {
     /// Runs the configured hooks for this poll's events (from the audit
     /// events it appended, and `stale`), one after another, each bounded
     /// by its time-out; failures are warnings and counted in the status.
-    fn run_hooks(&self, before: &PollStatus, status: &mut PollStatus, now: u64) {
+    fn run_hooks(
+        &self,
+        before: &PollStatus,
+        status: &mut PollStatus,
+        probation: Option<&Probation>,
+        now: u64,
+    ) {
         use crate::host::config::HookEvent;
         use crate::host::hooks::{self, Fired, HookResult};
         let audited = self
@@ -128,6 +134,18 @@ impl Agent {
         // One `refused` per poll, however many refusals it audited.
         let mut refused = false;
         fired.retain(|f| f.event != HookEvent::Refused || !std::mem::replace(&mut refused, true));
+        // A switch arms the watchdog without an audit event of its own.
+        let armed = fired.iter().any(|f| f.event == HookEvent::ProbationArmed);
+        if let (false, Some(pr)) = (armed, probation) {
+            if let Some(act) = fired
+                .iter()
+                .find(|f| f.event == HookEvent::Activated && f.version == Some(pr.version))
+            {
+                let mut f = act.clone();
+                f.event = HookEvent::ProbationArmed;
+                fired.push(f);
+            }
+        }
         if let Some(since) = status.failing_since {
             if !status.stale_notified && now.saturating_sub(since) >= cfg.stale_after_secs {
                 status.stale_notified = true;
@@ -136,10 +154,30 @@ impl Agent {
                 fired.push(Fired::of(HookEvent::Stale, &ev));
             }
         }
+        // All hooks of a poll share a budget: a fifth of the probation
+        // period (the new system must still get to confirm a release the
+        // restart after this poll hands over), else ten minutes.
+        let probation_secs = self.v.config.lockout.probation_secs;
+        let budget = if probation_secs > 0 {
+            (probation_secs / 5).max(5)
+        } else {
+            600
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(budget);
+        let stop = || self.should_stop();
         let mut failures = 0;
         for f in &fired {
             for h in cfg.commands.iter().filter(|h| h.events.contains(&f.event)) {
-                if let HookResult::Failed(why) = hooks::run(h, f, self.remote(), &self.v.host_id) {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                let limit = left.min(std::time::Duration::from_secs(h.timeout_secs));
+                let res = if limit.is_zero() {
+                    HookResult::Failed(format!(
+                        "not run: this poll's hooks used their {budget} s budget"
+                    ))
+                } else {
+                    hooks::run(h, f, self.remote(), &self.v.host_id, limit, &stop)
+                };
+                if let HookResult::Failed(why) = res {
                     failures += 1;
                     self.warn_msg(&format!("hook for {}: {why}", f.event.name()));
                 }
@@ -239,8 +277,22 @@ impl Agent {
                 if let Outcome::Activated { .. } = o {
                     s.last_activation = Some(now);
                 }
-                if !o.is_failure() && !matches!(o, Outcome::Busy | Outcome::Interrupted) {
+                // Ended well: the host runs what it should, or waits as
+                // told. Backoff, a bad head, a release awaiting another's
+                // confirmation neither end a failing period nor count.
+                let good = matches!(
+                    o,
+                    Outcome::Activated { .. }
+                        | Outcome::UpToDate { .. }
+                        | Outcome::Unchanged
+                        | Outcome::Waiting { .. }
+                        | Outcome::Held { .. }
+                        | Outcome::Paused { .. }
+                );
+                if good {
                     s.last_success = Some(now);
+                    s.failing_since = None;
+                    s.stale_notified = false;
                 }
                 s.waiting = match o {
                     Outcome::Waiting { version, until } => Some((*version, *until)),
@@ -252,8 +304,6 @@ impl Agent {
                     s.failing_since.get_or_insert(now);
                 } else if !matches!(o, Outcome::Busy) {
                     s.consecutive_failures = 0;
-                    s.failing_since = None;
-                    s.stale_notified = false;
                 }
             }
             Err(e) => {
@@ -317,6 +367,15 @@ impl Agent {
                 _ => None,
             },
             probation: pr.map(|p| p.version),
+            hold: self
+                .v
+                .config
+                .hold
+                .as_ref()
+                .map(|h| crate::format::receipt::HoldRef {
+                    max_version: h.max_version,
+                    reason: h.reason.clone(),
+                }),
         };
         let (bytes, log) = match receipts::due(
             &self.data,

@@ -42,6 +42,7 @@ const CONFIG_SECTIONS: &[&str] = &[
     "rollout",
     "receipts",
     "hooks",
+    "hold",
 ];
 
 /// Sections a config must have; a stand-in value lets the others be
@@ -121,6 +122,7 @@ pub fn check(text: &str) -> Result<Validated, Vec<String>> {
             "rollout" => shape::<RolloutMode>(v),
             "receipts" => shape::<ReceiptsConfig>(v),
             "hooks" => shape::<super::HooksConfig>(v),
+            "hold" => shape::<Option<super::HoldConfig>>(v),
             _ => Ok(()),
         };
         if let Err(e) = res {

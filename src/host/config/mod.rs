@@ -68,6 +68,9 @@ pub struct HostConfig {
     /// Programs run after a decision is recorded (notifications).
     #[serde(default)]
     pub hooks: HooksConfig,
+    /// Keep this host at or below a version (declarative; issue 34).
+    #[serde(default)]
+    pub hold: Option<HoldConfig>,
 }
 
 /// A config problem, with the field it concerns.
@@ -299,6 +302,17 @@ impl HostConfig {
                 "lockout.probation_secs",
                 "must be 0 (off) or between 5 and 86400 seconds (minutes are sensible)",
             ));
+        }
+        if let Some(h) = &self.hold {
+            if h.reason.trim().is_empty()
+                || h.reason.len() > 200
+                || !crate::format::text::is_plain(&h.reason)
+            {
+                errs.push(invalid(
+                    "hold.reason",
+                    "must say why, in 1 to 200 plain characters (status, receipts and fleet status show it)",
+                ));
+            }
         }
         for (i, h) in self.hooks.commands.iter().enumerate() {
             if !h.command.first().is_some_and(|p| p.starts_with('/')) {

@@ -496,7 +496,9 @@ pub struct HookConfig {
     /// Events that run it (default: every one).
     #[serde(default = "HookEvent::all")]
     pub events: Vec<HookEvent>,
-    /// Killed (with its process group) after this long.
+    /// Killed (with its process group) after this long; all hooks of one
+    /// poll together get at most a fifth of the probation period (so a
+    /// slow hook never runs out the clock of a release on probation).
     #[serde(default = "default_hook_timeout")]
     pub timeout_secs: u64,
 }
@@ -515,6 +517,8 @@ pub enum HookEvent {
     Refused,
     /// A release on probation was rolled back.
     RolledBack,
+    /// Rolling a release back failed: it stays on probation, retried.
+    RollbackFailed,
     /// A release went on probation (the watchdog is armed).
     ProbationArmed,
     /// A release on probation was confirmed.
@@ -529,6 +533,7 @@ impl HookEvent {
             HookEvent::Activated,
             HookEvent::Refused,
             HookEvent::RolledBack,
+            HookEvent::RollbackFailed,
             HookEvent::ProbationArmed,
             HookEvent::Confirmed,
             HookEvent::Stale,
@@ -540,6 +545,7 @@ impl HookEvent {
             HookEvent::Activated => "activated",
             HookEvent::Refused => "refused",
             HookEvent::RolledBack => "rolled-back",
+            HookEvent::RollbackFailed => "rollback-failed",
             HookEvent::ProbationArmed => "probation-armed",
             HookEvent::Confirmed => "confirmed",
             HookEvent::Stale => "stale",
@@ -553,9 +559,20 @@ impl HookEvent {
             "activated" => Some(HookEvent::Activated),
             "rejected" if new_refusal => Some(HookEvent::Refused),
             "rolled-back" => Some(HookEvent::RolledBack),
+            "rollback-failed" => Some(HookEvent::RollbackFailed),
             "probation-started" => Some(HookEvent::ProbationArmed),
             "confirmed" => Some(HookEvent::Confirmed),
             _ => None,
         }
     }
+}
+
+/// A declarative hold (`hold`, issue 34): the host verifies newer releases
+/// but activates none above `max_version`, until the config changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldConfig {
+    pub max_version: u64,
+    /// Why (shown by status, receipts and fleet status).
+    pub reason: String,
 }

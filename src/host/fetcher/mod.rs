@@ -145,6 +145,8 @@ impl WorkerCommand {
             .gid(self.user.gid)
             .process_group(0)
             .env_remove("NPCNIX_PASSPHRASE")
+            // Its library events would spend the relay's line budget.
+            .env_remove("RUST_LOG")
             .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -407,6 +407,7 @@ fn decide_takes_the_one_step_each_situation_calls_for() {
             head: c.head,
             vouch: c.vouch,
             stop: false,
+            hold: None,
         };
         assert_eq!(decide(&facts), c.expect, "{}", c.name);
     }
@@ -424,6 +425,33 @@ fn a_stop_signal_before_the_download_interrupts() {
         head: verified(1, true, Stage::Accepted { slot: None }),
         vouch: Vouch::MayNot,
         stop: true,
+        hold: None,
     };
     assert_eq!(decide(&facts), Step::End(Outcome::Interrupted));
+}
+
+/// Issue 34: a declarative hold keeps a verified newer release from being
+/// downloaded or activated; at or below the hold, nothing changes.
+#[test]
+fn hold_stops_a_newer_release_before_the_download() {
+    let remote = RemoteState::default();
+    let now = now();
+    let at = |version: u64, hold: Option<u64>| {
+        decide(&Facts {
+            remote: &remote,
+            probation: None,
+            observed: None,
+            now: &now,
+            head: verified(version, true, Stage::Judged),
+            vouch: Vouch::MayNot,
+            stop: false,
+            hold,
+        })
+    };
+    assert_eq!(
+        at(3, Some(2)),
+        Step::End(Outcome::Held { version: 3, max: 2 })
+    );
+    assert_eq!(at(2, Some(2)), Step::Descend);
+    assert_eq!(at(3, None), Step::Descend);
 }

@@ -364,6 +364,23 @@ impl<'s> Editor<'s> {
     /// Checks the draft signed with `signatures` as a host would, then
     /// uploads the archive (from `archive_path`), `releases/<v>` and
     /// `latest` (compare-and-swap on the head it extends).
+    /// Everything [`Editor::publish`] checks before it uploads (the head
+    /// as a host would take it, with its timestamp), uploading nothing
+    /// (`publish --dry-run`).
+    pub fn check_only(
+        &self,
+        draft: &Draft,
+        signatures: Vec<String>,
+    ) -> Result<VerifiedRelease, PublishError> {
+        let unsigned = Bundle {
+            statement: draft.statement_bytes(),
+            signatures,
+            timestamp: None,
+        };
+        let latest = self.latest_for(&unsigned, &draft.statement.remote, draft.statement.version);
+        self.check_write(draft, &latest.encode())
+    }
+
     pub fn publish(
         &self,
         draft: &Draft,
