@@ -52,7 +52,7 @@ in
     region = cfg.region;
     endpoint = cfg.endpoint;
     path_style = cfg.pathStyle;
-  };
+  } // optionalAttrs (cfg.mirrors != [ ]) { inherit (cfg) mirrors; };
 
   configuration = cfg.configuration;
 

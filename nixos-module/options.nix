@@ -306,6 +306,19 @@ in
       '';
     };
 
+    mirrors = mkOption {
+      type = types.listOf (types.strMatching "(s3|file|https?)://.+");
+      default = [ ];
+      example = [ "https://mirror-eu.example.com/npcnix/remotes/prod" ];
+      description = ''
+        Other URLs serving the same signed objects as `remote`: when the
+        one in use does not answer (unreachable, 5xx, time-out, missing
+        object), the agent asks the next. A mirror's answer is never
+        replaced by another's: an older or tampered head is refused as
+        from `remote`, and rollback protection holds across mirrors.
+      '';
+    };
+
     remoteName = mkOption {
       type = types.nullOr remoteNameType;
       default = null;
@@ -552,11 +565,12 @@ in
       type = types.nullOr (types.submodule {
         options = {
           maxVersion = mkOption {
-            type = types.ints.unsigned;
+            type = types.ints.positive;
             description = "Activate no release above this version.";
           };
           reason = mkOption {
-            type = types.strMatching "[^\n]{1,200}";
+            # Printable, not only blanks; the agent also caps it at 200.
+            type = types.strMatching "[[:print:]]*[[:graph:]][[:print:]]*";
             example = "database migration window, ticket OPS-123";
             description = "Why (shown by `npcnix status`, the receipts and `npcnix fleet status`).";
           };
@@ -566,9 +580,10 @@ in
       example = literalExpression ''{ maxVersion = 41; reason = "holding for the migration"; }'';
       description = ''
         A declarative hold: the host verifies newer releases but activates
-        none above `maxVersion` until this changes (a release that changes
-        it lifts it). It never downgrades a host that already runs a newer
-        version.
+        none above `maxVersion`. A release whose own configuration removes
+        the hold (or raises it to its version) lifts it: a held host
+        downloads and inspects each newer release once to see that. It
+        never downgrades a host that already runs a newer version.
       '';
     };
 

@@ -51,6 +51,7 @@
     ];
     hookStaleAfter = 7200;
     hold = { maxVersion = 41; reason = "database migration, OPS-123"; };
+    mirrors = [ "https://mirror-eu.example.com/npcnix/remotes/production" ];
     extraSubstituters = [ "https://cache.example.com" ];
     extraTrustedPublicKeys = [ "cache.example.com-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=" ];
     region = "eu-central-1";

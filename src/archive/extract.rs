@@ -902,9 +902,9 @@ fn io_or_refuse(shown: &str, dest: &Path, e: io::Error) -> ExtractError {
 /// Extension headers (GNU `L`/`K`, PAX `x`) waiting for the entry they
 /// describe.
 #[derive(Default, PartialEq, Eq)]
-struct Extensions {
-    long_name: Option<Vec<u8>>,
-    long_link: Option<Vec<u8>>,
+pub(super) struct Extensions {
+    pub(super) long_name: Option<Vec<u8>>,
+    pub(super) long_link: Option<Vec<u8>>,
     pax_seen: bool,
 }
 
@@ -933,7 +933,7 @@ fn read_bounded<R: Read>(
 }
 
 impl Extensions {
-    fn read_long<R: Read>(
+    pub(super) fn read_long<R: Read>(
         &self,
         already: bool,
         entry: &mut tar::Entry<'_, R>,
@@ -962,7 +962,7 @@ impl Extensions {
     /// (times, owners) are accepted; anything that would change how the data
     /// is read (`size`, sparse maps) or is unknown is refused, so no two
     /// readers can disagree about where entries start.
-    fn read_pax<R: Read>(
+    pub(super) fn read_pax<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
         limits: &Limits,

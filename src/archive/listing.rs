@@ -25,41 +25,86 @@ pub enum Listed {
     },
 }
 
-/// The members of the archive at `path`, by path (`./` stripped).
+/// The members of the archive at `path`, by path (`./` stripped), read as
+/// the extractor reads it (raw tar entries, long names and PAX records
+/// bounded, every entry counted, the total size capped) and refused where
+/// the extractor refuses: a hard link, a device, a duplicate path, data
+/// behind a directory or symlink. A listing is what every host would
+/// extract, or an error.
 pub fn list(path: &Path, limits: &Limits) -> io::Result<BTreeMap<String, Listed>> {
+    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
     let f = crate::fsutil::open_regular(path)?;
     let mut dec = zstd::stream::read::Decoder::new(f)?.single_frame();
     dec.window_log_max(limits.zstd_window_log)?;
     let mut tar = tar::Archive::new(dec);
     let mut out = BTreeMap::new();
-    let too_big = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
-    for entry in tar.entries()? {
+    let mut ext = super::extract::Extensions::default();
+    let (mut count, mut total) = (0u64, 0u64);
+    for entry in tar.entries()?.raw(true) {
         let mut entry = entry?;
-        if out.len() as u64 >= limits.entries {
-            return Err(too_big(format!(
-                "more than {} entries (the extraction limit)",
+        count += 1;
+        if count > limits.entries {
+            return Err(bad(format!(
+                "more than {} entries (limits.entries)",
                 limits.entries
             )));
         }
-        let raw = entry.path()?.into_owned();
-        let rel = raw.strip_prefix(".").unwrap_or(&raw);
-        let name = rel.to_string_lossy().into_owned();
+        let kind = entry.header().entry_type();
+        match kind {
+            tar::EntryType::GNULongName => {
+                let v = ext
+                    .read_long(ext.long_name.is_some(), &mut entry, limits, "GNU long name")
+                    .map_err(|e| bad(e.to_string()))?;
+                ext.long_name = Some(v);
+                continue;
+            }
+            tar::EntryType::GNULongLink => {
+                let v = ext
+                    .read_long(ext.long_link.is_some(), &mut entry, limits, "GNU long link")
+                    .map_err(|e| bad(e.to_string()))?;
+                ext.long_link = Some(v);
+                continue;
+            }
+            tar::EntryType::XHeader => {
+                ext.read_pax(&mut entry, limits)
+                    .map_err(|e| bad(e.to_string()))?;
+                continue;
+            }
+            tar::EntryType::Regular | tar::EntryType::Directory | tar::EntryType::Symlink => {}
+            other => {
+                return Err(bad(format!(
+                    "an entry of type {other:?} (the extractor refuses it)"
+                )))
+            }
+        }
+        let taken = std::mem::take(&mut ext);
+        let raw = taken
+            .long_name
+            .unwrap_or_else(|| entry.header().path_bytes().into_owned());
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let ep = super::path::EntryPath::new(&raw, limits.path_bytes, limits.depth)
+            .map_err(|e| bad(format!("{shown}: {e}")))?;
+        let name = ep.to_string();
         if name.is_empty() {
             continue;
         }
-        if name.len() > limits.path_bytes as usize {
-            return Err(too_big(format!(
-                "a path longer than {} bytes",
-                limits.path_bytes
-            )));
+        let size = entry.header().entry_size()?;
+        if kind != tar::EntryType::Regular && size != 0 {
+            return Err(bad(format!("{shown}: only regular files may carry data")));
         }
-        let listed = match entry.header().entry_type() {
+        let listed = match kind {
             tar::EntryType::Regular => {
-                let size = entry.header().size()?;
                 if size > limits.file_bytes {
-                    return Err(too_big(format!(
-                        "{name}: larger than {} bytes",
+                    return Err(bad(format!(
+                        "{shown}: larger than {} bytes",
                         limits.file_bytes
+                    )));
+                }
+                total = total.saturating_add(size);
+                if total > limits.unpacked_bytes {
+                    return Err(bad(format!(
+                        "more than {} bytes of files (limits.unpacked_bytes)",
+                        limits.unpacked_bytes
                     )));
                 }
                 let executable = entry.header().mode()? & 0o111 != 0;
@@ -79,16 +124,24 @@ pub fn list(path: &Path, limits: &Limits) -> io::Result<BTreeMap<String, Listed>
                 }
             }
             tar::EntryType::Directory => Listed::Dir,
-            tar::EntryType::Symlink => Listed::Symlink {
-                target: entry
-                    .link_name()?
-                    .map(|t| t.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            },
-            // The extractor refuses anything else; a listing just skips it.
-            _ => continue,
+            _ => {
+                let target = taken.long_link.unwrap_or_else(|| {
+                    entry
+                        .header()
+                        .link_name_bytes()
+                        .map(|b| b.into_owned())
+                        .unwrap_or_default()
+                });
+                Listed::Symlink {
+                    target: String::from_utf8_lossy(&target).into_owned(),
+                }
+            }
         };
-        out.insert(name.trim_end_matches('/').to_owned(), listed);
+        if out.insert(name, listed).is_some() {
+            return Err(bad(format!(
+                "{shown}: a duplicate entry (the extractor refuses it)"
+            )));
+        }
     }
     Ok(out)
 }

@@ -120,19 +120,33 @@ pub fn run(a: Args) -> Result<()> {
         (Some(v), _, _) => v,
         // A prepared release is compared with the head it extends.
         (None, Some(_), Some(h)) => h.statement.version,
-        (None, _, _) if to_version > 1 => to_version - 1,
-        _ => anyhow::bail!(
-            "version {to_version} has no earlier release to compare with; pass --from"
-        ),
+        // The newest release before it (versions may skip).
+        _ => store
+            .log()
+            .versions()?
+            .into_iter()
+            .filter(|v| *v < to_version)
+            .max()
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "version {to_version} has no earlier release to compare with; pass --from"
+                )
+            })?,
     };
+    if from >= to_version {
+        return Err(super::exit::usage(format!(
+            "--from {from} is not older than version {to_version}"
+        )));
+    }
     let old = compare::release(&store, &policy, from, now, work.path()).map_err(refused)?;
     let changes = diff::diff(&old.members, &new_members);
     let mut patches: Vec<(String, String)> = Vec::new();
     if a.patch {
+        // Changed and added files (an added file against nothing); what
+        // has no patch says why, never silently.
         let texts: Vec<&Change> = changes
             .iter()
-            .filter(|c| c.change == ChangeKind::Changed && c.note.is_none())
-            .filter(|c| c.old_size.max(c.new_size).unwrap_or(0) <= diff::PATCH_MAX_BYTES)
+            .filter(|c| c.change != ChangeKind::Removed && c.new_size.is_some())
             .collect();
         let names: Vec<&str> = texts.iter().map(|c| c.path.as_str()).collect();
         let read = |p: &std::path::Path| {
@@ -141,11 +155,20 @@ pub fn run(a: Args) -> Result<()> {
         };
         let (olds, news) = (read(&old.archive)?, read(&new_archive)?);
         for ((c, o), n) in texts.iter().zip(olds).zip(news) {
-            if let (Some(o), Some(n)) = (o, n) {
-                if let Some(p) = diff::patch(&c.path, &o, &n) {
-                    patches.push((c.path.clone(), p));
-                }
-            }
+            let o = match c.change {
+                ChangeKind::Added => Some(Vec::new()),
+                _ => o,
+            };
+            let text = match (o, n) {
+                (Some(o), Some(n)) => diff::patch(&c.path, &o, &n)
+                    .unwrap_or_else(|| format!("(no patch for {}: not UTF-8 text)\n", c.path)),
+                _ => format!(
+                    "(no patch for {}: larger than {} bytes)\n",
+                    c.path,
+                    diff::PATCH_MAX_BYTES
+                ),
+            };
+            patches.push((c.path.clone(), text));
         }
     }
     let (added, removed, changed, before, after) = diff::totals(&changes);
@@ -154,7 +177,7 @@ pub fn run(a: Args) -> Result<()> {
             "remote": remote.as_str(),
             "from": from,
             "to": to_version,
-            "prepared": a.release_dir,
+            "prepared": a.release_dir.as_ref().map(|d| d.display().to_string()),
             "changes": changes,
             "patches": patches.iter().map(|(p, t)| serde_json::json!({"path": p, "patch": t})).collect::<Vec<_>>(),
             "added": added,

@@ -107,8 +107,12 @@ fn fetch_side(
                 "fetcher.isolation is \"required\" but the fetch side cannot be separated: {why}"
             );
         }
+        let stores = std::iter::once(&r.url)
+            .chain(&r.mirrors)
+            .map(|u| store::open_url(u, &opts))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok((
-            store::open_url(&r.url, &opts)?,
+            store::Remote::mirrored(stores),
             format!("in-process ({why})"),
         ))
     };
@@ -124,19 +128,24 @@ fn fetch_side(
     };
     let program = std::env::current_exe().context("locating the npcnix binary")?;
     let required = f.isolation == Isolation::Required;
-    let fetch = FetcherStore::new(
-        WorkerCommand {
-            program,
-            url: r.url.clone(),
-            options: opts,
-            user,
-            // `nobody` runs other services' processes too: never swept.
-            dedicated: f.user != "nobody",
-        },
-        Arc::clone(stop),
-        Arc::new(|line: &str| info!("{line}")),
-        required,
-    );
+    // One worker per URL (each started when first asked).
+    let fetcher = |url: &String| {
+        FetcherStore::new(
+            WorkerCommand {
+                program: program.clone(),
+                url: url.clone(),
+                options: opts.clone(),
+                user,
+                // `nobody` runs other services' processes too: never swept.
+                dedicated: f.user != "nobody",
+            },
+            Arc::clone(stop),
+            Arc::new(|line: &str| info!("{line}")),
+            required,
+        )
+    };
+    let fetch = fetcher(&r.url);
+    let mirrors: Vec<store::Remote> = r.mirrors.iter().map(|u| fetcher(u).into_remote()).collect();
     // Started now, so `status` and the audit log say how it is confined
     // (and `required` refuses a worker without Landlock at once).
     let confinement = match fetch.probe() {
@@ -145,7 +154,11 @@ fn fetch_side(
         Err(e) => format!("not started yet: {e}"),
     };
     Ok((
-        fetch.into_remote(),
+        store::Remote::mirrored(
+            std::iter::once(fetch.into_remote())
+                .chain(mirrors)
+                .collect(),
+        ),
         format!(
             "separate: user {} (uid {}), {confinement}",
             f.user, user.uid

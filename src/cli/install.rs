@@ -208,6 +208,7 @@ fn host_config(
     Ok(HostConfig {
         format: CONFIG_FORMAT.to_owned(),
         remote: RemoteConfig {
+            mirrors: Vec::new(),
             url: a.remote.clone(),
             name: Some(remote.to_string()),
             threshold: a.threshold,

@@ -274,6 +274,12 @@ pub fn run(a: Args) -> Result<()> {
             source,
         },
     )?;
+    if a.dry_run && a.build.copy_to.is_some() {
+        // `--copy-to` uploads the built closures: not a dry run.
+        return Err(super::exit::usage(
+            "--dry-run uploads nothing: leave out --copy-to".into(),
+        ));
+    }
     if a.build.build {
         draft.statement.toplevels = Some(build_toplevels(&archive_path, work.path(), &a.build)?);
     }
@@ -310,13 +316,19 @@ fn dry_run(
     let checked = editor.check_only(draft, vec![draft.sign(sk)])?;
     let new = compare::local(archive)?;
     let old = match &draft.head {
-        Some(h) => Some(compare::release(
+        Some(h) => match compare::release(
             store,
-            &editor.trust().policy,
+            &editor.reading_policy(),
             h.statement.version,
             fsutil::now_unix(),
             work,
-        )?),
+        ) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                warn!("cannot compare with the head: {e}");
+                None
+            }
+        },
         None => None,
     };
     let changes = diff::diff(

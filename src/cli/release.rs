@@ -323,31 +323,41 @@ fn prepare(a: PrepareArgs) -> Result<()> {
         policy_origin: Some(editor.trust().origin.to_string()),
         revert_of: a.revert_to,
     };
-    // What the release changes against the head, for the offline signer.
-    let changes = match &draft.head {
-        Some(h) => {
-            let old = npcnix::publish::compare::release(
-                &store,
-                &editor.trust().policy,
-                h.statement.version,
-                now,
-                work.path(),
-            )?;
+    // What the release changes against the head, for the offline signer:
+    // best effort (a head archive that cannot be fetched or listed, in an
+    // emergency revert say, must not stop the release).
+    let changes = draft.head.as_ref().and_then(|h| {
+        let listed = npcnix::publish::compare::release(
+            &store,
+            &editor.reading_policy(),
+            h.statement.version,
+            now,
+            work.path(),
+        )
+        .and_then(|old| {
             let new = npcnix::publish::compare::local(&archive_path)?;
-            Some(npcnix::publish::diff::PreparedChanges {
+            Ok(npcnix::publish::diff::PreparedChanges {
                 from: h.statement.version,
+                to: draft.statement.version,
+                archive: draft.statement.archive.blake3,
                 changes: npcnix::publish::diff::diff(&old.members, &new),
             })
-        }
-        None => None,
-    };
+        });
+        listed
+            .map_err(|e| warn!("no changes.json for the signers: {e}"))
+            .ok()
+    });
     prepared::write(&a.out, &meta, &draft.statement, &archive_path)?;
     if let Some(c) = &changes {
         let path = a.out.join("changes.json");
         let mut bytes = serde_json::to_vec_pretty(c)?;
         bytes.push(b'\n');
-        fsutil::write_new(&path, &bytes, 0o644)
-            .with_context(|| format!("writing {}", path.display()))?;
+        if let Err(e) = fsutil::write_new(&path, &bytes, 0o644) {
+            warn!(
+                "no changes.json for the signers: writing {}: {e}",
+                path.display()
+            );
+        }
     }
     print_prepared(
         &a,

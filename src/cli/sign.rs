@@ -141,6 +141,17 @@ fn show_changes(dir: &std::path::Path, archive: &std::path::Path) -> Result<()> 
     };
     let pc: PreparedChanges = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a change list", path.display()))?;
+    let (_, st) = release::read_statement(dir)?;
+    if pc.to != st.version || pc.archive != st.archive.blake3 || pc.from >= st.version {
+        bail!(
+            "changes.json is for another release (version {} from {}, archive {}), not this statement's (version {}, archive {}); refusing to sign",
+            pc.to,
+            pc.from,
+            pc.archive,
+            st.version,
+            st.archive.blake3
+        );
+    }
     let listing = npcnix::publish::compare::local(archive)?;
     let problems = diff::check_offline(&pc.changes, &listing);
     if let Some(p) = problems.first() {
@@ -173,7 +184,7 @@ fn show_changes(dir: &std::path::Path, archive: &std::path::Path) -> Result<()> 
         out::text(format_args!("  ... and {} more\n", pc.changes.len() - 200));
     }
     out::text(format_args!(
-        "  Checked here: every added and changed file is in the archive with that size, every removed one is not.\n  Not checked here: what version {} held (as the preparing machine read it from the store).\n",
+        "  Checked here: every added and changed file is in the archive with that size, every removed one is not.\n  !! NOT checked here: what version {} held, so a change left OUT of this list goes unnoticed (the list comes from the online machine; `npcnix diff --release-dir DIR` on another machine that reaches the store recomputes it).\n",
         pc.from
     ));
     Ok(())

@@ -72,6 +72,12 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(c) = &rep.extraction_confinement {
         outln!("extraction:        {c}");
     }
+    if let Some(m) = &rep.mirror {
+        outln!(
+            "mirror:            {} (answered the last poll)",
+            npcnix::format::text::visible(m)
+        );
+    }
     if let Some(f) = &rep.fetcher {
         outln!("fetching:          {f}");
     }

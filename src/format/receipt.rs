@@ -59,6 +59,9 @@ pub struct Receipt {
     /// before holds still read the receipts of hosts without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<HoldRef>,
+    /// With mirrors: the URL that answered (issue 34).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
     pub time: u64,
     /// Monotonic per host: a replayed receipt shows an older one.
     pub seq: u64,
@@ -155,6 +158,7 @@ impl Receipt {
             .into_iter()
             .chain(r.check.iter())
             .chain(r.hold.iter().map(|h| &h.reason))
+            .chain(r.mirror.iter())
             .any(|t| t.len() > 256 || !super::text::is_plain(t))
         {
             return Err(ReceiptFormatError::Text);

@@ -46,8 +46,20 @@ pub struct Facts<'a> {
     pub vouch: Vouch,
     /// A stop signal arrived.
     pub stop: bool,
-    /// The host config's hold: activate nothing above this version.
-    pub hold: Option<u64>,
+    /// The host config's hold (D128).
+    pub hold: Option<Hold>,
+}
+
+/// A host config's hold as the lifecycle sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hold {
+    /// Activate nothing above this version...
+    pub max: u64,
+    /// ...unless the release's own config lifts the hold: a release above
+    /// it is downloaded and inspected once (`inspected`: the one whose
+    /// config kept the hold), or at once held when nothing can inspect it.
+    pub inspectable: bool,
+    pub inspected: Option<Seen>,
 }
 
 /// What the store's head is to this host, so far.
@@ -217,8 +229,13 @@ pub fn decide(f: &Facts<'_>) -> Step {
             Outcome::UpToDate { version }
         });
     }
-    if let Some(max) = f.hold.filter(|max| version > *max) {
-        return Step::End(Outcome::Held { version, max });
+    if let Some(h) = f.hold.filter(|h| version > h.max) {
+        if !h.inspectable || h.inspected == Some(seen) {
+            return Step::End(Outcome::Held {
+                version,
+                max: h.max,
+            });
+        }
     }
     if let Some(t) = r.retry.as_ref().filter(|t| t.version == version) {
         if waiting(t) {

@@ -105,6 +105,7 @@ pub struct Report {
     pub waiting_until: Option<u64>,
     pub probation: Option<u64>,
     pub hold: Option<crate::format::receipt::HoldRef>,
+    pub mirror: Option<String>,
 }
 
 impl Report {
@@ -164,6 +165,7 @@ pub fn due(
         waiting_until: report.waiting_until,
         probation: report.probation,
         hold: report.hold.clone(),
+        mirror: report.mirror.clone(),
         time: now,
         seq,
         npcnix_version: npcnix_version.into(),

@@ -386,6 +386,13 @@ pub struct PollStatus {
     /// Hook runs that failed (exit status, time-out, could not start).
     #[serde(default)]
     pub hook_failures: u64,
+    /// With mirrors: the URL that answered the last poll.
+    #[serde(default)]
+    pub mirror: Option<String>,
+    /// A release above this host's hold whose own config keeps the hold
+    /// (version, statement hash): not downloaded and inspected again.
+    #[serde(default)]
+    pub held_inspected: Option<(u64, String)>,
 }
 
 impl DataDir {

@@ -55,6 +55,8 @@ pub struct StatusReport {
     pub hook_failures: u64,
     /// The host config's hold (issue 34).
     pub hold: Option<crate::host::config::HoldConfig>,
+    /// With mirrors: the URL that answered the last poll.
+    pub mirror: Option<String>,
 }
 
 /// The expiry times a host watches: the verified head's `expires` and the
@@ -155,6 +157,7 @@ pub fn status_report(
         last_fetch_seconds: poll.last_fetch_ms.map(|ms| ms as f64 / 1000.0),
         hook_failures: poll.hook_failures,
         hold: v.config.hold.clone(),
+        mirror: poll.mirror.clone(),
     }
 }
 

@@ -67,6 +67,11 @@ pub fn diff(old: &BTreeMap<String, Listed>, new: &BTreeMap<String, Listed>) -> V
                             ..
                         },
                     ) if a == b && x != y => Some("mode"),
+                    (Listed::File { executable: x, .. }, Listed::File { executable: y, .. })
+                        if x != y =>
+                    {
+                        Some("content and mode")
+                    }
                     (Listed::File { .. }, Listed::File { .. }) => None,
                     (Listed::Symlink { .. }, Listed::Symlink { .. }) => Some("target"),
                     _ => Some("kind"),
@@ -117,15 +122,26 @@ pub fn totals(changes: &[Change]) -> (usize, usize, usize, u64, u64) {
 pub struct PreparedChanges {
     /// The head the release extends.
     pub from: u64,
+    /// The prepared release's version and archive: a list made for another
+    /// release is refused.
+    pub to: u64,
+    pub archive: crate::format::digest::Digest,
     pub changes: Vec<Change>,
 }
 
 /// What the signer can check offline of `changes` against the listing of
 /// the prepared archive (whose hash the statement signs): every added or
 /// changed file is there with the stated size, every removed path is
-/// absent. What the head held cannot be checked offline.
+/// absent, no path is listed twice. What the head held cannot be checked
+/// offline, so neither can a change left out of the list.
 pub fn check_offline(changes: &[Change], new: &BTreeMap<String, Listed>) -> Vec<String> {
     let mut problems = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for c in changes {
+        if !seen.insert(c.path.as_str()) {
+            problems.push(format!("{}: listed twice", c.path));
+        }
+    }
     for c in changes {
         match (c.change, new.get(&c.path)) {
             (ChangeKind::Removed, Some(_)) => problems.push(format!(
@@ -160,7 +176,11 @@ pub fn patch(path: &str, old: &[u8], new: &[u8]) -> Option<String> {
         std::str::from_utf8(new).ok()?,
     );
     Some(
-        similar::TextDiff::from_lines(old, new)
+        similar::TextDiff::configure()
+            // Myers on hostile 1 MiB texts could run for hours: past the
+            // deadline the diff is coarser, never wrong.
+            .timeout(std::time::Duration::from_secs(5))
+            .diff_lines(old, new)
             .unified_diff()
             .context_radius(3)
             .header(&format!("a/{path}"), &format!("b/{path}"))

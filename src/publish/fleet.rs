@@ -26,6 +26,8 @@ pub struct Row {
     pub probation: Option<u64>,
     /// The host's declarative hold (issue 34).
     pub hold: Option<crate::format::receipt::HoldRef>,
+    /// The mirror that answered the host (issue 34).
+    pub mirror: Option<String>,
     pub bad: Vec<u64>,
     pub time: Option<u64>,
     pub age_secs: Option<u64>,
@@ -266,6 +268,7 @@ fn row(
         waiting_until: None,
         probation: None,
         hold: None,
+        mirror: None,
         bad: Vec::new(),
         time: None,
         age_secs: None,
@@ -294,6 +297,7 @@ fn from_receipt(
         waiting_until: r.waiting_until,
         probation: r.probation,
         hold: r.hold.clone(),
+        mirror: r.mirror.clone(),
         bad: r.bad.clone(),
         time: Some(r.time),
         age_secs: Some(now.saturating_sub(r.time)),

@@ -12,6 +12,7 @@ pub mod file;
 #[cfg(feature = "http")]
 pub mod http;
 mod log;
+mod mirrored;
 pub mod retry;
 #[cfg(feature = "s3")]
 pub mod s3;

@@ -87,6 +87,7 @@ mod tests {
             waiting_until: None,
             probation: None,
             hold: None,
+            mirror: None,
             time: 1,
             seq,
             npcnix_version: "0.1.0".into(),

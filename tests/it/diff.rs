@@ -162,7 +162,7 @@ fn signer_sees_the_changes_and_a_change_list_that_lies_is_refused() {
         r.stderr
     );
     assert!(r.stderr.contains("added    new.nix"), "{}", r.stderr);
-    // A compromised online machine hides a file from the signer.
+    // A compromised online machine claims a changed file was removed.
     for sig in fs::read_dir(&dir).expect("dir").flatten() {
         if sig.file_name().to_string_lossy().ends_with(".minisig") {
             fs::remove_file(sig.path()).expect("rm");

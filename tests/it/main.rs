@@ -21,6 +21,7 @@ mod hostile_archives;
 mod interop_minisign;
 mod locked_inputs;
 mod lockout;
+mod mirrors;
 mod pack;
 mod publisher;
 mod quickstart;

@@ -227,13 +227,40 @@ impl Agent {
         Halt::Done(Outcome::Refused(r))
     }
 
+    /// Ends the poll as held at `max`, remembering that this release was
+    /// inspected and holds (the next polls stop before the download).
+    fn held(&self, release: &crate::verify::VerifiedRelease, max: u64) -> Halt {
+        let mut s = self.data.load_status();
+        s.held_inspected = Some((release.version(), release.statement_hash().to_hex()));
+        if let Err(e) = self.data.save_status(&s) {
+            self.warn_msg(&format!("could not record the held release: {e}"));
+        }
+        Halt::Done(Outcome::Held {
+            version: release.version(),
+            max,
+        })
+    }
+
     /// Builds the new system and judges whether it keeps this host
     /// reachable ([`crate::host::lockout`]). A refusal marks the release bad
     /// (it would strand the host: never retried); a failed build is an
     /// activation failure (retried).
     fn inspect(&self, poll: &mut Poll, p: &Placed) -> Result<Inspected, Halt> {
         let mode = self.activation.activator().effective_mode();
+        let version = p.release.version();
+        // Held below this release: only the new system's own config can
+        // lift the hold (D128), and only the inspection can read it.
+        let held = self
+            .v
+            .config
+            .hold
+            .as_ref()
+            .map(|h| h.max_version)
+            .filter(|max| version > *max);
         if !self.v.config.lockout.inspect || p.leaving || mode == ActivationMode::DryActivate {
+            if let Some(max) = held {
+                return Err(self.held(&p.release, max));
+            }
             return Ok(Inspected {
                 system: None,
                 verdict: Inspection::default(),
@@ -257,10 +284,15 @@ impl Agent {
         };
         let floor = poll.remote.floor.unwrap_or(0);
         match lockout::judge(&self.v, &view, &p.release, floor, now) {
-            Ok(verdict) => Ok(Inspected {
-                system: Some(view.path),
-                verdict,
-            }),
+            Ok(verdict) => match (held, verdict.next_hold) {
+                // The release keeps a hold that excludes it.
+                (Some(_), Some(next)) if version > next => Err(self.held(&p.release, next)),
+                // Not held, or the release lifts or raises the hold.
+                _ => Ok(Inspected {
+                    system: Some(view.path),
+                    verdict,
+                }),
+            },
             // The release itself would strand the host: never retried.
             Err(r) => Err(self.mark_bad(poll, &p.release, r)),
         }

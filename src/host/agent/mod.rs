@@ -359,9 +359,30 @@ impl Agent {
             lock: None,
         };
         self.reboot_if_due(&poll.now);
+        let hold = self
+            .v
+            .config
+            .hold
+            .as_ref()
+            .map(|h| crate::host::lifecycle::Hold {
+                max: h.max_version,
+                inspectable: self.v.config.lockout.inspect
+                    && self.activation.activator().effective_mode()
+                        != crate::host::config::ActivationMode::DryActivate,
+                inspected: self
+                    .data
+                    .load_status()
+                    .held_inspected
+                    .and_then(|(version, hex)| {
+                        Some(crate::verify::Seen {
+                            version,
+                            statement: crate::format::digest::Digest::from_hex(&hex)?,
+                        })
+                    }),
+            });
         loop {
             let facts = Facts {
-                hold: self.v.config.hold.as_ref().map(|h| h.max_version),
+                hold,
                 remote: &poll.remote,
                 probation: poll.probation.as_ref(),
                 observed: poll.observed.as_ref(),

@@ -255,6 +255,7 @@ impl Agent {
         s.last_check = Some(now);
         s.next_poll = next_poll;
         s.fetcher = Some(self.fetcher.clone());
+        s.mirror = (!self.v.config.remote.mirrors.is_empty()).then(|| self.store.describe());
         match self
             .last_fetch_ms
             .swap(0, std::sync::atomic::Ordering::Relaxed)
@@ -376,6 +377,7 @@ impl Agent {
                     max_version: h.max_version,
                     reason: h.reason.clone(),
                 }),
+            mirror: (!self.v.config.remote.mirrors.is_empty()).then(|| self.store.describe()),
         };
         let (bytes, log) = match receipts::due(
             &self.data,

@@ -135,6 +135,19 @@ impl HostConfig {
                 format!("must be {}", crate::store::Scheme::accepted()),
             ));
         }
+        for (i, m) in self.remote.mirrors.iter().enumerate() {
+            if !crate::store::Scheme::well_formed(m) {
+                errs.push(invalid(
+                    format!("remote.mirrors[{i}]"),
+                    format!("must be {}", crate::store::Scheme::accepted()),
+                ));
+            } else if *m == self.remote.url || self.remote.mirrors[..i].contains(m) {
+                errs.push(invalid(format!("remote.mirrors[{i}]"), "is listed twice"));
+            }
+        }
+        if self.remote.mirrors.len() > 8 {
+            errs.push(invalid("remote.mirrors", "at most 8 mirrors"));
+        }
         let name = self
             .remote
             .name
@@ -304,6 +317,9 @@ impl HostConfig {
             ));
         }
         if let Some(h) = &self.hold {
+            if h.max_version == 0 {
+                errs.push(invalid("hold.max_version", "must be at least 1"));
+            }
             if h.reason.trim().is_empty()
                 || h.reason.len() > 200
                 || !crate::format::text::is_plain(&h.reason)

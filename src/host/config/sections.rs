@@ -61,6 +61,11 @@ pub struct RemoteConfig {
     /// certificate may be issued by, besides the platform's trust store.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Other URLs serving the same signed objects (issue 34): asked in
+    /// order when the one in use does not answer; never to replace an
+    /// answer (D129). Same settings as `url` (region, endpoint, CA file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

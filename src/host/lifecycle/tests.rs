@@ -436,7 +436,7 @@ fn a_stop_signal_before_the_download_interrupts() {
 fn hold_stops_a_newer_release_before_the_download() {
     let remote = RemoteState::default();
     let now = now();
-    let at = |version: u64, hold: Option<u64>| {
+    let at = |version: u64, hold: Option<Hold>| {
         decide(&Facts {
             remote: &remote,
             probation: None,
@@ -448,10 +448,24 @@ fn hold_stops_a_newer_release_before_the_download() {
             hold,
         })
     };
-    assert_eq!(
-        at(3, Some(2)),
-        Step::End(Outcome::Held { version: 3, max: 2 })
-    );
-    assert_eq!(at(2, Some(2)), Step::Descend);
+    let hold = |inspectable, inspected| {
+        Some(Hold {
+            max: 2,
+            inspectable,
+            inspected,
+        })
+    };
+    let held = Step::End(Outcome::Held { version: 3, max: 2 });
+    // Nothing can read the release's own config: held at once.
+    assert_eq!(at(3, hold(false, None)), held);
+    // Its config may lift the hold: fetched and inspected once...
+    assert_eq!(at(3, hold(true, None)), Step::Descend);
+    // ...and when it kept the hold, not again.
+    let seen = match verified(3, true, Stage::Judged) {
+        Head::Verified { seen, .. } => seen,
+        _ => unreachable!(),
+    };
+    assert_eq!(at(3, hold(true, Some(seen))), held);
+    assert_eq!(at(2, hold(false, None)), Step::Descend);
     assert_eq!(at(3, None), Step::Descend);
 }

@@ -75,6 +75,10 @@ pub struct Inspection {
     /// of the current system that signed it, which the new system's agent
     /// uses to accept exactly this release when it confirms.
     pub rotation_keys: Vec<RotationKey>,
+    /// The new system's hold (`hold.max_version`), if it sets one: a host
+    /// held now is released by a release whose config lifts or raises its
+    /// hold past the release's version (D128).
+    pub next_hold: Option<u64>,
 }
 
 /// Whether the host can still receive releases after switching to `next`
@@ -207,8 +211,12 @@ pub fn judge(
             r.check()
         ))
     };
+    let next_hold = v.config.hold.as_ref().map(|h| h.max_version);
     match crate::verify::verify_release(&policy, seen, &bundle, now) {
-        Ok(_) => Ok(Inspection::default()),
+        Ok(_) => Ok(Inspection {
+            next_hold,
+            ..Inspection::default()
+        }),
         Err(r) if r.is_about_signers() => {
             let old: Vec<TrustedKey> = current
                 .policy
@@ -231,6 +239,7 @@ pub fn judge(
                             not_after: k.not_after,
                         })
                         .collect(),
+                    next_hold,
                 }),
                 Err(r) => own(r),
             }

@@ -248,7 +248,7 @@ impl<'s> Editor<'s> {
     }
 
     /// The remote's policy, with the retired keys added (scoped to it).
-    fn reading_policy(&self) -> Policy {
+    pub fn reading_policy(&self) -> Policy {
         let mut p = self.trust.policy.clone();
         p.keys
             .extend(self.retired.iter().map(|k| verify::TrustedKey {
@@ -361,9 +361,6 @@ impl<'s> Editor<'s> {
         }
     }
 
-    /// Checks the draft signed with `signatures` as a host would, then
-    /// uploads the archive (from `archive_path`), `releases/<v>` and
-    /// `latest` (compare-and-swap on the head it extends).
     /// Everything [`Editor::publish`] checks before it uploads (the head
     /// as a host would take it, with its timestamp), uploading nothing
     /// (`publish --dry-run`).
@@ -381,6 +378,9 @@ impl<'s> Editor<'s> {
         self.check_write(draft, &latest.encode())
     }
 
+    /// Checks the draft signed with `signatures` as a host would, then
+    /// uploads the archive (from `archive_path`), `releases/<v>` and
+    /// `latest` (compare-and-swap on the head it extends).
     pub fn publish(
         &self,
         draft: &Draft,
