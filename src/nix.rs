@@ -239,6 +239,21 @@ impl Nix {
             .map(|_| ())
     }
 
+    /// `nix store diff-closures OLD NEW`: the packages whose versions or
+    /// sizes differ between two closures, as Nix words it (both paths must
+    /// be valid in the local store).
+    pub fn diff_closures(&self, old: &str, new: &str) -> Result<String, NixError> {
+        let mut a = Self::flake_args();
+        a.extend([
+            "store".into(),
+            "diff-closures".into(),
+            old.to_owned(),
+            new.to_owned(),
+        ]);
+        let out = self.run("nix", &a, "nix store diff-closures")?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// `nix-store --version`: the Nix commands resolve and run (what a
     /// `toplevel` host's next release needs; checked when a probation is
     /// confirmed).

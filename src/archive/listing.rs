@@ -25,12 +25,13 @@ pub enum Listed {
     },
 }
 
-/// The members of the archive at `path`, by path (`./` stripped), read as
-/// the extractor reads it (raw tar entries, long names and PAX records
-/// bounded, every entry counted, the total size capped) and refused where
-/// the extractor refuses: a hard link, a device, a duplicate path, data
-/// behind a directory or symlink. A listing is what every host would
-/// extract, or an error.
+/// The members of the archive at `path`, by path, read with the
+/// extractor's bounds (raw tar entries, long names and PAX records bounded,
+/// every entry counted, the total size capped) and refusing what it refuses
+/// on sight: a hard link, a device, a duplicate path, data behind a
+/// directory or symlink. It does not check what only extracting shows
+/// (parent directories, where a symlink points): a listed archive may
+/// still be refused by hosts, never the other way round.
 pub fn list(path: &Path, limits: &Limits) -> io::Result<BTreeMap<String, Listed>> {
     let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
     let f = crate::fsutil::open_regular(path)?;
@@ -85,9 +86,6 @@ pub fn list(path: &Path, limits: &Limits) -> io::Result<BTreeMap<String, Listed>
         let ep = super::path::EntryPath::new(&raw, limits.path_bytes, limits.depth)
             .map_err(|e| bad(format!("{shown}: {e}")))?;
         let name = ep.to_string();
-        if name.is_empty() {
-            continue;
-        }
         let size = entry.header().entry_size()?;
         if kind != tar::EntryType::Regular && size != 0 {
             return Err(bad(format!("{shown}: only regular files may carry data")));

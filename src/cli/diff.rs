@@ -44,6 +44,11 @@ pub struct Args {
     /// Show a unified diff of each changed text file (up to 1 MiB each)
     #[arg(long)]
     patch: bool,
+    /// For each configuration whose system both releases sign (publish
+    /// --build), the closure difference as `nix store diff-closures` shows
+    /// it (the paths must be in the local store: build or copy them first)
+    #[arg(long)]
+    closures: bool,
     #[command(flatten)]
     trust: common::TrustArgs,
     /// Print the result as JSON
@@ -79,7 +84,7 @@ pub fn run(a: Args) -> Result<()> {
         .context("creating a private temp dir")?;
     let head = publish::read_head(&store, &policy, now)?;
     // The newer side: a prepared release, or a release of the remote.
-    let (to_label, to_version, new_archive, new_members) = match &a.release_dir {
+    let (to_label, to_version, new_archive, new_members, new_statement) = match &a.release_dir {
         Some(dir) => {
             let p = prepared::read(dir)?;
             let archive = dir.join(prepared::ARCHIVE);
@@ -104,6 +109,7 @@ pub fn run(a: Args) -> Result<()> {
                 p.statement.version,
                 archive,
                 members,
+                p.statement,
             )
         }
         None => {
@@ -113,7 +119,7 @@ pub fn run(a: Args) -> Result<()> {
                 (None, None) => anyhow::bail!("{} has no releases to compare", a.remote),
             };
             let l = compare::release(&store, &policy, v, now, work.path()).map_err(refused)?;
-            (format!("version {v}"), v, l.archive, l.members)
+            (format!("version {v}"), v, l.archive, l.members, l.statement)
         }
     };
     let from = match (a.from, &a.release_dir, &head) {
@@ -171,6 +177,35 @@ pub fn run(a: Args) -> Result<()> {
             patches.push((c.path.clone(), text));
         }
     }
+    // Closure differences: what a signed system path changes, per
+    // configuration, in Nix's words (best effort: a path not in the local
+    // store is named, not fatal).
+    let mut closures: Vec<(String, Result<String, String>)> = Vec::new();
+    if a.closures {
+        let none = std::collections::BTreeMap::new();
+        let (o, n) = (
+            old.statement.toplevels.as_ref().unwrap_or(&none),
+            new_statement.toplevels.as_ref().unwrap_or(&none),
+        );
+        let nix = npcnix::nix::Nix::new(None);
+        for (config, new_path) in n {
+            let res = match o.get(config) {
+                Some(old_path) => nix.diff_closures(old_path, new_path).map_err(|e| {
+                    format!("{e} (build or copy both systems into the local store first)")
+                }),
+                None => Err(format!("version {from} signs no system for it")),
+            };
+            closures.push((config.clone(), res));
+        }
+        if n.is_empty() {
+            closures.push((
+                "-".into(),
+                Err(format!(
+                    "version {to_version} signs no system paths (publish --build)"
+                )),
+            ));
+        }
+    }
     let (added, removed, changed, before, after) = diff::totals(&changes);
     if a.json {
         common::print_json(&serde_json::json!({
@@ -183,6 +218,10 @@ pub fn run(a: Args) -> Result<()> {
             "added": added,
             "removed": removed,
             "changed": changed,
+            "closures": closures.iter().map(|(c, r)| match r {
+                Ok(t) => serde_json::json!({"configuration": c, "diff": t}),
+                Err(e) => serde_json::json!({"configuration": c, "error": e}),
+            }).collect::<Vec<_>>(),
         }));
         return Ok(());
     }
@@ -227,6 +266,20 @@ pub fn run(a: Args) -> Result<()> {
     for (_, p) in &patches {
         for line in p.lines() {
             outln!("{}", visible(line));
+        }
+    }
+    for (config, r) in &closures {
+        match r {
+            Ok(t) if t.trim().is_empty() => {
+                outln!("closure of {}: no package differs", visible(config))
+            }
+            Ok(t) => {
+                outln!("closure of {}:", visible(config));
+                for line in t.lines() {
+                    outln!("  {}", visible(line));
+                }
+            }
+            Err(e) => outln!("closure of {}: not shown: {}", visible(config), visible(e)),
         }
     }
     Ok(())

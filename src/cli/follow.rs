@@ -136,8 +136,11 @@ fn fetch_side(
                 url: url.clone(),
                 options: opts.clone(),
                 user,
-                // `nobody` runs other services' processes too: never swept.
-                dedicated: f.user != "nobody",
+                // `nobody` runs other services' processes too: never swept;
+                // nor with mirrors, whose workers share the user (a sweep
+                // by one would kill the others; each still dies with its
+                // process group, D129).
+                dedicated: f.user != "nobody" && r.mirrors.is_empty(),
             },
             Arc::clone(stop),
             Arc::new(|line: &str| info!("{line}")),

@@ -119,7 +119,7 @@ impl Report {
             r => r,
         };
         format!(
-            "{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.active.map(|a| (a.version, a.statement.to_hex())),
             self.highest_verified,
             result,
@@ -127,6 +127,7 @@ impl Report {
             self.bad,
             self.waiting_until,
             self.hold,
+            self.mirror,
         )
     }
 }

@@ -17,7 +17,15 @@ pub(crate) struct Mirrored {
     /// The mirror that answered last: the idle poll's one conditional
     /// request goes there.
     current: AtomicUsize,
+    /// Since when another mirror than the first is in use: after
+    /// [`BACK_TO_PRIMARY`] the first is asked first again (a lagging
+    /// mirror must not keep a host on an old head for ever).
+    away_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a mirror other than the remote's own URL stays in use before
+/// the remote's URL is asked first again.
+const BACK_TO_PRIMARY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Whether another mirror may be asked after `e`: the mirror did not
 /// answer (or cannot), as opposed to answering something wrong.
@@ -39,16 +47,36 @@ impl Mirrored {
         f: impl Fn(&dyn Store, bool) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let n = self.stores.len();
-        let start = self.current.load(Ordering::Relaxed) % n;
-        let mut last = None;
+        let mut start = self.current.load(Ordering::Relaxed) % n;
+        if let Ok(mut away) = self.away_since.lock() {
+            if away.is_some_and(|t| t.elapsed() >= BACK_TO_PRIMARY) {
+                *away = None;
+                self.current.store(0, Ordering::Relaxed);
+                start = 0;
+            }
+        }
+        // The error to report when none answers: a transient one if any
+        // (so the agent backs off and keeps its cached head).
+        let mut last: Option<StoreError> = None;
         for i in 0..n {
             let at = (start + i) % n;
             match f(self.stores[at].as_ref(), i == 0) {
                 Ok(v) => {
-                    self.current.store(at, Ordering::Relaxed);
+                    if at != self.current.swap(at, Ordering::Relaxed) {
+                        if let Ok(mut away) = self.away_since.lock() {
+                            *away = (at != 0).then(std::time::Instant::now);
+                        }
+                    }
                     return Ok(v);
                 }
-                Err(e) if fails_over(&e) => last = Some(e),
+                Err(e) if fails_over(&e) => {
+                    if last
+                        .as_ref()
+                        .is_none_or(|l| l.kind != StoreErrorKind::Transient)
+                    {
+                        last = Some(e);
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -73,8 +101,20 @@ impl Store for Mirrored {
         if_none_match: Option<&ETag>,
         limit: u64,
     ) -> Result<Fetched, StoreError> {
-        // An ETag is one server's: another mirror is asked unconditionally.
-        self.each(|s, in_use| s.get(key, if_none_match.filter(|_| in_use), limit))
+        // An ETag is one server's: another mirror is asked unconditionally,
+        // and a "not modified" from it is against the protocol.
+        self.each(|s, in_use| {
+            let asked = if_none_match.filter(|_| in_use);
+            match s.get(key, asked, limit) {
+                Ok(Fetched::NotModified) if asked.is_none() => Err(StoreError::new(
+                    StoreErrorKind::Protocol,
+                    &s.describe(),
+                    key,
+                    "the store answered 'not modified' to a request without If-None-Match".into(),
+                )),
+                r => r,
+            }
+        })
     }
 
     fn open(&self, key: &str, max_bytes: u64) -> Result<Box<dyn Read + Send>, StoreError> {
@@ -113,6 +153,7 @@ impl Remote {
         Remote::new(Box::new(Mirrored {
             stores: remotes.into_iter().map(Remote::into_inner).collect(),
             current: AtomicUsize::new(0),
+            away_since: std::sync::Mutex::new(None),
         }))
     }
 }
@@ -197,5 +238,69 @@ mod tests {
             .get("latest", None, 10)
             .expect_err("not failed over");
         assert_eq!(e.kind, StoreErrorKind::Protocol);
+    }
+
+    /// A stand-in that answers "not modified" whatever it is asked.
+    struct Unchanged;
+
+    impl Store for Unchanged {
+        fn describe(&self) -> String {
+            "unchanged".into()
+        }
+        fn get(&self, _: &str, _: Option<&ETag>, _: u64) -> Result<Fetched, StoreError> {
+            Ok(Fetched::NotModified)
+        }
+        fn open(&self, _: &str, _: u64) -> Result<Box<dyn Read + Send>, StoreError> {
+            unimplemented!()
+        }
+        fn put_new(&self, _: &str, _: &mut dyn Read, _: u64) -> Result<(), StoreError> {
+            unimplemented!()
+        }
+        fn put_swap(&self, _: &str, _: &[u8], _: Option<&ETag>) -> Result<ETag, StoreError> {
+            unimplemented!()
+        }
+        fn list(&self, _: &str, _: usize) -> Result<Vec<String>, StoreError> {
+            unimplemented!()
+        }
+    }
+
+    #[test]
+    fn not_modified_from_a_mirror_asked_without_an_etag_is_refused() {
+        let r = Remote::mirrored(vec![
+            fake("primary", Some(StoreErrorKind::Transient)),
+            Remote::new(Box::new(Unchanged)),
+        ]);
+        let etag = ETag("\"from-primary\"".into());
+        let e = r
+            .store()
+            .get("latest", Some(&etag), 10)
+            .expect_err("refused");
+        assert_eq!(e.kind, StoreErrorKind::Protocol);
+    }
+
+    #[test]
+    fn when_no_mirror_answers_a_transient_error_is_reported() {
+        let r = Remote::mirrored(vec![
+            fake("primary", Some(StoreErrorKind::Transient)),
+            fake("mirror", Some(StoreErrorKind::NotFound)),
+        ]);
+        let e = r.store().get("latest", None, 10).expect_err("none answers");
+        assert_eq!(e.kind, StoreErrorKind::Transient);
+    }
+
+    #[test]
+    fn the_remotes_own_url_is_asked_first_again_after_an_hour_away() {
+        let m = Mirrored {
+            stores: vec![
+                Remote::into_inner(fake("primary", None)),
+                Remote::into_inner(fake("mirror", None)),
+            ],
+            current: AtomicUsize::new(1),
+            away_since: std::sync::Mutex::new(
+                std::time::Instant::now().checked_sub(BACK_TO_PRIMARY * 2),
+            ),
+        };
+        assert_eq!(body(m.get("latest", None, 10)), "primary");
+        assert_eq!(m.describe(), "primary");
     }
 }

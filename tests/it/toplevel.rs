@@ -328,3 +328,57 @@ fn built_toplevel_without_the_agent_is_refused_before_any_switch() {
     // Marked bad: never built or inspected again.
     assert_eq!(follow(&h).0, "skipped-bad");
 }
+
+/// Issue 34: `npcnix diff --closures` shows what the signed systems of two
+/// releases change, as `nix store diff-closures` words it (real Nix).
+#[test]
+fn diff_shows_the_closure_difference_of_the_signed_systems() {
+    let Some((h, copy_to, _)) = setup() else {
+        return;
+    };
+    let log = h.kit.path("switch.log");
+    let p1 = publish_build(&h, &system_flake(&h, "src-1", "1.0", &log), &copy_to);
+    let p2 = publish_build(&h, &system_flake(&h, "src-2", "2.0", &log), &copy_to);
+    // Not in the store (the host fetches them from the cache): named, not fatal.
+    let run = |h: &Host| {
+        h.kit
+            .cmd()
+            .env("NIX_CONFIG", NIX_CONFIG)
+            .args([
+                "diff",
+                "--remote",
+                &h.kit.url("prod"),
+                "--trusted-key",
+                &h.pubkey,
+                "--closures",
+            ])
+            .output()
+            .expect("run")
+    };
+    let o = run(&h);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("closure of web: not shown"), "{out}");
+    // Copied back into the store: the version change is shown.
+    let cache = copy_to.split('?').next().expect("url").to_owned();
+    for p in [&p1, &p2] {
+        nix(&[
+            "nix-store",
+            "--realise",
+            p,
+            "--option",
+            "extra-substituters",
+            &cache,
+            "--option",
+            "require-sigs",
+            "false",
+        ]);
+    }
+    let o = run(&h);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("closure of web:") && out.contains("1.0") && out.contains("2.0"),
+        "{out}"
+    );
+}

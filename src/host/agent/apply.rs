@@ -280,13 +280,25 @@ impl Agent {
             });
         let view = match built {
             Ok(v) => v,
+            // Held: the build was only to read the release's config. Not
+            // counted against the release (it may lift the hold once its
+            // build succeeds); tried again at the next poll.
+            Err(message) if held.is_some() => {
+                self.warn_msg(&format!(
+                    "version {version} is above this host's hold; its system could not be built to see whether it lifts the hold: {message}"
+                ));
+                return Err(Halt::Done(Outcome::Held {
+                    version,
+                    max: held.unwrap_or(0),
+                }));
+            }
             Err(message) => return Err(self.failed(poll, &p.release, message)),
         };
         let floor = poll.remote.floor.unwrap_or(0);
         match lockout::judge(&self.v, &view, &p.release, floor, now) {
             Ok(verdict) => match (held, verdict.next_hold) {
                 // The release keeps a hold that excludes it.
-                (Some(_), Some(next)) if version > next => Err(self.held(&p.release, next)),
+                (Some(max), Some(next)) if version > next => Err(self.held(&p.release, max)),
                 // Not held, or the release lifts or raises the hold.
                 _ => Ok(Inspected {
                     system: Some(view.path),

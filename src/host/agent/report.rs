@@ -194,6 +194,34 @@ impl Agent {
         }
     }
 
+    /// With mirrors: the configured URL in use (credentials cut, at most
+    /// 200 characters: it goes into status and signed receipts).
+    fn mirror_in_use(&self) -> Option<String> {
+        let r = &self.v.config.remote;
+        if r.mirrors.is_empty() {
+            return None;
+        }
+        let d = self.store.describe();
+        let url = std::iter::once(&r.url)
+            .chain(&r.mirrors)
+            .filter(|u| d.starts_with(u.as_str()))
+            .max_by_key(|u| u.len())?;
+        let shown = match url.split_once("://") {
+            Some((scheme, rest)) => match rest.split_once('/') {
+                Some((host, path)) => format!(
+                    "{scheme}://{}/{path}",
+                    host.rsplit_once('@').map_or(host, |(_, h)| h)
+                ),
+                None => format!(
+                    "{scheme}://{}",
+                    rest.rsplit_once('@').map_or(rest, |(_, h)| h)
+                ),
+            },
+            None => url.clone(),
+        };
+        Some(shown.chars().take(200).collect())
+    }
+
     /// Warns (once per expiry time and agent run) when the verified head
     /// expires within `policy.warn_before_expiry_secs`, or its freshness
     /// timestamp within that or half its lifetime, whichever is shorter (a
@@ -255,7 +283,9 @@ impl Agent {
         s.last_check = Some(now);
         s.next_poll = next_poll;
         s.fetcher = Some(self.fetcher.clone());
-        s.mirror = (!self.v.config.remote.mirrors.is_empty()).then(|| self.store.describe());
+        if result.is_ok() {
+            s.mirror = self.mirror_in_use();
+        }
         match self
             .last_fetch_ms
             .swap(0, std::sync::atomic::Ordering::Relaxed)
@@ -377,7 +407,7 @@ impl Agent {
                     max_version: h.max_version,
                     reason: h.reason.clone(),
                 }),
-            mirror: (!self.v.config.remote.mirrors.is_empty()).then(|| self.store.describe()),
+            mirror: self.mirror_in_use(),
         };
         let (bytes, log) = match receipts::due(
             &self.data,

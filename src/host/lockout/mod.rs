@@ -139,7 +139,10 @@ pub fn judge(
             current.remote.as_str()
         ));
     }
-    if v.config.remote.url != current.config.remote.url {
+    // The same URL, or one of the current mirrors promoted (D129).
+    if v.config.remote.url != current.config.remote.url
+        && !current.config.remote.mirrors.contains(&v.config.remote.url)
+    {
         return refuse(format!(
             "fetches from {}, not {}",
             v.config.remote.url, current.config.remote.url
