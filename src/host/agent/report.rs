@@ -257,7 +257,12 @@ impl Agent {
             let first = self
                 .warned_expiry
                 .lock()
-                .map(|mut w| w.insert(at))
+                .map(|mut w| {
+                    // Past expiries are forgotten: a long-running agent sees
+                    // a new timestamp expiry several times a day (issue 38).
+                    w.retain(|t| *t > now);
+                    w.insert(at)
+                })
                 .unwrap_or(false);
             if first {
                 self.warn_msg(&format!(
