@@ -37,9 +37,8 @@ impl FileStore {
         if e.kind() == io::ErrorKind::PermissionDenied {
             // Name who was denied where: a root agent reads a file:// store
             // through its fetch worker, as the fetch user (D36, D121).
-            use std::os::unix::fs::MetadataExt as _;
-            let who = fs::metadata("/proc/self")
-                .map_or_else(|_| "this process".into(), |m| format!("uid {}", m.uid()));
+            let who = crate::fsutil::current_uid()
+                .map_or_else(|_| "this process".into(), |uid| format!("uid {uid}"));
             return self.fail(
                 key,
                 kind,

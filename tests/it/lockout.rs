@@ -542,13 +542,9 @@ fn boot_release_is_confirmed_after_the_reboot_that_starts_it() {
     assert!(h.status()["probation"].is_null());
 }
 
-#[test]
-fn changed_kernel_reboots_once_inside_the_window() {
-    let h = Host::with(|c| {
-        c["activation"]["mode"] = serde_json::json!("boot");
-        c["reboot"] = serde_json::json!({"allow": true, "window": null});
-    });
-    // The booted system and the boot default differ in their kernel.
+/// The booted system and the boot default (the profile) differ in their
+/// kernel: a reboot is due.
+fn boot_default_with_another_kernel(h: &Host) {
     let sys = |name: &str, kernel: &str| {
         let d = h.kit.path(name);
         fs::create_dir_all(&d).expect("mkdir");
@@ -563,6 +559,15 @@ fn changed_kernel_reboots_once_inside_the_window() {
     cfg["activation"]["profile"] = serde_json::json!(h.kit.path("profile"));
     h.set_config(&cfg);
     std::os::unix::fs::symlink(&next, h.kit.path("profile")).expect("link");
+}
+
+#[test]
+fn changed_kernel_reboots_once_inside_the_window() {
+    let h = Host::with(|c| {
+        c["activation"]["mode"] = serde_json::json!("boot");
+        c["reboot"] = serde_json::json!({"allow": true, "window": null});
+    });
+    boot_default_with_another_kernel(&h);
     h.publish("v1");
     h.once();
     assert_eq!(sys_log(&h).matches("systemctl reboot").count(), 1);
@@ -593,20 +598,7 @@ fn reboot_window_is_local_time() {
             c["activation"]["mode"] = serde_json::json!("boot");
             c["reboot"] = serde_json::json!({"allow": true, "window": window});
         });
-        let sys = |name: &str, kernel: &str| {
-            let d = h.kit.path(name);
-            fs::create_dir_all(&d).expect("mkdir");
-            fs::write(h.kit.path(kernel), kernel).expect("kernel");
-            std::os::unix::fs::symlink(h.kit.path(kernel), d.join("kernel")).expect("link");
-            d
-        };
-        let booted = sys("old-system", "kernel-1");
-        let next = sys("new-system", "kernel-2");
-        std::os::unix::fs::symlink(&booted, h.kit.path("run/booted-system")).expect("link");
-        let mut cfg = h.config();
-        cfg["activation"]["profile"] = serde_json::json!(h.kit.path("profile"));
-        h.set_config(&cfg);
-        std::os::unix::fs::symlink(&next, h.kit.path("profile")).expect("link");
+        boot_default_with_another_kernel(&h);
         h.publish("v1");
         let o = h
             .agent_cmd(&["follow", "--once", "--json"])
