@@ -52,9 +52,22 @@ struct StatusArgs {
     /// Remote URL
     #[arg(long, value_name = "URL", value_parser = common::remote_url)]
     remote: String,
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// Print as JSON
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    store: common::StoreArgs,
+}
+
+/// How the hosts' receipts are read and trusted (`fleet status`, `release
+/// promote`).
+#[derive(clap::Args)]
+pub struct FleetArgs {
     /// Pinned host keys: lines `host_id RW...` (# comments)
     #[arg(long, value_name = "FILE")]
-    host_keys: Option<PathBuf>,
+    pub host_keys: Option<PathBuf>,
     /// Keys remembered on first use (default: <data dir>/fleet-known-hosts/<remote>)
     #[arg(long, value_name = "FILE")]
     known_hosts: Option<PathBuf>,
@@ -68,17 +81,12 @@ struct StatusArgs {
     /// The remote's name as the hosts know it (default: the URL's last path
     /// segment; as `install --remote-name`): receipts are signed for it
     #[arg(long, value_name = "NAME")]
-    remote_name: Option<String>,
+    pub remote_name: Option<String>,
     /// Forget a host before reading (its remembered key and newest
     /// receipt): a retired host that is no longer `missing`, or a
     /// reinstalled one (repeatable)
     #[arg(long, value_name = "HOST")]
     forget: Vec<String>,
-    /// Print as JSON
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    store: common::StoreArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -106,8 +114,15 @@ fn read_keys(path: &Path) -> Result<BTreeMap<String, PublicKey>> {
     Ok(out)
 }
 
-fn status(a: StatusArgs) -> Result<()> {
-    let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
+/// Reads and verifies every receipt of the remote at `url` (as `fleet
+/// status` does: pinned keys, keys remembered on first use, the newest
+/// receipt remembered per host), and saves what was learned.
+pub fn survey(
+    a: &FleetArgs,
+    url: &str,
+    store: &npcnix::store::Remote,
+) -> Result<(npcnix::format::remote::RemoteName, fleet::Survey)> {
+    let remote = common::remote_name(url, a.remote_name.as_deref())?;
     let stale_after = common::parse_duration(&a.stale_after)
         .map_err(|e| super::exit::usage(format!("--stale-after {:?}: {e:#}", a.stale_after)))?;
     let pinned = match &a.host_keys {
@@ -142,9 +157,8 @@ fn status(a: StatusArgs) -> Result<()> {
             warn!("--forget {h:?}: the host is pinned in --host-keys; remove its line there too");
         }
     }
-    let store = a.store.open(&a.remote)?;
     let survey = fleet::survey(
-        &store,
+        store,
         remote.as_str(),
         &pinned,
         &mut known,
@@ -152,7 +166,6 @@ fn status(a: StatusArgs) -> Result<()> {
         stale_after,
         fsutil::now_unix(),
     )?;
-    let rows = &survey.rows;
     if survey.learned || survey.seen_changed || forgot {
         if let Some(parent) = known_path.parent() {
             fsutil::ensure_private_dir(parent)
@@ -182,6 +195,13 @@ fn status(a: StatusArgs) -> Result<()> {
         fsutil::write_atomic(&seen_path, &bytes, 0o600)
             .with_context(|| format!("writing {}", seen_path.display()))?;
     }
+    Ok((remote, survey))
+}
+
+fn status(a: StatusArgs) -> Result<()> {
+    let store = a.store.open(&a.remote)?;
+    let (remote, survey) = survey(&a.fleet, &a.remote, &store)?;
+    let rows = &survey.rows;
     let failing = survey.failing();
     let summary = fleet::summarize(rows);
     if a.json {

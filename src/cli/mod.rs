@@ -30,6 +30,7 @@ mod progress;
 mod publish;
 mod pull;
 mod release;
+mod rollout;
 mod sign;
 mod state;
 mod status;

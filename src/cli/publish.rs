@@ -455,6 +455,11 @@ pub struct RolloutArgs {
     /// "0=1,1h=1,25h=100" (1 % at once, the rest over a day after an hour)
     #[arg(long, value_name = "POINTS")]
     pub rollout_plan: Option<String>,
+    /// Gate a stage of the wave (repeatable): the hosts from PERCENT of the
+    /// fleet on (up to the next gate) wait for a signed promotion of STAGE
+    /// (`npcnix release promote`), e.g. --gate early=5 --gate rest=30
+    #[arg(long, value_name = "STAGE=PERCENT")]
+    pub gate: Vec<String>,
 }
 
 impl RolloutArgs {
@@ -481,10 +486,31 @@ impl RolloutArgs {
                 })?;
                 points.push((t, pct));
             }
-            Rollout { points }
+            Rollout {
+                points,
+                gates: Vec::new(),
+            }
+        } else if !self.gate.is_empty() {
+            return Err(super::exit::usage(
+                "--gate gates a stage of a rollout wave: give --rollout or --rollout-plan too"
+                    .into(),
+            ));
         } else {
             return Ok(None);
         };
+        let mut plan = plan;
+        for g in &self.gate {
+            let (stage, pct) = g
+                .split_once('=')
+                .ok_or_else(|| super::exit::usage(format!("--gate {g:?} is not STAGE=PERCENT")))?;
+            let percent: u32 = pct.trim().trim_end_matches('%').parse().map_err(|_| {
+                super::exit::usage(format!("--gate {g:?}: {pct:?} is not a percentage"))
+            })?;
+            plan.gates.push(npcnix::format::rollout::Gate {
+                stage: stage.trim().to_owned(),
+                percent,
+            });
+        }
         plan.check()
             .map_err(|e| super::exit::usage(format!("rollout: {e}")))?;
         Ok(Some(plan))

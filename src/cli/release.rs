@@ -47,6 +47,8 @@ enum Cmd {
     Publish(PublishArgs),
     Check(CheckArgs),
     Revert(super::publish::RevertArgs),
+    Promote(Box<super::rollout::PromoteArgs>),
+    Halt(super::rollout::HaltArgs),
 }
 
 #[derive(clap::Args)]
@@ -194,6 +196,8 @@ pub fn run(a: Args) -> Result<()> {
         Cmd::Publish(p) => publish_dir(p),
         Cmd::Check(c) => check(c),
         Cmd::Revert(r) => super::publish::revert(r),
+        Cmd::Promote(p) => super::rollout::promote(*p),
+        Cmd::Halt(h) => super::rollout::halt(h),
     }
 }
 

@@ -91,6 +91,21 @@ pub fn run(a: Args) -> Result<()> {
             rfc3339(w.until)
         );
     }
+    if let Some(g) = &rep.rollout_gate {
+        match (&g.stage, g.halted_at) {
+            (Some(stage), _) => outln!(
+                "rollout:           version {} verified, this host is in gated stage {}: waiting for its signed promotion",
+                g.version,
+                visible(stage)
+            ),
+            (None, Some(at)) => outln!(
+                "rollout:           version {} verified, its rollout was halted at {} before this host's turn",
+                g.version,
+                rfc3339(at)
+            ),
+            _ => {}
+        }
+    }
     if !rep.host_id.is_empty() {
         outln!(
             "host:              {}{}",

@@ -6,6 +6,7 @@
 //! `docs/protocol.md` specifies what they accept.
 
 pub mod bundle;
+pub mod decision;
 pub mod digest;
 pub mod flake_lock;
 pub mod keys;

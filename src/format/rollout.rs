@@ -19,6 +19,10 @@
 //! so a host's slot differs per release (no host is always first) and every
 //! host computes the same answer without talking to anyone. The worked
 //! example is in `docs/protocol.md`.
+//!
+//! A plan may gate stages (issue 35): the hosts from a gate's percent on
+//! wait for a signed promotion of its stage, and a signed halt closes what
+//! has not opened; see [`Rollout::admission`] and [`super::decision`].
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +31,9 @@ pub const MAX_ROLLOUT_SECS: u64 = 366 * 86_400;
 /// Most points in a plan.
 pub const MAX_POINTS: usize = 32;
 
+/// Most gates in a plan.
+pub const MAX_GATES: usize = 8;
+
 /// A rollout plan as signed in the statement.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +41,33 @@ pub struct Rollout {
     /// `[seconds after created, percent of hosts]`, strictly increasing in
     /// time, non-decreasing in percent, from `[0, p]` to `[D, 100]`.
     pub points: Vec<(u64, u32)>,
+    /// Gated stages (issue 35), by increasing percent: absent in plans
+    /// without gates, so their statements stay byte-identical (and hosts
+    /// before gates, which refuse unknown fields, still read them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<Gate>,
+}
+
+/// A gated stage: the hosts from `percent` of the fleet on (up to the next
+/// gate) activate only once a signed promotion of `stage` exists for the
+/// release ([`super::decision`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gate {
+    pub stage: String,
+    pub percent: u32,
+}
+
+/// When a host may activate, given the release's verified rollout
+/// decisions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// From this time on.
+    At(u64),
+    /// Behind the gate of this stage, which no promotion opened yet.
+    Gated { stage: String },
+    /// A halt (signed at `at`) closed this host's stage before it opened.
+    Halted { at: u64 },
 }
 
 /// Why a rollout plan is not valid.
@@ -51,6 +85,8 @@ pub enum RolloutError {
     Order,
     #[error("rollout percentages are at most 100")]
     Percent,
+    #[error("rollout gates: at most {MAX_GATES}, at increasing percentages from 1 to 99, each naming a distinct stage (a-z, 0-9, -)")]
+    Gates,
 }
 
 impl Rollout {
@@ -58,6 +94,7 @@ impl Rollout {
     pub fn linear(secs: u64) -> Rollout {
         Rollout {
             points: vec![(0, 0), (secs, 100)],
+            gates: Vec::new(),
         }
     }
 
@@ -87,7 +124,72 @@ impl Rollout {
         if p.iter().any(|x| x.1 > 100) {
             return Err(RolloutError::Percent);
         }
+        let g = &self.gates;
+        if g.len() > MAX_GATES
+            || g.iter().any(|g| {
+                !super::decision::is_stage_name(&g.stage) || g.percent == 0 || g.percent >= 100
+            })
+            || g.windows(2).any(|w| w[1].percent <= w[0].percent)
+            || g.iter()
+                .enumerate()
+                .any(|(i, a)| g[..i].iter().any(|b| b.stage == a.stage))
+        {
+            return Err(RolloutError::Gates);
+        }
         Ok(())
+    }
+
+    /// A position as millionths of a percent of the fleet (0..10^8).
+    fn millionths(position: u64) -> u128 {
+        (u128::from(position) * 100_000_000) >> 64
+    }
+
+    /// The gate (index into `gates`) a host at `position` is behind, if any.
+    pub fn gate_of(&self, position: u64) -> Option<usize> {
+        let at = Self::millionths(position);
+        self.gates
+            .iter()
+            .rposition(|g| at >= u128::from(g.percent) * 1_000_000)
+    }
+
+    /// When a host at `position` may activate a release created at
+    /// `created`: its slot on the curve; behind a gate, only once that gate
+    /// and every gate before it are promoted (`promoted(stage)`: the
+    /// promotion's `created`), and then no sooner after the promotion than
+    /// the curve put it after its stage's start, so a late promotion spreads
+    /// the stage over the same time instead of opening it at once. A halt
+    /// (`halt`: its `created`) keeps closed what had not opened by then: a
+    /// slot after it, and promotions signed after it.
+    pub fn admission(
+        &self,
+        created: u64,
+        position: u64,
+        promoted: impl Fn(&str) -> Option<u64>,
+        halt: Option<u64>,
+    ) -> Admission {
+        let offset = self.offset(position);
+        let mut slot = created.saturating_add(offset);
+        let closed = |stage: &str| match halt {
+            Some(at) => Admission::Halted { at },
+            None => Admission::Gated {
+                stage: stage.to_owned(),
+            },
+        };
+        if let Some(i) = self.gate_of(position) {
+            let mut opened = 0;
+            for g in &self.gates[..=i] {
+                match promoted(&g.stage).filter(|t| halt.is_none_or(|h| *t <= h)) {
+                    Some(t) => opened = t,
+                    None => return closed(&g.stage),
+                }
+            }
+            let stage_start = self.time_at(u128::from(self.gates[i].percent) * 1_000_000);
+            slot = slot.max(opened.saturating_add(offset.saturating_sub(stage_start)));
+        }
+        match halt {
+            Some(at) if slot > at => Admission::Halted { at },
+            _ => Admission::At(slot),
+        }
     }
 
     /// This host's position in the fleet for this release, in [0, 1) as a
@@ -109,8 +211,13 @@ impl Rollout {
     /// Seconds after `created` at which a host at `position` (a fraction of
     /// 2^64) may activate: the first time the curve reaches it.
     pub fn offset(&self, position: u64) -> u64 {
-        // Work in millionths of the fleet: exact integer arithmetic.
-        let target = (u128::from(position) * 100_000_000) >> 64; // percent * 10^6
+        // Work in millionths of a percent: exact integer arithmetic.
+        self.time_at(Self::millionths(position))
+    }
+
+    /// The first time (seconds after `created`) the curve reaches `target`
+    /// millionths of a percent.
+    fn time_at(&self, target: u128) -> u64 {
         for w in self.points.windows(2) {
             let ((t0, p0), (t1, p1)) = (w[0], w[1]);
             let (lo, hi) = (u128::from(p0) * 1_000_000, u128::from(p1) * 1_000_000);
@@ -179,6 +286,7 @@ mod tests {
         // 1 % at once, nobody else for an hour, then linear over a day.
         let r = Rollout {
             points: vec![(0, 1), (3600, 1), (90_000, 100)],
+            gates: Vec::new(),
         };
         r.check().expect("valid");
         let early = (0..10_000)
@@ -201,7 +309,133 @@ mod tests {
             vec![(0, 0), (0, 100)],
             vec![(0, 0), (MAX_ROLLOUT_SECS + 1, 100)],
         ] {
-            assert!(Rollout { points }.check().is_err());
+            assert!(Rollout {
+                points,
+                gates: Vec::new()
+            }
+            .check()
+            .is_err());
+        }
+    }
+
+    fn gated() -> Rollout {
+        // 10 % at once, the rest over 1000 s; stages from 10 % and 50 %.
+        Rollout {
+            points: vec![(0, 10), (1000, 100)],
+            gates: vec![
+                Gate {
+                    stage: "early".into(),
+                    percent: 10,
+                },
+                Gate {
+                    stage: "rest".into(),
+                    percent: 50,
+                },
+            ],
+        }
+    }
+
+    /// A position at `pct` percent of the fleet.
+    fn at(pct: u64) -> u64 {
+        ((u128::from(pct) << 64) / 100) as u64 + 1
+    }
+
+    #[test]
+    fn a_gate_holds_its_stage_until_promoted_and_spreads_it_from_the_promotion() {
+        let r = gated();
+        r.check().expect("valid");
+        let none = |_: &str| None;
+        assert_eq!(r.admission(100, at(5), none, None), Admission::At(100));
+        assert_eq!(
+            r.admission(100, at(30), none, None),
+            Admission::Gated {
+                stage: "early".into()
+            }
+        );
+        // Promoted early, long after the curve reached the host: the stage
+        // starts at the promotion and keeps its spread.
+        let early = |s: &str| (s == "early").then_some(5000);
+        let off = r.offset(at(30)) - r.offset(at(10));
+        assert_eq!(
+            r.admission(100, at(30), early, None),
+            Admission::At(5000 + off)
+        );
+        // Promoted before the curve got there: the curve decides.
+        let soon = |s: &str| (s == "early").then_some(101);
+        assert_eq!(
+            r.admission(100, at(30), soon, None),
+            Admission::At(100 + r.offset(at(30)))
+        );
+        // The last stage needs its own promotion and every one before it.
+        assert_eq!(
+            r.admission(100, at(70), early, None),
+            Admission::Gated {
+                stage: "rest".into()
+            }
+        );
+        let only_rest = |s: &str| (s == "rest").then_some(5000);
+        assert_eq!(
+            r.admission(100, at(70), only_rest, None),
+            Admission::Gated {
+                stage: "early".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_halt_keeps_what_had_not_opened_closed() {
+        let r = gated();
+        let early = |s: &str| (s == "early").then_some(5000);
+        // Opened before the halt: stays open for a slot before the halt.
+        let slot = match r.admission(100, at(30), early, None) {
+            Admission::At(t) => t,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            r.admission(100, at(30), early, Some(slot)),
+            Admission::At(slot)
+        );
+        assert_eq!(
+            r.admission(100, at(30), early, Some(slot - 1)),
+            Admission::Halted { at: slot - 1 }
+        );
+        // A promotion signed after the halt opens nothing.
+        assert_eq!(
+            r.admission(100, at(30), early, Some(4000)),
+            Admission::Halted { at: 4000 }
+        );
+        // An ungated host whose slot on the curve comes after the halt.
+        let plain = Rollout::linear(1000);
+        assert_eq!(
+            plain.admission(0, at(90), |_| None, Some(10)),
+            Admission::Halted { at: 10 }
+        );
+        assert_eq!(
+            plain.admission(0, at(0), |_| None, Some(10)),
+            Admission::At(0)
+        );
+    }
+
+    #[test]
+    fn invalid_gates_are_refused() {
+        let gate = |stage: &str, percent| Gate {
+            stage: stage.into(),
+            percent,
+        };
+        for gates in [
+            vec![gate("a", 0)],
+            vec![gate("a", 100)],
+            vec![gate("a", 50), gate("b", 50)],
+            vec![gate("a", 50), gate("b", 20)],
+            vec![gate("a", 20), gate("a", 50)],
+            vec![gate("A", 20)],
+            (1..=9).map(|i| gate(&format!("s{i}"), i)).collect(),
+        ] {
+            let r = Rollout {
+                points: vec![(0, 0), (10, 100)],
+                gates,
+            };
+            assert_eq!(r.check(), Err(RolloutError::Gates));
         }
     }
 
@@ -228,6 +462,7 @@ mod worked_example {
         assert_eq!(r.slot(1_800_000_000, "prod", 42, "web-01"), 1_800_000_596);
         let staged = Rollout {
             points: vec![(0, 1), (3600, 1), (90_000, 100)],
+            gates: Vec::new(),
         };
         assert_eq!(staged.offset(pos), 17_199);
     }

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! store head ──read──► Judged ──descend──► Accepted ──download──► Downloaded
-//!     (waiting for its rollout slot: stays Accepted)            (under the lock,
+//!     (waiting for its rollout slot, a promotion of its gated   (under the lock,
+//!      stage, or halted: stays Accepted)
 //!                                                                judged again)
 //!                                                                     │ install
 //!                                                                     ▼
@@ -21,7 +22,7 @@
 //! host's durable state, the probation record, what the store showed and
 //! the time: the host's decisions (expired probation, a boot probation to
 //! start, paused, confirm, marked bad, up to date, backoff, a probation
-//! pending for another release, the rollout slot) are made here and
+//! pending for another release, the rollout slot and gate) are made here and
 //! nowhere else. It is pure: the agent (`host::agent`) gathers the
 //! [`Facts`], runs the [`Step`] it is given, updates the facts and asks
 //! again, until a step ends the poll.
@@ -100,11 +101,25 @@ pub enum Head {
 pub enum Stage {
     /// Verified, not yet checked against the chain.
     Judged,
-    /// May be downloaded; `slot`: this host's time in the signed rollout.
-    Accepted { slot: Option<u64> },
+    /// May be downloaded; `slot`: this host's time in the signed rollout;
+    /// `closed`: its gated stage is not open (issue 35).
+    Accepted {
+        slot: Option<u64>,
+        closed: Option<Closed>,
+    },
     /// Downloaded and judged again under the lock, against the state as it
     /// is now.
     Downloaded,
+}
+
+/// Why a verified release's rollout does not admit this host (yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// Behind the gate of this stage, not promoted.
+    Gated(crate::format::decision::StageName),
+    /// The rollout was halted (signed at `at`) before this host's stage
+    /// or slot opened.
+    Halted { at: u64 },
 }
 
 /// Whether this agent may vouch for the system on probation: it runs in it,
@@ -253,6 +268,17 @@ pub fn decide(f: &Facts<'_>) -> Step {
     }
     match stage {
         Stage::Judged => Step::Descend,
+        Stage::Accepted {
+            closed: Some(Closed::Gated(stage)),
+            ..
+        } => Step::End(Outcome::AwaitingPromotion {
+            version,
+            stage: stage.as_str().to_owned(),
+        }),
+        Stage::Accepted {
+            closed: Some(Closed::Halted { at }),
+            ..
+        } => Step::End(Outcome::Halted { version, at }),
         Stage::Accepted {
             slot: Some(until), ..
         } if now < until => Step::End(Outcome::Waiting { version, until }),

@@ -27,6 +27,7 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod fetcher;
+pub mod gates;
 pub mod hooks;
 pub mod journal;
 pub mod lifecycle;

@@ -63,6 +63,18 @@ pub enum Outcome {
         version: u64,
         until: u64,
     },
+    /// The release verified, and this host's stage of its rollout is gated:
+    /// it waits for a signed promotion of `stage` (issue 35).
+    AwaitingPromotion {
+        version: u64,
+        stage: String,
+    },
+    /// The release verified, and a signed halt (at `at`) closed its rollout
+    /// before this host's stage or slot opened.
+    Halted {
+        version: u64,
+        at: u64,
+    },
     /// The release verified, and another one (`pending`) is on probation:
     /// nothing is activated until that one is confirmed or rolled back, so
     /// a rollback never lands on a system that was never confirmed.
@@ -96,6 +108,8 @@ impl Outcome {
             Outcome::Waiting { .. } => "waiting",
             Outcome::AwaitingConfirmation { .. } => "awaiting-confirmation",
             Outcome::Held { .. } => "held",
+            Outcome::AwaitingPromotion { .. } => "waiting-for-promotion",
+            Outcome::Halted { .. } => "halted",
         }
     }
 
@@ -122,7 +136,9 @@ impl Outcome {
             | Outcome::RollbackFailed { version, .. }
             | Outcome::Waiting { version, .. }
             | Outcome::AwaitingConfirmation { version, .. }
-            | Outcome::Held { version, .. } => Some(*version),
+            | Outcome::Held { version, .. }
+            | Outcome::AwaitingPromotion { version, .. }
+            | Outcome::Halted { version, .. } => Some(*version),
             _ => None,
         }
     }
@@ -188,6 +204,15 @@ impl std::fmt::Display for Outcome {
             Outcome::AwaitingConfirmation { version, pending } => write!(
                 f,
                 "version {version} verified; waiting until version {pending}, on probation, is confirmed or rolled back"
+            ),
+            Outcome::AwaitingPromotion { version, stage } => write!(
+                f,
+                "version {version} verified; this host is in its gated stage {stage:?}, waiting for a signed promotion (`npcnix release promote`)"
+            ),
+            Outcome::Halted { version, at } => write!(
+                f,
+                "version {version} verified; its rollout was halted at {} before this host's turn (a newer release moves on)",
+                rfc3339(*at)
             ),
             Outcome::Held { version, max } => write!(
                 f,

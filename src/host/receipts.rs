@@ -110,17 +110,20 @@ pub struct Report {
 
 impl Report {
     /// What a new receipt is written for: what the host runs, refuses or
-    /// waits for. Not the difference between "activated" and "up to date"
-    /// for the same active release, and not the probation (shown by the
-    /// next receipt): an unchanged poll stays one request.
+    /// waits for, and whether the release it runs is still on probation (a
+    /// promotion counts confirmed hosts: the confirmation must reach the
+    /// store, issue 35). Not the difference between "activated" and "up to
+    /// date" for the same active release: an unchanged poll stays one
+    /// request.
     fn fingerprint(&self) -> String {
         let result = match self.result.as_str() {
             "activated" | "up-to-date" | "unchanged" => "running",
             r => r,
         };
         format!(
-            "{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.active.map(|a| (a.version, a.statement.to_hex())),
+            self.probation,
             self.highest_verified,
             result,
             self.check,

@@ -363,6 +363,10 @@ pub struct PollStatus {
     /// The last poll's release waits for this host's rollout slot.
     #[serde(default)]
     pub waiting: Option<(u64, u64)>,
+    /// The last poll's release waits at a gate of its rollout, or its
+    /// rollout was halted before this host's turn (issue 35).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateWait>,
     /// The last poll that ended well (no refusal, error or failure).
     #[serde(default)]
     pub last_success: Option<u64>,
@@ -507,4 +511,16 @@ impl DataDir {
             .map_err(|source| StateError::Io { path: p, source })?;
         Ok(DataLock { _file: f })
     }
+}
+
+/// A release held back by its gated rollout (the status's `rollout_gate`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GateWait {
+    pub version: u64,
+    /// The gated stage waiting for its promotion...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// ...or when the rollout was halted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted_at: Option<u64>,
 }

@@ -38,6 +38,9 @@ pub struct StatusReport {
     pub host_public_key: Option<String>,
     /// The last poll's release waits for this host's rollout slot.
     pub waiting: Option<WaitingReport>,
+    /// The last poll's release waits at a gate of its rollout, or was
+    /// halted before this host's turn (issue 35).
+    pub rollout_gate: Option<crate::host::state::GateWait>,
     /// When the verified head (the release hosts are offered) expires.
     pub release_expires: Option<u64>,
     /// When the newest freshness timestamp accepted expires
@@ -137,6 +140,7 @@ pub fn status_report(
         waiting: poll
             .waiting
             .map(|(version, until)| WaitingReport { version, until }),
+        rollout_gate: poll.gate.clone(),
         probation: probation.map(|p| ProbationReport {
             version: p.version,
             deadline: p.deadline,

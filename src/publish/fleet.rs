@@ -20,6 +20,9 @@ pub struct Row {
     pub key_id: Option<String>,
     pub configuration: Option<String>,
     pub active_version: Option<u64>,
+    /// BLAKE3 of the active release's statement (a promotion counts only
+    /// hosts running exactly the release it opens).
+    pub active_statement: Option<String>,
     pub result: Option<String>,
     pub check: Option<String>,
     pub waiting_until: Option<u64>,
@@ -263,6 +266,7 @@ fn row(
         key_id,
         configuration: None,
         active_version: None,
+        active_statement: None,
         result: None,
         check: None,
         waiting_until: None,
@@ -292,6 +296,7 @@ fn from_receipt(
         key_id: Some(key.key_id.to_string()),
         configuration: Some(r.configuration.clone()),
         active_version: r.active.map(|a| a.version),
+        active_statement: r.active.map(|a| a.statement.to_hex()),
         result: Some(r.result.clone()),
         check: r.check.clone(),
         waiting_until: r.waiting_until,

@@ -40,6 +40,7 @@ pub mod policy;
 pub mod prepared;
 pub mod repack;
 pub mod review;
+pub mod rollout;
 
 pub use editor::{Editor, Published, RemoteTrust, RevertSource, TrustOrigin};
 

@@ -100,15 +100,27 @@ fn duration(secs: u64) -> String {
 
 /// The rollout plan in words.
 pub fn rollout_words(r: &Rollout) -> String {
-    let Rollout { points } = r;
+    let Rollout { points, gates } = r;
     let pts: Vec<String> = points
         .iter()
         .map(|(t, p)| format!("{}={p}%", duration(*t)))
         .collect();
+    let gated: Vec<String> = gates
+        .iter()
+        .map(|g| format!("stage {} from {}%", quoted(&g.stage), g.percent))
+        .collect();
     format!(
-        "{} (the last hosts activate {} after `created`)",
+        "{} (the last hosts activate {} after `created`{})",
         pts.join(", "),
-        duration(r.duration())
+        duration(r.duration()),
+        if gated.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; gated, each opened only by a signed promotion: {}",
+                gated.join(", ")
+            )
+        }
     )
 }
 
@@ -280,6 +292,10 @@ mod tests {
             decommission: Some(vec!["web1".into()]),
             rollout: Some(Rollout {
                 points: vec![(0, 1), (3600, 1), (90_000, 100)],
+                gates: vec![crate::format::rollout::Gate {
+                    stage: "rest".into(),
+                    percent: 1,
+                }],
             }),
         }
     }

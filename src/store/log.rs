@@ -23,6 +23,10 @@ pub enum Object<'a> {
     Archive(&'a ArchiveRef),
     /// A host's signed receipt (`hosts/<host_id>.json`).
     Receipt(&'a str),
+    /// A signed promotion of a gated stage of a release (issue 35).
+    Promotion(u64, &'a str),
+    /// A signed halt of a release's rollout.
+    Halt(u64),
 }
 
 impl Object<'_> {
@@ -33,6 +37,8 @@ impl Object<'_> {
             Object::Release(v) => super::release_key(*v),
             Object::Archive(a) => a.object_key(),
             Object::Receipt(h) => format!("{RECEIPTS}{h}.json"),
+            Object::Promotion(v, stage) => crate::format::decision::promotion_key(*v, stage),
+            Object::Halt(v) => crate::format::decision::halt_key(*v),
         }
     }
 
@@ -42,6 +48,9 @@ impl Object<'_> {
             Object::Latest | Object::Release(_) => BUNDLE_MAX_BYTES as u64,
             Object::Archive(a) => a.size,
             Object::Receipt(_) => crate::format::receipt::RECEIPT_MAX_BYTES as u64,
+            Object::Promotion(..) | Object::Halt(_) => {
+                crate::format::decision::DECISION_MAX_BYTES as u64
+            }
         }
     }
 }
@@ -141,7 +150,23 @@ impl<'s> ReleaseLog<'s> {
     /// A host's receipt (`Ok(None)`: none), at most
     /// [`crate::format::receipt::RECEIPT_MAX_BYTES`].
     pub fn receipt(&self, host_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let obj = Object::Receipt(host_id);
+        self.small(Object::Receipt(host_id))
+    }
+
+    /// A rollout decision (a promotion or a halt; `Ok(None)`: none), at
+    /// most [`crate::format::decision::DECISION_MAX_BYTES`].
+    pub fn decision(&self, obj: Object<'_>) -> Result<Option<Vec<u8>>, StoreError> {
+        debug_assert!(matches!(obj, Object::Promotion(..) | Object::Halt(_)));
+        self.small(obj)
+    }
+
+    /// Writes a signed rollout decision.
+    pub fn put_decision(&self, obj: Object<'_>, bytes: &[u8]) -> Result<(), StoreError> {
+        self.store.put(&obj.key(), bytes)
+    }
+
+    /// A small object read whole under its limit (`Ok(None)`: none).
+    fn small(&self, obj: Object<'_>) -> Result<Option<Vec<u8>>, StoreError> {
         match self.store.get(&obj.key(), None, obj.limit()) {
             Ok(Fetched::Object { bytes, .. }) => Ok(Some(bytes)),
             Ok(Fetched::NotModified) => Err(StoreError::new(

@@ -9,6 +9,7 @@
 //! outcomes.
 
 pub mod chain;
+pub mod decision;
 pub mod flake_inputs;
 pub mod history;
 mod policy;
@@ -336,6 +337,63 @@ pub fn verify_signatures(
     })
 }
 
+/// The distinct keys among `keys` (scoped to `remote`, within their
+/// `not_after`) whose signature in `texts` verifies over `bytes` with
+/// exactly the trusted comment `comment(key)`, and why the others did not
+/// count. For the small signed objects beside a release (timestamps,
+/// rollout decisions); `role` names their keys in the reasons.
+pub(crate) fn count_signers(
+    bytes: &[u8],
+    texts: &[String],
+    keys: &[TrustedKey],
+    remote: &crate::format::remote::RemoteName,
+    now: u64,
+    role: &str,
+    comment: impl Fn(KeyId) -> String,
+) -> (Vec<KeyId>, Vec<String>) {
+    let mut counted: Vec<([u8; 32], KeyId)> = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
+    for text in texts {
+        let Some(key_id) = signature_key_id(text) else {
+            problems.push("an undecodable signature".into());
+            continue;
+        };
+        let Ok(sig) = minisign_verify::Signature::decode(text) else {
+            problems.push(format!("key {key_id}: undecodable signature"));
+            continue;
+        };
+        let verified = keys.iter().filter(|k| k.key.key_id == key_id).find(|k| {
+            k.key
+                .to_verifier()
+                .is_ok_and(|pk| pk.verify(bytes, &sig, false).is_ok())
+        });
+        let Some(k) = verified else {
+            problems.push(format!(
+                "key {key_id} is not a {role} key of this remote, or its signature does not verify"
+            ));
+            continue;
+        };
+        if sig.trusted_comment() != comment(key_id) {
+            problems.push(format!(
+                "key {key_id}: the trusted comment binds another {role} object"
+            ));
+            continue;
+        }
+        if !k.scope.allows(remote) {
+            problems.push(format!("key {key_id} is not scoped to this remote"));
+            continue;
+        }
+        if k.not_after.is_some_and(|t| now > t) {
+            problems.push(format!("key {key_id} is past its not_after date"));
+            continue;
+        }
+        if !counted.iter().any(|(pk, _)| *pk == k.key.bytes) {
+            counted.push((k.key.bytes, key_id));
+        }
+    }
+    (counted.into_iter().map(|(_, id)| id).collect(), problems)
+}
+
 /// With `policy.freshness`: the release's timestamp, signed by at least the
 /// threshold of distinct timestamp keys scoped to the remote, names exactly
 /// this release, is not dated in the future, is unexpired, and is not older
@@ -354,46 +412,15 @@ pub fn check_freshness(
             release.version()
         )));
     };
-    let mut counted: Vec<([u8; 32], KeyId)> = Vec::new();
-    let mut problems: Vec<String> = Vec::new();
-    for text in &ts.signatures {
-        let Some(key_id) = signature_key_id(text) else {
-            problems.push("an undecodable signature".into());
-            continue;
-        };
-        let Ok(sig) = minisign_verify::Signature::decode(text) else {
-            problems.push(format!("key {key_id}: undecodable signature"));
-            continue;
-        };
-        let verified = f.keys.iter().filter(|k| k.key.key_id == key_id).find(|k| {
-            k.key
-                .to_verifier()
-                .is_ok_and(|pk| pk.verify(&ts.bytes, &sig, false).is_ok())
-        });
-        let Some(k) = verified else {
-            problems.push(format!(
-                "key {key_id} is not a timestamp key of this remote, or its signature does not verify"
-            ));
-            continue;
-        };
-        if sig.trusted_comment() != timestamp::trusted_comment(&ts.bytes, key_id) {
-            problems.push(format!(
-                "key {key_id}: the trusted comment binds another timestamp"
-            ));
-            continue;
-        }
-        if !k.scope.allows(&policy.remote) {
-            problems.push(format!("key {key_id} is not scoped to this remote"));
-            continue;
-        }
-        if k.not_after.is_some_and(|t| now > t) {
-            problems.push(format!("key {key_id} is past its not_after date"));
-            continue;
-        }
-        if !counted.iter().any(|(pk, _)| *pk == k.key.bytes) {
-            counted.push((k.key.bytes, key_id));
-        }
-    }
+    let (counted, problems) = count_signers(
+        &ts.bytes,
+        &ts.signatures,
+        &f.keys,
+        &policy.remote,
+        now,
+        "timestamp",
+        |key| timestamp::trusted_comment(&ts.bytes, key),
+    );
     let need = f.threshold.max(1);
     if counted.len() < need {
         return Err(Refusal::Timestamp(format!(
@@ -448,7 +475,7 @@ pub fn check_freshness(
             });
         }
     }
-    let mut signers: Vec<KeyId> = counted.into_iter().map(|(_, id)| id).collect();
+    let mut signers = counted;
     signers.sort();
     Ok(Some(Fresh {
         created: t.created,

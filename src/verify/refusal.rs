@@ -92,6 +92,11 @@ pub enum Refusal {
     TimestampExpired { expires: u64, now: u64 },
     #[error("timestamp created at {} is older than one this host already accepted ({}): a replay", rfc3339(*.created), rfc3339(*.floor))]
     TimestampReplay { created: u64, floor: u64 },
+    /// A promotion or halt in the store for this release that does not
+    /// verify (forged, for another release or stage, future-dated): the
+    /// host activates nothing that decision could bear on (issue 35).
+    #[error("{0}")]
+    RolloutDecision(String),
 }
 
 fn list_ids(ids: &[KeyId]) -> String {
@@ -139,6 +144,7 @@ impl Refusal {
             Refusal::Timestamp(_) => Check::Timestamp,
             Refusal::TimestampExpired { .. } => Check::TimestampExpired,
             Refusal::TimestampReplay { .. } => Check::TimestampReplay,
+            Refusal::RolloutDecision(_) => Check::RolloutDecision,
         }
     }
 
@@ -271,13 +277,14 @@ pub enum Check {
     Timestamp,
     TimestampExpired,
     TimestampReplay,
+    RolloutDecision,
     UnlockedInputs,
     WouldLockOut,
 }
 
 impl Check {
     /// Every check, in verification order.
-    pub const ALL: [Check; 30] = [
+    pub const ALL: [Check; 31] = [
         Check::BundleSize,
         Check::NoSignatures,
         Check::BundleFormat,
@@ -306,6 +313,7 @@ impl Check {
         Check::Timestamp,
         Check::TimestampExpired,
         Check::TimestampReplay,
+        Check::RolloutDecision,
         Check::UnlockedInputs,
         Check::WouldLockOut,
     ];
@@ -341,6 +349,7 @@ impl Check {
             Check::Timestamp => "timestamp",
             Check::TimestampExpired => "timestamp-expired",
             Check::TimestampReplay => "timestamp-replay",
+            Check::RolloutDecision => "rollout-decision",
             Check::UnlockedInputs => "unlocked-inputs",
             Check::WouldLockOut => "would-lock-out",
         }
@@ -382,7 +391,8 @@ impl Check {
             | Check::ArchiveSize
             | Check::ArchiveHash
             | Check::ToplevelMissing
-            | Check::Timestamp => Cause::Store,
+            | Check::Timestamp
+            | Check::RolloutDecision => Cause::Store,
         }
     }
 }

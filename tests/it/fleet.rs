@@ -538,3 +538,272 @@ fn store_with_hosts_planted_as_a_symlink_does_not_carry_the_receipt_elsewhere() 
         "the failed receipt is a warning: {stderr}"
     );
 }
+
+/// The stage of `host` in version `v` of a plan gated at 30 % and 60 %
+/// (0: before the first gate).
+fn stage_of(v: u64, host: &str) -> usize {
+    use npcnix::format::rollout::{Gate, Rollout};
+    let plan = Rollout {
+        points: vec![(0, 100), (1, 100)],
+        gates: vec![
+            Gate {
+                stage: "two".into(),
+                percent: 30,
+            },
+            Gate {
+                stage: "three".into(),
+                percent: 60,
+            },
+        ],
+    };
+    npcnix::publish::rollout::stage_index(&plan, "prod", v, host)
+}
+
+const GATED: &[&str] = &[
+    "--rollout-plan",
+    "0=100,1s=100",
+    "--gate",
+    "two=30",
+    "--gate",
+    "three=60",
+];
+
+#[test]
+fn gated_stages_open_only_on_signed_promotions_backed_by_confirmed_hosts_and_a_halt_keeps_them_closed(
+) {
+    let probe = Host::new();
+    let (rollout_key, rollout_pub) = probe.kit.keygen("rollout");
+    let rollout_pk = fs::read_to_string(&rollout_pub)
+        .expect("pub")
+        .lines()
+        .nth(1)
+        .expect("line")
+        .to_owned();
+    let f = Fleet::new(20, |_, c| {
+        c["trusted_keys"].as_array_mut().expect("keys").push(
+            serde_json::json!({"public_key": rollout_pk, "remotes": ["prod"], "role": "rollout"}),
+        );
+    });
+    let failing_rebuild = f.h.kit.path("bin-fail/nixos-rebuild");
+    fs::create_dir_all(failing_rebuild.parent().expect("dir")).expect("mkdir");
+    fs::write(&failing_rebuild, "#!/bin/sh\nexit 1\n").expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&failing_rebuild, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let once = |id: &str, broken: bool| -> serde_json::Value {
+        let mut c = f.cmd(id, &["follow", "--once", "--json"]);
+        if broken {
+            c.env("NPCNIX_NIXOS_REBUILD", &failing_rebuild);
+        }
+        let o = c.output().expect("run");
+        let out = String::from_utf8_lossy(&o.stdout);
+        serde_json::from_str(out.lines().last().unwrap_or("{}"))
+            .unwrap_or_else(|_| panic!("{id}: {out}{}", String::from_utf8_lossy(&o.stderr)))
+    };
+    let url = f.h.kit.url("prod");
+    let operator = |args: &[&str]| -> Run {
+        Run::from(
+            f.h.kit
+                .cmd()
+                .args(args)
+                .env("NPCNIX_DATA_DIR", f.h.kit.path("operator"))
+                .output()
+                .expect("run"),
+        )
+    };
+    f.publish("v1", &[]);
+    for id in &f.hosts {
+        assert_eq!(once(id, false)["result"], "activated");
+    }
+    let pins = f.pin_file();
+    let pins = pins.to_str().expect("utf8");
+    let promote = |v: &str, stage: &str| -> Run {
+        operator(&[
+            "release",
+            "promote",
+            "--remote",
+            &url,
+            "--version",
+            v,
+            "--stage",
+            stage,
+            "--require",
+            "95%",
+            "--key",
+            &rollout_key,
+            "--trusted-key",
+            &f.h.pubkey,
+            "--host-keys",
+            pins,
+        ])
+    };
+    let by_stage = |v: u64, s: usize| -> Vec<String> {
+        f.hosts
+            .iter()
+            .filter(|h| stage_of(v, h) == s)
+            .cloned()
+            .collect()
+    };
+
+    // Version 2: two hosts of the first stage fail to activate it.
+    f.publish("v2", GATED);
+    let first = by_stage(2, 0);
+    assert!(
+        first.len() >= 3 && !by_stage(2, 1).is_empty() && !by_stage(2, 2).is_empty(),
+        "20 hosts should fill three stages: {first:?}"
+    );
+    let broken: Vec<String> = first.iter().take(2).cloned().collect();
+    for id in &f.hosts {
+        let r = once(id, broken.contains(id));
+        match stage_of(2, id) {
+            0 if broken.contains(id) => assert_ne!(r["result"], "activated", "{id}: {r}"),
+            0 => assert_eq!(r["result"], "activated", "{id}: {r}"),
+            _ => {
+                assert_eq!(r["result"], "waiting-for-promotion", "{id}: {r}");
+                assert!(r.to_string().contains("two"), "names the stage: {r}");
+            }
+        }
+    }
+    let gated = by_stage(2, 2)[0].clone();
+    let st = f.status(&gated);
+    assert_eq!(
+        st["rollout_gate"]["version"], 2,
+        "status shows the gate: {st}"
+    );
+    assert_eq!(st["rollout_gate"]["stage"], "two", "{st}");
+    let (_, fleet, _) = f.fleet_status(&["--host-keys", pins]);
+    assert!(
+        fleet["hosts"]
+            .as_array()
+            .expect("hosts")
+            .iter()
+            .any(|r| r["host"] == gated.as_str() && r["result"] == "waiting-for-promotion"),
+        "the receipt reports the gate: {fleet}"
+    );
+    let r = promote("2", "two");
+    assert_eq!(
+        r.code, 1,
+        "failing first-stage hosts block the promotion: {}{}",
+        r.stdout, r.stderr
+    );
+    for id in &broken {
+        assert!(
+            r.stdout.contains(id.as_str()),
+            "names failing host {id}: {}",
+            r.stdout
+        );
+    }
+    assert!(!f
+        .h
+        .kit
+        .store_path("prod", "rollouts/00000000000000000002/promote-two.json")
+        .exists());
+    for id in by_stage(2, 1) {
+        assert_eq!(once(&id, false)["result"], "waiting-for-promotion");
+    }
+
+    // Version 3 fixes it: every first-stage host confirms, stage two opens.
+    f.publish("v3", GATED);
+    for id in &f.hosts {
+        let r = once(id, false);
+        let want = if stage_of(3, id) == 0 {
+            "activated"
+        } else {
+            "waiting-for-promotion"
+        };
+        assert_eq!(r["result"], want, "{id}: {r}");
+    }
+    // The same assessment for stage three: two is not promoted yet.
+    let r = promote("3", "three");
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("promote it first"), "{}", r.stderr);
+    let r = promote("3", "two");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    for id in &f.hosts {
+        let r = once(id, false);
+        match stage_of(3, id) {
+            0 => assert!(
+                matches!(r["result"].as_str(), Some("up-to-date" | "unchanged")),
+                "{id}: {r}"
+            ),
+            1 => assert_eq!(r["result"], "activated", "{id}: {r}"),
+            _ => assert_eq!(r["result"], "waiting-for-promotion", "{id}: {r}"),
+        }
+    }
+    for id in by_stage(3, 1) {
+        assert_eq!(f.last_marker(&id), "v3", "{id}");
+    }
+
+    // A forged promotion of stage three (a key the hosts do not trust) is
+    // refused, never followed.
+    let thief = npcnix::format::keys::SecretKey::generate().expect("key");
+    let bundle =
+        fs::read(f.h.kit.store_path("prod", "releases/00000000000000000003")).expect("release");
+    let bundle = npcnix::format::bundle::Bundle::decode(&bundle).expect("bundle");
+    let forged = npcnix::publish::rollout::decision(
+        npcnix::format::remote::RemoteName::new("prod").expect("name"),
+        3,
+        npcnix::format::digest::Digest::of(&bundle.statement),
+        Some("three"),
+        None,
+        None,
+        1,
+    );
+    let forged_path =
+        f.h.kit
+            .store_path("prod", "rollouts/00000000000000000003/promote-three.json");
+    fs::write(
+        &forged_path,
+        npcnix::publish::rollout::sign(&forged, &[thief]),
+    )
+    .expect("write");
+    let last = by_stage(3, 2);
+    for id in &last {
+        let r = once(id, false);
+        assert_eq!(r["result"], "rejected", "{id}: {r}");
+        assert_eq!(r["check"], "rollout-decision", "{id}: {r}");
+        assert_ne!(
+            f.last_marker(id),
+            "v3",
+            "{id} activated on a forged promotion"
+        );
+    }
+    fs::remove_file(&forged_path).expect("rm");
+
+    // A halt keeps stage three closed; a promotion after it is refused.
+    let r = operator(&[
+        "release",
+        "halt",
+        "--remote",
+        &url,
+        "--version",
+        "3",
+        "--key",
+        &rollout_key,
+        "--trusted-key",
+        &f.h.pubkey,
+        "--reason",
+        "error rate up",
+    ]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    for id in &last {
+        assert_eq!(once(id, false)["result"], "halted", "{id}");
+    }
+    let r = promote("3", "three");
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("halted"), "{}", r.stderr);
+    for id in &last {
+        assert_ne!(f.last_marker(id), "v3", "{id}");
+        assert_eq!(once(id, false)["result"], "halted", "{id}");
+    }
+    // The hosts already running version 3 keep it.
+    for id in by_stage(3, 1) {
+        let r = once(&id, false);
+        assert!(
+            matches!(r["result"].as_str(), Some("up-to-date" | "unchanged")),
+            "{id}: {r}"
+        );
+        assert_eq!(f.last_marker(&id), "v3", "{id}");
+    }
+}

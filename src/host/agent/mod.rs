@@ -36,11 +36,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::format::rollout::Admission;
 use crate::host::activate::{Activation, Plan};
 use crate::host::clock::{Clock, Moment};
 use crate::host::config::Validated;
 use crate::host::journal::{Journal, JournalError};
-use crate::host::lifecycle::{self, Facts, Head, Stage, Step, Vouch};
+use crate::host::lifecycle::{self, Closed, Facts, Head, Stage, Step, Vouch};
 use crate::host::lockout;
 use crate::host::pipeline::{self, PipelineError};
 use crate::host::probation::{self, Observed, Probation};
@@ -554,9 +555,17 @@ impl Agent {
             .activation
             .activator()
             .plan(accepted.release.statement().toplevels.as_ref())?;
-        let slot = self.rollout_slot(&accepted.release);
+        let (slot, closed) = match self.admission(&accepted.release, poll.now.wall)? {
+            None => (None, None),
+            Some(Admission::At(t)) => (Some(t), None),
+            Some(Admission::Gated { stage }) => (
+                None,
+                crate::format::decision::StageName::new(&stage).map(Closed::Gated),
+            ),
+            Some(Admission::Halted { at }) => (None, Some(Closed::Halted { at })),
+        };
         if let Head::Verified { stage, .. } = &mut poll.head {
-            *stage = Stage::Accepted { slot };
+            *stage = Stage::Accepted { slot, closed };
         }
         poll.stage = Some(StageData::Accepted(accepted, plan));
         Ok(())
@@ -616,16 +625,32 @@ impl Agent {
     }
 
     /// When this host may activate `release` under its signed rollout wave
-    /// (`None`: no wave, the host ignores waves, or it has no host ID).
-    fn rollout_slot(&self, release: &VerifiedRelease) -> Option<u64> {
-        let st = release.statement();
-        let plan = st.rollout.as_ref()?;
+    /// and the wave's signed promotions and halt (`None`: no wave, the host
+    /// ignores waves, or it has no host ID).
+    fn admission(
+        &self,
+        release: &VerifiedRelease,
+        now: u64,
+    ) -> Result<Option<Admission>, PipelineError> {
+        let Some(plan) = release.statement().rollout.as_ref() else {
+            return Ok(None);
+        };
         if self.v.config.rollout == crate::host::config::RolloutMode::Immediate
             || self.v.host_id.is_empty()
         {
-            return None;
+            return Ok(None);
         }
-        Some(plan.slot(st.created, self.remote(), st.version, &self.v.host_id))
+        // Called within `descend`, already on the network.
+        crate::host::gates::admission(
+            &self.log(),
+            &self.v.rollout,
+            self.v.policy.max_future_skew_secs,
+            release,
+            plan,
+            &self.v.host_id,
+            now,
+        )
+        .map(Some)
     }
 }
 

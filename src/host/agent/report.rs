@@ -322,6 +322,8 @@ impl Agent {
                         | Outcome::UpToDate { .. }
                         | Outcome::Unchanged
                         | Outcome::Waiting { .. }
+                        | Outcome::AwaitingPromotion { .. }
+                        | Outcome::Halted { .. }
                         | Outcome::Held { .. }
                         | Outcome::Paused { .. }
                 );
@@ -332,6 +334,21 @@ impl Agent {
                 }
                 s.waiting = match o {
                     Outcome::Waiting { version, until } => Some((*version, *until)),
+                    _ => None,
+                };
+                s.gate = match o {
+                    Outcome::AwaitingPromotion { version, stage } => {
+                        Some(crate::host::state::GateWait {
+                            version: *version,
+                            stage: Some(stage.clone()),
+                            halted_at: None,
+                        })
+                    }
+                    Outcome::Halted { version, at } => Some(crate::host::state::GateWait {
+                        version: *version,
+                        stage: None,
+                        halted_at: Some(*at),
+                    }),
                     _ => None,
                 };
                 if o.is_failure() {

@@ -95,6 +95,8 @@ pub struct Validated {
     pub config: HostConfig,
     pub remote: RemoteName,
     pub policy: Policy,
+    /// Who signs promotions and halts of gated rollouts (issue 35).
+    pub rollout: crate::verify::decision::RolloutTrust,
     pub limits: Limits,
     pub require_chain: bool,
     /// `host_id`, or (filled in by the caller) one derived from the
@@ -169,6 +171,7 @@ impl HostConfig {
         }
         let mut keys = Vec::new();
         let mut timestamp_keys: Vec<TrustedKey> = Vec::new();
+        let mut rollout_keys: Vec<TrustedKey> = Vec::new();
         for (i, k) in self.trusted_keys.iter().enumerate() {
             let field = format!("trusted_keys[{i}]");
             let pk = match PublicKey::from_base64(&k.public_key) {
@@ -203,6 +206,7 @@ impl HostConfig {
             if keys
                 .iter()
                 .chain(&timestamp_keys)
+                .chain(&rollout_keys)
                 .any(|t: &TrustedKey| t.key.key_id == pk.key_id)
             {
                 errs.push(invalid(
@@ -216,6 +220,7 @@ impl HostConfig {
             if keys
                 .iter()
                 .chain(&timestamp_keys)
+                .chain(&rollout_keys)
                 .any(|t: &TrustedKey| t.key.bytes == pk.bytes)
             {
                 errs.push(invalid(
@@ -231,6 +236,7 @@ impl HostConfig {
             match k.role {
                 KeyRole::Release => keys.push(key),
                 KeyRole::Timestamp => timestamp_keys.push(key),
+                KeyRole::Rollout => rollout_keys.push(key),
             }
         }
         if let Some(remote) = &remote {
@@ -276,6 +282,9 @@ impl HostConfig {
                     ),
                 ));
             }
+        }
+        if self.policy.rollout.threshold == 0 {
+            errs.push(invalid("policy.rollout.threshold", "must be at least 1"));
         }
         if self.activation.toplevel_action == Some(ActivationMode::Toplevel) {
             errs.push(invalid(
@@ -419,6 +428,10 @@ impl HostConfig {
                         floor: None,
                         max_lifetime_secs: fresh.max_lifetime_secs,
                     }),
+                },
+                rollout: crate::verify::decision::RolloutTrust {
+                    keys: rollout_keys,
+                    threshold: self.policy.rollout.threshold,
                 },
                 remote,
                 limits,

@@ -95,6 +95,9 @@ pub enum KeyRole {
     Release,
     /// Freshness timestamps of the head, and nothing else.
     Timestamp,
+    /// Rollout decisions (promotions of gated stages, halts), and nothing
+    /// else (D130).
+    Rollout,
 }
 
 impl KeyRole {
@@ -132,6 +135,22 @@ impl Default for FreshnessConfig {
     }
 }
 
+/// The rollout role (`policy.rollout`, D130).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutRoleConfig {
+    /// Distinct keys with role `rollout` that must sign a promotion or a
+    /// halt.
+    #[serde(default = "default_threshold")]
+    pub threshold: usize,
+}
+
+impl Default for RolloutRoleConfig {
+    fn default() -> Self {
+        RolloutRoleConfig { threshold: 1 }
+    }
+}
+
 /// Default warning before the active release's or its timestamp's expiry.
 pub const DEFAULT_WARN_BEFORE_EXPIRY_SECS: u64 = 86_400;
 
@@ -157,6 +176,9 @@ pub struct PolicyConfig {
     pub max_future_skew_secs: u64,
     #[serde(default)]
     pub freshness: FreshnessConfig,
+    /// The rollout role: how many rollout keys sign a promotion or a halt.
+    #[serde(default)]
+    pub rollout: RolloutRoleConfig,
     /// Warn in the log this long before the head's `expires` or its
     /// timestamp's (0: never).
     #[serde(default = "default_warn_before_expiry")]
@@ -177,6 +199,7 @@ impl Default for PolicyConfig {
             confinement: Default::default(),
             max_future_skew_secs: DEFAULT_MAX_FUTURE_SKEW_SECS,
             freshness: FreshnessConfig::default(),
+            rollout: RolloutRoleConfig::default(),
             warn_before_expiry_secs: DEFAULT_WARN_BEFORE_EXPIRY_SECS,
         }
     }

@@ -124,7 +124,14 @@ fn decide_takes_the_one_step_each_situation_calls_for() {
         ),
         case(
             "accepted, no wave: download",
-            verified(3, true, Stage::Accepted { slot: None }),
+            verified(
+                3,
+                true,
+                Stage::Accepted {
+                    slot: None,
+                    closed: None,
+                },
+            ),
             Step::Download,
         ),
         case(
@@ -134,6 +141,7 @@ fn decide_takes_the_one_step_each_situation_calls_for() {
                 true,
                 Stage::Accepted {
                     slot: Some(NOW + 60),
+                    closed: None,
                 },
             ),
             end(Outcome::Waiting {
@@ -142,8 +150,45 @@ fn decide_takes_the_one_step_each_situation_calls_for() {
             }),
         ),
         case(
+            "accepted, behind a gate not promoted: wait for the promotion, even past the slot",
+            verified(
+                3,
+                true,
+                Stage::Accepted {
+                    slot: Some(NOW - 60),
+                    closed: crate::format::decision::StageName::new("early").map(Closed::Gated),
+                },
+            ),
+            end(Outcome::AwaitingPromotion {
+                version: 3,
+                stage: "early".into(),
+            }),
+        ),
+        case(
+            "accepted, halted before this host's turn: nothing is downloaded",
+            verified(
+                3,
+                true,
+                Stage::Accepted {
+                    slot: Some(NOW - 60),
+                    closed: Some(Closed::Halted { at: NOW - 120 }),
+                },
+            ),
+            end(Outcome::Halted {
+                version: 3,
+                at: NOW - 120,
+            }),
+        ),
+        case(
             "accepted, slot passed: download",
-            verified(3, true, Stage::Accepted { slot: Some(NOW) }),
+            verified(
+                3,
+                true,
+                Stage::Accepted {
+                    slot: Some(NOW),
+                    closed: None,
+                },
+            ),
             Step::Download,
         ),
         case(
@@ -422,7 +467,14 @@ fn a_stop_signal_before_the_download_interrupts() {
         probation: None,
         observed: None,
         now: &now,
-        head: verified(1, true, Stage::Accepted { slot: None }),
+        head: verified(
+            1,
+            true,
+            Stage::Accepted {
+                slot: None,
+                closed: None,
+            },
+        ),
         vouch: Vouch::MayNot,
         stop: true,
         hold: None,
