@@ -71,7 +71,18 @@ in
           comment = k.comment or null;
           role = "timestamp";
         })
-        ((policy.timestamp or { keys = [ ]; }).keys)));
+        ((policy.timestamp or { keys = [ ]; }).keys)
+      ++ map
+        (k: {
+          publicKey = k.public_key;
+          remotes = [ policyRemote ];
+          notAfter = k.not_after or null;
+          comment = k.comment or null;
+          role = "rollout";
+        })
+        ((policy.rollout or { keys = [ ]; }).keys)));
+    services.npcnix.rolloutThreshold = lib.mkIf (cfg.policyFile != null && policy ? rollout)
+      (lib.mkDefault (policy.rollout.threshold or 1));
     services.npcnix.threshold = lib.mkIf (cfg.policyFile != null) (lib.mkDefault policy.threshold);
     services.npcnix.freshness.required = lib.mkIf (cfg.policyFile != null) (lib.mkDefault (policy ? timestamp));
     services.npcnix.freshness.threshold = lib.mkIf (cfg.policyFile != null && policy ? timestamp)

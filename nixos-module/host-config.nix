@@ -71,6 +71,9 @@ in
       required = true;
       threshold = cfg.freshness.threshold;
     };
+  } // optionalAttrs (cfg.rolloutThreshold != 1) {
+    # Only when set: agents before gated rollouts refuse the field.
+    rollout.threshold = cfg.rolloutThreshold;
   };
 
   fetcher = {

@@ -77,13 +77,16 @@ let
         description = "Free-form note shown in logs and `npcnix status`.";
       };
       role = mkOption {
-        type = types.enum [ "release" "timestamp" ];
+        type = types.enum [ "release" "timestamp" "rollout" ];
         default = "release";
         description = ''
           What the key may sign: `release` statements (counted toward
           `threshold`), or only the head's freshness `timestamp`
           (`freshness`; an online key that can delay the freshness cliff
-          and nothing else).
+          and nothing else), or only `rollout` decisions: promotions that
+          open a gated stage of a release's wave and halts
+          (`rolloutThreshold`; a CI key that can open or close stages of
+          releases the release keys signed, and nothing else).
         '';
       };
     };
@@ -421,6 +424,17 @@ in
       description = ''
         Release versions below this are refused, even on a host with no
         state (a pinned rollback floor, e.g. after a known-bad release).
+      '';
+    };
+
+    rolloutThreshold = mkOption {
+      type = types.ints.positive;
+      default = 1;
+      description = ''
+        Distinct keys with `role = "rollout"`, scoped to this remote, that
+        must sign a promotion of a gated rollout stage or a halt
+        (`npcnix release promote` / `halt`; docs/fleet.md, "Gated stages").
+        With `policyFile`, defaults to the remote's `rollout.threshold`.
       '';
     };
 

@@ -52,6 +52,17 @@ struct StatusArgs {
     /// Remote URL
     #[arg(long, value_name = "URL", value_parser = common::remote_url)]
     remote: String,
+    /// Show only hosts running this version
+    #[arg(long, value_name = "N")]
+    version: Option<u64>,
+    /// Show only hosts whose receipt is stale or missing
+    #[arg(long)]
+    stale: bool,
+    /// Show only hosts that fail: a receipt that is not ok (stale, missing,
+    /// replayed, forged, key changed) or a last result that is a failure
+    /// (rejected, activation failed, rolled back)
+    #[arg(long)]
+    failing: bool,
     #[command(flatten)]
     fleet: FleetArgs,
     /// Print as JSON
@@ -82,6 +93,10 @@ pub struct FleetArgs {
     /// segment; as `install --remote-name`): receipts are signed for it
     #[arg(long, value_name = "NAME")]
     pub remote_name: Option<String>,
+    /// Receipts read at once
+    #[arg(long, value_name = "N", default_value_t = fleet::DEFAULT_CONCURRENCY,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    concurrency: usize,
     /// Forget a host before reading (its remembered key and newest
     /// receipt): a retired host that is no longer `missing`, or a
     /// reinstalled one (repeatable)
@@ -157,6 +172,10 @@ pub fn survey(
             warn!("--forget {h:?}: the host is pinned in --host-keys; remove its line there too");
         }
     }
+    // Receipts are counted as "files" on the progress line (one a host).
+    let task =
+        super::progress::handle().start("reading receipts", npcnix::progress::Unit::Entries, None);
+    let advance = |_: usize, _: usize| task.advance(1, 0);
     let survey = fleet::survey(
         store,
         remote.as_str(),
@@ -165,7 +184,12 @@ pub fn survey(
         &mut seen,
         stale_after,
         fsutil::now_unix(),
+        fleet::Options {
+            concurrency: a.concurrency,
+            progress: Some(&advance),
+        },
     )?;
+    drop(task);
     if survey.learned || survey.seen_changed || forgot {
         if let Some(parent) = known_path.parent() {
             fsutil::ensure_private_dir(parent)
@@ -201,15 +225,29 @@ pub fn survey(
 fn status(a: StatusArgs) -> Result<()> {
     let store = a.store.open(&a.remote)?;
     let (remote, survey) = survey(&a.fleet, &a.remote, &store)?;
-    let rows = &survey.rows;
     let failing = survey.failing();
-    let summary = fleet::summarize(rows);
+    let summary = fleet::summarize(&survey.rows);
+    let filter = fleet::Filter {
+        version: a.version,
+        stale: a.stale,
+        failing: a.failing,
+    };
+    let rows: Vec<&fleet::Row> = survey.rows.iter().filter(|r| filter.shows(r)).collect();
+    let filtered = filter.is_active();
     if a.json {
-        common::print_json(&serde_json::json!({
-            "remote": remote.as_str(),
-            "hosts": rows,
-            "summary": summary,
-        }));
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            remote: &'a str,
+            hosts: &'a [&'a fleet::Row],
+            total_hosts: usize,
+            summary: &'a [String],
+        }
+        super::out::json_of(&Out {
+            remote: remote.as_str(),
+            hosts: &rows,
+            total_hosts: survey.rows.len(),
+            summary: &summary,
+        });
     } else {
         let cells: Vec<Vec<String>> = rows
             .iter()
@@ -247,6 +285,9 @@ fn status(a: StatusArgs) -> Result<()> {
             )
         ));
         outln!();
+        if filtered {
+            outln!("shown: {} of {} hosts", rows.len(), survey.rows.len());
+        }
         for line in &summary {
             outln!("{line}");
         }

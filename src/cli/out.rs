@@ -319,6 +319,15 @@ pub fn json(v: &serde_json::Value) {
     ));
 }
 
+/// Any serializable value as pretty JSON, without building a
+/// `serde_json::Value` tree first (`fleet status` of thousands of hosts).
+pub fn json_of<T: serde::Serialize>(v: &T) {
+    stdout(format_args!(
+        "{}\n",
+        serde_json::to_string_pretty(v).unwrap_or_default()
+    ));
+}
+
 /// One JSON value on one line (JSON lines: `follow --json`).
 pub fn json_line(v: &serde_json::Value) {
     stdout(format_args!("{v}\n"));

@@ -227,21 +227,21 @@ fn snapshot(editor: &Editor<'_>, head: Option<&publish::CurrentHead>) -> RemoteP
             })
             .collect(),
         max_version_jump: p.max_version_jump,
-        timestamp: p
-            .freshness
-            .as_ref()
-            .map(|f| publish::policy::TimestampPolicy {
-                threshold: f.threshold,
-                keys: f
-                    .keys
-                    .iter()
-                    .map(|k| PolicyKey {
-                        public_key: k.key.to_base64(),
-                        comment: None,
-                        not_after: k.not_after,
-                    })
-                    .collect(),
-            }),
+        timestamp: p.freshness.as_ref().map(|f| publish::policy::RolePolicy {
+            threshold: f.threshold,
+            keys: f
+                .keys
+                .iter()
+                .map(|k| PolicyKey {
+                    public_key: k.key.to_base64(),
+                    comment: None,
+                    not_after: k.not_after,
+                })
+                .collect(),
+        }),
+        // Not part of what signers review: rollout keys open stages of a
+        // release the release keys signed, and sign nothing in it.
+        rollout: None,
     }
 }
 

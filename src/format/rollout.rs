@@ -361,7 +361,7 @@ mod tests {
             Admission::At(5000 + off)
         );
         // Promoted before the curve got there: the curve decides.
-        let soon = |s: &str| (s == "early").then_some(101);
+        let soon = |s: &str| (s == "early").then_some(100);
         assert_eq!(
             r.admission(100, at(30), soon, None),
             Admission::At(100 + r.offset(at(30)))

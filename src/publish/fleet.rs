@@ -56,6 +56,32 @@ impl Survey {
     }
 }
 
+/// Which rows `fleet status` shows (all of them by default; the checks
+/// and the summary always cover every host).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Filter {
+    pub version: Option<u64>,
+    pub stale: bool,
+    pub failing: bool,
+}
+
+impl Filter {
+    pub fn is_active(&self) -> bool {
+        self.version.is_some() || self.stale || self.failing
+    }
+
+    pub fn shows(&self, r: &Row) -> bool {
+        self.version.is_none_or(|v| r.active_version == Some(v))
+            && (!self.stale || matches!(r.verdict, "stale" | "missing"))
+            && (!self.failing
+                || !matches!(r.verdict, "ok" | "unpinned")
+                || matches!(
+                    r.result.as_deref(),
+                    Some("rejected" | "activation-failed" | "rolled-back" | "rollback-failed")
+                ))
+    }
+}
+
 /// What `fleet status` remembers of a host between runs: the newest receipt
 /// it verified. A receipt with a lower sequence number is a replay.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -98,12 +124,114 @@ pub fn merge_seen(
     out
 }
 
+/// How a survey reads the store.
+#[derive(Clone, Copy)]
+pub struct Options<'p> {
+    /// Receipts read at once (at least 1).
+    pub concurrency: usize,
+    /// Called as receipts are read: (read so far, total).
+    pub progress: Option<&'p (dyn Fn(usize, usize) + Sync)>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            concurrency: DEFAULT_CONCURRENCY,
+            progress: None,
+        }
+    }
+}
+
+/// Receipts read at once by default: enough to hide a store's latency
+/// (S3 answers a small GET in tens of milliseconds), few enough to stay
+/// polite to a shared bucket or mirror.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+
+/// Most receipts listed (hosts) in one survey.
+pub const MAX_HOSTS: usize = 1_000_000;
+
+/// One host's receipt as read and checked (in parallel), before what
+/// depends on the other hosts and the remembered state is decided.
+enum Checked {
+    /// Listed, then gone (reported missing).
+    Gone,
+    /// The store failed to give it.
+    Unreadable(String),
+    Verified {
+        receipt: Box<Receipt>,
+        key: PublicKey,
+        pinned: bool,
+        /// The key was learned from this receipt (first use).
+        learned: bool,
+    },
+    KeyChanged {
+        key_id: String,
+    },
+    BadSignature {
+        pinned: bool,
+        key_id: Option<String>,
+        detail: String,
+    },
+}
+
+/// Reads and checks one host's receipt: with its pinned key, else the one
+/// `known` remembers, else (first use) the key it claims.
+fn check_one(
+    log: &crate::store::ReleaseLog<'_>,
+    host: &str,
+    remote_name: &str,
+    pinned: &BTreeMap<String, PublicKey>,
+    known: &BTreeMap<String, PublicKey>,
+) -> Checked {
+    let bytes = match log.receipt(host) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Checked::Gone,
+        Err(e) => return Checked::Unreadable(e.to_string()),
+    };
+    let (key, is_pinned, learned) = match (pinned.get(host), known.get(host)) {
+        (Some(k), _) => (k.clone(), true, false),
+        (None, Some(k)) => (k.clone(), false, false),
+        (None, None) => match claimed_key(&bytes) {
+            Ok(k) => (k, false, true),
+            Err(e) => {
+                return Checked::BadSignature {
+                    pinned: false,
+                    key_id: None,
+                    detail: e.to_string(),
+                }
+            }
+        },
+    };
+    match verify(&bytes, &key, host, remote_name) {
+        Ok(receipt) => Checked::Verified {
+            receipt: Box::new(receipt),
+            key,
+            pinned: is_pinned,
+            learned,
+        },
+        Err(ReceiptError::BadSignature(_)) | Err(ReceiptError::Binding(_))
+            if !is_pinned && claimed_key(&bytes).is_ok_and(|k| k != key) =>
+        {
+            Checked::KeyChanged {
+                key_id: key.key_id.to_string(),
+            }
+        }
+        Err(e) => Checked::BadSignature {
+            pinned: is_pinned,
+            key_id: Some(key.key_id.to_string()),
+            detail: e.to_string(),
+        },
+    }
+}
+
 /// Reads and verifies every receipt of `remote` (named `remote_name`):
 /// with the pinned key of a host, else the one `known` remembers (learned
 /// on first use, added to `known`). A receipt older than `stale_after` is
 /// stale; one older than the newest `seen` for its host is replayed (newer
 /// ones update `seen`); a host pinned, known or seen before without a
-/// receipt now is missing.
+/// receipt now is missing. Receipts are read `opts.concurrency` at a time;
+/// what is kept per host is its checked receipt, never the bytes.
+#[allow(clippy::too_many_arguments)]
 pub fn survey(
     remote: &Remote,
     remote_name: &str,
@@ -112,60 +240,67 @@ pub fn survey(
     seen: &mut BTreeMap<String, LastSeen>,
     stale_after: u64,
     now: u64,
+    opts: Options<'_>,
 ) -> Result<Survey, StoreError> {
-    let mut seen_changed = false;
     let log = remote.log();
-    let hosts = log.receipt_hosts(1_000_000)?;
-    let mut rows = Vec::new();
-    let mut listed = BTreeSet::new();
+    let hosts: Vec<String> = log
+        .receipt_hosts(MAX_HOSTS)?
+        .into_iter()
+        .filter(|h| crate::format::rollout::is_host_id(h))
+        .collect();
+    let checked = {
+        let snapshot: &BTreeMap<String, PublicKey> = known;
+        read_all(&log, &hosts, remote_name, pinned, snapshot, opts)
+    };
+    let mut seen_changed = false;
     let mut learned = false;
-    for host in &hosts {
+    let mut rows = Vec::with_capacity(hosts.len());
+    let mut listed = BTreeSet::new();
+    for (host, c) in hosts.iter().zip(checked) {
         let host = host.as_str();
-        if !crate::format::rollout::is_host_id(host) {
-            continue;
-        }
-        listed.insert(host.to_owned());
-        let bytes = match log.receipt(host) {
-            Ok(Some(bytes)) => bytes,
-            // Listed, then gone: reported missing below.
-            Ok(None) => {
-                listed.remove(host);
-                continue;
-            }
-            Err(e) => {
+        match c {
+            Checked::Gone => continue,
+            Checked::Unreadable(detail) => {
+                listed.insert(host.to_owned());
                 rows.push(row(
                     host,
                     "bad-signature",
                     pinned.contains_key(host),
                     None,
-                    Some(e.to_string()),
+                    Some(detail),
                 ));
-                continue;
             }
-        };
-        let (key_to_use, is_pinned) = match pinned.get(host) {
-            Some(k) => (Some(k.clone()), true),
-            None => (known.get(host).cloned(), false),
-        };
-        let verdict_key = match key_to_use {
-            Some(k) => k,
-            None => match claimed_key(&bytes) {
-                // First use: remember the key this receipt claims.
-                Ok(k) => {
-                    known.insert(host.to_owned(), k.clone());
+            Checked::KeyChanged { key_id } => {
+                listed.insert(host.to_owned());
+                rows.push(row(
+                    host,
+                    "key-changed",
+                    false,
+                    Some(key_id),
+                    Some("signed by another key than the one remembered on first use".into()),
+                ));
+            }
+            Checked::BadSignature {
+                pinned: p,
+                key_id,
+                detail,
+            } => {
+                listed.insert(host.to_owned());
+                rows.push(row(host, "bad-signature", p, key_id, Some(detail)));
+            }
+            Checked::Verified {
+                receipt: r,
+                key,
+                pinned: is_pinned,
+                learned: first_use,
+            } => {
+                listed.insert(host.to_owned());
+                if first_use {
+                    known.insert(host.to_owned(), key.clone());
                     learned = true;
-                    k
                 }
-                Err(e) => {
-                    rows.push(row(host, "bad-signature", false, None, Some(e.to_string())));
-                    continue;
-                }
-            },
-        };
-        match verify(&bytes, &verdict_key, host, remote_name) {
-            Ok(r) => {
                 let age = now.saturating_sub(r.time);
-                let key_id = verdict_key.key_id.to_string();
+                let key_id = key.key_id.to_string();
                 let last = seen
                     .get(host)
                     .filter(|l| l.key.as_deref().is_none_or(|k| k == key_id))
@@ -182,7 +317,7 @@ pub fn survey(
                 } else {
                     "unpinned"
                 };
-                let mut row = from_receipt(host, verdict, is_pinned, &verdict_key, &r, now);
+                let mut row = from_receipt(host, verdict, is_pinned, &key, &r, now);
                 if let (true, Some(l)) = (replayed, &last) {
                     row.detail = Some(format!(
                         "sequence {} from {}, but sequence {} from {} was seen before: an older receipt served again",
@@ -204,24 +339,6 @@ pub fn survey(
                 }
                 rows.push(row);
             }
-            Err(ReceiptError::BadSignature(_)) | Err(ReceiptError::Binding(_))
-                if !is_pinned && claimed_key(&bytes).is_ok_and(|k| k != verdict_key) =>
-            {
-                rows.push(row(
-                    host,
-                    "key-changed",
-                    false,
-                    Some(verdict_key.key_id.to_string()),
-                    Some("signed by another key than the one remembered on first use".into()),
-                ));
-            }
-            Err(e) => rows.push(row(
-                host,
-                "bad-signature",
-                is_pinned,
-                Some(verdict_key.key_id.to_string()),
-                Some(e.to_string()),
-            )),
         }
     }
     let expected: BTreeSet<&String> = pinned
@@ -250,6 +367,50 @@ pub fn survey(
         learned,
         seen_changed,
     })
+}
+
+/// [`check_one`] for every host, `opts.concurrency` at a time, in the
+/// hosts' order.
+fn read_all(
+    log: &crate::store::ReleaseLog<'_>,
+    hosts: &[String],
+    remote_name: &str,
+    pinned: &BTreeMap<String, PublicKey>,
+    known: &BTreeMap<String, PublicKey>,
+    opts: Options<'_>,
+) -> Vec<Checked> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<Checked>>> = hosts.iter().map(|_| Mutex::new(None)).collect();
+    let workers = opts.concurrency.clamp(1, 256).min(hosts.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(host) = hosts.get(i) else {
+                    break;
+                };
+                let c = check_one(log, host, remote_name, pinned, known);
+                if let Ok(mut slot) = slots[i].lock() {
+                    *slot = Some(c);
+                }
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(p) = opts.progress {
+                    p(n, hosts.len());
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner().ok().flatten().unwrap_or_else(|| {
+                Checked::Unreadable("internal error: the receipt was not read".into())
+            })
+        })
+        .collect()
 }
 
 fn row(

@@ -58,13 +58,17 @@ pub struct RemotePolicy {
     /// The timestamp role: with it, hosts require an unexpired timestamp
     /// signed by `threshold` of these keys (D126).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<TimestampPolicy>,
+    pub timestamp: Option<RolePolicy>,
+    /// The rollout role: keys that sign promotions of gated stages and
+    /// halts, `threshold` of them (issue 35, D130).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolePolicy>,
 }
 
-/// A remote's timestamp keys and their threshold.
+/// A role's keys (timestamp, rollout) and their threshold.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TimestampPolicy {
+pub struct RolePolicy {
     #[serde(default = "one")]
     pub threshold: usize,
     pub keys: Vec<PolicyKey>,

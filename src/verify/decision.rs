@@ -186,7 +186,7 @@ mod tests {
         }
     }
 
-    fn expect(stage: Option<&str>) -> Expected<'static> {
+    fn expect(stage: Option<&'static str>) -> Expected<'static> {
         static R: std::sync::OnceLock<RemoteName> = std::sync::OnceLock::new();
         Expected {
             remote: R.get_or_init(remote),

@@ -172,6 +172,18 @@ fn unchanged_remote_costs_exactly_one_conditional_request() {
             .any(|r| r.contains("PUT /npcnix-test/npcnix/remotes/prod/hosts/")),
         "no receipt written"
     );
+    // The next poll confirms the probation, and the receipt says so (one
+    // more PUT, issue 35: a promotion counts confirmed hosts).
+    assert!(follow().contains("\"unchanged\""));
+    let confirmed = moto.requests_since(before, 1);
+    assert!(
+        confirmed
+            .iter()
+            .any(|r| r.contains("PUT /npcnix-test/npcnix/remotes/prod/hosts/")),
+        "the end of the probation is not in a receipt: {confirmed:#?}"
+    );
+    let before = before + confirmed.len();
+    // From then on, idle.
     assert!(follow().contains("\"unchanged\""));
     let new: Vec<String> = moto.requests_since(before, 1);
     assert_eq!(

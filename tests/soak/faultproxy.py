@@ -26,7 +26,7 @@ object {kind: rate} replaces the rates ({} turns faults off);
 
 Usage: faultproxy.py --upstream http://127.0.0.1:PORT [--port 0] [--port-file F]
                      [--log faults.jsonl] [--rates error=0.02,reset=0.01,...]
-                     [--stall-secs 6] [--seed N] [--authorize]
+                     [--stall-secs 6] [--seed N] [--authorize] [--latency-ms MS]
 """
 
 import argparse
@@ -184,6 +184,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path.startswith(CONTROL):
             return self.control(method, body)
         f = self.server.faults
+        if self.server.latency:
+            # A distant store's round trip (bench/fleet), before anything.
+            time.sleep(self.server.latency)
         key = urllib.parse.urlsplit(self.path).path
         kind = f.pick(method, self.path, self.headers)
         if kind == "error":
@@ -259,9 +262,12 @@ def main():
     ap.add_argument("--stall-secs", type=float, default=6.0)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--authorize", action="store_true")
+    ap.add_argument("--latency-ms", type=float, default=0.0,
+                    help="delay every request this long (a distant store's round trip)")
     a = ap.parse_args()
     server = Server(("127.0.0.1", a.port), Handler)
     server.authorize = a.authorize
+    server.latency = a.latency_ms / 1000.0
     server.upstream = urllib.parse.urlsplit(a.upstream)
     server.faults = Faults(parse_rates(a.rates), a.log, a.seed, a.stall_secs)
     port = server.server_address[1]
