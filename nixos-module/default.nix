@@ -159,6 +159,13 @@ in
         // {
           # Nix keeps caches under $HOME/.cache; system services have no HOME.
           HOME = "/root";
+          # glibc gives each thread that allocates an arena of its own and
+          # keeps what was freed in it: a long-running agent whose
+          # activations run on short-lived threads grew its private memory
+          # for a while after each new peak. Two arenas bound that (issue
+          # 38, bench/analysis.md, "Memory over time"); the agent's heap
+          # itself does not grow.
+          MALLOC_ARENA_MAX = "2";
         }
         // lib.optionalAttrs config.nix.enable {
           # Builds and substitutions go through nix-daemon, so they run in the

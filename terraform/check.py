@@ -548,7 +548,7 @@ def check_remote_policy(out, kms_key=None):
             got = iam_allows(pol, action, res, ctx)
             if got != want:
                 p.append(f"{name} policy: {why}: {action} {res} {ctx} -> {'allowed' if got else 'denied'}")
-    return p + check_receipt_policies(out, kms_key) + check_timestamp_policy(out)
+    return p + check_receipt_policies(out, kms_key) + check_timestamp_policy(out) + check_rollout_policy(out)
 
 
 def check_timestamp_policy(out):
@@ -574,6 +574,33 @@ def check_timestamp_policy(out):
         ("timestamp", ts, "s3:PutObject", f"{other}/latest", im, False, "swap another remote's latest"),
         ("timestamp", ts, "s3:DeleteObject", f"{rp}/latest", {}, False, "delete latest"),
         ("timestamp", ts, "secretsmanager:GetSecretValue", "arn:aws:secretsmanager:eu-central-1:123456789012:secret:other", {}, False, "read another secret"),
+    ])
+
+
+def check_rollout_policy(out):
+    """Gated rollouts (`npcnix release promote` / `halt`, D130) read the
+    remote and write decisions under rollouts/, nothing else."""
+    if "rollout_policy_json" not in out:
+        return ["output rollout_policy_json missing"]
+    ro = json.loads(out["rollout_policy_json"])
+    bucket = "arn:aws:s3:::example-bucket"
+    rp = f"{bucket}/npcnix/fleet/remotes/prod"
+    other = f"{bucket}/npcnix/fleet/remotes/dev"
+    inm = {"s3:if-none-match": "*", "s3:ObjectCreationOperation": "true"}
+    im = {"s3:if-match": '"etag"', "s3:ObjectCreationOperation": "true"}
+    return _policy_problems([
+        ("rollout", ro, "s3:GetObject", f"{rp}/releases/00000000000000000007", {}, True, "reads the release"),
+        ("rollout", ro, "s3:GetObject", f"{rp}/hosts/web-01.json", {}, True, "reads receipts"),
+        ("rollout", ro, "s3:ListBucket", bucket, {"s3:prefix": "npcnix/fleet/remotes/prod/hosts/"}, True, "lists receipts"),
+        ("rollout", ro, "s3:ListBucket", bucket, {"s3:prefix": "npcnix/fleet/remotes/prod/rollouts/x"}, True, "a missing decision answers 404"),
+        ("rollout", ro, "s3:PutObject", f"{rp}/rollouts/00000000000000000007/promote-early.json", inm, True, "writes a promotion"),
+        ("rollout", ro, "s3:PutObject", f"{rp}/rollouts/00000000000000000007/halt.json", inm, True, "writes a halt"),
+        ("rollout", ro, "s3:PutObject", f"{rp}/latest", im, False, "swap latest"),
+        ("rollout", ro, "s3:PutObject", f"{rp}/releases/00000000000000000008", inm, False, "publish a release"),
+        ("rollout", ro, "s3:PutObject", f"{rp}/archives/ab.tar.zst", inm, False, "upload an archive"),
+        ("rollout", ro, "s3:PutObject", f"{rp}/hosts/web-01.json", inm, False, "forge a receipt"),
+        ("rollout", ro, "s3:PutObject", f"{other}/rollouts/00000000000000000007/halt.json", inm, False, "halt another remote"),
+        ("rollout", ro, "s3:DeleteObject", f"{rp}/rollouts/00000000000000000007/halt.json", {}, False, "delete a halt"),
     ])
 
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 
-use npcnix::format::decision::{self, Action};
+use npcnix::format::decision;
 use npcnix::format::keys::SecretKey;
 use npcnix::format::remote::RemoteName;
 use npcnix::format::text::visible;
@@ -125,20 +125,97 @@ fn load_keys(paths: &[PathBuf]) -> Result<Vec<SecretKey>> {
     paths.iter().map(|k| common::load_secret_key(k)).collect()
 }
 
-/// The signers' own public keys as a rollout trust (threshold 1): what
-/// this command reads back (earlier promotions, an existing halt) must
-/// carry one of their signatures. Hosts check their own threshold.
-fn own_trust(remote: &RemoteName, keys: &[SecretKey]) -> RolloutTrust {
-    RolloutTrust {
-        keys: keys
-            .iter()
-            .map(|k| TrustedKey {
-                key: k.public_key(),
+/// The hosts' rollout trust, from `--policy` (the remote's `rollout`
+/// section) or `--host-config`; `None` when neither is given.
+fn hosts_trust(trust: &common::TrustArgs, remote: &RemoteName) -> Result<Option<RolloutTrust>> {
+    if let Some(p) = &trust.host_config {
+        let v = common::load_config(p)?;
+        anyhow::ensure!(
+            &v.remote == remote,
+            "host config {} follows remote {}, not {remote}",
+            p.display(),
+            v.remote
+        );
+        return Ok(Some(v.rollout));
+    }
+    let Some(p) = &trust.policy else {
+        return Ok(None);
+    };
+    use npcnix::publish::policy;
+    let bytes = fsutil::read_regular(p, policy::POLICY_MAX_BYTES)
+        .with_context(|| format!("reading the policy file {}", p.display()))?;
+    let file = policy::PolicyFile::parse(&bytes)
+        .with_context(|| format!("policy file {}", p.display()))?;
+    let Some(rp) = file.remotes.get(remote.as_str()) else {
+        anyhow::bail!(
+            "policy file {} has no entry for remote {remote}",
+            p.display()
+        );
+    };
+    let Some(role) = &rp.rollout else {
+        return Ok(Some(RolloutTrust {
+            keys: Vec::new(),
+            threshold: 1,
+        }));
+    };
+    let keys = role
+        .keys
+        .iter()
+        .map(|k| {
+            Ok(TrustedKey {
+                key: npcnix::format::keys::PublicKey::from_base64(&k.public_key)
+                    .with_context(|| format!("policy file {}: a rollout key", p.display()))?,
                 scope: KeyScope::Remotes(vec![remote.clone()]),
-                not_after: None,
+                not_after: k.not_after,
             })
-            .collect(),
-        threshold: 1,
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(RolloutTrust {
+        keys,
+        threshold: role.threshold.max(1),
+    }))
+}
+
+/// What decisions are checked with: the hosts' rollout trust, after
+/// checking that the signing keys meet it (a decision the hosts would
+/// refuse is never written: they would report `rollout-decision`); without
+/// one, the signers' own keys at threshold 1, with a warning.
+fn decision_trust(
+    trust: &common::TrustArgs,
+    remote: &RemoteName,
+    keys: &[SecretKey],
+    now: u64,
+) -> Result<RolloutTrust> {
+    match hosts_trust(trust, remote)? {
+        Some(t) => {
+            let ours = t
+                .keys
+                .iter()
+                .filter(|k| k.not_after.is_none_or(|n| now <= n))
+                .filter(|k| keys.iter().any(|s| s.public_key().bytes == k.key.bytes))
+                .count();
+            anyhow::ensure!(
+                ours >= t.threshold,
+                "the hosts accept rollout decisions signed by {} of their {} rollout key(s) for {remote}; {ours} of the --key(s) given are among them: hosts would refuse this decision (rollout-decision)",
+                t.threshold,
+                t.keys.len()
+            );
+            Ok(t)
+        }
+        None => {
+            warn!("no --policy or --host-config: the hosts' rollout keys and threshold are not checked (a decision they do not accept is refused on every host as rollout-decision)");
+            Ok(RolloutTrust {
+                keys: keys
+                    .iter()
+                    .map(|k| TrustedKey {
+                        key: k.public_key(),
+                        scope: KeyScope::Remotes(vec![remote.clone()]),
+                        not_after: None,
+                    })
+                    .collect(),
+                threshold: 1,
+            })
+        }
     }
 }
 
@@ -159,8 +236,18 @@ fn release(
         .map_err(|r| anyhow::Error::new(Unverified(format!("version {version}: {r}"))))
 }
 
-/// A decision in the store for `release`, verified with `trust`: `Ok(None)`
-/// when there is none; an error when one is there and does not verify.
+/// A decision in the store for a release, as this command finds it.
+enum Found {
+    None,
+    /// Verifies with the trust given.
+    Valid(decision::Decision),
+    /// Names this release, action and stage but does not verify (too few or
+    /// unknown signatures): hosts refuse it.
+    Unverified(decision::Decision, String),
+    /// Not a decision for this release at all.
+    Garbage(String),
+}
+
 fn existing(
     store: &Remote,
     trust: &RolloutTrust,
@@ -168,14 +255,14 @@ fn existing(
     release: &VerifiedRelease,
     stage: Option<&str>,
     now: u64,
-) -> Result<Option<decision::Decision>> {
+) -> Result<Found> {
     let v = release.version();
     let obj = match stage {
         Some(s) => Object::Promotion(v, s),
         None => Object::Halt(v),
     };
     let Some(bytes) = store.log().decision(obj)? else {
-        return Ok(None);
+        return Ok(Found::None);
     };
     let expected = Expected {
         remote,
@@ -183,22 +270,35 @@ fn existing(
         statement: release.statement_hash(),
         stage,
     };
-    npcnix::verify::decision::verify(&bytes, trust, expected, 600, now)
-        .map(|d| Some(d.decision))
-        .map_err(|e| {
-            anyhow::Error::new(Unverified(format!(
-                "{} in the store does not verify with these keys: {e}",
-                obj.key()
-            )))
-        })
+    match npcnix::verify::decision::verify(&bytes, trust, expected, 600, now) {
+        Ok(d) => Ok(Found::Valid(d.decision)),
+        Err(e) => {
+            // Read for the operator only (never trusted): is it at least a
+            // decision for this release?
+            let parsed = decision::decode(&bytes)
+                .ok()
+                .and_then(|(b, _)| decision::Decision::parse(&b).ok())
+                .filter(|d| {
+                    d.remote == *remote
+                        && d.version == v
+                        && d.statement == release.statement_hash()
+                        && d.stage.as_deref() == stage
+                });
+            Ok(match parsed {
+                Some(d) => Found::Unverified(d, e.to_string()),
+                None => Found::Garbage(format!("{}: {e}", obj.key())),
+            })
+        }
+    }
 }
 
 pub fn promote(a: PromoteArgs) -> Result<()> {
     let store = a.store.open(&a.remote)?;
     let remote = common::remote_name(&a.remote, a.fleet.remote_name.as_deref())?;
     let keys = load_keys(&a.keys)?;
-    let now = fsutil::now_unix();
-    let rel = release(&store, &a.trust, &remote, a.version, now)?;
+    let started = fsutil::now_unix();
+    let rel = release(&store, &a.trust, &remote, a.version, started)?;
+    let trust = decision_trust(&a.trust, &remote, &keys, started)?;
     let st = rel.statement();
     let Some(rollout) = st.rollout.as_ref().filter(|r| !r.gates.is_empty()) else {
         anyhow::bail!(
@@ -219,18 +319,44 @@ pub fn promote(a: PromoteArgs) -> Result<()> {
                 .join(", ")
         );
     };
-    let own = own_trust(&remote, &keys);
-    if let Some(h) = existing(&store, &own, &remote, &rel, None, now)? {
-        anyhow::bail!(
-            "version {} was halted at {}: a halt is final for a release (publish a new one)",
-            a.version,
-            rfc3339(h.created)
-        );
-    }
+    let halted = |now: u64| -> Result<()> {
+        match existing(&store, &trust, &remote, &rel, None, now)? {
+            Found::Valid(h) | Found::Unverified(h, _) => anyhow::bail!(
+                "version {} was halted at {}: a halt is final for a release (publish a new one)",
+                a.version,
+                rfc3339(h.created)
+            ),
+            Found::None | Found::Garbage(_) => Ok(()),
+        }
+    };
+    halted(started)?;
+    // Promoted before: the stage's start stays where it is (promoting
+    // again would move it later and hold back the hosts already in it).
+    let replace = match existing(&store, &trust, &remote, &rel, Some(&a.stage), started)? {
+        Found::Valid(d) => {
+            outln!(
+                "{remote} version {}: stage {:?} was promoted at {}; nothing to do",
+                a.version,
+                a.stage,
+                rfc3339(d.created)
+            );
+            return Ok(());
+        }
+        Found::Unverified(_, why) | Found::Garbage(why) => {
+            warn!(
+                "the promotion in the store does not verify ({why}); hosts refuse it: replacing it"
+            );
+            true
+        }
+        Found::None => false,
+    };
     for g in &rollout.gates[..gate] {
-        if existing(&store, &own, &remote, &rel, Some(&g.stage), now)?.is_none() {
+        if !matches!(
+            existing(&store, &trust, &remote, &rel, Some(&g.stage), started)?,
+            Found::Valid(_)
+        ) {
             anyhow::bail!(
-                "stage {:?} comes before {:?} and is not promoted yet: promote it first",
+                "stage {:?} comes before {:?} and is not promoted (with signatures the hosts accept): promote it first",
                 g.stage,
                 a.stage
             );
@@ -251,6 +377,11 @@ pub fn promote(a: PromoteArgs) -> Result<()> {
     .context("internal error: the gate disappeared")?;
     let signed = assessment.passes && !a.dry_run;
     if signed {
+        // Dated when signed, after the survey (which may take minutes), and
+        // only if no halt came meanwhile: a promotion dated before a halt
+        // would count under it.
+        let now = fsutil::now_unix();
+        halted(now)?;
         let d = plan::decision(
             remote.clone(),
             a.version,
@@ -260,10 +391,19 @@ pub fn promote(a: PromoteArgs) -> Result<()> {
             None,
             now,
         );
-        store.log().put_decision(
-            Object::Promotion(a.version, &a.stage),
-            &plan::sign(&d, &keys),
-        )?;
+        let obj = Object::Promotion(a.version, &a.stage);
+        let bytes = plan::sign(&d, &keys);
+        if replace {
+            store.log().put_decision(obj, &bytes)?;
+        } else {
+            store.log().put_new_decision(obj, &bytes).map_err(|e| {
+                if e.kind == npcnix::store::StoreErrorKind::PreconditionFailed {
+                    anyhow::anyhow!("another promotion of stage {:?} was written meanwhile: run promote again to see it", a.stage)
+                } else {
+                    e.into()
+                }
+            })?;
+        }
     }
     if a.json {
         common::print_json(&serde_json::json!({
@@ -340,18 +480,24 @@ pub fn halt(a: HaltArgs) -> Result<()> {
     let keys = load_keys(&a.keys)?;
     let now = fsutil::now_unix();
     let rel = release(&store, &a.trust, &remote, a.version, now)?;
-    let own = own_trust(&remote, &keys);
+    let trust = decision_trust(&a.trust, &remote, &keys, now)?;
     // The first halt stands: a later one would re-open the slots between.
-    let prior = match existing(&store, &own, &remote, &rel, None, now) {
-        Ok(p) => p,
-        Err(e) => {
-            warn!("{e:#}; replacing it");
-            None
-        }
-    };
-    let (at, new) = match prior {
-        Some(d) if d.action == Action::Halt => (d.created, false),
-        _ => {
+    // One that the hosts refuse (too few or unknown signatures) is signed
+    // again with its own time.
+    let (at, new) = match existing(&store, &trust, &remote, &rel, None, now)? {
+        Found::Valid(d) => (d.created, false),
+        found => {
+            let (created, replace) = match found {
+                Found::Unverified(d, why) => {
+                    warn!("the halt in the store does not verify ({why}); signing it again, dated as it was ({})", rfc3339(d.created));
+                    (d.created.min(now), true)
+                }
+                Found::Garbage(why) => {
+                    warn!("{why}; replacing it");
+                    (now, true)
+                }
+                _ => (now, false),
+            };
             let d = plan::decision(
                 remote.clone(),
                 a.version,
@@ -359,12 +505,25 @@ pub fn halt(a: HaltArgs) -> Result<()> {
                 None,
                 None,
                 a.reason.clone(),
-                now,
+                created,
             );
-            store
-                .log()
-                .put_decision(Object::Halt(a.version), &plan::sign(&d, &keys))?;
-            (now, true)
+            let bytes = plan::sign(&d, &keys);
+            if replace {
+                store.log().put_decision(Object::Halt(a.version), &bytes)?;
+            } else {
+                match store
+                    .log()
+                    .put_new_decision(Object::Halt(a.version), &bytes)
+                {
+                    Err(e) if e.kind == npcnix::store::StoreErrorKind::PreconditionFailed => {
+                        anyhow::bail!(
+                            "another halt was written meanwhile: run halt again to see it"
+                        )
+                    }
+                    r => r?,
+                }
+            }
+            (created, true)
         }
     };
     if a.json {
@@ -376,7 +535,7 @@ pub fn halt(a: HaltArgs) -> Result<()> {
         }));
     } else if new {
         outln!(
-            "{remote} version {}: rollout halted at {}; hosts whose stage or slot had not opened will not activate it (hosts running it keep it: `npcnix release revert` to take it back)",
+            "{remote} version {}: rollout halted at {}; hosts whose stage or slot had not opened will not activate it (hosts running it keep it, and hosts whose slot had come may still activate it: `npcnix release revert` to take it back)",
             a.version,
             rfc3339(at)
         );

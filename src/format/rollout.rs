@@ -178,8 +178,9 @@ impl Rollout {
         if let Some(i) = self.gate_of(position) {
             let mut opened = 0;
             for g in &self.gates[..=i] {
+                // A stage opens no sooner than every stage before it.
                 match promoted(&g.stage).filter(|t| halt.is_none_or(|h| *t <= h)) {
-                    Some(t) => opened = t,
+                    Some(t) => opened = opened.max(t),
                     None => return closed(&g.stage),
                 }
             }

@@ -5,13 +5,16 @@
 //! [`crate::format::rollout::Rollout::admission`], pure.
 //!
 //! Reads happen only when they can change the answer: for a host behind a
-//! gate, on every poll until it is admitted (the halt, then the promotions
+//! gate, on every poll until it activates (the halt, then the promotions
 //! of the gates up to its own, stopping at the first one missing: two
-//! small reads while it waits, so it reports `waiting-for-promotion`); for
-//! an ungated host, the halt once its slot on the curve has come (none for
-//! the hosts at the wave's start). A store that withholds decisions delays hosts; one that serves
-//! a decision that does not verify gets a `rollout-decision` refusal, never
-//! an activation.
+//! small reads for the first gated stage, one more per later gate, so it
+//! reports `waiting-for-promotion` or `halted`); for an ungated host, the
+//! halt on each poll from its slot on the curve (none for the hosts at the
+//! wave's start). "Access denied" for a decision means none
+//! ([`ReleaseLog::decision`]). A store that withholds decisions delays
+//! hosts (or, for a halt, lets them go on as withholding a revert would);
+//! one that serves a decision that does not verify gets a
+//! `rollout-decision` refusal, never an activation.
 
 use crate::format::rollout::{Admission, Rollout};
 use crate::store::{Object, ReleaseLog};

@@ -75,7 +75,10 @@ pub fn assess(
         if s > gate {
             continue;
         }
-        if r.verdict == "unpinned" && !count_unpinned {
+        // Without --count-unpinned, a host without a pinned key does not
+        // count either way: anyone with store access can invent one, with
+        // a good or a junk receipt.
+        if !r.pinned && !count_unpinned {
             not_counted.push(r.host.clone());
             continue;
         }
@@ -262,16 +265,20 @@ mod tests {
     #[test]
     fn receipts_forged_or_unpinned_do_not_count_as_confirmed() {
         let st = Digest::of(b"st");
-        let hosts = first_stage(2);
-        let rows = vec![
+        let hosts = first_stage(3);
+        let mut rows = vec![
+            // A pinned host whose receipt is forged: counted, not confirmed.
             row(&hosts[0], "bad-signature", Some(5), st),
             row(&hosts[1], "unpinned", Some(5), st),
+            // Junk planted under a new host ID: not counted at all.
+            row(&hosts[2], "bad-signature", None, st),
         ];
+        rows[0].pinned = true;
         let a = assess(&rows, &plan(), "prod", 5, st, "two", 50, 0, false).expect("gate");
         assert!(!a.passes);
-        assert_eq!(a.not_counted, vec![hosts[1].clone()]);
+        assert_eq!(a.not_counted, vec![hosts[1].clone(), hosts[2].clone()]);
         assert_eq!(a.evidence.hosts, 1);
-        let a = assess(&rows, &plan(), "prod", 5, st, "two", 50, 0, true).expect("gate");
+        let a = assess(&rows, &plan(), "prod", 5, st, "two", 30, 0, true).expect("gate");
         assert!(a.passes, "counting unpinned hosts on request: {a:?}");
         // No host in the earlier stages: no evidence, no promotion.
         let a = assess(&[], &plan(), "prod", 5, st, "two", 0, 0, false).expect("gate");

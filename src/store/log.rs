@@ -155,9 +155,25 @@ impl<'s> ReleaseLog<'s> {
 
     /// A rollout decision (a promotion or a halt; `Ok(None)`: none), at
     /// most [`crate::format::decision::DECISION_MAX_BYTES`].
+    ///
+    /// "Access denied" counts as none: S3 answers it for a missing key to a
+    /// reader without an unrestricted `s3:ListBucket` (the host read policy
+    /// of terraform/), and a store that denies a decision only withholds it,
+    /// which it can do anyway (a delay, D130).
     pub fn decision(&self, obj: Object<'_>) -> Result<Option<Vec<u8>>, StoreError> {
         debug_assert!(matches!(obj, Object::Promotion(..) | Object::Halt(_)));
-        self.small(obj)
+        match self.small(obj) {
+            Err(e) if e.kind == StoreErrorKind::Unauthorized => Ok(None),
+            r => r,
+        }
+    }
+
+    /// Creates a signed rollout decision only if none is there
+    /// ([`StoreErrorKind::PreconditionFailed`] otherwise): a promotion or a
+    /// halt, once written, is never moved (D130).
+    pub fn put_new_decision(&self, obj: Object<'_>, bytes: &[u8]) -> Result<(), StoreError> {
+        self.store
+            .put_new(&obj.key(), &mut &bytes[..], bytes.len() as u64)
     }
 
     /// Writes a signed rollout decision.

@@ -46,6 +46,18 @@ impl Mirrored {
         &self,
         f: impl Fn(&dyn Store, bool) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.each_answer(false, f)
+    }
+
+    /// As [`Self::each`]; with `absent_answers`, "no such object" is an
+    /// answer (for objects whose absence is normal: a mirror that has no
+    /// rollout decision says so, as a lagging one may; asking the others
+    /// only turns a down primary into an error).
+    fn each_answer<T>(
+        &self,
+        absent_answers: bool,
+        f: impl Fn(&dyn Store, bool) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let n = self.stores.len();
         let mut start = self.current.load(Ordering::Relaxed) % n;
         if let Ok(mut away) = self.away_since.lock() {
@@ -69,6 +81,7 @@ impl Mirrored {
                     }
                     return Ok(v);
                 }
+                Err(e) if absent_answers && e.kind == StoreErrorKind::NotFound => return Err(e),
                 Err(e) if fails_over(&e) => {
                     if last
                         .as_ref()
@@ -103,7 +116,7 @@ impl Store for Mirrored {
     ) -> Result<Fetched, StoreError> {
         // An ETag is one server's: another mirror is asked unconditionally,
         // and a "not modified" from it is against the protocol.
-        self.each(|s, in_use| {
+        self.each_answer(super::is_optional(key), |s, in_use| {
             let asked = if_none_match.filter(|_| in_use);
             match s.get(key, asked, limit) {
                 Ok(Fetched::NotModified) if asked.is_none() => Err(StoreError::new(
@@ -276,6 +289,41 @@ mod tests {
             .get("latest", Some(&etag), 10)
             .expect_err("refused");
         assert_eq!(e.kind, StoreErrorKind::Protocol);
+    }
+
+    #[test]
+    fn a_mirror_without_a_rollout_decision_answers_none_while_the_primary_is_down() {
+        // The host uses the mirror (the primary is down); "no halt" from
+        // it is its answer, not a reason to ask the primary again.
+        let r = Remote::mirrored(vec![
+            fake("primary", Some(StoreErrorKind::Transient)),
+            fake("mirror", None),
+        ]);
+        assert_eq!(body(r.store().get("latest", None, 10)), "mirror");
+        let r2 = Remote::mirrored(vec![
+            fake("mirror", Some(StoreErrorKind::NotFound)),
+            fake("primary", Some(StoreErrorKind::Transient)),
+        ]);
+        let e = r2
+            .log()
+            .decision(crate::store::Object::Halt(7))
+            .expect("none, not an error");
+        assert_eq!(e, None);
+        // Other objects still fail over (and report the transient error).
+        let e = r2
+            .store()
+            .get("releases/00000000000000000007", None, 10)
+            .expect_err("no answer");
+        assert_eq!(e.kind, StoreErrorKind::Transient);
+        // "Access denied" for a decision (S3 without ListBucket) is none.
+        let denied = Remote::mirrored(vec![fake("s3", Some(StoreErrorKind::Unauthorized))]);
+        assert_eq!(
+            denied
+                .log()
+                .decision(crate::store::Object::Promotion(7, "early"))
+                .expect("none"),
+            None
+        );
     }
 
     #[test]

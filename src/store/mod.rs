@@ -224,6 +224,14 @@ pub(crate) trait Store: Send + Sync {
 /// Most keys a listing returns ([`Store::list`]).
 pub const MAX_LISTED: usize = 1_000_000;
 
+/// Whether `key` names an object whose absence is normal and means
+/// nothing was decided (rollout decisions, issue 35): readers take "no such
+/// object" (or, where the store's read policy answers that way, "access
+/// denied") as "none", and a mirror's "none" is its answer.
+pub fn is_optional(key: &str) -> bool {
+    key.starts_with("rollouts/")
+}
+
 /// Key of the mutable head pointer.
 pub const LATEST: &str = "latest";
 

@@ -154,6 +154,38 @@ locals {
     ])
   }
 
+  # Gated rollouts (`npcnix release promote` / `halt`, a key with role
+  # "rollout", D130): read the remote (the release, every receipt), list
+  # it, and create decisions under rollouts/ only (create-only: a promotion
+  # or a halt, once written, is never moved), plus a plain overwrite of
+  # one, which the CLI uses only to replace a decision the hosts refuse.
+  # No latest, release, archive or delete: holding it, a thief can open or
+  # halt stages of releases the release keys signed, nothing more.
+  rollout_policy = {
+    Version = "2012-10-17"
+    Statement = concat([
+      {
+        Sid      = "ReadRemote"
+        Effect   = "Allow"
+        Action   = ["s3:GetObject"]
+        Resource = ["${local.remote_arn}/*"]
+      },
+      {
+        # Unrestricted: a missing decision must answer 404, not 403.
+        Sid      = "ListBucket"
+        Effect   = "Allow"
+        Action   = ["s3:ListBucket"]
+        Resource = [local.bucket_arn]
+      },
+      {
+        Sid      = "WriteDecisionsOnly"
+        Effect   = "Allow"
+        Action   = ["s3:PutObject"]
+        Resource = ["${local.remote_arn}/rollouts/*"]
+      },
+    ], local.kms_write)
+  }
+
   # Hosts: read this remote, nothing else.
   read_policy = {
     Version = "2012-10-17"

@@ -47,3 +47,8 @@ output "timestamp_policy_json" {
   description = "IAM policy document (JSON) for the scheduled freshness refresh (`npcnix timestamp`, an online timestamp key): GetObject on the remote, ListBucket, PutObject on exactly <remote>/latest with If-Match (compare-and-swap); no archive, release or delete; GetSecretValue on timestamp_key_secret_arn when set."
   value       = jsonencode(local.timestamp_policy)
 }
+
+output "rollout_policy_json" {
+  description = "IAM policy document (JSON) for gated rollouts (`npcnix release promote` / `halt`, a key with role \"rollout\"): GetObject on the remote, ListBucket, PutObject on <remote>/rollouts/* only; no latest, release, archive or delete."
+  value       = jsonencode(local.rollout_policy)
+}

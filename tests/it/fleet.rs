@@ -618,7 +618,10 @@ fn gated_stages_open_only_on_signed_promotions_backed_by_confirmed_hosts_and_a_h
     }
     let pins = f.pin_file();
     let pins = pins.to_str().expect("utf8");
-    let promote = |v: &str, stage: &str| -> Run {
+    // The hosts' own config says which rollout keys they accept.
+    let host_cfg = f.cfg(&f.hosts[0]);
+    let host_cfg = host_cfg.to_str().expect("utf8").to_owned();
+    let promote_with = |v: &str, stage: &str, key: &str| -> Run {
         operator(&[
             "release",
             "promote",
@@ -631,13 +634,14 @@ fn gated_stages_open_only_on_signed_promotions_backed_by_confirmed_hosts_and_a_h
             "--require",
             "95%",
             "--key",
-            &rollout_key,
-            "--trusted-key",
-            &f.h.pubkey,
+            key,
+            "--host-config",
+            &host_cfg,
             "--host-keys",
             pins,
         ])
     };
+    let promote = |v: &str, stage: &str| promote_with(v, stage, &rollout_key);
     let by_stage = |v: u64, s: usize| -> Vec<String> {
         f.hosts
             .iter()
@@ -718,8 +722,24 @@ fn gated_stages_open_only_on_signed_promotions_backed_by_confirmed_hosts_and_a_h
     let r = promote("3", "three");
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("promote it first"), "{}", r.stderr);
+    // A key the hosts do not accept signs nothing.
+    let (thief_key, _) = f.h.kit.keygen("thief");
+    let r = promote_with("3", "two", &thief_key);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("hosts would refuse"), "{}", r.stderr);
+    let promotion =
+        f.h.kit
+            .store_path("prod", "rollouts/00000000000000000003/promote-two.json");
+    assert!(!promotion.exists());
     let r = promote("3", "two");
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    // Promoting again moves nothing (the stage's start stays).
+    let first = fs::read(&promotion).expect("promotion");
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = promote("3", "two");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("nothing to do"), "{}", r.stdout);
+    assert_eq!(fs::read(&promotion).expect("promotion"), first);
     for id in &f.hosts {
         let r = once(id, false);
         match stage_of(3, id) {
@@ -772,21 +792,37 @@ fn gated_stages_open_only_on_signed_promotions_backed_by_confirmed_hosts_and_a_h
     fs::remove_file(&forged_path).expect("rm");
 
     // A halt keeps stage three closed; a promotion after it is refused.
-    let r = operator(&[
-        "release",
-        "halt",
-        "--remote",
-        &url,
-        "--version",
-        "3",
-        "--key",
-        &rollout_key,
-        "--trusted-key",
-        &f.h.pubkey,
-        "--reason",
-        "error rate up",
-    ]);
+    let halt = || {
+        operator(&[
+            "release",
+            "halt",
+            "--remote",
+            &url,
+            "--version",
+            "3",
+            "--key",
+            &rollout_key,
+            "--host-config",
+            &host_cfg,
+            "--reason",
+            "error rate up",
+        ])
+    };
+    let r = halt();
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let halt_path =
+        f.h.kit
+            .store_path("prod", "rollouts/00000000000000000003/halt.json");
+    let first_halt = fs::read(&halt_path).expect("halt");
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = halt();
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("already halted"),
+        "the first halt stands: {}",
+        r.stdout
+    );
+    assert_eq!(fs::read(&halt_path).expect("halt"), first_halt);
     for id in &last {
         assert_eq!(once(id, false)["result"], "halted", "{id}");
     }

@@ -558,10 +558,18 @@ impl Agent {
         let (slot, closed) = match self.admission(&accepted.release, poll.now.wall)? {
             None => (None, None),
             Some(Admission::At(t)) => (Some(t), None),
-            Some(Admission::Gated { stage }) => (
-                None,
-                crate::format::decision::StageName::new(&stage).map(Closed::Gated),
-            ),
+            Some(Admission::Gated { stage }) => {
+                match crate::format::decision::StageName::new(&stage) {
+                    Some(name) => (None, Some(Closed::Gated(name))),
+                    // The statement's check refuses such a name; never open.
+                    None => {
+                        return Err(crate::verify::Refusal::RolloutDecision(format!(
+                            "the rollout names an invalid stage {stage:?}"
+                        ))
+                        .into())
+                    }
+                }
+            }
             Some(Admission::Halted { at }) => (None, Some(Closed::Halted { at })),
         };
         if let Head::Verified { stage, .. } = &mut poll.head {

@@ -45,3 +45,7 @@ output "hosts_prefix" {
 output "timestamp_policy_json" {
   value = module.prod.timestamp_policy_json
 }
+
+output "rollout_policy_json" {
+  value = module.prod.rollout_policy_json
+}
