@@ -92,6 +92,9 @@ in
     extra_trusted_public_keys = cfg.extraTrustedPublicKeys;
     toplevel_action = cfg.toplevelAction;
     toplevel_fallback = cfg.toplevelFallback;
+  } // optionalAttrs cfg.reuseBuild {
+    # Only when set: agents before issue 36 refuse the field.
+    reuse_build = true;
   };
 
   health_check =

@@ -548,6 +548,19 @@ in
       description = "With `activation = \"toplevel\"`: the `switch-to-configuration` action.";
     };
 
+    reuseBuild = mkOption {
+      type = types.bool;
+      default = false;
+      defaultText = literalExpression ''config.system.rebuild.enableNg && lib.versionAtLeast lib.trivial.release "26.05"'';
+      description = ''
+        Flake mode: switch to the system the lockout inspection built and
+        judged (`nixos-rebuild <mode> --store-path <system>`) instead of
+        evaluating the configuration a second time, so a release costs one
+        evaluation (issue 36; bench/eval). Needs nixos-rebuild-ng with
+        `--store-path` (NixOS 26.05 on), which is when it defaults to true.
+      '';
+    };
+
     toplevelFallback = mkOption {
       type = types.enum [ "refuse" "evaluate" ];
       default = "refuse";

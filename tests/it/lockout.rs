@@ -781,3 +781,46 @@ fn break_glass_activation_during_probation_is_never_undone_by_the_watchdog() {
         h.rebuild_log()
     );
 }
+
+#[test]
+fn reuse_build_switches_to_the_inspected_system_without_a_second_evaluation() {
+    for mode in ["switch", "boot", "test"] {
+        let h = Host::with(|c| {
+            c["activation"]["mode"] = mode.into();
+            c["activation"]["reuse_build"] = true.into();
+            c["lockout"] = serde_json::json!({"probation_secs": 0});
+        });
+        h.publish("v1");
+        let (label, r) = h.once();
+        assert_eq!(label, "activated", "{mode}: {}", r.stderr);
+        let log = h.rebuild_log();
+        // The inspection's build is the one evaluation of the flake...
+        let evaluations: Vec<&str> = log.lines().filter(|l| l.contains("--flake ")).collect();
+        assert_eq!(evaluations.len(), 1, "{mode}: {log}");
+        assert!(evaluations[0].starts_with("build "), "{mode}: {log}");
+        // ...and the switch runs exactly the system it built and judged.
+        let built = fs::read_to_string(h.kit.path("bin/systems/# v1.last")).expect("built");
+        let acts = h.activations();
+        assert_eq!(acts.len(), 1, "{mode}: {log}");
+        assert!(
+            acts[0].starts_with(&format!("start {mode} --store-path {} ", built.trim())),
+            "{mode}: {}",
+            acts[0]
+        );
+        assert_eq!(h.status()["active_version"], 1);
+    }
+}
+
+#[test]
+fn reuse_build_without_an_inspection_evaluates_the_flake_once_at_the_switch() {
+    let h = Host::with(|c| {
+        c["activation"]["reuse_build"] = true.into();
+        c["lockout"] = serde_json::json!({"inspect": false, "probation_secs": 0});
+    });
+    h.publish("v1");
+    let (label, r) = h.once();
+    assert_eq!(label, "activated", "{}", r.stderr);
+    let log = h.rebuild_log();
+    assert!(!log.contains("build "), "{log}");
+    assert_eq!(switches(&h), 1, "{log}");
+}

@@ -43,6 +43,8 @@ pub struct Activator {
     /// Mode `toplevel`: the system profile.
     pub profile: PathBuf,
     pub toplevel_fallback: ToplevelFallback,
+    /// Flake mode: switch to the inspected build (`--store-path`).
+    pub reuse_build: bool,
     pub nix: Nix,
     /// The PATH the activation program is looked up in (the agent's own;
     /// passed in by the CLI, which reads the environment).
@@ -71,6 +73,7 @@ impl Activator {
             toplevel_action: cfg.toplevel_action.unwrap_or(ActivationMode::Switch),
             profile: cfg.profile.clone().unwrap_or_else(|| SYSTEM_PROFILE.into()),
             toplevel_fallback: cfg.toplevel_fallback,
+            reuse_build: cfg.reuse_build,
             nix,
             search_path: None,
         }
@@ -115,10 +118,19 @@ impl Activator {
         }
     }
 
-    /// What the audit log says is run for `plan`.
-    pub fn describe(&self, plan: &Plan) -> String {
+    /// What the audit log says is run for `plan` (`built`: the inspected
+    /// system, switched to as it is with `reuse_build`).
+    pub fn describe(&self, plan: &Plan, built: Option<&Path>) -> String {
         match plan {
-            Plan::Flake => format!("{} {}", self.program, self.effective_mode().as_arg()),
+            Plan::Flake => match built.filter(|_| self.reuse_build) {
+                Some(system) => format!(
+                    "{} {} --store-path {}",
+                    self.program,
+                    self.effective_mode().as_arg(),
+                    system.display()
+                ),
+                None => format!("{} {}", self.program, self.effective_mode().as_arg()),
+            },
             Plan::Toplevel(p) => format!(
                 "{p}/bin/switch-to-configuration {}",
                 self.toplevel_action.as_arg()
@@ -142,6 +154,7 @@ impl Activator {
             toplevel_action: plan.mode,
             profile: plan.profile.clone(),
             toplevel_fallback: ToplevelFallback::Refuse,
+            reuse_build: false,
             nix,
             search_path: None,
         }
@@ -377,9 +390,27 @@ impl Activation for Activator {
         &self,
         plan: &Plan,
         flake_dir: &Path,
+        built: Option<&Path>,
         env: &[(&str, String)],
     ) -> Result<(), ActivationError> {
         match plan {
+            // The system the inspection built and judged: switched to as
+            // it is, not evaluated again (one evaluation per release, and
+            // what runs is exactly what was inspected).
+            Plan::Flake if self.reuse_build && built.is_some() => {
+                let mode = self.effective_mode();
+                let mut args: Vec<OsString> = vec![
+                    mode.as_arg().into(),
+                    "--store-path".into(),
+                    built.unwrap_or(flake_dir).as_os_str().to_owned(),
+                ];
+                args.extend(self.nix_options());
+                let c = self.command(&args, env);
+                self.status(
+                    c,
+                    format!("{} {} --store-path", self.program, mode.as_arg()),
+                )
+            }
             Plan::Flake => {
                 let mut flake_self = self.clone();
                 flake_self.mode = self.effective_mode();

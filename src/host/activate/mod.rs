@@ -137,11 +137,14 @@ pub trait Activation: Send + Sync {
         workdir: &Path,
         env: &[(&str, String)],
     ) -> Result<PathBuf, ActivationError>;
-    /// Applies a release.
+    /// Applies a release; `built`: the system [`Activation::build`] made
+    /// for it and the inspection judged (switched to without evaluating
+    /// the flake again where the activator may, issue 36).
     fn apply(
         &self,
         plan: &Plan,
         flake_dir: &Path,
+        built: Option<&Path>,
         env: &[(&str, String)],
     ) -> Result<(), ActivationError>;
     /// Returns the system to the previous generation (a release whose

@@ -63,6 +63,9 @@ struct Placed {
 struct Inspected {
     system: Option<PathBuf>,
     verdict: Inspection,
+    /// The build's directory, whose `result` link keeps the built system
+    /// from the garbage collector until the switch has used it.
+    root: Option<crate::fsutil::TempDir>,
 }
 
 /// The probation recorded and its watchdog armed (or none applies).
@@ -147,9 +150,13 @@ impl Agent {
             );
         }
         self.check_inputs(poll, &p)?;
-        let inspected = self.inspect(poll, &p)?;
+        let mut inspected = self.inspect(poll, &p)?;
+        // The inspected system is what the switch runs (issue 36); its
+        // build directory roots it until then.
+        let built = inspected.system.clone();
+        let _root = inspected.root.take();
         let armed = self.arm(poll, &p, inspected)?;
-        let switched = self.switch(poll, &p, armed)?;
+        let switched = self.switch(poll, &p, armed, built.as_deref())?;
         let healthy = self.check_health(poll, &p, switched)?;
         self.commit(poll, &p, healthy)
     }
@@ -264,15 +271,20 @@ impl Agent {
             return Ok(Inspected {
                 system: None,
                 verdict: Inspection::default(),
+                root: None,
             });
         }
         let now = poll.now.wall;
+        let mut root = None;
         let built = crate::fsutil::TempDir::new_held_in(&self.data.tmp_dir(), "build-")
             .map_err(|e| format!("creating a build directory: {e}"))
             .and_then(|work| {
-                self.activation
+                let built = self
+                    .activation
                     .build(&p.plan, &p.dir, work.path(), &p.env)
-                    .map_err(|e| format!("building the new system: {e}"))
+                    .map_err(|e| format!("building the new system: {e}"));
+                root = Some(work);
+                built
             })
             .and_then(|built| {
                 lockout::read_system(&built)
@@ -303,6 +315,7 @@ impl Agent {
                 _ => Ok(Inspected {
                     system: Some(view.path),
                     verdict,
+                    root,
                 }),
             },
             // The release itself would strand the host: never retried.
@@ -412,15 +425,21 @@ impl Agent {
         })
     }
 
-    fn switch(&self, poll: &mut Poll, p: &Placed, a: Armed) -> Result<Switched, Halt> {
+    fn switch(
+        &self,
+        poll: &mut Poll,
+        p: &Placed,
+        a: Armed,
+        built: Option<&Path>,
+    ) -> Result<Switched, Halt> {
         self.audit_release(
             "activating",
             &p.release,
-            Some(self.activation.activator().describe(&p.plan)),
+            Some(self.activation.activator().describe(&p.plan, built)),
             poll.now.wall,
         );
         (self.hooks.fault)(FaultPoint::AfterArm);
-        let failure = self.activation.apply(&p.plan, &p.dir, &p.env).err();
+        let failure = self.activation.apply(&p.plan, &p.dir, built, &p.env).err();
         (self.hooks.fault)(FaultPoint::AfterActivate);
         let Some(e) = failure else {
             return Ok(Switched {

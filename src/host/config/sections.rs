@@ -283,6 +283,13 @@ pub struct ActivationConfig {
     /// path for this configuration.
     #[serde(default)]
     pub toplevel_fallback: ToplevelFallback,
+    /// Flake mode: switch to the system the lockout inspection built
+    /// (`nixos-rebuild <mode> --store-path <system>`) instead of evaluating
+    /// the flake a second time (issue 36). Needs a `nixos-rebuild` with
+    /// `--store-path` (nixos-rebuild-ng, NixOS 26.05 on; the NixOS module
+    /// sets it there). Off: `nixos-rebuild <mode> --flake` as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reuse_build: bool,
 }
 
 /// What a `toplevel` host does when a release names no path for it.
@@ -306,6 +313,7 @@ impl Default for ActivationConfig {
             toplevel_action: None,
             profile: None,
             toplevel_fallback: ToplevelFallback::Refuse,
+            reuse_build: false,
         }
     }
 }

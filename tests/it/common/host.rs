@@ -8,7 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use super::{Kit, Run};
 
 /// The recording `nixos-rebuild`: logs its arguments and the first line of
-/// the flake's hosts/web.nix (the release marker); fails when the file
+/// the flake's hosts/web.nix (the release marker; with `--store-path`, the
+/// marker and flake the built system records); fails when the file
 /// `fail` exists next to the log; sleeps when `slow` exists; installs the
 /// flake's `npcnix-config.json` as the host config, as a NixOS switch would.
 /// `build` leaves a `result` link to a system shaped like a NixOS one (see
@@ -22,6 +23,12 @@ for a in "$@"; do
   if [ "$prev" = "--flake" ]; then
     flake="${a%%#*}"
     marker=$(head -n1 "$flake/hosts/web.nix")
+  fi
+  if [ "$prev" = "--store-path" ]; then
+    # A system `build` made (nixos-rebuild-ng's --store-path): no
+    # evaluation; what it was built from is recorded in it.
+    flake=$(cat "$a/flake")
+    marker=$(cat "$a/marker")
   fi
   prev="$a"
 done
@@ -44,6 +51,8 @@ if [ "$1" = build ]; then
     echo "[Service]" > "$out/etc/systemd/system/npcnix.service"
     ln -s ../npcnix.service "$out/etc/systemd/system/multi-user.target.wants/npcnix.service"
   fi
+  echo "$flake" > "$out/flake"
+  echo "$marker" > "$out/marker"
   ln -sfn "$out" result
   echo "$out" > "$dir/systems/$marker.last"
   exit 0

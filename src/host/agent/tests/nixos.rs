@@ -167,6 +167,7 @@ impl Activation for FakeActivation {
         &self,
         _plan: &Plan,
         flake_dir: &Path,
+        _built: Option<&Path>,
         _env: &[(&str, String)],
     ) -> Result<(), ActivationError> {
         let marker = marker_of(flake_dir);
