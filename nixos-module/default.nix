@@ -83,8 +83,6 @@ in
         ((policy.rollout or { keys = [ ]; }).keys)));
     services.npcnix.rolloutThreshold = lib.mkIf (cfg.policyFile != null && policy ? rollout)
       (lib.mkDefault (policy.rollout.threshold or 1));
-    services.npcnix.reuseBuild = lib.mkDefault
-      ((config.system.rebuild.enableNg or false) && lib.versionAtLeast lib.trivial.release "26.05");
     services.npcnix.threshold = lib.mkIf (cfg.policyFile != null) (lib.mkDefault policy.threshold);
     services.npcnix.freshness.required = lib.mkIf (cfg.policyFile != null) (lib.mkDefault (policy ? timestamp));
     services.npcnix.freshness.threshold = lib.mkIf (cfg.policyFile != null && policy ? timestamp)

@@ -551,13 +551,14 @@ in
     reuseBuild = mkOption {
       type = types.bool;
       default = false;
-      defaultText = literalExpression ''config.system.rebuild.enableNg && lib.versionAtLeast lib.trivial.release "26.05"'';
       description = ''
         Flake mode: switch to the system the lockout inspection built and
-        judged (`nixos-rebuild <mode> --store-path <system>`) instead of
-        evaluating the configuration a second time, so a release costs one
-        evaluation (issue 36; bench/eval). Needs nixos-rebuild-ng with
-        `--store-path` (NixOS 26.05 on), which is when it defaults to true.
+        judged (`nixos-rebuild <mode> --no-reexec --store-path <system>`)
+        instead of evaluating the configuration a second time (issue 36,
+        D131). Needs a nixos-rebuild-ng with `--store-path` (NixOS 26.05 on):
+        with one that lacks it, every switch fails. Turn it on only once
+        every host runs an npcnix that knows the setting (older agents
+        refuse a system whose config carries it, as would-lock-out).
       '';
     };
 

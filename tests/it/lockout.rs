@@ -803,7 +803,10 @@ fn reuse_build_switches_to_the_inspected_system_without_a_second_evaluation() {
         let acts = h.activations();
         assert_eq!(acts.len(), 1, "{mode}: {log}");
         assert!(
-            acts[0].starts_with(&format!("start {mode} --store-path {} ", built.trim())),
+            acts[0].starts_with(&format!(
+                "start {mode} --no-reexec --store-path {} ",
+                built.trim()
+            )),
             "{mode}: {}",
             acts[0]
         );

@@ -124,7 +124,7 @@ impl Activator {
         match plan {
             Plan::Flake => match built.filter(|_| self.reuse_build) {
                 Some(system) => format!(
-                    "{} {} --store-path {}",
+                    "{} {} --no-reexec --store-path {}",
                     self.program,
                     self.effective_mode().as_arg(),
                     system.display()
@@ -399,12 +399,19 @@ impl Activation for Activator {
             // what runs is exactly what was inspected).
             Plan::Flake if self.reuse_build && built.is_some() => {
                 let mode = self.effective_mode();
-                let mut args: Vec<OsString> = vec![
-                    mode.as_arg().into(),
-                    "--store-path".into(),
-                    built.unwrap_or(flake_dir).as_os_str().to_owned(),
-                ];
-                args.extend(self.nix_options());
+                let mut args: Vec<OsString> = vec![mode.as_arg().into()];
+                if let Some(system) = built {
+                    // --no-reexec: nixos-rebuild-ng would otherwise build a
+                    // fresh copy of itself from `<nixpkgs/nixos>` first
+                    // (without --flake: whatever configuration.nix the host
+                    // has, unsigned). No --option: nothing is built or
+                    // substituted; the inspection's build made the closure.
+                    args.extend([
+                        "--no-reexec".into(),
+                        "--store-path".into(),
+                        system.as_os_str().to_owned(),
+                    ]);
+                }
                 let c = self.command(&args, env);
                 self.status(
                     c,

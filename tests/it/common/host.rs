@@ -26,7 +26,15 @@ for a in "$@"; do
   fi
   if [ "$prev" = "--store-path" ]; then
     # A system `build` made (nixos-rebuild-ng's --store-path): no
-    # evaluation; what it was built from is recorded in it.
+    # evaluation; what it was built from is recorded in it. The agent must
+    # not let nixos-rebuild-ng re-exec (it would evaluate <nixpkgs/nixos>),
+    # and must still root the build (its `result` link) while switching.
+    case " $* " in *" --no-reexec "*) ;; *) echo "--store-path without --no-reexec" >&2; exit 2 ;; esac
+    rooted=""
+    for r in "$dir"/../data/tmp/*/result; do
+      [ "$(readlink -f "$r")" = "$(readlink -f "$a")" ] && rooted=1
+    done
+    [ -n "$rooted" ] || { echo "switching to $a, which nothing roots" >&2; exit 3; }
     flake=$(cat "$a/flake")
     marker=$(cat "$a/marker")
   fi
