@@ -166,6 +166,12 @@ in
           # 38, bench/analysis.md, "Memory over time"); the agent's heap
           # itself does not grow.
           MALLOC_ARENA_MAX = "2";
+          # Fixed thresholds: glibc otherwise raises the mmap threshold after
+          # freeing a large buffer (a 2 MiB zstd window), moving later large
+          # buffers into the heap, whose freed pages stay resident: private
+          # memory then creeps under churn (issue 38, bench/analysis.md).
+          MALLOC_MMAP_THRESHOLD_ = "131072";
+          MALLOC_TRIM_THRESHOLD_ = "131072";
         }
         // lib.optionalAttrs config.nix.enable {
           # Builds and substitutions go through nix-daemon, so they run in the
