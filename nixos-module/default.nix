@@ -55,32 +55,19 @@ in
     # option; options.nix shows it as defaultText.
     services.npcnix.configuration = lib.mkOptionDefault config.networking.hostName;
 
-    services.npcnix.trustedKeys = lib.mkIf (cfg.policyFile != null) (lib.mkDefault (map
-      (k: {
-        publicKey = k.public_key;
-        remotes = [ policyRemote ];
-        notAfter = k.not_after or null;
-        comment = k.comment or null;
-      })
-      policy.keys
-      ++ map
-        (k: {
+    # A policy file's keys, per role (release keys carry no `role`).
+    services.npcnix.trustedKeys = lib.mkIf (cfg.policyFile != null) (lib.mkDefault (
+      let
+        keysOf = role: map (k: {
           publicKey = k.public_key;
           remotes = [ policyRemote ];
           notAfter = k.not_after or null;
           comment = k.comment or null;
-          role = "timestamp";
-        })
-        ((policy.timestamp or { keys = [ ]; }).keys)
-      ++ map
-        (k: {
-          publicKey = k.public_key;
-          remotes = [ policyRemote ];
-          notAfter = k.not_after or null;
-          comment = k.comment or null;
-          role = "rollout";
-        })
-        ((policy.rollout or { keys = [ ]; }).keys)));
+        } // lib.optionalAttrs (role != "release") { inherit role; });
+      in
+      keysOf "release" policy.keys
+      ++ keysOf "timestamp" ((policy.timestamp or { keys = [ ]; }).keys)
+      ++ keysOf "rollout" ((policy.rollout or { keys = [ ]; }).keys)));
     services.npcnix.rolloutThreshold = lib.mkIf (cfg.policyFile != null && policy ? rollout)
       (lib.mkDefault (policy.rollout.threshold or 1));
     services.npcnix.threshold = lib.mkIf (cfg.policyFile != null) (lib.mkDefault policy.threshold);
