@@ -10,6 +10,7 @@ pub mod decision;
 pub mod digest;
 pub mod flake_lock;
 pub mod keys;
+pub mod outboard;
 pub mod receipt;
 pub mod remote;
 pub mod rollout;

@@ -7,9 +7,11 @@
 //! fetch_head  -> HeadBytes   latest's bytes: fresh, or the cached verified copy on "not modified"
 //! judge       -> Judged      signatures, binding, remote, freshness, rollback (pure verify)
 //! descend     -> Accepted    require_chain: intermediate releases link back to what the host holds
-//! download    -> Downloaded  at most the signed size, BLAKE3 checked, in the private temp dir
+//! download    -> Downloaded  at most the signed size, BLAKE3 checked: verified streaming (each
+//!                            16 KiB group checked as it arrives, extracted on a confined thread)
+//!                            with the store's outboard, else the whole archive in the private temp dir
 //! rejudge        (Downloaded) the agent, under the lock: judged again against the state as it is then
-//! extract     -> Extracted   hardened extractor on a confined thread, with its confinement status
+//! extract     -> Extracted   the streamed tree, or the hardened extractor on a confined thread
 //! record         (Extracted) the new highest version, durable before anything is handed on
 //! place          (Extracted) the tree moved to its destination
 //! ```
@@ -239,28 +241,66 @@ pub fn descend(
     Ok(Accepted { release, new })
 }
 
-/// An archive whose size and BLAKE3 match the signed statement, in the
-/// private temp dir.
+/// A release's archive, verified: either extracted as it streamed (every
+/// group checked against the signed BLAKE3 before the extractor saw it),
+/// or, from a store without outboards, downloaded whole into the private
+/// temp dir with its size and BLAKE3 checked.
 #[derive(Debug)]
 pub struct Downloaded {
     pub release: VerifiedRelease,
     pub new: bool,
-    work: TempDir,
-    archive: PathBuf,
+    payload: Payload,
 }
 
-/// Stage 4: downloads the archive, never past its signed size.
+#[derive(Debug)]
+enum Payload {
+    /// The archive file (in `work`), to be extracted.
+    Archive { work: TempDir, archive: PathBuf },
+    /// Verified streaming: the extracted tree.
+    Tree {
+        tree: TempDir,
+        stats: ExtractStats,
+        confinement: Confinement,
+    },
+}
+
+impl Downloaded {
+    /// Whether the archive was verified as it streamed (the store had its
+    /// outboard) rather than downloaded whole.
+    pub fn streamed(&self) -> bool {
+        matches!(self.payload, Payload::Tree { .. })
+    }
+}
+
+/// How a release is extracted: the bounds, the confinement the host
+/// requires, and where progress goes.
+#[derive(Clone, Copy)]
+pub struct ExtractOptions<'a> {
+    pub limits: &'a Limits,
+    pub confinement: ConfinementPolicy,
+    pub progress: &'a dyn crate::progress::Progress,
+}
+
+/// Stage 4: fetches the archive, never past its signed size. With the
+/// archive's outboard in the store, verified streaming: each 16 KiB group
+/// is checked against the signed BLAKE3 as it arrives and only then
+/// extracted (on the confined thread), a broken connection resumes where
+/// it broke, and the archive is never written or held whole. Without one
+/// (releases published before outboards, stores that lost it), the archive
+/// is downloaded whole into the private temp dir and hashed, and
+/// [`extract`] extracts it after the lock is taken. A wrong outboard is a
+/// refusal like wrong archive bytes, never a reason to try the other path.
 pub fn download(
     log: &ReleaseLog<'_>,
     accepted: Accepted,
-    limits: &Limits,
+    opts: ExtractOptions<'_>,
     data: &DataDir,
 ) -> Result<Downloaded, PipelineError> {
     let aref = &accepted.release.statement().archive;
-    if aref.size > limits.archive_bytes {
+    if aref.size > opts.limits.archive_bytes {
         return Err(Refusal::ArchiveOverLimit {
             declared: aref.size,
-            limit: limits.archive_bytes,
+            limit: opts.limits.archive_bytes,
         }
         .into());
     }
@@ -269,6 +309,22 @@ pub fn download(
     // archive's size (found by bench/soak).
     fsutil::sweep_abandoned(&data.tmp_dir())
         .map_err(PipelineError::io("removing abandoned temp dirs"))?;
+    let payload = match log.outboard(aref)? {
+        Some(outboard) => stream_extract(log, aref, outboard, opts, data)?,
+        None => download_whole(log, aref, data)?,
+    };
+    Ok(Downloaded {
+        release: accepted.release,
+        new: accepted.new,
+        payload,
+    })
+}
+
+fn download_whole(
+    log: &ReleaseLog<'_>,
+    aref: &crate::format::statement::ArchiveRef,
+    data: &DataDir,
+) -> Result<Payload, PipelineError> {
     let work = TempDir::new_held_in(&data.tmp_dir(), "pull-")
         .map_err(PipelineError::io("creating a private temp dir"))?;
     let archive = work.path().join("archive.tar.zst");
@@ -278,12 +334,155 @@ pub fn download(
         .open(&archive)
         .map_err(PipelineError::io("creating the download file"))?;
     log.download(aref, &mut f)?.map_err(Refusal::Archive)?;
-    Ok(Downloaded {
-        release: accepted.release,
-        new: accepted.new,
-        work,
-        archive,
+    Ok(Payload::Archive { work, archive })
+}
+
+/// Buffers of verified bytes in flight between the download and the
+/// extractor (one being filled, the others queued or being read).
+const STREAM_BUFFERS: usize = 3;
+
+/// Verified streaming into a new tree in the private temp dir: this thread
+/// reads and verifies, the extractor runs confined on its own thread and
+/// reads only what was verified. Whatever fails first is the answer: a
+/// mismatch or a store failure stops the extractor (it sees an error, never
+/// a clean end), a refused archive stops the download.
+fn stream_extract(
+    log: &ReleaseLog<'_>,
+    aref: &crate::format::statement::ArchiveRef,
+    outboard: Vec<u8>,
+    opts: ExtractOptions<'_>,
+    data: &DataDir,
+) -> Result<Payload, PipelineError> {
+    use crate::buf::AlignedBuf;
+    use crate::store::transfer::{StreamFailure, STREAM_BYTES};
+    use std::sync::mpsc;
+
+    let verifier = verify::stream::StreamVerifier::new(aref, outboard).map_err(Refusal::Archive)?;
+    let tree = TempDir::new_held_in(&data.tmp_dir(), "tree-")
+        .map_err(PipelineError::io("creating the extraction dir"))?;
+    // Every buffer is allocated here, on the calling thread, and the
+    // channels are bounded (preallocated): the extractor's threads never
+    // allocate them, so glibc gives them no arena of their own (issue 38).
+    let (full, full_rx) = mpsc::sync_channel::<Option<(AlignedBuf, usize)>>(STREAM_BUFFERS);
+    let (empty, empty_rx) = mpsc::sync_channel::<AlignedBuf>(STREAM_BUFFERS);
+    for _ in 1..STREAM_BUFFERS {
+        empty
+            .send(AlignedBuf::zeroed(STREAM_BYTES))
+            .map_err(|_| PipelineError::io("streaming")(io::Error::other("channel closed")))?;
+    }
+    let first = AlignedBuf::zeroed(STREAM_BYTES);
+    let input = Verified {
+        full: full_rx,
+        empty,
+        current: None,
+        pos: 0,
+    };
+    let task = opts.progress.start(
+        "downloading and extracting",
+        crate::progress::Unit::Bytes,
+        Some(aref.size),
+    );
+    let input = crate::progress::CountingReader::new(input, task);
+    let root = tree.path().to_path_buf();
+    let limits = *opts.limits;
+    let required = opts.confinement;
+    let (streamed, extracted) = std::thread::scope(|scope| {
+        let extractor = scope.spawn(move || {
+            let at = root.clone();
+            confine::run_confined(root, required, move || {
+                archive::extract(input, &at, &limits)
+            })
+        });
+        let stopped = || io::Error::other("the extraction stopped");
+        let streamed = log.stream(aref, verifier, first, &mut |buf, n| {
+            full.send(Some((buf, n))).map_err(|_| stopped())?;
+            empty_rx.recv().map_err(|_| stopped())
+        });
+        if streamed.is_err() {
+            // The extractor must see an error, not the end of the archive.
+            let _ = full.send(None);
+        }
+        drop(full);
+        (streamed, extractor.join())
+    });
+    match streamed {
+        Err(StreamFailure::Mismatch(m)) => return Err(Refusal::Archive(m).into()),
+        Err(StreamFailure::Open(e)) => return Err(e.into()),
+        Err(StreamFailure::Read(e)) => return Err(log.broken(aref, e).into()),
+        // The extractor stopped: its result says why.
+        Err(StreamFailure::Sink(_)) | Ok(()) => {}
+    }
+    let (joined, confinement) = extracted.map_err(|_| PipelineError::Io {
+        context: "extracting".into(),
+        source: io::Error::other("the extraction thread panicked"),
+    })?;
+    let stats = extraction_result(joined, &confinement)?;
+    Ok(Payload::Tree {
+        tree,
+        stats,
+        confinement,
     })
+}
+
+/// The extractor's input in verified streaming: buffers of verified bytes
+/// in order; `None` means the download failed (an error, never an end).
+struct Verified {
+    full: std::sync::mpsc::Receiver<Option<(crate::buf::AlignedBuf, usize)>>,
+    empty: std::sync::mpsc::SyncSender<crate::buf::AlignedBuf>,
+    current: Option<(crate::buf::AlignedBuf, usize)>,
+    pos: usize,
+}
+
+impl io::Read for Verified {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some((buf, n)) = &self.current {
+                if self.pos < *n {
+                    let k = (*n - self.pos).min(out.len());
+                    out[..k].copy_from_slice(&buf[self.pos..self.pos + k]);
+                    self.pos += k;
+                    return Ok(k);
+                }
+                if let Some((buf, _)) = self.current.take() {
+                    // The download may be done: the buffer is then freed.
+                    let _ = self.empty.send(buf);
+                }
+            }
+            match self.full.recv() {
+                Ok(Some(next)) => {
+                    self.current = Some(next);
+                    self.pos = 0;
+                }
+                Ok(None) => return Err(io::Error::other("the download stopped")),
+                // Every verified byte was delivered.
+                Err(_) => return Ok(0),
+            }
+        }
+    }
+}
+
+/// What the confined extraction thread returned, as the pipeline's result.
+fn extraction_result(
+    joined: std::thread::Result<Option<Result<ExtractStats, ExtractError>>>,
+    confinement: &Confinement,
+) -> Result<ExtractStats, PipelineError> {
+    let extracted = joined
+        .map_err(|_| PipelineError::Io {
+            context: "extracting".into(),
+            source: io::Error::other("the extraction thread panicked"),
+        })?
+        .ok_or(PipelineError::Unconfined(confinement.clone()))?;
+    match extracted {
+        Ok(s) => Ok(ExtractStats {
+            confinement: Some(confinement.to_string()),
+            ..s
+        }),
+        Err(ExtractError::Refused(msg)) => Err(Refusal::ArchiveContent(msg).into()),
+        Err(ExtractError::Io { path, source }) => Err(PipelineError::Io {
+            context: format!("extracting to {}", path.display()),
+            source,
+        }),
+    }
 }
 
 /// Stage 4b (the agent, once it holds the data dir lock): the downloaded
@@ -313,64 +512,64 @@ pub struct Extracted {
     pub tree: TempDir,
     pub stats: ExtractStats,
     pub confinement: Confinement,
+    /// Verified as it streamed (the store had the archive's outboard),
+    /// rather than downloaded whole first.
+    pub streamed: bool,
 }
 
 /// Stage 5: extracts with the hardened extractor on a thread whose writes
 /// are confined to the new directory (where the kernel allows). The
-/// archive bytes read are reported to `progress`.
+/// archive bytes read are reported to `progress`. A streamed download was
+/// extracted as it arrived: its tree is handed on as it is.
 pub fn extract(
     downloaded: Downloaded,
-    limits: &Limits,
-    confinement: ConfinementPolicy,
+    opts: ExtractOptions<'_>,
     data: &DataDir,
-    progress: &dyn crate::progress::Progress,
 ) -> Result<Extracted, PipelineError> {
+    let (work, archive) = match downloaded.payload {
+        Payload::Tree {
+            tree,
+            stats,
+            confinement,
+        } => {
+            return Ok(Extracted {
+                release: downloaded.release,
+                new: downloaded.new,
+                tree,
+                stats,
+                confinement,
+                streamed: true,
+            })
+        }
+        Payload::Archive { work, archive } => (work, archive),
+    };
     let tree = TempDir::new_held_in(&data.tmp_dir(), "tree-")
         .map_err(PipelineError::io("creating the extraction dir"))?;
-    let f =
-        fs::File::open(&downloaded.archive).map_err(PipelineError::io("reopening the download"))?;
+    let f = fs::File::open(&archive).map_err(PipelineError::io("reopening the download"))?;
     // Unlinked now, so its pages are freed when the zstd thread closes it,
     // while the tar thread still writes, not afterwards in series (10 ms for
     // a 44 MB archive). Should this fail, dropping the temp dir removes it.
-    let _ = fs::remove_file(&downloaded.archive);
+    let _ = fs::remove_file(&archive);
     let root = tree.path().to_path_buf();
-    let task = progress.start(
+    let task = opts.progress.start(
         "extracting",
         crate::progress::Unit::Bytes,
         Some(downloaded.release.statement().archive.size),
     );
     let f = crate::progress::CountingReader::new(f, task);
-    let limits = *limits;
-    let required = confinement;
-    let (joined, confinement) = confine::run_confined(root.clone(), required, move || {
+    let limits = *opts.limits;
+    let (joined, confinement) = confine::run_confined(root.clone(), opts.confinement, move || {
         archive::extract(f, &root, &limits)
     });
-    let extracted = joined
-        .map_err(|_| PipelineError::Io {
-            context: "extracting".into(),
-            source: io::Error::other("the extraction thread panicked"),
-        })?
-        .ok_or(PipelineError::Unconfined(confinement.clone()))?;
-    let stats = match extracted {
-        Ok(s) => ExtractStats {
-            confinement: Some(confinement.to_string()),
-            ..s
-        },
-        Err(ExtractError::Refused(msg)) => return Err(Refusal::ArchiveContent(msg).into()),
-        Err(ExtractError::Io { path, source }) => {
-            return Err(PipelineError::Io {
-                context: format!("extracting to {}", path.display()),
-                source,
-            })
-        }
-    };
-    drop(downloaded.work);
+    let stats = extraction_result(joined, &confinement)?;
+    drop(work);
     Ok(Extracted {
         release: downloaded.release,
         new: downloaded.new,
         tree,
         stats,
         confinement,
+        streamed: false,
     })
 }
 

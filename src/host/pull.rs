@@ -91,7 +91,12 @@ pub fn pull_to(
             req.require_chain,
             now,
         )?;
-        let mut downloaded = pipeline::download(&log, accepted, req.limits, data)?;
+        let opts = pipeline::ExtractOptions {
+            limits: req.limits,
+            confinement: req.confinement,
+            progress: req.progress,
+        };
+        let mut downloaded = pipeline::download(&log, accepted, opts, data)?;
         // Then the lock, and the release judged again against the state as
         // it is now.
         lock = Some(data.try_lock()?);
@@ -106,7 +111,7 @@ pub fn pull_to(
             });
         }
         pipeline::rejudge(req.policy, fresh.as_ref(), &mut downloaded, now)?;
-        pipeline::extract(downloaded, req.limits, req.confinement, data, req.progress)
+        pipeline::extract(downloaded, opts, data)
     };
     let extracted = match stages() {
         Ok(x) => x,

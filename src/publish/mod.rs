@@ -398,6 +398,33 @@ pub fn sign_statement(statement: &Statement, statement_bytes: &[u8], sk: &Secret
     sign_minisign(sk, statement_bytes, &tc)
 }
 
+/// Writes the archive's verified-streaming outboard next to it (issue 36),
+/// before the release that names the archive exists: create-only, and one
+/// already there must be byte for byte this one (it is content-addressed;
+/// a different one makes every host refuse the release).
+fn put_outboard(
+    store: &dyn crate::store::Store,
+    retry: &crate::store::retry::Retry,
+    archive: &ArchiveRef,
+    outboard: crate::format::outboard::Outboard,
+) -> Result<(), PublishError> {
+    let key = crate::format::outboard::outboard_key(archive);
+    debug_assert_eq!(outboard.root, archive.blake3);
+    match crate::store::retry::put_new_resolving(store, retry, &key, &outboard.bytes) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind == StoreErrorKind::PreconditionFailed => {
+            match retry.run(|_| store.get(&key, None, outboard.bytes.len() as u64 + 1)) {
+                Ok(crate::store::Fetched::Object { bytes, .. }) if bytes == outboard.bytes => Ok(()),
+                Ok(_) | Err(_) => Err(PublishError::HeadUntrusted(format!(
+                    "the store already holds a different object at {key} (the outboard hosts check {} against); delete it and publish again",
+                    archive.object_key()
+                ))),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Uploads an archive and a signed bundle in the safe order.
 ///
 /// Transient store failures are retried as `retry` says
@@ -465,9 +492,10 @@ pub fn upload(
     }
     // Read the object back: garbage planted at the address (or bytes the
     // store mangled) would make the publish "succeed" while every host
-    // refuses it.
-    let stored = store.open(&archive.object_key(), archive.size)?;
-    match crate::store::transfer::copy_verified(stored, &mut io::sink(), archive) {
+    // refuses it. The outboard is built from exactly the bytes read back.
+    let stored = store.open(&archive.object_key(), 0, archive.size)?;
+    let mut outboard = crate::format::outboard::Builder::new();
+    match crate::store::transfer::copy_verified(stored, &mut outboard, archive) {
         Ok(Ok(())) => {}
         Ok(Err(m)) => {
             return Err(PublishError::HeadUntrusted(format!(
@@ -483,6 +511,7 @@ pub fn upload(
             })
         }
     }
+    put_outboard(store, retry, archive, outboard.finish())?;
     match put_new_resolving(store, retry, &release_key(version), &bundle) {
         Ok(()) => {}
         Err(e) if e.kind == StoreErrorKind::PreconditionFailed => {

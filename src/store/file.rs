@@ -195,8 +195,18 @@ impl Store for FileStore {
         })
     }
 
-    fn open(&self, key: &str, _max_bytes: u64) -> Result<Box<dyn Read + Send>, StoreError> {
-        let f = self.open_regular(key)?;
+    fn open(
+        &self,
+        key: &str,
+        from: u64,
+        _max_bytes: u64,
+    ) -> Result<Box<dyn Read + Send>, StoreError> {
+        let mut f = self.open_regular(key)?;
+        if from > 0 {
+            use std::io::Seek;
+            f.seek(io::SeekFrom::Start(from))
+                .map_err(|e| self.fail(key, StoreErrorKind::Other, e.to_string()))?;
+        }
         Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f)))
     }
 

@@ -224,7 +224,12 @@ impl Store for HttpStore {
         Ok(Fetched::Object { bytes, etag })
     }
 
-    fn open(&self, key: &str, max_bytes: u64) -> Result<Box<dyn Read + Send>, StoreError> {
+    fn open(
+        &self,
+        key: &str,
+        from: u64,
+        max_bytes: u64,
+    ) -> Result<Box<dyn Read + Send>, StoreError> {
         let req = self
             .agent
             .get(&self.url(key))
@@ -234,7 +239,7 @@ impl Store for HttpStore {
                 self.min_rate,
             )))
             .build()
-            .header("Range", &format!("bytes=0-{max_bytes}"));
+            .header("Range", &format!("bytes={from}-{max_bytes}"));
         let resp = self.send(key, req)?;
         let status = resp.status().as_u16();
         // 206 for the range, or 200 from servers that ignore ranges (the
@@ -242,7 +247,22 @@ impl Store for HttpStore {
         if status != 200 && status != 206 {
             return Err(self.status_error(key, status));
         }
-        Ok(Box::new(resp.into_body().into_reader()))
+        let mut body = resp.into_body().into_reader();
+        if status == 200 && from > 0 {
+            // The whole object: what the caller has is skipped.
+            let skipped = std::io::copy(&mut (&mut body).take(from), &mut std::io::sink())
+                .map_err(|e| self.fail(key, StoreErrorKind::Transient, e.to_string()))?;
+            if skipped < from {
+                return Err(self.fail(
+                    key,
+                    StoreErrorKind::Transient,
+                    format!(
+                        "the object ended after {skipped} bytes, before the {from} already read"
+                    ),
+                ));
+            }
+        }
+        Ok(Box::new(body))
     }
 
     fn put_new(&self, key: &str, _body: &mut dyn Read, _len: u64) -> Result<(), StoreError> {

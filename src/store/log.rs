@@ -21,6 +21,8 @@ pub enum Object<'a> {
     Release(u64),
     /// A content-addressed archive.
     Archive(&'a ArchiveRef),
+    /// The archive's verified-streaming outboard (issue 36), next to it.
+    Outboard(&'a ArchiveRef),
     /// A host's signed receipt (`hosts/<host_id>.json`).
     Receipt(&'a str),
     /// A signed promotion of a gated stage of a release (issue 35).
@@ -36,6 +38,7 @@ impl Object<'_> {
             Object::Latest => super::LATEST.to_owned(),
             Object::Release(v) => super::release_key(*v),
             Object::Archive(a) => a.object_key(),
+            Object::Outboard(a) => crate::format::outboard::outboard_key(a),
             Object::Receipt(h) => format!("{RECEIPTS}{h}.json"),
             Object::Promotion(v, stage) => crate::format::decision::promotion_key(*v, stage),
             Object::Halt(v) => crate::format::decision::halt_key(*v),
@@ -47,6 +50,7 @@ impl Object<'_> {
         match self {
             Object::Latest | Object::Release(_) => BUNDLE_MAX_BYTES as u64,
             Object::Archive(a) => a.size,
+            Object::Outboard(a) => crate::format::outboard::outboard_len(a.size),
             Object::Receipt(_) => crate::format::receipt::RECEIPT_MAX_BYTES as u64,
             Object::Promotion(..) | Object::Halt(_) => {
                 crate::format::decision::DECISION_MAX_BYTES as u64
@@ -215,6 +219,56 @@ impl<'s> ReleaseLog<'s> {
         Ok(v)
     }
 
+    /// The archive's outboard (`Ok(None)`: the store has none, and the
+    /// archive is downloaded whole). At most the exact length the signed
+    /// size gives it. "Access denied" counts as none, as for rollout
+    /// decisions: S3 answers it for a missing key to a reader without
+    /// `s3:ListBucket`, and releases published before outboards existed
+    /// have none.
+    pub fn outboard(&self, archive: &ArchiveRef) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.small(Object::Outboard(archive)) {
+            Err(e) if e.kind == StoreErrorKind::Unauthorized => Ok(None),
+            r => r,
+        }
+    }
+
+    /// Streams the archive through `outboard`'s verifier into `sink`, one
+    /// buffer of verified groups at a time ([`transfer::stream_verified`]:
+    /// resumed with Range reads where it breaks, within the archive's
+    /// deadline).
+    pub fn stream(
+        &self,
+        archive: &ArchiveRef,
+        verifier: crate::verify::stream::StreamVerifier,
+        buf: crate::buf::AlignedBuf,
+        sink: &mut dyn FnMut(
+            crate::buf::AlignedBuf,
+            usize,
+        ) -> std::io::Result<crate::buf::AlignedBuf>,
+    ) -> Result<(), transfer::StreamFailure> {
+        let obj = Object::Archive(archive);
+        let key = obj.key();
+        let limit = obj.limit();
+        transfer::stream_verified(
+            &mut |from| self.store.open(&key, from, limit),
+            verifier,
+            transfer::deadline_for(archive.size, self.min_rate),
+            buf,
+            sink,
+        )
+    }
+
+    /// The store error for a stream that broke for good.
+    pub fn broken(&self, archive: &ArchiveRef, e: std::io::Error) -> StoreError {
+        StoreError::new(
+            StoreErrorKind::Transient,
+            &self.store.describe(),
+            &archive.object_key(),
+            format!("download failed: {e}"),
+        )
+        .with_source(e)
+    }
+
     /// Streams the archive into `to`, reading at most its signed size and
     /// hashing as it goes. `Ok(Err(_))`: the bytes differ from what was
     /// signed; `Err(_)`: the store or the local write failed.
@@ -224,7 +278,7 @@ impl<'s> ReleaseLog<'s> {
         to: &mut dyn Write,
     ) -> Result<Result<(), ArchiveMismatch>, StoreError> {
         let obj = Object::Archive(archive);
-        let src = self.store.open(&obj.key(), obj.limit())?;
+        let src = self.store.open(&obj.key(), 0, obj.limit())?;
         let src =
             transfer::DeadlineReader::new(src, transfer::deadline_for(archive.size, self.min_rate));
         transfer::copy_verified(src, to, archive).map_err(|e| {

@@ -130,8 +130,13 @@ impl Store for Mirrored {
         })
     }
 
-    fn open(&self, key: &str, max_bytes: u64) -> Result<Box<dyn Read + Send>, StoreError> {
-        self.each(|s, _| s.open(key, max_bytes))
+    fn open(
+        &self,
+        key: &str,
+        from: u64,
+        max_bytes: u64,
+    ) -> Result<Box<dyn Read + Send>, StoreError> {
+        self.each(|s, _| s.open(key, from, max_bytes))
     }
 
     fn put_new(&self, key: &str, body: &mut dyn Read, len: u64) -> Result<(), StoreError> {
@@ -199,7 +204,7 @@ mod tests {
                 }),
             }
         }
-        fn open(&self, _: &str, _: u64) -> Result<Box<dyn Read + Send>, StoreError> {
+        fn open(&self, _: &str, _: u64, _: u64) -> Result<Box<dyn Read + Send>, StoreError> {
             unimplemented!()
         }
         fn put_new(&self, _: &str, _: &mut dyn Read, _: u64) -> Result<(), StoreError> {
@@ -263,7 +268,7 @@ mod tests {
         fn get(&self, _: &str, _: Option<&ETag>, _: u64) -> Result<Fetched, StoreError> {
             Ok(Fetched::NotModified)
         }
-        fn open(&self, _: &str, _: u64) -> Result<Box<dyn Read + Send>, StoreError> {
+        fn open(&self, _: &str, _: u64, _: u64) -> Result<Box<dyn Read + Send>, StoreError> {
             unimplemented!()
         }
         fn put_new(&self, _: &str, _: &mut dyn Read, _: u64) -> Result<(), StoreError> {

@@ -190,9 +190,16 @@ pub(crate) trait Store: Send + Sync {
         limit: u64,
     ) -> Result<Fetched, StoreError>;
 
-    /// Opens a possibly large object as a stream. `max_bytes` is a hint (a
-    /// backend may ask the server for no more); the caller enforces it.
-    fn open(&self, key: &str, max_bytes: u64) -> Result<Box<dyn Read + Send>, StoreError>;
+    /// Opens a possibly large object as a stream starting at byte `from`
+    /// (a Range request: a download resumes where it broke). `max_bytes`
+    /// is the end to read up to, a hint (a backend may ask the server for
+    /// no more); the caller enforces it.
+    fn open(
+        &self,
+        key: &str,
+        from: u64,
+        max_bytes: u64,
+    ) -> Result<Box<dyn Read + Send>, StoreError>;
 
     /// Creates `key` with `len` bytes from `body`, only if it does not exist
     /// (else [`StoreErrorKind::PreconditionFailed`]).
@@ -225,11 +232,12 @@ pub(crate) trait Store: Send + Sync {
 pub const MAX_LISTED: usize = 1_000_000;
 
 /// Whether `key` names an object whose absence is normal and means
-/// nothing was decided (rollout decisions, issue 35): readers take "no such
+/// nothing was decided (rollout decisions, issue 35) or only that a faster
+/// path is not there (archive outboards, issue 36): readers take "no such
 /// object" (or, where the store's read policy answers that way, "access
 /// denied") as "none", and a mirror's "none" is its answer.
 pub fn is_optional(key: &str) -> bool {
-    key.starts_with("rollouts/")
+    key.starts_with("rollouts/") || (key.starts_with("archives/") && key.ends_with(".obao"))
 }
 
 /// Key of the mutable head pointer.

@@ -259,15 +259,17 @@ impl ObservedStore {
     }
 }
 
-/// A download that breaks in the middle of the body is opened again and
-/// continues where it broke: the bytes already read are read again and
-/// dropped (every backend can do that; none needs ranges from an offset).
-/// What the caller sees is one stream, which it bounds and hashes as
-/// always, so an object that changed between attempts is refused as a
-/// mismatch, never spliced in silently.
+/// A download that breaks in the middle of the body is opened again where
+/// it broke (a Range request from the first byte not yet read; a server
+/// that ignores ranges is skipped ahead by the backend). What the caller
+/// sees is one stream, which it bounds and hashes as always, so an object
+/// that changed between attempts is refused as a mismatch, never spliced
+/// in silently.
 struct Resuming {
     store: Arc<dyn Store>,
     key: String,
+    /// Where the stream started.
+    from: u64,
     max: u64,
     retry: Retry,
     inner: Box<dyn Read + Send>,
@@ -298,21 +300,10 @@ impl Read for Resuming {
                 format!("download broke after {} bytes: {e}", self.pos),
             );
             self.retry.wait(self.attempt, &why);
-            let mut again = self
+            self.inner = self
                 .store
-                .open(&self.key, self.max)
+                .open(&self.key, self.from + self.pos, self.max)
                 .map_err(std::io::Error::other)?;
-            let skipped = std::io::copy(&mut (&mut again).take(self.pos), &mut std::io::sink())?;
-            if skipped < self.pos {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "the object is shorter than before ({skipped} of {} bytes) on the retry",
-                        self.pos
-                    ),
-                ));
-            }
-            self.inner = again;
         }
     }
 }
@@ -335,11 +326,17 @@ impl Store for ObservedStore {
             .run(|_| self.inner.get(key, if_none_match, limit))
     }
 
-    fn open(&self, key: &str, max_bytes: u64) -> Result<Box<dyn Read + Send>, StoreError> {
-        let r = self.retry.run(|_| self.inner.open(key, max_bytes))?;
+    fn open(
+        &self,
+        key: &str,
+        from: u64,
+        max_bytes: u64,
+    ) -> Result<Box<dyn Read + Send>, StoreError> {
+        let r = self.retry.run(|_| self.inner.open(key, from, max_bytes))?;
         let r: Box<dyn Read + Send> = Box::new(Resuming {
             store: Arc::clone(&self.inner),
             key: key.to_owned(),
+            from,
             max: max_bytes,
             retry: self.retry.clone(),
             inner: r,
@@ -426,8 +423,8 @@ mod tests {
             }
             self.inner.get(key, inm, limit)
         }
-        fn open(&self, key: &str, max: u64) -> Result<Box<dyn Read + Send>, StoreError> {
-            self.inner.open(key, max)
+        fn open(&self, key: &str, from: u64, max: u64) -> Result<Box<dyn Read + Send>, StoreError> {
+            self.inner.open(key, from, max)
         }
         fn put_new(&self, key: &str, body: &mut dyn Read, len: u64) -> Result<(), StoreError> {
             if Self::take(&self.fail) {
@@ -587,7 +584,10 @@ mod tests {
     struct Breaking {
         data: Vec<u8>,
         breaks: AtomicU32,
+        /// Bytes each breaking stream delivers before it breaks.
         cut: usize,
+        /// Where each open started.
+        opened_at: Arc<Mutex<Vec<u64>>>,
     }
 
     struct Cut {
@@ -624,12 +624,13 @@ mod tests {
                 "no".into(),
             ))
         }
-        fn open(&self, _: &str, _: u64) -> Result<Box<dyn Read + Send>, StoreError> {
+        fn open(&self, _: &str, from: u64, _: u64) -> Result<Box<dyn Read + Send>, StoreError> {
             let cut = Flaky::take(&self.breaks).then_some(self.cut);
+            self.opened_at.lock().unwrap().push(from);
             Ok(Box::new(Cut {
                 data: self.data.clone(),
-                pos: 0,
-                cut,
+                pos: from as usize,
+                cut: cut.map(|c| from as usize + c),
             }))
         }
         fn put_new(&self, key: &str, _: &mut dyn Read, _: u64) -> Result<(), StoreError> {
@@ -647,21 +648,28 @@ mod tests {
     fn a_download_that_breaks_mid_body_continues_where_it_broke() {
         let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let opened_at = Arc::new(Mutex::new(Vec::new()));
         let s = ObservedStore::new(
             Box::new(Breaking {
                 data: data.clone(),
                 breaks: AtomicU32::new(2),
                 cut: 300,
+                opened_at: Arc::clone(&opened_at),
             }),
             quick(3, Arc::clone(&seen)),
             progress::silent(),
         );
         let mut out = Vec::new();
-        s.open("archives/x", 1000)
+        s.open("archives/x", 0, 1000)
             .expect("open")
             .read_to_end(&mut out)
             .expect("resumed twice");
         assert_eq!(out, data, "one stream, nothing lost or repeated");
+        assert_eq!(
+            *opened_at.lock().expect("lock"),
+            [0, 300, 600],
+            "each attempt asks for the rest only"
+        );
         let seen = seen.lock().expect("lock");
         assert_eq!(seen.len(), 2, "{seen:?}");
         assert!(seen[0].contains("download broke after"), "{seen:?}");
@@ -672,12 +680,13 @@ mod tests {
                 data,
                 breaks: AtomicU32::new(3),
                 cut: 300,
+                opened_at: Arc::default(),
             }),
             quick(3, Arc::default()),
             progress::silent(),
         );
         let e = s
-            .open("archives/x", 1000)
+            .open("archives/x", 0, 1000)
             .expect("open")
             .read_to_end(&mut Vec::new())
             .expect_err("gives up");

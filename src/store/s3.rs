@@ -379,7 +379,12 @@ impl Store for S3Store {
         })
     }
 
-    fn open(&self, key: &str, max_bytes: u64) -> Result<Box<dyn Read + Send>, StoreError> {
+    fn open(
+        &self,
+        key: &str,
+        from: u64,
+        max_bytes: u64,
+    ) -> Result<Box<dyn Read + Send>, StoreError> {
         let body = self.rt.block_on(async {
             // One byte past the signed size is enough to detect "longer".
             let resp = self
@@ -387,7 +392,7 @@ impl Store for S3Store {
                 .get_object()
                 .bucket(&self.bucket)
                 .key(self.full_key(key))
-                .range(format!("bytes=0-{max_bytes}"))
+                .range(format!("bytes={from}-{max_bytes}"))
                 .send()
                 .await
                 .map_err(|e| self.err("GetObject", key, e))?;

@@ -277,6 +277,114 @@ pub fn copy_verified<R: Read + Send, W: io::Write + ?Sized>(
     })
 }
 
+/// Bytes of verified archive handed on at a time by [`stream_verified`]
+/// (whole groups).
+pub const STREAM_BYTES: usize = 8 * crate::format::outboard::GROUP_LEN as usize;
+/// Most times a verified stream is opened again after it broke.
+pub const STREAM_RESUMES: u32 = 3;
+
+/// Why a verified stream stopped.
+#[derive(Debug)]
+pub enum StreamFailure {
+    /// The bytes (or the outboard) are not the signed archive.
+    Mismatch(ArchiveMismatch),
+    /// The store could not be read (after [`STREAM_RESUMES`] resumptions,
+    /// or past the deadline).
+    Read(io::Error),
+    /// Opening the object (again) failed.
+    Open(super::StoreError),
+    /// The receiving side stopped taking bytes.
+    Sink(io::Error),
+}
+
+/// Verified streaming (issue 36): reads the archive group by group as
+/// `verifier` asks, checks each group before anything of it is handed on,
+/// and hands `sink` full buffers of verified bytes (it returns an empty
+/// buffer to fill next). `open(from)` opens the object at byte `from`: a
+/// stream that breaks is opened again at the first group not yet verified
+/// (a Range request), at most [`STREAM_RESUMES`] times and never past
+/// `deadline`. Exactly the signed size is read: bytes past it are never
+/// asked for.
+pub fn stream_verified(
+    open: &mut dyn FnMut(u64) -> Result<Box<dyn Read + Send>, super::StoreError>,
+    mut verifier: crate::verify::stream::StreamVerifier,
+    deadline: std::time::Duration,
+    mut buf: crate::buf::AlignedBuf,
+    sink: &mut dyn FnMut(crate::buf::AlignedBuf, usize) -> io::Result<crate::buf::AlignedBuf>,
+) -> Result<(), StreamFailure> {
+    let started = std::time::Instant::now();
+    let remaining = || deadline.saturating_sub(started.elapsed());
+    // Opened once the first group's parents checked out: an outboard that
+    // is not the signed tree's is refused before the archive is asked for.
+    let mut src: Option<DeadlineReader<Box<dyn Read + Send>>> = None;
+    let mut resumes = 0;
+    let mut filled = 0usize;
+    while let Some(group) = verifier.next_group().map_err(StreamFailure::Mismatch)? {
+        if filled + group.len > buf.len() {
+            buf = sink(buf, filled).map_err(StreamFailure::Sink)?;
+            filled = 0;
+        }
+        let reader = match &mut src {
+            Some(r) => r,
+            None => src.insert(DeadlineReader::new(
+                open(group.offset).map_err(StreamFailure::Open)?,
+                remaining(),
+            )),
+        };
+        let into = &mut buf[filled..filled + group.len];
+        match read_full(reader, into) {
+            Ok(n) if n == group.len => {
+                verifier.check(into).map_err(StreamFailure::Mismatch)?;
+                filled += n;
+            }
+            // The stream ended early, or broke: open it again at this
+            // group, unless that was tried enough or time is up.
+            outcome => {
+                let e = match outcome {
+                    Ok(n) => io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "the archive ended after {} of its signed {} bytes",
+                            group.offset + n as u64,
+                            verifier.size()
+                        ),
+                    ),
+                    Err(e) => e,
+                };
+                if resumes >= STREAM_RESUMES || remaining().is_zero() {
+                    if e.kind() == io::ErrorKind::UnexpectedEof && resumes >= STREAM_RESUMES {
+                        return Err(StreamFailure::Mismatch(ArchiveMismatch::Shorter {
+                            got: group.offset,
+                            signed: verifier.size(),
+                        }));
+                    }
+                    return Err(StreamFailure::Read(e));
+                }
+                resumes += 1;
+                src = None;
+            }
+        }
+    }
+    if filled > 0 {
+        sink(buf, filled).map_err(StreamFailure::Sink)?;
+    }
+    Ok(())
+}
+
+/// Reads until `buf` is full or the stream ends; returns how much arrived.
+fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match src.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ pub mod history;
 mod policy;
 pub mod receipt;
 mod refusal;
+pub mod stream;
 
 use std::collections::BTreeSet;
 use std::fmt;

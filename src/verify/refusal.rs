@@ -135,7 +135,11 @@ impl Refusal {
             Refusal::FastForward { .. } => Check::FastForward,
             Refusal::Chain { .. } => Check::Chain,
             Refusal::ArchiveOverLimit { .. } => Check::ArchiveSize,
-            Refusal::Archive(ArchiveMismatch::Hash { .. }) => Check::ArchiveHash,
+            Refusal::Archive(
+                ArchiveMismatch::Hash { .. }
+                | ArchiveMismatch::Subtree { .. }
+                | ArchiveMismatch::Outboard { .. },
+            ) => Check::ArchiveHash,
             Refusal::Archive(_) => Check::ArchiveSize,
             Refusal::ArchiveContent(_) => Check::ArchiveContent,
             Refusal::ToplevelMissing(_) => Check::ToplevelMissing,
@@ -199,6 +203,17 @@ pub enum ArchiveMismatch {
     Shorter { got: u64, signed: u64 },
     #[error("archive BLAKE3 is {got}, the release signed {signed}")]
     Hash { got: Digest, signed: Digest },
+    /// Verified streaming: the bytes `start..end` as served (or the
+    /// outboard's nodes for them) do not hash into the signed tree.
+    #[error("archive bytes {start}..{end} (or the store's outboard for them) do not hash into the signed BLAKE3 {signed}")]
+    Subtree {
+        start: u64,
+        end: u64,
+        signed: Digest,
+    },
+    /// Verified streaming: the store's outboard cannot be this archive's.
+    #[error("the store's outboard does not fit the signed archive: {detail}")]
+    Outboard { detail: String },
 }
 
 impl ArchiveMismatch {

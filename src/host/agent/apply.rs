@@ -79,6 +79,18 @@ struct Switched {
 }
 
 impl Agent {
+    /// How this host extracts a release (its limits and confinement).
+    pub(super) fn extract_options<'a>(
+        &'a self,
+        progress: &'a dyn crate::progress::Progress,
+    ) -> pipeline::ExtractOptions<'a> {
+        pipeline::ExtractOptions {
+            limits: &self.v.limits,
+            confinement: self.v.config.policy.confinement,
+            progress,
+        }
+    }
+
     /// Extracts, records and places a downloaded release, then activates
     /// it. The caller holds the lock.
     pub(super) fn install(
@@ -87,13 +99,8 @@ impl Agent {
         downloaded: pipeline::Downloaded,
         plan: Plan,
     ) -> Result<Outcome, PipelineError> {
-        let extracted = pipeline::extract(
-            downloaded,
-            &self.v.limits,
-            self.v.config.policy.confinement,
-            &self.data,
-            &*crate::progress::silent(),
-        )?;
+        let silent = crate::progress::silent();
+        let extracted = pipeline::extract(downloaded, self.extract_options(&*silent), &self.data)?;
         let mut ps = self.data.load_status();
         ps.confinement = Some(extracted.confinement.to_string());
         let _ = self.data.save_status(&ps);
@@ -108,8 +115,15 @@ impl Agent {
                 "verified",
                 &release,
                 Some(format!(
-                    "{} files, {} bytes; {}",
-                    extracted.stats.files, extracted.stats.bytes, extracted.confinement
+                    "{} files, {} bytes; {}; {}",
+                    extracted.stats.files,
+                    extracted.stats.bytes,
+                    if extracted.streamed {
+                        "verified as it streamed"
+                    } else {
+                        "downloaded whole (the store has no outboard)"
+                    },
+                    extracted.confinement
                 )),
                 poll.now.wall,
             );

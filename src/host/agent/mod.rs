@@ -590,7 +590,13 @@ impl Agent {
         let mut downloaded = {
             let _net = OnNetwork::enter(&self.fetching);
             let started = std::time::Instant::now();
-            let d = pipeline::download(&self.log(), accepted, &self.v.limits, &self.data)?;
+            let silent = crate::progress::silent();
+            let d = pipeline::download(
+                &self.log(),
+                accepted,
+                self.extract_options(&*silent),
+                &self.data,
+            )?;
             let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             self.last_fetch_ms.store(ms.max(1), Ordering::Relaxed);
             d

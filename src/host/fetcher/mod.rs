@@ -316,7 +316,7 @@ impl FetcherStore {
     fn budget(&self, req: &Request) -> Duration {
         let size = match req {
             Request::Get { limit, .. } => *limit,
-            Request::Open { max, .. } => *max,
+            Request::Open { max, from, .. } => max.saturating_sub(*from),
             Request::Put { len, .. } => *len,
         };
         let rate = self
@@ -545,9 +545,15 @@ impl Store for FetcherStore {
         }
     }
 
-    fn open(&self, key: &str, max_bytes: u64) -> Result<Box<dyn Read + Send>, StoreError> {
+    fn open(
+        &self,
+        key: &str,
+        from: u64,
+        max_bytes: u64,
+    ) -> Result<Box<dyn Read + Send>, StoreError> {
         let req = Request::Open {
             key: key.to_owned(),
+            from,
             max: max_bytes,
         };
         let (resp, guard) = self.exchange(key, &req)?;

@@ -25,13 +25,13 @@ pub enum Request {
     },
     Open {
         key: String,
+        /// Where the stream starts (a resumed download).
+        #[serde(default)]
+        from: u64,
         max: u64,
     },
     /// Followed by exactly `len` body bytes (at most [`PUT_MAX`]).
-    Put {
-        key: String,
-        len: u64,
-    },
+    Put { key: String, len: u64 },
 }
 
 /// Largest object the worker writes (host receipts are a few KiB).

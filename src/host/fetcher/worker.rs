@@ -81,12 +81,12 @@ pub fn serve(
                 Ok(Fetched::NotModified) => header(out, &Response::NotModified)?,
                 Err(e) => header(out, &error(&e))?,
             },
-            Request::Open { key, max } => match store.open(&key, max) {
+            Request::Open { key, from, max } => match store.open(&key, from, max) {
                 Ok(src) => {
                     header(out, &Response::Stream)?;
                     // One byte past `max` lets the root side see "longer
                     // than signed"; more is never sent.
-                    let mut src = src.take(max.saturating_add(1));
+                    let mut src = src.take(max.saturating_add(1).saturating_sub(from));
                     let mut buf = vec![0u8; 64 * 1024];
                     loop {
                         match src.read(&mut buf) {

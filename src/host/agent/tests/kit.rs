@@ -38,6 +38,8 @@ pub enum Fault {
     Garbage,
     /// `latest` is these bytes.
     Serve(Vec<u8>),
+    /// The next archive download breaks after this many bytes (once).
+    CutArchive(u64),
 }
 
 /// A clock stepped by hand: `advance` moves both clocks, `step_wall` only
@@ -82,6 +84,29 @@ impl FakeClock {
 pub struct FaultyStore {
     inner: FileStore,
     fault: Arc<Mutex<Fault>>,
+    /// Every stream opened: its key and first byte.
+    opens: Arc<Mutex<Vec<(String, u64)>>>,
+}
+
+/// A stream that breaks after `left` bytes.
+struct Cut {
+    inner: Box<dyn Read + Send>,
+    left: u64,
+}
+
+impl Read for Cut {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset (scripted)",
+            ));
+        }
+        let want = buf.len().min(self.left as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 impl FaultyStore {
@@ -122,9 +147,20 @@ impl Store for FaultyStore {
         self.inner.get(key, inm, limit)
     }
 
-    fn open(&self, key: &str, max: u64) -> Result<Box<dyn Read + Send>, StoreError> {
-        self.check(key)?;
-        self.inner.open(key, max)
+    fn open(&self, key: &str, from: u64, max: u64) -> Result<Box<dyn Read + Send>, StoreError> {
+        let fault = self.check(key)?;
+        self.opens
+            .lock()
+            .expect("opens")
+            .push((key.to_owned(), from));
+        let inner = self.inner.open(key, from, max)?;
+        match fault {
+            Fault::CutArchive(after) if key.ends_with(".tar.zst") => {
+                *self.fault.lock().expect("fault") = Fault::None;
+                Ok(Box::new(Cut { inner, left: after }))
+            }
+            _ => Ok(inner),
+        }
     }
 
     fn put_new(&self, key: &str, body: &mut dyn Read, len: u64) -> Result<(), StoreError> {
@@ -154,6 +190,8 @@ pub struct Kit {
     pub clock: Arc<FakeClock>,
     pub sys: Arc<Mutex<Sys>>,
     pub fault: Arc<Mutex<Fault>>,
+    /// Every stream the agents opened: its key and first byte.
+    pub opens: Arc<Mutex<Vec<(String, u64)>>>,
     base: serde_json::Value,
 }
 
@@ -209,6 +247,7 @@ impl Kit {
             }))),
             sys: Arc::new(Mutex::new(sys)),
             fault: Arc::new(Mutex::new(Fault::None)),
+            opens: Arc::default(),
             base,
         }
     }
@@ -372,6 +411,7 @@ impl Kit {
             store: crate::store::Remote::new(Box::new(FaultyStore {
                 inner: self.store(),
                 fault: Arc::clone(&self.fault),
+                opens: Arc::clone(&self.opens),
             })),
             data: DataDir::open(&root.join("data")).expect("data"),
             activation: Box::new(FakeActivation {

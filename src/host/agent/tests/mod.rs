@@ -8,3 +8,4 @@ mod faults;
 mod kit;
 mod lifecycle;
 mod nixos;
+mod streaming;
