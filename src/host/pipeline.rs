@@ -309,7 +309,22 @@ pub fn download(
     // archive's size (found by bench/soak).
     fsutil::sweep_abandoned(&data.tmp_dir())
         .map_err(PipelineError::io("removing abandoned temp dirs"))?;
-    let payload = match log.outboard(aref)? {
+    let outboard = match log.outboard(aref) {
+        Ok(o) => o,
+        // Longer than this archive's outboard can be: not its outboard.
+        Err(e) if e.kind == StoreErrorKind::TooLarge => {
+            return Err(Refusal::Archive(verify::ArchiveMismatch::Outboard {
+                detail: format!(
+                    "it is longer than the {} bytes an archive of {} bytes has",
+                    crate::format::outboard::outboard_len(aref.size),
+                    aref.size
+                ),
+            })
+            .into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let payload = match outboard {
         Some(outboard) => stream_extract(log, aref, outboard, opts, data)?,
         None => download_whole(log, aref, data)?,
     };

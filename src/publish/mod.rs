@@ -409,16 +409,28 @@ fn put_outboard(
     outboard: crate::format::outboard::Outboard,
 ) -> Result<(), PublishError> {
     let key = crate::format::outboard::outboard_key(archive);
-    debug_assert_eq!(outboard.root, archive.blake3);
+    if outboard.root != archive.blake3 || outboard.len != archive.size {
+        return Err(PublishError::HeadUntrusted(format!(
+            "the outboard built from {} does not describe it; nothing was published",
+            archive.object_key()
+        )));
+    }
+    let different = || {
+        PublishError::HeadUntrusted(format!(
+            "the store already holds a different object at {key} (the outboard hosts check {} against); delete it and publish again",
+            archive.object_key()
+        ))
+    };
     match crate::store::retry::put_new_resolving(store, retry, &key, &outboard.bytes) {
         Ok(()) => Ok(()),
         Err(e) if e.kind == StoreErrorKind::PreconditionFailed => {
             match retry.run(|_| store.get(&key, None, outboard.bytes.len() as u64 + 1)) {
-                Ok(crate::store::Fetched::Object { bytes, .. }) if bytes == outboard.bytes => Ok(()),
-                Ok(_) | Err(_) => Err(PublishError::HeadUntrusted(format!(
-                    "the store already holds a different object at {key} (the outboard hosts check {} against); delete it and publish again",
-                    archive.object_key()
-                ))),
+                Ok(crate::store::Fetched::Object { bytes, .. }) if bytes == outboard.bytes => {
+                    Ok(())
+                }
+                Ok(_) => Err(different()),
+                Err(e) if e.kind == StoreErrorKind::TooLarge => Err(different()),
+                Err(e) => Err(e.into()),
             }
         }
         Err(e) => Err(e.into()),

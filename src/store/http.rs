@@ -247,6 +247,24 @@ impl Store for HttpStore {
         if status != 200 && status != 206 {
             return Err(self.status_error(key, status));
         }
+        if status == 206 {
+            // A part from anywhere but `from` would be spliced in at the
+            // wrong place (and refused as a mismatch): say what happened.
+            let range = resp
+                .headers()
+                .get("content-range")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if range_start(range) != Some(from) {
+                return Err(self.fail(
+                    key,
+                    StoreErrorKind::Protocol,
+                    format!(
+                        "asked for bytes from {from}, the mirror answered Content-Range {range:?}"
+                    ),
+                ));
+            }
+        }
         let mut body = resp.into_body().into_reader();
         if status == 200 && from > 0 {
             // The whole object: what the caller has is skipped.
@@ -286,5 +304,26 @@ impl Store for HttpStore {
             StoreErrorKind::Unsupported,
             "HTTP mirrors cannot list objects".into(),
         ))
+    }
+}
+
+/// The first byte of a `Content-Range: bytes <first>-<last>/<size>`.
+fn range_start(header: &str) -> Option<u64> {
+    let spec = header.trim().strip_prefix("bytes")?.trim_start();
+    let (first, _) = spec.split_once('-')?;
+    first.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::range_start;
+
+    #[test]
+    fn content_range_start_is_read_strictly() {
+        assert_eq!(range_start("bytes 32768-99999/100000"), Some(32768));
+        assert_eq!(range_start("bytes 0-0/1"), Some(0));
+        assert_eq!(range_start("bytes */100000"), None);
+        assert_eq!(range_start(""), None);
+        assert_eq!(range_start("items 1-2/3"), None);
     }
 }

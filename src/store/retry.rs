@@ -626,7 +626,7 @@ mod tests {
         }
         fn open(&self, _: &str, from: u64, _: u64) -> Result<Box<dyn Read + Send>, StoreError> {
             let cut = Flaky::take(&self.breaks).then_some(self.cut);
-            self.opened_at.lock().unwrap().push(from);
+            self.opened_at.lock().expect("lock").push(from);
             Ok(Box::new(Cut {
                 data: self.data.clone(),
                 pos: from as usize,

@@ -314,59 +314,88 @@ pub fn stream_verified(
 ) -> Result<(), StreamFailure> {
     let started = std::time::Instant::now();
     let remaining = || deadline.saturating_sub(started.elapsed());
+    let signed = verifier.size();
     // Opened once the first group's parents checked out: an outboard that
     // is not the signed tree's is refused before the archive is asked for.
     let mut src: Option<DeadlineReader<Box<dyn Read + Send>>> = None;
     let mut resumes = 0;
     let mut filled = 0usize;
+    // The last stream ended cleanly before its group did: the object is
+    // shorter than signed (unless a resumed read finds more).
+    let mut ended_short = false;
     while let Some(group) = verifier.next_group().map_err(StreamFailure::Mismatch)? {
+        if group.len == 0 {
+            // The empty archive: nothing to ask the store for.
+            verifier.check(&[]).map_err(StreamFailure::Mismatch)?;
+            continue;
+        }
         if filled + group.len > buf.len() {
             buf = sink(buf, filled).map_err(StreamFailure::Sink)?;
             filled = 0;
         }
         let reader = match &mut src {
             Some(r) => r,
-            None => src.insert(DeadlineReader::new(
-                open(group.offset).map_err(StreamFailure::Open)?,
-                remaining(),
-            )),
+            None => match open(group.offset) {
+                Ok(r) => src.insert(DeadlineReader::new(r, remaining())),
+                // Asked for bytes past the object's end (HTTP 416, S3
+                // InvalidRange) after it ended there: it is short.
+                Err(e) if ended_short && !e.is_transient() => {
+                    return Err(StreamFailure::Mismatch(ArchiveMismatch::Shorter {
+                        got: group.offset,
+                        signed,
+                    }))
+                }
+                Err(e) => return Err(StreamFailure::Open(e)),
+            },
         };
         let into = &mut buf[filled..filled + group.len];
-        match read_full(reader, into) {
+        let e = match read_full(reader, into) {
             Ok(n) if n == group.len => {
                 verifier.check(into).map_err(StreamFailure::Mismatch)?;
                 filled += n;
+                ended_short = false;
+                continue;
             }
-            // The stream ended early, or broke: open it again at this
-            // group, unless that was tried enough or time is up.
-            outcome => {
-                let e = match outcome {
-                    Ok(n) => io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "the archive ended after {} of its signed {} bytes",
-                            group.offset + n as u64,
-                            verifier.size()
-                        ),
+            Ok(n) => {
+                ended_short = true;
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the archive ended after {} of its signed {signed} bytes",
+                        group.offset + n as u64
                     ),
-                    Err(e) => e,
-                };
-                if resumes >= STREAM_RESUMES || remaining().is_zero() {
-                    if e.kind() == io::ErrorKind::UnexpectedEof && resumes >= STREAM_RESUMES {
-                        return Err(StreamFailure::Mismatch(ArchiveMismatch::Shorter {
-                            got: group.offset,
-                            signed: verifier.size(),
-                        }));
-                    }
-                    return Err(StreamFailure::Read(e));
-                }
-                resumes += 1;
-                src = None;
+                )
             }
+            Err(e) => {
+                ended_short = false;
+                e
+            }
+        };
+        // The stream ended early, or broke: open it again at this group,
+        // unless that was tried enough or time is up.
+        if resumes >= STREAM_RESUMES || remaining().is_zero() {
+            if ended_short {
+                return Err(StreamFailure::Mismatch(ArchiveMismatch::Shorter {
+                    got: group.offset,
+                    signed,
+                }));
+            }
+            return Err(StreamFailure::Read(e));
         }
+        resumes += 1;
+        src = None;
     }
     if filled > 0 {
         sink(buf, filled).map_err(StreamFailure::Sink)?;
+    }
+    // The stream must end here, as the whole-archive download checks: one
+    // byte more is refused. (Reading the end also lets the fetch worker
+    // finish its stream cleanly instead of being stopped mid-answer.) A
+    // failure to read it changes nothing: every signed byte is verified.
+    if let Some(r) = &mut src {
+        if read_full(r, &mut [0u8; 1]).is_ok_and(|n| n > 0) {
+            return Err(StreamFailure::Mismatch(ArchiveMismatch::Longer { signed }));
+        }
     }
     Ok(())
 }
@@ -547,5 +576,154 @@ mod tests {
         let n = reads.load(std::sync::atomic::Ordering::Relaxed);
         // 1 MiB written, then at most the buffers in flight were read.
         assert!(n <= 4 + COPY_BUFFERS + 2, "{n} reads of 256 KiB");
+    }
+
+    /// An in-memory object served from any offset; `cuts` are how many
+    /// bytes each successive open delivers before it breaks.
+    fn serve<'a>(
+        data: &'a [u8],
+        cuts: &'a std::cell::RefCell<Vec<usize>>,
+        opened: &'a std::cell::RefCell<Vec<u64>>,
+    ) -> impl FnMut(u64) -> Result<Box<dyn Read + Send>, crate::store::StoreError> + 'a {
+        move |from| {
+            opened.borrow_mut().push(from);
+            let rest = data[from as usize..].to_vec();
+            let cut = if cuts.borrow().is_empty() {
+                None
+            } else {
+                Some(cuts.borrow_mut().remove(0))
+            };
+            Ok(match cut {
+                None => Box::new(io::Cursor::new(rest)),
+                Some(n) => {
+                    Box::new(io::Cursor::new(rest[..n.min(rest.len())].to_vec()).chain(Broken))
+                }
+            })
+        }
+    }
+
+    struct Broken;
+    impl Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset"))
+        }
+    }
+
+    fn run(
+        signed: &[u8],
+        served: &[u8],
+        cuts: Vec<usize>,
+    ) -> (Result<(), StreamFailure>, Vec<u8>, Vec<u64>) {
+        let cuts = std::cell::RefCell::new(cuts);
+        let opened = std::cell::RefCell::new(Vec::new());
+        let verifier = crate::verify::stream::StreamVerifier::new(
+            &aref(signed),
+            crate::format::outboard::of(signed).bytes,
+        )
+        .expect("verifier");
+        let mut out = Vec::new();
+        let r = stream_verified(
+            &mut serve(served, &cuts, &opened),
+            verifier,
+            std::time::Duration::from_secs(60),
+            crate::buf::AlignedBuf::zeroed(STREAM_BYTES),
+            &mut |buf, n| {
+                out.extend_from_slice(&buf[..n]);
+                Ok(buf)
+            },
+        );
+        (r, out, opened.into_inner())
+    }
+
+    fn bytes(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 % 256) as u8).collect()
+    }
+
+    #[test]
+    fn verified_stream_hands_on_exactly_the_signed_bytes() {
+        for n in [
+            0usize,
+            1,
+            16384,
+            16385,
+            200_000,
+            STREAM_BYTES,
+            STREAM_BYTES + 1,
+        ] {
+            let d = bytes(n);
+            let (r, out, opened) = run(&d, &d, vec![]);
+            assert!(r.is_ok(), "length {n}: {r:?}");
+            assert!(out == d, "length {n}");
+            assert_eq!(opened, if n == 0 { vec![] } else { vec![0] }, "length {n}");
+        }
+    }
+
+    #[test]
+    fn broken_stream_resumes_at_the_first_unverified_group_a_bounded_number_of_times() {
+        let d = bytes(200_000);
+        let (r, out, opened) = run(&d, &d, vec![20_000, 50_000]);
+        assert!(r.is_ok(), "{r:?}");
+        assert!(out == d);
+        // 20,000 bytes: group 0 verified; from 16,384 another 50,000: up to
+        // 65,536 verified.
+        assert_eq!(opened, [0, 16_384, 65_536]);
+        let (r, _, opened) = run(&d, &d, vec![20_000; 10]);
+        assert!(matches!(r, Err(StreamFailure::Read(_))), "{r:?}");
+        assert_eq!(opened.len(), 1 + STREAM_RESUMES as usize);
+    }
+
+    #[test]
+    fn store_serving_more_than_the_signed_size_is_refused_at_the_end() {
+        let d = bytes(100_000);
+        let mut longer = d.clone();
+        longer.push(0);
+        let (r, out, _) = run(&d, &longer, vec![]);
+        assert!(
+            matches!(
+                r,
+                Err(StreamFailure::Mismatch(ArchiveMismatch::Longer { .. }))
+            ),
+            "{r:?}"
+        );
+        assert!(out == d, "only verified bytes were handed on");
+    }
+
+    #[test]
+    fn store_serving_a_truncated_archive_is_refused_as_shorter() {
+        let d = bytes(100_000);
+        let (r, out, _) = run(&d, &d[..70_000], vec![]);
+        assert!(
+            matches!(
+                r,
+                Err(StreamFailure::Mismatch(ArchiveMismatch::Shorter {
+                    got: 65_536,
+                    ..
+                }))
+            ),
+            "{r:?}"
+        );
+        assert!(
+            out.len() <= 65_536 && out[..] == d[..out.len()],
+            "only verified bytes"
+        );
+    }
+
+    #[test]
+    fn store_flipping_a_byte_stops_the_stream_at_that_group() {
+        let d = bytes(100_000);
+        let mut bad = d.clone();
+        bad[40_000] ^= 1;
+        let (r, out, _) = run(&d, &bad, vec![]);
+        assert!(
+            matches!(
+                r,
+                Err(StreamFailure::Mismatch(ArchiveMismatch::Subtree {
+                    start: 32_768,
+                    ..
+                }))
+            ),
+            "{r:?}"
+        );
+        assert!(out.len() <= 32_768, "nothing from the bad group on");
     }
 }

@@ -233,7 +233,11 @@ mod tests {
         ] {
             let d = data(n);
             let ob = outboard::of(&d);
-            assert_eq!(stream(&signed(&d), ob.bytes, &d).unwrap(), d, "length {n}");
+            assert_eq!(
+                stream(&signed(&d), ob.bytes, &d).expect("ok"),
+                d,
+                "length {n}"
+            );
         }
     }
 
@@ -244,10 +248,10 @@ mod tests {
         for at in [0usize, 16384, 50_000, 99_999] {
             let mut bad = d.clone();
             bad[at] ^= 1;
-            let mut v = StreamVerifier::new(&signed(&d), ob.clone()).unwrap();
+            let mut v = StreamVerifier::new(&signed(&d), ob.clone()).expect("ok");
             let mut handed_on = 0u64;
             let err = loop {
-                let g = v.next_group().unwrap().expect("a group");
+                let g = v.next_group().expect("ok").expect("a group");
                 let bytes = &bad[g.offset as usize..g.offset as usize + g.len];
                 match v.check(bytes) {
                     Ok(()) => handed_on = v.verified(),
@@ -271,7 +275,7 @@ mod tests {
         let mut forged = d.clone();
         forged[70_000] ^= 0xff;
         let forged_ob = outboard::of(&forged).bytes;
-        let mut v = StreamVerifier::new(&signed(&d), forged_ob).unwrap();
+        let mut v = StreamVerifier::new(&signed(&d), forged_ob).expect("ok");
         assert!(matches!(
             v.next_group(),
             Err(ArchiveMismatch::Subtree {
@@ -321,8 +325,8 @@ mod tests {
     #[test]
     fn short_group_is_refused() {
         let d = data(40_000);
-        let mut v = StreamVerifier::new(&signed(&d), outboard::of(&d).bytes).unwrap();
-        let g = v.next_group().unwrap().unwrap();
+        let mut v = StreamVerifier::new(&signed(&d), outboard::of(&d).bytes).expect("ok");
+        let g = v.next_group().expect("ok").expect("ok");
         assert!(v.check(&d[..g.len - 1]).is_err());
         assert_eq!(v.verified(), 0);
     }
@@ -330,7 +334,7 @@ mod tests {
     #[test]
     fn checking_before_asking_is_an_error_not_a_panic() {
         let d = data(10);
-        let mut v = StreamVerifier::new(&signed(&d), outboard::of(&d).bytes).unwrap();
+        let mut v = StreamVerifier::new(&signed(&d), outboard::of(&d).bytes).expect("ok");
         assert!(v.check(&d).is_err());
     }
 }
