@@ -392,12 +392,8 @@ fn stream_extract(
         current: None,
         pos: 0,
     };
-    let task = opts.progress.start(
-        "downloading and extracting",
-        crate::progress::Unit::Bytes,
-        Some(aref.size),
-    );
-    let input = crate::progress::CountingReader::new(input, task);
+    // No progress task of its own: extraction keeps pace with the
+    // download, which the store front reports (operator commands).
     let root = tree.path().to_path_buf();
     let limits = *opts.limits;
     let required = opts.confinement;

@@ -66,6 +66,7 @@ const RECEIPTS: &str = "hosts/";
 pub struct ReleaseLog<'s> {
     store: &'s dyn Store,
     min_rate: u64,
+    resumes: super::Resumes,
 }
 
 impl<'s> ReleaseLog<'s> {
@@ -73,7 +74,13 @@ impl<'s> ReleaseLog<'s> {
         ReleaseLog {
             store,
             min_rate: transfer::DEFAULT_MIN_RATE_BYTES_PER_SEC,
+            resumes: super::Resumes::ByCaller,
         }
+    }
+
+    pub(crate) fn with_resumes(mut self, resumes: super::Resumes) -> Self {
+        self.resumes = resumes;
+        self
     }
 
     /// Sets the slowest download rate waited for (see
@@ -235,7 +242,8 @@ impl<'s> ReleaseLog<'s> {
     /// Streams the archive through `outboard`'s verifier into `sink`, one
     /// buffer of verified groups at a time ([`transfer::stream_verified`]:
     /// resumed with Range reads where it breaks, within the archive's
-    /// deadline).
+    /// deadline; by the store itself when it resumes reads, as operator
+    /// commands' retrying front does, else here).
     pub fn stream(
         &self,
         archive: &ArchiveRef,
@@ -251,6 +259,10 @@ impl<'s> ReleaseLog<'s> {
         let limit = obj.limit();
         transfer::stream_verified(
             &mut |from| self.store.open(&key, from, limit),
+            match self.resumes {
+                super::Resumes::ByCaller => transfer::STREAM_RESUMES,
+                super::Resumes::Itself => 0,
+            },
             verifier,
             transfer::deadline_for(archive.size, self.min_rate),
             buf,

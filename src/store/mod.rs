@@ -326,7 +326,7 @@ pub fn open_url(url: &str, opts: &StoreOptions) -> Result<Remote, UrlError> {
         SchemeKind::Http => Box::new(http::HttpStore::new(url, opts)?),
     };
     let _ = opts;
-    Ok(Remote(store))
+    Ok(Remote::new(store))
 }
 
 /// The kinds of store npcnix can open.
@@ -416,11 +416,24 @@ impl Scheme {
 /// A remote's store, as the world outside the library holds it: it can say
 /// where it is and hand out its [`ReleaseLog`], the one bounded, typed read
 /// path; writes are the editor's (`crate::publish`) and the agent's.
-pub struct Remote(Box<dyn Store>);
+pub struct Remote(Box<dyn Store>, Resumes);
+
+/// Whether the store already resumes a read that broke (operator
+/// commands' retrying front, [`retry::observed`]): a verified stream then
+/// leaves resuming to it rather than multiplying the attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resumes {
+    Itself,
+    ByCaller,
+}
 
 impl Remote {
     pub(crate) fn new(store: Box<dyn Store>) -> Remote {
-        Remote(store)
+        Remote(store, Resumes::ByCaller)
+    }
+
+    pub(crate) fn resuming_itself(store: Box<dyn Store>) -> Remote {
+        Remote(store, Resumes::Itself)
     }
 
     /// Where the store is (its URL), for messages.
@@ -430,7 +443,7 @@ impl Remote {
 
     /// The remote's objects, read bounded and typed.
     pub fn log(&self) -> ReleaseLog<'_> {
-        ReleaseLog::new(self.0.as_ref())
+        ReleaseLog::new(self.0.as_ref()).with_resumes(self.1)
     }
 
     pub(crate) fn store(&self) -> &dyn Store {

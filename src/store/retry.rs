@@ -242,7 +242,7 @@ pub(crate) struct ObservedStore {
 /// `remote` for an operator command: transient read failures retried
 /// visibly, transfers reported to `progress` ([`ObservedStore`]).
 pub fn observed(remote: super::Remote, retry: Retry, progress: Arc<dyn Progress>) -> super::Remote {
-    super::Remote::new(Box::new(ObservedStore::new(
+    super::Remote::resuming_itself(Box::new(ObservedStore::new(
         remote.into_inner(),
         retry,
         progress,

@@ -288,8 +288,8 @@ pub const STREAM_RESUMES: u32 = 3;
 pub enum StreamFailure {
     /// The bytes (or the outboard) are not the signed archive.
     Mismatch(ArchiveMismatch),
-    /// The store could not be read (after [`STREAM_RESUMES`] resumptions,
-    /// or past the deadline).
+    /// The store could not be read (after the resumptions allowed, or past
+    /// the deadline).
     Read(io::Error),
     /// Opening the object (again) failed.
     Open(super::StoreError),
@@ -302,11 +302,12 @@ pub enum StreamFailure {
 /// and hands `sink` full buffers of verified bytes (it returns an empty
 /// buffer to fill next). `open(from)` opens the object at byte `from`: a
 /// stream that breaks is opened again at the first group not yet verified
-/// (a Range request), at most [`STREAM_RESUMES`] times and never past
+/// (a Range request), at most `max_resumes` times and never past
 /// `deadline`. Exactly the signed size is read: bytes past it are never
 /// asked for.
 pub fn stream_verified(
     open: &mut dyn FnMut(u64) -> Result<Box<dyn Read + Send>, super::StoreError>,
+    max_resumes: u32,
     mut verifier: crate::verify::stream::StreamVerifier,
     deadline: std::time::Duration,
     mut buf: crate::buf::AlignedBuf,
@@ -373,7 +374,7 @@ pub fn stream_verified(
         };
         // The stream ended early, or broke: open it again at this group,
         // unless that was tried enough or time is up.
-        if resumes >= STREAM_RESUMES || remaining().is_zero() {
+        if resumes >= max_resumes || remaining().is_zero() {
             if ended_short {
                 return Err(StreamFailure::Mismatch(ArchiveMismatch::Shorter {
                     got: group.offset,
@@ -624,6 +625,7 @@ mod tests {
         let mut out = Vec::new();
         let r = stream_verified(
             &mut serve(served, &cuts, &opened),
+            STREAM_RESUMES,
             verifier,
             std::time::Duration::from_secs(60),
             crate::buf::AlignedBuf::zeroed(STREAM_BYTES),
