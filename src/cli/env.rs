@@ -140,9 +140,7 @@ pub fn run_dir() -> PathBuf {
 /// The host's clocks; test builds (feature `test-hooks`) read
 /// `NPCNIX_TEST_BOOT_ID` (to simulate a reboot).
 pub fn clock() -> npcnix::host::clock::SystemClock {
-    npcnix::host::clock::SystemClock {
-        boot_id: test_var("NPCNIX_TEST_BOOT_ID"),
-    }
+    npcnix::host::clock::SystemClock::with_boot_id(test_var("NPCNIX_TEST_BOOT_ID"))
 }
 
 #[cfg(feature = "test-hooks")]

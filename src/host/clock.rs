@@ -87,11 +87,27 @@ pub trait Clock: Send + Sync {
 #[derive(Clone, Debug, Default)]
 pub struct SystemClock {
     pub boot_id: Option<String>,
+    /// The kernel's boot ID, read once: a process does not outlive its boot
+    /// (an idle agent read it on every poll, twice).
+    kernel_boot_id: std::sync::OnceLock<Option<String>>,
+}
+
+impl SystemClock {
+    pub fn with_boot_id(boot_id: Option<String>) -> SystemClock {
+        SystemClock {
+            boot_id,
+            ..SystemClock::default()
+        }
+    }
 }
 
 impl Clock for SystemClock {
     fn now(&self) -> Moment {
-        let boot = self.boot_id.clone().or_else(read_boot_id).map(|id| {
+        let id = match &self.boot_id {
+            Some(id) => Some(id.clone()),
+            None => self.kernel_boot_id.get_or_init(read_boot_id).clone(),
+        };
+        let boot = id.map(|id| {
             let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
             BootTime {
                 id,
@@ -179,9 +195,7 @@ mod tests {
 
     #[test]
     fn the_system_clock_reads_a_boot_clock_that_moves_forward() {
-        let c = SystemClock {
-            boot_id: Some("test-boot".into()),
-        };
+        let c = SystemClock::with_boot_id(Some("test-boot".into()));
         let a = c.now();
         let b = c.now();
         let (a, b) = (a.boot.expect("boot clock"), b.boot.expect("boot clock"));

@@ -74,7 +74,7 @@ impl Agent {
         next_poll: Option<u64>,
     ) -> PollStatus {
         let before = self.data.load_status();
-        let mut status = self.record_status(now, result, next_poll);
+        let mut status = self.record_status(before.clone(), now, result, next_poll);
         let state = self.data.peek().ok();
         let probation = probation::load(&self.data, self.remote()).ok().flatten();
         let expiry = crate::host::status::expiries(&self.data, self.remote());
@@ -275,16 +275,17 @@ impl Agent {
         }
     }
 
-    /// Records a poll's result in the status file (non-durable) and returns
-    /// it.
-    pub fn record_status(
+    /// Records a poll's result in the status file (non-durable), on top of
+    /// the status as it was (`before`, read once per poll), and returns it.
+    fn record_status(
         &self,
+        before: PollStatus,
         now: u64,
         result: &Result<Outcome, AgentError>,
         next_poll: Option<u64>,
     ) -> PollStatus {
         let clip = |s: String| journal::clip(&s, journal::DETAIL_MAX_CHARS);
-        let mut s = self.data.load_status();
+        let mut s = before;
         s.last_check = Some(now);
         s.next_poll = next_poll;
         s.fetcher = Some(self.fetcher.clone());
