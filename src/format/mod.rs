@@ -10,6 +10,8 @@ pub mod decision;
 pub mod digest;
 pub mod flake_lock;
 pub mod keys;
+pub mod merkle;
+pub mod note;
 pub mod outboard;
 pub mod receipt;
 pub mod remote;
