@@ -267,21 +267,30 @@ impl Wake {
 /// once. Once the poll records or activates, it always runs to its end.
 fn poll_or_stop(agent: &Agent, wake: &Wake) -> Result<Outcome, agent::AgentError> {
     std::thread::scope(|s| {
+        // The result comes through a channel, sent before the wake-up is
+        // written: a woken loop finds it there (the thread itself may
+        // still be returning, so "is it finished" could say no and the
+        // loop would sleep on a wake-up already spent; found by bench/soak).
+        let (result, outcome) = std::sync::mpsc::sync_channel(1);
         let done = wake.tx.try_clone().ok();
         let poll = s.spawn(move || {
-            let res = agent.poll_once();
+            let _ = result.send(agent.poll_once());
             if let Some(mut d) = done {
                 use std::io::Write;
                 let _ = d.write(&[1]);
             }
-            res
         });
         loop {
-            if poll.is_finished() {
-                return poll.join().unwrap_or_else(|_| {
+            match outcome.try_recv() {
+                Ok(res) => {
+                    let _ = poll.join();
+                    return res;
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                     info!("the poll panicked");
                     std::process::exit(i32::from(super::exit::ExitCodes::ERROR))
-                });
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
             }
             if agent.should_stop() && agent.is_fetching() {
                 info!("stopping (signal) during a fetch; nothing was recorded");
