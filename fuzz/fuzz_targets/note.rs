@@ -37,6 +37,6 @@ fuzz_target!(|data: &[u8]| {
     ];
     assert_eq!((keys[0].alg, keys[1].alg), (ALG_ED25519, ALG_COSIGNATURE_V1));
     if let Ok(v) = verify(&n, &keys) {
-        assert!(v.by.len() <= 2 && v.by.len() == v.times.len());
+        assert!(!v.by.is_empty() && v.by.len() <= 2 && v.by.len() == v.times.len());
     }
 });

@@ -253,11 +253,32 @@ impl Wake {
     /// Returns once woken, or after `timeout`. A wake-up says only that
     /// something may have changed: callers look again.
     fn wait(&self, timeout: Duration) {
-        use std::io::Read;
-        let _ = self
+        use std::io::{ErrorKind, Read};
+        let timeout = timeout.max(Duration::from_millis(1));
+        let waited = self
             .rx
-            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))));
-        let _ = (&self.rx).read(&mut [0u8; 64]);
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| (&self.rx).read(&mut [0u8; 64]));
+        if let Err(e) = waited {
+            if !matches!(
+                e.kind(),
+                ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+            ) {
+                // The socket is unusable: never spin, wait as before.
+                std::thread::sleep(timeout.min(Duration::from_millis(100)));
+            }
+        }
+    }
+}
+
+/// Writes a wake-up when dropped: a poll's thread ends with one, whether
+/// it returned or panicked.
+struct WakeOnDrop<'a>(&'a std::os::unix::net::UnixStream);
+
+impl Drop for WakeOnDrop<'_> {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let _ = self.0.write(&[1]);
     }
 }
 
@@ -272,13 +293,10 @@ fn poll_or_stop(agent: &Agent, wake: &Wake) -> Result<Outcome, agent::AgentError
         // still be returning, so "is it finished" could say no and the
         // loop would sleep on a wake-up already spent; found by bench/soak).
         let (result, outcome) = std::sync::mpsc::sync_channel(1);
-        let done = wake.tx.try_clone().ok();
         let poll = s.spawn(move || {
+            // Written when the thread ends, by a return or a panic.
+            let _done = WakeOnDrop(&wake.tx);
             let _ = result.send(agent.poll_once());
-            if let Some(mut d) = done {
-                use std::io::Write;
-                let _ = d.write(&[1]);
-            }
         });
         loop {
             match outcome.try_recv() {

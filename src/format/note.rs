@@ -91,7 +91,7 @@ impl Note {
             return Err(NoteError::TooLarge);
         }
         let s = std::str::from_utf8(bytes).map_err(|_| malformed("not UTF-8"))?;
-        if s.chars().any(|c| c.is_control() && c != '\n') {
+        if s.chars().any(|c| c < ' ' && c != '\n') {
             return Err(malformed("a control character"));
         }
         let split = s
@@ -246,7 +246,8 @@ pub struct Verified {
 
 /// Checks a note's signatures by `keys`: a line whose name and key ID match
 /// a key must verify (else the whole note is refused); lines of unknown
-/// keys are ignored, as the spec says. One key counts once.
+/// keys are ignored, as the spec says; a note no known key signed is
+/// refused. One key counts once.
 pub fn verify(note: &Note, keys: &[VerifierKey]) -> Result<Verified, NoteError> {
     let mut out = Verified {
         by: Vec::new(),
@@ -265,7 +266,10 @@ pub fn verify(note: &Note, keys: &[VerifierKey]) -> Result<Verified, NoteError> 
             ALG_COSIGNATURE_V1 => match sig.sig.split_at_checked(8) {
                 Some((t, s)) => {
                     let t = u64::from_be_bytes(t.try_into().expect("8 bytes"));
-                    (k.verify_raw(&cosigned_message(t, &note.text), s), t)
+                    // tlog-cosignature: the time is at most 2^63 - 1.
+                    let ok = i64::try_from(t).is_ok()
+                        && k.verify_raw(&cosigned_message(t, &note.text), s);
+                    (ok, t)
                 }
                 None => (false, 0),
             },
@@ -280,6 +284,9 @@ pub fn verify(note: &Note, keys: &[VerifierKey]) -> Result<Verified, NoteError> 
             out.by.push(i);
             out.times.push(time);
         }
+    }
+    if out.by.is_empty() {
+        return Err(malformed("no known key signed it"));
     }
     Ok(out)
 }
@@ -411,8 +418,10 @@ mod tests {
         assert_eq!(n.to_bytes(), note(&format!("{PETER_SIG}{ENOCH_SIG}")));
         let keys = [peter.clone(), enoch];
         assert_eq!(verify(&n, &keys).expect("verify").by, [0, 1]);
-        // An unknown key's line is ignored; a known key's bad line refuses.
+        // An unknown key's line is ignored; a known key's bad line refuses;
+        // a note no known key signed is refused.
         assert_eq!(verify(&n, &keys[..1]).expect("verify").by, [0]);
+        assert!(verify(&n, &[]).is_err());
         let mut bad = n.clone();
         bad.sigs[0].sig[10] ^= 1;
         assert!(verify(&bad, &keys).is_err());
@@ -524,7 +533,7 @@ mod tests {
         // its cosignature is not taken for a log signature.
         let plain =
             [VerifierKey::new("witness.test/a", ALG_ED25519, wit.verifying_key()).expect("k")];
-        assert!(verify(&n, &plain).expect("ignored").by.is_empty());
+        assert!(verify(&n, &plain).is_err(), "not signed by any key given");
     }
 
     /// transparency-dev/formats, note/note_cosigv1_test.go (Apache-2.0),

@@ -103,9 +103,17 @@ impl SystemClock {
 
 impl Clock for SystemClock {
     fn now(&self) -> Moment {
-        let id = match &self.boot_id {
-            Some(id) => Some(id.clone()),
-            None => self.kernel_boot_id.get_or_init(read_boot_id).clone(),
+        let id = match (&self.boot_id, self.kernel_boot_id.get()) {
+            (Some(id), _) => Some(id.clone()),
+            (None, Some(id)) => id.clone(),
+            // Kept once read; a failed read is tried again next time.
+            (None, None) => {
+                let id = read_boot_id();
+                if id.is_some() {
+                    let _ = self.kernel_boot_id.set(id.clone());
+                }
+                id
+            }
         };
         let boot = id.map(|id| {
             let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
