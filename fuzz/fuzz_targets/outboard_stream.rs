@@ -20,7 +20,7 @@ use libfuzzer_sys::fuzz_target;
 use npcnix::format::outboard;
 use npcnix::format::statement::ArchiveRef;
 use npcnix::format::Digest;
-use npcnix::verify::stream::StreamVerifier;
+use npcnix::verify::stream::{Need, StreamVerifier};
 
 fuzz_target!(|input: &[u8]| {
     if input.len() < 4 {
@@ -53,18 +53,25 @@ fuzz_target!(|input: &[u8]| {
         (rest.to_vec(), signed_bytes.clone())
     };
     let untouched = ob == genuine && served == signed_bytes;
-    let Ok(mut v) = StreamVerifier::new(&signed, ob) else {
+    let header = ob.len().min(outboard::HEADER_LEN as usize);
+    let Ok(mut v) = StreamVerifier::new(&signed, ob.len() as u64, &ob[..header]) else {
         assert!(!untouched, "the genuine outboard was refused");
         return;
     };
+    // The parents, handed over in file order as the host reads them.
+    let mut parents = ob[header..].chunks(outboard::PARENT_LEN as usize);
     let mut delivered = 0u64;
     loop {
-        let group = match v.next_group() {
-            Ok(Some(g)) => g,
-            Ok(None) => break,
-            Err(_) => {
-                assert!(!untouched, "the genuine pair was refused");
-                return;
+        let group = match v.need() {
+            Need::Group(g) => g,
+            Need::Nothing => break,
+            Need::Parent => {
+                let ok = parents.next().is_some_and(|p| v.parent(p).is_ok());
+                if !ok {
+                    assert!(!untouched, "the genuine pair was refused");
+                    return;
+                }
+                continue;
             }
         };
         assert_eq!(group.offset, delivered, "groups come in order");

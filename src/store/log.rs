@@ -4,7 +4,7 @@
 //! [`BUNDLE_MAX_BYTES`], archives are streamed through the size and BLAKE3
 //! adapter ([`super::transfer`]) and never past their signed size.
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use crate::format::bundle::BUNDLE_MAX_BYTES;
 use crate::format::statement::ArchiveRef;
@@ -226,17 +226,46 @@ impl<'s> ReleaseLog<'s> {
         Ok(v)
     }
 
-    /// The archive's outboard (`Ok(None)`: the store has none, and the
-    /// archive is downloaded whole). At most the exact length the signed
-    /// size gives it. "Access denied" counts as none, as for rollout
-    /// decisions: S3 answers it for a missing key to a reader without
-    /// `s3:ListBucket`, and releases published before outboards existed
-    /// have none.
-    pub fn outboard(&self, archive: &ArchiveRef) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.small(Object::Outboard(archive)) {
-            Err(e) if e.kind == StoreErrorKind::Unauthorized => Ok(None),
-            r => r,
+    /// Copies the archive's outboard into `to` (`Ok(false)`: the store has
+    /// none, and the archive is downloaded whole). At most the exact length
+    /// the signed size gives it ([`StoreErrorKind::TooLarge`] past it),
+    /// within a deadline for that length. "Access denied" counts as none,
+    /// as for rollout decisions: S3 answers it for a missing key to a reader
+    /// without `s3:ListBucket`, and releases published before outboards
+    /// existed have none. Read to its end, so the next request (the
+    /// archive) starts on a finished stream.
+    pub fn outboard_into(
+        &self,
+        archive: &ArchiveRef,
+        to: &mut dyn Write,
+    ) -> Result<bool, StoreError> {
+        let obj = Object::Outboard(archive);
+        let key = obj.key();
+        let limit = obj.limit();
+        let src = match self.store.open(&key, 0, limit) {
+            Err(e)
+                if matches!(
+                    e.kind,
+                    StoreErrorKind::NotFound | StoreErrorKind::Unauthorized
+                ) =>
+            {
+                return Ok(false)
+            }
+            r => r?,
+        };
+        let mut src =
+            transfer::DeadlineReader::new(src, transfer::deadline_for(limit, self.min_rate))
+                .take(limit + 1);
+        let n = std::io::copy(&mut src, to).map_err(|e| self.broken(&key, e))?;
+        if n > limit {
+            return Err(StoreError::new(
+                StoreErrorKind::TooLarge,
+                &self.store.describe(),
+                &key,
+                format!("larger than {limit} bytes"),
+            ));
         }
+        Ok(true)
     }
 
     /// Streams the archive through `outboard`'s verifier into `sink`, one
@@ -248,6 +277,7 @@ impl<'s> ReleaseLog<'s> {
         &self,
         archive: &ArchiveRef,
         verifier: crate::verify::stream::StreamVerifier,
+        outboard: &mut dyn std::io::Read,
         buf: crate::buf::AlignedBuf,
         sink: &mut dyn FnMut(
             crate::buf::AlignedBuf,
@@ -264,18 +294,19 @@ impl<'s> ReleaseLog<'s> {
                 super::Resumes::Itself => 0,
             },
             verifier,
+            outboard,
             transfer::deadline_for(archive.size, self.min_rate),
             buf,
             sink,
         )
     }
 
-    /// The store error for a stream that broke for good.
-    pub fn broken(&self, archive: &ArchiveRef, e: std::io::Error) -> StoreError {
+    /// The store error for a download of `key` that broke for good.
+    pub fn broken(&self, key: &str, e: std::io::Error) -> StoreError {
         StoreError::new(
             StoreErrorKind::Transient,
             &self.store.describe(),
-            &archive.object_key(),
+            key,
             format!("download failed: {e}"),
         )
         .with_source(e)
@@ -293,15 +324,6 @@ impl<'s> ReleaseLog<'s> {
         let src = self.store.open(&obj.key(), 0, obj.limit())?;
         let src =
             transfer::DeadlineReader::new(src, transfer::deadline_for(archive.size, self.min_rate));
-        transfer::copy_verified(src, to, archive).map_err(|e| {
-            let detail = format!("download failed: {e}");
-            StoreError::new(
-                StoreErrorKind::Transient,
-                &self.store.describe(),
-                &obj.key(),
-                detail,
-            )
-            .with_source(e)
-        })
+        transfer::copy_verified(src, to, archive).map_err(|e| self.broken(&obj.key(), e))
     }
 }

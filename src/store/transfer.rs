@@ -6,6 +6,7 @@
 use std::io::{self, Read};
 
 use crate::format::statement::{ArchiveRef, Digest};
+use crate::verify::stream::Need;
 pub use crate::verify::ArchiveMismatch;
 
 /// The slowest transfer npcnix waits for, by default: an object's overall
@@ -288,6 +289,9 @@ pub const STREAM_RESUMES: u32 = 3;
 pub enum StreamFailure {
     /// The bytes (or the outboard) are not the signed archive.
     Mismatch(ArchiveMismatch),
+    /// The outboard (a local copy, its length already checked) could not
+    /// be read.
+    Outboard(io::Error),
     /// The store could not be read (after the resumptions allowed, or past
     /// the deadline).
     Read(io::Error),
@@ -297,8 +301,9 @@ pub enum StreamFailure {
     Sink(io::Error),
 }
 
-/// Verified streaming (issue 36): reads the archive group by group as
-/// `verifier` asks, checks each group before anything of it is handed on,
+/// Verified streaming (issue 36): reads the outboard's parents from
+/// `outboard` (past its header) and the archive's groups as `verifier`
+/// asks, checks each before anything below it is trusted or handed on,
 /// and hands `sink` full buffers of verified bytes (it returns an empty
 /// buffer to fill next). `open(from)` opens the object at byte `from`: a
 /// stream that breaks is opened again at the first group not yet verified
@@ -309,6 +314,7 @@ pub fn stream_verified(
     open: &mut dyn FnMut(u64) -> Result<Box<dyn Read + Send>, super::StoreError>,
     max_resumes: u32,
     mut verifier: crate::verify::stream::StreamVerifier,
+    outboard: &mut dyn Read,
     deadline: std::time::Duration,
     mut buf: crate::buf::AlignedBuf,
     sink: &mut dyn FnMut(crate::buf::AlignedBuf, usize) -> io::Result<crate::buf::AlignedBuf>,
@@ -324,7 +330,19 @@ pub fn stream_verified(
     // The last stream ended cleanly before its group did: the object is
     // shorter than signed (unless a resumed read finds more).
     let mut ended_short = false;
-    while let Some(group) = verifier.next_group().map_err(StreamFailure::Mismatch)? {
+    let mut parent = [0u8; crate::format::outboard::PARENT_LEN as usize];
+    loop {
+        let group = match verifier.need() {
+            Need::Nothing => break,
+            Need::Group(g) => g,
+            Need::Parent => {
+                outboard
+                    .read_exact(&mut parent)
+                    .map_err(StreamFailure::Outboard)?;
+                verifier.parent(&parent).map_err(StreamFailure::Mismatch)?;
+                continue;
+            }
+        };
         if group.len == 0 {
             // The empty archive: nothing to ask the store for.
             verifier.check(&[]).map_err(StreamFailure::Mismatch)?;
@@ -617,16 +635,17 @@ mod tests {
     ) -> (Result<(), StreamFailure>, Vec<u8>, Vec<u64>) {
         let cuts = std::cell::RefCell::new(cuts);
         let opened = std::cell::RefCell::new(Vec::new());
-        let verifier = crate::verify::stream::StreamVerifier::new(
-            &aref(signed),
-            crate::format::outboard::of(signed).bytes,
-        )
-        .expect("verifier");
+        let ob = crate::format::outboard::of(signed).bytes;
+        let (header, mut parents) = ob.split_at(crate::format::outboard::HEADER_LEN as usize);
+        let verifier =
+            crate::verify::stream::StreamVerifier::new(&aref(signed), ob.len() as u64, header)
+                .expect("verifier");
         let mut out = Vec::new();
         let r = stream_verified(
             &mut serve(served, &cuts, &opened),
             STREAM_RESUMES,
             verifier,
+            &mut parents,
             std::time::Duration::from_secs(60),
             crate::buf::AlignedBuf::zeroed(STREAM_BYTES),
             &mut |buf, n| {

@@ -7,8 +7,11 @@
 //! is not part of exactly the signed archive, and the whole archive is
 //! never held or copied.
 //!
-//! Pure: the shell (`crate::store::ReleaseLog::stream`) reads the bytes and
-//! asks [`StreamVerifier::next_group`] what to read next.
+//! Pure: the shell (`crate::store::transfer::stream_verified`) asks
+//! [`StreamVerifier::need`] what to read next, the outboard's next parent
+//! or the archive's next group, and hands it over. The outboard is read in
+//! order, once, so the shell never has to hold it whole (a host keeps it in
+//! its private temp dir: 0.4 % of the archive, 4 MiB for 1 GiB, issue 36).
 
 use blake3::hazmat::{
     merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
@@ -28,6 +31,18 @@ pub struct Group {
     pub len: usize,
 }
 
+/// What the stream needs next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// The outboard's next parent ([`PARENT_LEN`] bytes), for
+    /// [`StreamVerifier::parent`].
+    Parent,
+    /// The archive's next group, for [`StreamVerifier::check`].
+    Group(Group),
+    /// Nothing: the whole archive is verified.
+    Nothing,
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Expected {
     Root(Digest),
@@ -41,14 +56,11 @@ struct Node {
     expected: Expected,
 }
 
-/// Walks the archive's tree in order, one group at a time.
+/// Walks the archive's tree in order, one parent or group at a time.
 pub struct StreamVerifier {
-    outboard: Vec<u8>,
-    /// The next parent to read from the outboard.
-    at: usize,
-    /// Subtrees still to deliver, the next on top (at most one per level).
+    /// Subtrees still to deliver, the next on top (at most two per level).
     todo: Vec<Node>,
-    /// The group [`Self::next_group`] returned, until it is checked.
+    /// The group [`Self::need`] asked for, until it is checked.
     pending: Option<Node>,
     verified: u64,
     size: u64,
@@ -66,25 +78,27 @@ impl std::fmt::Debug for StreamVerifier {
 }
 
 impl StreamVerifier {
-    /// Starts from the signed archive reference and the store's outboard:
+    /// Starts from the signed archive reference, the length of the store's
+    /// outboard and its header (its first [`outboard::HEADER_LEN`] bytes):
     /// an outboard of another length, or for another length, is refused
-    /// before anything is read.
-    pub fn new(signed: &ArchiveRef, outboard: Vec<u8>) -> Result<StreamVerifier, ArchiveMismatch> {
+    /// before anything else is read.
+    pub fn new(
+        signed: &ArchiveRef,
+        outboard_len: u64,
+        header: &[u8],
+    ) -> Result<StreamVerifier, ArchiveMismatch> {
         let want = outboard::outboard_len(signed.size);
-        if outboard.len() as u64 != want || outboard::declared_len(&outboard) != Some(signed.size) {
+        let declared = outboard::declared_len(header);
+        if outboard_len != want || declared != Some(signed.size) {
             return Err(ArchiveMismatch::Outboard {
                 detail: format!(
-                    "the outboard is {} bytes declaring {}; an archive of {} bytes needs {want} bytes declaring its length",
-                    outboard.len(),
-                    outboard::declared_len(&outboard)
-                        .map_or_else(|| "nothing".to_owned(), |n| format!("{n} bytes")),
+                    "the outboard is {outboard_len} bytes declaring {}; an archive of {} bytes needs {want} bytes declaring its length",
+                    declared.map_or_else(|| "nothing".to_owned(), |n| format!("{n} bytes")),
                     signed.size
                 ),
             });
         }
         Ok(StreamVerifier {
-            outboard,
-            at: outboard::HEADER_LEN as usize,
             todo: vec![Node {
                 offset: 0,
                 len: signed.size,
@@ -107,50 +121,75 @@ impl StreamVerifier {
         self.size
     }
 
-    /// The next group to read, once every parent above it checked out
-    /// (`None`: the whole archive is verified). Asking again before
-    /// [`Self::check`] returns the same group.
-    pub fn next_group(&mut self) -> Result<Option<Group>, ArchiveMismatch> {
+    /// What to read next: the outboard's next parent (the tree is walked in
+    /// the outboard's pre-order, so parents come in file order), or the
+    /// archive's next group once every parent above it checked out. Asking
+    /// again before [`Self::parent`] or [`Self::check`] gives the same
+    /// answer.
+    pub fn need(&mut self) -> Need {
         if let Some(n) = self.pending {
-            return Ok(Some(group_of(&n)));
+            return Need::Group(group_of(&n));
         }
-        while let Some(node) = self.todo.pop() {
-            if node.len <= GROUP_LEN {
-                self.pending = Some(node);
-                return Ok(Some(group_of(&node)));
+        match self.todo.last().copied() {
+            None => Need::Nothing,
+            Some(n) if n.len <= GROUP_LEN => {
+                self.todo.pop();
+                self.pending = Some(n);
+                Need::Group(group_of(&n))
             }
-            let parent = self
-                .outboard
-                .get(self.at..self.at + PARENT_LEN as usize)
-                .ok_or_else(|| self.mismatch(&node))?;
-            self.at += PARENT_LEN as usize;
-            let left: ChainingValue = parent[..32].try_into().expect("32 bytes");
-            let right: ChainingValue = parent[32..].try_into().expect("32 bytes");
-            let ok = match node.expected {
-                Expected::Root(root) => {
-                    Digest::from(merge_subtrees_root(&left, &right, Mode::Hash)) == root
-                }
-                Expected::Child(cv) => merge_subtrees_non_root(&left, &right, Mode::Hash) == cv,
-            };
-            if !ok {
-                return Err(self.mismatch(&node));
-            }
-            let left_len = blake3::hazmat::left_subtree_len(node.len);
-            self.todo.push(Node {
-                offset: node.offset + left_len,
-                len: node.len - left_len,
-                expected: Expected::Child(right),
-            });
-            self.todo.push(Node {
-                offset: node.offset,
-                len: left_len,
-                expected: Expected::Child(left),
-            });
+            Some(_) => Need::Parent,
         }
-        Ok(None)
     }
 
-    /// Checks the bytes of the group [`Self::next_group`] returned. Wrong
+    /// Checks the outboard's next parent (the left and right chaining
+    /// values of the subtree [`Self::need`] stopped at) against the node
+    /// above it; right ones split the subtree in two.
+    pub fn parent(&mut self, parent: &[u8]) -> Result<(), ArchiveMismatch> {
+        let node = match (self.pending, self.todo.last()) {
+            (None, Some(n)) if n.len > GROUP_LEN => *n,
+            _ => {
+                return Err(ArchiveMismatch::Outboard {
+                    detail: "a parent was given when none was asked for".into(),
+                })
+            }
+        };
+        let (Some(left), Some(right)) = (
+            parent
+                .get(..32)
+                .and_then(|b| ChainingValue::try_from(b).ok()),
+            parent
+                .get(32..)
+                .and_then(|b| ChainingValue::try_from(b).ok()),
+        ) else {
+            return Err(ArchiveMismatch::Outboard {
+                detail: format!("a parent is {PARENT_LEN} bytes, not {}", parent.len()),
+            });
+        };
+        let ok = match node.expected {
+            Expected::Root(root) => {
+                Digest::from(merge_subtrees_root(&left, &right, Mode::Hash)) == root
+            }
+            Expected::Child(cv) => merge_subtrees_non_root(&left, &right, Mode::Hash) == cv,
+        };
+        if !ok {
+            return Err(self.mismatch(&node));
+        }
+        self.todo.pop();
+        let left_len = blake3::hazmat::left_subtree_len(node.len);
+        self.todo.push(Node {
+            offset: node.offset + left_len,
+            len: node.len - left_len,
+            expected: Expected::Child(right),
+        });
+        self.todo.push(Node {
+            offset: node.offset,
+            len: left_len,
+            expected: Expected::Child(left),
+        });
+        Ok(())
+    }
+
+    /// Checks the bytes of the group [`Self::need`] asked for. Wrong
     /// bytes are refused (the stream cannot go on); right ones move to the
     /// next group.
     pub fn check(&mut self, data: &[u8]) -> Result<(), ArchiveMismatch> {
@@ -211,9 +250,50 @@ mod tests {
         }
     }
 
+    /// The verifier driven over an outboard held in memory: its parents
+    /// handed over in file order, as the shell hands them from a file.
+    struct Mem<'a> {
+        v: StreamVerifier,
+        parents: &'a [u8],
+    }
+
+    impl<'a> Mem<'a> {
+        fn new(signed: &ArchiveRef, ob: &'a [u8]) -> Result<Mem<'a>, ArchiveMismatch> {
+            let header = ob.len().min(outboard::HEADER_LEN as usize);
+            Ok(Mem {
+                v: StreamVerifier::new(signed, ob.len() as u64, &ob[..header])?,
+                parents: &ob[header..],
+            })
+        }
+
+        fn next_group(&mut self) -> Result<Option<Group>, ArchiveMismatch> {
+            loop {
+                match self.v.need() {
+                    Need::Nothing => return Ok(None),
+                    Need::Group(g) => return Ok(Some(g)),
+                    Need::Parent => {
+                        let (p, rest) = self
+                            .parents
+                            .split_at((PARENT_LEN as usize).min(self.parents.len()));
+                        self.parents = rest;
+                        self.v.parent(p)?;
+                    }
+                }
+            }
+        }
+
+        fn check(&mut self, data: &[u8]) -> Result<(), ArchiveMismatch> {
+            self.v.check(data)
+        }
+
+        fn verified(&self) -> u64 {
+            self.v.verified()
+        }
+    }
+
     /// Runs the verifier over `d` as a host would: group by group.
     fn stream(signed: &ArchiveRef, ob: Vec<u8>, d: &[u8]) -> Result<Vec<u8>, ArchiveMismatch> {
-        let mut v = StreamVerifier::new(signed, ob)?;
+        let mut v = Mem::new(signed, &ob)?;
         let mut out = Vec::new();
         while let Some(g) = v.next_group()? {
             assert_eq!(v.next_group()?, Some(g), "asking again is the same group");
@@ -248,7 +328,7 @@ mod tests {
         for at in [0usize, 16384, 50_000, 99_999] {
             let mut bad = d.clone();
             bad[at] ^= 1;
-            let mut v = StreamVerifier::new(&signed(&d), ob.clone()).expect("ok");
+            let mut v = Mem::new(&signed(&d), &ob).expect("ok");
             let mut handed_on = 0u64;
             let err = loop {
                 let g = v.next_group().expect("ok").expect("a group");
@@ -275,7 +355,7 @@ mod tests {
         let mut forged = d.clone();
         forged[70_000] ^= 0xff;
         let forged_ob = outboard::of(&forged).bytes;
-        let mut v = StreamVerifier::new(&signed(&d), forged_ob).expect("ok");
+        let mut v = Mem::new(&signed(&d), &forged_ob).expect("ok");
         assert!(matches!(
             v.next_group(),
             Err(ArchiveMismatch::Subtree {
@@ -313,19 +393,20 @@ mod tests {
         lying[..8].copy_from_slice(&99_999u64.to_le_bytes());
         for ob in [good[..good.len() - 1].to_vec(), long, lying, Vec::new()] {
             assert!(matches!(
-                StreamVerifier::new(&signed(&d), ob),
+                Mem::new(&signed(&d), &ob),
                 Err(ArchiveMismatch::Outboard { .. })
             ));
         }
         // An outboard of a shorter archive with the same prefix.
         let short = outboard::of(&d[..50_000]).bytes;
-        assert!(StreamVerifier::new(&signed(&d), short).is_err());
+        assert!(Mem::new(&signed(&d), &short).is_err());
     }
 
     #[test]
     fn short_group_is_refused() {
         let d = data(40_000);
-        let mut v = StreamVerifier::new(&signed(&d), outboard::of(&d).bytes).expect("ok");
+        let ob = outboard::of(&d).bytes;
+        let mut v = Mem::new(&signed(&d), &ob).expect("ok");
         let g = v.next_group().expect("ok").expect("ok");
         assert!(v.check(&d[..g.len - 1]).is_err());
         assert_eq!(v.verified(), 0);
@@ -334,7 +415,25 @@ mod tests {
     #[test]
     fn checking_before_asking_is_an_error_not_a_panic() {
         let d = data(10);
-        let mut v = StreamVerifier::new(&signed(&d), outboard::of(&d).bytes).expect("ok");
+        let ob = outboard::of(&d).bytes;
+        let mut v = StreamVerifier::new(&signed(&d), ob.len() as u64, &ob).expect("ok");
         assert!(v.check(&d).is_err());
+        // A parent nobody asked for (a one-group archive has none), or
+        // of the wrong length, is refused, not trusted.
+        assert!(v.parent(&[0; PARENT_LEN as usize]).is_err());
+        let d = data(40_000);
+        let ob = outboard::of(&d).bytes;
+        let mut v = StreamVerifier::new(&signed(&d), ob.len() as u64, &ob[..8]).expect("ok");
+        assert_eq!(v.need(), Need::Parent);
+        assert!(v.parent(&ob[8..8 + 63]).is_err());
+        assert!(v.check(&d[..16384]).is_err(), "a group before its parent");
+        v.parent(&ob[8..8 + 64]).expect("the root");
+        assert_eq!(v.need(), Need::Parent, "the left 32 KiB subtree's");
+        v.parent(&ob[8 + 64..8 + 128]).expect("the left subtree");
+        assert!(matches!(v.need(), Need::Group(Group { offset: 0, .. })));
+        assert!(
+            v.parent(&ob[8 + 64..8 + 128]).is_err(),
+            "a parent while a group is due"
+        );
     }
 }
