@@ -119,7 +119,35 @@ pub struct Retry {
     pub next_at: u64,
 }
 
+/// Most bad releases a remote's state remembers: the newest are kept.
+pub const MAX_BAD_REMEMBERED: usize = 64;
+
 impl RemoteState {
+    /// Remembers a release as bad (never applied again), once. Marks below
+    /// the highest version verified are dropped: such a release is refused
+    /// as a rollback before its mark is read. And at most
+    /// [`MAX_BAD_REMEMBERED`] are kept, the newest: the list grew by one
+    /// per lock-out refusal for ever (issue 38), every poll re-reads it,
+    /// and past `STATE_MAX_BYTES` the state could no longer be loaded. A
+    /// release whose mark was dropped and that a store serves again is
+    /// judged again (and marked again), never applied on the strength of
+    /// a forgotten mark.
+    pub fn mark_bad(&mut self, b: BadRelease) {
+        let seen = Seen {
+            version: b.version,
+            statement: b.statement,
+        };
+        if self.is_bad(&seen) {
+            return;
+        }
+        self.bad.push(b);
+        if let Some(h) = self.highest {
+            self.bad.retain(|x| x.version >= h.version);
+        }
+        let excess = self.bad.len().saturating_sub(MAX_BAD_REMEMBERED);
+        self.bad.drain(..excess);
+    }
+
     pub fn is_bad(&self, seen: &Seen) -> bool {
         self.bad
             .iter()
@@ -523,4 +551,40 @@ pub struct GateWait {
     /// ...or when the rollout was halted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub halted_at: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad(version: u64) -> BadRelease {
+        BadRelease {
+            version,
+            statement: Digest::of(&version.to_le_bytes()),
+            reason: "would lock out".into(),
+            at: version,
+        }
+    }
+
+    #[test]
+    fn bad_marks_are_kept_once_newest_first_and_bounded() {
+        let mut rs = RemoteState::default();
+        for v in 1..=100 {
+            rs.mark_bad(bad(v));
+            rs.mark_bad(bad(v));
+        }
+        assert_eq!(rs.bad.len(), MAX_BAD_REMEMBERED);
+        assert_eq!(rs.bad.first().map(|b| b.version), Some(37));
+        assert_eq!(rs.bad.last().map(|b| b.version), Some(100));
+        // Below the highest version verified a mark is moot (a rollback).
+        rs.highest = Some(Seen {
+            version: 95,
+            statement: Digest::of(b"x"),
+        });
+        rs.mark_bad(bad(101));
+        assert_eq!(
+            rs.bad.iter().map(|b| b.version).collect::<Vec<_>>(),
+            [95, 96, 97, 98, 99, 100, 101]
+        );
+    }
 }

@@ -234,7 +234,7 @@ impl Agent {
         let seen = release.seen();
         let rs = poll.state.remote_mut(self.remote());
         rs.retry = None;
-        rs.bad.push(BadRelease {
+        rs.mark_bad(BadRelease {
             version: seen.version,
             statement: seen.statement,
             reason: r.line(),
@@ -532,7 +532,7 @@ impl Agent {
         let seen = p.release.seen();
         let rs = poll.state.remote_mut(self.remote());
         rs.retry = None;
-        rs.bad.push(BadRelease {
+        rs.mark_bad(BadRelease {
             version: seen.version,
             statement: seen.statement,
             reason: format!("health check failed: {reason}"),
@@ -629,7 +629,7 @@ impl Agent {
         let marked_bad = attempts >= MAX_ACTIVATION_ATTEMPTS;
         if marked_bad {
             rs.retry = None;
-            rs.bad.push(BadRelease {
+            rs.mark_bad(BadRelease {
                 version,
                 statement: release.seen().statement,
                 reason: format!("activation failed {attempts} times: {message}"),

@@ -289,14 +289,12 @@ impl Agent {
                 o.unreachable
             );
             rs.retry = None;
-            if !rs.is_bad(&o.seen()) {
-                rs.bad.push(BadRelease {
-                    version: o.version,
-                    statement: o.statement,
-                    reason: reason.clone(),
-                    at: poll.now.wall,
-                });
-            }
+            rs.mark_bad(BadRelease {
+                version: o.version,
+                statement: o.statement,
+                reason: reason.clone(),
+                at: poll.now.wall,
+            });
             self.data.save(&st)?;
             let mut ev = self.journal().event(poll.now.wall, "marked-bad");
             ev.version = Some(o.version);

@@ -299,14 +299,12 @@ fn settle(
             })
         }
         Verdict::Bad => {
-            if !rs.is_bad(&pr.seen()) {
-                rs.bad.push(BadRelease {
-                    version: pr.version,
-                    statement: pr.statement,
-                    reason: reason.to_owned(),
-                    at: cx.now.wall,
-                });
-            }
+            rs.mark_bad(BadRelease {
+                version: pr.version,
+                statement: pr.statement,
+                reason: reason.to_owned(),
+                at: cx.now.wall,
+            });
             rs.retry = None;
         }
         _ => {}

@@ -3,6 +3,7 @@
 
 use super::kit::{Fault, Kit};
 use crate::host::agent::{FaultPoint, Outcome};
+use crate::host::state::DataDir;
 use crate::verify::Check;
 
 pub(super) fn refused(o: Result<Outcome, String>) -> Check {
@@ -57,6 +58,54 @@ fn release_whose_own_policy_would_refuse_its_head_is_refused_before_the_switch()
     assert_eq!(k.running_marker(), "v1");
     assert!(!k.log().iter().any(|l| l == "switch v2"), "{:?}", k.log());
     assert!(k.remote_state().bad.iter().any(|b| b.version == 2));
+}
+
+/// Issue 38: a store that keeps serving releases the inspection refuses
+/// (here 70, each its own version) left one bad mark per refusal in the
+/// state for ever: every poll re-read the growing list, and past the
+/// state's size limit the agent could no longer load it. The marks stay
+/// bounded, the newest is kept, and the host still takes the next good
+/// release.
+#[test]
+fn endless_lockout_releases_leave_a_bounded_state() {
+    let k = Kit::new(|_| {});
+    with_v1_confirmed(&k);
+    let mut c = k.config();
+    c["policy"] = serde_json::json!({"min_version": 1000});
+    for i in 2..=71 {
+        k.publish(&format!("v{i}"), Some(&c));
+        assert_eq!(refused(k.poll(&k.running_agent())), Check::WouldLockOut);
+    }
+    let bad = k.remote_state().bad;
+    assert!(
+        bad.len() <= crate::host::state::MAX_BAD_REMEMBERED,
+        "{} marks",
+        bad.len()
+    );
+    assert!(bad.iter().any(|b| b.version == 71), "the newest is kept");
+    let state = std::fs::metadata(
+        DataDir::open(&k.root().join("data"))
+            .expect("data")
+            .state_path(),
+    )
+    .expect("state")
+    .len();
+    assert!(state < 64 * 1024, "state.json is {state} bytes");
+    // The last refused release is still skipped, not built again.
+    let builds = k.log().iter().filter(|l| l.starts_with("build")).count();
+    assert!(matches!(
+        k.poll(&k.running_agent()),
+        Ok(Outcome::SkippedBad { version: 71 })
+    ));
+    assert_eq!(
+        k.log().iter().filter(|l| l.starts_with("build")).count(),
+        builds
+    );
+    k.publish("v72", None);
+    assert_eq!(
+        k.poll(&k.running_agent()),
+        Ok(Outcome::Activated { version: 72 })
+    );
 }
 
 /// Issue 28, defect 1 (confirmation): with the inspection off, nothing
