@@ -19,6 +19,7 @@ pub mod rollout;
 pub mod sign;
 pub mod statement;
 pub mod text;
+pub mod tiles;
 pub mod time;
 pub mod timestamp;
 
