@@ -12,6 +12,39 @@ use npcnix::verify::history;
 use super::common;
 use super::exit::Unverified;
 
+/// `--log-key` for the commands that write a new head (publish, release
+/// publish, release revert): the release is appended to the remote's
+/// witnessed log before it becomes the head (issue 37).
+#[derive(clap::Args, Debug, Default)]
+pub struct LogKeyArgs {
+    /// Log secret key: append the release to the remote's witnessed log
+    /// and sign the log's new checkpoint (required where hosts require
+    /// witnessed releases; docs/witness.md)
+    #[arg(long = "log-key", value_name = "KEYFILE")]
+    pub log_key: Option<std::path::PathBuf>,
+}
+
+impl LogKeyArgs {
+    /// The key, loaded (`None`: no log append).
+    pub fn load(&self) -> Result<Option<npcnix::format::keys::SecretKey>> {
+        self.log_key
+            .as_deref()
+            .map(common::load_secret_key)
+            .transpose()
+    }
+}
+
+/// Applies a loaded `--log-key` to an editor.
+pub fn with_log<'s>(
+    editor: npcnix::publish::editor::Editor<'s>,
+    key: Option<&'s npcnix::format::keys::SecretKey>,
+) -> npcnix::publish::editor::Editor<'s> {
+    match key {
+        Some(k) => editor.with_log(k),
+        None => editor,
+    }
+}
+
 #[derive(clap::Args)]
 #[command(
     about = "Print and verify a remote's whole version log",

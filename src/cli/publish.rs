@@ -56,6 +56,8 @@ pub struct Args {
     #[command(flatten)]
     timestamp: super::timestamp::TimestampArgs,
     #[command(flatten)]
+    log: super::log::LogKeyArgs,
+    #[command(flatten)]
     build: BuildArgs,
     /// Retire hosts of this configuration from the remote on purpose: they
     /// skip the lockout inspection and probation for this release, so it may
@@ -261,9 +263,11 @@ pub fn run(a: Args) -> Result<()> {
     let aref = publish::hash_file(&archive_path)?;
     let now = fsutil::now_unix();
     let ts_keys = a.timestamp.load()?;
+    let log_key = a.log.load()?;
     let editor = Editor::new(&store, trust, now, a.store.retry())
         .with_retired(retired)
         .with_timestamp(ts_keys.iter().collect(), a.timestamp.timestamp_expires);
+    let editor = super::log::with_log(editor, log_key.as_ref());
     let mut draft = editor.draft(
         aref.clone(),
         StatementParams {
@@ -406,6 +410,7 @@ pub fn report_published(
             "toplevels": st.toplevels,
             "decommission": st.decommission,
             "rollout": st.rollout,
+            "log": p.logged.map(|l| serde_json::json!({"index": l.index, "size": l.size, "already": l.already})),
         }));
         return;
     }
@@ -421,6 +426,14 @@ pub fn report_published(
         super::out::size(p.archive.size)
     );
     outln!("  statement: {}", r.statement_hash());
+    if let Some(l) = p.logged {
+        outln!(
+            "  log:       leaf {} of {}{}",
+            l.index,
+            l.size,
+            if l.already { " (already there)" } else { "" }
+        );
+    }
     outln!("  signed by: {}", signers.join(", "));
     outln!(
         "  expires:   {}",
@@ -568,6 +581,8 @@ pub struct RevertArgs {
     allow_trust_change: bool,
     #[command(flatten)]
     timestamp: super::timestamp::TimestampArgs,
+    #[command(flatten)]
+    log: super::log::LogKeyArgs,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -597,9 +612,11 @@ pub fn revert(a: RevertArgs) -> Result<()> {
     let (trust, retired) = a.trust.resolve(&remote, &[sk.public_key()], None)?;
     let now = fsutil::now_unix();
     let ts_keys = a.timestamp.load()?;
+    let log_key = a.log.load()?;
     let editor = Editor::new(&store, trust, now, a.store.retry())
         .with_retired(retired)
         .with_timestamp(ts_keys.iter().collect(), a.timestamp.timestamp_expires);
+    let editor = super::log::with_log(editor, log_key.as_ref());
     let head = editor
         .head()?
         .ok_or_else(|| anyhow::anyhow!("{} has no releases: nothing to revert", a.remote))?;

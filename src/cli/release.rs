@@ -146,6 +146,8 @@ pub struct PublishArgs {
     #[command(flatten)]
     timestamp: super::timestamp::TimestampArgs,
     #[command(flatten)]
+    log: super::log::LogKeyArgs,
+    #[command(flatten)]
     store: common::StoreArgs,
     /// Print the result as JSON
     #[arg(long)]
@@ -522,8 +524,10 @@ fn publish_dir(a: PublishArgs) -> Result<()> {
     }
     let store = a.store.open(&url)?;
     let ts_keys = a.timestamp.load()?;
+    let log_key = a.log.load()?;
     let editor = Editor::new(&store, trust, fsutil::now_unix(), a.store.retry())
         .with_timestamp(ts_keys.iter().collect(), a.timestamp.timestamp_expires);
+    let editor = super::log::with_log(editor, log_key.as_ref());
     // The head must still be the one this release extends, verified at
     // the remote's threshold (a head planted with one stolen key is not
     // extended).

@@ -41,6 +41,7 @@ pub mod prepared;
 pub mod repack;
 pub mod review;
 pub mod rollout;
+pub mod tlog;
 
 pub use editor::{Editor, Published, RemoteTrust, RevertSource, TrustOrigin};
 
@@ -77,6 +78,10 @@ pub enum PublishError {
         to: u64,
         keys: Vec<crate::format::keys::KeyId>,
     },
+    /// The remote's witnessed log could not be read, checked or extended
+    /// (issue 37).
+    #[error("the witnessed log: {0}")]
+    Log(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{path}")]
@@ -453,12 +458,14 @@ pub fn upload(
     archive: &ArchiveRef,
     version: u64,
     bundle: &Bundle,
+    log: Option<&tlog::LogSigner<'_>>,
     head_etag: Option<&ETag>,
     retry: &crate::store::retry::Retry,
-) -> Result<(), PublishError> {
+) -> Result<Option<tlog::Logged>, PublishError> {
     use crate::store::retry::{put_new_resolving, put_swap_resolving};
     let store = remote.store();
     let latest = bundle.encode();
+    let bundle_statement = bundle.statement.clone();
     let bundle = bundle.without_timestamp().encode();
     let io_err = |source| PublishError::Io {
         path: archive_path.to_owned(),
@@ -534,8 +541,20 @@ pub fn upload(
         }
         Err(e) => return Err(e.into()),
     }
+    // Logged while this publisher holds the version's claim (it created
+    // `releases/<v>`) and before hosts can see it as the head: a statement
+    // hosts may take is in the log first (issue 37).
+    let logged = match log {
+        Some(signer) => Some(tlog::append_statement(
+            remote,
+            signer,
+            &bundle_statement,
+            retry,
+        )?),
+        None => None,
+    };
     match put_swap_resolving(store, retry, LATEST, &latest, head_etag) {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(logged),
         Err(e) if e.kind == StoreErrorKind::PreconditionFailed => Err(PublishError::HeadMoved {
             version,
             store: store.describe(),

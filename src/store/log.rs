@@ -29,6 +29,15 @@ pub enum Object<'a> {
     Promotion(u64, &'a str),
     /// A signed halt of a release's rollout.
     Halt(u64),
+    /// The witnessed log's checkpoint, signed by the log key (issue 37).
+    LogCheckpoint,
+    /// A hash tile or entry bundle of the log (c2sp.org/tlog-tiles).
+    LogTile(crate::format::tiles::TileName),
+    /// Where the log holds a statement: its leaf index, a hint checked by
+    /// the inclusion proof (`log/index/<statement BLAKE3>`).
+    LogIndex(&'a crate::format::Digest),
+    /// A witness's latest cosigned checkpoint, by its key ID.
+    WitnessCheckpoint(u32),
 }
 
 impl Object<'_> {
@@ -42,6 +51,10 @@ impl Object<'_> {
             Object::Receipt(h) => format!("{RECEIPTS}{h}.json"),
             Object::Promotion(v, stage) => crate::format::decision::promotion_key(*v, stage),
             Object::Halt(v) => crate::format::decision::halt_key(*v),
+            Object::LogCheckpoint => format!("{LOG}checkpoint"),
+            Object::LogTile(t) => format!("{LOG}{t}"),
+            Object::LogIndex(d) => format!("{LOG}index/{}", d.to_hex()),
+            Object::WitnessCheckpoint(id) => format!("{WITNESSES}{id:08x}/checkpoint"),
         }
     }
 
@@ -55,12 +68,34 @@ impl Object<'_> {
             Object::Promotion(..) | Object::Halt(_) => {
                 crate::format::decision::DECISION_MAX_BYTES as u64
             }
+            Object::LogCheckpoint | Object::WitnessCheckpoint(_) => CHECKPOINT_MAX_BYTES as u64,
+            Object::LogTile(crate::format::tiles::TileName::Hashes(_)) => {
+                crate::format::tiles::FULL_TILE_BYTES as u64
+            }
+            Object::LogTile(crate::format::tiles::TileName::Entries(_)) => {
+                LOG_BUNDLE_LIMITS.max_bundle_bytes as u64
+            }
+            Object::LogIndex(_) => 20,
         }
     }
 }
 
 /// Where hosts' receipts live under a remote.
 const RECEIPTS: &str = "hosts/";
+/// The witnessed log's prefix (issue 37).
+const LOG: &str = "log/";
+/// Where witnesses publish their cosigned checkpoints.
+const WITNESSES: &str = "witnesses/";
+/// Most bytes of a checkpoint note (a log's, or one a witness cosigned):
+/// a few lines and signatures.
+pub const CHECKPOINT_MAX_BYTES: usize = 16 * 1024;
+/// The log's entries are release statements: an entry bundle holds at most
+/// 256 of them.
+pub const LOG_BUNDLE_LIMITS: crate::format::tiles::BundleLimits =
+    crate::format::tiles::BundleLimits {
+        max_entry_bytes: crate::format::statement::STATEMENT_MAX_BYTES,
+        max_bundle_bytes: 256 * (2 + crate::format::statement::STATEMENT_MAX_BYTES),
+    };
 
 /// Typed, bounded reads of one remote's log.
 pub struct ReleaseLog<'s> {
@@ -266,6 +301,46 @@ impl<'s> ReleaseLog<'s> {
             ));
         }
         Ok(true)
+    }
+
+    /// The log's checkpoint and its ETag (`Ok(None)`: the remote has no log
+    /// yet), at most [`CHECKPOINT_MAX_BYTES`].
+    pub fn log_checkpoint(&self) -> Result<Option<(Vec<u8>, Option<ETag>)>, StoreError> {
+        let obj = Object::LogCheckpoint;
+        match self.store.get(&obj.key(), None, obj.limit()) {
+            Ok(Fetched::Object { bytes, etag }) => Ok(Some((bytes, etag))),
+            Ok(Fetched::NotModified) => Ok(None),
+            Err(e) if e.kind == StoreErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A tile or entry bundle of the log (`Ok(None)`: not there), at most
+    /// a full tile's bytes, or a bundle of 256 statements.
+    pub fn log_tile(
+        &self,
+        name: crate::format::tiles::TileName,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.small(Object::LogTile(name))
+    }
+
+    /// The leaf index the log's writer recorded for a statement (a hint:
+    /// only an inclusion proof makes it true).
+    pub fn log_index(&self, statement: &crate::format::Digest) -> Result<Option<u64>, StoreError> {
+        let obj = Object::LogIndex(statement);
+        Ok(self
+            .small(obj)?
+            .and_then(|b| std::str::from_utf8(&b).ok()?.trim_end().parse().ok()))
+    }
+
+    /// The checkpoint the witness with key ID `key_id` last cosigned
+    /// (`Ok(None)`: none; "access denied" counts as none, as for rollout
+    /// decisions).
+    pub fn witness_checkpoint(&self, key_id: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.small(Object::WitnessCheckpoint(key_id)) {
+            Err(e) if e.kind == StoreErrorKind::Unauthorized => Ok(None),
+            r => r,
+        }
     }
 
     /// Streams the archive through `outboard`'s verifier into `sink`, one

@@ -18,7 +18,7 @@ pub mod retry;
 pub mod s3;
 pub mod transfer;
 
-pub use log::{Object, ReleaseLog};
+pub use log::{Object, ReleaseLog, CHECKPOINT_MAX_BYTES, LOG_BUNDLE_LIMITS};
 
 use std::fmt;
 use std::io::Read;
@@ -233,11 +233,15 @@ pub const MAX_LISTED: usize = 1_000_000;
 
 /// Whether `key` names an object whose absence is normal and means
 /// nothing was decided (rollout decisions, issue 35) or only that a faster
-/// path is not there (archive outboards, issue 36): readers take "no such
+/// path is not there (archive outboards, issue 36; a witness's cosigned
+/// checkpoint and the log's index hints, issue 37): readers take "no such
 /// object" (or, where the store's read policy answers that way, "access
 /// denied") as "none", and a mirror's "none" is its answer.
 pub fn is_optional(key: &str) -> bool {
-    key.starts_with("rollouts/") || (key.starts_with("archives/") && key.ends_with(".obao"))
+    key.starts_with("rollouts/")
+        || (key.starts_with("archives/") && key.ends_with(".obao"))
+        || key.starts_with("witnesses/")
+        || key.starts_with("log/index/")
 }
 
 /// Key of the mutable head pointer.

@@ -71,6 +71,8 @@ pub struct RemoteTrust {
 pub struct Published {
     pub release: VerifiedRelease,
     pub archive: ArchiveRef,
+    /// Where the witnessed log holds it (with a log key, issue 37).
+    pub logged: Option<super::tlog::Logged>,
 }
 
 /// An earlier release to publish again (a revert), found through the signed
@@ -98,6 +100,9 @@ pub struct Editor<'s> {
     /// Timestamp keys and the timestamp's lifetime (seconds): a published
     /// head gets a freshness timestamp in `latest` (D126).
     timestamp: Option<(Vec<&'s SecretKey>, u64)>,
+    /// The log key: every release published is appended to the remote's
+    /// witnessed log first (issue 37).
+    log: Option<super::tlog::LogSigner<'s>>,
 }
 
 /// A freshness timestamp written to `latest`.
@@ -119,7 +124,18 @@ impl<'s> Editor<'s> {
             retry,
             retired: Vec::new(),
             timestamp: None,
+            log: None,
         }
+    }
+
+    /// Appends every release this editor publishes to the remote's
+    /// witnessed log, signing its checkpoint with `key` (issue 37).
+    pub fn with_log(mut self, key: &'s SecretKey) -> Self {
+        self.log = Some(super::tlog::LogSigner {
+            remote: self.trust.policy.remote.clone(),
+            key,
+        });
+        self
     }
 
     /// Signs a freshness timestamp, valid `lifetime` seconds, with `keys`
@@ -412,12 +428,14 @@ impl<'s> Editor<'s> {
                 "the signed statement is not the one drafted".into(),
             ));
         }
+        let mut logged = None;
         match upload(
             self.store,
             archive_path,
             &draft.statement.archive,
             draft.statement.version,
             &latest,
+            self.log.as_ref(),
             draft.head_etag(),
             &self.retry,
         ) {
@@ -436,11 +454,12 @@ impl<'s> Editor<'s> {
                     &self.retry,
                 )?;
             }
-            r => r?,
+            r => logged = r?,
         }
         Ok(Published {
             archive: draft.statement.archive.clone(),
             release,
+            logged,
         })
     }
 

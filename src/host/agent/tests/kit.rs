@@ -356,6 +356,7 @@ impl Kit {
             &aref,
             st.version,
             &bundle,
+            None,
             head.as_ref().and_then(|h| h.etag.as_ref()),
             &crate::store::retry::Retry::none(),
         )

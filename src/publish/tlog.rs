@@ -1,0 +1,447 @@
+//! The writer's side of a remote's witnessed log (issue 37): every
+//! published release statement becomes one leaf of a C2SP tlog-tiles log
+//! under `log/` in the store, and the log key signs a checkpoint of it.
+//!
+//! ```text
+//! log/checkpoint                  signed note: origin, size, root (the log key)
+//! log/tile/<L>/<N>[.p/<W>]        hash tiles (format::tiles)
+//! log/tile/entries/<N>[.p/<W>]    entry bundles: the statements, byte for byte
+//! log/index/<statement BLAKE3>    the leaf index of a statement (a hint)
+//! witnesses/<key ID>/checkpoint   a witness's latest cosigned checkpoint
+//! ```
+//!
+//! Appending runs while the publisher holds version `v`'s claim (it created
+//! `releases/<v>`, create-only; `latest` is not yet swapped), so appenders
+//! never overlap; the checkpoint itself is still swapped on its ETag, and a
+//! lost swap starts over from the new checkpoint. Files past the signed
+//! checkpoint belong to nobody yet: a publisher that died before signing
+//! left them, and the next one overwrites them. Everything read back is
+//! checked: the checkpoint against the log key, the edge tiles against the
+//! signed root (`tiles::append`), so a store that altered the log is never
+//! extended.
+
+use crate::format::keys::{KeyId, PublicKey, SecretKey};
+use crate::format::merkle::{self, Hash};
+use crate::format::note::{self, Checkpoint, Note, VerifierKey};
+use crate::format::statement::RemoteName;
+use crate::format::tiles::{self, TileName, TileSet};
+use crate::format::Digest;
+use crate::store::retry::Retry;
+use crate::store::{Object, LOG_BUNDLE_LIMITS};
+use crate::store::{Remote, StoreErrorKind};
+
+use super::PublishError;
+
+/// The log's name in its checkpoints (the C2SP origin line): one per remote
+/// and log key, so a witness following many logs never mixes two up.
+pub fn origin(remote: &RemoteName, log_key: &KeyId) -> String {
+    format!("npcnix/{remote}/{log_key}")
+}
+
+/// The note key that verifies a remote's checkpoints.
+pub fn log_verifier(remote: &RemoteName, log_key: &PublicKey) -> Result<VerifierKey, String> {
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&log_key.bytes)
+        .map_err(|_| "the log key is not an Ed25519 public key".to_owned())?;
+    VerifierKey::new(&origin(remote, &log_key.key_id), note::ALG_ED25519, key)
+        .map_err(|e| e.to_string())
+}
+
+/// A witness's note key (`cosignature/v1`) named `name`.
+pub fn witness_verifier(name: &str, key: &PublicKey) -> Result<VerifierKey, String> {
+    let k = ed25519_dalek::VerifyingKey::from_bytes(&key.bytes)
+        .map_err(|_| "the witness key is not an Ed25519 public key".to_owned())?;
+    VerifierKey::new(name, note::ALG_COSIGNATURE_V1, k).map_err(|e| e.to_string())
+}
+
+/// The log key of a remote, for signing checkpoints.
+pub struct LogSigner<'k> {
+    pub remote: RemoteName,
+    pub key: &'k SecretKey,
+}
+
+impl LogSigner<'_> {
+    pub fn origin(&self) -> String {
+        origin(&self.remote, &self.key.key_id)
+    }
+
+    pub fn verifier(&self) -> Result<VerifierKey, String> {
+        log_verifier(&self.remote, &self.key.public_key())
+    }
+
+    fn sign(&self, c: &Checkpoint) -> Vec<u8> {
+        let text = c.to_text();
+        let sig = note::sign(&self.origin(), self.key.signing_key(), &text);
+        Note {
+            text,
+            sigs: vec![sig],
+        }
+        .to_bytes()
+    }
+}
+
+/// Where a statement landed in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Logged {
+    /// Its leaf index.
+    pub index: u64,
+    /// The size of the checkpoint that holds it.
+    pub size: u64,
+    /// It was there already (a publish run again after its log append).
+    pub already: bool,
+}
+
+/// The log's current state as its checkpoint says, verified.
+pub struct Head {
+    pub checkpoint: Checkpoint,
+    pub etag: Option<crate::store::ETag>,
+}
+
+/// Reads and verifies the log's checkpoint (`Ok(None)`: no log yet).
+pub fn read_head(remote: &Remote, log_key: &VerifierKey) -> Result<Option<Head>, PublishError> {
+    let Some((bytes, etag)) = remote.log().log_checkpoint()? else {
+        return Ok(None);
+    };
+    let checkpoint = verify_checkpoint(&bytes, log_key).map_err(PublishError::Log)?;
+    Ok(Some(Head { checkpoint, etag }))
+}
+
+/// A checkpoint note signed by `log_key`, for its origin.
+pub fn verify_checkpoint(bytes: &[u8], log_key: &VerifierKey) -> Result<Checkpoint, String> {
+    let note = Note::parse(bytes)
+        .map_err(|e| format!("the log's checkpoint is not a signed note: {e}"))?;
+    note::verify(&note, std::slice::from_ref(log_key))
+        .map_err(|e| format!("the log's checkpoint is not signed by the log key {log_key}: {e}"))?;
+    let c = Checkpoint::parse(&note.text)
+        .map_err(|e| format!("the log's checkpoint is malformed: {e}"))?;
+    if c.origin != log_key.name {
+        return Err(format!(
+            "the log's checkpoint is for {:?}, not {:?}",
+            c.origin, log_key.name
+        ));
+    }
+    Ok(c)
+}
+
+/// Fetches the tiles `ids` into a [`TileSet`] of `size`: a missing tile is
+/// an error (a log whose checkpoint names tiles the store lacks).
+pub fn fetch_tiles(
+    remote: &Remote,
+    size: u64,
+    ids: &[tiles::TileId],
+) -> Result<TileSet, PublishError> {
+    let mut set = TileSet::new(size);
+    for id in ids {
+        let bytes = remote
+            .log()
+            .log_tile(TileName::Hashes(*id))?
+            .ok_or_else(|| PublishError::Log(format!("the log's tile {id} is missing")))?;
+        set.insert(*id, &bytes)
+            .map_err(|e| PublishError::Log(format!("the log's tile {id}: {e}")))?;
+    }
+    Ok(set)
+}
+
+/// The statement's index if the log already holds it at the index its hint
+/// names (checked against the entries, not trusted).
+fn already_logged(
+    remote: &Remote,
+    head: &Checkpoint,
+    statement: &[u8],
+) -> Result<Option<u64>, PublishError> {
+    let Some(index) = remote.log().log_index(&Digest::of(statement))? else {
+        return Ok(None);
+    };
+    if index >= head.size {
+        return Ok(None);
+    }
+    let Some(id) = tiles::bundle_in_tree(index >> 8, head.size) else {
+        return Ok(None);
+    };
+    let Some(bytes) = remote.log().log_tile(TileName::Entries(id))? else {
+        return Ok(None);
+    };
+    let entries = tiles::decode_bundle(id, &bytes, &LOG_BUNDLE_LIMITS)
+        .map_err(|e| PublishError::Log(format!("the log's bundle {id}: {e}")))?;
+    let at = (index & 0xff) as usize;
+    if entries.get(at) != Some(&statement) {
+        return Ok(None);
+    }
+    // The bundle is only a copy: its leaf must be in the signed tree.
+    let set = fetch_tiles(
+        remote,
+        head.size,
+        &tiles::tiles_for_inclusion(index, head.size)
+            .map_err(|e| PublishError::Log(e.to_string()))?,
+    )?;
+    let proof = set
+        .inclusion_proof(index)
+        .map_err(|e| PublishError::Log(e.to_string()))?;
+    Ok(merkle::verify_inclusion(
+        index,
+        head.size,
+        &merkle::leaf_hash(statement),
+        &proof,
+        &head.root,
+    )
+    .then_some(index))
+}
+
+/// How often a lost checkpoint swap starts over.
+const APPEND_ATTEMPTS: u32 = 3;
+
+/// Appends `statement` (the exact signed bytes) to the remote's log and
+/// signs the new checkpoint; nothing happens if the log already holds it.
+pub fn append_statement(
+    remote: &Remote,
+    signer: &LogSigner<'_>,
+    statement: &[u8],
+    retry: &Retry,
+) -> Result<Logged, PublishError> {
+    let verifier = signer.verifier().map_err(PublishError::Log)?;
+    let store = remote.store();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let head = read_head(remote, &verifier)?;
+        let (size, root, etag) = match &head {
+            Some(h) => (h.checkpoint.size, h.checkpoint.root, h.etag.clone()),
+            None => (0, merkle::root(&[]), None),
+        };
+        if let Some(h) = &head {
+            if let Some(index) = already_logged(remote, &h.checkpoint, statement)? {
+                return Ok(Logged {
+                    index,
+                    size,
+                    already: true,
+                });
+            }
+        }
+        let edge = tiles::edge(size);
+        let set = fetch_tiles(remote, size, &edge.tiles)?;
+        let partial =
+            match edge.bundle {
+                Some(id) => Some(remote.log().log_tile(TileName::Entries(id))?.ok_or_else(
+                    || PublishError::Log(format!("the log's entry bundle {id} is missing")),
+                )?),
+                None => None,
+            };
+        let appended = tiles::append(
+            &set,
+            &root,
+            partial.as_deref(),
+            &[statement],
+            &LOG_BUNDLE_LIMITS,
+        )
+        .map_err(|e| PublishError::Log(format!("refusing to extend the log: {e}")))?;
+        for f in &appended.files {
+            let key = Object::LogTile(f.name).key();
+            retry.run(|_| store.put(&key, &f.bytes))?;
+        }
+        let index_key = Object::LogIndex(&Digest::of(statement)).key();
+        retry.run(|_| store.put(&index_key, format!("{size}\n").as_bytes()))?;
+        let next = Checkpoint {
+            origin: signer.origin(),
+            size: appended.size,
+            root: appended.root,
+            extensions: Vec::new(),
+        };
+        let bytes = signer.sign(&next);
+        match crate::store::retry::put_swap_resolving(
+            store,
+            retry,
+            &Object::LogCheckpoint.key(),
+            &bytes,
+            etag.as_ref(),
+        ) {
+            Ok(_) => {
+                return Ok(Logged {
+                    index: size,
+                    size: appended.size,
+                    already: false,
+                })
+            }
+            Err(e) if e.kind == StoreErrorKind::PreconditionFailed && attempt < APPEND_ATTEMPTS => {
+                continue
+            }
+            Err(e) if e.kind == StoreErrorKind::PreconditionFailed => {
+                return Err(PublishError::Log(format!(
+                    "the log's checkpoint on {} kept changing while appending ({attempt} attempts)",
+                    store.describe()
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The root of the empty tree, for a log not yet written.
+pub fn empty_root() -> Hash {
+    merkle::root(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsutil::TempDir;
+    use crate::store::file::FileStore;
+
+    struct World {
+        _tmp: TempDir,
+        dir: std::path::PathBuf,
+        store: Remote,
+        key: SecretKey,
+    }
+
+    fn world() -> World {
+        let tmp = TempDir::new_in(&std::env::temp_dir(), "npcnix-tlog-test-").expect("tmp");
+        let dir = tmp.path().join("store");
+        std::fs::create_dir(&dir).expect("mkdir");
+        World {
+            store: Remote::new(Box::new(FileStore::new(
+                dir.clone(),
+                format!("file://{}", dir.display()),
+            ))),
+            dir,
+            _tmp: tmp,
+            key: SecretKey::generate().expect("key"),
+        }
+    }
+
+    impl World {
+        fn signer(&self) -> LogSigner<'_> {
+            LogSigner {
+                remote: RemoteName::new("prod").expect("name"),
+                key: &self.key,
+            }
+        }
+
+        fn append(&self, statement: &[u8]) -> Result<Logged, PublishError> {
+            append_statement(&self.store, &self.signer(), statement, &Retry::none())
+        }
+
+        fn head(&self) -> Checkpoint {
+            read_head(&self.store, &self.signer().verifier().expect("vkey"))
+                .expect("read")
+                .expect("a log")
+                .checkpoint
+        }
+
+        /// The inclusion of `statement` at `index`, proven from the store's
+        /// tiles against the signed checkpoint, as a host checks it.
+        fn proven(&self, statement: &[u8], index: u64) -> bool {
+            let head = self.head();
+            let ids = tiles::tiles_for_inclusion(index, head.size).expect("plan");
+            let set = fetch_tiles(&self.store, head.size, &ids).expect("tiles");
+            let proof = set.inclusion_proof(index).expect("proof");
+            merkle::verify_inclusion(
+                index,
+                head.size,
+                &merkle::leaf_hash(statement),
+                &proof,
+                &head.root,
+            )
+        }
+    }
+
+    fn statement(i: u64) -> Vec<u8> {
+        format!("{{\"version\":{i},\"remote\":\"prod\"}}\n").into_bytes()
+    }
+
+    #[test]
+    fn every_published_statement_is_a_leaf_of_the_signed_log() {
+        let w = world();
+        for i in 0..300 {
+            let l = w.append(&statement(i)).expect("append");
+            assert_eq!(
+                l,
+                Logged {
+                    index: i,
+                    size: i + 1,
+                    already: false
+                }
+            );
+        }
+        let head = w.head();
+        assert_eq!(head.size, 300);
+        assert_eq!(head.origin, w.signer().origin());
+        let leaves: Vec<Hash> = (0..300).map(|i| merkle::leaf_hash(&statement(i))).collect();
+        assert_eq!(head.root, merkle::root(&leaves));
+        for i in [0, 1, 255, 256, 299] {
+            assert!(w.proven(&statement(i), i), "leaf {i}");
+            assert!(!w.proven(&statement(i + 1), i), "another statement at {i}");
+        }
+    }
+
+    #[test]
+    fn publishing_again_after_the_append_does_not_log_twice() {
+        let w = world();
+        w.append(&statement(0)).expect("append");
+        w.append(&statement(1)).expect("append");
+        let again = w.append(&statement(1)).expect("again");
+        assert_eq!(
+            again,
+            Logged {
+                index: 1,
+                size: 2,
+                already: true
+            }
+        );
+        assert_eq!(w.head().size, 2);
+    }
+
+    /// A publisher died after writing tiles but before signing: what it
+    /// left past the checkpoint is nobody's, and the next append replaces
+    /// it.
+    #[test]
+    fn leftovers_of_a_publisher_that_died_before_signing_are_replaced() {
+        let w = world();
+        w.append(&statement(0)).expect("append");
+        std::fs::create_dir_all(w.dir.join("log/tile/0/000.p")).expect("mkdir");
+        std::fs::write(w.dir.join("log/tile/0/000.p/2"), [7u8; 64]).expect("plant");
+        std::fs::write(
+            w.dir.join("log/tile/entries/000.p/2"),
+            b"\x00\x01x\x00\x01y",
+        )
+        .expect("plant");
+        w.append(&statement(1)).expect("append over the leftovers");
+        assert!(w.proven(&statement(1), 1));
+    }
+
+    /// The store rewrote a tile the signed checkpoint covers: the log is
+    /// never extended on top of it.
+    #[test]
+    fn store_that_rewrote_a_signed_tile_is_not_extended() {
+        let w = world();
+        for i in 0..3 {
+            w.append(&statement(i)).expect("append");
+        }
+        let tile = w.dir.join("log/tile/0/000.p/3");
+        let mut bytes = std::fs::read(&tile).expect("tile");
+        bytes[0] ^= 1;
+        std::fs::write(&tile, bytes).expect("tamper");
+        let e = w.append(&statement(3)).expect_err("refused");
+        assert!(e.to_string().contains("refusing to extend the log"), "{e}");
+        assert_eq!(w.head().size, 3, "the checkpoint did not move");
+    }
+
+    /// A checkpoint signed by another key (or forged) is not the log's.
+    #[test]
+    fn checkpoint_not_signed_by_the_log_key_is_refused() {
+        let w = world();
+        w.append(&statement(0)).expect("append");
+        let other = SecretKey::generate().expect("key");
+        let forged = LogSigner {
+            remote: RemoteName::new("prod").expect("name"),
+            key: &other,
+        };
+        let c = Checkpoint {
+            origin: w.signer().origin(),
+            size: 1,
+            root: merkle::leaf_hash(b"forged"),
+            extensions: Vec::new(),
+        };
+        std::fs::write(w.dir.join("log/checkpoint"), forged.sign(&c)).expect("forge");
+        let e = w.append(&statement(1)).expect_err("refused");
+        assert!(e.to_string().contains("not signed by the log key"), "{e}");
+    }
+}
