@@ -20,37 +20,26 @@
 //! signed root (`tiles::append`), so a store that altered the log is never
 //! extended.
 
-use crate::format::keys::{KeyId, PublicKey, SecretKey};
-use crate::format::merkle::{self, Hash};
+use crate::format::keys::SecretKey;
+use crate::format::merkle;
 use crate::format::note::{self, Checkpoint, Note, VerifierKey};
 use crate::format::statement::RemoteName;
-use crate::format::tiles::{self, TileName, TileSet};
+use crate::format::tiles::{self, TileName};
 use crate::format::Digest;
 use crate::store::retry::Retry;
-use crate::store::{Object, LOG_BUNDLE_LIMITS};
-use crate::store::{Remote, StoreErrorKind};
+use crate::store::tlog::{self as reader, LogReadError};
+use crate::store::{Object, Remote, StoreErrorKind, LOG_BUNDLE_LIMITS};
+use crate::verify::witness::{self, TreeHead};
 
 use super::PublishError;
 
-/// The log's name in its checkpoints (the C2SP origin line): one per remote
-/// and log key, so a witness following many logs never mixes two up.
-pub fn origin(remote: &RemoteName, log_key: &KeyId) -> String {
-    format!("npcnix/{remote}/{log_key}")
-}
-
-/// The note key that verifies a remote's checkpoints.
-pub fn log_verifier(remote: &RemoteName, log_key: &PublicKey) -> Result<VerifierKey, String> {
-    let key = ed25519_dalek::VerifyingKey::from_bytes(&log_key.bytes)
-        .map_err(|_| "the log key is not an Ed25519 public key".to_owned())?;
-    VerifierKey::new(&origin(remote, &log_key.key_id), note::ALG_ED25519, key)
-        .map_err(|e| e.to_string())
-}
-
-/// A witness's note key (`cosignature/v1`) named `name`.
-pub fn witness_verifier(name: &str, key: &PublicKey) -> Result<VerifierKey, String> {
-    let k = ed25519_dalek::VerifyingKey::from_bytes(&key.bytes)
-        .map_err(|_| "the witness key is not an Ed25519 public key".to_owned())?;
-    VerifierKey::new(name, note::ALG_COSIGNATURE_V1, k).map_err(|e| e.to_string())
+impl From<LogReadError> for PublishError {
+    fn from(e: LogReadError) -> Self {
+        match e {
+            LogReadError::Store(e) => PublishError::Store(e),
+            LogReadError::Invalid(e) => PublishError::Log(e),
+        }
+    }
 }
 
 /// The log key of a remote, for signing checkpoints.
@@ -61,11 +50,11 @@ pub struct LogSigner<'k> {
 
 impl LogSigner<'_> {
     pub fn origin(&self) -> String {
-        origin(&self.remote, &self.key.key_id)
+        witness::origin(&self.remote, &self.key.key_id)
     }
 
     pub fn verifier(&self) -> Result<VerifierKey, String> {
-        log_verifier(&self.remote, &self.key.public_key())
+        witness::log_verifier(&self.remote, &self.key.public_key())
     }
 
     fn sign(&self, c: &Checkpoint) -> Vec<u8> {
@@ -88,57 +77,6 @@ pub struct Logged {
     pub size: u64,
     /// It was there already (a publish run again after its log append).
     pub already: bool,
-}
-
-/// The log's current state as its checkpoint says, verified.
-pub struct Head {
-    pub checkpoint: Checkpoint,
-    pub etag: Option<crate::store::ETag>,
-}
-
-/// Reads and verifies the log's checkpoint (`Ok(None)`: no log yet).
-pub fn read_head(remote: &Remote, log_key: &VerifierKey) -> Result<Option<Head>, PublishError> {
-    let Some((bytes, etag)) = remote.log().log_checkpoint()? else {
-        return Ok(None);
-    };
-    let checkpoint = verify_checkpoint(&bytes, log_key).map_err(PublishError::Log)?;
-    Ok(Some(Head { checkpoint, etag }))
-}
-
-/// A checkpoint note signed by `log_key`, for its origin.
-pub fn verify_checkpoint(bytes: &[u8], log_key: &VerifierKey) -> Result<Checkpoint, String> {
-    let note = Note::parse(bytes)
-        .map_err(|e| format!("the log's checkpoint is not a signed note: {e}"))?;
-    note::verify(&note, std::slice::from_ref(log_key))
-        .map_err(|e| format!("the log's checkpoint is not signed by the log key {log_key}: {e}"))?;
-    let c = Checkpoint::parse(&note.text)
-        .map_err(|e| format!("the log's checkpoint is malformed: {e}"))?;
-    if c.origin != log_key.name {
-        return Err(format!(
-            "the log's checkpoint is for {:?}, not {:?}",
-            c.origin, log_key.name
-        ));
-    }
-    Ok(c)
-}
-
-/// Fetches the tiles `ids` into a [`TileSet`] of `size`: a missing tile is
-/// an error (a log whose checkpoint names tiles the store lacks).
-pub fn fetch_tiles(
-    remote: &Remote,
-    size: u64,
-    ids: &[tiles::TileId],
-) -> Result<TileSet, PublishError> {
-    let mut set = TileSet::new(size);
-    for id in ids {
-        let bytes = remote
-            .log()
-            .log_tile(TileName::Hashes(*id))?
-            .ok_or_else(|| PublishError::Log(format!("the log's tile {id} is missing")))?;
-        set.insert(*id, &bytes)
-            .map_err(|e| PublishError::Log(format!("the log's tile {id}: {e}")))?;
-    }
-    Ok(set)
 }
 
 /// The statement's index if the log already holds it at the index its hint
@@ -167,23 +105,7 @@ fn already_logged(
         return Ok(None);
     }
     // The bundle is only a copy: its leaf must be in the signed tree.
-    let set = fetch_tiles(
-        remote,
-        head.size,
-        &tiles::tiles_for_inclusion(index, head.size)
-            .map_err(|e| PublishError::Log(e.to_string()))?,
-    )?;
-    let proof = set
-        .inclusion_proof(index)
-        .map_err(|e| PublishError::Log(e.to_string()))?;
-    Ok(merkle::verify_inclusion(
-        index,
-        head.size,
-        &merkle::leaf_hash(statement),
-        &proof,
-        &head.root,
-    )
-    .then_some(index))
+    Ok(reader::includes(&remote.log(), &TreeHead::from(head), index, statement)?.then_some(index))
 }
 
 /// How often a lost checkpoint swap starts over.
@@ -202,7 +124,7 @@ pub fn append_statement(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let head = read_head(remote, &verifier)?;
+        let head = reader::read_head(&remote.log(), &verifier)?;
         let (size, root, etag) = match &head {
             Some(h) => (h.checkpoint.size, h.checkpoint.root, h.etag.clone()),
             None => (0, merkle::root(&[]), None),
@@ -217,7 +139,7 @@ pub fn append_statement(
             }
         }
         let edge = tiles::edge(size);
-        let set = fetch_tiles(remote, size, &edge.tiles)?;
+        let set = reader::fetch_tiles(&remote.log(), size, &edge.tiles)?;
         let partial =
             match edge.bundle {
                 Some(id) => Some(remote.log().log_tile(TileName::Entries(id))?.ok_or_else(
@@ -274,11 +196,6 @@ pub fn append_statement(
     }
 }
 
-/// The root of the empty tree, for a log not yet written.
-pub fn empty_root() -> Hash {
-    merkle::root(&[])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,7 +237,7 @@ mod tests {
         }
 
         fn head(&self) -> Checkpoint {
-            read_head(&self.store, &self.signer().verifier().expect("vkey"))
+            reader::read_head(&self.store.log(), &self.signer().verifier().expect("vkey"))
                 .expect("read")
                 .expect("a log")
                 .checkpoint
@@ -330,16 +247,8 @@ mod tests {
         /// tiles against the signed checkpoint, as a host checks it.
         fn proven(&self, statement: &[u8], index: u64) -> bool {
             let head = self.head();
-            let ids = tiles::tiles_for_inclusion(index, head.size).expect("plan");
-            let set = fetch_tiles(&self.store, head.size, &ids).expect("tiles");
-            let proof = set.inclusion_proof(index).expect("proof");
-            merkle::verify_inclusion(
-                index,
-                head.size,
-                &merkle::leaf_hash(statement),
-                &proof,
-                &head.root,
-            )
+            reader::includes(&self.store.log(), &TreeHead::from(&head), index, statement)
+                .expect("tiles")
         }
     }
 
@@ -364,7 +273,8 @@ mod tests {
         let head = w.head();
         assert_eq!(head.size, 300);
         assert_eq!(head.origin, w.signer().origin());
-        let leaves: Vec<Hash> = (0..300).map(|i| merkle::leaf_hash(&statement(i))).collect();
+        let leaves: Vec<merkle::Hash> =
+            (0..300).map(|i| merkle::leaf_hash(&statement(i))).collect();
         assert_eq!(head.root, merkle::root(&leaves));
         for i in [0, 1, 255, 256, 299] {
             assert!(w.proven(&statement(i), i), "leaf {i}");

@@ -16,6 +16,7 @@ mod mirrored;
 pub mod retry;
 #[cfg(feature = "s3")]
 pub mod s3;
+pub mod tlog;
 pub mod transfer;
 
 pub use log::{Object, ReleaseLog, CHECKPOINT_MAX_BYTES, LOG_BUNDLE_LIMITS};

@@ -16,6 +16,7 @@ mod policy;
 pub mod receipt;
 mod refusal;
 pub mod stream;
+pub mod witness;
 
 use std::collections::BTreeSet;
 use std::fmt;
