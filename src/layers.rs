@@ -22,6 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "format", "verify", "store", "archive", "fsutil", "nix", "progress",
         ],
     ),
+    ("witness", &["format", "verify", "store", "fsutil"]),
     (
         "host",
         &[

@@ -36,6 +36,7 @@ pub mod progress;
 pub mod publish;
 pub mod store;
 pub mod verify;
+pub mod witness;
 
 #[cfg(test)]
 mod layers;

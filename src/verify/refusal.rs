@@ -97,6 +97,17 @@ pub enum Refusal {
     /// host activates nothing that decision could bear on (issue 35).
     #[error("{0}")]
     RolloutDecision(String),
+    /// The release is not in a checkpoint of the remote's log that enough
+    /// witnesses cosigned (no log, too few cosignatures, no inclusion
+    /// proof): what the rest of the world cannot see is not taken
+    /// (issue 37).
+    #[error("{0}")]
+    Unwitnessed(String),
+    /// The log's witnessed checkpoint is not an extension of the one this
+    /// host (or witness) accepted before: a split view or a rewritten
+    /// history.
+    #[error("{0}")]
+    LogInconsistent(String),
 }
 
 fn list_ids(ids: &[KeyId]) -> String {
@@ -149,6 +160,8 @@ impl Refusal {
             Refusal::TimestampExpired { .. } => Check::TimestampExpired,
             Refusal::TimestampReplay { .. } => Check::TimestampReplay,
             Refusal::RolloutDecision(_) => Check::RolloutDecision,
+            Refusal::Unwitnessed(_) => Check::Unwitnessed,
+            Refusal::LogInconsistent(_) => Check::LogInconsistent,
         }
     }
 
@@ -285,6 +298,8 @@ pub enum Check {
     Fork,
     FastForward,
     Chain,
+    Unwitnessed,
+    LogInconsistent,
     ArchiveSize,
     ArchiveHash,
     ArchiveContent,
@@ -299,7 +314,7 @@ pub enum Check {
 
 impl Check {
     /// Every check, in verification order.
-    pub const ALL: [Check; 31] = [
+    pub const ALL: [Check; 33] = [
         Check::BundleSize,
         Check::NoSignatures,
         Check::BundleFormat,
@@ -321,6 +336,8 @@ impl Check {
         Check::Fork,
         Check::FastForward,
         Check::Chain,
+        Check::Unwitnessed,
+        Check::LogInconsistent,
         Check::ArchiveSize,
         Check::ArchiveHash,
         Check::ArchiveContent,
@@ -357,6 +374,8 @@ impl Check {
             Check::Fork => "fork",
             Check::FastForward => "fast-forward",
             Check::Chain => "chain",
+            Check::Unwitnessed => "unwitnessed",
+            Check::LogInconsistent => "log-inconsistent",
             Check::ArchiveSize => "archive-size",
             Check::ArchiveHash => "archive-hash",
             Check::ArchiveContent => "archive-content",
@@ -401,13 +420,15 @@ impl Check {
             | Check::Equivocation
             | Check::Fork
             | Check::FastForward
-            | Check::TimestampReplay => Cause::History,
+            | Check::TimestampReplay
+            | Check::LogInconsistent => Cause::History,
             Check::Chain
             | Check::ArchiveSize
             | Check::ArchiveHash
             | Check::ToplevelMissing
             | Check::Timestamp
-            | Check::RolloutDecision => Cause::Store,
+            | Check::RolloutDecision
+            | Check::Unwitnessed => Cause::Store,
         }
     }
 }
