@@ -36,6 +36,7 @@ mod state;
 mod status;
 mod timestamp;
 mod verify;
+mod witness;
 
 use std::process::ExitCode;
 
@@ -99,6 +100,7 @@ enum Command {
     Release(release::Args),
     Sign(sign::Args),
     Timestamp(timestamp::Args),
+    Witness(witness::Args),
     Audit(audit::Args),
     Probation(probation::Args),
     Fleet(fleet::Args),
@@ -149,6 +151,7 @@ pub fn main() -> ExitCode {
         Command::Release(a) => release::run(a),
         Command::Sign(a) => sign::run(a),
         Command::Timestamp(a) => timestamp::run(a),
+        Command::Witness(a) => witness::run(a),
         Command::Audit(a) => audit::run(a),
         Command::Probation(a) => probation::run(a),
         Command::Fleet(a) => fleet::run(a),
