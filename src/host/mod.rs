@@ -19,7 +19,8 @@
 //! * [`trust`]: the trust root remembered between runs (changes are events);
 //! * [`lockout`]: the inspection of a built system before switching to it;
 //! * [`probation`]: confirm-or-revert after a switch, with its watchdog;
-//! * [`receipts`]: this host's signed receipts in the store.
+//! * [`receipts`]: this host's signed receipts in the store;
+//! * [`witnessed`]: a new release only from a log the host's witnesses saw.
 
 pub mod activate;
 pub mod agent;
@@ -41,3 +42,4 @@ pub mod state;
 pub mod status;
 pub mod trust;
 pub mod watchdog;
+pub mod witnessed;

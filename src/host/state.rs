@@ -532,6 +532,59 @@ impl DataDir {
         fsutil::write_atomic(&path, &bytes, 0o600).map_err(io)
     }
 
+    fn log_head_path(&self, remote: &str) -> PathBuf {
+        self.root.join("witnessed").join(format!("{remote}.json"))
+    }
+
+    /// The witnessed log head this host accepted last for `remote` (issue
+    /// 37; a sidecar like the timestamp floor). Unreadable is an error: it
+    /// is what a split view is caught against.
+    pub fn load_log_head(
+        &self,
+        remote: &str,
+    ) -> Result<Option<crate::verify::witness::TreeHead>, StateError> {
+        let path = self.log_head_path(remote);
+        match fsutil::read_regular(&path, 4096) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| StateError::Corrupt {
+                    path,
+                    detail: e.to_string(),
+                }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+
+    /// Records `head` as the witnessed log head accepted last (durably:
+    /// later heads must extend it). The caller holds the lock.
+    pub fn save_log_head(
+        &self,
+        remote: &str,
+        head: &crate::verify::witness::TreeHead,
+    ) -> Result<(), StateError> {
+        let path = self.log_head_path(remote);
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
+        fsutil::ensure_private_dir(&self.root.join("witnessed")).map_err(io)?;
+        let bytes = serde_json::to_vec(head).map_err(|e| io(io::Error::other(e)))?;
+        fsutil::write_atomic(&path, &bytes, 0o600).map_err(io)
+    }
+
+    /// Forgets the accepted log head (`state reset`, after an operator
+    /// decided which history is the right one).
+    pub fn forget_log_head(&self, remote: &str) -> Result<(), StateError> {
+        let path = self.log_head_path(remote);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(StateError::Io { path, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Takes the lock, waiting for a holder to finish (manual commands).
     pub fn lock_wait(&self) -> Result<DataLock, StateError> {
         let (f, p) = self.lock_file()?;

@@ -138,6 +138,15 @@ pub fn grows(last: &TreeHead, new: &TreeHead, proof: &[Hash]) -> Result<(), Stri
     }
 }
 
+/// A host's witness policy (`policy.witnesses`, issue 37): the remote's
+/// log key, the witnesses it trusts and how many must cosign.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WitnessPolicy {
+    pub log: VerifierKey,
+    pub witnesses: Vec<VerifierKey>,
+    pub threshold: usize,
+}
+
 /// A checkpoint enough witnesses cosigned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Witnessed {

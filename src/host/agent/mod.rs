@@ -336,6 +336,25 @@ impl Agent {
         }
     }
 
+    /// Records a newer witnessed log head, the one later heads must
+    /// extend (issue 37). Under the lock if it is free now; otherwise the
+    /// next poll records it (and checks against the older one meanwhile:
+    /// an ancestor, so nothing is let through).
+    fn record_log_head(&self, head: &crate::verify::witness::TreeHead) {
+        let Ok(_lock) = self.data.try_lock() else {
+            return;
+        };
+        let newer = match self.data.load_log_head(self.remote()) {
+            Ok(old) => old.is_none_or(|o| o.size < head.size),
+            Err(_) => true,
+        };
+        if newer {
+            if let Err(e) = self.data.save_log_head(self.remote(), head) {
+                self.warn_msg(&format!("could not record the witnessed log head: {e}"));
+            }
+        }
+    }
+
     fn forget_head(&self) {
         if let Err(e) = self.data.save_head(self.remote(), None) {
             self.warn_msg(&format!("could not drop the cached head: {e}"));
@@ -551,6 +570,14 @@ impl Agent {
             self.v.require_chain,
             poll.now.wall,
         )?;
+        if let (true, Some(w)) = (accepted.new, &self.v.witness) {
+            let last = self.data.load_log_head(self.remote())?;
+            let head =
+                crate::host::witnessed::check(&self.log(), w, last.as_ref(), &accepted.release)?;
+            if last != Some(head) {
+                self.record_log_head(&head);
+            }
+        }
         let plan = self
             .activation
             .activator()

@@ -97,6 +97,8 @@ pub struct Validated {
     pub policy: Policy,
     /// Who signs promotions and halts of gated rollouts (issue 35).
     pub rollout: crate::verify::decision::RolloutTrust,
+    /// The witness policy (issue 37), if the config sets one.
+    pub witness: Option<crate::verify::witness::WitnessPolicy>,
     pub limits: Limits,
     pub require_chain: bool,
     /// `host_id`, or (filled in by the caller) one derived from the
@@ -172,6 +174,7 @@ impl HostConfig {
         let mut keys = Vec::new();
         let mut timestamp_keys: Vec<TrustedKey> = Vec::new();
         let mut rollout_keys: Vec<TrustedKey> = Vec::new();
+        let mut log_keys: Vec<TrustedKey> = Vec::new();
         for (i, k) in self.trusted_keys.iter().enumerate() {
             let field = format!("trusted_keys[{i}]");
             let pk = match PublicKey::from_base64(&k.public_key) {
@@ -207,6 +210,7 @@ impl HostConfig {
                 .iter()
                 .chain(&timestamp_keys)
                 .chain(&rollout_keys)
+                .chain(&log_keys)
                 .any(|t: &TrustedKey| t.key.key_id == pk.key_id)
             {
                 errs.push(invalid(
@@ -221,6 +225,7 @@ impl HostConfig {
                 .iter()
                 .chain(&timestamp_keys)
                 .chain(&rollout_keys)
+                .chain(&log_keys)
                 .any(|t: &TrustedKey| t.key.bytes == pk.bytes)
             {
                 errs.push(invalid(
@@ -237,6 +242,7 @@ impl HostConfig {
                 KeyRole::Release => keys.push(key),
                 KeyRole::Timestamp => timestamp_keys.push(key),
                 KeyRole::Rollout => rollout_keys.push(key),
+                KeyRole::Log => log_keys.push(key),
             }
         }
         if let Some(remote) = &remote {
@@ -283,6 +289,10 @@ impl HostConfig {
                 ));
             }
         }
+        let witness = match (&remote, &self.policy.witnesses) {
+            (Some(remote), Some(w)) => witness_policy(remote, w, &log_keys, &mut errs),
+            _ => None,
+        };
         if self.policy.rollout.threshold == 0 {
             errs.push(invalid("policy.rollout.threshold", "must be at least 1"));
         }
@@ -433,6 +443,7 @@ impl HostConfig {
                     keys: rollout_keys,
                     threshold: self.policy.rollout.threshold,
                 },
+                witness,
                 remote,
                 limits,
                 require_chain: self.policy.require_chain,
@@ -442,6 +453,73 @@ impl HostConfig {
             _ => Err(errs),
         }
     }
+}
+
+/// `policy.witnesses` with the remote's log key: the one key of role `log`
+/// scoped to the remote, witness note keys that parse (cosignature/v1, no
+/// two alike) and a threshold they can reach.
+fn witness_policy(
+    remote: &RemoteName,
+    w: &WitnessesConfig,
+    log_keys: &[TrustedKey],
+    errs: &mut Vec<ConfigError>,
+) -> Option<crate::verify::witness::WitnessPolicy> {
+    let scoped: Vec<&TrustedKey> = log_keys.iter().filter(|k| k.scope.allows(remote)).collect();
+    let log = match scoped.as_slice() {
+        [k] => match crate::verify::witness::log_verifier(remote, &k.key) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                errs.push(invalid("trusted_keys", e));
+                None
+            }
+        },
+        [] => {
+            errs.push(invalid(
+                "policy.witnesses",
+                format!("needs the log key of remote {remote:?}: a trusted key with role \"log\" scoped to it"),
+            ));
+            None
+        }
+        _ => {
+            errs.push(invalid(
+                "trusted_keys",
+                format!("{} keys with role \"log\" are scoped to {remote:?}; a remote's log has one key", scoped.len()),
+            ));
+            None
+        }
+    };
+    let mut witnesses: Vec<crate::format::note::VerifierKey> = Vec::new();
+    for (i, k) in w.keys.iter().enumerate() {
+        let field = format!("policy.witnesses.keys[{i}]");
+        match crate::format::note::VerifierKey::parse(k) {
+            Ok(v) if v.alg != crate::format::note::ALG_COSIGNATURE_V1 => errs.push(invalid(
+                field,
+                "is not a cosignature/v1 witness key (type 0x04): `npcnix witness --print-key` prints one",
+            )),
+            Ok(v) if witnesses.iter().any(|o| o.key == v.key || o.key_id == v.key_id) => {
+                errs.push(invalid(field, "the same witness is listed twice"))
+            }
+            Ok(v) => witnesses.push(v),
+            Err(e) => errs.push(invalid(field, e.to_string())),
+        }
+    }
+    if w.threshold == 0 {
+        errs.push(invalid("policy.witnesses.threshold", "must be at least 1"));
+    } else if w.threshold > w.keys.len() {
+        errs.push(invalid(
+            "policy.witnesses.threshold",
+            format!(
+                "requires {} cosignatures but {} witness key(s) are listed",
+                w.threshold,
+                w.keys.len()
+            ),
+        ));
+    }
+    Some(crate::verify::witness::WitnessPolicy {
+        log: log?,
+        witnesses,
+        threshold: w.threshold,
+    })
 }
 
 #[cfg(test)]

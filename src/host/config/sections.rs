@@ -98,6 +98,9 @@ pub enum KeyRole {
     /// Rollout decisions (promotions of gated stages, halts), and nothing
     /// else (D130).
     Rollout,
+    /// The remote's witnessed log: its checkpoints, and nothing else
+    /// (issue 37).
+    Log,
 }
 
 impl KeyRole {
@@ -151,6 +154,19 @@ impl Default for RolloutRoleConfig {
     }
 }
 
+/// The witness policy (`policy.witnesses`, issue 37): accept a release only
+/// once it is in a checkpoint of the remote's log (signed by its key of
+/// role `log`) that `threshold` of these witnesses cosigned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessesConfig {
+    /// Witness note keys, `<name>+<key ID>+<base64 key>` (`npcnix witness
+    /// --print-key`; cosignature/v1 keys of other witness software too).
+    pub keys: Vec<String>,
+    #[serde(default = "default_threshold")]
+    pub threshold: usize,
+}
+
 /// Default warning before the active release's or its timestamp's expiry.
 pub const DEFAULT_WARN_BEFORE_EXPIRY_SECS: u64 = 86_400;
 
@@ -179,6 +195,10 @@ pub struct PolicyConfig {
     /// The rollout role: how many rollout keys sign a promotion or a halt.
     #[serde(default)]
     pub rollout: RolloutRoleConfig,
+    /// Take only releases a k-of-n set of witnesses has seen in the
+    /// remote's log (issue 37); `None`: the log is not consulted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witnesses: Option<WitnessesConfig>,
     /// Warn in the log this long before the head's `expires` or its
     /// timestamp's (0: never).
     #[serde(default = "default_warn_before_expiry")]
@@ -200,6 +220,7 @@ impl Default for PolicyConfig {
             max_future_skew_secs: DEFAULT_MAX_FUTURE_SKEW_SECS,
             freshness: FreshnessConfig::default(),
             rollout: RolloutRoleConfig::default(),
+            witnesses: None,
             warn_before_expiry_secs: DEFAULT_WARN_BEFORE_EXPIRY_SECS,
         }
     }

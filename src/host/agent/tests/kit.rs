@@ -187,6 +187,10 @@ impl Store for FaultyStore {
 pub struct Kit {
     pub tmp: TempDir,
     key: SecretKey,
+    /// The remote's log key: every release is appended to the witnessed
+    /// log (issue 37) unless `logging` is off.
+    pub log_key: SecretKey,
+    pub logging: std::cell::Cell<bool>,
     pub clock: Arc<FakeClock>,
     pub sys: Arc<Mutex<Sys>>,
     pub fault: Arc<Mutex<Fault>>,
@@ -238,6 +242,8 @@ impl Kit {
         Kit {
             tmp,
             key,
+            log_key: SecretKey::generate().expect("key"),
+            logging: std::cell::Cell::new(true),
             clock: Arc::new(FakeClock(Mutex::new(Moment {
                 wall: START,
                 boot: Some(BootTime {
@@ -356,7 +362,13 @@ impl Kit {
             &aref,
             st.version,
             &bundle,
-            None,
+            self.logging
+                .get()
+                .then(|| crate::publish::tlog::LogSigner {
+                    remote: RemoteName::new("prod").expect("name"),
+                    key: &self.log_key,
+                })
+                .as_ref(),
             head.as_ref().and_then(|h| h.etag.as_ref()),
             &crate::store::retry::Retry::none(),
         )

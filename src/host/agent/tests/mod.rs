@@ -9,3 +9,4 @@ mod kit;
 mod lifecycle;
 mod nixos;
 mod streaming;
+mod witnessed;

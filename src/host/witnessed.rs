@@ -1,0 +1,77 @@
+//! The host's witness check (issue 37): a new release is taken only if it
+//! is in a checkpoint of the remote's log that enough of the host's
+//! witnesses cosigned, and that checkpoint extends the one this host
+//! accepted before. What the store shows this host alone (a split view) is
+//! refused `unwitnessed`; a log that forked from what the host saw is
+//! `log-inconsistent`. The pure judgements are `verify::witness`; this
+//! reads the witnesses' notes and the log's tiles.
+
+use crate::store::tlog::{self, LogReadError};
+use crate::store::ReleaseLog;
+use crate::verify::witness::{grows, growth, witnessed, Growth, TreeHead, WitnessPolicy};
+use crate::verify::{Refusal, VerifiedRelease};
+
+use super::pipeline::PipelineError;
+
+fn read(e: LogReadError) -> PipelineError {
+    match e {
+        LogReadError::Store(e) => e.into(),
+        // Tiles missing or malformed: the store can repair them.
+        LogReadError::Invalid(e) => {
+            Refusal::Unwitnessed(format!("the log cannot be read: {e}")).into()
+        }
+    }
+}
+
+/// Checks `release` against the witness policy, from the head accepted
+/// last (`last`). `Ok`: the witnessed head to remember.
+pub fn check(
+    log: &ReleaseLog<'_>,
+    policy: &WitnessPolicy,
+    last: Option<&TreeHead>,
+    release: &VerifiedRelease,
+) -> Result<TreeHead, PipelineError> {
+    let mut notes = Vec::new();
+    for w in &policy.witnesses {
+        if let Some(n) = log.witness_checkpoint(w.key_id)? {
+            notes.push(n);
+        }
+    }
+    let w = witnessed(&notes, &policy.log, &policy.witnesses, policy.threshold)
+        .map_err(|e| Refusal::Unwitnessed(format!("version {}: {e}", release.version())))?;
+    let head = TreeHead::from(&w.checkpoint);
+    match growth(last, &head) {
+        Growth::Same => {}
+        Growth::Fork(detail) => {
+            return Err(Refusal::LogInconsistent(format!(
+                "the witnessed log is not the one this host saw: {detail}"
+            ))
+            .into())
+        }
+        Growth::Larger { old, new } => {
+            let proof = tlog::consistency_proof(log, old, new).map_err(read)?;
+            if let Some(last) = last {
+                grows(last, &head, &proof).map_err(|detail| {
+                    Refusal::LogInconsistent(format!(
+                        "the witnessed log is not the one this host saw: {detail}"
+                    ))
+                })?;
+            }
+        }
+    }
+    let not_in = |why: &str| {
+        PipelineError::from(Refusal::Unwitnessed(format!(
+            "version {} is not in the log's checkpoint of {} entries that {} cosigned ({why}); it is taken once the log holds it and the witnesses have seen that",
+            release.version(),
+            head.size,
+            w.witnesses.join(", ")
+        )))
+    };
+    let Some(index) = log.log_index(&release.statement_hash())? else {
+        return Err(not_in("the log has no entry for it"));
+    };
+    if !tlog::includes(log, &head, index, release.statement_bytes()).map_err(read)? {
+        return Err(not_in(&format!("its entry {index} does not prove it")));
+    }
+    Ok(head)
+}
