@@ -39,13 +39,15 @@ signed by the host's pinned key\n  unpinned       valid, but the key is only tru
 bad-signature  does not verify with the pinned (or remembered) key: forged or corrupt\n  key-changed    \
 signed by another key than the one remembered on first use\n  stale          valid but older than \
 --stale-after\n  missing        pinned, known or seen before, and no receipt now\n  replayed       \
-valid, but older than a receipt of the same host seen before\n\nthen a summary per version. Pin host keys with \
+valid, but older than a receipt of the same host seen before\n  log-inconsistent  the witnessed log head \
+it accepted (hosts with policy.witnesses report it) differs from another host's of the same size, or the \
+store's log does not extend it: hosts were shown different histories (a split view)\n\nthen a summary per version. Pin host keys with \
 --host-keys FILE (lines `host_id RW...`, as `npcnix install` prints them); without it, keys are \
 remembered on first use in --known-hosts and a change is flagged. The newest receipt of each host is \
 remembered next to it (<known-hosts>.seen.json): an older one served again is `replayed`, and a host seen \
 before whose receipt is gone is `missing`. A store attacker can delete or replay receipts (both are \
 flagged) but cannot forge one for a pinned host.\n\nExit codes: 0 every host ok (or unpinned), 1 any \
-host stale, missing, replayed, key-changed or with a bad signature.\n\nExample:\n  npcnix fleet status \
+host stale, missing, replayed, key-changed, log-inconsistent or with a bad signature.\n\nExample:\n  npcnix fleet status \
 --remote s3://bucket/npcnix/remotes/prod --host-keys hosts.txt --stale-after 3h"
 )]
 struct StatusArgs {

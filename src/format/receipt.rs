@@ -62,6 +62,11 @@ pub struct Receipt {
     /// With mirrors: the URL that answered (issue 34).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<String>,
+    /// With a witness policy: the log head the host accepted last (issue
+    /// 37). `fleet status` compares them: hosts shown different histories
+    /// (a split view) show up from the store alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<super::merkle::TreeHead>,
     pub time: u64,
     /// Monotonic per host: a replayed receipt shows an older one.
     pub seq: u64,

@@ -106,6 +106,8 @@ pub struct Report {
     pub probation: Option<u64>,
     pub hold: Option<crate::format::receipt::HoldRef>,
     pub mirror: Option<String>,
+    /// The witnessed log head accepted last (issue 37).
+    pub log: Option<crate::format::merkle::TreeHead>,
 }
 
 impl Report {
@@ -121,7 +123,7 @@ impl Report {
             r => r,
         };
         format!(
-            "{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.active.map(|a| (a.version, a.statement.to_hex())),
             self.probation,
             self.highest_verified,
@@ -131,6 +133,7 @@ impl Report {
             self.waiting_until,
             self.hold,
             self.mirror,
+            self.log.map(|l| l.size),
         )
     }
 }
@@ -170,6 +173,7 @@ pub fn due(
         probation: report.probation,
         hold: report.hold.clone(),
         mirror: report.mirror.clone(),
+        log: report.log,
         time: now,
         seq,
         npcnix_version: npcnix_version.into(),

@@ -32,6 +32,8 @@ pub struct Row {
     /// The mirror that answered the host (issue 34).
     pub mirror: Option<String>,
     pub bad: Vec<u64>,
+    /// The witnessed log head the host accepted last (issue 37).
+    pub log: Option<crate::format::merkle::TreeHead>,
     pub time: Option<u64>,
     pub age_secs: Option<u64>,
     pub seq: Option<u64>,
@@ -362,11 +364,96 @@ pub fn survey(
             }),
         ));
     }
+    flag_split_views(&log, &mut rows)?;
     Ok(Survey {
         rows,
         learned,
         seen_changed,
     })
+}
+
+/// Gossip through receipts (issue 37): hosts report the witnessed log head
+/// they accepted last. Two heads of the same size with different roots,
+/// or a head the store's current log does not extend (checked with a
+/// consistency proof from the store's tiles), mean some hosts were shown
+/// another history: each such host's verdict is `log-inconsistent`.
+/// Nothing needs the log key here: heads that all extend into one tree
+/// are consistent with each other whatever signed it, and a store that
+/// lies about its tree only makes honest heads fail, loudly.
+fn flag_split_views(
+    log: &crate::store::ReleaseLog<'_>,
+    rows: &mut [Row],
+) -> Result<(), StoreError> {
+    use crate::format::merkle::hex;
+    use crate::verify::witness::{grows, growth, Growth, TreeHead};
+    if rows.iter().all(|r| r.log.is_none()) {
+        return Ok(());
+    }
+    let current: Option<TreeHead> = log
+        .log_checkpoint()?
+        .and_then(|(bytes, _)| {
+            let note = crate::format::note::Note::parse(&bytes).ok()?;
+            crate::format::note::Checkpoint::parse(&note.text).ok()
+        })
+        .map(|c| TreeHead::from(&c));
+    // Per size, the roots hosts reported and one host for each.
+    let mut by_size: BTreeMap<u64, BTreeMap<crate::format::merkle::Hash, &str>> = BTreeMap::new();
+    for r in rows.iter() {
+        if let Some(h) = r.log {
+            by_size
+                .entry(h.size)
+                .or_default()
+                .entry(h.root)
+                .or_insert(r.host.as_str());
+        }
+    }
+    let mut verdicts: Vec<Option<String>> = vec![None; rows.len()];
+    for (i, r) in rows.iter().enumerate() {
+        let Some(h) = r.log else { continue };
+        if let Some((_, other)) = by_size
+            .get(&h.size)
+            .and_then(|roots| roots.iter().find(|(root, _)| **root != h.root))
+        {
+            verdicts[i] = Some(format!(
+                "accepted the log at {} entries with root {}, host {} with another root: the hosts were shown different histories",
+                h.size,
+                hex(&h.root),
+                other
+            ));
+            continue;
+        }
+        let Some(cur) = current else {
+            verdicts[i] = Some(format!(
+                "accepted the log at {} entries, but the store has no log now",
+                h.size
+            ));
+            continue;
+        };
+        let why = match growth(Some(&h), &cur) {
+            Growth::Same => None,
+            Growth::Fork(d) => Some(d),
+            Growth::Larger { old, new } => {
+                match crate::store::tlog::consistency_proof(log, old, new) {
+                    Ok(proof) => grows(&h, &cur, &proof).err(),
+                    Err(crate::store::tlog::LogReadError::Store(e)) => return Err(e),
+                    Err(e) => Some(format!("the store's log cannot prove it: {e}")),
+                }
+            }
+        };
+        verdicts[i] = why.map(|d| {
+            format!(
+                "accepted the log at {} entries, which the store's log of {} entries does not extend: {d}",
+                h.size, cur.size
+            )
+        });
+    }
+    for (r, v) in rows.iter_mut().zip(verdicts) {
+        if let Some(d) = v {
+            r.verdict = "log-inconsistent";
+            r.detail = Some(d);
+        }
+    }
+    Ok(())
 }
 
 /// [`check_one`] for every host, `opts.concurrency` at a time, in the
@@ -435,6 +522,7 @@ fn row(
         hold: None,
         mirror: None,
         bad: Vec::new(),
+        log: None,
         time: None,
         age_secs: None,
         seq: None,
@@ -465,6 +553,7 @@ fn from_receipt(
         hold: r.hold.clone(),
         mirror: r.mirror.clone(),
         bad: r.bad.clone(),
+        log: r.log,
         time: Some(r.time),
         age_secs: Some(now.saturating_sub(r.time)),
         seq: Some(r.seq),

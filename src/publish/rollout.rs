@@ -221,6 +221,7 @@ mod tests {
             hold: None,
             mirror: None,
             bad: Vec::new(),
+            log: None,
             time: Some(1),
             age_secs: Some(1),
             seq: Some(1),

@@ -88,6 +88,7 @@ mod tests {
             probation: None,
             hold: None,
             mirror: None,
+            log: None,
             time: 1,
             seq,
             npcnix_version: "0.1.0".into(),

@@ -55,14 +55,7 @@ fn checkpoint_of(note: &Note, log_key: &VerifierKey) -> Result<Checkpoint, Strin
     Ok(c)
 }
 
-/// The head a party accepted last: the tree it must grow from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TreeHead {
-    pub size: u64,
-    #[serde(with = "hex32")]
-    pub root: Hash,
-}
+pub use crate::format::merkle::TreeHead;
 
 impl From<&Checkpoint> for TreeHead {
     fn from(c: &Checkpoint) -> Self {
@@ -231,28 +224,7 @@ pub fn witnessed(
 }
 
 fn hex(h: &Hash) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-mod hex32 {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::hex(h))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let s = String::deserialize(d)?;
-        let mut out = [0u8; 32];
-        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(serde::de::Error::custom("a root is 64 hex digits"));
-        }
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
-                .map_err(|_| serde::de::Error::custom("a root is 64 hex digits"))?;
-        }
-        Ok(out)
-    }
+    crate::format::merkle::hex(h)
 }
 
 #[cfg(test)]

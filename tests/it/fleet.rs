@@ -843,3 +843,118 @@ fn gated_stages_open_only_on_signed_promotions_backed_by_confirmed_hosts_and_a_h
         assert_eq!(f.last_marker(&id), "v3", "{id}");
     }
 }
+
+/// Issue 37, gossip: a store holding the release and log keys shows host
+/// 01 a rewritten history. Honest witnesses refuse to cosign it, and the
+/// host refuses it as `unwitnessed`; once a witness that lost its state
+/// cosigns it, host 01 takes it, and `fleet status` flags the split view
+/// from the two hosts' receipts alone.
+#[test]
+fn split_view_is_refused_by_honest_witnesses_and_flagged_by_fleet_status() {
+    let f = Fleet::new(2, |_, _| {});
+    let kit = &f.h.kit;
+    let (log_key, log_pub) = kit.keygen("log");
+    let (wa, wa_pub) = kit.keygen("wa");
+    let (wb, wb_pub) = kit.keygen("wb");
+    let vkey = |pubkey: &str, name: &str| {
+        let r = kit.run(&["witness", "--print-key", "--key", pubkey, "--name", name]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.stdout.trim().to_owned()
+    };
+    let (va, vb) = (vkey(&wa_pub, "a.example"), vkey(&wb_pub, "b.example"));
+    let log_line = fs::read_to_string(&log_pub)
+        .expect("pub")
+        .lines()
+        .nth(1)
+        .expect("key")
+        .to_owned();
+    for id in &f.hosts {
+        let mut c: serde_json::Value =
+            serde_json::from_slice(&fs::read(f.cfg(id)).expect("cfg")).expect("json");
+        c["trusted_keys"]
+            .as_array_mut()
+            .expect("keys")
+            .push(serde_json::json!({"public_key": log_line, "remotes": ["prod"], "role": "log"}));
+        c["policy"]["witnesses"] = serde_json::json!({"keys": [va, vb], "threshold": 1});
+        fs::write(f.cfg(id), serde_json::to_vec_pretty(&c).expect("json")).expect("write");
+    }
+    let url = kit.url("prod");
+    let witness = |key: &str, name: &str, state: &str| {
+        let state = kit.path(state);
+        kit.run(&[
+            "witness",
+            "--remote",
+            &url,
+            "--log-key",
+            &log_pub,
+            "--key",
+            key,
+            "--name",
+            name,
+            "--state-dir",
+            state.to_str().expect("utf8"),
+        ])
+    };
+    f.publish("v1", &["--log-key", &log_key]);
+    assert_eq!(witness(&wa, "a.example", "wa-state").code, 0);
+    for id in &f.hosts {
+        assert_eq!(f.once(id)["result"], "activated", "{id}");
+    }
+    let store = kit.path("store/prod");
+    let saved = kit.path("saved");
+    fs::create_dir_all(&saved).expect("mkdir");
+    fs::copy(store.join("latest"), saved.join("latest")).expect("save latest");
+    let cp = |from: &std::path::Path, to: &std::path::Path| {
+        let o = std::process::Command::new("cp")
+            .args(["-a"])
+            .arg(from)
+            .arg(to)
+            .output()
+            .expect("cp");
+        assert!(o.status.success());
+    };
+    cp(&store.join("log"), &saved.join("log"));
+    f.publish("v2", &["--log-key", &log_key]);
+    assert_eq!(witness(&wa, "a.example", "wa-state").code, 0);
+    assert_eq!(f.once("host-00")["result"], "activated");
+
+    // The attack: the log and head put back to version 1, another version
+    // 2 published on top, the witnesses' cosignatures of the real one
+    // removed.
+    fs::remove_dir_all(store.join("log")).expect("rm");
+    cp(&saved.join("log"), &store.join("log"));
+    fs::copy(saved.join("latest"), store.join("latest")).expect("restore");
+    fs::remove_file(store.join("releases/00000000000000000002")).expect("rm release");
+    fs::remove_dir_all(store.join("witnesses")).expect("rm witnesses");
+    f.publish("v2-forged", &["--log-key", &log_key]);
+    let honest = witness(&wa, "a.example", "wa-state");
+    assert_eq!(
+        honest.code, 3,
+        "the honest witness refuses: {}",
+        honest.stderr
+    );
+    assert!(
+        honest.stderr.contains("log-inconsistent"),
+        "{}",
+        honest.stderr
+    );
+    let r = f.once("host-01");
+    assert_eq!(r["result"], "rejected", "{r}");
+    assert_eq!(r["check"], "unwitnessed", "{r}");
+
+    // A witness that lost its state cosigns the forged history.
+    assert_eq!(witness(&wb, "b.example", "wb-fresh").code, 0);
+    assert_eq!(f.once("host-01")["result"], "activated");
+    let r = f.once("host-00");
+    assert_eq!(
+        r["result"], "rejected",
+        "host-00 refuses the other history: {r}"
+    );
+
+    let (code, v, stderr) = f.fleet_status(&[]);
+    assert_eq!(code, 1, "{stderr}");
+    let rows = v["hosts"].as_array().expect("hosts");
+    for row in rows {
+        assert_eq!(row["verdict"], "log-inconsistent", "{row}");
+    }
+}

@@ -444,6 +444,7 @@ fn publisher_that_read_a_stale_head_loses_cleanly() {
         &a_ref,
         a_v,
         &a_bundle,
+        None,
         head_a.etag.as_ref(),
         &npcnix::store::retry::Retry::none(),
     )
@@ -454,6 +455,7 @@ fn publisher_that_read_a_stale_head_loses_cleanly() {
         &b_ref,
         b_v,
         &b_bundle,
+        None,
         head_b.etag.as_ref(),
         &npcnix::store::retry::Retry::none(),
     )

@@ -431,6 +431,11 @@ impl Agent {
                     reason: h.reason.clone(),
                 }),
             mirror: self.mirror_in_use(),
+            log: self
+                .v
+                .witness
+                .as_ref()
+                .and_then(|_| self.data.load_log_head(self.remote()).ok().flatten()),
         };
         let (bytes, log) = match receipts::due(
             &self.data,
