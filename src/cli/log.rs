@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use npcnix::format::text::visible;
 use npcnix::fsutil;
@@ -68,9 +68,23 @@ pub struct Args {
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
+    /// Read the remote's witnessed log instead (issue 37), whose
+    /// checkpoints this log public key signs: verify every tile against the
+    /// entries and the signed checkpoint, and report every statement
+    /// logged, flagging one that is not the statement of releases/<version>
+    #[arg(long, value_name = "KEY")]
+    log_key: Option<String>,
+    /// With --log-key: remember the log head seen in FILE; the next run
+    /// checks the log extends it and reports only newer entries (a monitor
+    /// on a schedule)
+    #[arg(long, value_name = "FILE", requires = "log_key")]
+    state: Option<std::path::PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if let Some(k) = a.log_key.clone() {
+        return monitor(a, &k);
+    }
     let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
     // Every release is checked at the remote's threshold (1 when only
     // keys are given).
@@ -245,6 +259,102 @@ fn print_entry(out: &mut impl Write, entry: &history::LogEntry) -> std::io::Resu
             "",
             npcnix::publish::review::rollout_words(r)
         )?;
+    }
+    Ok(())
+}
+
+/// `npcnix log --log-key`: the witnessed log as a monitor.
+fn monitor(a: Args, log_key: &str) -> Result<()> {
+    use npcnix::publish::monitor::{self, Published};
+    let remote = common::remote_name(&a.remote, a.remote_name.as_deref())?;
+    let pk = common::load_public_key(log_key)?;
+    let vkey = npcnix::verify::witness::log_verifier(&remote, &pk).map_err(anyhow::Error::msg)?;
+    let since: Option<npcnix::format::merkle::TreeHead> = match &a.state {
+        Some(p) => match fsutil::read_regular(p, 4096) {
+            Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| {
+                anyhow::anyhow!("{}: not a log head this command wrote ({e})", p.display())
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(anyhow::Error::from(e).context(format!("reading {}", p.display())))
+            }
+        },
+        None => None,
+    };
+    let store = a.store.open(&a.remote)?;
+    let mut out = std::io::BufWriter::new(super::out::Stdout);
+    if !a.json {
+        writeln!(
+            out,
+            "{:>8}  {:>8}  {:<20}  {:<16}  PUBLISHED AS",
+            "INDEX", "VERSION", "CREATED", "STATEMENT"
+        )?;
+    }
+    let mut rows = Vec::new();
+    let mut each = |e: &monitor::Entry| {
+        if a.json {
+            rows.push(serde_json::to_value(e).unwrap_or_default());
+        } else {
+            let created = e
+                .created
+                .map(npcnix::format::time::rfc3339)
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                out,
+                "{:>8}  {:>8}  {:<20}  {:<16}  {}",
+                e.index,
+                e.version.map_or_else(|| "-".into(), |v| v.to_string()),
+                created,
+                &e.statement[..16],
+                match e.published {
+                    Published::Release => "releases/<version>".to_owned(),
+                    Published::Missing =>
+                        "not in releases/ (never published, or the publish stopped)".into(),
+                    Published::Differs =>
+                        "DIFFERS from releases/<version>: another statement signed for this version"
+                            .into(),
+                    Published::Duplicate => "DUPLICATE: a version logged before".into(),
+                    Published::Unreadable => "UNREADABLE: not a release statement".into(),
+                }
+            );
+        }
+    };
+    let res = monitor::monitor(&store, &vkey, since.as_ref(), &mut each);
+    let m = match res {
+        Ok(m) => m,
+        Err(monitor::MonitorError::Read(npcnix::store::tlog::LogReadError::Store(e))) => {
+            return Err(e.into())
+        }
+        Err(e) => return Err(Unverified(e.to_string()).into()),
+    };
+    if a.json {
+        common::print_json(&serde_json::json!({
+            "remote": remote.as_str(),
+            "url": a.remote,
+            "log": m.head,
+            "entries": rows,
+            "suspicious": m.suspicious,
+            "ok": m.suspicious == 0,
+        }));
+    } else {
+        writeln!(
+            out,
+            "{} entries; tiles and checkpoint verified; {} reported, {} suspicious",
+            m.head.size, m.reported, m.suspicious
+        )?;
+    }
+    out.flush()?;
+    drop(out);
+    if let Some(p) = &a.state {
+        fsutil::write_atomic(p, &serde_json::to_vec(&m.head)?, 0o600)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if m.suspicious > 0 {
+        return Err(Unverified(format!(
+            "{} logged statement(s) are not the releases published for their versions: a release key may be in other hands (see the lines marked above)",
+            m.suspicious
+        ))
+        .into());
     }
     Ok(())
 }

@@ -36,6 +36,7 @@ pub mod editor;
 pub mod flake;
 pub mod fleet;
 pub mod history;
+pub mod monitor;
 pub mod policy;
 pub mod prepared;
 pub mod repack;

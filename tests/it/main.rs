@@ -34,4 +34,5 @@ mod timestamps;
 mod tls;
 mod toplevel;
 mod trust;
+mod witnessed_log;
 mod worker;
