@@ -29,7 +29,9 @@ enum Cmd {
         long_about = "Recovery when state.json is corrupt or missing: the old file (if any) is \
 kept as state.json.corrupt-<time>, and a new state is written in which REMOTE refuses every version \
 below --min-version. Use the highest version you know this host ran (see the audit log, \
-`npcnix log`, or your deployment records): a floor that is too low re-opens rollbacks down to it.\n\nThe remote is named by its signed \
+`npcnix log`, or your deployment records): a floor that is too low re-opens rollbacks down to it. The \
+remote's cached head, freshness timestamp record and witnessed log head (docs/witness.md) are \
+forgotten too.\n\nThe remote is named by its signed \
 name (--remote-name) or by its URL (--remote; the name is the URL's last path segment, as for \
 `pull`).\n\nExample:\n  npcnix state reset --remote-name prod --min-version 42"
     )]
@@ -144,6 +146,10 @@ pub fn run(a: Args) -> Result<()> {
                 .context("dropping the cached head")?;
             data.forget_timestamp(remote.as_str())
                 .context("dropping the freshness timestamp record")?;
+            // The witnessed log head too: a reset follows an operator's
+            // decision about which history is right (docs/witness.md).
+            data.forget_log_head(remote.as_str())
+                .context("dropping the witnessed log head")?;
             let mut ev = AuditEvent::new(now, "state-reset", remote.as_str());
             ev.detail = Some(match &lower_floor_because {
                 Some(why) => {
