@@ -44,6 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             probation: None,
             hold: None,
             mirror: None,
+            log: None,
             time: now,
             seq: 1,
             npcnix_version: "bench".into(),

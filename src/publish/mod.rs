@@ -453,6 +453,7 @@ fn put_outboard(
 /// object holds exactly this bundle (the earlier attempt landed, its answer
 /// was lost). Anything else stays a lost race. `releases/<v>` gets the
 /// bundle without its freshness timestamp, `latest` the bundle as given.
+#[allow(clippy::too_many_arguments)]
 pub fn upload(
     remote: &Remote,
     archive_path: &Path,

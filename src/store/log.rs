@@ -97,6 +97,9 @@ pub const LOG_BUNDLE_LIMITS: crate::format::tiles::BundleLimits =
         max_bundle_bytes: 256 * (2 + crate::format::statement::STATEMENT_MAX_BYTES),
     };
 
+/// An object's bytes and the ETag the store gave them.
+pub type Tagged = (Vec<u8>, Option<ETag>);
+
 /// Typed, bounded reads of one remote's log.
 pub struct ReleaseLog<'s> {
     store: &'s dyn Store,
@@ -305,7 +308,7 @@ impl<'s> ReleaseLog<'s> {
 
     /// The log's checkpoint and its ETag (`Ok(None)`: the remote has no log
     /// yet), at most [`CHECKPOINT_MAX_BYTES`].
-    pub fn log_checkpoint(&self) -> Result<Option<(Vec<u8>, Option<ETag>)>, StoreError> {
+    pub fn log_checkpoint(&self) -> Result<Option<Tagged>, StoreError> {
         let obj = Object::LogCheckpoint;
         match self.store.get(&obj.key(), None, obj.limit()) {
             Ok(Fetched::Object { bytes, etag }) => Ok(Some((bytes, etag))),
