@@ -38,6 +38,19 @@ let
   timestampCount = builtins.length (unique (map (k: k.publicKey)
     (builtins.filter (k: k.role == "timestamp") scopedAll)));
   scopedCount = builtins.length (unique (map (k: k.publicKey) scoped));
+  logCount = builtins.length (unique (map (k: k.publicKey)
+    (builtins.filter (k: k.role == "log") scopedAll)));
+
+  # Witness note keys, "<name>+<key ID>+<base64 key>". The agent counts a
+  # witness once by its key, whatever name it is listed under, so two names
+  # for one key must not make a threshold look reachable.
+  witnessKeys = cfg.witnesses.keys;
+  witnessKeyPart = w:
+    let m = builtins.match "[^+]*[+][0-9a-f]{8}[+](.*)" w; in if m == null then w else builtins.head m;
+  duplicateWitnesses = builtins.filter
+    (w: countOf (witnessKeyPart w) (map witnessKeyPart witnessKeys) > 1)
+    witnessKeys;
+  witnessCount = builtins.length (unique (map witnessKeyPart witnessKeys));
 
   showList = xs: builtins.concatStringsSep ", " (map (x: "\"${x}\"") xs);
 
@@ -112,6 +125,29 @@ in
       services.npcnix.freshness.required is set with threshold ${toString cfg.freshness.threshold}, but
       ${toString timestampCount} trusted key(s) with role = "timestamp" are scoped to remote
       "${toString name}": no timestamp, so no release, could ever be accepted.'';
+  }
+  {
+    # The agent checks a checkpoint against the one log key of the remote
+    # (its origin names that key): none means no release could ever be
+    # accepted, two would be two logs.
+    assertion = name == null || witnessKeys == [ ] || logCount == 1;
+    message = ''
+      services.npcnix.witnesses.keys is set, but ${toString logCount} trusted key(s) with role = "log"
+      are scoped to remote "${toString name}": exactly one is needed (the key that signs the
+      remote's log checkpoints, `npcnix publish --log-key`); with none, no release could ever
+      be accepted.'';
+  }
+  {
+    assertion = duplicateWitnesses == [ ];
+    message = ''
+      services.npcnix.witnesses.keys: each witness key may be listed once (the agent
+      counts a witness once, whatever its name): ${showList duplicateWitnesses}'';
+  }
+  {
+    assertion = witnessKeys == [ ] || cfg.witnesses.threshold <= witnessCount;
+    message = ''
+      services.npcnix.witnesses.threshold = ${toString cfg.witnesses.threshold}, but only ${toString witnessCount}
+      distinct witness key(s) are listed: no checkpoint, so no release, could ever be accepted.'';
   }
   {
     # The state directory is created (or chmod'ed) 0700: it must be a

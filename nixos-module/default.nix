@@ -3,6 +3,7 @@
 #   ./options.nix      option declarations
 #   ./host-config.nix  options -> /etc/npcnix/config.json (a pure function)
 #   ./assertions.nix   cross-option checks (a pure function)
+#   ./witness.nix      `services.npcnix-witness`, a log witness (issue 37)
 #   this file          wiring: config file, systemd unit, assertions
 #
 # ./check evaluates this file with nixpkgs' real module system
@@ -48,7 +49,7 @@ let
     else file.remotes.${policyRemote};
 in
 {
-  imports = [ ./options.nix ];
+  imports = [ ./options.nix ./witness.nix ];
 
   config = lib.mkIf cfg.enable {
     # Set here rather than in options.nix because it reads another module's

@@ -7,8 +7,9 @@
 #
 # The Rust side parses this JSON with `deny_unknown_fields`: every key below
 # is always present (null when unset), except `host_id`, `rollout`,
-# `lockout`, `reboot`, `policy.freshness` and a key's `role`, which appear
-# only when one of their options is set, so that configs which do not use them stay readable by agents that
+# `lockout`, `reboot`, `policy.freshness`, `policy.rollout`,
+# `policy.witnesses` and a key's `role`, which appear only when one of
+# their options is set, so that configs which do not use them stay readable by agents that
 # predate them (and unchanged from before those options existed). Keep this file and the
 # expected files in ./tests in step; ./default.nix merges
 # services.npcnix.settings under the result.
@@ -74,6 +75,12 @@ in
   } // optionalAttrs (cfg.rolloutThreshold != 1) {
     # Only when set: agents before gated rollouts refuse the field.
     rollout.threshold = cfg.rolloutThreshold;
+  } // optionalAttrs (cfg.witnesses.keys != [ ]) {
+    # Only when set: agents before witnessed logs (issue 37) refuse the
+    # field.
+    witnesses = {
+      inherit (cfg.witnesses) keys threshold;
+    };
   };
 
   fetcher = {

@@ -77,7 +77,7 @@ let
         description = "Free-form note shown in logs and `npcnix status`.";
       };
       role = mkOption {
-        type = types.enum [ "release" "timestamp" "rollout" ];
+        type = types.enum [ "release" "timestamp" "rollout" "log" ];
         default = "release";
         description = ''
           What the key may sign: `release` statements (counted toward
@@ -86,7 +86,12 @@ let
           and nothing else), or only `rollout` decisions: promotions that
           open a gated stage of a release's wave and halts
           (`rolloutThreshold`; a CI key that can open or close stages of
-          releases the release keys signed, and nothing else).
+          releases the release keys signed, and nothing else), or only
+          the checkpoints of the remote's witnessed release `log` (the key
+          publishers pass as `npcnix publish --log-key`; `witnesses` needs
+          exactly one, scoped to the followed remote; docs/witness.md).
+          A log key alone can put nothing on a host: releases still need
+          `threshold` release signatures.
         '';
       };
     };
@@ -388,7 +393,8 @@ in
         publishers never disagree about a remote's threshold. When set,
         `trustedKeys`, `threshold` and `maxVersionJump` default to the
         file's entry for this host's remote (each key scoped to that remote);
-        setting them explicitly overrides the file.
+        setting them explicitly overrides the file. The file has no log key
+        for `witnesses`; see `witnesses.keys` for adding one.
       '';
     };
 
@@ -456,6 +462,46 @@ in
         type = types.ints.positive;
         default = 1;
         description = "Distinct timestamp keys, scoped to this remote, that must sign a timestamp.";
+      };
+    };
+
+    witnesses = {
+      keys = mkOption {
+        # <name>+<key ID (8 hex)>+<base64 key>: a signed-note verifier key.
+        # The agent parses it fully (npcnix config check); this only
+        # catches a wrong paste at build time.
+        type = types.listOf (types.strMatching "[^+[:space:]]+[+][0-9a-f]{8}[+][A-Za-z0-9+/]+=*");
+        default = [ ];
+        example = [
+          "w1.example.org+a0075f94+BIn7RW00PelMPPLBzBaLxFhEJ0hIn9QTuAe+BTY5OOly"
+          "w2.example.org+94f53ed5+BASdHvKruxuC+y2BNJqr38ydBJ2L86wi/63YVKLn2Pzb"
+        ];
+        description = ''
+          Note keys of the witnesses of this remote's release log
+          (`<name>+<key ID>+<key>`, as `npcnix witness --print-key --key
+          W.pub --name NAME` prints them; docs/witness.md). When set, the
+          host takes a release only once it is in a checkpoint of the
+          remote's log, signed by its key with `role = "log"` (exactly one
+          in `trustedKeys`, scoped to this remote), that
+          `witnesses.threshold` of these witnesses cosigned and that extends
+          the log the host saw before: no store, and no thief of the
+          release keys, can show this host a release the witnesses have not
+          seen. Witnesses run `services.npcnix-witness` (or `npcnix
+          witness`) on machines the publishers do not control. Rendered as
+          `policy.witnesses` only when non-empty (agents before witnessed
+          logs refuse the field). The policy file has no log role:
+          with `policyFile`, add the log key as
+          `trustedKeys = lib.mkDefault [ { role = "log"; ... } ]`, which
+          joins the file's keys (a plain definition replaces them).
+        '';
+      };
+      threshold = mkOption {
+        type = types.ints.positive;
+        default = 1;
+        description = ''
+          Distinct witnesses of `witnesses.keys` whose cosignatures a
+          checkpoint needs (k-of-n; at most the number of keys).
+        '';
       };
     };
 

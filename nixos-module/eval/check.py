@@ -160,6 +160,67 @@ def invariants(r):
     return p
 
 
+# The witness (witness.nix): a network client with no privilege. What an
+# --update must not quietly drop: its own user, the key as a credential
+# (never a path on the command line or in the store), the sandbox, the
+# timer, and the script's every-log-is-tried contract.
+WITNESS_HARDENING = {
+    "Type": "oneshot",
+    "User": "npcnix-witness",
+    "NoNewPrivileges": True,
+    "CapabilityBoundingSet": "",
+    "ProtectSystem": "strict",
+    "ProtectHome": True,
+    "PrivateTmp": True,
+    "PrivateDevices": True,
+    "RestrictAddressFamilies": ["AF_UNIX", "AF_INET", "AF_INET6"],
+    "StateDirectoryMode": "0700",
+    "UMask": "0077",
+}
+
+
+def witness_invariants(r):
+    p = []
+    sysv = r["system"]
+    unit = sysv["services"]["npcnix-witness"]
+    sc = unit["serviceConfig"]
+    for k, v in WITNESS_HARDENING.items():
+        if sc.get(k) != v:
+            p.append(f"npcnix-witness: serviceConfig.{k} is {sc.get(k)!r}, expected {v!r}")
+    u = sysv["users"].get("npcnix-witness")
+    if u is None or not u["isSystemUser"] or u["group"] not in sysv["groups"]:
+        p.append("npcnix-witness: no system user npcnix-witness with an existing group")
+    creds = sc.get("LoadCredential", [])
+    creds = creds if isinstance(creds, list) else [creds]
+    key = [c for c in creds if c.startswith("witness-key:")]
+    if len(key) != 1 or not key[0].startswith("witness-key:/") or "/nix/store" in key[0]:
+        p.append(f"npcnix-witness: LoadCredential is {creds!r}: the key must be one credential from outside the store")
+    script = unit["script"]
+    if '--key "$CREDENTIALS_DIRECTORY/witness-key"' not in script:
+        p.append("npcnix-witness: the script does not read the key from $CREDENTIALS_DIRECTORY")
+    if not re.search(r"\|\| rc=\$\?", script) or not script.rstrip().endswith('exit "$result"'):
+        p.append("npcnix-witness: the script must try every log (`|| rc=$?`) and exit with the result")
+    if script.count("\nwitness ") < 1:
+        p.append("npcnix-witness: the script runs no log")
+    m = re.search(r"--state-dir '?([^' \n]+)", script)
+    sd = m.group(1) if m else None
+    if sd is None:
+        p.append("npcnix-witness: the script passes no --state-dir")
+    elif sd.startswith("/var/lib/"):
+        if sc.get("StateDirectory") != sd[len("/var/lib/"):]:
+            p.append(f"npcnix-witness: state dir {sd}: StateDirectory does not match")
+    elif (f"d {sd} 0700 npcnix-witness npcnix-witness - -" not in sysv["tmpfiles"]
+          or sd not in sc.get("ReadWritePaths", [])):
+        p.append(f"npcnix-witness: state dir {sd}: no tmpfiles rule creating it 0700 for the witness, "
+                 "or not in ReadWritePaths (ProtectSystem=strict makes it read-only)")
+    t = sysv["timers"].get("npcnix-witness")
+    if t is None or "timers.target" not in t["wantedBy"] or not t["timerConfig"].get("OnUnitActiveSec"):
+        p.append("npcnix-witness: no timer wanted by timers.target with OnUnitActiveSec")
+    if unit["wantedBy"]:
+        p.append("npcnix-witness: the service is started by its timer only (wantedBy must be empty)")
+    return p
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -271,13 +332,20 @@ def check_cases(lib, update):
         if r["failed_assertions"]:
             fail(f"{name}: assertions failed", "\n".join(r["failed_assertions"]))
             continue
+        witness = "npcnix-witness" in r["system"]["services"]
         if r["host_config"] is None:
-            # Only a disabled module may render nothing at all.
-            defined = [k for k in ("services", "etc", "users", "groups", "tmpfiles", "system_packages")
+            # Only a disabled agent may render nothing at all; the witness
+            # may run without it.
+            defined = [k for k in ("services", "timers", "etc", "users", "groups", "tmpfiles", "system_packages")
                        if r["system"][k]]
-            problems = [f"no host config, but the module defined {', '.join(defined)}"] if defined else []
+            problems = ([] if witness or not defined
+                        else [f"no host config, but the module defined {', '.join(defined)}"])
+            if witness and ("npcnix" in r["system"]["services"] or r["system"]["etc"]):
+                problems.append("no host config, but the agent's unit or /etc entries are defined")
         else:
             problems = invariants(r)
+        if witness:
+            problems += witness_invariants(r)
         # Checked before the snapshot, so --update cannot write a broken one.
         if problems:
             fail(f"{name}: invariants", "\n".join(problems))
@@ -289,7 +357,9 @@ def check_cases(lib, update):
             continue
         if r["host_config"] is not None:
             configs[name] = r["host_config"]
-        what = "disabled, defines nothing" if r["host_config"] is None else "invariants hold"
+        what = ("witness only, its invariants hold" if r["host_config"] is None and witness
+                else "disabled, defines nothing" if r["host_config"] is None
+                else "invariants hold")
         ok(f"{name}: {what}, {'snapshot written' if update else 'matches snapshot'}")
     return configs
 

@@ -13,8 +13,9 @@
 # Result (JSON):
 #   lib                which lib evaluated it (version)
 #   host_config        the value rendered to /etc/npcnix/config.json (null if none)
-#   system             the option values the module sets: systemd services,
-#                      /etc entries, users, groups, tmpfiles, system packages
+#   system             the option values the module sets: systemd services
+#                      and timers, /etc entries, users, groups, tmpfiles,
+#                      system packages
 #   failed_assertions  messages of the NixOS assertions that fail
 #   warnings           NixOS warnings
 #   failed_expectations  (override cases) messages of `expect` that fail
@@ -47,6 +48,7 @@ in
   host_config = if configEtc == null then null else configEtc.source.npcnixJsonValue;
   system = {
     services = config.systemd.services;
+    timers = config.systemd.timers;
     etc = builtins.mapAttrs (_: etcEntry) config.environment.etc;
     users = config.users.users;
     groups = config.users.groups;

@@ -57,6 +57,17 @@ let
     };
   };
 
+  # systemd.timers.<name> (nixos/lib/systemd-unit-options.nix).
+  timerModule = { name, ... }: {
+    options = {
+      enable = mkOption { type = types.bool; default = true; };
+      description = mkOption { type = types.singleLineStr; default = ""; };
+      wantedBy = mkOption { type = types.listOf types.str; default = [ ]; };
+      timerConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
+      unitConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
+    };
+  };
+
   etcModule = { name, ... }: {
     options = {
       enable = mkOption { type = types.bool; default = true; };
@@ -134,6 +145,7 @@ in
     users.groups = mkOption { type = types.attrsOf (types.submodule groupModule); default = { }; };
 
     systemd.services = mkOption { type = types.attrsOf (types.submodule serviceModule); default = { }; };
+    systemd.timers = mkOption { type = types.attrsOf (types.submodule timerModule); default = { }; };
     systemd.tmpfiles.rules = mkOption { type = types.listOf types.str; default = [ ]; };
   };
 

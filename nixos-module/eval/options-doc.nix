@@ -1,6 +1,7 @@
-# The options of services.npcnix as documentation entries (nixpkgs'
-# lib.optionAttrSetToDocList, what the NixOS manual is built from); ../check
-# renders them into docs/nixos.md and fails when that section is stale.
+# The options of services.npcnix and services.npcnix-witness as
+# documentation entries (nixpkgs' lib.optionAttrSetToDocList, what the
+# NixOS manual is built from); ../check renders them into docs/nixos.md
+# and fails when that section is stale.
 #
 #   nix-instantiate --eval --strict --json eval/options-doc.nix --argstr lib /path/to/nixpkgs/lib
 { lib }:
@@ -13,7 +14,8 @@ let
       { _module.args.pkgs = import ./pkgs.nix { lib = nixpkgsLib; }; }
     ];
   };
-  entries = nixpkgsLib.optionAttrSetToDocList evaluated.options.services.npcnix;
+  entries = nixpkgsLib.optionAttrSetToDocList evaluated.options.services.npcnix
+    ++ nixpkgsLib.optionAttrSetToDocList evaluated.options.services.npcnix-witness;
 in
 map
   (o: {
