@@ -32,16 +32,41 @@ pub fn check(
     release: &VerifiedRelease,
 ) -> Result<TreeHead, PipelineError> {
     let mut notes = Vec::new();
+    let mut unreadable = Vec::new();
     for w in &policy.witnesses {
-        if let Some(n) = log.witness_checkpoint(w.key_id)? {
-            notes.push(n);
+        match log.witness_checkpoint(w.key_id) {
+            Ok(Some(n)) => notes.push(n),
+            Ok(None) => {}
+            // A transient failure fails the poll (it is retried); an
+            // object that is not a note (too large, garbage) is one
+            // missing vote, never a veto: one witness must not block
+            // releases the others saw.
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) => unreadable.push(format!("{}: {}", w.name, e.detail)),
         }
     }
-    let w = witnessed(&notes, &policy.log, &policy.witnesses, policy.threshold)
-        .map_err(|e| Refusal::Unwitnessed(format!("version {}: {e}", release.version())))?;
+    let w = witnessed(&notes, &policy.log, &policy.witnesses, policy.threshold).map_err(|e| {
+        let mut why = format!("version {}: {e}", release.version());
+        if !unreadable.is_empty() {
+            why.push_str(&format!("; unreadable: {}", unreadable.join("; ")));
+        }
+        Refusal::Unwitnessed(why)
+    })?;
     let head = TreeHead::from(&w.checkpoint);
     match growth(last, &head) {
         Growth::Same => {}
+        // A witnessed tree smaller than the one this host accepted is an
+        // old note served again (a replay, a stale mirror): not a fork,
+        // and no witness has seen this release in it.
+        Growth::Fork(_) if last.is_some_and(|l| head.size < l.size) => {
+            return Err(Refusal::Unwitnessed(format!(
+                "version {}: the witnessed checkpoint ({} entries) is older than the one this host accepted ({} entries): a stale or replayed witness note",
+                release.version(),
+                head.size,
+                last.map_or(0, |l| l.size)
+            ))
+            .into())
+        }
         Growth::Fork(detail) => {
             return Err(Refusal::LogInconsistent(format!(
                 "the witnessed log is not the one this host saw: {detail}"

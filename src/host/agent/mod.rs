@@ -195,6 +195,9 @@ struct Poll {
     failure: Option<PipelineError>,
     /// Held from the download on: the rest of the poll writes state.
     lock: Option<DataLock>,
+    /// The witnessed log head the release was checked against (issue 37),
+    /// recorded under the lock before it is installed.
+    log_head: Option<crate::verify::witness::TreeHead>,
 }
 
 enum StageData {
@@ -336,25 +339,6 @@ impl Agent {
         }
     }
 
-    /// Records a newer witnessed log head, the one later heads must
-    /// extend (issue 37). Under the lock if it is free now; otherwise the
-    /// next poll records it (and checks against the older one meanwhile:
-    /// an ancestor, so nothing is let through).
-    fn record_log_head(&self, head: &crate::verify::witness::TreeHead) {
-        let Ok(_lock) = self.data.try_lock() else {
-            return;
-        };
-        let newer = match self.data.load_log_head(self.remote()) {
-            Ok(old) => old.is_none_or(|o| o.size < head.size),
-            Err(_) => true,
-        };
-        if newer {
-            if let Err(e) = self.data.save_log_head(self.remote(), head) {
-                self.warn_msg(&format!("could not record the witnessed log head: {e}"));
-            }
-        }
-    }
-
     fn forget_head(&self) {
         if let Err(e) = self.data.save_head(self.remote(), None) {
             self.warn_msg(&format!("could not drop the cached head: {e}"));
@@ -377,6 +361,7 @@ impl Agent {
             stage: None,
             failure: None,
             lock: None,
+            log_head: None,
         };
         self.reboot_if_due(&poll.now);
         let hold = self
@@ -570,13 +555,18 @@ impl Agent {
             self.v.require_chain,
             poll.now.wall,
         )?;
-        if let (true, Some(w)) = (accepted.new, &self.v.witness) {
+        // Every release this poll may install, not only a newer one: a
+        // release recorded without the check (`npcnix pull` on this data
+        // dir, or before the policy was set) is checked before it runs.
+        let installing = accepted.new || poll.remote.active != Some(accepted.release.seen());
+        if let (true, Some(w)) = (installing, &self.v.witness) {
             let last = self.data.load_log_head(self.remote())?;
-            let head =
-                crate::host::witnessed::check(&self.log(), w, last.as_ref(), &accepted.release)?;
-            if last != Some(head) {
-                self.record_log_head(&head);
-            }
+            poll.log_head = Some(crate::host::witnessed::check(
+                &self.log(),
+                w,
+                last.as_ref(),
+                &accepted.release,
+            )?);
         }
         let plan = self
             .activation
@@ -656,6 +646,17 @@ impl Agent {
             revalidated: false,
             stage: Stage::Downloaded,
         };
+        // The witnessed head the release was checked against, durably,
+        // before anything is installed: later heads must extend it.
+        if let Some(head) = poll.log_head {
+            let newer = self
+                .data
+                .load_log_head(self.remote())?
+                .is_none_or(|o| o.size < head.size);
+            if newer {
+                self.data.save_log_head(self.remote(), &head)?;
+            }
+        }
         poll.state = state;
         poll.remote = remote;
         poll.probation = probation::load(&self.data, self.remote())?;

@@ -241,3 +241,86 @@ fn witness_policy_without_a_log_key_or_with_too_high_a_threshold_is_refused() {
         "{e:?}"
     );
 }
+
+/// A release recorded as verified without the witness check (`npcnix
+/// pull` on the agent's data dir, or a release verified before the policy
+/// was set) is still checked before it is installed.
+#[test]
+fn release_recorded_without_the_check_is_checked_before_it_is_installed() {
+    let k = Kit::new(|_| {});
+    started(&k);
+    let w = Witnesses::new();
+    let c = w.config(&k, 1);
+    k.publish("v1", Some(&c));
+    w.run(&k, 0);
+    assert_eq!(k.poll(&k.agent(&c)), Ok(Outcome::Activated { version: 1 }));
+    k.poll(&k.running_agent()).expect("confirm");
+    k.logging.set(false);
+    k.publish("v2-unlogged", Some(&c));
+    w.run(&k, 0);
+    assert_eq!(refused(k.poll(&k.running_agent())), Check::Unwitnessed);
+    // What a `pull` would record: v2 as the highest verified.
+    let data = crate::host::state::DataDir::open(&k.root().join("data")).expect("data");
+    let mut st = data.load().expect("state");
+    let latest = std::fs::read(k.root().join("store/latest")).expect("latest");
+    let b = crate::format::bundle::Bundle::decode(&latest).expect("bundle");
+    st.remote_mut("prod").highest = Some(crate::verify::Seen {
+        version: 2,
+        statement: crate::format::Digest::of(&b.statement),
+    });
+    data.save(&st).expect("save");
+    let o = k.poll(&k.running_agent());
+    assert_eq!(refused(o.clone()), Check::Unwitnessed, "{}", detail(&o));
+    assert_eq!(k.running_marker(), "v1");
+}
+
+fn witness_object(k: &Kit, w: &Witnesses, i: usize) -> std::path::PathBuf {
+    let vkey =
+        crate::verify::witness::witness_verifier(NAMES[i], &w.keys[i].public_key()).expect("vkey");
+    k.root()
+        .join("store")
+        .join(crate::store::Object::WitnessCheckpoint(vkey.key_id).key())
+}
+
+/// One witness's object is too large (or garbage): a missing vote, never
+/// a veto over what the other witnesses saw.
+#[test]
+fn one_witness_serving_junk_does_not_block_the_others() {
+    let k = Kit::new(|_| {});
+    started(&k);
+    let w = Witnesses::new();
+    let c = w.config(&k, 1);
+    k.publish("v1", Some(&c));
+    w.run(&k, 0);
+    let junk = witness_object(&k, &w, 1);
+    std::fs::create_dir_all(junk.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&junk, vec![b'x'; 17_000]).expect("junk");
+    assert_eq!(k.poll(&k.agent(&c)), Ok(Outcome::Activated { version: 1 }));
+}
+
+/// An older note of a witness served again (a replay, a stale mirror) is
+/// not a fork: the release waits as unwitnessed.
+#[test]
+fn replayed_older_witness_note_is_unwitnessed_not_a_fork() {
+    let k = Kit::new(|_| {});
+    started(&k);
+    let w = Witnesses::new();
+    let c = w.config(&k, 1);
+    k.publish("v1", Some(&c));
+    w.run(&k, 0);
+    let old = std::fs::read(witness_object(&k, &w, 0)).expect("note");
+    assert_eq!(k.poll(&k.agent(&c)), Ok(Outcome::Activated { version: 1 }));
+    k.poll(&k.running_agent()).expect("confirm");
+    k.publish("v2", Some(&c));
+    w.run(&k, 0);
+    assert_eq!(
+        k.poll(&k.running_agent()),
+        Ok(Outcome::Activated { version: 2 })
+    );
+    k.poll(&k.running_agent()).expect("confirm");
+    k.publish("v3", Some(&c));
+    std::fs::write(witness_object(&k, &w, 0), old).expect("replay");
+    let o = k.poll(&k.running_agent());
+    assert_eq!(refused(o.clone()), Check::Unwitnessed, "{}", detail(&o));
+    assert!(detail(&o).contains("stale or replayed"), "{}", detail(&o));
+}
