@@ -123,9 +123,20 @@ impl Witness<'_> {
         now: u64,
     ) -> Result<Witnessed, WitnessError> {
         let me = self.verifier().map_err(WitnessError::Key)?;
+        // One run at a time per state dir (a timer and a manual run): the
+        // head recorded only ever grows along one history.
+        let _lock = self.lock()?;
         let log = remote.log();
         let Some(head) = tlog::read_head(&log, log_key)? else {
-            return Ok(Witnessed::NoLog);
+            // A log this witness cosigned cannot just disappear: a store
+            // that drops it would have the next publisher start another.
+            return Ok(match self.load(&log_key.name)? {
+                Some(l) if l.size > 0 => Witnessed::Fork {
+                    cosigned: l.size,
+                    detail: "the log disappeared (log/checkpoint is missing)".into(),
+                },
+                _ => Witnessed::NoLog,
+            });
         };
         let new = TreeHead::from(&head.checkpoint);
         let last = self.load(&log_key.name)?;
@@ -188,6 +199,24 @@ impl Witness<'_> {
             from,
             grew,
         })
+    }
+
+    fn lock(&self) -> Result<std::fs::File, WitnessError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.state_dir.join(".lock");
+        let err = |source| WitnessError::State {
+            path: path.clone(),
+            source,
+        };
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(err)?;
+        f.lock().map_err(err)?;
+        Ok(f)
     }
 
     /// Whether the store already holds this witness's cosignature of
@@ -255,6 +284,8 @@ mod tests {
             LogSigner {
                 remote: RemoteName::new("prod").expect("name"),
                 key: &self.log_key,
+                new_log: true,
+                now: 0,
             }
         }
 

@@ -22,6 +22,11 @@ pub struct LogKeyArgs {
     /// witnessed releases; docs/witness.md)
     #[arg(long = "log-key", value_name = "KEYFILE")]
     pub log_key: Option<std::path::PathBuf>,
+    /// With --log-key, on a remote that has releases but no log yet: start
+    /// its log with this release (deliberately; a log that disappeared is
+    /// never started again without it)
+    #[arg(long, requires = "log_key")]
+    pub new_log: bool,
 }
 
 impl LogKeyArgs {
@@ -38,9 +43,10 @@ impl LogKeyArgs {
 pub fn with_log<'s>(
     editor: npcnix::publish::editor::Editor<'s>,
     key: Option<&'s npcnix::format::keys::SecretKey>,
+    new_log: bool,
 ) -> npcnix::publish::editor::Editor<'s> {
     match key {
-        Some(k) => editor.with_log(k),
+        Some(k) => editor.with_log(k, new_log),
         None => editor,
     }
 }
@@ -76,7 +82,8 @@ pub struct Args {
     log_key: Option<String>,
     /// With --log-key: remember the log head seen in FILE; the next run
     /// checks the log extends it and reports only newer entries (a monitor
-    /// on a schedule)
+    /// on a schedule). Not moved past a suspicious entry: the alarm repeats
+    /// until the file is removed
     #[arg(long, value_name = "FILE", requires = "log_key")]
     state: Option<std::path::PathBuf>,
 }
@@ -345,13 +352,15 @@ fn monitor(a: Args, log_key: &str) -> Result<()> {
     }
     out.flush()?;
     drop(out);
-    if let Some(p) = &a.state {
+    // The state moves on only past a clean log: an alarm repeats on every
+    // run until someone looks (and removes the state file to acknowledge).
+    if let (Some(p), 0) = (&a.state, m.suspicious) {
         fsutil::write_atomic(p, &serde_json::to_vec(&m.head)?, 0o600)
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if m.suspicious > 0 {
         return Err(Unverified(format!(
-            "{} logged statement(s) are not the releases published for their versions: a release key may be in other hands (see the lines marked above)",
+            "{} logged statement(s) are not the releases published for their versions: a release key may be in other hands, or a publish stopped after its log append (see the lines marked above; --state does not move past them)",
             m.suspicious
         ))
         .into());

@@ -267,7 +267,7 @@ pub fn run(a: Args) -> Result<()> {
     let editor = Editor::new(&store, trust, now, a.store.retry())
         .with_retired(retired)
         .with_timestamp(ts_keys.iter().collect(), a.timestamp.timestamp_expires);
-    let editor = super::log::with_log(editor, log_key.as_ref());
+    let editor = super::log::with_log(editor, log_key.as_ref(), a.log.new_log);
     let mut draft = editor.draft(
         aref.clone(),
         StatementParams {
@@ -616,7 +616,7 @@ pub fn revert(a: RevertArgs) -> Result<()> {
     let editor = Editor::new(&store, trust, now, a.store.retry())
         .with_retired(retired)
         .with_timestamp(ts_keys.iter().collect(), a.timestamp.timestamp_expires);
-    let editor = super::log::with_log(editor, log_key.as_ref());
+    let editor = super::log::with_log(editor, log_key.as_ref(), a.log.new_log);
     let head = editor
         .head()?
         .ok_or_else(|| anyhow::anyhow!("{} has no releases: nothing to revert", a.remote))?;

@@ -527,7 +527,7 @@ fn publish_dir(a: PublishArgs) -> Result<()> {
     let log_key = a.log.load()?;
     let editor = Editor::new(&store, trust, fsutil::now_unix(), a.store.retry())
         .with_timestamp(ts_keys.iter().collect(), a.timestamp.timestamp_expires);
-    let editor = super::log::with_log(editor, log_key.as_ref());
+    let editor = super::log::with_log(editor, log_key.as_ref(), a.log.new_log);
     // The head must still be the one this release extends, verified at
     // the remote's threshold (a head planted with one stolen key is not
     // extended).

@@ -30,8 +30,8 @@ enum Cmd {
 kept as state.json.corrupt-<time>, and a new state is written in which REMOTE refuses every version \
 below --min-version. Use the highest version you know this host ran (see the audit log, \
 `npcnix log`, or your deployment records): a floor that is too low re-opens rollbacks down to it. The \
-remote's cached head, freshness timestamp record and witnessed log head (docs/witness.md) are \
-forgotten too.\n\nThe remote is named by its signed \
+remote's cached head and freshness timestamp record are forgotten too; its witnessed log head \
+(docs/witness.md) only with --forget-log-head.\n\nThe remote is named by its signed \
 name (--remote-name) or by its URL (--remote; the name is the URL's last path segment, as for \
 `pull`).\n\nExample:\n  npcnix state reset --remote-name prod --min-version 42"
     )]
@@ -61,6 +61,12 @@ name (--remote-name) or by its URL (--remote; the name is the URL's last path se
         /// host verified is right (recorded in the audit log)
         #[arg(long, value_name = "TEXT")]
         lower_floor_because: Option<String>,
+        /// Also forget the witnessed log head this host accepted (issue 37):
+        /// only once the operators agree which history of the log is the
+        /// right one (docs/witness.md); without it the head is kept and
+        /// later checkpoints must still extend it
+        #[arg(long)]
+        forget_log_head: bool,
         /// Print the result as JSON
         #[arg(long)]
         json: bool,
@@ -76,6 +82,7 @@ pub fn run(a: Args) -> Result<()> {
             data_dir,
             force,
             lower_floor_because,
+            forget_log_head,
             json,
         } => {
             let remote: RemoteName = super::common::remote_name(
@@ -146,17 +153,27 @@ pub fn run(a: Args) -> Result<()> {
                 .context("dropping the cached head")?;
             data.forget_timestamp(remote.as_str())
                 .context("dropping the freshness timestamp record")?;
-            // The witnessed log head too: a reset follows an operator's
-            // decision about which history is right (docs/witness.md).
-            data.forget_log_head(remote.as_str())
-                .context("dropping the witnessed log head")?;
+            // The witnessed log head only when asked: a reset for a corrupt
+            // state.json must not re-open split views to trust on first use.
+            if forget_log_head {
+                data.forget_log_head(remote.as_str())
+                    .context("dropping the witnessed log head")?;
+            }
             let mut ev = AuditEvent::new(now, "state-reset", remote.as_str());
-            ev.detail = Some(match &lower_floor_because {
-                Some(why) => {
-                    format!("floor set to version {min_version}, below the audited version: {why}")
-                }
-                None => format!("floor set to version {min_version}"),
-            });
+            ev.detail = Some(
+                match &lower_floor_because {
+                    Some(why) => {
+                        format!(
+                            "floor set to version {min_version}, below the audited version: {why}"
+                        )
+                    }
+                    None => format!("floor set to version {min_version}"),
+                } + if forget_log_head {
+                    "; the witnessed log head was forgotten"
+                } else {
+                    ""
+                },
+            );
             journal::append(&data.audit_path(), &ev)?;
             if json {
                 super::common::print_json(&serde_json::json!({

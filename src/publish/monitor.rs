@@ -51,8 +51,8 @@ pub struct Monitored {
     pub head: TreeHead,
     /// Entries reported (those past `since`).
     pub reported: u64,
-    /// Reported entries that differ from `releases/<version>`, repeat a
-    /// version, or are unreadable: alarms.
+    /// Reported entries that are not the published release of their
+    /// version (missing, different, repeated, unreadable): alarms.
     pub suspicious: u64,
 }
 
@@ -167,10 +167,11 @@ pub fn monitor(
             continue;
         }
         reported += 1;
-        if matches!(
-            published,
-            Published::Differs | Published::Duplicate | Published::Unreadable
-        ) {
+        // `missing` too: a statement logged and never published is
+        // exactly what a targeted split view leaves (shown to one host,
+        // never put in `releases/`), as well as a publish that stopped
+        // after its log append.
+        if published != Published::Release {
             suspicious += 1;
         }
         each(&Entry {

@@ -46,6 +46,97 @@ impl From<LogReadError> for PublishError {
 pub struct LogSigner<'k> {
     pub remote: RemoteName,
     pub key: &'k SecretKey,
+    /// Start a log where the remote has none although this is not its
+    /// first release (`--new-log`): deliberately, never because a log
+    /// disappeared.
+    pub new_log: bool,
+    /// The time (Unix seconds), for the append lease.
+    pub now: u64,
+}
+
+/// The object that serialises appenders: the checkpoint's swap alone
+/// cannot, since tiles are written before it (two publishers holding
+/// different versions' claims at once, `--version N`, would write the same
+/// tile names with different leaves).
+const LEASE_KEY: &str = "log/append.lock";
+/// How long a lease holds: a publisher that died holding it blocks others
+/// this long at most.
+const LEASE_SECS: u64 = 600;
+
+/// Takes the append lease (`held <token> until <time>`; `free` once
+/// released), swapped on its ETag; another holder's unexpired lease is an
+/// error that says until when.
+fn take_lease(
+    store: &dyn crate::store::Store,
+    retry: &Retry,
+    now: u64,
+) -> Result<crate::store::ETag, PublishError> {
+    for _ in 0..3 {
+        let expected = match retry.run(|_| store.get(LEASE_KEY, None, 256)) {
+            Ok(crate::store::Fetched::Object { bytes, etag }) => {
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                let until = text
+                    .split_whitespace()
+                    .skip_while(|w| *w != "until")
+                    .nth(1)
+                    .and_then(|t| t.parse::<u64>().ok());
+                if let (true, Some(until)) = (text.starts_with("held "), until) {
+                    if until > now {
+                        return Err(PublishError::Log(format!(
+                            "another publisher is appending to the log on {} (its lease, {LEASE_KEY}, holds until {}); run again once it is done",
+                            store.describe(),
+                            crate::format::time::rfc3339(until)
+                        )));
+                    }
+                }
+                etag
+            }
+            Ok(crate::store::Fetched::NotModified) => None,
+            Err(e) if e.kind == StoreErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        let body = format!(
+            "held {} until {}\n",
+            crate::fsutil::random_suffix(),
+            now.saturating_add(LEASE_SECS)
+        );
+        match store.put_swap(LEASE_KEY, body.as_bytes(), expected.as_ref()) {
+            Ok(etag) => return Ok(etag),
+            // Someone took it between the read and the swap: look again.
+            Err(e) if e.kind == StoreErrorKind::PreconditionFailed => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(PublishError::Log(format!(
+        "the log's append lease on {} kept changing hands; run again",
+        store.describe()
+    )))
+}
+
+/// Whether another publisher holds the append lease now (the time it
+/// holds until): checked before a publish claims its version, so a busy
+/// log stops it before anything is uploaded (the lease itself is taken at
+/// the append).
+pub fn lease_held(remote: &Remote, now: u64) -> Result<Option<u64>, PublishError> {
+    match remote.store().get(LEASE_KEY, None, 256) {
+        Ok(crate::store::Fetched::Object { bytes, .. }) => {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let until = text
+                .split_whitespace()
+                .skip_while(|w| *w != "until")
+                .nth(1)
+                .and_then(|t| t.parse::<u64>().ok());
+            Ok(until.filter(|u| text.starts_with("held ") && *u > now))
+        }
+        Ok(crate::store::Fetched::NotModified) => Ok(None),
+        Err(e) if e.kind == StoreErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Gives the lease back (best effort: it expires anyway).
+fn release_lease(store: &dyn crate::store::Store, etag: &crate::store::ETag) {
+    let _ = store.put_swap(LEASE_KEY, b"free\n", Some(etag));
 }
 
 impl LogSigner<'_> {
@@ -108,6 +199,11 @@ fn already_logged(
     Ok(reader::includes(&remote.log(), &TreeHead::from(head), index, statement)?.then_some(index))
 }
 
+/// Whether `statement` extends an earlier release (it names one).
+fn follows_a_release(statement: &[u8]) -> bool {
+    crate::format::statement::Statement::parse(statement).map_or(true, |s| s.previous.is_some())
+}
+
 /// How often a lost checkpoint swap starts over.
 const APPEND_ATTEMPTS: u32 = 3;
 
@@ -121,12 +217,32 @@ pub fn append_statement(
 ) -> Result<Logged, PublishError> {
     let verifier = signer.verifier().map_err(PublishError::Log)?;
     let store = remote.store();
+    let lease = take_lease(store, retry, signer.now)?;
+    let res = append_leased(remote, signer, &verifier, statement, retry);
+    release_lease(store, &lease);
+    res
+}
+
+fn append_leased(
+    remote: &Remote,
+    signer: &LogSigner<'_>,
+    verifier: &VerifierKey,
+    statement: &[u8],
+    retry: &Retry,
+) -> Result<Logged, PublishError> {
+    let store = remote.store();
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let head = reader::read_head(&remote.log(), &verifier)?;
+        let head = reader::read_head(&remote.log(), verifier)?;
         let (size, root, etag) = match &head {
             Some(h) => (h.checkpoint.size, h.checkpoint.root, h.etag.clone()),
+            None if !signer.new_log && follows_a_release(statement) => {
+                return Err(PublishError::Log(format!(
+                    "{} has no log (log/checkpoint is missing) but this is not its first release: a log that disappeared is not started again silently (its witnesses would refuse the new one, and hosts with it); pass --new-log to start the remote's log deliberately (docs/witness.md)",
+                    store.describe()
+                )))
+            }
             None => (0, merkle::root(&[]), None),
         };
         if let Some(h) = &head {
@@ -229,6 +345,9 @@ mod tests {
             LogSigner {
                 remote: RemoteName::new("prod").expect("name"),
                 key: &self.key,
+                // The tests' statements are not real ones.
+                new_log: true,
+                now: 0,
             }
         }
 
@@ -343,6 +462,8 @@ mod tests {
         let forged = LogSigner {
             remote: RemoteName::new("prod").expect("name"),
             key: &other,
+            new_log: false,
+            now: 0,
         };
         let c = Checkpoint {
             origin: w.signer().origin(),

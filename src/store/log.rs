@@ -312,7 +312,12 @@ impl<'s> ReleaseLog<'s> {
         let obj = Object::LogCheckpoint;
         match self.store.get(&obj.key(), None, obj.limit()) {
             Ok(Fetched::Object { bytes, etag }) => Ok(Some((bytes, etag))),
-            Ok(Fetched::NotModified) => Ok(None),
+            Ok(Fetched::NotModified) => Err(StoreError::new(
+                StoreErrorKind::Protocol,
+                &self.store.describe(),
+                &obj.key(),
+                "the store answered 'not modified' to a request without If-None-Match".into(),
+            )),
             Err(e) if e.kind == StoreErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }

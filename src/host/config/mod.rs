@@ -290,7 +290,16 @@ impl HostConfig {
             }
         }
         let witness = match (&remote, &self.policy.witnesses) {
-            (Some(remote), Some(w)) => witness_policy(remote, w, &log_keys, &mut errs),
+            (Some(remote), Some(w)) => {
+                let trusted: Vec<[u8; 32]> = keys
+                    .iter()
+                    .chain(&timestamp_keys)
+                    .chain(&rollout_keys)
+                    .chain(&log_keys)
+                    .map(|k| k.key.bytes)
+                    .collect();
+                witness_policy(remote, w, &log_keys, &trusted, &mut errs)
+            }
             _ => None,
         };
         if self.policy.rollout.threshold == 0 {
@@ -462,6 +471,7 @@ fn witness_policy(
     remote: &RemoteName,
     w: &WitnessesConfig,
     log_keys: &[TrustedKey],
+    trusted: &[[u8; 32]],
     errs: &mut Vec<ConfigError>,
 ) -> Option<crate::verify::witness::WitnessPolicy> {
     let scoped: Vec<&TrustedKey> = log_keys.iter().filter(|k| k.scope.allows(remote)).collect();
@@ -499,6 +509,12 @@ fn witness_policy(
             Ok(v) if witnesses.iter().any(|o| o.key == v.key || o.key_id == v.key_id) => {
                 errs.push(invalid(field, "the same witness is listed twice"))
             }
+            // A witness must be someone else: the publisher's own keys
+            // cosigning would witness nothing.
+            Ok(v) if trusted.contains(v.key.as_bytes()) => errs.push(invalid(
+                field,
+                "is the key of a trusted key (release, timestamp, rollout or log): a witness must be an independent party",
+            )),
             Ok(v) => witnesses.push(v),
             Err(e) => errs.push(invalid(field, e.to_string())),
         }

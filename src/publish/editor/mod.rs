@@ -130,10 +130,12 @@ impl<'s> Editor<'s> {
 
     /// Appends every release this editor publishes to the remote's
     /// witnessed log, signing its checkpoint with `key` (issue 37).
-    pub fn with_log(mut self, key: &'s SecretKey) -> Self {
+    pub fn with_log(mut self, key: &'s SecretKey, new_log: bool) -> Self {
         self.log = Some(super::tlog::LogSigner {
             remote: self.trust.policy.remote.clone(),
             key,
+            new_log,
+            now: self.now,
         });
         self
     }
@@ -423,6 +425,33 @@ impl<'s> Editor<'s> {
         };
         let latest = self.latest_for(&unsigned, &draft.statement.remote, draft.statement.version);
         let release = self.check_write(draft, &latest.encode())?;
+        // A remote with a witnessed log: hosts with a witness policy
+        // refuse a release that is not in it, for good (its version is
+        // then taken). Refused before anything is uploaded.
+        let has_log = self.store.log().log_checkpoint()?.is_some();
+        if let (Some(l), false) = (&self.log, has_log) {
+            if !l.new_log && draft.statement.previous.is_some() {
+                return Err(PublishError::Log(format!(
+                    "{} has no log (log/checkpoint is missing) but this is not its first release: a log that disappeared is not started again silently (its witnesses would refuse the new one, and hosts with it); pass --new-log to start the remote's log deliberately (docs/witness.md)",
+                    self.store.describe()
+                )));
+            }
+        }
+        if self.log.is_some() {
+            if let Some(until) = super::tlog::lease_held(self.store, self.now)? {
+                return Err(PublishError::Log(format!(
+                    "another publisher is appending to the log on {} (its lease holds until {}); run again once it is done",
+                    self.store.describe(),
+                    crate::format::time::rfc3339(until)
+                )));
+            }
+        }
+        if self.log.is_none() && has_log {
+            return Err(PublishError::Log(format!(
+                "{} has a witnessed log (log/checkpoint) and no --log-key was given: hosts with a witness policy would refuse this release for good; pass the remote's --log-key",
+                self.store.describe()
+            )));
+        }
         if release.statement() != &draft.statement {
             return Err(PublishError::Revert(
                 "the signed statement is not the one drafted".into(),

@@ -367,6 +367,8 @@ impl Kit {
                 .then(|| crate::publish::tlog::LogSigner {
                     remote: RemoteName::new("prod").expect("name"),
                     key: &self.log_key,
+                    new_log: false,
+                    now: 0,
                 })
                 .as_ref(),
             head.as_ref().and_then(|h| h.etag.as_ref()),

@@ -197,6 +197,8 @@ fn split_view_cosigned_by_forgetful_witnesses_is_refused_as_log_inconsistent() {
             &crate::publish::tlog::LogSigner {
                 remote: RemoteName::new("prod").expect("name"),
                 key: &k.log_key,
+                new_log: true,
+                now: 0,
             },
             format!("forged {i}").as_bytes(),
             &crate::store::retry::Retry::none(),
