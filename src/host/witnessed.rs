@@ -8,7 +8,7 @@
 
 use crate::store::tlog::{self, LogReadError};
 use crate::store::ReleaseLog;
-use crate::verify::witness::{grows, growth, witnessed, Growth, TreeHead, WitnessPolicy};
+use crate::verify::witness::{grows, growth, witnessed_with, Growth, TreeHead, WitnessPolicy};
 use crate::verify::{Refusal, VerifiedRelease};
 
 use super::pipeline::PipelineError;
@@ -45,7 +45,21 @@ pub fn check(
             Err(e) => unreadable.push(format!("{}: {}", w.name, e.detail)),
         }
     }
-    let w = witnessed(&notes, &policy.log, &policy.witnesses, policy.threshold).map_err(|e| {
+    // A larger tree a witness cosigned counts for a smaller one it
+    // extends, by a consistency proof from the log's tiles (a proof that
+    // cannot be read counts as not extending: fail closed).
+    let mut extends = |small: &TreeHead, large: &TreeHead| {
+        tlog::consistency_proof(log, small.size, large.size)
+            .is_ok_and(|proof| grows(small, large, &proof).is_ok())
+    };
+    let w = witnessed_with(
+        &notes,
+        &policy.log,
+        &policy.witnesses,
+        policy.threshold,
+        &mut extends,
+    )
+    .map_err(|e| {
         let mut why = format!("version {}: {e}", release.version());
         if !unreadable.is_empty() {
             why.push_str(&format!("; unreadable: {}", unreadable.join("; ")));

@@ -160,6 +160,22 @@ pub fn witnessed(
     witnesses: &[VerifierKey],
     threshold: usize,
 ) -> Result<Witnessed, String> {
+    witnessed_with(notes, log_key, witnesses, threshold, &mut |_, _| false)
+}
+
+/// [`witnessed`], where a witness that cosigned a larger tree also counts
+/// for a smaller one its tree extends: `extends(smaller, larger)` says
+/// whether `larger` grew from `smaller` (the shell checks a consistency
+/// proof from the log's tiles). Witnesses that run at different times
+/// rarely cosign the very same tree of a log that keeps growing; without
+/// this, hosts could wait for ever although every witness saw the release.
+pub fn witnessed_with(
+    notes: &[Vec<u8>],
+    log_key: &VerifierKey,
+    witnesses: &[VerifierKey],
+    threshold: usize,
+    extends: &mut dyn FnMut(&TreeHead, &TreeHead) -> bool,
+) -> Result<Witnessed, String> {
     // (size, root) -> (checkpoint, the witnesses that cosigned it)
     let mut votes: Vec<(Checkpoint, Vec<usize>)> = Vec::new();
     let mut problems = Vec::new();
@@ -199,28 +215,40 @@ pub fn witnessed(
             None => votes.push((c, by)),
         }
     }
-    let best = votes
-        .iter()
-        .filter(|(_, v)| v.len() >= threshold)
-        .max_by_key(|(c, _)| c.size);
-    match best {
-        Some((c, v)) => Ok(Witnessed {
-            checkpoint: c.clone(),
-            witnesses: v.iter().map(|&i| witnesses[i].name.clone()).collect(),
-        }),
-        None => {
-            let most = votes.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
-            let mut why = format!(
-                "no checkpoint of the log is cosigned by {threshold} of its {} witnesses (at most {most})",
-                witnesses.len()
-            );
-            if !problems.is_empty() {
-                why.push_str("; ");
-                why.push_str(&problems.join("; "));
+    // Largest trees first: the first with enough votes (its own, and those
+    // of every larger tree that extends it) is the witnessed head.
+    votes.sort_by_key(|v| std::cmp::Reverse(v.0.size));
+    let mut most = 0;
+    for (i, (c, own)) in votes.iter().enumerate() {
+        let mut by = own.clone();
+        let head = TreeHead::from(c);
+        for (larger, theirs) in &votes[..i] {
+            if larger.size > c.size && extends(&head, &TreeHead::from(larger)) {
+                for w in theirs {
+                    if !by.contains(w) {
+                        by.push(*w);
+                    }
+                }
             }
-            Err(why)
+        }
+        most = most.max(by.len());
+        if by.len() >= threshold {
+            by.sort_unstable();
+            return Ok(Witnessed {
+                checkpoint: c.clone(),
+                witnesses: by.iter().map(|&i| witnesses[i].name.clone()).collect(),
+            });
         }
     }
+    let mut why = format!(
+        "no checkpoint of the log is cosigned by {threshold} of its {} witnesses (at most {most})",
+        witnesses.len()
+    );
+    if !problems.is_empty() {
+        why.push_str("; ");
+        why.push_str(&problems.join("; "));
+    }
+    Err(why)
 }
 
 fn hex(h: &Hash) -> String {
@@ -334,6 +362,50 @@ mod tests {
         // One witness publishing twice counts once.
         let twice = vec![notes[0].clone(), notes[0].clone()];
         assert!(witnessed(&twice, &log.vkey(), &keys, 2).is_err());
+    }
+
+    /// Witnesses that ran at different times cosigned different sizes of
+    /// one growing log: a larger tree counts for a smaller one it extends,
+    /// so a release in both is not starved; a tree that does not extend it
+    /// (a fork) counts for nothing.
+    #[test]
+    fn witnesses_on_different_sizes_of_one_log_count_together() {
+        let log = Log::new();
+        let w: Vec<SecretKey> = (0..2).map(|_| SecretKey::generate().expect("k")).collect();
+        let keys: Vec<VerifierKey> = ["w0.example", "w1.example"]
+            .iter()
+            .zip(&w)
+            .map(|(n, k)| witness_verifier(n, &k.public_key()).expect("vkey"))
+            .collect();
+        let all = leaves(6);
+        let notes = vec![
+            log.note(&all[..5], &[("w0.example", &w[0])]),
+            log.note(&all, &[("w1.example", &w[1])]),
+        ];
+        assert!(
+            witnessed(&notes, &log.vkey(), &keys, 2).is_err(),
+            "same tree only"
+        );
+        let mut extends = |small: &TreeHead, large: &TreeHead| {
+            let proof = merkle::consistency_proof(&all[..large.size as usize], small.size as usize);
+            grows(small, large, &proof).is_ok()
+        };
+        let got = witnessed_with(&notes, &log.vkey(), &keys, 2, &mut extends).expect("2 of 2");
+        assert_eq!(got.checkpoint.size, 5);
+        assert_eq!(got.witnesses, ["w0.example", "w1.example"]);
+        // The larger tree is a fork of the smaller: no extension, no vote.
+        let mut forked = all.clone();
+        forked[2] = merkle::leaf_hash(b"rewritten");
+        let notes = vec![
+            log.note(&all[..5], &[("w0.example", &w[0])]),
+            log.note(&forked, &[("w1.example", &w[1])]),
+        ];
+        let mut extends = |small: &TreeHead, large: &TreeHead| {
+            let proof =
+                merkle::consistency_proof(&forked[..large.size as usize], small.size as usize);
+            grows(small, large, &proof).is_ok()
+        };
+        assert!(witnessed_with(&notes, &log.vkey(), &keys, 2, &mut extends).is_err());
     }
 
     /// A store shows a host a checkpoint no witness saw (or one a witness
