@@ -119,19 +119,19 @@ pub struct Retry {
     pub next_at: u64,
 }
 
-/// Most bad releases a remote's state remembers: the newest are kept.
-pub const MAX_BAD_REMEMBERED: usize = 64;
+/// Most bad releases a remote's state remembers: the newest are kept (as
+/// many as a receipt lists).
+pub const MAX_BAD_REMEMBERED: usize = crate::format::receipt::MAX_BAD_LISTED;
 
 impl RemoteState {
-    /// Remembers a release as bad (never applied again), once. Marks below
-    /// the highest version verified are dropped: such a release is refused
-    /// as a rollback before its mark is read. And at most
-    /// [`MAX_BAD_REMEMBERED`] are kept, the newest: the list grew by one
-    /// per lock-out refusal for ever (issue 38), every poll re-reads it,
-    /// and past `STATE_MAX_BYTES` the state could no longer be loaded. A
-    /// release whose mark was dropped and that a store serves again is
-    /// judged again (and marked again), never applied on the strength of
-    /// a forgotten mark.
+    /// Remembers a release as bad (never applied again), once, keeping the
+    /// [`MAX_BAD_REMEMBERED`] newest marks: the list grew by one per
+    /// lock-out refusal for ever (issue 38), every poll re-reads it, and
+    /// past `STATE_MAX_BYTES` the state could no longer be loaded. A release
+    /// whose mark was dropped is older than the 16 newest bad ones; if a
+    /// store serves it again it is refused as a rollback, or judged again
+    /// (and marked again), never applied on the strength of a forgotten
+    /// mark.
     pub fn mark_bad(&mut self, b: BadRelease) {
         let seen = Seen {
             version: b.version,
@@ -141,9 +141,6 @@ impl RemoteState {
             return;
         }
         self.bad.push(b);
-        if let Some(h) = self.highest {
-            self.bad.retain(|x| x.version >= h.version);
-        }
         let excess = self.bad.len().saturating_sub(MAX_BAD_REMEMBERED);
         self.bad.drain(..excess);
     }
@@ -627,17 +624,7 @@ mod tests {
             rs.mark_bad(bad(v));
         }
         assert_eq!(rs.bad.len(), MAX_BAD_REMEMBERED);
-        assert_eq!(rs.bad.first().map(|b| b.version), Some(37));
+        assert_eq!(rs.bad.first().map(|b| b.version), Some(85));
         assert_eq!(rs.bad.last().map(|b| b.version), Some(100));
-        // Below the highest version verified a mark is moot (a rollback).
-        rs.highest = Some(Seen {
-            version: 95,
-            statement: Digest::of(b"x"),
-        });
-        rs.mark_bad(bad(101));
-        assert_eq!(
-            rs.bad.iter().map(|b| b.version).collect::<Vec<_>>(),
-            [95, 96, 97, 98, 99, 100, 101]
-        );
     }
 }
