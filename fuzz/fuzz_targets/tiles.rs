@@ -71,7 +71,11 @@ fn arbitrary_tiles(data: &[u8]) {
         return;
     }
     let index = u64_at(data, 8) % size;
-    let old = u64_at(data, 16) % (size + 1);
+    // Any old size up to `size` (all of them when size is u64::MAX).
+    let old = match size.checked_add(1) {
+        Some(n) => u64_at(data, 16) % n,
+        None => u64_at(data, 16),
+    };
     let mut tiles: Vec<TileId> = tiles_for_root(size);
     tiles.extend(tiles_for_inclusion(index, size).expect("a leaf of the tree"));
     tiles.extend(tiles_for_consistency(old, size).expect("a smaller size"));
