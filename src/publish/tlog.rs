@@ -74,20 +74,12 @@ fn take_lease(
     for _ in 0..3 {
         let expected = match retry.run(|_| store.get(LEASE_KEY, None, 256)) {
             Ok(crate::store::Fetched::Object { bytes, etag }) => {
-                let text = String::from_utf8_lossy(&bytes).into_owned();
-                let until = text
-                    .split_whitespace()
-                    .skip_while(|w| *w != "until")
-                    .nth(1)
-                    .and_then(|t| t.parse::<u64>().ok());
-                if let (true, Some(until)) = (text.starts_with("held "), until) {
-                    if until > now {
-                        return Err(PublishError::Log(format!(
-                            "another publisher is appending to the log on {} (its lease, {LEASE_KEY}, holds until {}); run again once it is done",
-                            store.describe(),
-                            crate::format::time::rfc3339(until)
-                        )));
-                    }
+                if let Some(until) = held_until(&bytes, now) {
+                    return Err(PublishError::Log(format!(
+                        "another publisher is appending to the log on {} (its lease, {LEASE_KEY}, holds until {}); run again once it is done",
+                        store.describe(),
+                        crate::format::time::rfc3339(until)
+                    )));
                 }
                 etag
             }
@@ -119,19 +111,23 @@ fn take_lease(
 /// the append).
 pub fn lease_held(remote: &Remote, now: u64) -> Result<Option<u64>, PublishError> {
     match remote.store().get(LEASE_KEY, None, 256) {
-        Ok(crate::store::Fetched::Object { bytes, .. }) => {
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            let until = text
-                .split_whitespace()
-                .skip_while(|w| *w != "until")
-                .nth(1)
-                .and_then(|t| t.parse::<u64>().ok());
-            Ok(until.filter(|u| text.starts_with("held ") && *u > now))
-        }
+        Ok(crate::store::Fetched::Object { bytes, .. }) => Ok(held_until(&bytes, now)),
         Ok(crate::store::Fetched::NotModified) => Ok(None),
         Err(e) if e.kind == StoreErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// When a lease object (`held <token> until <time>`) still holds, if it
+/// does at `now`.
+fn held_until(lease: &[u8], now: u64) -> Option<u64> {
+    let text = String::from_utf8_lossy(lease);
+    let until = text
+        .split_whitespace()
+        .skip_while(|w| *w != "until")
+        .nth(1)
+        .and_then(|t| t.parse::<u64>().ok());
+    until.filter(|u| text.starts_with("held ") && *u > now)
 }
 
 /// Gives the lease back (best effort: it expires anyway).
