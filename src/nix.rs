@@ -64,6 +64,21 @@ impl Nix {
         Nix { bin_dir }
     }
 
+    /// Whether the program `name` can be run (in `bin_dir`, or on PATH):
+    /// lets a caller skip work only Nix would use (the pack's flake check
+    /// unpacks the archive for it) without first paying for it.
+    pub fn finds(&self, name: &str) -> bool {
+        let is_exe = |p: &Path| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        match &self.bin_dir {
+            Some(d) => is_exe(&d.join(name)),
+            None => std::env::var_os("PATH")
+                .is_some_and(|path| std::env::split_paths(&path).any(|d| is_exe(&d.join(name)))),
+        }
+    }
+
     fn program(&self, name: &str) -> String {
         match &self.bin_dir {
             Some(d) => d.join(name).display().to_string(),
@@ -369,3 +384,24 @@ const OUTPUT_MAX: u64 = 4 << 20;
 /// The names `flake.nix` (at `<flake>`) gives its inputs.
 const DECLARED_INPUTS: &str = "let f = import <flake/flake.nix>; in \
 builtins.attrNames (f.inputs or {}) ++ builtins.attrNames (builtins.functionArgs f.outputs)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn finds_only_an_executable_file_in_the_bin_dir() {
+        let dir = crate::fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-test-").unwrap();
+        let nix = Nix::new(Some(dir.path().to_path_buf()));
+        assert!(!nix.finds("nix-instantiate"), "an empty dir has no Nix");
+        let prog = dir.path().join("nix-instantiate");
+        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(!nix.finds("nix-instantiate"), "not executable");
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(nix.finds("nix-instantiate"));
+        std::fs::create_dir(dir.path().join("nix")).unwrap();
+        assert!(!nix.finds("nix"), "a directory is not a program");
+    }
+}

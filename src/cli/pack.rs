@@ -80,16 +80,25 @@ pub fn check_flake(archive: &Path, src: Option<&Path>) -> Result<FlakeInputs> {
     let work = fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-flake-")
         .context("creating a private temp dir")?;
     let nix = super::env::nix();
-    let res = match check_archive(archive, src, Some(&nix), work.path()) {
-        Err(FlakeError::Eval(NixError::Spawn { source, .. }))
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            warn!(
-                "nix-instantiate not found: flake.nix's inputs were not compared with flake.lock (the lock itself is checked; install Nix to check both)"
-            );
-            check_archive(archive, src, None, work.path())
+    let without_nix = || {
+        warn!(
+            "nix-instantiate not found: flake.nix's inputs were not compared with flake.lock (the lock itself is checked; install Nix to check both)"
+        );
+        check_archive(archive, src, None, work.path())
+    };
+    // Without Nix the archive is not unpacked at all (that is only for Nix
+    // to read); the spawn error covers Nix vanishing in between.
+    let res = if !nix.finds("nix-instantiate") {
+        without_nix()
+    } else {
+        match check_archive(archive, src, Some(&nix), work.path()) {
+            Err(FlakeError::Eval(NixError::Spawn { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                without_nix()
+            }
+            r => r,
         }
-        r => r,
     };
     Ok(res?)
 }
