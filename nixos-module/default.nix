@@ -159,7 +159,13 @@ in
           # buffers into the heap, whose freed pages stay resident: private
           # memory then creeps under churn (issue 38, bench/analysis.md).
           MALLOC_MMAP_THRESHOLD_ = "131072";
-          MALLOC_TRIM_THRESHOLD_ = "131072";
+          # And the top of the heap goes back to the kernel once 64 KiB of
+          # it is free, with no pad kept: what a poll's transient touched
+          # there otherwise stayed resident, a step of up to 256 KiB in the
+          # idle agent's private memory the first time a larger transient
+          # came (issue 38).
+          MALLOC_TRIM_THRESHOLD_ = "65536";
+          MALLOC_TOP_PAD_ = "0";
         }
         // lib.optionalAttrs config.nix.enable {
           # Builds and substitutions go through nix-daemon, so they run in the
