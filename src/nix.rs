@@ -392,16 +392,17 @@ mod tests {
 
     #[test]
     fn finds_only_an_executable_file_in_the_bin_dir() {
-        let dir = crate::fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-test-").unwrap();
+        let dir =
+            crate::fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-test-").expect("tmp");
         let nix = Nix::new(Some(dir.path().to_path_buf()));
         assert!(!nix.finds("nix-instantiate"), "an empty dir has no Nix");
         let prog = dir.path().join("nix-instantiate");
-        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&prog, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         assert!(!nix.finds("nix-instantiate"), "not executable");
-        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         assert!(nix.finds("nix-instantiate"));
-        std::fs::create_dir(dir.path().join("nix")).unwrap();
+        std::fs::create_dir(dir.path().join("nix")).expect("mkdir");
         assert!(!nix.finds("nix"), "a directory is not a program");
     }
 }

@@ -447,7 +447,7 @@ impl DataDir {
     }
 
     fn head_path(&self, remote: &str) -> PathBuf {
-        self.root.join("heads").join(format!("{remote}.json"))
+        self.sidecar_path("heads", remote)
     }
 
     /// The cached verified head of `remote`, if any. Unreadable entries are
@@ -482,15 +482,21 @@ impl DataDir {
         fs::rename(&tmp, path)
     }
 
-    fn timestamp_path(&self, remote: &str) -> PathBuf {
-        self.root.join("timestamps").join(format!("{remote}.json"))
+    /// A per-remote record kept beside `state.json` (`<root>/<kind>/<remote>.json`):
+    /// records added after `state.json`'s format was fixed, which earlier
+    /// versions read strictly.
+    fn sidecar_path(&self, kind: &str, remote: &str) -> PathBuf {
+        self.root.join(kind).join(format!("{remote}.json"))
     }
 
-    /// The newest freshness timestamp this host accepted for `remote` (a
-    /// sidecar, not `state.json`, which earlier versions read strictly).
-    /// Unreadable is an error: it is the replay floor.
-    pub fn load_timestamp(&self, remote: &str) -> Result<Option<TimestampSeen>, StateError> {
-        let path = self.timestamp_path(remote);
+    /// Reads a sidecar. Unreadable is an error, never "none": every sidecar
+    /// is a floor something is checked against.
+    fn load_sidecar<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+        remote: &str,
+    ) -> Result<Option<T>, StateError> {
+        let path = self.sidecar_path(kind, remote);
         match fsutil::read_regular(&path, 4096) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
@@ -503,10 +509,25 @@ impl DataDir {
         }
     }
 
-    /// Forgets the timestamp record (`state reset`: a corrupt record would
-    /// otherwise stop every poll).
-    pub fn forget_timestamp(&self, remote: &str) -> Result<(), StateError> {
-        let path = self.timestamp_path(remote);
+    /// Writes a sidecar durably (atomically, 0600). The caller holds the lock.
+    fn save_sidecar<T: serde::Serialize>(
+        &self,
+        kind: &str,
+        remote: &str,
+        value: &T,
+    ) -> Result<(), StateError> {
+        let path = self.sidecar_path(kind, remote);
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
+        fsutil::ensure_private_dir(&self.root.join(kind)).map_err(io)?;
+        let bytes = serde_json::to_vec(value).map_err(|e| io(io::Error::other(e)))?;
+        fsutil::write_atomic(&path, &bytes, 0o600).map_err(io)
+    }
+
+    fn forget_sidecar(&self, kind: &str, remote: &str) -> Result<(), StateError> {
+        let path = self.sidecar_path(kind, remote);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 Err(StateError::Io { path, source: e })
@@ -515,42 +536,31 @@ impl DataDir {
         }
     }
 
+    /// The newest freshness timestamp this host accepted for `remote` (the
+    /// replay floor).
+    pub fn load_timestamp(&self, remote: &str) -> Result<Option<TimestampSeen>, StateError> {
+        self.load_sidecar("timestamps", remote)
+    }
+
+    /// Forgets the timestamp record (`state reset`: a corrupt record would
+    /// otherwise stop every poll).
+    pub fn forget_timestamp(&self, remote: &str) -> Result<(), StateError> {
+        self.forget_sidecar("timestamps", remote)
+    }
+
     /// Records `seen` as the newest accepted timestamp (durably: it is a
     /// floor). The caller holds the lock.
     pub fn save_timestamp(&self, remote: &str, seen: &TimestampSeen) -> Result<(), StateError> {
-        let path = self.timestamp_path(remote);
-        let dir = self.root.join("timestamps");
-        let io = |source| StateError::Io {
-            path: path.clone(),
-            source,
-        };
-        fsutil::ensure_private_dir(&dir).map_err(io)?;
-        let bytes = serde_json::to_vec(seen).map_err(|e| io(io::Error::other(e)))?;
-        fsutil::write_atomic(&path, &bytes, 0o600).map_err(io)
-    }
-
-    fn log_head_path(&self, remote: &str) -> PathBuf {
-        self.root.join("witnessed").join(format!("{remote}.json"))
+        self.save_sidecar("timestamps", remote, seen)
     }
 
     /// The witnessed log head this host accepted last for `remote` (issue
-    /// 37; a sidecar like the timestamp floor). Unreadable is an error: it
-    /// is what a split view is caught against.
+    /// 37): what a split view is caught against.
     pub fn load_log_head(
         &self,
         remote: &str,
     ) -> Result<Option<crate::verify::witness::TreeHead>, StateError> {
-        let path = self.log_head_path(remote);
-        match fsutil::read_regular(&path, 4096) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| StateError::Corrupt {
-                    path,
-                    detail: e.to_string(),
-                }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StateError::Io { path, source }),
-        }
+        self.load_sidecar("witnessed", remote)
     }
 
     /// Records `head` as the witnessed log head accepted last (durably:
@@ -560,26 +570,13 @@ impl DataDir {
         remote: &str,
         head: &crate::verify::witness::TreeHead,
     ) -> Result<(), StateError> {
-        let path = self.log_head_path(remote);
-        let io = |source| StateError::Io {
-            path: path.clone(),
-            source,
-        };
-        fsutil::ensure_private_dir(&self.root.join("witnessed")).map_err(io)?;
-        let bytes = serde_json::to_vec(head).map_err(|e| io(io::Error::other(e)))?;
-        fsutil::write_atomic(&path, &bytes, 0o600).map_err(io)
+        self.save_sidecar("witnessed", remote, head)
     }
 
     /// Forgets the accepted log head (`state reset`, after an operator
     /// decided which history is the right one).
     pub fn forget_log_head(&self, remote: &str) -> Result<(), StateError> {
-        let path = self.log_head_path(remote);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(StateError::Io { path, source: e })
-            }
-            _ => Ok(()),
-        }
+        self.forget_sidecar("witnessed", remote)
     }
 
     /// Takes the lock, waiting for a holder to finish (manual commands).

@@ -147,30 +147,14 @@ impl<'s> ReleaseLog<'s> {
             Fetched::NotModified => Fetched::NotModified,
         };
         if matches!(fetched, Fetched::NotModified) && if_none_match.is_none() {
-            return Err(StoreError::new(
-                StoreErrorKind::Protocol,
-                &self.store.describe(),
-                &obj.key(),
-                "the store answered 'not modified' to a request without If-None-Match".into(),
-            ));
+            return Err(self.unasked_not_modified(obj));
         }
         Ok(fetched)
     }
 
     /// Reads the bundle of `version`; `Ok(None)` if the log has none.
     pub fn release(&self, version: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let obj = Object::Release(version);
-        match self.store.get(&obj.key(), None, obj.limit()) {
-            Ok(Fetched::Object { bytes, .. }) => Ok(Some(bytes)),
-            Ok(Fetched::NotModified) => Err(StoreError::new(
-                StoreErrorKind::Protocol,
-                &self.store.describe(),
-                &obj.key(),
-                "the store answered 'not modified' to a request without If-None-Match".into(),
-            )),
-            Err(e) if e.kind == StoreErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.small(Object::Release(version))
     }
 
     /// Every key under `releases/`, sorted, including what is not a
@@ -232,17 +216,28 @@ impl<'s> ReleaseLog<'s> {
 
     /// A small object read whole under its limit (`Ok(None)`: none).
     fn small(&self, obj: Object<'_>) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.small_tagged(obj)?.map(|(bytes, _)| bytes))
+    }
+
+    /// [`Self::small`] with the object's ETag.
+    fn small_tagged(&self, obj: Object<'_>) -> Result<Option<Tagged>, StoreError> {
         match self.store.get(&obj.key(), None, obj.limit()) {
-            Ok(Fetched::Object { bytes, .. }) => Ok(Some(bytes)),
-            Ok(Fetched::NotModified) => Err(StoreError::new(
-                StoreErrorKind::Protocol,
-                &self.store.describe(),
-                &obj.key(),
-                "the store answered 'not modified' to a request without If-None-Match".into(),
-            )),
+            Ok(Fetched::Object { bytes, etag }) => Ok(Some((bytes, etag))),
+            Ok(Fetched::NotModified) => Err(self.unasked_not_modified(obj)),
             Err(e) if e.kind == StoreErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// A 304 to a request that sent no If-None-Match: the store is broken
+    /// (or lying), never "unchanged".
+    fn unasked_not_modified(&self, obj: Object<'_>) -> StoreError {
+        StoreError::new(
+            StoreErrorKind::Protocol,
+            &self.store.describe(),
+            &obj.key(),
+            "the store answered 'not modified' to a request without If-None-Match".into(),
+        )
     }
 
     /// Writes this host's receipt (the one object an agent writes).
@@ -309,18 +304,7 @@ impl<'s> ReleaseLog<'s> {
     /// The log's checkpoint and its ETag (`Ok(None)`: the remote has no log
     /// yet), at most [`CHECKPOINT_MAX_BYTES`].
     pub fn log_checkpoint(&self) -> Result<Option<Tagged>, StoreError> {
-        let obj = Object::LogCheckpoint;
-        match self.store.get(&obj.key(), None, obj.limit()) {
-            Ok(Fetched::Object { bytes, etag }) => Ok(Some((bytes, etag))),
-            Ok(Fetched::NotModified) => Err(StoreError::new(
-                StoreErrorKind::Protocol,
-                &self.store.describe(),
-                &obj.key(),
-                "the store answered 'not modified' to a request without If-None-Match".into(),
-            )),
-            Err(e) if e.kind == StoreErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.small_tagged(Object::LogCheckpoint)
     }
 
     /// A tile or entry bundle of the log (`Ok(None)`: not there), at most
