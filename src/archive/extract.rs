@@ -146,7 +146,21 @@ pub fn extract<R: Read + Send>(
 ) -> Result<ExtractStats, ExtractError> {
     // The only input buffer: zstd decodes from it directly (no second
     // buffer inside the decoder), so callers pass an unbuffered reader.
-    let mut input = AlignedReader::with_capacity(INPUT_BYTES, input);
+    extract_buffered(
+        AlignedReader::with_capacity(INPUT_BYTES, input),
+        root,
+        limits,
+    )
+}
+
+/// [`extract`] from a reader that has its own buffers: zstd decodes
+/// straight out of them (the verified stream's buffers, in a pull), with no
+/// copy into an input buffer of ours.
+pub fn extract_buffered<R: io::BufRead + Send>(
+    mut input: R,
+    root: &Path,
+    limits: &Limits,
+) -> Result<ExtractStats, ExtractError> {
     // Exactly one zstd frame: it must start at byte 0 (a skippable frame,
     // opaque bytes the protocol says cannot be there, is refused), the
     // decoder stops at its end, and nothing may follow it (checked below).

@@ -10,7 +10,7 @@ pub mod member;
 pub mod pack;
 pub mod path;
 
-pub use extract::{extract, ExtractError, ExtractStats};
+pub use extract::{extract, extract_buffered, ExtractError, ExtractStats};
 pub use limits::Limits;
 pub use pack::{
     collect_entries, write_archive, write_archive_observed, write_archive_with, FileSelection,

@@ -412,6 +412,7 @@ fn stream_extract(
         empty,
         current: None,
         pos: 0,
+        broken: false,
     };
     // No progress task of its own: extraction keeps pace with the
     // download, which the store front reports (operator commands).
@@ -422,7 +423,7 @@ fn stream_extract(
         let extractor = scope.spawn(move || {
             let at = root.clone();
             confine::run_confined(root, required, move || {
-                archive::extract(input, &at, &limits)
+                archive::extract_buffered(input, &at, &limits)
             })
         });
         let stopped = || io::Error::other("the extraction stopped");
@@ -464,33 +465,57 @@ struct Verified {
     empty: std::sync::mpsc::SyncSender<crate::buf::AlignedBuf>,
     current: Option<(crate::buf::AlignedBuf, usize)>,
     pos: usize,
+    /// The download stopped: every later read is an error too.
+    broken: bool,
 }
 
-impl io::Read for Verified {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+// zstd reads straight out of the verified buffers (`BufRead`): no copy into
+// an input buffer of the extractor's.
+impl io::BufRead for Verified {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         loop {
-            if let Some((buf, n)) = &self.current {
-                if self.pos < *n {
-                    let k = (*n - self.pos).min(out.len());
-                    out[..k].copy_from_slice(&buf[self.pos..self.pos + k]);
-                    self.pos += k;
-                    return Ok(k);
-                }
-                if let Some((buf, _)) = self.current.take() {
-                    // The download may be done: the buffer is then freed.
-                    let _ = self.empty.send(buf);
-                }
+            if self.current.as_ref().is_some_and(|(_, n)| self.pos < *n) {
+                break;
+            }
+            if let Some((buf, _)) = self.current.take() {
+                // The download may be done: the buffer is then freed.
+                let _ = self.empty.send(buf);
             }
             match self.full.recv() {
                 Ok(Some(next)) => {
                     self.current = Some(next);
                     self.pos = 0;
                 }
-                Ok(None) => return Err(io::Error::other("the download stopped")),
-                // Every verified byte was delivered.
-                Err(_) => return Ok(0),
+                Ok(None) => {
+                    self.broken = true;
+                    return Err(io::Error::other("the download stopped"));
+                }
+                // Every verified byte was delivered (unless the download
+                // stopped: then this stays an error, never an end).
+                Err(_) if self.broken => return Err(io::Error::other("the download stopped")),
+                Err(_) => return Ok(&[]),
             }
         }
+        match &self.current {
+            Some((buf, n)) => Ok(&buf[self.pos..*n]),
+            None => Ok(&[]),
+        }
+    }
+
+    fn consume(&mut self, amt: usize) {
+        let n = self.current.as_ref().map_or(0, |(_, n)| *n);
+        self.pos = (self.pos + amt).min(n);
+    }
+}
+
+impl io::Read for Verified {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        use io::BufRead;
+        let avail = self.fill_buf()?;
+        let k = avail.len().min(out.len());
+        out[..k].copy_from_slice(&avail[..k]);
+        self.consume(k);
+        Ok(k)
     }
 }
 
@@ -687,4 +712,62 @@ fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Verified;
+    use crate::buf::AlignedBuf;
+    use std::io::{BufRead, Read};
+    use std::sync::mpsc;
+
+    type Feed = mpsc::SyncSender<Option<(AlignedBuf, usize)>>;
+
+    fn verified() -> (Verified, Feed, mpsc::Receiver<AlignedBuf>) {
+        let (full, full_rx) = mpsc::sync_channel(4);
+        let (empty, empty_rx) = mpsc::sync_channel(4);
+        let v = Verified {
+            full: full_rx,
+            empty,
+            current: None,
+            pos: 0,
+            broken: false,
+        };
+        (v, full, empty_rx)
+    }
+
+    fn buf(bytes: &[u8]) -> (AlignedBuf, usize) {
+        let mut b = AlignedBuf::zeroed(16);
+        b[..bytes.len()].copy_from_slice(bytes);
+        (b, bytes.len())
+    }
+
+    #[test]
+    fn verified_buffers_are_read_in_order_and_handed_back() {
+        let (mut v, full, empty) = verified();
+        full.send(Some(buf(b"abc"))).expect("send");
+        full.send(Some(buf(b"defg"))).expect("send");
+        drop(full);
+        assert_eq!(v.fill_buf().expect("fill"), b"abc");
+        v.consume(2);
+        let mut out = Vec::new();
+        v.read_to_end(&mut out).expect("read");
+        assert_eq!(out, b"cdefg");
+        assert_eq!(empty.try_iter().count(), 2, "both buffers went back");
+    }
+
+    /// A download that stopped is an error on every later read, never the
+    /// end of the archive (which a reader could take for a short tar).
+    #[test]
+    fn stopped_download_stays_an_error_and_never_reads_as_the_end() {
+        let (mut v, full, _empty) = verified();
+        full.send(Some(buf(b"abc"))).expect("send");
+        full.send(None).expect("send");
+        drop(full);
+        let mut out = [0u8; 8];
+        assert_eq!(v.read(&mut out).expect("first bytes"), 3);
+        assert!(v.read(&mut out).is_err());
+        assert!(v.read(&mut out).is_err(), "still an error");
+        assert!(v.fill_buf().is_err());
+    }
 }
