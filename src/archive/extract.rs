@@ -51,7 +51,8 @@
 //! 9 MiB, see `bench/analysis.md`): the zstd window (at most
 //! `2^limits.zstd_window_log`: 2 MiB by default, the window of every
 //! archive npcnix packs) and zstd's block buffers (about 0.4 MiB), one
-//! [`INPUT_BYTES`] input buffer (128 KiB), the chunks (at most
+//! [`INPUT_BYTES`] input buffer (128 KiB; none with [`extract_buffered`],
+//! whose reader's own buffers zstd reads), the chunks (at most
 //! `CHUNKS_IN_FLIGHT + 2` x 64 KiB = 256 KiB), one 64 KiB write buffer,
 //! the small-file batches ([`BATCHES`] x 64 KiB = 192 KiB, at most 96
 //! files open) and the open directory chain (at most 16 fds). Nothing grows
