@@ -207,7 +207,9 @@ impl Store for FileStore {
             f.seek(io::SeekFrom::Start(from))
                 .map_err(|e| self.fail(key, StoreErrorKind::Other, e.to_string()))?;
         }
-        Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f)))
+        // Unbuffered: the verified stream reads whole buffers of groups at
+        // once, and a reader's own buffer would only copy every byte again.
+        Ok(Box::new(f))
     }
 
     fn put_new(&self, key: &str, body: &mut dyn Read, len: u64) -> Result<(), StoreError> {

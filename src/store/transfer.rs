@@ -326,7 +326,12 @@ pub fn stream_verified(
     // is not the signed tree's is refused before the archive is asked for.
     let mut src: Option<DeadlineReader<Box<dyn Read + Send>>> = None;
     let mut resumes = 0;
+    // buf[..filled] is verified; buf[filled..filled + ahead] was read in the
+    // same read as the group being checked (whole groups, not yet verified,
+    // never handed on), and `broke` is why that read stopped short.
     let mut filled = 0usize;
+    let mut ahead = 0usize;
+    let mut broke: Option<io::Error> = None;
     // The last stream ended cleanly before its group did: the object is
     // shorter than signed (unless a resumed read finds more).
     let mut ended_short = false;
@@ -348,50 +353,60 @@ pub fn stream_verified(
             verifier.check(&[]).map_err(StreamFailure::Mismatch)?;
             continue;
         }
-        if filled + group.len > buf.len() {
-            buf = sink(buf, filled).map_err(StreamFailure::Sink)?;
-            filled = 0;
-        }
-        let reader = match &mut src {
-            Some(r) => r,
-            None => match open(group.offset) {
-                Ok(r) => src.insert(DeadlineReader::new(r, remaining())),
-                // Asked for bytes past the object's end (HTTP 416, S3
-                // InvalidRange) after it ended there: it is short.
-                Err(e) if ended_short && !e.is_transient() => {
-                    return Err(StreamFailure::Mismatch(ArchiveMismatch::Shorter {
-                        got: group.offset,
-                        signed,
-                    }))
-                }
-                Err(e) => return Err(StreamFailure::Open(e)),
-            },
-        };
-        let into = &mut buf[filled..filled + group.len];
-        let e = match read_full(reader, into) {
-            Ok(n) if n == group.len => {
-                verifier.check(into).map_err(StreamFailure::Mismatch)?;
-                filled += n;
-                ended_short = false;
-                continue;
+        if ahead == 0 && broke.is_none() {
+            if filled + group.len > buf.len() {
+                buf = sink(buf, filled).map_err(StreamFailure::Sink)?;
+                filled = 0;
             }
-            Ok(n) => {
-                ended_short = true;
-                io::Error::new(
+            let reader = match &mut src {
+                Some(r) => r,
+                None => match open(group.offset) {
+                    Ok(r) => src.insert(DeadlineReader::new(r, remaining())),
+                    // Asked for bytes past the object's end (HTTP 416, S3
+                    // InvalidRange) after it ended there: it is short.
+                    Err(e) if ended_short && !e.is_transient() => {
+                        return Err(StreamFailure::Mismatch(ArchiveMismatch::Shorter {
+                            got: group.offset,
+                            signed,
+                        }))
+                    }
+                    Err(e) => return Err(StreamFailure::Open(e)),
+                },
+            };
+            // As many whole groups as the buffer has room for, in one read
+            // straight into it (no copy through a reader's own buffer), and
+            // never a byte past the signed size.
+            let span = read_span(buf.len() - filled, signed - group.offset).max(group.len);
+            let (n, stopped) = read_some(reader, &mut buf[filled..filled + span]);
+            ahead = n;
+            ended_short = n < span && stopped.is_none();
+            broke = match stopped {
+                Some(e) => Some(e),
+                None if n < span => Some(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!(
                         "the archive ended after {} of its signed {signed} bytes",
                         group.offset + n as u64
                     ),
-                )
-            }
-            Err(e) => {
-                ended_short = false;
-                e
-            }
-        };
-        // The stream ended early, or broke: open it again at this group,
-        // unless that was tried enough or time is up.
+                )),
+                None => None,
+            };
+        }
+        if ahead >= group.len {
+            verifier
+                .check(&buf[filled..filled + group.len])
+                .map_err(StreamFailure::Mismatch)?;
+            filled += group.len;
+            ahead -= group.len;
+            continue;
+        }
+        // The read stopped inside this group: what arrived of it is dropped
+        // and the stream opened again here, unless that was tried enough or
+        // time is up.
+        ahead = 0;
+        let e = broke
+            .take()
+            .unwrap_or_else(|| io::Error::other("the read stopped without a cause"));
         if resumes >= max_resumes || remaining().is_zero() {
             if ended_short {
                 return Err(StreamFailure::Mismatch(ArchiveMismatch::Shorter {
@@ -417,6 +432,30 @@ pub fn stream_verified(
         }
     }
     Ok(())
+}
+
+/// How many bytes to read at once into `room` bytes of buffer when
+/// `left` signed bytes are still to come: whole groups only (each group is
+/// then checked from the buffer), or the rest of the archive.
+fn read_span(room: usize, left: u64) -> usize {
+    let group = crate::format::outboard::GROUP_LEN as usize;
+    let whole = room - room % group;
+    usize::try_from(left).map_or(whole, |left| whole.min(left))
+}
+
+/// Reads until `buf` is full, the stream ends or fails; returns how much
+/// arrived and, if it failed, why (the bytes before the failure count).
+fn read_some(src: &mut dyn Read, buf: &mut [u8]) -> (usize, Option<io::Error>) {
+    let mut n = 0;
+    while n < buf.len() {
+        match src.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (n, Some(e)),
+        }
+    }
+    (n, None)
 }
 
 /// Reads until `buf` is full or the stream ends; returns how much arrived.
@@ -676,6 +715,81 @@ mod tests {
             assert!(r.is_ok(), "length {n}: {r:?}");
             assert!(out == d, "length {n}");
             assert_eq!(opened, if n == 0 { vec![] } else { vec![0] }, "length {n}");
+        }
+    }
+
+    /// Records the offset and length of every read asked of it.
+    struct Recorded {
+        data: io::Cursor<Vec<u8>>,
+        asked: std::sync::Arc<std::sync::Mutex<Vec<(u64, usize)>>>,
+    }
+    impl Read for Recorded {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let at = self.data.position();
+            self.asked.lock().expect("lock").push((at, buf.len()));
+            self.data.read(buf)
+        }
+    }
+
+    #[test]
+    fn verified_stream_reads_whole_buffers_and_never_asks_past_the_signed_size() {
+        for n in [1usize, 16_385, STREAM_BYTES, 3 * STREAM_BYTES + 100] {
+            let d = bytes(n);
+            // The store holds more than was signed: none of it is asked for
+            // before the single byte that proves the object too long.
+            let mut served = d.clone();
+            served.extend_from_slice(&[7; 100]);
+            let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let ob = crate::format::outboard::of(&d).bytes;
+            let (header, mut parents) = ob.split_at(crate::format::outboard::HEADER_LEN as usize);
+            let verifier =
+                crate::verify::stream::StreamVerifier::new(&aref(&d), ob.len() as u64, header)
+                    .expect("verifier");
+            let mut out = Vec::new();
+            let r = stream_verified(
+                &mut |_| {
+                    Ok(Box::new(Recorded {
+                        data: io::Cursor::new(served.clone()),
+                        asked: std::sync::Arc::clone(&asked),
+                    }))
+                },
+                STREAM_RESUMES,
+                verifier,
+                &mut parents,
+                std::time::Duration::from_secs(60),
+                crate::buf::AlignedBuf::zeroed(STREAM_BYTES),
+                &mut |buf, k| {
+                    out.extend_from_slice(&buf[..k]);
+                    Ok(buf)
+                },
+            );
+            assert!(
+                matches!(
+                    r,
+                    Err(StreamFailure::Mismatch(ArchiveMismatch::Longer { .. }))
+                ),
+                "length {n}: {r:?}"
+            );
+            assert!(out == d, "length {n}: exactly the signed bytes handed on");
+            let asked = asked.lock().expect("lock").clone();
+            let (probe, reads) = asked.split_last().expect("reads");
+            assert_eq!(
+                *probe,
+                (n as u64, 1),
+                "length {n}: one byte past the end, last"
+            );
+            for &(at, len) in reads {
+                assert!(
+                    at + len as u64 <= n as u64,
+                    "length {n}: read {len} at {at}"
+                );
+            }
+            // Whole buffers at once (no 16 KiB reads through a copy).
+            assert_eq!(
+                reads.len(),
+                n.div_ceil(STREAM_BYTES),
+                "length {n}: {reads:?}"
+            );
         }
     }
 
