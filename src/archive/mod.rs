@@ -13,6 +13,6 @@ pub mod path;
 pub use extract::{extract, extract_buffered, ExtractError, ExtractStats};
 pub use limits::Limits;
 pub use pack::{
-    collect_entries, write_archive, write_archive_observed, write_archive_with, FileSelection,
-    PackError, PackFormat, PackOptions, Packed,
+    collect_entries, write_archive, write_archive_keeping, write_archive_observed,
+    write_archive_with, FileSelection, Keep, Kept, PackError, PackFormat, PackOptions, Packed,
 };

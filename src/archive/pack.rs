@@ -816,6 +816,42 @@ pub fn write_archive_observed<W: Write + Send>(
     options: &PackOptions,
     progress: &dyn crate::progress::Progress,
 ) -> Result<(W, Packed), PackError> {
+    write_archive_keeping(tree, out, options, progress, &Keep::NOTHING).map(|(w, p, _)| (w, p))
+}
+
+/// The contents [`write_archive_keeping`] kept, one per name asked for.
+pub type Kept = Vec<Option<Vec<u8>>>;
+
+/// Files at the top of the tree whose contents [`write_archive_keeping`]
+/// keeps, as written into the archive.
+pub struct Keep<'a> {
+    pub names: &'a [&'a str],
+    /// A file larger than this is not kept (`None`).
+    pub max_bytes: u64,
+}
+
+impl Keep<'_> {
+    pub const NOTHING: Keep<'static> = Keep {
+        names: &[],
+        max_bytes: 0,
+    };
+}
+
+/// [`write_archive_observed`], also returning the contents of the regular
+/// files `keep.names` at the top of the tree (in that order; `None` for one
+/// that is absent, not a regular file, or larger than `keep.max_bytes`),
+/// copied as they went into the archive. The same answer as reading them
+/// back out of the archive ([`crate::archive::member::read_members`]) but
+/// without decompressing the whole archive again: a tree's `flake.nix`
+/// and `flake.lock` sort after most of it, and that second pass was 15-20%
+/// of a large pack.
+pub fn write_archive_keeping<W: Write + Send>(
+    tree: &Tree,
+    out: W,
+    options: &PackOptions,
+    progress: &dyn crate::progress::Progress,
+    keep: &Keep<'_>,
+) -> Result<(W, Packed, Kept), PackError> {
     let task = progress.start(
         "packing",
         crate::progress::Unit::Entries,
@@ -864,6 +900,7 @@ pub fn write_archive_observed<W: Write + Send>(
         };
         let written = write_tar(
             tree,
+            keep,
             contents,
             ChunkWriter {
                 tx: Some(tx),
@@ -881,7 +918,7 @@ pub fn write_archive_observed<W: Write + Send>(
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the compression thread panicked")));
         // A tar error explains more than the compressor's "channel closed".
-        written?;
+        let kept = written?;
         let (out, blake3, size) = compressed.map_err(out_err)?;
         Ok((
             out,
@@ -890,6 +927,7 @@ pub fn write_archive_observed<W: Write + Send>(
                 size,
                 entries: tree.entries.len() as u64,
             },
+            kept,
         ))
     })
 }
@@ -962,10 +1000,12 @@ impl Drop for ChunkWriter {
 /// the reading thread.
 fn write_tar(
     tree: &Tree,
+    keep: &Keep<'_>,
     mut contents: Contents,
     sink: ChunkWriter,
     task: &dyn crate::progress::Task,
-) -> Result<(), PackError> {
+) -> Result<Kept, PackError> {
+    let mut kept: Kept = vec![None; keep.names.len()];
     let out_err = |source: io::Error| PackError::Io {
         path: PathBuf::from("<archive output>"),
         source,
@@ -984,7 +1024,24 @@ fn write_tar(
                 task.advance(0, head.len);
                 let mode = if head.executable { 0o755 } else { 0o644 };
                 let mut h = header(tar::EntryType::Regular, mode, head.len);
-                let appended = tar.append_data(&mut h, name, contents.body(head.len));
+                let slot = keep
+                    .names
+                    .iter()
+                    .position(|n| *n == name)
+                    .filter(|_| head.len <= keep.max_bytes);
+                let appended = match slot {
+                    None => tar.append_data(&mut h, name, contents.body(head.len)),
+                    Some(i) => {
+                        let mut copy = Vec::new();
+                        let body = Tee {
+                            inner: contents.body(head.len),
+                            copy: &mut copy,
+                        };
+                        let appended = tar.append_data(&mut h, name, body);
+                        kept[i] = Some(copy);
+                        appended
+                    }
+                };
                 if let Err(e) = appended {
                     return Err(contents.failed.take().unwrap_or_else(|| out_err(e)));
                 }
@@ -999,7 +1056,21 @@ fn write_tar(
     }
     let mut sink = tar.into_inner().map_err(out_err)?;
     sink.send().map_err(out_err)?;
-    Ok(())
+    Ok(kept)
+}
+
+/// A reader that also copies what it reads into `copy`.
+struct Tee<'a, R> {
+    inner: R,
+    copy: &'a mut Vec<u8>,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -1028,6 +1099,43 @@ mod tests {
 
     fn pack(tree: &Tree) -> Result<Vec<u8>, PackError> {
         write_archive_with(tree, Vec::new(), &PackOptions::default()).map(|(v, _)| v)
+    }
+
+    /// What the packer keeps is what reading the members back out of the
+    /// archive finds: present, absent, too large, a symlink, a directory,
+    /// and a same-named file deeper in the tree (not kept).
+    #[test]
+    fn kept_members_are_what_reading_them_back_out_of_the_archive_finds() {
+        let t = TempDir::new_in(&std::env::temp_dir(), "npcnix-pack-test-").expect("tmp");
+        let keep = Keep {
+            names: &["flake.nix", "flake.lock", "big", "link", "dir", "absent"],
+            max_bytes: 100,
+        };
+        let src = t.path().join("src");
+        fs::create_dir_all(src.join("dir")).expect("mkdir");
+        fs::create_dir_all(src.join("sub")).expect("mkdir");
+        fs::write(src.join("flake.nix"), "{ outputs = _: { }; }").expect("write");
+        fs::write(src.join("flake.lock"), "{}").expect("write");
+        fs::write(src.join("sub/absent"), "deeper, not at the top").expect("write");
+        fs::write(src.join("big"), vec![b'x'; 101]).expect("write");
+        std::os::unix::fs::symlink("flake.nix", src.join("link")).expect("symlink");
+        let tree = collect_entries(&src, FileSelection::AllFiles).expect("walk");
+        let (bytes, _, kept) = write_archive_keeping(
+            &tree,
+            Vec::new(),
+            &PackOptions::default(),
+            &*crate::progress::silent(),
+            &keep,
+        )
+        .expect("pack");
+        let archive = t.path().join("a.tar.zst");
+        fs::write(&archive, bytes).expect("write");
+        let read = crate::archive::member::read_members(&archive, keep.names, keep.max_bytes)
+            .expect("read back");
+        assert_eq!(kept, read);
+        assert_eq!(kept[0].as_deref(), Some(&b"{ outputs = _: { }; }"[..]));
+        assert_eq!(kept[1].as_deref(), Some(&b"{}"[..]));
+        assert!(kept[2..].iter().all(Option::is_none), "{kept:?}");
     }
 
     /// The walk listed `foo` as a directory; by the time its files are

@@ -75,8 +75,23 @@ pub fn selection(all_files: bool) -> FileSelection {
 /// Nix where it can be run; without, the lock itself is still checked, and
 /// a warning says what was not).
 pub fn check_flake(archive: &Path, src: Option<&Path>) -> Result<FlakeInputs> {
+    check_flake_kept(archive, src, None)
+}
+
+/// [`check_flake`], with `flake.nix` and `flake.lock` as the packer kept
+/// them (`publish::flake::KEEP`) if it did: then the archive is only
+/// unpacked for Nix, not decompressed once more to find them.
+fn check_flake_kept(
+    archive: &Path,
+    src: Option<&Path>,
+    kept: Option<archive::Kept>,
+) -> Result<FlakeInputs> {
     use npcnix::nix::NixError;
-    use npcnix::publish::flake::{check_archive, FlakeError};
+    use npcnix::publish::flake::{check_archive, check_members, FlakeError};
+    let check = |nix: Option<&_>, work: &Path| match &kept {
+        Some(m) => check_members(m.clone(), archive, src, nix, work),
+        None => check_archive(archive, src, nix, work),
+    };
     let work = fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-flake-")
         .context("creating a private temp dir")?;
     let nix = super::env::nix();
@@ -84,14 +99,14 @@ pub fn check_flake(archive: &Path, src: Option<&Path>) -> Result<FlakeInputs> {
         warn!(
             "nix-instantiate not found: flake.nix's inputs were not compared with flake.lock (the lock itself is checked; install Nix to check both)"
         );
-        check_archive(archive, src, None, work.path())
+        check(None, work.path())
     };
     // Without Nix the archive is not unpacked at all (that is only for Nix
     // to read); the spawn error covers Nix vanishing in between.
     let res = if !nix.finds("nix-instantiate") {
         without_nix()
     } else {
-        match check_archive(archive, src, Some(&nix), work.path()) {
+        match check(Some(&nix), work.path()) {
             Err(FlakeError::Eval(NixError::Spawn { source, .. }))
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
@@ -137,18 +152,19 @@ pub fn pack_to_file(
             .create_new(true)
             .open(&tmp)
             .with_context(|| format!("creating {}", tmp.display()))?;
-        let (w, packed) = archive::write_archive_observed(
+        let (w, packed, kept) = archive::write_archive_keeping(
             &tree,
             std::io::BufWriter::with_capacity(256 * 1024, f),
             options,
             &*super::progress::handle(),
+            &npcnix::publish::flake::KEEP,
         )?;
         // Renamed into place so readers never see a partial archive. Not
         // fsynced: a pack output is a build artifact, re-hashed by whatever
         // uses it (publish), not state (D23); an fsync of hundreds of MB
         // would double the time of a large pack.
         w.into_inner().map_err(|e| e.into_error())?;
-        let flake = check_flake(&tmp, Some(src))?;
+        let flake = check_flake_kept(&tmp, Some(src), Some(kept))?;
         std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
         Ok((packed, flake))
     })();

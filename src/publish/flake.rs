@@ -20,6 +20,16 @@ pub use crate::verify::flake_inputs::{check_recorded, LockMismatch, Recorded};
 /// Largest `flake.nix` or `flake.lock` read.
 pub const MEMBER_MAX_BYTES: u64 = 16 << 20;
 
+/// The archive's members the check reads, in the order [`check_members`]
+/// takes them.
+pub const MEMBERS: [&str; 2] = ["flake.nix", "flake.lock"];
+
+/// The members a pack keeps for [`check_members`] as it writes them.
+pub const KEEP: crate::archive::Keep<'static> = crate::archive::Keep {
+    names: &MEMBERS,
+    max_bytes: MEMBER_MAX_BYTES,
+};
+
 /// What the check found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlakeInputs {
@@ -63,7 +73,25 @@ pub fn check_archive(
     nix: Option<&Nix>,
     work: &Path,
 ) -> Result<FlakeInputs, FlakeError> {
-    let mut m = read_members(archive, &["flake.nix", "flake.lock"], MEMBER_MAX_BYTES)?;
+    let members = read_members(archive, &MEMBERS, MEMBER_MAX_BYTES)?;
+    check_members(members, archive, src, nix, work)
+}
+
+/// [`check_archive`] with [`MEMBERS`] already read out of the archive (or
+/// kept by the packer as it wrote them: [`KEEP`]); the archive itself is
+/// only unpacked for Nix.
+pub fn check_members(
+    mut m: Vec<Option<Vec<u8>>>,
+    archive: &Path,
+    src: Option<&Path>,
+    nix: Option<&Nix>,
+    work: &Path,
+) -> Result<FlakeInputs, FlakeError> {
+    if m.len() != MEMBERS.len() {
+        return Err(FlakeError::Archive(std::io::Error::other(
+            "the flake check was given the wrong members",
+        )));
+    }
     let lock = m.pop().flatten();
     m.pop().flatten().ok_or(FlakeError::NoFlake)?;
     let tree = work.join("flake-inputs");
