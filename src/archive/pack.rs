@@ -713,6 +713,31 @@ impl Contents {
         }
     }
 
+    /// After the last entry: waits for the reading thread to end and
+    /// returns its error, if it had one. A file that grew while it was read
+    /// is reported after the bytes read from it; when it is the last file
+    /// in tree order nothing else would take that error, and the archive
+    /// would hold the file cut at its first size without a word.
+    fn finish(mut self) -> Result<(), PackError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        // Batches handed back let a reader waiting for one finish.
+        if let Some(b) = self.batch.take() {
+            let _ = self.back.send(b);
+        }
+        loop {
+            match self.rx.recv() {
+                Ok(Ok(b)) => {
+                    let _ = self.back.send(b);
+                }
+                Ok(Err(e)) => return Err(e),
+                // The reader ended and dropped its sender.
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+
     /// The next `len` bytes of contents, as a reader.
     fn body(&mut self, len: u64) -> Body<'_> {
         // Where the reading thread put this file's first byte (see
@@ -1054,6 +1079,7 @@ fn write_tar(
         }
         task.advance(1, 0);
     }
+    contents.finish()?;
     let mut sink = tar.into_inner().map_err(out_err)?;
     sink.send().map_err(out_err)?;
     Ok(kept)
@@ -1099,6 +1125,60 @@ mod tests {
 
     fn pack(tree: &Tree) -> Result<Vec<u8>, PackError> {
         write_archive_with(tree, Vec::new(), &PackOptions::default()).map(|(v, _)| v)
+    }
+
+    /// The reading thread found the last file longer than its size (it
+    /// grew while it was read): the error comes after the file's bytes, and
+    /// the pack fails instead of ending with the file cut at its first size.
+    #[test]
+    fn a_last_file_that_grew_while_it_was_read_is_refused_not_packed_cut() {
+        let mut entries = BTreeMap::new();
+        let ep = EntryPath::new(b"flake.nix", PACK_MAX_PATH_BYTES, PACK_MAX_DEPTH).expect("path");
+        entries.insert(ep, PackEntry::File);
+        let tree = Tree {
+            root: PathBuf::from("/the-source-tree"),
+            entries,
+            from_git: false,
+        };
+        let (tx, rx) = mpsc::sync_channel(BATCHES_AHEAD);
+        let (back, _returned) = mpsc::channel();
+        let mut b = Batch::new();
+        b.heads.push(FileHead {
+            len: 3,
+            executable: false,
+        });
+        b.data[..6].copy_from_slice(b"{ }\n#!");
+        b.len = 6;
+        tx.send(Ok(b)).expect("send");
+        tx.send(Err(PackError::Changed {
+            path: PathBuf::from("/the-source-tree/flake.nix"),
+        }))
+        .expect("send");
+        drop(tx);
+        let contents = Contents {
+            rx,
+            back,
+            heads: VecDeque::new(),
+            batch: None,
+            pos: 0,
+            failed: None,
+        };
+        let (chunks, _compressor) = mpsc::sync_channel(CHUNKS_QUEUED);
+        let (_spare_tx, spare) = mpsc::channel();
+        let sink = ChunkWriter {
+            tx: Some(chunks),
+            spare,
+            allocated: 1,
+            buf: AlignedBuf::zeroed(CHUNK),
+            len: 0,
+        };
+        let task = crate::progress::silent().start("packing", crate::progress::Unit::Entries, None);
+        let r = write_tar(&tree, &Keep::NOTHING, contents, sink, &*task);
+        assert!(
+            matches!(&r, Err(PackError::Changed { path }) if path.ends_with("flake.nix")),
+            "{:?}",
+            r.err()
+        );
     }
 
     /// What the packer keeps is what reading the members back out of the

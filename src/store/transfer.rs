@@ -322,6 +322,17 @@ pub fn stream_verified(
     let started = std::time::Instant::now();
     let remaining = || deadline.saturating_sub(started.elapsed());
     let signed = verifier.size();
+    let short_buffer = |b: &crate::buf::AlignedBuf| {
+        (b.len() < crate::format::outboard::GROUP_LEN as usize).then(|| {
+            StreamFailure::Sink(io::Error::other(format!(
+                "a stream buffer of {} bytes is smaller than a group",
+                b.len()
+            )))
+        })
+    };
+    if let Some(e) = short_buffer(&buf) {
+        return Err(e);
+    }
     // Opened once the first group's parents checked out: an outboard that
     // is not the signed tree's is refused before the archive is asked for.
     let mut src: Option<DeadlineReader<Box<dyn Read + Send>>> = None;
@@ -357,6 +368,9 @@ pub fn stream_verified(
             if filled + group.len > buf.len() {
                 buf = sink(buf, filled).map_err(StreamFailure::Sink)?;
                 filled = 0;
+                if let Some(e) = short_buffer(&buf) {
+                    return Err(e);
+                }
             }
             let reader = match &mut src {
                 Some(r) => r,
@@ -791,6 +805,26 @@ mod tests {
                 "length {n}: {reads:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_stream_buffer_smaller_than_a_group_is_an_error_not_a_panic() {
+        let d = bytes(100_000);
+        let ob = crate::format::outboard::of(&d).bytes;
+        let (header, mut parents) = ob.split_at(crate::format::outboard::HEADER_LEN as usize);
+        let verifier =
+            crate::verify::stream::StreamVerifier::new(&aref(&d), ob.len() as u64, header)
+                .expect("verifier");
+        let r = stream_verified(
+            &mut |_| Ok(Box::new(io::Cursor::new(d.clone()))),
+            STREAM_RESUMES,
+            verifier,
+            &mut parents,
+            std::time::Duration::from_secs(60),
+            crate::buf::AlignedBuf::zeroed(1024),
+            &mut |buf, _| Ok(buf),
+        );
+        assert!(matches!(r, Err(StreamFailure::Sink(_))), "{r:?}");
     }
 
     #[test]
