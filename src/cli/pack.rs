@@ -89,7 +89,7 @@ fn check_flake_kept(
     use npcnix::nix::NixError;
     use npcnix::publish::flake::{check_archive, check_members, FlakeError};
     let check = |nix: Option<&_>, work: &Path| match &kept {
-        Some(m) => check_members(m.clone(), archive, src, nix, work),
+        Some(m) => check_members(m, archive, src, nix, work),
         None => check_archive(archive, src, nix, work),
     };
     let work = fsutil::TempDir::new_in(&std::env::temp_dir(), "npcnix-flake-")

@@ -74,26 +74,22 @@ pub fn check_archive(
     work: &Path,
 ) -> Result<FlakeInputs, FlakeError> {
     let members = read_members(archive, &MEMBERS, MEMBER_MAX_BYTES)?;
-    check_members(members, archive, src, nix, work)
+    check_members(&members, archive, src, nix, work)
 }
 
-/// [`check_archive`] with [`MEMBERS`] already read out of the archive (or
-/// kept by the packer as it wrote them: [`KEEP`]); the archive itself is
-/// only unpacked for Nix.
+/// [`check_archive`] with [`MEMBERS`] (in that order, `None` where absent)
+/// already read out of the archive, or kept by the packer as it wrote them
+/// ([`KEEP`]); the archive itself is only unpacked for Nix.
 pub fn check_members(
-    mut m: Vec<Option<Vec<u8>>>,
+    members: &[Option<Vec<u8>>],
     archive: &Path,
     src: Option<&Path>,
     nix: Option<&Nix>,
     work: &Path,
 ) -> Result<FlakeInputs, FlakeError> {
-    if m.len() != MEMBERS.len() {
-        return Err(FlakeError::Archive(std::io::Error::other(
-            "the flake check was given the wrong members",
-        )));
-    }
-    let lock = m.pop().flatten();
-    m.pop().flatten().ok_or(FlakeError::NoFlake)?;
+    let member = |i: usize| members.get(i).and_then(Option::as_deref);
+    member(0).ok_or(FlakeError::NoFlake)?;
+    let lock = member(1);
     let tree = work.join("flake-inputs");
     let res = (|| {
         let declared = match nix {
@@ -108,7 +104,7 @@ pub fn check_members(
             }
             None => None,
         };
-        let locked = match judge(lock.as_deref(), declared.as_deref()) {
+        let locked = match judge(lock, declared.as_deref()) {
             Ok(locked) => locked,
             Err(InputsError::NoLock(_)) if src.is_some_and(|s| s.join("flake.lock").is_file()) => {
                 return Err(FlakeError::LockUntracked)

@@ -688,6 +688,18 @@ mod tests {
     ) -> (Result<(), StreamFailure>, Vec<u8>, Vec<u64>) {
         let cuts = std::cell::RefCell::new(cuts);
         let opened = std::cell::RefCell::new(Vec::new());
+        let (r, out) = stream(signed, &mut serve(served, &cuts, &opened), STREAM_BYTES);
+        (r, out, opened.into_inner())
+    }
+
+    /// Streams the archive `signed` (with its outboard) from what `open`
+    /// serves through a buffer of `buf_len` bytes: the result and every
+    /// byte handed on.
+    fn stream(
+        signed: &[u8],
+        open: &mut dyn FnMut(u64) -> Result<Box<dyn Read + Send>, crate::store::StoreError>,
+        buf_len: usize,
+    ) -> (Result<(), StreamFailure>, Vec<u8>) {
         let ob = crate::format::outboard::of(signed).bytes;
         let (header, mut parents) = ob.split_at(crate::format::outboard::HEADER_LEN as usize);
         let verifier =
@@ -695,18 +707,18 @@ mod tests {
                 .expect("verifier");
         let mut out = Vec::new();
         let r = stream_verified(
-            &mut serve(served, &cuts, &opened),
+            open,
             STREAM_RESUMES,
             verifier,
             &mut parents,
             std::time::Duration::from_secs(60),
-            crate::buf::AlignedBuf::zeroed(STREAM_BYTES),
+            crate::buf::AlignedBuf::zeroed(buf_len),
             &mut |buf, n| {
                 out.extend_from_slice(&buf[..n]);
                 Ok(buf)
             },
         );
-        (r, out, opened.into_inner())
+        (r, out)
     }
 
     fn bytes(n: usize) -> Vec<u8> {
@@ -754,28 +766,15 @@ mod tests {
             let mut served = d.clone();
             served.extend_from_slice(&[7; 100]);
             let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-            let ob = crate::format::outboard::of(&d).bytes;
-            let (header, mut parents) = ob.split_at(crate::format::outboard::HEADER_LEN as usize);
-            let verifier =
-                crate::verify::stream::StreamVerifier::new(&aref(&d), ob.len() as u64, header)
-                    .expect("verifier");
-            let mut out = Vec::new();
-            let r = stream_verified(
+            let (r, out) = stream(
+                &d,
                 &mut |_| {
                     Ok(Box::new(Recorded {
                         data: io::Cursor::new(served.clone()),
                         asked: std::sync::Arc::clone(&asked),
                     }))
                 },
-                STREAM_RESUMES,
-                verifier,
-                &mut parents,
-                std::time::Duration::from_secs(60),
-                crate::buf::AlignedBuf::zeroed(STREAM_BYTES),
-                &mut |buf, k| {
-                    out.extend_from_slice(&buf[..k]);
-                    Ok(buf)
-                },
+                STREAM_BYTES,
             );
             assert!(
                 matches!(
@@ -810,21 +809,9 @@ mod tests {
     #[test]
     fn a_stream_buffer_smaller_than_a_group_is_an_error_not_a_panic() {
         let d = bytes(100_000);
-        let ob = crate::format::outboard::of(&d).bytes;
-        let (header, mut parents) = ob.split_at(crate::format::outboard::HEADER_LEN as usize);
-        let verifier =
-            crate::verify::stream::StreamVerifier::new(&aref(&d), ob.len() as u64, header)
-                .expect("verifier");
-        let r = stream_verified(
-            &mut |_| Ok(Box::new(io::Cursor::new(d.clone()))),
-            STREAM_RESUMES,
-            verifier,
-            &mut parents,
-            std::time::Duration::from_secs(60),
-            crate::buf::AlignedBuf::zeroed(1024),
-            &mut |buf, _| Ok(buf),
-        );
+        let (r, out) = stream(&d, &mut |_| Ok(Box::new(io::Cursor::new(d.clone()))), 1024);
         assert!(matches!(r, Err(StreamFailure::Sink(_))), "{r:?}");
+        assert!(out.is_empty());
     }
 
     #[test]
