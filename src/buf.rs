@@ -82,6 +82,11 @@ impl<R: Read> AlignedReader<R> {
             filled: 0,
         }
     }
+
+    /// The reader, and whatever was buffered but not read is dropped.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
 }
 
 impl<R: Read> Read for AlignedReader<R> {

@@ -27,18 +27,22 @@
 //! The caller hands in a fresh, private, empty directory and deletes it if
 //! extraction fails.
 //!
-//! **Three threads.** Decompression runs on a thread of its own, which
-//! hands the tar stream to the calling thread in [`CHUNK_BYTES`] chunks
-//! through a channel of [`CHUNKS_IN_FLIGHT`] (the buffers go back and
-//! forth, so no chunk is allocated twice); the calling thread parses tar,
-//! checks every entry and creates every file, directory and symlink, and
-//! writes the files larger than [`SMALL_FILE_BYTES`]; a writing thread
-//! writes the contents of the small ones and closes them
-//! ([`SmallFiles`]). So zstd, file creation and writing overlap, as in
-//! `zstd -dc | tar -x`, without a pipe's copies. Both helper threads are
-//! spawned by the calling thread, so they inherit the Landlock domain of a
-//! confined extraction ([`crate::archive::confine`]): every thread of an
-//! extraction is confined.
+//! **Two threads.** The calling thread decompresses, parses tar and checks
+//! every entry, and reads the contents of files straight into batches of
+//! [`BATCH_BYTES`]; a writing thread ([`Writer`]) creates every entry of a
+//! batch in stream order (directories, files with their contents,
+//! symlinks) and closes each file once written. So decompression and the
+//! file system's work overlap, as in `zstd -dc | tar -x`, without a pipe's
+//! copies, and the two threads wake each other once per batch. (Until
+//! 2026-12-07 zstd had a thread of its own and the calling thread created
+//! the entries: four busy threads with the download's on two cores, many
+//! more wake-ups, and the scheduler often put two of them on one core;
+//! `bench/analysis.md`.) The writing thread is spawned by the calling
+//! thread, so it inherits the Landlock domain of a confined extraction
+//! ([`crate::archive::confine`]): every thread of an extraction is
+//! confined. The first error in stream order is the one reported: the
+//! writer stops at its first failure, and an error the parse meets later
+//! waits for the writer to finish the entries before it.
 //!
 //! **Creating files.** Every entry is created relative to its parent
 //! directory's fd (`mkdirat`, `openat(O_CREAT|O_EXCL|O_NOFOLLOW)`,
@@ -52,12 +56,12 @@
 //! `2^limits.zstd_window_log`: 2 MiB by default, the window of every
 //! archive npcnix packs) and zstd's block buffers (about 0.4 MiB), one
 //! [`INPUT_BYTES`] input buffer (128 KiB; none with [`extract_buffered`],
-//! whose reader's own buffers zstd reads), the chunks (at most
-//! `CHUNKS_IN_FLIGHT + 2` x 64 KiB = 256 KiB), one 64 KiB write buffer,
-//! the small-file batches ([`BATCHES`] x 64 KiB = 192 KiB, at most 96
-//! files open) and the open directory chain (at most 16 fds). Nothing grows
-//! with the number of entries: duplicates and undeclared parents are found
-//! by the file system (see the entry loop), not by a set of paths seen.
+//! whose reader's own buffers zstd reads), one [`DECODED_BYTES`] buffer of
+//! decompressed tar stream (64 KiB), the batches ([`BATCHES`] x 256 KiB of
+//! contents, plus their paths), one file open at a time and the open
+//! directory chain (at most 16 fds). Nothing grows with the number of
+//! entries: duplicates and undeclared parents are found by the file system
+//! (see `apply`), not by a set of paths seen.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -67,7 +71,7 @@ use std::sync::mpsc;
 
 use rustix::fs::{Mode, OFlags};
 
-use super::dirfd::{errno_io, split_entry, ChainError, DirChain};
+use super::dirfd::{errno_io, ChainError, DirChain};
 use super::path::{EntryPath, LinkTarget, PathError};
 use crate::archive::limits::Limits;
 use crate::buf::{AlignedBuf, AlignedReader};
@@ -78,15 +82,10 @@ const ZSTD_FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// Zero padding tolerated after the tar end-of-archive marker (GNU tar pads
 /// to a 10 KiB record; anything much bigger is not padding).
 const MAX_TRAILING_PADDING: u64 = 64 * 1024;
-/// Decompressed bytes per chunk handed from the zstd thread to the writer:
-/// big enough that a typical flake file (a few KiB) is a small part of one
-/// chunk and a large file is written in 64 KiB writes, small enough to keep
-/// the ring and the write buffer at 320 KiB together.
-pub const CHUNK_BYTES: usize = 64 << 10;
-/// Chunks waiting in the channel: the zstd thread runs ahead by up to
-/// 128 KiB (about 20 typical flake files); the ring is
-/// `CHUNKS_IN_FLIGHT + 2` chunks, 256 KiB.
-pub const CHUNKS_IN_FLIGHT: usize = 2;
+/// The buffer of decompressed tar stream the headers are parsed from; a
+/// read of file contents at least this large, with nothing buffered, is
+/// decompressed straight into the writer's batch.
+pub const DECODED_BYTES: usize = 64 << 10;
 /// The archive is read in `read(2)`s of this size into the one input buffer
 /// zstd decodes from (zstd's own input block size).
 pub const INPUT_BYTES: usize = 128 << 10;
@@ -129,18 +128,10 @@ fn refuse_read(e: io::Error) -> ExtractError {
     ExtractError::Refused(format!("archive is not a valid tar.zst stream: {e}"))
 }
 
-fn join(root: &Path, p: &EntryPath) -> PathBuf {
-    let mut out = root.to_path_buf();
-    for c in p.components() {
-        out.push(c);
-    }
-    out
-}
-
 /// Extracts the `.tar.zst` stream `input` into `root`, which must be an
 /// existing, empty directory that only this process can write to.
-/// Decompression runs on a second thread (see the module docs).
-pub fn extract<R: Read + Send>(
+/// Creating and writing run on a second thread (see the module docs).
+pub fn extract<R: Read>(
     input: R,
     root: &Path,
     limits: &Limits,
@@ -157,7 +148,7 @@ pub fn extract<R: Read + Send>(
 /// [`extract`] from a reader that has its own buffers: zstd decodes
 /// straight out of them (the verified stream's buffers, in a pull), with no
 /// copy into an input buffer of ours.
-pub fn extract_buffered<R: io::BufRead + Send>(
+pub fn extract_buffered<R: io::BufRead>(
     mut input: R,
     root: &Path,
     limits: &Limits,
@@ -182,164 +173,37 @@ pub fn extract_buffered<R: io::BufRead + Send>(
         .single_frame();
     dec.window_log_max(limits.zstd_window_log)
         .map_err(refuse_read)?;
-    let (full_tx, full_rx) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
-    let (empty_tx, empty_rx) = mpsc::channel();
-    std::thread::scope(|scope| {
-        let zstd_thread = std::thread::Builder::new()
-            .name("npcnix-unzstd".into())
-            .spawn_scoped(scope, move || decompress(dec, full_tx, empty_rx))
-            .map_err(|e| ExtractError::Io {
-                path: root.to_owned(),
-                source: e,
-            })?;
-        let stream = ChunkReader {
-            rx: full_rx,
-            back: empty_tx,
-            chunk: None,
-            pos: 0,
-            used: Vec::with_capacity(2),
-        };
-        // On any error the reader is dropped here, which stops the zstd
-        // thread at its next send; the scope then waits for it.
-        let stats = extract_tar(stream, root, limits)?;
-        // The tar stream ended cleanly; the zstd thread's verdict on the
-        // end of the frame (and what follows it) decides.
-        zstd_thread
-            .join()
-            .unwrap_or_else(|_| Err(ExtractError::Refused("the zstd thread panicked".into())))?;
-        Ok(stats)
-    })
-}
-
-/// Decompressed tar stream: the first `len` bytes of an aligned buffer
-/// ([`crate::buf`]: zstd's copy out of its window and the writer's copy out
-/// of the chunk both land on cache-line boundaries).
-struct Filled {
-    buf: AlignedBuf,
-    len: usize,
-}
-
-/// A message from the zstd thread: a chunk of tar stream, or the read error
-/// at that point of the stream.
-type Chunk = io::Result<Filled>;
-
-/// The zstd thread: decompresses the one frame into chunks until it ends,
-/// then checks that nothing follows it. Stops early (without error) when the
-/// writer stopped listening.
-fn decompress<R: io::BufRead>(
-    mut dec: zstd::stream::read::Decoder<'static, R>,
-    full: mpsc::SyncSender<Chunk>,
-    empty: mpsc::Receiver<AlignedBuf>,
-) -> Result<(), ExtractError> {
-    let mut allocated = 0;
-    loop {
-        // A chunk comes back initialised, so filling it writes zstd's
-        // output straight in: no zeroing per chunk.
-        let mut chunk = if allocated < CHUNKS_IN_FLIGHT + 2 {
-            allocated += 1;
-            AlignedBuf::zeroed(CHUNK_BYTES)
-        } else {
-            match empty.recv() {
-                Ok(c) => c,
-                Err(_) => return Ok(()),
+    extract_tar(
+        AlignedReader::with_capacity(DECODED_BYTES, dec),
+        root,
+        limits,
+        |decoded| {
+            // The tar stream ended cleanly and the frame with it (the
+            // decoder returned its end): nothing may follow the one frame,
+            // no second frame, no skippable frame, no garbage.
+            let mut after = decoded.into_inner().finish();
+            let mut probe = [0u8; 1];
+            if after.read(&mut probe).map_err(refuse_read)? != 0 {
+                return Err(ExtractError::Refused(
+                    "data after the zstd frame (a second or skippable frame, or garbage); archives are exactly one zstd frame".into(),
+                ));
             }
-        };
-        let mut filled = 0;
-        // Fill the chunk (a frame's blocks come out in pieces).
-        let mut failed = None;
-        while filled < CHUNK_BYTES {
-            match dec.read(&mut chunk[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        let end = filled < CHUNK_BYTES;
-        if filled > 0
-            && full
-                .send(Ok(Filled {
-                    buf: chunk,
-                    len: filled,
-                }))
-                .is_err()
-        {
-            return Ok(());
-        }
-        if let Some(e) = failed {
-            // Delivered in stream order: the tar reader reports it where
-            // the stream broke.
-            let _ = full.send(Err(e));
-            return Ok(());
-        }
-        if end {
-            break;
-        }
-    }
-    // Nothing after the one frame: no second frame, no skippable frame, no
-    // garbage.
-    let mut after = dec.finish();
-    let mut probe = [0u8; 1];
-    if after.read(&mut probe).map_err(refuse_read)? != 0 {
-        return Err(ExtractError::Refused(
-            "data after the zstd frame (a second or skippable frame, or garbage); archives are exactly one zstd frame".into(),
-        ));
-    }
-    Ok(())
+            // The input is closed here, while the writing thread may still
+            // write: an unlinked download's pages are freed in parallel
+            // (10 ms for a 44 MB archive), not afterwards in series.
+            Ok(())
+        },
+    )
 }
 
-/// The writer's side of the channel: the tar stream as a `Read`, handing
-/// every used chunk back to the zstd thread.
-struct ChunkReader {
-    rx: mpsc::Receiver<Chunk>,
-    back: mpsc::Sender<AlignedBuf>,
-    chunk: Option<Filled>,
-    pos: usize,
-    /// Used chunks not yet handed back (at most one between pairs).
-    used: Vec<AlignedBuf>,
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if let Some(c) = &self.chunk {
-                if self.pos < c.len {
-                    let n = buf.len().min(c.len - self.pos);
-                    buf[..n].copy_from_slice(&c.buf[self.pos..self.pos + n]);
-                    self.pos += n;
-                    return Ok(n);
-                }
-            }
-            let next = match self.rx.recv() {
-                Ok(next) => next?,
-                // The zstd thread is done: the end of the stream.
-                Err(_) => return Ok(0),
-            };
-            if let Some(used) = self.chunk.replace(next) {
-                // Handed back two at a time: the zstd thread, when ahead,
-                // sleeps until a chunk is free, and every wake-up is a
-                // futex call plus an IPI (costly in a VM); in pairs it
-                // wakes half as often.
-                self.used.push(used.buf);
-                if self.used.len() == 2 {
-                    for b in self.used.drain(..) {
-                        let _ = self.back.send(b);
-                    }
-                }
-            }
-            self.pos = 0;
-        }
-    }
-}
-
-/// Parses the tar stream, checks every entry and creates the tree.
+/// Parses the tar stream and checks every entry on this thread, while the
+/// writing thread ([`Writer`]) creates them in the same order; `end` then
+/// checks the stream (read to its end) and what follows it.
 fn extract_tar<R: Read>(
     stream: R,
     root: &Path,
     limits: &Limits,
+    end: impl FnOnce(R) -> Result<(), ExtractError>,
 ) -> Result<ExtractStats, ExtractError> {
     // Every decompressed byte is either a header, file data (counted against
     // unpacked_bytes), padding, or an extension record: cap the total so no
@@ -348,14 +212,12 @@ fn extract_tar<R: Read>(
         .unpacked_bytes
         .saturating_add(limits.entries.saturating_mul(2048))
         .saturating_add(MAX_TRAILING_PADDING + (1 << 20));
-    let mut archive = tar::Archive::new(Capped {
+    let archive = tar::Archive::new(Capped {
         inner: stream,
         left: cap,
     });
-    let mut copy_buf = AlignedBuf::zeroed(CHUNK_BYTES);
-    let mut stats = ExtractStats::default();
-    // The file system is the record of what was created (see the entry
-    // loop), so the root must start empty.
+    // The file system is the record of what was created (see `apply`), so
+    // the root must start empty.
     match fs::read_dir(root).map(|mut d| d.next().is_none()) {
         Ok(true) => {}
         Ok(false) => {
@@ -374,14 +236,30 @@ fn extract_tar<R: Read>(
             })
         }
     }
-    let mut chain = DirChain::new(root).map_err(|e| ExtractError::Io {
+    let chain = DirChain::new(root).map_err(|e| ExtractError::Io {
         path: root.to_owned(),
         source: e,
     })?;
-    let mut modes = ModeCheck::default();
-    let mut count = 0u64;
-    let mut small = SmallFiles::start(root)?;
+    let mut writer = Writer::start(root, chain)?;
+    let parsed = parse_entries(archive, &mut writer, limits)
+        .and_then(|(stats, rest)| end(rest).map(|()| stats));
+    // Whatever the parse found, the entries before it are created (or the
+    // first of them that fails is): the writer's error is earlier in the
+    // stream than any the parse met after handing it those entries, so it
+    // is the one reported, as a single-threaded extractor would.
+    writer.finish()?;
+    parsed
+}
 
+/// The entry loop: every check, in stream order; what passes is handed to
+/// the writer. Then the end of the archive: only zero padding may follow.
+fn parse_entries<R: Read>(
+    mut archive: tar::Archive<Capped<R>>,
+    writer: &mut Writer,
+    limits: &Limits,
+) -> Result<(ExtractStats, R), ExtractError> {
+    let mut stats = ExtractStats::default();
+    let mut count = 0u64;
     // Raw mode: the tar crate would read GNU long-name and PAX extension
     // bodies into memory without a bound; we read them ourselves, bounded.
     let entries = archive.entries().map_err(refuse_read)?.raw(true);
@@ -437,44 +315,20 @@ fn extract_tar<R: Read>(
             Some(p) => p,
             None => entry.header().path_bytes().into_owned(),
         };
-        let shown = String::from_utf8_lossy(&raw_path).into_owned();
+        let shown = || String::from_utf8_lossy(&raw_path).into_owned();
         let path = EntryPath::new(&raw_path, limits.path_bytes, limits.depth)
-            .map_err(|e| ExtractError::entry(&shown, e))?;
-        // No set of the paths seen: the root was empty, so the file
-        // system holds exactly what this archive created. A second entry
-        // with a path already used fails with EEXIST (O_EXCL, mkdirat,
-        // symlinkat: "duplicate entry"), and a parent that is not a
-        // directory created earlier (missing, a file, a symlink) fails to
-        // open with O_DIRECTORY | O_NOFOLLOW. Memory stays constant in the
-        // number of entries.
-        let (parent, name) = split_entry(&path);
+            .map_err(|e| ExtractError::entry(&shown(), e))?;
         let header_mode = entry.header().mode().unwrap_or(0);
-        let dest = || join(root, &path);
-        // The parent, opened from the root one component at a time without
-        // following symlinks: the root started empty, so it can only be a
-        // directory this extraction created (the kernel's check is the
-        // parent check).
-        let dir = chain.get(parent).map_err(|e| match e {
-            ChainError::NotADir { .. } | ChainError::Missing { .. } => ExtractError::entry(
-                &shown,
-                "its parent is not a directory created earlier in this archive",
-            ),
-            ChainError::Io { prefix, source } => ExtractError::Io {
-                path: root.join(prefix),
-                source,
-            },
-        })?;
         match kind {
             tar::EntryType::Directory => {
-                rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755))
-                    .map_err(|e| io_or_refuse(&shown, &dest(), errno_io(e)))?;
+                writer.entry(&path, &raw_path, New::Dir)?;
                 stats.dirs += 1;
             }
             tar::EntryType::Regular => {
                 let size = entry.header().size().map_err(refuse_read)?;
                 if size > limits.file_bytes {
                     return Err(ExtractError::entry(
-                        &shown,
+                        &shown(),
                         format!(
                             "file is larger than {} bytes (limits.file_bytes)",
                             limits.file_bytes
@@ -492,62 +346,28 @@ fn extract_tar<R: Read>(
                 } else {
                     0o644
                 };
-                let fd = rustix::fs::openat(
-                    dir,
-                    name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(modes.create_mode(mode)),
-                )
-                .map_err(|e| io_or_refuse(&shown, &dest(), errno_io(e)))?;
-                let mut f = fs::File::from(fd);
-                if let (Some(exact), true) = (modes.known(mode), size <= SMALL_FILE_BYTES as u64) {
-                    // Read here, written (and closed) by the writing thread.
-                    let len = size as usize;
-                    let buf = small.room(len)?;
+                writer.entry(&path, &raw_path, New::File { mode, size })?;
+                // The contents, read straight into the writer's batches.
+                let mut left = size;
+                while left > 0 {
+                    let room = writer.room(left)?;
                     let mut got = 0;
-                    while got < len {
-                        match entry.read(&mut buf[got..]) {
+                    while got < room.len() {
+                        match entry.read(&mut room[got..]) {
                             Ok(0) => break,
                             Ok(n) => got += n,
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                             Err(e) => return Err(refuse_read(e)),
                         }
                     }
-                    if got != len {
-                        return Err(ExtractError::entry(&shown, "archive ends inside this file"));
+                    if got == 0 {
+                        return Err(ExtractError::entry(
+                            &shown(),
+                            "archive ends inside this file",
+                        ));
                     }
-                    small.push(SmallFile {
-                        file: f,
-                        len,
-                        fix_mode: (!exact).then_some(mode),
-                        shown,
-                    })?;
-                } else {
-                    // The tar entry reader yields exactly `size` bytes or fails.
-                    let n =
-                        copy(&mut (&mut entry).take(size), &mut f, &mut copy_buf).map_err(|e| {
-                            if e.kind() == io::ErrorKind::WriteZero
-                                || e.raw_os_error() == Some(libc::ENOSPC)
-                            {
-                                ExtractError::Io {
-                                    path: dest(),
-                                    source: e,
-                                }
-                            } else {
-                                refuse_read(e)
-                            }
-                        })?;
-                    if n != size {
-                        return Err(ExtractError::entry(&shown, "archive ends inside this file"));
-                    }
-                    modes.finish(&f, mode).map_err(|e| ExtractError::Io {
-                        path: dest(),
-                        source: e,
-                    })?;
+                    writer.data(got)?;
+                    left -= got as u64;
                 }
                 stats.bytes += size;
                 stats.files += 1;
@@ -558,17 +378,16 @@ fn extract_tar<R: Read>(
                     None => entry
                         .header()
                         .link_name_bytes()
-                        .ok_or_else(|| ExtractError::entry(&shown, "symlink without a target"))?
+                        .ok_or_else(|| ExtractError::entry(&shown(), "symlink without a target"))?
                         .into_owned(),
                 };
                 let target = LinkTarget::new(&target_raw, &path, limits.path_bytes)
-                    .map_err(|e| ExtractError::entry(&shown, symlink_reason(e)))?;
-                rustix::fs::symlinkat(target.as_str(), dir, name)
-                    .map_err(|e| io_or_refuse(&shown, &dest(), errno_io(e)))?;
+                    .map_err(|e| ExtractError::entry(&shown(), symlink_reason(e)))?;
+                writer.entry(&path, &raw_path, New::Symlink(target.as_str()))?;
                 stats.symlinks += 1;
             }
             other => {
-                return Err(ExtractError::entry(&shown, entry_type_reason(other)));
+                return Err(ExtractError::entry(&shown(), entry_type_reason(other)));
             }
         }
         if header_mode & 0o7000 != 0 {
@@ -582,9 +401,8 @@ fn extract_tar<R: Read>(
         ));
     }
 
-    // Everything after the end-of-archive marker must be zero padding, and
-    // the zstd frame must end cleanly (the zstd thread checks what follows
-    // the frame).
+    // Everything after the end-of-archive marker must be zero padding (the
+    // caller then checks that the zstd frame ends there).
     let mut rest = archive.into_inner();
     let mut buf = [0u8; 8192];
     let mut trailing = 0u64;
@@ -600,56 +418,115 @@ fn extract_tar<R: Read>(
             ));
         }
     }
-    // Every small file written and closed, or the first write error.
-    small.finish()?;
-    Ok(stats)
+    Ok((stats, rest.inner))
 }
 
-/// Files of at most this many bytes are written by the writing thread
-/// ([`SmallFiles`]); larger ones by the tar thread, in [`CHUNK_BYTES`]
-/// writes.
-const SMALL_FILE_BYTES: usize = 64 << 10;
-/// Bytes of small-file contents per batch (each file's bytes start on a
-/// cache line, see [`crate::buf`]).
-const BATCH_BYTES: usize = 64 << 10;
-/// Files per batch: bounds the files open at once, with [`BATCHES`], to
-/// 96.
-const BATCH_FILES: usize = 32;
+/// Bytes of file contents per batch handed to the writing thread (each
+/// file's bytes start on a cache line, see [`crate::buf`]).
+const BATCH_BYTES: usize = 256 << 10;
+/// Operations per batch (an entry is one, its contents one more per batch
+/// they span).
+const BATCH_OPS: usize = 256;
+/// Bytes of paths and link targets per batch before it is sent (one entry
+/// whose names are longer still fits an empty batch: the text grows).
+const BATCH_TEXT: usize = 32 << 10;
 /// Batches: one being filled, one waiting, one being written.
 const BATCHES: usize = 3;
-// A small file always fits an empty batch.
-const _: () = assert!(SMALL_FILE_BYTES <= BATCH_BYTES);
-// The tar thread holds up to two used chunks before handing them back in
-// a pair: with fewer than four chunks the zstd thread could wait forever.
-const _: () = assert!(CHUNKS_IN_FLIGHT >= 1);
+/// A file of at most this many bytes is never split between batches (one
+/// `write(2)`); a larger one fills what is left of the current batch.
+const WHOLE_FILE_BYTES: u64 = 64 << 10;
+const _: () = assert!(WHOLE_FILE_BYTES as usize <= BATCH_BYTES);
 
-/// A small file, created (open, empty) by the tar thread, its contents in a
-/// batch.
-struct SmallFile {
-    file: fs::File,
-    len: usize,
-    /// `Some(mode)`: set the mode exactly after writing (see [`ModeCheck`]).
-    fix_mode: Option<u32>,
-    /// The entry's path as shown in errors.
-    shown: String,
+/// What an entry creates.
+enum New<'a> {
+    Dir,
+    /// Its `size` bytes follow in [`Op::Data`]s.
+    File {
+        mode: u32,
+        size: u64,
+    },
+    Symlink(&'a str),
+}
+
+/// Bytes `start..end` of a batch's text or data.
+#[derive(Clone, Copy)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+/// An entry, as the writing thread needs it: its checked path (in the
+/// batch's text) and its raw path for messages.
+#[derive(Clone, Copy)]
+struct Named {
+    path: Span,
+    raw: Span,
+}
+
+enum Op {
+    Dir(Named),
+    File {
+        at: Named,
+        mode: u32,
+        size: u64,
+    },
+    /// The next bytes of the file being written (in the batch's data).
+    Data(Span),
+    Symlink {
+        at: Named,
+        target: Span,
+    },
 }
 
 struct Batch {
     data: AlignedBuf,
     used: usize,
-    files: Vec<(SmallFile, usize)>,
+    text: Vec<u8>,
+    ops: Vec<Op>,
 }
 
-/// The writing thread for small files. The tar thread creates every entry
-/// (so the checks, their order and the file system's refusals of
-/// duplicates and undeclared parents are as before) and reads each small
-/// file's contents into a batch; this thread writes the contents, fixes
-/// the mode where needed and closes the files. On a tree of many small
-/// files the tar thread's `write` and `close` were half of its system
-/// time, and it was the slowest of the pipeline's threads. It is spawned
-/// by the tar thread, so a confined extraction's Landlock domain covers it
-/// too. Dropped (on any error of the tar thread), it stops and is joined.
-struct SmallFiles {
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            data: AlignedBuf::zeroed(BATCH_BYTES),
+            used: 0,
+            text: Vec::with_capacity(BATCH_TEXT),
+            ops: Vec::with_capacity(BATCH_OPS),
+        }
+    }
+
+    fn text(&self, s: Span) -> &[u8] {
+        &self.text[s.start..s.end]
+    }
+
+    /// Room for data from the next cache line on.
+    fn free(&self) -> usize {
+        self.data.len().saturating_sub(align_up(self.used))
+    }
+
+    fn add_text(&mut self, t: &[u8]) -> Span {
+        let start = self.text.len();
+        self.text.extend_from_slice(t);
+        Span {
+            start,
+            end: self.text.len(),
+        }
+    }
+}
+
+/// The writing thread and the batches it is handed. The parsing thread
+/// checks every entry and reads the contents of files into a batch; the
+/// writing thread creates the entries of each batch in stream order
+/// (directories, files with their contents, symlinks), so the file
+/// system's refusals of duplicates and undeclared parents happen in the
+/// order of the stream, on one thread, as before the split. On a 2-core
+/// host the two threads carry about equal work (decompressing and parsing;
+/// creating and writing), and a batch is handed over at a time, so they
+/// wake each other once per batch, not per file. It is spawned by the
+/// parsing thread, so a confined extraction's Landlock domain covers it
+/// too. Dropped (on an error of the parsing thread), it stops and is
+/// joined.
+struct Writer {
     tx: Option<mpsc::SyncSender<Batch>>,
     back: mpsc::Receiver<Batch>,
     thread: Option<std::thread::JoinHandle<Result<(), ExtractError>>>,
@@ -657,22 +534,22 @@ struct SmallFiles {
     allocated: usize,
 }
 
-impl SmallFiles {
-    fn start(root: &Path) -> Result<SmallFiles, ExtractError> {
+impl Writer {
+    fn start(root: &Path, chain: DirChain) -> Result<Writer, ExtractError> {
         let (tx, rx) = mpsc::sync_channel::<Batch>(1);
-        // Bounded (preallocated) so the writing thread never calls malloc:
-        // glibc would give it an arena of its own (see
-        // `store::transfer::copy_verified`).
+        // Bounded (preallocated): the writing thread sends batches back
+        // without allocating. Every batch is allocated by the parsing
+        // thread.
         let (done, back) = mpsc::sync_channel(BATCHES);
         let root = root.to_owned();
         let thread = std::thread::Builder::new()
             .name("npcnix-write".into())
-            .spawn(move || write_batches(rx, done, root))
+            .spawn(move || write_batches(rx, done, root, chain))
             .map_err(|e| ExtractError::Io {
                 path: PathBuf::from("<writing thread>"),
                 source: e,
             })?;
-        Ok(SmallFiles {
+        Ok(Writer {
             tx: Some(tx),
             back,
             thread: Some(thread),
@@ -681,41 +558,78 @@ impl SmallFiles {
         })
     }
 
-    /// Room for `len` bytes (at most [`BATCH_BYTES`]) in the current batch,
-    /// sending the batch first if it is full.
-    fn room(&mut self, len: usize) -> Result<&mut [u8], ExtractError> {
-        let fits =
-            |b: &Batch| b.files.len() < BATCH_FILES && align_up(b.used) + len <= b.data.len();
+    /// The batch being filled, sending it first unless `fits`.
+    fn batch(&mut self, fits: impl Fn(&Batch) -> bool) -> Result<&mut Batch, ExtractError> {
         if self.batch.as_ref().is_some_and(|b| !fits(b)) {
             self.send()?;
         }
         if self.batch.is_none() {
             let b = if self.allocated < BATCHES {
                 self.allocated += 1;
-                Batch {
-                    data: AlignedBuf::zeroed(BATCH_BYTES),
-                    used: 0,
-                    files: Vec::with_capacity(BATCH_FILES),
-                }
+                Batch::new()
             } else {
                 match self.back.recv() {
                     Ok(b) => b,
-                    Err(_) => return Err(self.failed()),
+                    Err(_) => return Err(stopped()),
                 }
             };
             self.batch = Some(b);
         }
-        let b = self.batch.as_mut().ok_or_else(stopped)?;
+        self.batch.as_mut().ok_or_else(stopped)
+    }
+
+    /// Hands over an entry to create.
+    fn entry(&mut self, path: &EntryPath, raw: &[u8], new: New<'_>) -> Result<(), ExtractError> {
+        let target = match &new {
+            New::Symlink(t) => t.len(),
+            _ => 0,
+        };
+        let text = path.as_display().len() + raw.len() + target;
+        // The entry and one data op fit; so does its text, unless it alone
+        // is longer than a batch's text (then it goes alone).
+        let b = self.batch(|b| {
+            b.ops.len() + 2 <= BATCH_OPS && (b.text.is_empty() || b.text.len() + text <= BATCH_TEXT)
+        })?;
+        let at = Named {
+            path: b.add_text(path.as_display().as_bytes()),
+            raw: b.add_text(raw),
+        };
+        let op = match new {
+            New::Dir => Op::Dir(at),
+            New::File { mode, size } => Op::File { at, mode, size },
+            New::Symlink(t) => Op::Symlink {
+                at,
+                target: b.add_text(t.as_bytes()),
+            },
+        };
+        b.ops.push(op);
+        Ok(())
+    }
+
+    /// Room for the next at most `left` bytes of the current file's
+    /// contents (never empty), to be filled and recorded by
+    /// [`Writer::data`].
+    fn room(&mut self, left: u64) -> Result<&mut [u8], ExtractError> {
+        let b = self.batch(|b| {
+            let free = b.free() as u64;
+            b.ops.len() < BATCH_OPS
+                && free > 0
+                && (free >= left || left > WHOLE_FILE_BYTES && free >= WHOLE_FILE_BYTES / 4)
+        })?;
         let start = align_up(b.used);
+        let len = usize::try_from(left).unwrap_or(usize::MAX).min(b.free());
         Ok(&mut b.data[start..start + len])
     }
 
-    /// Records the file whose contents [`SmallFiles::room`] handed out.
-    fn push(&mut self, f: SmallFile) -> Result<(), ExtractError> {
+    /// Records the `n` bytes just read into [`Writer::room`].
+    fn data(&mut self, n: usize) -> Result<(), ExtractError> {
         let b = self.batch.as_mut().ok_or_else(stopped)?;
         let start = align_up(b.used);
-        b.used = start + f.len;
-        b.files.push((f, start));
+        b.used = start + n;
+        b.ops.push(Op::Data(Span {
+            start,
+            end: start + n,
+        }));
         Ok(())
     }
 
@@ -723,38 +637,29 @@ impl SmallFiles {
         let Some(b) = self.batch.take() else {
             return Ok(());
         };
-        let sent = match &self.tx {
-            Some(tx) => tx.send(b).is_ok(),
-            None => false,
-        };
-        if sent {
-            Ok(())
-        } else {
-            Err(self.failed())
-        }
-    }
-
-    /// The writing thread stopped early: its error.
-    fn failed(&mut self) -> ExtractError {
-        self.tx = None;
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(Err(e))) => e,
-            _ => stopped(),
-        }
-    }
-
-    /// Sends what is left and waits until every file is written and closed.
-    fn finish(mut self) -> Result<(), ExtractError> {
-        self.send()?;
-        self.tx = None;
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(r)) => r,
+        match &self.tx {
+            Some(tx) if tx.send(b).is_ok() => Ok(()),
+            // The writing thread stopped at an error, which `finish`
+            // returns.
             _ => Err(stopped()),
         }
     }
+
+    /// Sends what is left and waits until every entry handed over is
+    /// created and every file written and closed; the writing thread's
+    /// first error, if any.
+    fn finish(mut self) -> Result<(), ExtractError> {
+        let sent = self.send();
+        self.tx = None;
+        let written = match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(stopped()),
+        };
+        written.and(sent)
+    }
 }
 
-impl Drop for SmallFiles {
+impl Drop for Writer {
     fn drop(&mut self) {
         self.tx = None;
         if let Some(t) = self.thread.take() {
@@ -775,31 +680,138 @@ fn align_up(n: usize) -> usize {
     n.next_multiple_of(crate::buf::ALIGN)
 }
 
-/// The writing thread: every file of every batch, in order; stops at the
-/// first error.
+/// A file being written: its contents may span batches.
+struct Open {
+    file: fs::File,
+    mode: u32,
+    left: u64,
+    /// Its entry path, for messages.
+    path: String,
+}
+
+/// The writing thread: every operation of every batch, in order; stops at
+/// the first error.
 fn write_batches(
     rx: mpsc::Receiver<Batch>,
     done: mpsc::SyncSender<Batch>,
     root: PathBuf,
+    mut chain: DirChain,
 ) -> Result<(), ExtractError> {
+    let mut modes = ModeCheck::default();
+    let mut open: Option<Open> = None;
     for mut b in rx {
-        for (f, start) in b.files.drain(..) {
-            let wrote = (&f.file)
-                .write_all(&b.data[start..start + f.len])
-                .and_then(|()| match f.fix_mode {
-                    Some(m) => f.file.set_permissions(fs::Permissions::from_mode(m)),
-                    None => Ok(()),
-                });
-            wrote.map_err(|e| ExtractError::Io {
-                path: root.join(&f.shown),
-                source: e,
-            })?;
+        for op in &b.ops {
+            apply(op, &b, &root, &mut chain, &mut modes, &mut open)?;
         }
+        b.ops.clear();
+        b.text.clear();
         b.used = 0;
-        // The tar thread may be done; the batch is then freed.
+        // The parsing thread may be done; the batch is then freed.
         let _ = done.send(b);
     }
     Ok(())
+}
+
+fn apply(
+    op: &Op,
+    b: &Batch,
+    root: &Path,
+    chain: &mut DirChain,
+    modes: &mut ModeCheck,
+    open: &mut Option<Open>,
+) -> Result<(), ExtractError> {
+    let dest = |path: &str| {
+        let mut out = root.to_path_buf();
+        out.extend(path.split('/'));
+        out
+    };
+    let (at, path) = match op {
+        Op::Data(s) => {
+            let f = open.as_mut().ok_or_else(stopped)?;
+            let bytes = &b.data[s.start..s.end];
+            let wrote = (&f.file).write_all(bytes);
+            wrote.map_err(|e| ExtractError::Io {
+                path: dest(&f.path),
+                source: e,
+            })?;
+            f.left = f.left.saturating_sub(bytes.len() as u64);
+            if f.left == 0 {
+                if let Some(f) = open.take() {
+                    close(f, modes, &dest)?;
+                }
+            }
+            return Ok(());
+        }
+        Op::Dir(at) | Op::File { at, .. } | Op::Symlink { at, .. } => {
+            // Checked on the parsing thread: an `EntryPath`'s text.
+            let path = std::str::from_utf8(b.text(at.path)).map_err(|_| stopped())?;
+            (at, path)
+        }
+    };
+    let shown = || String::from_utf8_lossy(b.text(at.raw)).into_owned();
+    let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+    // The parent, opened from the root one component at a time without
+    // following symlinks: the root started empty, so it can only be a
+    // directory this extraction created (the kernel's check is the parent
+    // check). No set of the paths seen: the file system holds exactly what
+    // this archive created, so a second entry with a path already used
+    // fails with EEXIST (O_EXCL, mkdirat, symlinkat: "duplicate entry"),
+    // and a parent that is not a directory created earlier (missing, a
+    // file, a symlink) fails to open with O_DIRECTORY | O_NOFOLLOW. Memory
+    // stays constant in the number of entries.
+    let dir = chain.get(parent).map_err(|e| match e {
+        ChainError::NotADir { .. } | ChainError::Missing { .. } => ExtractError::entry(
+            &shown(),
+            "its parent is not a directory created earlier in this archive",
+        ),
+        ChainError::Io { prefix, source } => ExtractError::Io {
+            path: root.join(prefix),
+            source,
+        },
+    })?;
+    match op {
+        Op::Dir(_) => rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755))
+            .map_err(|e| io_or_refuse(&shown(), &dest(path), errno_io(e))),
+        Op::Symlink { target, .. } => {
+            let target = std::str::from_utf8(b.text(*target)).map_err(|_| stopped())?;
+            rustix::fs::symlinkat(target, dir, name)
+                .map_err(|e| io_or_refuse(&shown(), &dest(path), errno_io(e)))
+        }
+        Op::File { mode, size, .. } => {
+            let fd = rustix::fs::openat(
+                dir,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(modes.create_mode(*mode)),
+            )
+            .map_err(|e| io_or_refuse(&shown(), &dest(path), errno_io(e)))?;
+            let f = Open {
+                file: fs::File::from(fd),
+                mode: *mode,
+                left: *size,
+                path: path.to_owned(),
+            };
+            if *size == 0 {
+                close(f, modes, &dest)
+            } else {
+                *open = Some(f);
+                Ok(())
+            }
+        }
+        Op::Data(_) => Ok(()),
+    }
+}
+
+/// A file's contents are all written: its mode made exact, and closed.
+fn close(
+    f: Open,
+    modes: &mut ModeCheck,
+    dest: &dyn Fn(&str) -> PathBuf,
+) -> Result<(), ExtractError> {
+    modes.finish(&f.file, f.mode).map_err(|e| ExtractError::Io {
+        path: dest(&f.path),
+        source: e,
+    })
 }
 
 /// Files are created with their final mode (0644 or 0755) when the umask
@@ -818,11 +830,6 @@ struct ModeCheck {
 impl ModeCheck {
     fn slot(mode: u32) -> usize {
         usize::from(mode == 0o755)
-    }
-
-    /// `Some(exact)` once the first file of this mode has been checked.
-    fn known(&self, mode: u32) -> Option<bool> {
-        self.exact[Self::slot(mode)]
     }
 
     /// The mode to pass to `open(O_CREAT)`.
@@ -849,22 +856,6 @@ impl ModeCheck {
             f.set_permissions(fs::Permissions::from_mode(mode))?;
         }
         Ok(())
-    }
-}
-
-/// `io::copy` with a caller-owned buffer: one large `write(2)` per chunk
-/// instead of std's 8 KiB steps, and no buffer allocated per file.
-fn copy<R: Read, W: io::Write>(r: &mut R, w: &mut W, buf: &mut [u8]) -> io::Result<u64> {
-    let mut total = 0u64;
-    loop {
-        let n = match r.read(buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        w.write_all(&buf[..n])?;
-        total += n as u64;
     }
 }
 

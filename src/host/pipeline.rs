@@ -604,9 +604,9 @@ pub fn extract(
     let tree = TempDir::new_held_in(&data.tmp_dir(), "tree-")
         .map_err(PipelineError::io("creating the extraction dir"))?;
     let f = fs::File::open(&archive).map_err(PipelineError::io("reopening the download"))?;
-    // Unlinked now, so its pages are freed when the zstd thread closes it,
-    // while the tar thread still writes, not afterwards in series (10 ms for
-    // a 44 MB archive). Should this fail, dropping the temp dir removes it.
+    // Unlinked now, so its pages are freed when the extractor closes it at
+    // the end of the stream, while its writing thread still writes, not
+    // afterwards in series (10 ms for a 44 MB archive). Should this fail, dropping the temp dir removes it.
     let _ = fs::remove_file(&archive);
     let root = tree.path().to_path_buf();
     let task = opts.progress.start(

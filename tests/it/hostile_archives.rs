@@ -434,6 +434,29 @@ fn duplicate_entries_are_refused() {
     assert_refused(&zstd(&t), &[], "duplicate");
 }
 
+/// The file system finds duplicates on the writing thread, while the
+/// parsing thread has already read on: a forbidden entry after a duplicate
+/// must not be reported instead of it (the first refusal in stream order
+/// is the one an operator needs), and neither may a duplicate far behind
+/// the parse, after batches of entries.
+#[test]
+fn a_forbidden_entry_after_a_duplicate_does_not_hide_it() {
+    let t = RawTar::flake()
+        .file("flake.nix", b"{ evil = true; }", 0o644)
+        .special("mem", b'3', "")
+        .finish();
+    assert_refused(&zstd(&t), &[], "duplicate");
+    let mut many = RawTar::flake().dir("d");
+    for i in 0..2_000 {
+        many = many.file(&format!("d/f{i}"), format!("{i}\n").as_bytes(), 0o644);
+    }
+    let t = many
+        .file("d/f1999", b"again", 0o644)
+        .special("h", b'1', "flake.nix")
+        .finish();
+    assert_refused(&zstd(&t), &[], "duplicate");
+}
+
 #[test]
 fn pax_header_with_a_hostile_path_is_refused() {
     let t = RawTar::flake()

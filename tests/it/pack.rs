@@ -479,6 +479,109 @@ fn two_thread_extraction_round_trips_large_and_small_files() {
     );
 }
 
+/// Every file, directory and symlink of `a` is in `b` with the same bytes,
+/// target and executable bit, and nothing else is.
+fn assert_same_tree(a: &Path, b: &Path) {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            let p = dir.join(&n);
+            let rel = p.strip_prefix(root).expect("prefix").display().to_string();
+            let m = fs::symlink_metadata(&p).expect("metadata");
+            let what = if m.file_type().is_symlink() {
+                format!("link {}", fs::read_link(&p).expect("link").display())
+            } else if m.is_dir() {
+                walk(root, &p, out);
+                "dir".to_string()
+            } else {
+                let bytes = fs::read(&p).expect("read");
+                let exec = m.permissions().mode() & 0o111 != 0;
+                format!(
+                    "file {} {} exec={exec}",
+                    bytes.len(),
+                    npcnix::format::statement::Digest::of(&bytes).to_hex()
+                )
+            };
+            out.push((rel, what));
+        }
+    }
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    walk(a, a, &mut x);
+    walk(b, b, &mut y);
+    assert_eq!(x.len(), y.len(), "entry counts differ");
+    for (l, r) in x.iter().zip(&y) {
+        assert_eq!(l, r);
+    }
+}
+
+/// The writing thread takes entries in batches (256 KiB of contents, 256
+/// operations, 32 KiB of paths): more entries than a batch holds, paths
+/// longer than a batch's text, files of every size around a batch and
+/// around the size below which a file is never split, an empty file
+/// between them, directories and symlinks in between: the tree comes out
+/// exactly as packed.
+#[test]
+fn extraction_round_trips_entries_across_every_batch_boundary() {
+    let kit = Kit::new();
+    let src = kit.flake("src", "batches");
+    let gen = |n: usize, seed: u32| -> Vec<u8> {
+        (0..n as u32)
+            .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
+    };
+    fs::create_dir_all(src.join("many")).expect("mkdir");
+    for i in 0..700 {
+        fs::write(src.join(format!("many/e{i:04}")), b"").expect("write");
+    }
+    // About 230 bytes of path each, twice per entry in a batch's text.
+    let long = "n".repeat(200);
+    fs::create_dir_all(src.join(&long)).expect("mkdir");
+    for i in 0..300 {
+        fs::write(src.join(format!("{long}/{long}{i:03}")), format!("{i}")).expect("write");
+    }
+    let k = 1usize << 10;
+    let sizes = [
+        1,
+        64 * k - 1,
+        64 * k,
+        64 * k + 1,
+        200 * k,
+        256 * k - 1,
+        256 * k,
+        256 * k + 1,
+        512 * k + 7,
+        0,
+        3,
+        (1 << 20) + 12_345,
+    ];
+    for round in 0..2u32 {
+        let d = src.join(format!("sizes{round}"));
+        fs::create_dir_all(d.join("sub")).expect("mkdir");
+        for (i, n) in sizes.iter().enumerate() {
+            fs::write(d.join(format!("f{i:02}")), gen(*n, i as u32 + round)).expect("write");
+            std::os::unix::fs::symlink(format!("f{i:02}"), d.join(format!("l{i:02}")))
+                .expect("symlink");
+        }
+        let exe = d.join("sub/run");
+        fs::write(&exe, gen(70 * k, 9)).expect("write");
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let (archive, _) = pack_with(&kit, &src, "a.tar.zst", &[]);
+    let dst = kit.path("dst");
+    fs::create_dir(&dst).expect("mkdir");
+    npcnix::archive::extract(
+        &archive[..],
+        &dst,
+        &npcnix::archive::limits::Limits::default(),
+    )
+    .expect("extracts");
+    assert_same_tree(&src, &dst);
+}
+
 /// A tree with every kind of entry (nested and empty directories, GNU long
 /// names, symlinks, an executable, an empty file, names sorting around
 /// `a/`) and file sizes around the reading thread's 256 KiB batches.
