@@ -668,6 +668,14 @@ impl Drop for Writer {
     }
 }
 
+/// A batch the parse could not have made: a bug, never an archive's fault.
+fn internal(what: &str) -> ExtractError {
+    ExtractError::Io {
+        path: PathBuf::from("<writing thread>"),
+        source: io::Error::other(format!("internal error: {what}")),
+    }
+}
+
 fn stopped() -> ExtractError {
     ExtractError::Io {
         path: PathBuf::from("<writing thread>"),
@@ -727,7 +735,9 @@ fn apply(
     };
     let (at, path) = match op {
         Op::Data(s) => {
-            let f = open.as_mut().ok_or_else(stopped)?;
+            let f = open
+                .as_mut()
+                .ok_or_else(|| internal("contents with no file open"))?;
             let bytes = &b.data[s.start..s.end];
             let wrote = (&f.file).write_all(bytes);
             wrote.map_err(|e| ExtractError::Io {
@@ -743,8 +753,15 @@ fn apply(
             return Ok(());
         }
         Op::Dir(at) | Op::File { at, .. } | Op::Symlink { at, .. } => {
+            if open.is_some() {
+                // The parse hands over the next entry only once the file
+                // before it is complete: a file cut short here would be a
+                // bug of ours, and is an error, not a short file.
+                return Err(internal("an entry inside a file's contents"));
+            }
             // Checked on the parsing thread: an `EntryPath`'s text.
-            let path = std::str::from_utf8(b.text(at.path)).map_err(|_| stopped())?;
+            let path = std::str::from_utf8(b.text(at.path))
+                .map_err(|_| internal("a path that is not UTF-8"))?;
             (at, path)
         }
     };
@@ -773,7 +790,8 @@ fn apply(
         Op::Dir(_) => rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755))
             .map_err(|e| io_or_refuse(&shown(), &dest(path), errno_io(e))),
         Op::Symlink { target, .. } => {
-            let target = std::str::from_utf8(b.text(*target)).map_err(|_| stopped())?;
+            let target = std::str::from_utf8(b.text(*target))
+                .map_err(|_| internal("a link target that is not UTF-8"))?;
             rustix::fs::symlinkat(target, dir, name)
                 .map_err(|e| io_or_refuse(&shown(), &dest(path), errno_io(e)))
         }

@@ -437,8 +437,8 @@ fn duplicate_entries_are_refused() {
 /// The file system finds duplicates on the writing thread, while the
 /// parsing thread has already read on: a forbidden entry after a duplicate
 /// must not be reported instead of it (the first refusal in stream order
-/// is the one an operator needs), and neither may a duplicate far behind
-/// the parse, after batches of entries.
+/// is the one an operator needs), neither after batches of entries, nor
+/// when the writer stopped at a duplicate batches before the parse ends.
 #[test]
 fn a_forbidden_entry_after_a_duplicate_does_not_hide_it() {
     let t = RawTar::flake()
@@ -455,6 +455,16 @@ fn a_forbidden_entry_after_a_duplicate_does_not_hide_it() {
         .special("h", b'1', "flake.nix")
         .finish();
     assert_refused(&zstd(&t), &[], "duplicate");
+    // The writer fails on the first batch while the parse goes on for
+    // another fifteen: the parse then finds the writer gone, and the
+    // writer's refusal, not "the writing thread stopped", is reported.
+    let mut early = RawTar::flake()
+        .file("flake.nix", b"{ evil = true; }", 0o644)
+        .dir("d");
+    for i in 0..2_000 {
+        early = early.file(&format!("d/f{i}"), format!("{i}\n").as_bytes(), 0o644);
+    }
+    assert_refused(&zstd(&early.finish()), &[], "duplicate");
 }
 
 #[test]

@@ -519,8 +519,8 @@ fn assert_same_tree(a: &Path, b: &Path) {
 }
 
 /// The writing thread takes entries in batches (256 KiB of contents, 256
-/// operations, 32 KiB of paths): more entries than a batch holds, paths
-/// longer than a batch's text, files of every size around a batch and
+/// operations, 32 KiB of paths): more entries than a batch holds, more
+/// long paths than a batch's text holds, files of every size around a batch and
 /// around the size below which a file is never split, an empty file
 /// between them, directories and symlinks in between: the tree comes out
 /// exactly as packed.
