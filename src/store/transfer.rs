@@ -307,8 +307,8 @@ pub enum StreamFailure {
 /// and hands `sink` full buffers of verified bytes (it returns an empty
 /// buffer to fill next). `open(from)` opens the object at byte `from`: a
 /// stream that breaks is opened again at the first group not yet verified
-/// (a Range request), at most `max_resumes` times and never past
-/// `deadline`. Exactly the signed size is read: bytes past it are never
+/// (a Range request), at most `max_resumes` times (a transient failure of
+/// such a re-open counts as one) and never past `deadline`. Exactly the signed size is read: bytes past it are never
 /// asked for.
 pub fn stream_verified(
     open: &mut dyn FnMut(u64) -> Result<Box<dyn Read + Send>, super::StoreError>,
@@ -383,6 +383,18 @@ pub fn stream_verified(
                             got: group.offset,
                             signed,
                         }))
+                    }
+                    // Opening again after a break failed for a cause that
+                    // may pass (a reset, a 503): one more resumption, as a
+                    // read that broke would be, keeping what was verified.
+                    Err(e)
+                        if e.is_transient()
+                            && resumes > 0
+                            && resumes < max_resumes
+                            && !remaining().is_zero() =>
+                    {
+                        resumes += 1;
+                        continue;
                     }
                     Err(e) => return Err(StreamFailure::Open(e)),
                 },
@@ -826,6 +838,55 @@ mod tests {
         let (r, _, opened) = run(&d, &d, vec![20_000; 10]);
         assert!(matches!(r, Err(StreamFailure::Read(_))), "{r:?}");
         assert_eq!(opened.len(), 1 + STREAM_RESUMES as usize);
+    }
+
+    /// A stream that broke is opened again; when that open fails for a
+    /// transient cause (a reset, a 503), it is one more resumption (the
+    /// verified groups kept), not the end of the download; past the
+    /// resumptions allowed it is the open's error.
+    #[test]
+    fn a_transient_failure_to_open_a_broken_stream_again_uses_a_resumption() {
+        let d = bytes(200_000);
+        let transient = || {
+            crate::store::StoreError::new(
+                crate::store::StoreErrorKind::Transient,
+                "test store",
+                "archive",
+                "connection reset".into(),
+            )
+        };
+        for fails in [1usize, 2, 5] {
+            let opened = std::cell::RefCell::new(Vec::new());
+            let (r, out) = stream(
+                &d,
+                &mut |from| {
+                    let n = opened.borrow().len();
+                    opened.borrow_mut().push(from);
+                    if n == 0 {
+                        // 20,000 bytes, then the connection breaks.
+                        Ok(Box::new(
+                            io::Cursor::new(d[..20_000].to_vec()).chain(Broken),
+                        ))
+                    } else if n <= fails {
+                        Err(transient())
+                    } else {
+                        Ok(Box::new(io::Cursor::new(d[from as usize..].to_vec())))
+                    }
+                },
+                STREAM_BYTES,
+            );
+            let opened = opened.into_inner();
+            // The break is one resumption, each failed open one more.
+            if fails < STREAM_RESUMES as usize {
+                assert!(r.is_ok(), "{fails} failed opens: {r:?}");
+                assert!(out == d, "{fails} failed opens");
+                // Every later open starts at the first unverified group.
+                assert!(opened[1..].iter().all(|&o| o == 16_384), "{opened:?}");
+            } else {
+                assert!(matches!(r, Err(StreamFailure::Open(_))), "{fails}: {r:?}");
+                assert_eq!(opened.len(), 1 + STREAM_RESUMES as usize, "{opened:?}");
+            }
+        }
     }
 
     #[test]
