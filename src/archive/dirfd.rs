@@ -24,8 +24,6 @@ use std::path::Path;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
-use super::path::EntryPath;
-
 /// How directories below a root are opened (see the module docs).
 pub const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
@@ -41,11 +39,10 @@ pub fn errno_io(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }
 
-/// `(parent, name)` of an entry path; the parent is `""` at the top level.
-pub fn split_entry(ep: &EntryPath) -> (&str, &str) {
-    ep.as_display()
-        .rsplit_once('/')
-        .unwrap_or(("", ep.as_display()))
+/// `(parent, name)` of an entry path's text (`EntryPath::as_display`);
+/// the parent is `""` at the top level.
+pub fn split_entry(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
 }
 
 /// An open root directory and the open chain of the last directory below

@@ -29,7 +29,7 @@
 //!
 //! **Two threads.** The calling thread decompresses, parses tar and checks
 //! every entry, and reads the contents of files straight into batches of
-//! [`BATCH_BYTES`]; a writing thread ([`Writer`]) creates every entry of a
+//! `BATCH_BYTES`; a writing thread (`Writer`) creates every entry of a
 //! batch in stream order (directories, files with their contents,
 //! symlinks) and closes each file once written. So decompression and the
 //! file system's work overlap, as in `zstd -dc | tar -x`, without a pipe's
@@ -57,7 +57,7 @@
 //! archive npcnix packs) and zstd's block buffers (about 0.4 MiB), one
 //! [`INPUT_BYTES`] input buffer (128 KiB; none with [`extract_buffered`],
 //! whose reader's own buffers zstd reads), one [`DECODED_BYTES`] buffer of
-//! decompressed tar stream (64 KiB), the batches ([`BATCHES`] x 256 KiB of
+//! decompressed tar stream (64 KiB), the batches (`BATCHES` x 256 KiB of
 //! contents, plus their paths), one file open at a time and the open
 //! directory chain (at most 16 fds). Nothing grows with the number of
 //! entries: duplicates and undeclared parents are found by the file system
@@ -71,7 +71,7 @@ use std::sync::mpsc;
 
 use rustix::fs::{Mode, OFlags};
 
-use super::dirfd::{errno_io, ChainError, DirChain};
+use super::dirfd::{errno_io, split_entry, ChainError, DirChain};
 use super::path::{EntryPath, LinkTarget, PathError};
 use crate::archive::limits::Limits;
 use crate::buf::{AlignedBuf, AlignedReader};
@@ -766,7 +766,7 @@ fn apply(
         }
     };
     let shown = || String::from_utf8_lossy(b.text(at.raw)).into_owned();
-    let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let (parent, name) = split_entry(path);
     // The parent, opened from the root one component at a time without
     // following symlinks: the root started empty, so it can only be a
     // directory this extraction created (the kernel's check is the parent

@@ -313,7 +313,7 @@ fn classify_tracked(
     chain: &mut DirChain,
     ep: &EntryPath,
 ) -> Result<Option<PackEntry>, PackError> {
-    let (parent, name) = split_entry(ep);
+    let (parent, name) = split_entry(ep.as_display());
     let dir = match chain.get(parent) {
         Ok(d) => d,
         Err(ChainError::Missing { .. }) => return Ok(None),
@@ -588,7 +588,7 @@ impl FileReader<'_> {
                 continue;
             }
             let full = || root.join(ep.as_display());
-            let (parent, name) = split_entry(ep);
+            let (parent, name) = split_entry(ep.as_display());
             let dir = chain.get(parent).map_err(|e| {
                 Ok(match e {
                     ChainError::NotADir { prefix } => {
